@@ -1,0 +1,220 @@
+//! Encoding records into a batch that is ready to append once it is given a base offset.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::varint::{put_varint, put_varlong, varlong_len};
+use super::{BatchHeader, Codec, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, KAFKA_MAGIC, invalid};
+use crate::error::Result;
+
+/// Collects records and encodes them in the stored batch format.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    codec: Codec,
+    records: Vec<u8>,
+    count: u32,
+    first_timestamp: Option<i64>,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    /// An empty, uncompressed batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch whose records will be compressed with `codec` (`None` or `Zstd`).
+    pub fn with_codec(codec: Codec) -> Self {
+        BatchBuilder {
+            codec,
+            ..Self::default()
+        }
+    }
+
+    /// Number of records pushed so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True when no record has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Uncompressed size of the records pushed so far, header excluded.
+    pub fn records_size(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Appends one record with a null-able key and value and `headers`.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        let first = *self.first_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = if self.count == 0 {
+            timestamp
+        } else {
+            self.max_timestamp.max(timestamp)
+        };
+        let ts_delta = timestamp.wrapping_sub(first);
+        let offset_delta = i64::from(self.count);
+        let opt_len = |b: Option<&[u8]>| b.map_or(1, |b| varlong_len(b.len() as i64) + b.len());
+        let mut body = 1 + varlong_len(ts_delta) + varlong_len(offset_delta);
+        body += opt_len(key) + opt_len(value) + varlong_len(headers.len() as i64);
+        for (k, v) in headers {
+            body += varlong_len(k.len() as i64) + k.len() + opt_len(*v);
+        }
+        self.records.reserve(body + 5);
+        put_varlong(&mut self.records, body as i64);
+        self.records.push(0); // record attributes, unused
+        put_varlong(&mut self.records, ts_delta);
+        put_varlong(&mut self.records, offset_delta);
+        put_bytes(&mut self.records, key);
+        put_bytes(&mut self.records, value);
+        put_varint(&mut self.records, headers.len() as i32);
+        for (k, v) in headers {
+            put_bytes(&mut self.records, Some(k.as_bytes()));
+            put_bytes(&mut self.records, *v);
+        }
+        self.count += 1;
+    }
+
+    /// Finishes the batch: compresses, writes the header and Kafka's crc32c.
+    pub fn build(self) -> Result<PendingBatch> {
+        if self.count == 0 {
+            return Err(invalid("a batch needs at least one record"));
+        }
+        let compressed;
+        let payload: &[u8] = match self.codec {
+            Codec::None => &self.records,
+            Codec::Zstd => {
+                compressed = zstd::bulk::compress(&self.records, 1)
+                    .map_err(|e| invalid(format!("zstd: {e}")))?;
+                &compressed
+            }
+            Codec::Other(n) => return Err(crate::JournalError::UnsupportedCodec(n)),
+        };
+        let total = HEADER_LEN + payload.len();
+        if total > super::MAX_BATCH_BYTES {
+            return Err(invalid(format!("batch of {total} bytes is too large")));
+        }
+        let first_timestamp = self.first_timestamp.unwrap_or(0);
+        let mut buf = BytesMut::with_capacity(total);
+        buf.put_u32(0); // frame crc, set at append
+        buf.put_u16(FRAME_MAGIC);
+        buf.put_u8(FRAME_VERSION);
+        buf.put_u8(0);
+        buf.put_i64(0); // base offset, set at append
+        buf.put_i32((total - super::LENGTH_PREFIX) as i32);
+        buf.put_i32(0); // partition leader epoch
+        buf.put_u8(KAFKA_MAGIC);
+        buf.put_u32(0); // crc32c, below
+        buf.put_i16(self.codec.attribute_bits());
+        buf.put_i32(self.count as i32 - 1);
+        buf.put_i64(first_timestamp);
+        buf.put_i64(self.max_timestamp);
+        buf.put_i64(-1); // producer id
+        buf.put_i16(-1); // producer epoch
+        buf.put_i32(-1); // base sequence
+        buf.put_i32(self.count as i32);
+        buf.put_slice(payload);
+        let crc32c = crc32c::crc32c(&buf[29..]);
+        buf[25..29].copy_from_slice(&crc32c.to_be_bytes());
+        Ok(PendingBatch::new(buf))
+    }
+}
+
+fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varlong(buf, b.len() as i64);
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// An encoded batch waiting for its base offset. Most of its frame CRC is computed here,
+/// outside any partition lock; [`PendingBatch::seal`] finishes it in constant time.
+#[derive(Debug)]
+pub struct PendingBatch {
+    buf: BytesMut,
+    header: BatchHeader,
+    tail_crc: crc32fast::Hasher,
+}
+
+impl PendingBatch {
+    fn new(buf: BytesMut) -> Self {
+        // The header was just written by the builder, so it parses.
+        let header = match BatchHeader::parse(&buf) {
+            Ok(h) => h,
+            Err(e) => unreachable!("builder wrote an invalid header: {e}"),
+        };
+        let mut tail_crc = crc32fast::Hasher::new();
+        tail_crc.update(&buf[16..]);
+        PendingBatch {
+            buf,
+            header,
+            tail_crc,
+        }
+    }
+
+    /// Takes a complete batch in the stored format (for instance one read from another
+    /// journal), checking its structure. Its base offset and frame CRC are replaced at append.
+    pub fn from_stored(bytes: &[u8]) -> Result<PendingBatch> {
+        let header = BatchHeader::parse(bytes).map_err(invalid)?;
+        if header.total_len != bytes.len() {
+            return Err(invalid("batch length does not match its bytes"));
+        }
+        if header.record_count != header.last_offset_delta + 1 {
+            return Err(invalid("record count does not match the last offset delta"));
+        }
+        Ok(PendingBatch::new(BytesMut::from(bytes)))
+    }
+
+    /// Size of the batch in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Always false: a batch holds at least one record.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> u32 {
+        self.header.record_count
+    }
+
+    /// Offset span of the batch minus one (the last record's offset delta).
+    pub fn last_offset_delta(&self) -> u32 {
+        self.header.last_offset_delta
+    }
+
+    /// Largest record timestamp.
+    pub fn max_timestamp(&self) -> i64 {
+        self.header.max_timestamp
+    }
+
+    /// Assigns the base offset and completes the frame CRC.
+    pub fn seal(self, base_offset: u64) -> (BatchHeader, Bytes) {
+        let PendingBatch {
+            mut buf,
+            mut header,
+            tail_crc,
+        } = self;
+        buf[8..16].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&buf[4..16]);
+        crc.combine(&tail_crc);
+        let crc = crc.finalize();
+        buf[0..4].copy_from_slice(&crc.to_be_bytes());
+        header.base_offset = base_offset;
+        header.crc = crc;
+        (header, buf.freeze())
+    }
+}

@@ -1,0 +1,340 @@
+//! The journal: a data directory of streams, their definitions and maintenance.
+//!
+//! ```text
+//! <dir>/streams/<name>/stream.json       the definition
+//! <dir>/streams/<name>/<partition>/      segment files (segment class)
+//! <dir>/rocksdb/                         the shared store of the rocksdb class
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::config::{FsyncPolicy, JournalConfig, StorageClass, StreamConfig};
+use crate::error::{JournalError, Result};
+use crate::fs::{FileSystem, StdFs, read_file, write_file_atomic};
+use crate::log::PartitionLog;
+use crate::memory::MemoryLog;
+use crate::metrics::JournalMetrics;
+use crate::record::now_ms;
+use crate::rocks::{RocksLog, RocksStore};
+use crate::segment::SegmentLog;
+use crate::stream::Stream;
+
+/// File name of a stream definition.
+pub const STREAM_FILE: &str = "stream.json";
+/// Directory of stream directories.
+pub const STREAMS_DIR: &str = "streams";
+/// Directory of the shared RocksDB store.
+pub const ROCKSDB_DIR: &str = "rocksdb";
+
+/// How to open a journal.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Defaults and cache sizes.
+    pub config: JournalConfig,
+    /// Registry the metrics go to.
+    pub registry: prometheus::Registry,
+    /// The file-system seam (the real one unless a test injects faults).
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl JournalOptions {
+    /// Options with the real file system.
+    pub fn new(dir: PathBuf, config: JournalConfig, registry: prometheus::Registry) -> Self {
+        JournalOptions {
+            dir,
+            config,
+            registry,
+            fs: Arc::new(StdFs),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    config: JournalConfig,
+    metrics: JournalMetrics,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    rocks: Mutex<Option<Arc<RocksStore>>>,
+    /// Serializes stream creation and deletion.
+    ddl: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The storage engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+impl Journal {
+    /// Opens the journal in `options.dir`, recovering every stream found there.
+    pub fn open(options: JournalOptions) -> Result<Journal> {
+        let started = Instant::now();
+        let JournalOptions {
+            dir,
+            config,
+            registry,
+            fs,
+        } = options;
+        let streams_dir = dir.join(STREAMS_DIR);
+        fs.create_dir_all(&streams_dir).map_err(|e| JournalError::io(&streams_dir, e))?;
+        let metrics = JournalMetrics::new(&registry);
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                dir,
+                fs,
+                config,
+                metrics,
+                streams: RwLock::new(BTreeMap::new()),
+                rocks: Mutex::new(None),
+                ddl: tokio::sync::Mutex::new(()),
+                shutdown: watch::Sender::new(false),
+            }),
+        };
+        let entries = journal
+            .inner
+            .fs
+            .read_dir(&streams_dir)
+            .map_err(|e| JournalError::io(&streams_dir, e))?;
+        for path in entries {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with(".deleted-") {
+                let _ = journal.inner.fs.remove_dir_all(&path);
+                continue;
+            }
+            let def = path.join(STREAM_FILE);
+            if !journal.inner.fs.exists(&def) {
+                continue;
+            }
+            let config = read_definition(&*journal.inner.fs, &def)?;
+            let stream = journal.open_stream(config)?;
+            journal.inner.streams.write().insert(stream.name().to_string(), stream);
+        }
+        let m = &journal.inner.metrics;
+        m.streams.set(journal.inner.streams.read().len() as i64);
+        m.open_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(journal)
+    }
+
+    /// The journal's settings.
+    pub fn config(&self) -> &JournalConfig {
+        &self.inner.config
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The journal's metrics.
+    pub fn metrics(&self) -> &JournalMetrics {
+        &self.inner.metrics
+    }
+
+    /// A stream definition with this journal's defaults.
+    pub fn stream_config(&self, name: &str, partitions: u32) -> StreamConfig {
+        StreamConfig::new(name, partitions, &self.inner.config)
+    }
+
+    fn stream_dir(&self, name: &str) -> PathBuf {
+        self.inner.dir.join(STREAMS_DIR).join(name)
+    }
+
+    fn rocks(&self) -> Result<Arc<RocksStore>> {
+        let mut slot = self.inner.rocks.lock();
+        if let Some(store) = &*slot {
+            return Ok(store.clone());
+        }
+        let store = RocksStore::open(&self.inner.dir.join(ROCKSDB_DIR))?;
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    fn open_stream(&self, config: StreamConfig) -> Result<Arc<Stream>> {
+        config.validate()?;
+        let inner = &self.inner;
+        let mut partitions: Vec<Arc<dyn PartitionLog>> = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            let log: Arc<dyn PartitionLog> = match config.class {
+                StorageClass::Memory => Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone())),
+                StorageClass::Segment => Arc::new(SegmentLog::open(
+                    inner.fs.clone(),
+                    self.stream_dir(&config.name).join(p.to_string()),
+                    config.clone(),
+                    inner.config.tail_cache_bytes,
+                    inner.metrics.clone(),
+                )?),
+                StorageClass::Rocksdb => {
+                    Arc::new(RocksLog::open(self.rocks()?, config.clone(), p, inner.metrics.clone())?)
+                }
+            };
+            partitions.push(log);
+        }
+        Ok(Arc::new(Stream::new(config, partitions)))
+    }
+
+    /// Creates a stream; its definition is durable when this returns.
+    pub async fn create_stream(&self, config: StreamConfig) -> Result<Arc<Stream>> {
+        config.validate()?;
+        let _ddl = self.inner.ddl.lock().await;
+        if self.inner.streams.read().contains_key(&config.name) {
+            return Err(JournalError::StreamExists(config.name));
+        }
+        let dir = self.stream_dir(&config.name);
+        let fs = &*self.inner.fs;
+        fs.create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| JournalError::InvalidConfig(e.to_string()))?;
+        let def = dir.join(STREAM_FILE);
+        write_file_atomic(fs, &def, &json).map_err(|e| JournalError::io(&def, e))?;
+        let parent = self.inner.dir.join(STREAMS_DIR);
+        fs.sync_dir(&parent).map_err(|e| JournalError::io(&parent, e))?;
+        let stream = self.open_stream(config)?;
+        let mut streams = self.inner.streams.write();
+        streams.insert(stream.name().to_string(), stream.clone());
+        self.inner.metrics.streams.set(streams.len() as i64);
+        Ok(stream)
+    }
+
+    /// The stream called `name`.
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.inner
+            .streams
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| JournalError::UnknownStream(name.to_string()))
+    }
+
+    /// Every stream's definition, by name.
+    pub fn list_streams(&self) -> Vec<StreamConfig> {
+        self.inner.streams.read().values().map(|s| s.config().clone()).collect()
+    }
+
+    /// Deletes a stream and all its data.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        let stream = self.stream(name)?;
+        self.inner.streams.write().remove(name);
+        stream.close().await?;
+        if stream.config().class == StorageClass::Rocksdb {
+            for p in 0..stream.config().partitions {
+                RocksLog::open(self.rocks()?, stream.config().clone(), p, self.inner.metrics.clone())?
+                    .destroy()?;
+            }
+        }
+        let fs = &*self.inner.fs;
+        let dir = self.stream_dir(name);
+        let doomed = self
+            .inner
+            .dir
+            .join(STREAMS_DIR)
+            .join(format!(".deleted-{name}-{}", now_ms()));
+        fs.rename(&dir, &doomed).map_err(|e| JournalError::io(&dir, e))?;
+        let parent = self.inner.dir.join(STREAMS_DIR);
+        fs.sync_dir(&parent).map_err(|e| JournalError::io(&parent, e))?;
+        fs.remove_dir_all(&doomed).map_err(|e| JournalError::io(&doomed, e))?;
+        self.inner.metrics.streams.set(self.inner.streams.read().len() as i64);
+        Ok(())
+    }
+
+    fn all_streams(&self) -> Vec<Arc<Stream>> {
+        self.inner.streams.read().values().cloned().collect()
+    }
+
+    /// Applies retention and age-based rolls to every partition as of `now_ms`.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<()> {
+        for stream in self.all_streams() {
+            for p in stream.partitions() {
+                p.enforce_retention(now_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs every partition of every stream with an `interval` policy.
+    async fn sync_interval_streams(&self, mut due: impl FnMut(u64) -> bool) {
+        for stream in self.all_streams() {
+            let FsyncPolicy::Interval(ms) = stream.config().fsync else { continue };
+            if !due(ms) {
+                continue;
+            }
+            for p in stream.partitions() {
+                if let Err(e) = p.sync().await {
+                    tracing::error!(stream = stream.name(), error = %e, "interval fsync failed");
+                }
+            }
+        }
+    }
+
+    /// Spawns the background tasks: interval fsyncs and retention. They stop at `close`.
+    pub fn start_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let journal = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(10);
+            let retention_every = Duration::from_millis(journal.inner.config.maintenance_interval_ms.max(1));
+            let started = Instant::now();
+            let mut last_retention = Instant::now();
+            let mut last_sync: BTreeMap<u64, Instant> = BTreeMap::new();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                let now = Instant::now();
+                journal
+                    .sync_interval_streams(|ms| {
+                        let last = last_sync.entry(ms).or_insert(started);
+                        let due = now.duration_since(*last) >= Duration::from_millis(ms);
+                        if due {
+                            *last = now;
+                        }
+                        due
+                    })
+                    .await;
+                if now.duration_since(last_retention) >= retention_every {
+                    last_retention = now;
+                    if let Err(e) = journal.enforce_retention(now_ms()).await {
+                        tracing::error!(error = %e, "retention failed");
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stops maintenance, then syncs and closes every partition.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.shutdown.send_replace(true);
+        let mut first_err = None;
+        for stream in self.all_streams() {
+            if let Err(e) = stream.close().await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(store) = self.inner.rocks.lock().take() {
+            drop(store);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Reads a stream definition file.
+pub fn read_definition(fs: &dyn FileSystem, path: &Path) -> Result<StreamConfig> {
+    let raw = read_file(fs, path).map_err(|e| JournalError::io(path, e))?;
+    serde_json::from_slice(&raw).map_err(|e| JournalError::Corruption {
+        file: path.to_path_buf(),
+        position: 0,
+        reason: format!("stream definition does not parse: {e}"),
+    })
+}

@@ -1,0 +1,32 @@
+//! Strata's storage engine: streams of partitioned, append-only logs of CRC-checked record
+//! batches, kept in memory, in segment files or in RocksDB.
+//!
+//! The journal knows nothing of any protocol: it speaks streams, offsets and bytes.
+
+pub mod batch;
+mod config;
+mod error;
+pub mod fs;
+mod group_commit;
+mod journal;
+mod log;
+mod memory;
+mod metrics;
+mod notify;
+pub mod offline;
+pub mod policy;
+mod record;
+mod rocks;
+pub mod segment;
+mod stream;
+mod tail;
+
+pub use batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
+pub use config::{FsyncPolicy, JournalConfig, Retention, SegmentSettings, StorageClass, StreamConfig};
+pub use error::{JournalError, Result};
+pub use journal::{Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition};
+pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
+pub use metrics::JournalMetrics;
+pub use notify::EndWatch;
+pub use record::{Record, RecordHeader, now_ms};
+pub use rocks::RocksStore;

@@ -1,0 +1,111 @@
+//! The storage-class trait: what every partition offers, whatever keeps its bytes.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::batch::{Batch, PendingBatch};
+use crate::error::Result;
+use crate::notify::EndWatch;
+
+/// Offsets assigned to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+}
+
+/// A partition's offset range: `[log_start, end)` is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    /// First offset still stored.
+    pub log_start: u64,
+    /// Offset the next appended record will get, among records visible to readers.
+    pub end: u64,
+}
+
+/// What retention or delete-before removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Segments (or batches, for classes without segments) removed.
+    pub units: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+}
+
+/// Where one unit of a partition's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of the first batch.
+    pub base_offset: u64,
+    /// Offset after the last batch.
+    pub end_offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Largest record timestamp, if any record is stored.
+    pub max_timestamp: Option<i64>,
+    /// The file (or store) holding it.
+    pub location: PathBuf,
+}
+
+/// A snapshot of a partition's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Offsets.
+    pub offsets: Offsets,
+    /// Bytes stored.
+    pub size: u64,
+    /// Segments, oldest first (one entry for classes without segments).
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// One partition of a stream: a log of batches with dense offsets.
+///
+/// Contract shared by every storage class (and checked by the conformance suite):
+/// - `append` assigns offsets `end .. end + n` and returns only once the batch is written
+///   (and, under `fsync = always`, fsynced); on error nothing of the batch is visible.
+/// - `read(from, max)` returns whole batches starting with the one holding `from`; at least
+///   one batch when `from < end` even if it exceeds `max`; none when `from == end`; an
+///   `OffsetOutOfRange` error when `from < log_start` or `from > end`.
+/// - Readers never see records that a later failure could take back.
+#[async_trait]
+pub trait PartitionLog: Send + Sync + Debug {
+    /// Appends a batch.
+    async fn append(&self, batch: PendingBatch) -> Result<Appended>;
+
+    /// Reads batches from `from`, up to about `max_bytes`.
+    async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>>;
+
+    /// Current offsets.
+    fn offsets(&self) -> Offsets;
+
+    /// The visible-end notifier.
+    fn end_watch(&self) -> &EndWatch;
+
+    /// The earliest offset whose record timestamp is at least `timestamp_ms`.
+    async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>>;
+
+    /// Makes `offset` the log-start offset (clamped to the end), dropping whole units that
+    /// fall below it. Returns the new log-start offset.
+    async fn delete_before(&self, offset: u64) -> Result<u64>;
+
+    /// Applies the retention bounds and age-based rolls as of `now_ms`.
+    async fn enforce_retention(&self, now_ms: i64) -> Result<Removed>;
+
+    /// Forces written bytes to stable storage.
+    async fn sync(&self) -> Result<()>;
+
+    /// Syncs and stops accepting appends; waiters are woken with `Closed`.
+    async fn close(&self) -> Result<()>;
+
+    /// Layout snapshot.
+    fn describe(&self) -> PartitionInfo;
+
+    /// Waits until a record with an offset of at least `offset` is visible; returns the end.
+    async fn wait_for(&self, offset: u64) -> Result<u64> {
+        self.end_watch().wait_beyond(offset).await
+    }
+}

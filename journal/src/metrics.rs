@@ -1,0 +1,117 @@
+//! The journal's Prometheus metrics.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets,
+};
+
+/// Counters, gauges and histograms for every journal operation. Labels are the storage
+/// class only, so cardinality stays fixed however many streams exist.
+#[derive(Debug, Clone)]
+pub struct JournalMetrics {
+    /// Appended batches by class.
+    pub appends: IntCounterVec,
+    /// Appended bytes by class.
+    pub append_bytes: IntCounterVec,
+    /// Appended records by class.
+    pub append_records: IntCounterVec,
+    /// Failed appends by class.
+    pub append_errors: IntCounterVec,
+    /// Batches read by class.
+    pub reads: IntCounterVec,
+    /// Bytes read by class.
+    pub read_bytes: IntCounterVec,
+    /// fsync latency.
+    pub fsync_seconds: Histogram,
+    /// Failed fsyncs.
+    pub fsync_errors: IntCounter,
+    /// Corrupt batches met by readers.
+    pub corruptions: IntCounter,
+    /// Segment files currently open.
+    pub segments: IntGauge,
+    /// Segment rolls.
+    pub rolls: IntCounter,
+    /// Segments (or batches) removed by retention or delete-before.
+    pub retention_removed: IntCounter,
+    /// Bytes removed by retention or delete-before.
+    pub retention_removed_bytes: IntCounter,
+    /// Bytes cut from damaged tails at open.
+    pub recovery_truncated_bytes: IntCounter,
+    /// Time to open the journal.
+    pub open_seconds: Histogram,
+    /// Streams defined.
+    pub streams: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &["class"])
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(registry, Box::new(c.clone()));
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(registry, Box::new(c.clone()));
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(registry, Box::new(g.clone()));
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, start: f64) -> Histogram {
+    let buckets = exponential_buckets(start, 2.0, 20).unwrap_or_default();
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(registry, Box::new(h.clone()));
+    h
+}
+
+fn register(registry: &Registry, c: Box<dyn prometheus::core::Collector>) {
+    // A second journal on the same registry (tests) keeps the first one's series.
+    if let Err(e) = registry.register(c) {
+        tracing::debug!(error = %e, "journal metric already registered");
+    }
+}
+
+impl JournalMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let r = registry;
+        JournalMetrics {
+            appends: counter_vec(r, "strata_journal_appends_total", "Batches appended."),
+            append_bytes: counter_vec(r, "strata_journal_append_bytes_total", "Bytes appended."),
+            append_records: counter_vec(r, "strata_journal_append_records_total", "Records appended."),
+            append_errors: counter_vec(r, "strata_journal_append_errors_total", "Appends that failed."),
+            reads: counter_vec(r, "strata_journal_read_batches_total", "Batches returned to readers."),
+            read_bytes: counter_vec(r, "strata_journal_read_bytes_total", "Bytes returned to readers."),
+            fsync_seconds: histogram(r, "strata_journal_fsync_seconds", "fsync latency.", 0.000_05),
+            fsync_errors: counter(r, "strata_journal_fsync_errors_total", "fsyncs that failed."),
+            corruptions: counter(r, "strata_journal_corruptions_total", "Corrupt batches met while reading."),
+            segments: gauge(r, "strata_journal_segments", "Segment files open."),
+            rolls: counter(r, "strata_journal_segment_rolls_total", "Segment rolls."),
+            retention_removed: counter(
+                r,
+                "strata_journal_retention_removed_segments_total",
+                "Segments (or batches) removed by retention or delete-before.",
+            ),
+            retention_removed_bytes: counter(
+                r,
+                "strata_journal_retention_removed_bytes_total",
+                "Bytes removed by retention or delete-before.",
+            ),
+            recovery_truncated_bytes: counter(
+                r,
+                "strata_journal_recovery_truncated_bytes_total",
+                "Bytes cut from torn or corrupt segment tails at open.",
+            ),
+            open_seconds: histogram(r, "strata_journal_open_seconds", "Time to open the journal.", 0.001),
+            streams: gauge(r, "strata_journal_streams", "Streams defined."),
+        }
+    }
+}

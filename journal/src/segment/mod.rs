@@ -1,0 +1,12 @@
+//! The `segment` storage class: a partition is a directory of segment files.
+
+mod file;
+mod index;
+mod open;
+mod partition;
+pub mod scan;
+
+pub use file::{index_path, log_path, time_index_path};
+pub use index::{OffsetEntry, SegmentIndex, TimeEntry};
+pub use open::{LOG_START_FILE, list_segments};
+pub(crate) use partition::SegmentLog;

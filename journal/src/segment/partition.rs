@@ -1,0 +1,510 @@
+//! A partition of the `segment` class: appends, group-committed fsyncs, reads across
+//! segments, rolls, retention and delete-before.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::file::Segment;
+use super::open::{LOG_START_FILE, open_partition};
+use crate::batch::{Batch, PendingBatch};
+use crate::config::{FsyncPolicy, StreamConfig};
+use crate::error::{JournalError, Result};
+use crate::fs::{FileSystem, JournalFile, write_file_atomic};
+use crate::group_commit::{GroupCommit, SyncOnce};
+use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
+use crate::metrics::JournalMetrics;
+use crate::notify::EndWatch;
+use crate::policy;
+use crate::record::now_ms;
+use crate::tail::TailCache;
+
+const CLASS: &str = "segment";
+
+#[derive(Debug)]
+struct State {
+    /// Oldest first; the last one is active. Never empty.
+    segments: Vec<Arc<Segment>>,
+    /// Offset the next record gets.
+    next_offset: u64,
+    log_start: u64,
+    tail: TailCache,
+    /// Bytes of the active segment known durable (`always` policy).
+    durable_pos: u64,
+    /// Sealed segments not yet fsynced (`interval` policy).
+    unsynced: Vec<Arc<dyn JournalFile>>,
+    /// Appends since the last successful sync.
+    dirty: bool,
+    closed: bool,
+}
+
+impl State {
+    fn active(&self) -> &Arc<Segment> {
+        // `segments` is never empty: opening creates a segment when none exists.
+        &self.segments[self.segments.len() - 1]
+    }
+}
+
+/// A partition stored as segment files.
+#[derive(Debug)]
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    config: StreamConfig,
+    state: Mutex<State>,
+    commit: GroupCommit,
+    watch: EndWatch,
+    metrics: JournalMetrics,
+}
+
+impl SegmentLog {
+    /// Opens (recovering) or creates the partition in `dir`.
+    pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: PathBuf,
+        config: StreamConfig,
+        tail_cache_bytes: u64,
+        metrics: JournalMetrics,
+    ) -> Result<SegmentLog> {
+        let opened = open_partition(&*fs, &dir, config.segment.index_interval_bytes, now_ms())?;
+        metrics.recovery_truncated_bytes.inc_by(opened.truncated);
+        metrics.segments.add(opened.segments.len() as i64);
+        let first_base = opened.segments[0].base_offset;
+        let active = &opened.segments[opened.segments.len() - 1];
+        let (next_offset, durable_pos) = {
+            let m = active.meta.read();
+            (m.end_offset, m.size)
+        };
+        let log_start = opened.log_start.unwrap_or(0).max(first_base).min(next_offset);
+        Ok(SegmentLog {
+            dir,
+            fs,
+            state: Mutex::new(State {
+                segments: opened.segments,
+                next_offset,
+                log_start,
+                tail: TailCache::new(tail_cache_bytes),
+                durable_pos,
+                unsynced: Vec::new(),
+                dirty: false,
+                closed: false,
+            }),
+            commit: GroupCommit::new(next_offset),
+            watch: EndWatch::new(next_offset),
+            config,
+            metrics,
+        })
+    }
+
+    fn always(&self) -> bool {
+        self.config.fsync == FsyncPolicy::Always
+    }
+
+    fn visible_end(&self, st: &State) -> u64 {
+        if self.always() {
+            self.commit.durable().min(st.next_offset)
+        } else {
+            st.next_offset
+        }
+    }
+
+    fn io(&self, path: &Path, e: std::io::Error) -> JournalError {
+        JournalError::io(path, e)
+    }
+
+    fn timed_sync(&self, file: &dyn JournalFile, path: &Path) -> Result<()> {
+        let started = Instant::now();
+        let r = file.sync();
+        self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        r.map_err(|e| {
+            self.metrics.fsync_errors.inc();
+            self.io(path, e)
+        })
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&self, st: &mut State) -> Result<()> {
+        let old = st.active().clone();
+        match self.config.fsync {
+            FsyncPolicy::Never => {}
+            FsyncPolicy::Interval(_) => st.unsynced.push(old.file.clone()),
+            FsyncPolicy::Always => {
+                if let Err(e) = self.timed_sync(&*old.file, &old.path) {
+                    self.rollback(st);
+                    return Err(e);
+                }
+                self.commit.mark_durable(st.next_offset);
+            }
+        }
+        old.write_indexes(&*self.fs)?;
+        let new = Segment::create(&*self.fs, &self.dir, st.next_offset)?;
+        if self.config.fsync != FsyncPolicy::Never {
+            self.fs.sync_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        }
+        st.segments.push(Arc::new(new));
+        st.durable_pos = 0;
+        self.metrics.rolls.inc();
+        self.metrics.segments.inc();
+        Ok(())
+    }
+
+    /// Discards undurable bytes of the active segment after a failed fsync (`always`).
+    fn rollback(&self, st: &mut State) {
+        let active = st.active().clone();
+        let durable = self.commit.durable();
+        tracing::error!(file = %active.path.display(), durable,
+            "fsync failed; rolling back appends that were not durable");
+        let recovered = active.file.set_len(st.durable_pos).map_err(|e| self.io(&active.path, e)).and_then(|()| {
+            Segment::recover(
+                &*self.fs,
+                &self.dir,
+                active.base_offset,
+                self.config.segment.index_interval_bytes,
+                now_ms(),
+            )
+        });
+        match recovered {
+            Ok((segment, _)) => {
+                let end = segment.meta.read().end_offset;
+                if end != durable {
+                    tracing::warn!(end, durable, "rolled-back segment ends away from the durable offset");
+                }
+                let n = st.segments.len();
+                st.segments[n - 1] = Arc::new(segment);
+                st.next_offset = end;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rollback failed; closing the partition");
+                st.closed = true;
+            }
+        }
+        st.tail.truncate(durable);
+        self.commit.rollback();
+    }
+
+    /// Removes the `n` oldest segments.
+    fn remove_oldest(&self, st: &mut State, n: usize) -> Result<Removed> {
+        let mut removed = Removed::default();
+        for seg in st.segments.drain(..n).collect::<Vec<_>>() {
+            removed.units += 1;
+            removed.bytes += seg.meta.read().size;
+            seg.remove_files(&*self.fs)?;
+            self.metrics.segments.dec();
+        }
+        st.log_start = st.log_start.max(st.segments[0].base_offset);
+        self.metrics.retention_removed.inc_by(removed.units);
+        self.metrics.retention_removed_bytes.inc_by(removed.bytes);
+        Ok(removed)
+    }
+
+    fn apply_removals(&self, st: &mut State, now: i64) -> Result<Removed> {
+        let summaries: Vec<_> = st.segments.iter().map(|s| s.summary()).collect();
+        let n = policy::segments_to_remove(&summaries, st.log_start, &self.config.retention, now);
+        if n == 0 {
+            return Ok(Removed::default());
+        }
+        self.remove_oldest(st, n)
+    }
+
+    fn read_segments(
+        segments: &[Arc<Segment>],
+        from: u64,
+        visible: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Batch>> {
+        let first = segments.partition_point(|s| s.base_offset <= from).saturating_sub(1);
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        for seg in &segments[first..] {
+            if seg.base_offset >= visible || (used >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            used += seg.read_into(from.max(seg.base_offset), visible, max_bytes.saturating_sub(used), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn find_timestamp(segments: &[Arc<Segment>], ts: i64, visible: u64) -> Result<Option<u64>> {
+        for seg in segments {
+            let (max, start_rel, end) = {
+                let m = seg.meta.read();
+                (m.index.max_timestamp(), m.index.rel_offset_for_time(ts), m.end_offset)
+            };
+            if max.is_none_or(|m| m < ts) {
+                continue;
+            }
+            let mut from = seg.base_offset + u64::from(start_rel);
+            while from < end.min(visible) {
+                let mut batches = Vec::new();
+                seg.read_into(from, visible, 1 << 20, &mut batches)?;
+                let Some(last) = batches.last() else { break };
+                from = last.last_offset() + 1;
+                for b in batches.iter().filter(|b| b.header().max_timestamp >= ts) {
+                    for r in b.records()? {
+                        let r = r?;
+                        if r.timestamp >= ts {
+                            return Ok(Some(r.offset));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl SyncOnce for SegmentLog {
+    async fn sync_once(&self) -> Result<u64> {
+        let (files, target, target_pos, epoch, active_base) = {
+            let mut st = self.state.lock();
+            let mut files = std::mem::take(&mut st.unsynced);
+            files.push(st.active().file.clone());
+            st.dirty = false;
+            (files, st.next_offset, st.active().meta.read().size, self.commit.epoch(), st.active().base_offset)
+        };
+        let path = self.dir.clone();
+        let this_metrics = self.metrics.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let r = files.iter().try_for_each(|f| f.sync());
+            this_metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+            r
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        let mut st = self.state.lock();
+        match result {
+            Ok(()) => {
+                if self.always() && st.active().base_offset == active_base && self.commit.epoch() == epoch {
+                    st.durable_pos = st.durable_pos.max(target_pos);
+                    self.watch.publish(target.max(self.watch.end()));
+                }
+                Ok(target)
+            }
+            Err(e) => {
+                self.metrics.fsync_errors.inc();
+                st.dirty = true;
+                if self.always() && self.commit.epoch() == epoch {
+                    self.rollback(&mut st);
+                    self.watch.publish(self.commit.durable());
+                }
+                Err(self.io(&path, e))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PartitionLog for SegmentLog {
+    async fn append(&self, batch: PendingBatch) -> Result<Appended> {
+        let records = batch.record_count();
+        let now = now_ms();
+        let (appended, end, epoch) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(JournalError::Closed);
+            }
+            let summary = st.active().summary();
+            let span = u64::from(batch.last_offset_delta()) + 1;
+            if policy::should_roll(&summary, batch.len() as u64, span, now, &self.config.segment) {
+                if let Err(e) = self.roll(&mut st) {
+                    self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+                    return Err(e);
+                }
+            }
+            let base = st.next_offset;
+            let (header, bytes) = batch.seal(base);
+            let active = st.active().clone();
+            let pos = active.meta.read().size;
+            if let Err(e) = active.file.write_all_at(&bytes, pos) {
+                // Cut off whatever part reached the file; later writes go to `pos` anyway.
+                if let Err(e2) = active.file.set_len(pos) {
+                    tracing::warn!(error = %e2, "could not truncate a failed write");
+                }
+                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+                return Err(self.io(&active.path, e));
+            }
+            active.on_append(&header, now, self.config.segment.index_interval_bytes);
+            st.next_offset = header.next_offset();
+            st.dirty = true;
+            self.metrics.append_bytes.with_label_values(&[CLASS]).inc_by(bytes.len() as u64);
+            st.tail.push(Batch::trusted(header, bytes));
+            if !self.always() {
+                self.watch.publish(st.next_offset);
+            }
+            let appended = Appended {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+            };
+            (appended, st.next_offset, self.commit.epoch())
+        };
+        if self.always() {
+            if let Err(e) = self.commit.wait_durable(end, epoch, self).await {
+                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+                return Err(e);
+            }
+        }
+        self.metrics.appends.with_label_values(&[CLASS]).inc();
+        self.metrics.append_records.with_label_values(&[CLASS]).inc_by(u64::from(records));
+        Ok(appended)
+    }
+
+    async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        let (segments, visible) = {
+            let st = self.state.lock();
+            let visible = self.visible_end(&st);
+            if from < st.log_start || from > visible {
+                return Err(JournalError::OffsetOutOfRange {
+                    offset: from,
+                    log_start: st.log_start,
+                    end: visible,
+                });
+            }
+            if from == visible {
+                return Ok(Vec::new());
+            }
+            if let Some(batches) = st.tail.read(from, visible, max_bytes) {
+                self.count_read(&batches);
+                return Ok(batches);
+            }
+            (st.segments.clone(), visible)
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            Self::read_segments(&segments, from, visible, max_bytes)
+        })
+        .await
+        .map_err(|e| JournalError::io("read", std::io::Error::other(e.to_string())))?;
+        match result {
+            Ok(batches) => {
+                self.count_read(&batches);
+                Ok(batches)
+            }
+            Err(e) => {
+                if matches!(e, JournalError::Corruption { .. }) {
+                    self.metrics.corruptions.inc();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn offsets(&self) -> Offsets {
+        let st = self.state.lock();
+        Offsets {
+            log_start: st.log_start,
+            end: self.visible_end(&st),
+        }
+    }
+
+    fn end_watch(&self) -> &EndWatch {
+        &self.watch
+    }
+
+    async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let (segments, visible, log_start) = {
+            let st = self.state.lock();
+            (st.segments.clone(), self.visible_end(&st), st.log_start)
+        };
+        let found = tokio::task::spawn_blocking(move || Self::find_timestamp(&segments, timestamp_ms, visible))
+            .await
+            .map_err(|e| JournalError::io("read", std::io::Error::other(e.to_string())))??;
+        Ok(found.map(|o| o.max(log_start)))
+    }
+
+    async fn delete_before(&self, offset: u64) -> Result<u64> {
+        let mut st = self.state.lock();
+        let target = offset.min(st.next_offset);
+        if target <= st.log_start {
+            return Ok(st.log_start);
+        }
+        let path = self.dir.join(LOG_START_FILE);
+        write_file_atomic(&*self.fs, &path, target.to_string().as_bytes())
+            .map_err(|e| self.io(&path, e))?;
+        st.log_start = target;
+        let active = st.active().summary();
+        if active.size > 0 && active.end_offset <= target {
+            self.roll(&mut st)?;
+        }
+        self.apply_removals(&mut st, i64::MIN)?;
+        Ok(st.log_start)
+    }
+
+    async fn enforce_retention(&self, now_ms: i64) -> Result<Removed> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Ok(Removed::default());
+        }
+        let active = st.active().summary();
+        if policy::should_roll_idle(&active, now_ms, &self.config.segment, &self.config.retention) {
+            self.roll(&mut st)?;
+        }
+        self.apply_removals(&mut st, now_ms)
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let (dirty, end, epoch) = {
+            let st = self.state.lock();
+            (st.dirty || !st.unsynced.is_empty(), st.next_offset, self.commit.epoch())
+        };
+        if !dirty {
+            return Ok(());
+        }
+        if self.always() {
+            return self.commit.wait_durable(end, epoch, self).await;
+        }
+        self.sync_once().await.map(|_| ())
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.state.lock().closed {
+            return Ok(());
+        }
+        let synced = self.sync().await;
+        let indexed = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            st.tail.clear();
+            st.active().write_indexes(&*self.fs)
+        };
+        self.watch.close();
+        synced.and(indexed)
+    }
+
+    fn describe(&self) -> PartitionInfo {
+        let st = self.state.lock();
+        let segments: Vec<SegmentInfo> = st
+            .segments
+            .iter()
+            .map(|s| {
+                let m = s.meta.read();
+                SegmentInfo {
+                    base_offset: s.base_offset,
+                    end_offset: m.end_offset,
+                    size: m.size,
+                    max_timestamp: m.index.max_timestamp(),
+                    location: s.path.clone(),
+                }
+            })
+            .collect();
+        PartitionInfo {
+            offsets: Offsets {
+                log_start: st.log_start,
+                end: self.visible_end(&st),
+            },
+            size: segments.iter().map(|s| s.size).sum(),
+            segments,
+        }
+    }
+}
+
+impl SegmentLog {
+    fn count_read(&self, batches: &[Batch]) {
+        let bytes: usize = batches.iter().map(Batch::len).sum();
+        self.metrics.reads.with_label_values(&[CLASS]).inc_by(batches.len() as u64);
+        self.metrics.read_bytes.with_label_values(&[CLASS]).inc_by(bytes as u64);
+    }
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the `strata` binary: real processes, real sockets, real files.
+//!
+//! One test binary on purpose: each links the whole node (RocksDB included), so new areas
+//! become modules here (`mod journal_tools;`, `mod crash;`) rather than new files in `tests/`.
+
+mod common;
+
+#[path = "cli/serve.rs"]
+mod serve;
