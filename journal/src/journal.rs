@@ -322,9 +322,10 @@ impl Journal {
                 first_err.get_or_insert(e);
             }
         }
-        if let Some(store) = self.inner.rocks.lock().take() {
-            drop(store);
-        }
+        // Dropping the streams and the store handle releases RocksDB's lock once the
+        // caller's own stream handles are gone.
+        self.inner.streams.write().clear();
+        self.inner.rocks.lock().take();
         first_err.map_or(Ok(()), Err)
     }
 }

@@ -1,0 +1,14 @@
+//! Black-box tests of the journal: the conformance suite every storage class passes, a
+//! model-based property test, fault injection and corruption handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "journal/common.rs"]
+mod common;
+#[path = "journal/conformance.rs"]
+mod conformance;
+#[path = "journal/corruption.rs"]
+mod corruption;
+#[path = "journal/faults.rs"]
+mod faults;
+#[path = "journal/model.rs"]
+mod model;
