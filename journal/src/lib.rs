@@ -30,3 +30,4 @@ pub use metrics::JournalMetrics;
 pub use notify::EndWatch;
 pub use record::{Record, RecordHeader, now_ms};
 pub use rocks::RocksStore;
+pub use stream::Stream;

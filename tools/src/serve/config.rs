@@ -190,7 +190,10 @@ mod tests {
     fn unknown_key_names_the_key() {
         let err = from_toml("[admin]\nlisten_addr = \"x\"\n").expect_err("unknown key");
         assert_eq!(err.key(), Some("admin.listen_addr"));
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(
+            err.to_string().contains("unknown key `listen_addr`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use figment::Metadata;
+use figment::error::Kind;
 
 use super::config::{ENV_PREFIX, ENV_SEPARATOR};
 
@@ -49,7 +50,7 @@ impl ConfigError {
     /// Converts figment's error, which knows the key path and the provider of the bad value.
     pub fn from_figment(err: figment::Error) -> Self {
         let key = (!err.path.is_empty()).then(|| err.path.join("."));
-        let mut message = one_line(&err.kind.to_string());
+        let mut message = describe(&err.kind);
         // serde stops at the first bad value, so several errors only come from several broken
         // sources; the first is enough to act on.
         let others = err.count().saturating_sub(1);
@@ -93,6 +94,30 @@ impl std::error::Error for ConfigError {}
 /// The environment variable that sets `path`: `["admin", "listen"]` -> `STRATA_ADMIN__LISTEN`.
 pub fn env_var_name(path: &[String]) -> String {
     format!("{ENV_PREFIX}{}", path.join(ENV_SEPARATOR).to_uppercase())
+}
+
+/// figment's own wording, except for unknown names, where it nests backquotes.
+fn describe(kind: &Kind) -> String {
+    match kind {
+        Kind::UnknownField(found, expected) => {
+            format!("unknown key `{found}`, expected {}", one_of(expected))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!("unknown value `{found}`, expected {}", one_of(expected))
+        }
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    match quoted.as_slice() {
+        [] => "nothing here".to_owned(),
+        [one] => one.clone(),
+        [first, second] => format!("{first} or {second}"),
+        all => format!("one of {}", all.join(", ")),
+    }
 }
 
 fn describe_origin(metadata: &Metadata, path: &[String]) -> String {
@@ -160,6 +185,25 @@ mod tests {
         assert_eq!(
             one_line(text),
             "TOML parse error at line 1, column 7: invalid table header: expected `.`, `]`"
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let unknown = Kind::UnknownField("listen_addr".to_owned(), &["listen"]);
+        assert_eq!(
+            describe(&unknown),
+            "unknown key `listen_addr`, expected `listen`"
+        );
+        let variant = Kind::UnknownVariant("xml".to_owned(), &["human", "json"]);
+        assert_eq!(
+            describe(&variant),
+            "unknown value `xml`, expected `human` or `json`"
+        );
+        let section = Kind::UnknownField("nodes".to_owned(), &["node", "log", "admin"]);
+        assert_eq!(
+            describe(&section),
+            "unknown key `nodes`, expected one of `node`, `log`, `admin`"
         );
     }
 

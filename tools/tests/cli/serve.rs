@@ -1,4 +1,4 @@
-//! `strata serve` as a black box: startup from env overrides, the admin API, signals, config errors.
+//! `strata serve` as a black box: env overrides, the admin API, signals and config errors.
 
 use std::path::Path;
 use std::process::Command;
@@ -195,7 +195,7 @@ fn unknown_key_in_file_exits_2_naming_the_key() {
     let file = write_file(dir.path(), "strata.toml", "[admin]\nlisten_addr = \"x\"\n");
     let mut command = serve(dir.path());
     command.arg("--config").arg(&file);
-    assert_config_error(command, &["admin.listen_addr", "unknown field"]);
+    assert_config_error(command, &["admin.listen_addr", "unknown key"]);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Helpers shared by the `strata` black-box tests: run the real binary, read its output, speak HTTP.
+//! Shared helpers for the `strata` black-box tests: run the binary, read its output, speak HTTP.
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
 

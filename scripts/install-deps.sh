@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system packages that building and testing Strata need, and nothing else.
+# Idempotent: when every package is already installed it changes nothing and needs no root.
+#
+#   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
+#   protobuf-compiler  protoc, for RPC definitions (the meta service's, as it lands)
+#   fio                raw-disk baselines that journal benchmarks are compared against
+set -euo pipefail
+
+packages=(libclang-dev protobuf-compiler fio)
+
+if ! command -v dpkg >/dev/null 2>&1; then
+  echo "install-deps: no dpkg here (not Debian/Ubuntu); make sure these are installed: ${packages[*]}" >&2
+  exit 0
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  # `dpkg -s` also succeeds for removed packages whose config files remain; check the status.
+  if ! dpkg -s "$package" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+    missing+=("$package")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  else
+    sudo "$@"
+  fi
+}
+
+echo "install-deps: installing ${missing[*]}" >&2
+as_root apt-get update
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,36 @@
+//! `strata bench ...`: load generators that measure the node's components in-process.
+
+mod journal;
+mod reopen;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+/// Benchmarks.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Append and read throughput and append latency of the journal.
+    Journal(journal::JournalBenchArgs),
+    /// Time to reopen an existing journal and serve a read and an append.
+    Reopen(reopen::ReopenArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match args.command {
+            BenchCommand::Journal(a) => journal::run(a).await,
+            BenchCommand::Reopen(a) => reopen::run(a).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
