@@ -3,11 +3,10 @@
 # Idempotent: when every package is already installed it changes nothing and needs no root.
 #
 #   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
-#   protobuf-compiler  protoc, for RPC definitions (the meta service's, as it lands)
 #   fio                raw-disk baselines that journal benchmarks are compared against
 set -euo pipefail
 
-packages=(libclang-dev protobuf-compiler fio)
+packages=(libclang-dev fio)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian/Ubuntu); make sure these are installed: ${packages[*]}" >&2

@@ -6,6 +6,8 @@
 mod common;
 #[path = "journal/conformance.rs"]
 mod conformance;
+#[path = "journal/crash.rs"]
+mod crash;
 #[path = "journal/corruption.rs"]
 mod corruption;
 #[path = "journal/faults.rs"]

@@ -7,3 +7,6 @@ mod common;
 
 #[path = "cli/serve.rs"]
 mod serve;
+
+#[path = "cli/journal_tools.rs"]
+mod journal_tools;

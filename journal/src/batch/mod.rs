@@ -166,7 +166,12 @@ impl BatchHeader {
 
 /// Computes the frame CRC of a complete batch.
 pub fn frame_crc(batch: &[u8]) -> u32 {
-    crc32fast::hash(&batch[4..])
+    frame_crc_of_tail(&batch[4..])
+}
+
+/// Computes the frame CRC from the bytes after the CRC field.
+pub fn frame_crc_of_tail(tail: &[u8]) -> u32 {
+    crc32fast::hash(tail)
 }
 
 fn be4(buf: &[u8], at: usize) -> [u8; 4] {
