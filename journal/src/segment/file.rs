@@ -156,14 +156,15 @@ impl Segment {
     }
 
     /// Appends to `out` the batches holding offsets `from..visible_end`, up to `budget`
-    /// bytes (at least one batch when `out` is empty). Returns the bytes added.
+    /// bytes (at least one batch when `out` is empty). Returns the bytes added and whether
+    /// the read reached the end of the segment (only then may a reader go on to the next).
     pub fn read_into(
         &self,
         from: u64,
         visible_end: u64,
         budget: usize,
         out: &mut Vec<Batch>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, bool)> {
         let (size, mut pos) = {
             let m = self.meta.read();
             let rel = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
@@ -199,17 +200,17 @@ impl Segment {
                 continue;
             }
             if header.base_offset >= visible_end || (!out.is_empty() && used + total > budget) {
-                break;
+                return Ok((used, false));
             }
             let batch = Batch::from_bytes(bytes).map_err(|r| self.corruption(pos, r))?;
             used += total;
             out.push(batch);
             pos += total as u64;
             if used >= budget {
-                break;
+                return Ok((used, pos >= size));
             }
         }
-        Ok(used)
+        Ok((used, true))
     }
 
     /// Scans the whole file verifying every batch, truncating at the first bad one, and

@@ -219,10 +219,15 @@ impl SegmentLog {
         let mut out = Vec::new();
         let mut used = 0usize;
         for seg in &segments[first..] {
-            if seg.base_offset >= visible || (used >= max_bytes && !out.is_empty()) {
+            if seg.base_offset >= visible {
                 break;
             }
-            used += seg.read_into(from.max(seg.base_offset), visible, max_bytes.saturating_sub(used), &mut out)?;
+            let budget = max_bytes.saturating_sub(used);
+            let (n, reached_end) = seg.read_into(from.max(seg.base_offset), visible, budget, &mut out)?;
+            used += n;
+            if !reached_end || (used >= max_bytes && !out.is_empty()) {
+                break;
+            }
         }
         Ok(out)
     }
@@ -240,6 +245,7 @@ impl SegmentLog {
             while from < end.min(visible) {
                 let mut batches = Vec::new();
                 seg.read_into(from, visible, 1 << 20, &mut batches)?;
+                // Only this segment's batches: the loop stops at its end offset.
                 let Some(last) = batches.last() else { break };
                 from = last.last_offset() + 1;
                 for b in batches.iter().filter(|b| b.header().max_timestamp >= ts) {

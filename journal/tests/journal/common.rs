@@ -36,6 +36,8 @@ impl Harness {
             self.dir.path().to_path_buf(),
             JournalConfig {
                 class: self.class,
+                // Small, so that most reads in tests go to the files, not the tail cache.
+                tail_cache_bytes: 2048,
                 ..JournalConfig::default()
             },
             prometheus::Registry::new(),
@@ -85,6 +87,10 @@ pub async fn read_all(log: &Arc<dyn strata_journal::PartitionLog>, from: u64) ->
     while next < end {
         let batches = log.read(next, 10_000).await.unwrap();
         assert!(!batches.is_empty(), "read at {next} below end {end} returned nothing");
+        assert!(batches[0].base_offset() <= next && batches[0].last_offset() >= next);
+        for pair in batches.windows(2) {
+            assert_eq!(pair[1].base_offset(), pair[0].last_offset() + 1, "a read skipped offsets");
+        }
         next = batches.last().unwrap().last_offset() + 1;
         out.extend(records(&batches).into_iter().filter(|r| r.offset >= from));
     }

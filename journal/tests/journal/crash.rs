@@ -92,18 +92,19 @@ async fn acknowledged_appends_survive_sigkill() {
         // acknowledgements, then kill without warning.
         let want = rng.random_range(1..400);
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut seen = 0;
-        while seen < want {
+        let mut lines = Vec::new();
+        while lines.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(_) => seen += 1,
-                Err(_) => panic!("cycle {cycle}: child produced {seen} acks before the deadline"),
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("cycle {cycle}: child produced {} acks before the deadline", lines.len()),
             }
         }
         child.kill().unwrap();
         child.wait().unwrap();
         reader.join().unwrap();
-        for line in rx.try_iter() {
+        lines.extend(rx.try_iter());
+        for line in lines {
             let mut parts = line.split_whitespace().skip(1);
             let base: u64 = parts.next().unwrap().parse().unwrap();
             let last: u64 = parts.next().unwrap().parse().unwrap();
@@ -128,4 +129,5 @@ async fn acknowledged_appends_survive_sigkill() {
         println!("cycle {cycle}: {} acknowledged batches intact, {} records stored", acked.len(), records.len());
     }
     assert!(acked.len() >= CYCLES);
+    println!("{} acknowledged batches checked after {CYCLES} SIGKILLs", acked.len());
 }
