@@ -180,7 +180,10 @@ impl StreamConfig {
         validate_name(&self.name)?;
         let bad = |m: String| Err(JournalError::InvalidConfig(m));
         if self.partitions == 0 || self.partitions > 1 << 16 {
-            return bad(format!("partitions must be 1..=65536, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be 1..=65536, got {}",
+                self.partitions
+            ));
         }
         if self.segment.segment_bytes < 4096 || self.segment.segment_bytes > u32::MAX as u64 {
             return bad(format!(
@@ -270,7 +273,10 @@ mod tests {
         for s in ["always", "never", "interval:250"] {
             assert_eq!(s.parse::<FsyncPolicy>().unwrap().to_string(), s);
         }
-        assert_eq!("interval".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Interval(100));
+        assert_eq!(
+            "interval".parse::<FsyncPolicy>().unwrap(),
+            FsyncPolicy::Interval(100)
+        );
         assert!("sometimes".parse::<FsyncPolicy>().is_err());
         assert!("interval:0".parse::<FsyncPolicy>().is_err());
     }

@@ -72,7 +72,12 @@ impl GroupCommit {
     }
 
     /// Waits until offsets below `end`, written in `epoch`, are durable.
-    pub(crate) async fn wait_durable(&self, end: u64, epoch: u64, log: &impl SyncOnce) -> Result<()> {
+    pub(crate) async fn wait_durable(
+        &self,
+        end: u64,
+        epoch: u64,
+        log: &impl SyncOnce,
+    ) -> Result<()> {
         let mut rx = self.progress.subscribe();
         loop {
             {
@@ -101,12 +106,15 @@ impl GroupCommit {
                 .is_ok()
             {
                 let result = log.sync_once().await;
-                if let Ok(covered) = result {
-                    self.mark_durable(covered);
-                }
+                // Release leadership before waking followers, so one of them can lead the
+                // next fsync; one notification carries both the new durable end and that.
                 self.leader.store(false, Ordering::Release);
-                // Wake followers so one of them leads the next fsync.
-                self.progress.send_modify(|_| {});
+                let covered = result.as_ref().ok().copied();
+                self.progress.send_modify(|p| {
+                    if let Some(c) = covered {
+                        p.durable = p.durable.max(c);
+                    }
+                });
                 result?;
                 continue;
             }

@@ -87,7 +87,8 @@ impl Journal {
             fs,
         } = options;
         let streams_dir = dir.join(STREAMS_DIR);
-        fs.create_dir_all(&streams_dir).map_err(|e| JournalError::io(&streams_dir, e))?;
+        fs.create_dir_all(&streams_dir)
+            .map_err(|e| JournalError::io(&streams_dir, e))?;
         let metrics = JournalMetrics::new(&registry);
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -107,7 +108,10 @@ impl Journal {
             .read_dir(&streams_dir)
             .map_err(|e| JournalError::io(&streams_dir, e))?;
         for path in entries {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with(".deleted-") {
                 let _ = journal.inner.fs.remove_dir_all(&path);
                 continue;
@@ -118,7 +122,11 @@ impl Journal {
             }
             let config = read_definition(&*journal.inner.fs, &def)?;
             let stream = journal.open_stream(config)?;
-            journal.inner.streams.write().insert(stream.name().to_string(), stream);
+            journal
+                .inner
+                .streams
+                .write()
+                .insert(stream.name().to_string(), stream);
         }
         let m = &journal.inner.metrics;
         m.streams.set(journal.inner.streams.read().len() as i64);
@@ -163,10 +171,13 @@ impl Journal {
     fn open_stream(&self, config: StreamConfig) -> Result<Arc<Stream>> {
         config.validate()?;
         let inner = &self.inner;
-        let mut partitions: Vec<Arc<dyn PartitionLog>> = Vec::with_capacity(config.partitions as usize);
+        let mut partitions: Vec<Arc<dyn PartitionLog>> =
+            Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
             let log: Arc<dyn PartitionLog> = match config.class {
-                StorageClass::Memory => Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone())),
+                StorageClass::Memory => {
+                    Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
+                }
                 StorageClass::Segment => Arc::new(SegmentLog::open(
                     inner.fs.clone(),
                     self.stream_dir(&config.name).join(p.to_string()),
@@ -174,9 +185,12 @@ impl Journal {
                     inner.config.tail_cache_bytes,
                     inner.metrics.clone(),
                 )?),
-                StorageClass::Rocksdb => {
-                    Arc::new(RocksLog::open(self.rocks()?, config.clone(), p, inner.metrics.clone())?)
-                }
+                StorageClass::Rocksdb => Arc::new(RocksLog::open(
+                    self.rocks()?,
+                    config.clone(),
+                    p,
+                    inner.metrics.clone(),
+                )?),
             };
             partitions.push(log);
         }
@@ -192,13 +206,15 @@ impl Journal {
         }
         let dir = self.stream_dir(&config.name);
         let fs = &*self.inner.fs;
-        fs.create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| JournalError::io(&dir, e))?;
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| JournalError::InvalidConfig(e.to_string()))?;
         let def = dir.join(STREAM_FILE);
         write_file_atomic(fs, &def, &json).map_err(|e| JournalError::io(&def, e))?;
         let parent = self.inner.dir.join(STREAMS_DIR);
-        fs.sync_dir(&parent).map_err(|e| JournalError::io(&parent, e))?;
+        fs.sync_dir(&parent)
+            .map_err(|e| JournalError::io(&parent, e))?;
         let stream = self.open_stream(config)?;
         let mut streams = self.inner.streams.write();
         streams.insert(stream.name().to_string(), stream.clone());
@@ -218,7 +234,12 @@ impl Journal {
 
     /// Every stream's definition, by name.
     pub fn list_streams(&self) -> Vec<StreamConfig> {
-        self.inner.streams.read().values().map(|s| s.config().clone()).collect()
+        self.inner
+            .streams
+            .read()
+            .values()
+            .map(|s| s.config().clone())
+            .collect()
     }
 
     /// Deletes a stream and all its data.
@@ -229,8 +250,13 @@ impl Journal {
         stream.close().await?;
         if stream.config().class == StorageClass::Rocksdb {
             for p in 0..stream.config().partitions {
-                RocksLog::open(self.rocks()?, stream.config().clone(), p, self.inner.metrics.clone())?
-                    .destroy()?;
+                RocksLog::open(
+                    self.rocks()?,
+                    stream.config().clone(),
+                    p,
+                    self.inner.metrics.clone(),
+                )?
+                .destroy()?;
             }
         }
         let fs = &*self.inner.fs;
@@ -240,11 +266,17 @@ impl Journal {
             .dir
             .join(STREAMS_DIR)
             .join(format!(".deleted-{name}-{}", now_ms()));
-        fs.rename(&dir, &doomed).map_err(|e| JournalError::io(&dir, e))?;
+        fs.rename(&dir, &doomed)
+            .map_err(|e| JournalError::io(&dir, e))?;
         let parent = self.inner.dir.join(STREAMS_DIR);
-        fs.sync_dir(&parent).map_err(|e| JournalError::io(&parent, e))?;
-        fs.remove_dir_all(&doomed).map_err(|e| JournalError::io(&doomed, e))?;
-        self.inner.metrics.streams.set(self.inner.streams.read().len() as i64);
+        fs.sync_dir(&parent)
+            .map_err(|e| JournalError::io(&parent, e))?;
+        fs.remove_dir_all(&doomed)
+            .map_err(|e| JournalError::io(&doomed, e))?;
+        self.inner
+            .metrics
+            .streams
+            .set(self.inner.streams.read().len() as i64);
         Ok(())
     }
 
@@ -265,7 +297,9 @@ impl Journal {
     /// fsyncs every partition of every stream with an `interval` policy.
     async fn sync_interval_streams(&self, mut due: impl FnMut(u64) -> bool) {
         for stream in self.all_streams() {
-            let FsyncPolicy::Interval(ms) = stream.config().fsync else { continue };
+            let FsyncPolicy::Interval(ms) = stream.config().fsync else {
+                continue;
+            };
             if !due(ms) {
                 continue;
             }
@@ -283,7 +317,8 @@ impl Journal {
         let mut shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
             let tick = Duration::from_millis(10);
-            let retention_every = Duration::from_millis(journal.inner.config.maintenance_interval_ms.max(1));
+            let retention_every =
+                Duration::from_millis(journal.inner.config.maintenance_interval_ms.max(1));
             let started = Instant::now();
             let mut last_retention = Instant::now();
             let mut last_sync: BTreeMap<u64, Instant> = BTreeMap::new();

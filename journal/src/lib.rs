@@ -22,9 +22,13 @@ mod stream;
 mod tail;
 
 pub use batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
-pub use config::{FsyncPolicy, JournalConfig, Retention, SegmentSettings, StorageClass, StreamConfig};
+pub use config::{
+    FsyncPolicy, JournalConfig, Retention, SegmentSettings, StorageClass, StreamConfig,
+};
 pub use error::{JournalError, Result};
-pub use journal::{Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition};
+pub use journal::{
+    Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition,
+};
 pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
 pub use metrics::JournalMetrics;
 pub use notify::EndWatch;

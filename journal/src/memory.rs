@@ -10,7 +10,7 @@ use crate::batch::{Batch, PendingBatch};
 use crate::config::StreamConfig;
 use crate::error::{JournalError, Result};
 use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
-use crate::metrics::JournalMetrics;
+use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
 
 const CLASS: &str = "memory";
@@ -43,6 +43,7 @@ pub(crate) struct MemoryLog {
     state: Mutex<State>,
     watch: EndWatch,
     metrics: JournalMetrics,
+    class: ClassMetrics,
     label: PathBuf,
 }
 
@@ -53,6 +54,7 @@ impl MemoryLog {
             config,
             state: Mutex::new(State::default()),
             watch: EndWatch::new(0),
+            class: metrics.class(CLASS),
             metrics,
         }
     }
@@ -69,7 +71,7 @@ impl PartitionLog for MemoryLog {
     async fn append(&self, batch: PendingBatch) -> Result<Appended> {
         let limit = self.config.memory_max_bytes;
         if batch.len() as u64 > limit {
-            self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+            self.class.append_errors.inc();
             return Err(JournalError::Full {
                 size: batch.len(),
                 limit,
@@ -91,9 +93,9 @@ impl PartitionLog for MemoryLog {
         }
         self.removed(removed);
         self.watch.publish(st.next_offset);
-        self.metrics.appends.with_label_values(&[CLASS]).inc();
-        self.metrics.append_bytes.with_label_values(&[CLASS]).inc_by(len);
-        self.metrics.append_records.with_label_values(&[CLASS]).inc_by(u64::from(records));
+        self.class.appends.inc();
+        self.class.append_bytes.inc_by(len);
+        self.class.append_records.inc_by(u64::from(records));
         Ok(Appended {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
@@ -119,8 +121,8 @@ impl PartitionLog for MemoryLog {
             used += b.len();
             out.push(b.clone());
         }
-        self.metrics.reads.with_label_values(&[CLASS]).inc_by(out.len() as u64);
-        self.metrics.read_bytes.with_label_values(&[CLASS]).inc_by(used as u64);
+        self.class.reads.inc_by(out.len() as u64);
+        self.class.read_bytes.inc_by(used as u64);
         Ok(out)
     }
 
@@ -138,7 +140,10 @@ impl PartitionLog for MemoryLog {
 
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         let batches: Vec<Batch> = self.state.lock().batches.iter().cloned().collect();
-        for b in batches.iter().filter(|b| b.header().max_timestamp >= timestamp_ms) {
+        for b in batches
+            .iter()
+            .filter(|b| b.header().max_timestamp >= timestamp_ms)
+        {
             for r in b.records()? {
                 let r = r?;
                 if r.timestamp >= timestamp_ms {
@@ -165,11 +170,10 @@ impl PartitionLog for MemoryLog {
         let retention = self.config.retention;
         let mut st = self.state.lock();
         let mut removed = Removed::default();
-        loop {
-            let Some(front) = st.batches.front() else { break };
-            let too_old = retention
-                .max_age_ms
-                .is_some_and(|age| front.header().max_timestamp < now_ms.saturating_sub(age as i64));
+        while let Some(front) = st.batches.front() {
+            let too_old = retention.max_age_ms.is_some_and(|age| {
+                front.header().max_timestamp < now_ms.saturating_sub(age as i64)
+            });
             let over = retention
                 .max_bytes
                 .is_some_and(|max| st.bytes.saturating_sub(front.len() as u64) >= max);
@@ -200,7 +204,10 @@ impl PartitionLog for MemoryLog {
             },
             size: st.bytes,
             segments: vec![SegmentInfo {
-                base_offset: st.batches.front().map_or(st.next_offset, Batch::base_offset),
+                base_offset: st
+                    .batches
+                    .front()
+                    .map_or(st.next_offset, Batch::base_offset),
                 end_offset: st.next_offset,
                 size: st.bytes,
                 max_timestamp: st.batches.iter().map(|b| b.header().max_timestamp).max(),

@@ -79,20 +79,79 @@ fn register(registry: &Registry, c: Box<dyn prometheus::core::Collector>) {
     }
 }
 
+/// The per-class counters of one storage class, resolved once so hot paths skip the
+/// label lookup.
+#[derive(Debug, Clone)]
+pub struct ClassMetrics {
+    /// Appended batches.
+    pub appends: IntCounter,
+    /// Appended bytes.
+    pub append_bytes: IntCounter,
+    /// Appended records.
+    pub append_records: IntCounter,
+    /// Failed appends.
+    pub append_errors: IntCounter,
+    /// Batches read.
+    pub reads: IntCounter,
+    /// Bytes read.
+    pub read_bytes: IntCounter,
+}
+
 impl JournalMetrics {
+    /// The counters of storage class `class`.
+    pub fn class(&self, class: &str) -> ClassMetrics {
+        ClassMetrics {
+            appends: self.appends.with_label_values(&[class]),
+            append_bytes: self.append_bytes.with_label_values(&[class]),
+            append_records: self.append_records.with_label_values(&[class]),
+            append_errors: self.append_errors.with_label_values(&[class]),
+            reads: self.reads.with_label_values(&[class]),
+            read_bytes: self.read_bytes.with_label_values(&[class]),
+        }
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> Self {
         let r = registry;
         JournalMetrics {
             appends: counter_vec(r, "strata_journal_appends_total", "Batches appended."),
             append_bytes: counter_vec(r, "strata_journal_append_bytes_total", "Bytes appended."),
-            append_records: counter_vec(r, "strata_journal_append_records_total", "Records appended."),
-            append_errors: counter_vec(r, "strata_journal_append_errors_total", "Appends that failed."),
-            reads: counter_vec(r, "strata_journal_read_batches_total", "Batches returned to readers."),
-            read_bytes: counter_vec(r, "strata_journal_read_bytes_total", "Bytes returned to readers."),
-            fsync_seconds: histogram(r, "strata_journal_fsync_seconds", "fsync latency.", 0.000_05),
-            fsync_errors: counter(r, "strata_journal_fsync_errors_total", "fsyncs that failed."),
-            corruptions: counter(r, "strata_journal_corruptions_total", "Corrupt batches met while reading."),
+            append_records: counter_vec(
+                r,
+                "strata_journal_append_records_total",
+                "Records appended.",
+            ),
+            append_errors: counter_vec(
+                r,
+                "strata_journal_append_errors_total",
+                "Appends that failed.",
+            ),
+            reads: counter_vec(
+                r,
+                "strata_journal_read_batches_total",
+                "Batches returned to readers.",
+            ),
+            read_bytes: counter_vec(
+                r,
+                "strata_journal_read_bytes_total",
+                "Bytes returned to readers.",
+            ),
+            fsync_seconds: histogram(
+                r,
+                "strata_journal_fsync_seconds",
+                "fsync latency.",
+                0.000_05,
+            ),
+            fsync_errors: counter(
+                r,
+                "strata_journal_fsync_errors_total",
+                "fsyncs that failed.",
+            ),
+            corruptions: counter(
+                r,
+                "strata_journal_corruptions_total",
+                "Corrupt batches met while reading.",
+            ),
             segments: gauge(r, "strata_journal_segments", "Segment files open."),
             rolls: counter(r, "strata_journal_segment_rolls_total", "Segment rolls."),
             retention_removed: counter(
@@ -110,7 +169,12 @@ impl JournalMetrics {
                 "strata_journal_recovery_truncated_bytes_total",
                 "Bytes cut from torn or corrupt segment tails at open.",
             ),
-            open_seconds: histogram(r, "strata_journal_open_seconds", "Time to open the journal.", 0.001),
+            open_seconds: histogram(
+                r,
+                "strata_journal_open_seconds",
+                "Time to open the journal.",
+                0.001,
+            ),
             streams: gauge(r, "strata_journal_streams", "Streams defined."),
         }
     }

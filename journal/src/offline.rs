@@ -77,9 +77,16 @@ pub fn definitions(dir: &Path) -> Result<BTreeMap<String, StreamConfig>> {
     let fs = StdFs;
     let streams = dir.join(STREAMS_DIR);
     let mut out = BTreeMap::new();
-    for path in fs.read_dir(&streams).map_err(|e| JournalError::io(&streams, e))? {
+    for path in fs
+        .read_dir(&streams)
+        .map_err(|e| JournalError::io(&streams, e))?
+    {
         let def = path.join(STREAM_FILE);
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) || !def.exists() {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            || !def.exists()
+        {
             continue;
         }
         let config = read_definition(&fs, &def)?;
@@ -89,12 +96,16 @@ pub fn definitions(dir: &Path) -> Result<BTreeMap<String, StreamConfig>> {
 }
 
 fn partition_dir(dir: &Path, stream: &str, partition: u32) -> PathBuf {
-    dir.join(STREAMS_DIR).join(stream).join(partition.to_string())
+    dir.join(STREAMS_DIR)
+        .join(stream)
+        .join(partition.to_string())
 }
 
 /// Summarizes one segment file by scanning its batch headers (CRCs are not checked).
 pub fn summarize_segment(path: &Path, base_offset: u64) -> Result<SegmentSummary> {
-    let file = StdFs.open(path, false).map_err(|e| JournalError::io(path, e))?;
+    let file = StdFs
+        .open(path, false)
+        .map_err(|e| JournalError::io(path, e))?;
     let file_size = file.len().map_err(|e| JournalError::io(path, e))?;
     let mut s = SegmentSummary {
         base_offset,
@@ -112,8 +123,14 @@ pub fn summarize_segment(path: &Path, base_offset: u64) -> Result<SegmentSummary
         s.batches += 1;
         s.records += u64::from(b.header.record_count);
         let h = &b.header;
-        s.min_timestamp = Some(s.min_timestamp.map_or(h.first_timestamp, |m| m.min(h.first_timestamp)));
-        s.max_timestamp = Some(s.max_timestamp.map_or(h.max_timestamp, |m| m.max(h.max_timestamp)));
+        s.min_timestamp = Some(
+            s.min_timestamp
+                .map_or(h.first_timestamp, |m| m.min(h.first_timestamp)),
+        );
+        s.max_timestamp = Some(
+            s.max_timestamp
+                .map_or(h.max_timestamp, |m| m.max(h.max_timestamp)),
+        );
     })
     .map_err(|e| JournalError::io(path, e))?;
     Ok(s)
@@ -144,8 +161,14 @@ fn rocks_summary(store: &RocksStore, config: &StreamConfig, partition: u32) -> P
                 s.end_offset = h.next_offset();
                 s.batches += 1;
                 s.records += u64::from(h.record_count);
-                s.min_timestamp = Some(s.min_timestamp.map_or(h.first_timestamp, |m| m.min(h.first_timestamp)));
-                s.max_timestamp = Some(s.max_timestamp.map_or(h.max_timestamp, |m| m.max(h.max_timestamp)));
+                s.min_timestamp = Some(
+                    s.min_timestamp
+                        .map_or(h.first_timestamp, |m| m.min(h.first_timestamp)),
+                );
+                s.max_timestamp = Some(
+                    s.max_timestamp
+                        .map_or(h.max_timestamp, |m| m.max(h.max_timestamp)),
+                );
             }
             Err(reason) => {
                 s.stop = ScanStop::Corrupt {
@@ -229,9 +252,17 @@ fn list_segments_read_only(pdir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Up to `count` records of one partition from offset `from`, CRC-checked.
-pub fn dump(dir: &Path, stream: &str, partition: u32, from: u64, count: usize) -> Result<Vec<Record>> {
+pub fn dump(
+    dir: &Path,
+    stream: &str,
+    partition: u32,
+    from: u64,
+    count: usize,
+) -> Result<Vec<Record>> {
     let defs = definitions(dir)?;
-    let config = defs.get(stream).ok_or_else(|| JournalError::UnknownStream(stream.into()))?;
+    let config = defs
+        .get(stream)
+        .ok_or_else(|| JournalError::UnknownStream(stream.into()))?;
     if partition >= config.partitions {
         return Err(JournalError::UnknownPartition {
             stream: stream.into(),
@@ -273,16 +304,19 @@ pub fn dump(dir: &Path, stream: &str, partition: u32, from: u64, count: usize) -
                 let bytes = std::fs::read(&path).map_err(|e| JournalError::io(&path, e))?;
                 let mut pos = 0usize;
                 while pos + HEADER_LEN <= bytes.len() {
-                    let Ok(len) = BatchHeader::peek_len(&bytes[pos..]) else { break };
+                    let Ok(len) = BatchHeader::peek_len(&bytes[pos..]) else {
+                        break;
+                    };
                     if pos + len > bytes.len() {
                         break;
                     }
-                    let batch = Batch::from_bytes(bytes::Bytes::copy_from_slice(&bytes[pos..pos + len]))
-                        .map_err(|reason| JournalError::Corruption {
-                            file: path.clone(),
-                            position: pos as u64,
-                            reason,
-                        })?;
+                    let batch =
+                        Batch::from_bytes(bytes::Bytes::copy_from_slice(&bytes[pos..pos + len]))
+                            .map_err(|reason| JournalError::Corruption {
+                                file: path.clone(),
+                                position: pos as u64,
+                                reason,
+                            })?;
                     if batch.last_offset() >= from && !take(&batch)? {
                         break 'segments;
                     }
@@ -353,7 +387,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         for p in 0..config.partitions {
             match config.class {
                 StorageClass::Memory => {}
-                StorageClass::Segment => verify_partition(&partition_dir(dir, &config.name, p), &mut report)?,
+                StorageClass::Segment => {
+                    verify_partition(&partition_dir(dir, &config.name, p), &mut report)?
+                }
                 StorageClass::Rocksdb => {
                     let store = rocks_store(dir)?;
                     for (base, batch) in store.scan_partition(&config.name, p) {
@@ -381,18 +417,30 @@ fn verify_partition(pdir: &Path, report: &mut VerifyReport) -> Result<()> {
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let path = log_path(pdir, base);
-        let file = StdFs.open(&path, false).map_err(|e| JournalError::io(&path, e))?;
+        let file = StdFs
+            .open(&path, false)
+            .map_err(|e| JournalError::io(&path, e))?;
         let len = file.len().map_err(|e| JournalError::io(&path, e))?;
         let mut batches: Vec<(u64, BatchHeader)> = Vec::new();
         let mut start = 0;
         loop {
-            let stop = scan(&*file, start, len, true, |b| batches.push((b.position, b.header)))
-                .map_err(|e| JournalError::io(&path, e))?;
+            let stop = scan(&*file, start, len, true, |b| {
+                batches.push((b.position, b.header))
+            })
+            .map_err(|e| JournalError::io(&path, e))?;
             match stop {
                 ScanStop::Clean => break,
                 ScanStop::Torn { position, reason } => {
-                    let severity = if last { Severity::Warning } else { Severity::Error };
-                    let note = if last { " (a torn write; cut off at the next open)" } else { "" };
+                    let severity = if last {
+                        Severity::Warning
+                    } else {
+                        Severity::Error
+                    };
+                    let note = if last {
+                        " (a torn write; cut off at the next open)"
+                    } else {
+                        ""
+                    };
                     report.push(severity, &path, position, format!("{reason}{note}"));
                     break;
                 }
@@ -412,11 +460,18 @@ fn verify_partition(pdir: &Path, report: &mut VerifyReport) -> Result<()> {
             report.batches += 1;
             report.bytes += h.total_len as u64;
         }
-        if let (Some(end), Some((_, first))) = (prev_end, batches.first()) {
-            if first.base_offset < end {
-                report.push(Severity::Error, &path, 0, format!(
-                    "segment starts at offset {} below the previous segment's end {end}", first.base_offset));
-            }
+        if let (Some(end), Some((_, first))) = (prev_end, batches.first())
+            && first.base_offset < end
+        {
+            report.push(
+                Severity::Error,
+                &path,
+                0,
+                format!(
+                    "segment starts at offset {} below the previous segment's end {end}",
+                    first.base_offset
+                ),
+            );
         }
         prev_end = batches.last().map(|(_, h)| h.next_offset()).or(prev_end);
         verify_indexes(pdir, base, len, last, &batches, report);
@@ -436,7 +491,12 @@ fn verify_indexes(
     let tpath = time_index_path(pdir, base);
     let (Ok(offsets), Ok(times)) = (std::fs::read(&ipath), std::fs::read(&tpath)) else {
         if !last {
-            report.push(Severity::Warning, &ipath, 0, "index files missing (rebuilt at the next open)");
+            report.push(
+                Severity::Warning,
+                &ipath,
+                0,
+                "index files missing (rebuilt at the next open)",
+            );
         }
         return;
     };
@@ -451,10 +511,22 @@ fn verify_indexes(
         let pos = u64::from(u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]));
         match by_position.get(&pos) {
             Some(h) if h.base_offset == base + u64::from(rel) => {}
-            Some(h) => report.push(Severity::Error, &ipath, (n * 8) as u64, format!(
-                "entry names offset {} but the batch at byte {pos} starts at {}", base + u64::from(rel), h.base_offset)),
-            None => report.push(Severity::Error, &ipath, (n * 8) as u64, format!(
-                "entry points at byte {pos}, which is not the start of a batch")),
+            Some(h) => report.push(
+                Severity::Error,
+                &ipath,
+                (n * 8) as u64,
+                format!(
+                    "entry names offset {} but the batch at byte {pos} starts at {}",
+                    base + u64::from(rel),
+                    h.base_offset
+                ),
+            ),
+            None => report.push(
+                Severity::Error,
+                &ipath,
+                (n * 8) as u64,
+                format!("entry points at byte {pos}, which is not the start of a batch"),
+            ),
         }
     }
     let mut max_so_far: Option<i64> = None;
@@ -467,11 +539,20 @@ fn verify_indexes(
         .collect();
     for (n, chunk) in times.chunks_exact(12).enumerate() {
         report.index_entries += 1;
-        let ts = i64::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+        let ts = i64::from_be_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
         let rel = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
         if max_at.get(&(base + u64::from(rel))) != Some(&ts) {
-            report.push(Severity::Error, &tpath, (n * 12) as u64, format!(
-                "time entry ({ts}, offset {}) does not match the batches", base + u64::from(rel)));
+            report.push(
+                Severity::Error,
+                &tpath,
+                (n * 12) as u64,
+                format!(
+                    "time entry ({ts}, offset {}) does not match the batches",
+                    base + u64::from(rel)
+                ),
+            );
         }
     }
 }

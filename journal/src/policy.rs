@@ -115,7 +115,13 @@ mod tests {
         assert!(!should_roll(&active, 100, 1, 1_000, &s));
         assert!(should_roll(&active, 101, 1, 1_000, &s));
         assert!(should_roll(&active, 1, 1, 61_000, &s));
-        assert!(should_roll(&seg(0, 10, 10, 0), 1, u64::from(u32::MAX), 0, &s));
+        assert!(should_roll(
+            &seg(0, 10, 10, 0),
+            1,
+            u64::from(u32::MAX),
+            0,
+            &s
+        ));
         let empty = SegmentSummary {
             size: 0,
             ..seg(5, 5, 0, 0)
@@ -136,7 +142,12 @@ mod tests {
 
     #[test]
     fn size_retention_keeps_at_least_the_bound() {
-        let segs = [seg(0, 10, 100, 0), seg(10, 20, 100, 0), seg(20, 30, 100, 0), seg(30, 35, 50, 0)];
+        let segs = [
+            seg(0, 10, 100, 0),
+            seg(10, 20, 100, 0),
+            seg(20, 30, 100, 0),
+            seg(30, 35, 50, 0),
+        ];
         let r = Retention {
             max_bytes: Some(200),
             max_age_ms: None,
@@ -147,12 +158,21 @@ mod tests {
             max_bytes: Some(10),
             max_age_ms: None,
         };
-        assert_eq!(segments_to_remove(&segs, 0, &r, 0), 3, "the active segment stays");
+        assert_eq!(
+            segments_to_remove(&segs, 0, &r, 0),
+            3,
+            "the active segment stays"
+        );
     }
 
     #[test]
     fn age_retention_stops_at_the_first_young_segment() {
-        let segs = [seg(0, 10, 1, 100), seg(10, 20, 1, 5_000), seg(20, 30, 1, 200), seg(30, 31, 1, 0)];
+        let segs = [
+            seg(0, 10, 1, 100),
+            seg(10, 20, 1, 5_000),
+            seg(20, 30, 1, 200),
+            seg(30, 31, 1, 0),
+        ];
         let r = Retention {
             max_bytes: None,
             max_age_ms: Some(1_000),

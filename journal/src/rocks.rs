@@ -15,7 +15,7 @@ use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{JournalError, Result};
 use crate::group_commit::{GroupCommit, SyncOnce};
 use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
-use crate::metrics::JournalMetrics;
+use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
 
 const CLASS: &str = "rocksdb";
@@ -119,6 +119,7 @@ pub(crate) struct RocksLog {
     commit: GroupCommit,
     watch: EndWatch,
     metrics: JournalMetrics,
+    class: ClassMetrics,
 }
 
 impl RocksLog {
@@ -172,6 +173,7 @@ impl RocksLog {
             commit: GroupCommit::new(next_offset),
             watch: EndWatch::new(next_offset),
             config,
+            class: metrics.class(CLASS),
             metrics,
         })
     }
@@ -280,7 +282,9 @@ impl SyncOnce for RocksLog {
             .await
             .map_err(|e| JournalError::RocksDb(e.to_string()))
             .and_then(|r| r.map_err(JournalError::from));
-        self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
         match r {
             Ok(()) => {
                 if self.always() {
@@ -294,7 +298,10 @@ impl SyncOnce for RocksLog {
                     let mut st = self.state.lock();
                     let durable = self.commit.durable();
                     let mut wb = WriteBatch::default();
-                    wb.delete_range(data_key(&self.prefix, durable), data_key(&self.prefix, u64::MAX));
+                    wb.delete_range(
+                        data_key(&self.prefix, durable),
+                        data_key(&self.prefix, u64::MAX),
+                    );
                     if let Err(e2) = self.store.db.write(wb) {
                         tracing::error!(error = %e2, "rollback after a failed WAL sync failed");
                         st.closed = true;
@@ -318,13 +325,17 @@ impl PartitionLog for RocksLog {
                 return Err(JournalError::Closed);
             }
             let (header, bytes) = batch.seal(st.next_offset);
-            if let Err(e) = self.store.db.put(data_key(&self.prefix, header.base_offset), &bytes) {
-                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+            if let Err(e) = self
+                .store
+                .db
+                .put(data_key(&self.prefix, header.base_offset), &bytes)
+            {
+                self.class.append_errors.inc();
                 return Err(e.into());
             }
             st.next_offset = header.next_offset();
             st.bytes += bytes.len() as u64;
-            self.metrics.append_bytes.with_label_values(&[CLASS]).inc_by(bytes.len() as u64);
+            self.class.append_bytes.inc_by(bytes.len() as u64);
             if !self.always() {
                 self.watch.publish(st.next_offset);
             }
@@ -334,14 +345,14 @@ impl PartitionLog for RocksLog {
             };
             (a, st.next_offset, self.commit.epoch())
         };
-        if self.always() {
-            if let Err(e) = self.commit.wait_durable(end, epoch, self).await {
-                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
-                return Err(e);
-            }
+        if self.always()
+            && let Err(e) = self.commit.wait_durable(end, epoch, self).await
+        {
+            self.class.append_errors.inc();
+            return Err(e);
         }
-        self.metrics.appends.with_label_values(&[CLASS]).inc();
-        self.metrics.append_records.with_label_values(&[CLASS]).inc_by(u64::from(records));
+        self.class.appends.inc();
+        self.class.append_records.inc_by(u64::from(records));
         Ok(appended)
     }
 
@@ -364,8 +375,8 @@ impl PartitionLog for RocksLog {
         // RocksDB reads are served from its block cache or a few block reads; done inline.
         let out = self.read_blocking(from, visible, max_bytes)?;
         let bytes: usize = out.iter().map(Batch::len).sum();
-        self.metrics.reads.with_label_values(&[CLASS]).inc_by(out.len() as u64);
-        self.metrics.read_bytes.with_label_values(&[CLASS]).inc_by(bytes as u64);
+        self.class.reads.inc_by(out.len() as u64);
+        self.class.read_bytes.inc_by(bytes as u64);
         Ok(out)
     }
 
@@ -388,7 +399,10 @@ impl PartitionLog for RocksLog {
             let batches = self.read(from, 1 << 20).await?;
             let Some(last) = batches.last() else { break };
             from = last.last_offset() + 1;
-            for b in batches.iter().filter(|b| b.header().max_timestamp >= timestamp_ms) {
+            for b in batches
+                .iter()
+                .filter(|b| b.header().max_timestamp >= timestamp_ms)
+            {
                 for r in b.records()? {
                     let r = r?;
                     if r.timestamp >= timestamp_ms && r.offset >= log_start {
@@ -415,7 +429,9 @@ impl PartitionLog for RocksLog {
             return Ok(Removed::default());
         }
         let mut st = self.state.lock();
-        let cutoff = retention.max_age_ms.map(|a| now_ms.saturating_sub(a as i64));
+        let cutoff = retention
+            .max_age_ms
+            .map(|a| now_ms.saturating_sub(a as i64));
         let mut new_start = st.log_start;
         let mut total = st.bytes;
         let mut it = self.store.db.raw_iterator();
@@ -426,7 +442,9 @@ impl PartitionLog for RocksLog {
             }
             let Ok(h) = BatchHeader::parse(v) else { break };
             let too_old = cutoff.is_some_and(|c| h.max_timestamp < c);
-            let over = retention.max_bytes.is_some_and(|m| total.saturating_sub(v.len() as u64) >= m);
+            let over = retention
+                .max_bytes
+                .is_some_and(|m| total.saturating_sub(v.len() as u64) >= m);
             if !(too_old || over) || h.next_offset() >= st.next_offset {
                 break;
             }

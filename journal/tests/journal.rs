@@ -6,10 +6,10 @@
 mod common;
 #[path = "journal/conformance.rs"]
 mod conformance;
-#[path = "journal/crash.rs"]
-mod crash;
 #[path = "journal/corruption.rs"]
 mod corruption;
+#[path = "journal/crash.rs"]
+mod crash;
 #[path = "journal/faults.rs"]
 mod faults;
 #[path = "journal/model.rs"]

@@ -3,6 +3,8 @@
 //! One test binary on purpose: each links the whole node (RocksDB included), so new areas
 //! become modules here (`mod journal_tools;`, `mod crash;`) rather than new files in `tests/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 #[path = "cli/serve.rs"]

@@ -7,13 +7,20 @@ use super::{BatchHeader, Codec, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, KAFKA_MA
 use crate::error::Result;
 
 /// Collects records and encodes them in the stored batch format.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BatchBuilder {
     codec: Codec,
+    /// The batch being built: [`HEADER_LEN`] bytes of header space, then the records.
     records: Vec<u8>,
     count: u32,
     first_timestamp: Option<i64>,
     max_timestamp: i64,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::with_codec(Codec::None)
+    }
 }
 
 impl BatchBuilder {
@@ -26,7 +33,10 @@ impl BatchBuilder {
     pub fn with_codec(codec: Codec) -> Self {
         BatchBuilder {
             codec,
-            ..Self::default()
+            records: vec![0; HEADER_LEN],
+            count: 0,
+            first_timestamp: None,
+            max_timestamp: 0,
         }
     }
 
@@ -42,7 +52,7 @@ impl BatchBuilder {
 
     /// Uncompressed size of the records pushed so far, header excluded.
     pub fn records_size(&self) -> usize {
-        self.records.len()
+        self.records.len() - HEADER_LEN
     }
 
     /// Appends one record with a null-able key and value and `headers`.
@@ -87,43 +97,45 @@ impl BatchBuilder {
         if self.count == 0 {
             return Err(invalid("a batch needs at least one record"));
         }
-        let compressed;
-        let payload: &[u8] = match self.codec {
-            Codec::None => &self.records,
+        let mut buf = match self.codec {
+            // The records are already in place after the header space: no copy.
+            Codec::None => self.records,
             Codec::Zstd => {
-                compressed = zstd::bulk::compress(&self.records, 1)
+                let compressed = zstd::bulk::compress(&self.records[HEADER_LEN..], 1)
                     .map_err(|e| invalid(format!("zstd: {e}")))?;
-                &compressed
+                let mut buf = Vec::with_capacity(HEADER_LEN + compressed.len());
+                buf.resize(HEADER_LEN, 0);
+                buf.extend_from_slice(&compressed);
+                buf
             }
             Codec::Other(n) => return Err(crate::JournalError::UnsupportedCodec(n)),
         };
-        let total = HEADER_LEN + payload.len();
+        let total = buf.len();
         if total > super::MAX_BATCH_BYTES {
             return Err(invalid(format!("batch of {total} bytes is too large")));
         }
         let first_timestamp = self.first_timestamp.unwrap_or(0);
-        let mut buf = BytesMut::with_capacity(total);
-        buf.put_u32(0); // frame crc, set at append
-        buf.put_u16(FRAME_MAGIC);
-        buf.put_u8(FRAME_VERSION);
-        buf.put_u8(0);
-        buf.put_i64(0); // base offset, set at append
-        buf.put_i32((total - super::LENGTH_PREFIX) as i32);
-        buf.put_i32(0); // partition leader epoch
-        buf.put_u8(KAFKA_MAGIC);
-        buf.put_u32(0); // crc32c, below
-        buf.put_i16(self.codec.attribute_bits());
-        buf.put_i32(self.count as i32 - 1);
-        buf.put_i64(first_timestamp);
-        buf.put_i64(self.max_timestamp);
-        buf.put_i64(-1); // producer id
-        buf.put_i16(-1); // producer epoch
-        buf.put_i32(-1); // base sequence
-        buf.put_i32(self.count as i32);
-        buf.put_slice(payload);
+        let mut h = &mut buf[..HEADER_LEN];
+        h.put_u32(0); // frame crc, set at append
+        h.put_u16(FRAME_MAGIC);
+        h.put_u8(FRAME_VERSION);
+        h.put_u8(0);
+        h.put_i64(0); // base offset, set at append
+        h.put_i32((total - super::LENGTH_PREFIX) as i32);
+        h.put_i32(0); // partition leader epoch
+        h.put_u8(KAFKA_MAGIC);
+        h.put_u32(0); // crc32c, below
+        h.put_i16(self.codec.attribute_bits());
+        h.put_i32(self.count as i32 - 1);
+        h.put_i64(first_timestamp);
+        h.put_i64(self.max_timestamp);
+        h.put_i64(-1); // producer id
+        h.put_i16(-1); // producer epoch
+        h.put_i32(-1); // base sequence
+        h.put_i32(self.count as i32);
         let crc32c = crc32c::crc32c(&buf[29..]);
         buf[25..29].copy_from_slice(&crc32c.to_be_bytes());
-        Ok(PendingBatch::new(buf))
+        Ok(PendingBatch::new(BytesMut::from(Bytes::from(buf))))
     }
 }
 

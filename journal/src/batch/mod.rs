@@ -143,14 +143,15 @@ impl BatchHeader {
         }
         let last_offset_delta = i32::from_be_bytes(be4(buf, 31));
         let record_count = i32::from_be_bytes(be4(buf, 65));
-        let (Ok(last_offset_delta), Ok(record_count)) =
-            (u32::try_from(last_offset_delta), u32::try_from(record_count))
-        else {
+        let (Ok(last_offset_delta), Ok(record_count)) = (
+            u32::try_from(last_offset_delta),
+            u32::try_from(record_count),
+        ) else {
             return Err("negative offset delta or record count".into());
         };
         let base_offset = i64::from_be_bytes(be8(buf, 8));
-        let base_offset =
-            u64::try_from(base_offset).map_err(|_| format!("negative base offset {base_offset}"))?;
+        let base_offset = u64::try_from(base_offset)
+            .map_err(|_| format!("negative base offset {base_offset}"))?;
         Ok(BatchHeader {
             crc: u32::from_be_bytes(be4(buf, 0)),
             base_offset,

@@ -91,7 +91,9 @@ impl RecordIter {
             return (len == -1).then_some(None);
         }
         let start = *pos;
-        let end = start.checked_add(len as usize).filter(|&e| e <= rec.len())?;
+        let end = start
+            .checked_add(len as usize)
+            .filter(|&e| e <= rec.len())?;
         *pos = end;
         Some(Some(self.data.slice(start..end)))
     }
@@ -124,7 +126,12 @@ mod tests {
     use super::super::{Batch, BatchBuilder, Codec};
     use proptest::prelude::*;
 
-    type Rec = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+    type Rec = (
+        i64,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
 
     fn record_strategy() -> impl Strategy<Value = Rec> {
         (
@@ -132,7 +139,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
             proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
+                (
+                    "[a-z]{0,8}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+                ),
                 0..3,
             ),
         )
@@ -172,11 +182,10 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Ok(batch) = Batch::from_bytes(bytes::Bytes::from(data)) {
-                if let Ok(iter) = batch.records() {
+            if let Ok(batch) = Batch::from_bytes(bytes::Bytes::from(data))
+                && let Ok(iter) = batch.records() {
                     for _ in iter {}
                 }
-            }
         }
     }
 
@@ -198,7 +207,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut copy = bytes.to_vec();
             copy[i] ^= 0x40;
-            assert!(Batch::from_bytes(copy.into()).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                Batch::from_bytes(copy.into()).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
     }
 }

@@ -84,7 +84,10 @@ impl JournalFile for FaultyFile {
         }
         // Write the part that fits, as a real full disk would, then fail.
         self.inner.write_all_at(&buf[..granted as usize], pos)?;
-        Err(io::Error::new(io::ErrorKind::StorageFull, "injected full disk"))
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "injected full disk",
+        ))
     }
 
     fn sync(&self) -> io::Result<()> {

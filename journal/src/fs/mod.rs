@@ -4,7 +4,7 @@
 mod faulty;
 mod std_fs;
 
-pub use faulty::{FaultyFs, Faults};
+pub use faulty::{Faults, FaultyFs};
 pub use std_fs::StdFs;
 
 use std::fmt::Debug;
@@ -27,6 +27,10 @@ pub trait JournalFile: Send + Sync + Debug {
     fn sync(&self) -> io::Result<()>;
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// True when the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
 }

@@ -62,7 +62,9 @@ impl Segment {
     /// Creates an empty segment file.
     pub fn create(fs: &dyn FileSystem, dir: &Path, base: u64) -> Result<Segment> {
         let path = log_path(dir, base);
-        let file = fs.open(&path, true).map_err(|e| JournalError::io(&path, e))?;
+        let file = fs
+            .open(&path, true)
+            .map_err(|e| JournalError::io(&path, e))?;
         file.set_len(0).map_err(|e| JournalError::io(&path, e))?;
         Ok(Segment {
             base_offset: base,
@@ -76,7 +78,12 @@ impl Segment {
     }
 
     /// Wraps an opened file with recovered metadata.
-    pub fn from_parts(base: u64, path: PathBuf, file: Arc<dyn JournalFile>, meta: SegmentMeta) -> Self {
+    pub fn from_parts(
+        base: u64,
+        path: PathBuf,
+        file: Arc<dyn JournalFile>,
+        meta: SegmentMeta,
+    ) -> Self {
         Segment {
             base_offset: base,
             path,
@@ -103,7 +110,8 @@ impl Segment {
         let rel = (header.base_offset - self.base_offset) as u32;
         let len = header.total_len as u64;
         let position = m.size as u32;
-        m.index.on_append(rel, position, len, header.max_timestamp, interval);
+        m.index
+            .on_append(rel, position, len, header.max_timestamp, interval);
         m.size += len;
         m.end_offset = header.next_offset();
         m.first_append_ms.get_or_insert(now_ms);
@@ -167,7 +175,9 @@ impl Segment {
     ) -> Result<(usize, bool)> {
         let (size, mut pos) = {
             let m = self.meta.read();
-            let rel = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+            let rel = from
+                .saturating_sub(self.base_offset)
+                .min(u64::from(u32::MAX)) as u32;
             (m.size, u64::from(m.index.position_for(rel)))
         };
         let mut used = 0usize;
@@ -223,7 +233,9 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(Segment, u64)> {
         let path = log_path(dir, base);
-        let file = fs.open(&path, false).map_err(|e| JournalError::io(&path, e))?;
+        let file = fs
+            .open(&path, false)
+            .map_err(|e| JournalError::io(&path, e))?;
         let len = file.len().map_err(|e| JournalError::io(&path, e))?;
         let mut meta = SegmentMeta {
             end_offset: base,
@@ -232,10 +244,17 @@ impl Segment {
         let stop = scan(&*file, 0, len, true, |b| {
             let rel = (b.header.base_offset.saturating_sub(base)).min(u64::from(u32::MAX)) as u32;
             let blen = b.header.total_len as u64;
-            meta.index.on_append(rel, b.position as u32, blen, b.header.max_timestamp, interval);
+            meta.index.on_append(
+                rel,
+                b.position as u32,
+                blen,
+                b.header.max_timestamp,
+                interval,
+            );
             meta.size = b.position + blen;
             meta.end_offset = b.header.next_offset();
-            meta.first_append_ms.get_or_insert(b.header.max_timestamp.min(now_ms));
+            meta.first_append_ms
+                .get_or_insert(b.header.max_timestamp.min(now_ms));
         })
         .map_err(|e| JournalError::io(&path, e))?;
         let mut cut = 0;
@@ -243,7 +262,8 @@ impl Segment {
             cut = len - position;
             tracing::warn!(file = %path.display(), position, bytes = cut, %reason,
                 "truncating the damaged tail of the last segment");
-            file.set_len(position).map_err(|e| JournalError::io(&path, e))?;
+            file.set_len(position)
+                .map_err(|e| JournalError::io(&path, e))?;
             file.sync().map_err(|e| JournalError::io(&path, e))?;
         }
         Ok((Segment::from_parts(base, path, file, meta), cut))

@@ -37,7 +37,14 @@ const TIME_ENTRY: usize = 12;
 
 impl SegmentIndex {
     /// Notes a batch appended at `position`; adds entries when the interval has passed.
-    pub fn on_append(&mut self, rel_offset: u32, position: u32, len: u64, max_ts: i64, interval: u32) {
+    pub fn on_append(
+        &mut self,
+        rel_offset: u32,
+        position: u32,
+        len: u64,
+        max_ts: i64,
+        interval: u32,
+    ) {
         let max_so_far = self.max_timestamp.map_or(max_ts, |m| m.max(max_ts));
         self.max_timestamp = Some(max_so_far);
         if self.offsets.is_empty() || self.bytes_since_entry >= u64::from(interval) {
@@ -111,7 +118,7 @@ impl SegmentIndex {
     /// bytes. The caller still verifies that entries point at real batches, and finishes
     /// the state with [`SegmentIndex::resume`].
     pub fn decode(offsets: &[u8], times: &[u8], segment_len: u64) -> Result<SegmentIndex, String> {
-        if offsets.len() % OFFSET_ENTRY != 0 || times.len() % TIME_ENTRY != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY) || !times.len().is_multiple_of(TIME_ENTRY) {
             return Err("index file length is not a whole number of entries".into());
         }
         let offsets: Vec<OffsetEntry> = offsets
@@ -151,26 +158,38 @@ impl SegmentIndex {
     }
 }
 
-fn check_entries(offsets: &[OffsetEntry], times: &[TimeEntry], segment_len: u64) -> Result<(), String> {
+fn check_entries(
+    offsets: &[OffsetEntry],
+    times: &[TimeEntry],
+    segment_len: u64,
+) -> Result<(), String> {
     if offsets.len() != times.len() {
         return Err("offset and time indexes differ in length".into());
     }
-    if offsets.first().is_some_and(|e| e.position != 0 || e.rel_offset != 0) {
+    if offsets
+        .first()
+        .is_some_and(|e| e.position != 0 || e.rel_offset != 0)
+    {
         return Err("first index entry does not point at the segment start".into());
     }
     for pair in offsets.windows(2) {
         if pair[1].rel_offset <= pair[0].rel_offset || pair[1].position <= pair[0].position {
-            return Err(format!("offset index entries out of order at {:?}", pair[1]));
+            return Err(format!(
+                "offset index entries out of order at {:?}",
+                pair[1]
+            ));
         }
     }
-    if let Some(last) = offsets.last() {
-        if u64::from(last.position) >= segment_len {
-            return Err(format!("index entry {last:?} points past the segment end"));
-        }
+    if let Some(last) = offsets.last()
+        && u64::from(last.position) >= segment_len
+    {
+        return Err(format!("index entry {last:?} points past the segment end"));
     }
     for (t, o) in times.iter().zip(offsets) {
         if t.rel_offset != o.rel_offset {
-            return Err(format!("time index entry {t:?} does not match offset entry {o:?}"));
+            return Err(format!(
+                "time index entry {t:?} does not match offset entry {o:?}"
+            ));
         }
     }
     if times.windows(2).any(|p| p[1].timestamp < p[0].timestamp) {
@@ -213,7 +232,10 @@ mod tests {
         let back = SegmentIndex::decode(&o, &t, 1000).unwrap();
         assert_eq!(back.position_for(65), idx.position_for(65));
         assert!(SegmentIndex::decode(&o[..o.len() - 1], &t, 1000).is_err());
-        assert!(SegmentIndex::decode(&o, &t, 900).is_err(), "entry past the end");
+        assert!(
+            SegmentIndex::decode(&o, &t, 900).is_err(),
+            "entry past the end"
+        );
         let mut swapped = o.clone();
         swapped[8..16].copy_from_slice(&o[16..24]);
         assert!(SegmentIndex::decode(&swapped, &t, 1000).is_err());

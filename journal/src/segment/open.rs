@@ -37,10 +37,10 @@ pub fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>> {
         };
         if ext == "tmp" {
             let _ = fs.remove_file(&path);
-        } else if ext == "log" {
-            if let Ok(base) = stem.parse::<u64>() {
-                bases.push(base);
-            }
+        } else if ext == "log"
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(base);
         }
     }
     bases.sort_unstable();
@@ -54,7 +54,8 @@ pub fn open_partition(
     interval: u32,
     now_ms: i64,
 ) -> Result<Opened> {
-    fs.create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+    fs.create_dir_all(dir)
+        .map_err(|e| JournalError::io(dir, e))?;
     let log_start = read_log_start(fs, dir)?;
     let bases = list_segments(fs, dir)?;
     let mut segments = Vec::with_capacity(bases.len().max(1));
@@ -98,7 +99,9 @@ fn read_log_start(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>> {
 /// Opens a sealed segment, loading its index files or rebuilding them from a header scan.
 pub fn open_sealed(fs: &dyn FileSystem, dir: &Path, base: u64, interval: u32) -> Result<Segment> {
     let path = log_path(dir, base);
-    let file = fs.open(&path, false).map_err(|e| JournalError::io(&path, e))?;
+    let file = fs
+        .open(&path, false)
+        .map_err(|e| JournalError::io(&path, e))?;
     let len = file.len().map_err(|e| JournalError::io(&path, e))?;
     let loaded = load_index(fs, dir, base, &*file, len);
     let (mut index, scan_from, rebuilt) = match loaded {
@@ -120,8 +123,18 @@ pub fn open_sealed(fs: &dyn FileSystem, dir: &Path, base: u64, interval: u32) ->
     let stop = scan(&*file, scan_from, len, false, |b| {
         let blen = b.header.total_len as u64;
         if rebuilt {
-            let rel = b.header.base_offset.saturating_sub(base).min(u64::from(u32::MAX)) as u32;
-            index.on_append(rel, b.position as u32, blen, b.header.max_timestamp, interval);
+            let rel = b
+                .header
+                .base_offset
+                .saturating_sub(base)
+                .min(u64::from(u32::MAX)) as u32;
+            index.on_append(
+                rel,
+                b.position as u32,
+                blen,
+                b.header.max_timestamp,
+                interval,
+            );
         } else {
             trailing.push((blen, b.header.max_timestamp));
         }

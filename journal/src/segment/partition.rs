@@ -16,7 +16,7 @@ use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, JournalFile, write_file_atomic};
 use crate::group_commit::{GroupCommit, SyncOnce};
 use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
-use crate::metrics::JournalMetrics;
+use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
 use crate::policy;
 use crate::record::now_ms;
@@ -58,6 +58,7 @@ pub(crate) struct SegmentLog {
     commit: GroupCommit,
     watch: EndWatch,
     metrics: JournalMetrics,
+    class: ClassMetrics,
 }
 
 impl SegmentLog {
@@ -78,7 +79,11 @@ impl SegmentLog {
             let m = active.meta.read();
             (m.end_offset, m.size)
         };
-        let log_start = opened.log_start.unwrap_or(0).max(first_base).min(next_offset);
+        let log_start = opened
+            .log_start
+            .unwrap_or(0)
+            .max(first_base)
+            .min(next_offset);
         Ok(SegmentLog {
             dir,
             fs,
@@ -95,6 +100,7 @@ impl SegmentLog {
             commit: GroupCommit::new(next_offset),
             watch: EndWatch::new(next_offset),
             config,
+            class: metrics.class(CLASS),
             metrics,
         })
     }
@@ -118,7 +124,9 @@ impl SegmentLog {
     fn timed_sync(&self, file: &dyn JournalFile, path: &Path) -> Result<()> {
         let started = Instant::now();
         let r = file.sync();
-        self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
         r.map_err(|e| {
             self.metrics.fsync_errors.inc();
             self.io(path, e)
@@ -142,7 +150,9 @@ impl SegmentLog {
         old.write_indexes(&*self.fs)?;
         let new = Segment::create(&*self.fs, &self.dir, st.next_offset)?;
         if self.config.fsync != FsyncPolicy::Never {
-            self.fs.sync_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| self.io(&self.dir, e))?;
         }
         st.segments.push(Arc::new(new));
         st.durable_pos = 0;
@@ -157,20 +167,28 @@ impl SegmentLog {
         let durable = self.commit.durable();
         tracing::error!(file = %active.path.display(), durable,
             "fsync failed; rolling back appends that were not durable");
-        let recovered = active.file.set_len(st.durable_pos).map_err(|e| self.io(&active.path, e)).and_then(|()| {
-            Segment::recover(
-                &*self.fs,
-                &self.dir,
-                active.base_offset,
-                self.config.segment.index_interval_bytes,
-                now_ms(),
-            )
-        });
+        let recovered = active
+            .file
+            .set_len(st.durable_pos)
+            .map_err(|e| self.io(&active.path, e))
+            .and_then(|()| {
+                Segment::recover(
+                    &*self.fs,
+                    &self.dir,
+                    active.base_offset,
+                    self.config.segment.index_interval_bytes,
+                    now_ms(),
+                )
+            });
         match recovered {
             Ok((segment, _)) => {
                 let end = segment.meta.read().end_offset;
                 if end != durable {
-                    tracing::warn!(end, durable, "rolled-back segment ends away from the durable offset");
+                    tracing::warn!(
+                        end,
+                        durable,
+                        "rolled-back segment ends away from the durable offset"
+                    );
                 }
                 let n = st.segments.len();
                 st.segments[n - 1] = Arc::new(segment);
@@ -215,7 +233,9 @@ impl SegmentLog {
         visible: u64,
         max_bytes: usize,
     ) -> Result<Vec<Batch>> {
-        let first = segments.partition_point(|s| s.base_offset <= from).saturating_sub(1);
+        let first = segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
         let mut out = Vec::new();
         let mut used = 0usize;
         for seg in &segments[first..] {
@@ -223,7 +243,8 @@ impl SegmentLog {
                 break;
             }
             let budget = max_bytes.saturating_sub(used);
-            let (n, reached_end) = seg.read_into(from.max(seg.base_offset), visible, budget, &mut out)?;
+            let (n, reached_end) =
+                seg.read_into(from.max(seg.base_offset), visible, budget, &mut out)?;
             used += n;
             if !reached_end || (used >= max_bytes && !out.is_empty()) {
                 break;
@@ -236,7 +257,11 @@ impl SegmentLog {
         for seg in segments {
             let (max, start_rel, end) = {
                 let m = seg.meta.read();
-                (m.index.max_timestamp(), m.index.rel_offset_for_time(ts), m.end_offset)
+                (
+                    m.index.max_timestamp(),
+                    m.index.rel_offset_for_time(ts),
+                    m.end_offset,
+                )
             };
             if max.is_none_or(|m| m < ts) {
                 continue;
@@ -269,14 +294,22 @@ impl SyncOnce for SegmentLog {
             let mut files = std::mem::take(&mut st.unsynced);
             files.push(st.active().file.clone());
             st.dirty = false;
-            (files, st.next_offset, st.active().meta.read().size, self.commit.epoch(), st.active().base_offset)
+            (
+                files,
+                st.next_offset,
+                st.active().meta.read().size,
+                self.commit.epoch(),
+                st.active().base_offset,
+            )
         };
         let path = self.dir.clone();
         let this_metrics = self.metrics.clone();
         let result = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let r = files.iter().try_for_each(|f| f.sync());
-            this_metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+            this_metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
             r
         })
         .await
@@ -285,7 +318,10 @@ impl SyncOnce for SegmentLog {
         let mut st = self.state.lock();
         match result {
             Ok(()) => {
-                if self.always() && st.active().base_offset == active_base && self.commit.epoch() == epoch {
+                if self.always()
+                    && st.active().base_offset == active_base
+                    && self.commit.epoch() == epoch
+                {
                     st.durable_pos = st.durable_pos.max(target_pos);
                     self.watch.publish(target.max(self.watch.end()));
                 }
@@ -316,11 +352,16 @@ impl PartitionLog for SegmentLog {
             }
             let summary = st.active().summary();
             let span = u64::from(batch.last_offset_delta()) + 1;
-            if policy::should_roll(&summary, batch.len() as u64, span, now, &self.config.segment) {
-                if let Err(e) = self.roll(&mut st) {
-                    self.metrics.append_errors.with_label_values(&[CLASS]).inc();
-                    return Err(e);
-                }
+            if policy::should_roll(
+                &summary,
+                batch.len() as u64,
+                span,
+                now,
+                &self.config.segment,
+            ) && let Err(e) = self.roll(&mut st)
+            {
+                self.class.append_errors.inc();
+                return Err(e);
             }
             let base = st.next_offset;
             let (header, bytes) = batch.seal(base);
@@ -331,13 +372,13 @@ impl PartitionLog for SegmentLog {
                 if let Err(e2) = active.file.set_len(pos) {
                     tracing::warn!(error = %e2, "could not truncate a failed write");
                 }
-                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
+                self.class.append_errors.inc();
                 return Err(self.io(&active.path, e));
             }
             active.on_append(&header, now, self.config.segment.index_interval_bytes);
             st.next_offset = header.next_offset();
             st.dirty = true;
-            self.metrics.append_bytes.with_label_values(&[CLASS]).inc_by(bytes.len() as u64);
+            self.class.append_bytes.inc_by(bytes.len() as u64);
             st.tail.push(Batch::trusted(header, bytes));
             if !self.always() {
                 self.watch.publish(st.next_offset);
@@ -348,14 +389,14 @@ impl PartitionLog for SegmentLog {
             };
             (appended, st.next_offset, self.commit.epoch())
         };
-        if self.always() {
-            if let Err(e) = self.commit.wait_durable(end, epoch, self).await {
-                self.metrics.append_errors.with_label_values(&[CLASS]).inc();
-                return Err(e);
-            }
+        if self.always()
+            && let Err(e) = self.commit.wait_durable(end, epoch, self).await
+        {
+            self.class.append_errors.inc();
+            return Err(e);
         }
-        self.metrics.appends.with_label_values(&[CLASS]).inc();
-        self.metrics.append_records.with_label_values(&[CLASS]).inc_by(u64::from(records));
+        self.class.appends.inc();
+        self.class.append_records.inc_by(u64::from(records));
         Ok(appended)
     }
 
@@ -415,9 +456,11 @@ impl PartitionLog for SegmentLog {
             let st = self.state.lock();
             (st.segments.clone(), self.visible_end(&st), st.log_start)
         };
-        let found = tokio::task::spawn_blocking(move || Self::find_timestamp(&segments, timestamp_ms, visible))
-            .await
-            .map_err(|e| JournalError::io("read", std::io::Error::other(e.to_string())))??;
+        let found = tokio::task::spawn_blocking(move || {
+            Self::find_timestamp(&segments, timestamp_ms, visible)
+        })
+        .await
+        .map_err(|e| JournalError::io("read", std::io::Error::other(e.to_string())))??;
         Ok(found.map(|o| o.max(log_start)))
     }
 
@@ -445,7 +488,12 @@ impl PartitionLog for SegmentLog {
             return Ok(Removed::default());
         }
         let active = st.active().summary();
-        if policy::should_roll_idle(&active, now_ms, &self.config.segment, &self.config.retention) {
+        if policy::should_roll_idle(
+            &active,
+            now_ms,
+            &self.config.segment,
+            &self.config.retention,
+        ) {
             self.roll(&mut st)?;
         }
         self.apply_removals(&mut st, now_ms)
@@ -454,7 +502,11 @@ impl PartitionLog for SegmentLog {
     async fn sync(&self) -> Result<()> {
         let (dirty, end, epoch) = {
             let st = self.state.lock();
-            (st.dirty || !st.unsynced.is_empty(), st.next_offset, self.commit.epoch())
+            (
+                st.dirty || !st.unsynced.is_empty(),
+                st.next_offset,
+                self.commit.epoch(),
+            )
         };
         if !dirty {
             return Ok(());
@@ -510,7 +562,7 @@ impl PartitionLog for SegmentLog {
 impl SegmentLog {
     fn count_read(&self, batches: &[Batch]) {
         let bytes: usize = batches.iter().map(Batch::len).sum();
-        self.metrics.reads.with_label_values(&[CLASS]).inc_by(batches.len() as u64);
-        self.metrics.read_bytes.with_label_values(&[CLASS]).inc_by(bytes as u64);
+        self.class.reads.inc_by(batches.len() as u64);
+        self.class.read_bytes.inc_by(bytes as u64);
     }
 }

@@ -85,12 +85,20 @@ pub fn scan(
         if head.len() < HEADER_LEN {
             return Ok(ScanStop::Torn {
                 position: pos,
-                reason: format!("{} trailing bytes are shorter than a batch header", head.len()),
+                reason: format!(
+                    "{} trailing bytes are shorter than a batch header",
+                    head.len()
+                ),
             });
         }
         let header = match BatchHeader::parse(head) {
             Ok(h) => h,
-            Err(reason) => return Ok(ScanStop::Corrupt { position: pos, reason }),
+            Err(reason) => {
+                return Ok(ScanStop::Corrupt {
+                    position: pos,
+                    reason,
+                });
+            }
         };
         let total = header.total_len as u64;
         if pos + total > len {
@@ -105,7 +113,10 @@ pub fn scan(
             if actual != header.crc {
                 return Ok(ScanStop::Corrupt {
                     position: pos,
-                    reason: format!("crc mismatch: stored {:#010x}, computed {actual:#010x}", header.crc),
+                    reason: format!(
+                        "crc mismatch: stored {:#010x}, computed {actual:#010x}",
+                        header.crc
+                    ),
                 });
             }
         }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use strata_journal::fs::{FileSystem, StdFs};
 use strata_journal::{
-    Batch, BatchBuilder, Journal, JournalConfig, JournalOptions, PendingBatch, Record, StorageClass,
-    StreamConfig,
+    Batch, BatchBuilder, Journal, JournalConfig, JournalOptions, PendingBatch, Record,
+    StorageClass, StreamConfig,
 };
 
 /// A data directory that can be opened, closed and reopened.
@@ -66,7 +66,12 @@ pub fn batch(tag: &str, n: u32, ts: i64) -> PendingBatch {
     for i in 0..n {
         let v = format!("{tag}-{i}");
         let k = format!("k{i}");
-        b.push(ts + i64::from(i), Some(k.as_bytes()), Some(v.as_bytes()), &[("h", Some(b"x"))]);
+        b.push(
+            ts + i64::from(i),
+            Some(k.as_bytes()),
+            Some(v.as_bytes()),
+            &[("h", Some(b"x"))],
+        );
     }
     b.build().unwrap()
 }
@@ -86,10 +91,17 @@ pub async fn read_all(log: &Arc<dyn strata_journal::PartitionLog>, from: u64) ->
     let mut next = from;
     while next < end {
         let batches = log.read(next, 10_000).await.unwrap();
-        assert!(!batches.is_empty(), "read at {next} below end {end} returned nothing");
+        assert!(
+            !batches.is_empty(),
+            "read at {next} below end {end} returned nothing"
+        );
         assert!(batches[0].base_offset() <= next && batches[0].last_offset() >= next);
         for pair in batches.windows(2) {
-            assert_eq!(pair[1].base_offset(), pair[0].last_offset() + 1, "a read skipped offsets");
+            assert_eq!(
+                pair[1].base_offset(),
+                pair[0].last_offset() + 1,
+                "a read skipped offsets"
+            );
         }
         next = batches.last().unwrap().last_offset() + 1;
         out.extend(records(&batches).into_iter().filter(|r| r.offset >= from));

@@ -52,7 +52,11 @@ async fn append_and_read_case(class: StorageClass) {
     }
     let p = s.partition(1).unwrap();
     assert_eq!(p.offsets().end, expected);
-    assert_eq!(s.partition(0).unwrap().offsets().end, 0, "partitions are independent");
+    assert_eq!(
+        s.partition(0).unwrap().offsets().end,
+        0,
+        "partitions are independent"
+    );
     let all = read_all(p, 0).await;
     assert_eq!(all.len() as u64, expected);
     for (i, r) in all.iter().enumerate() {
@@ -62,14 +66,21 @@ async fn append_and_read_case(class: StorageClass) {
     assert_eq!(all[0].value.as_deref(), Some(&b"b0-0"[..]));
     // A read from inside a batch returns the batch holding that offset.
     let batches = p.read(2, 1).await.unwrap();
-    assert_eq!(batches.len(), 1, "at least one batch even when it exceeds max_bytes");
+    assert_eq!(
+        batches.len(),
+        1,
+        "at least one batch even when it exceeds max_bytes"
+    );
     assert!(batches[0].base_offset() <= 2 && batches[0].last_offset() >= 2);
     assert!(p.read(expected, 1000).await.unwrap().is_empty());
     assert!(matches!(
         p.read(expected + 1, 1000).await,
         Err(JournalError::OffsetOutOfRange { .. })
     ));
-    assert!(matches!(s.partition(2), Err(JournalError::UnknownPartition { .. })));
+    assert!(matches!(
+        s.partition(2),
+        Err(JournalError::UnknownPartition { .. })
+    ));
     j.close().await.unwrap();
 }
 
@@ -82,7 +93,10 @@ async fn reads_cross_segments_case(class: StorageClass) {
     }
     let p = s.partition(0).unwrap();
     if class == StorageClass::Segment {
-        assert!(p.describe().segments.len() > 5, "small segments must have rolled");
+        assert!(
+            p.describe().segments.len() > 5,
+            "small segments must have rolled"
+        );
     }
     // One large read spans every segment.
     let batches = p.read(0, 10 << 20).await.unwrap();
@@ -102,7 +116,10 @@ async fn retention_case(class: StorageClass) {
     c.retention.max_bytes = Some(8192);
     let sized = j.create_stream(c).await.unwrap();
     for i in 0..300 {
-        sized.append(0, batch(&format!("x{i}"), 2, 1)).await.unwrap();
+        sized
+            .append(0, batch(&format!("x{i}"), 2, 1))
+            .await
+            .unwrap();
     }
     let p = sized.partition(0).unwrap();
     let before = p.describe().size;
@@ -113,7 +130,10 @@ async fn retention_case(class: StorageClass) {
     assert!(info.size < before);
     assert!(info.offsets.log_start > 0);
     let start = info.offsets.log_start;
-    assert!(matches!(p.read(start - 1, 100).await, Err(JournalError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(start - 1, 100).await,
+        Err(JournalError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(p, start).await.len() as u64, 600 - start);
 
     let mut c = h.stream(&j, "aged", 1);
@@ -121,10 +141,14 @@ async fn retention_case(class: StorageClass) {
     let aged = j.create_stream(c).await.unwrap();
     let now = strata_journal::now_ms();
     for i in 0..100 {
-        aged.append(0, batch(&format!("old{i}"), 2, now - 3_600_000)).await.unwrap();
+        aged.append(0, batch(&format!("old{i}"), 2, now - 3_600_000))
+            .await
+            .unwrap();
     }
     for i in 0..10 {
-        aged.append(0, batch(&format!("new{i}"), 2, now)).await.unwrap();
+        aged.append(0, batch(&format!("new{i}"), 2, now))
+            .await
+            .unwrap();
     }
     let p = aged.partition(0).unwrap();
     p.enforce_retention(now).await.unwrap();
@@ -149,12 +173,23 @@ async fn delete_before_case(class: StorageClass) {
     let p = s.partition(0).unwrap();
     assert_eq!(p.delete_before(201).await.unwrap(), 201);
     assert_eq!(p.offsets().log_start, 201);
-    assert!(matches!(p.read(200, 100).await, Err(JournalError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(200, 100).await,
+        Err(JournalError::OffsetOutOfRange { .. })
+    ));
     let rest = read_all(p, 201).await;
     assert_eq!(rest.first().unwrap().offset, 201);
     assert_eq!(rest.len(), 199);
-    assert_eq!(p.delete_before(5).await.unwrap(), 201, "log start never moves back");
-    assert_eq!(p.delete_before(10_000).await.unwrap(), 400, "clamped to the end");
+    assert_eq!(
+        p.delete_before(5).await.unwrap(),
+        201,
+        "log start never moves back"
+    );
+    assert_eq!(
+        p.delete_before(10_000).await.unwrap(),
+        400,
+        "clamped to the end"
+    );
     assert!(p.read(400, 100).await.unwrap().is_empty());
     let a = s.append(0, batch("after", 1, 1)).await.unwrap();
     assert_eq!(a.base_offset, 400);
@@ -177,7 +212,9 @@ async fn reopen_case(class: StorageClass) {
     j.create_stream(c.clone()).await.unwrap();
     let s = j.stream("s").unwrap();
     for i in 0..60 {
-        s.append(i % 3, batch(&format!("v{i}"), 2, 7)).await.unwrap();
+        s.append(i % 3, batch(&format!("v{i}"), 2, 7))
+            .await
+            .unwrap();
     }
     drop(s);
     j.close().await.unwrap();
@@ -191,7 +228,10 @@ async fn reopen_case(class: StorageClass) {
             assert_eq!(log.offsets().end, 40);
             let recs = read_all(log, 0).await;
             assert_eq!(recs.len(), 40);
-            assert_eq!(recs[39].value.as_deref().unwrap(), format!("v{}-1", 57 + p).as_bytes());
+            assert_eq!(
+                recs[39].value.as_deref().unwrap(),
+                format!("v{}-1", 57 + p).as_bytes()
+            );
         } else {
             assert_eq!(log.offsets().end, 0, "memory partitions start empty");
         }
@@ -213,7 +253,11 @@ async fn wait_case(class: StorageClass) {
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished());
     s.append(0, batch("w", 3, 1)).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(30), waiter).await.unwrap().unwrap().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(end, 3);
     // Already satisfied waits return at once; close wakes the rest with Closed.
     assert_eq!(p.wait_for(2).await.unwrap(), 3);
@@ -223,7 +267,10 @@ async fn wait_case(class: StorageClass) {
     };
     tokio::task::yield_now().await;
     j.close().await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(30), pending).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(r, Err(JournalError::Closed)));
 }
 
@@ -259,7 +306,10 @@ async fn concurrent_case(class: StorageClass) {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for i in 0..25 {
-                let a = s.append(0, batch(&format!("t{t}-{i}"), 2, 1)).await.unwrap();
+                let a = s
+                    .append(0, batch(&format!("t{t}-{i}"), 2, 1))
+                    .await
+                    .unwrap();
                 got.push(a.base_offset);
             }
             got
@@ -300,6 +350,9 @@ async fn streams_case(class: StorageClass) {
     j.close().await.unwrap();
     let j = h.open();
     assert_eq!(j.list_streams().len(), 3);
-    assert_eq!(j.stream("b").unwrap().partition(0).unwrap().offsets().end, 0);
+    assert_eq!(
+        j.stream("b").unwrap().partition(0).unwrap().offsets().end,
+        0
+    );
     j.close().await.unwrap();
 }

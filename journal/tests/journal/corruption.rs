@@ -8,7 +8,12 @@ use strata_journal::{JournalError, StorageClass};
 use crate::common::{Harness, batch, read_all};
 
 fn segment_files(h: &Harness, stream: &str, partition: u32) -> Vec<PathBuf> {
-    let dir = h.dir.path().join("streams").join(stream).join(partition.to_string());
+    let dir = h
+        .dir
+        .path()
+        .join("streams")
+        .join(stream)
+        .join(partition.to_string());
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -22,7 +27,9 @@ async fn fill(h: &Harness) {
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 2)).await.unwrap();
     for i in 0..400 {
-        s.append(i % 2, batch(&format!("c{i}"), 3, 1)).await.unwrap();
+        s.append(i % 2, batch(&format!("c{i}"), 3, 1))
+            .await
+            .unwrap();
     }
     j.close().await.unwrap();
 }
@@ -49,7 +56,11 @@ async fn flipped_bytes_in_a_sealed_segment_give_corruption() {
     while from < seg.end_offset {
         match p0.read(from, 100).await {
             Ok(b) => from = b.last().unwrap().last_offset() + 1,
-            Err(JournalError::Corruption { file, position, reason }) => {
+            Err(JournalError::Corruption {
+                file,
+                position,
+                reason,
+            }) => {
                 saw = Some((file, position, reason));
                 break;
             }
@@ -58,8 +69,14 @@ async fn flipped_bytes_in_a_sealed_segment_give_corruption() {
     }
     let (file, position, reason) = saw.expect("the damaged range must not read cleanly");
     assert_eq!(&file, victim);
-    assert!(position <= at as u64, "batch position {position} precedes the flipped byte {at}");
-    assert!(reason.contains("crc") || reason.contains("length") || reason.contains("magic"), "{reason}");
+    assert!(
+        position <= at as u64,
+        "batch position {position} precedes the flipped byte {at}"
+    );
+    assert!(
+        reason.contains("crc") || reason.contains("length") || reason.contains("magic"),
+        "{reason}"
+    );
     // Data before and after the damaged segment, and the other partition, still serve.
     assert!(!p0.read(0, 100).await.unwrap().is_empty());
     let after = info.segments[2].base_offset;
@@ -86,7 +103,10 @@ async fn a_torn_tail_is_truncated_at_open() {
     assert_eq!(read_all(&p, 0).await.len(), 600);
     assert_eq!(std::fs::metadata(last).unwrap().len(), good);
     assert_eq!(j.metrics().recovery_truncated_bytes.get(), 50);
-    assert_eq!(p.append(batch("next", 1, 1)).await.unwrap().base_offset, 600);
+    assert_eq!(
+        p.append(batch("next", 1, 1)).await.unwrap().base_offset,
+        600
+    );
     j.close().await.unwrap();
 }
 
@@ -97,7 +117,12 @@ async fn a_batch_cut_in_half_is_dropped_and_the_rest_kept() {
     let files = segment_files(&h, "s", 0);
     let last = files.last().unwrap();
     let len = std::fs::metadata(last).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len - 10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     let j = h.open();
     let p = j.stream("s").unwrap().partition(0).unwrap().clone();
     assert_eq!(p.offsets().end, 597, "the last 3-record batch was torn");
@@ -118,6 +143,11 @@ async fn damaged_or_missing_indexes_are_rebuilt() {
     assert_eq!(recs.len(), 600);
     assert!(recs.iter().enumerate().all(|(i, r)| r.offset == i as u64));
     j.close().await.unwrap();
-    assert!(std::fs::read(files[0].with_extension("index")).unwrap().len() % 8 == 0);
+    assert!(
+        std::fs::read(files[0].with_extension("index"))
+            .unwrap()
+            .len()
+            .is_multiple_of(8)
+    );
     assert!(files[1].with_extension("timeindex").exists());
 }

@@ -25,15 +25,26 @@ fn open(dir: &std::path::Path) -> Journal {
         class: StorageClass::Segment,
         ..JournalConfig::default()
     };
-    Journal::open(JournalOptions::new(dir.to_path_buf(), config, prometheus::Registry::new())).unwrap()
+    Journal::open(JournalOptions::new(
+        dir.to_path_buf(),
+        config,
+        prometheus::Registry::new(),
+    ))
+    .unwrap()
 }
 
 /// The child: appends forever, printing `ACK <base> <last> <tag>` after each acknowledgement.
 #[test]
 #[ignore = "run by crash::acknowledged_appends_survive_sigkill as a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let journal = open(std::path::Path::new(&dir));
         let stream = match journal.stream("crash") {
@@ -72,7 +83,13 @@ async fn acknowledged_appends_survive_sigkill() {
     let mut rng = rand::rng();
     for cycle in 0..CYCLES {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -97,7 +114,10 @@ async fn acknowledged_appends_survive_sigkill() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => lines.push(line),
-                Err(_) => panic!("cycle {cycle}: child produced {} acks before the deadline", lines.len()),
+                Err(_) => panic!(
+                    "cycle {cycle}: child produced {} acks before the deadline",
+                    lines.len()
+                ),
             }
         }
         child.kill().unwrap();
@@ -112,22 +132,41 @@ async fn acknowledged_appends_survive_sigkill() {
         }
         // Reopen (recovering the torn tail, as the next child will) and check everything.
         let journal = open(dir.path());
-        let p = journal.stream("crash").unwrap().partition(0).unwrap().clone();
+        let p = journal
+            .stream("crash")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone();
         let records = read_all(&p, 0).await;
         for (&base, (last, tag)) in &acked {
             for off in base..=*last {
                 let r = records.get(off as usize).unwrap_or_else(|| {
-                    panic!("cycle {cycle}: acknowledged offset {off} lost (end {})", records.len())
+                    panic!(
+                        "cycle {cycle}: acknowledged offset {off} lost (end {})",
+                        records.len()
+                    )
                 });
                 assert_eq!(r.offset, off);
                 let want = format!("{tag}-{}", off - base);
-                assert_eq!(r.value.as_deref(), Some(want.as_bytes()), "cycle {cycle}: offset {off}");
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(want.as_bytes()),
+                    "cycle {cycle}: offset {off}"
+                );
             }
         }
         drop(p);
         journal.close().await.unwrap();
-        println!("cycle {cycle}: {} acknowledged batches intact, {} records stored", acked.len(), records.len());
+        println!(
+            "cycle {cycle}: {} acknowledged batches intact, {} records stored",
+            acked.len(),
+            records.len()
+        );
     }
     assert!(acked.len() >= CYCLES);
-    println!("{} acknowledged batches checked after {CYCLES} SIGKILLs", acked.len());
+    println!(
+        "{} acknowledged batches checked after {CYCLES} SIGKILLs",
+        acked.len()
+    );
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strata_journal::fs::{FaultyFs, Faults, StdFs};
+use strata_journal::fs::{Faults, FaultyFs, StdFs};
 use strata_journal::{FsyncPolicy, JournalError, StorageClass};
 
 use crate::common::{Harness, batch, read_all};
@@ -46,7 +46,11 @@ async fn run(policy: FsyncPolicy, inject: impl Fn(&Faults), expect_full: bool) {
     assert_eq!(p.offsets().end, acked.last().unwrap().last_offset + 1);
     faults.heal();
     for i in 0..10 {
-        acked.push(s.append(0, batch(&format!("healed{i}"), 2, 1)).await.unwrap());
+        acked.push(
+            s.append(0, batch(&format!("healed{i}"), 2, 1))
+                .await
+                .unwrap(),
+        );
     }
     let end = acked.last().unwrap().last_offset + 1;
     for w in acked.windows(2) {
@@ -54,33 +58,66 @@ async fn run(policy: FsyncPolicy, inject: impl Fn(&Faults), expect_full: bool) {
     }
     let before = read_all(p, 0).await;
     assert_eq!(before.len() as u64, end);
-    assert!(before.iter().all(|r| !r.value.as_deref().unwrap().starts_with(b"fail")
-        || acked.iter().any(|a| a.base_offset <= r.offset && r.offset <= a.last_offset)));
+    assert!(before.iter().all(|r| {
+        !r.value.as_deref().unwrap().starts_with(b"fail")
+            || acked
+                .iter()
+                .any(|a| a.base_offset <= r.offset && r.offset <= a.last_offset)
+    }));
     j.close().await.unwrap();
     drop(j);
     let j = h.open();
     let p = j.stream("s").unwrap().partition(0).unwrap().clone();
-    assert_eq!(p.offsets().end, end, "every acknowledged record survives reopen");
+    assert_eq!(
+        p.offsets().end,
+        end,
+        "every acknowledged record survives reopen"
+    );
     assert_eq!(read_all(&p, 0).await, before);
     j.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_failures_are_reported_and_recovered() {
-    run(FsyncPolicy::Always, |f| f.fail_writes.store(true, Ordering::SeqCst), false).await;
-    run(FsyncPolicy::Never, |f| f.fail_writes.store(true, Ordering::SeqCst), false).await;
+    run(
+        FsyncPolicy::Always,
+        |f| f.fail_writes.store(true, Ordering::SeqCst),
+        false,
+    )
+    .await;
+    run(
+        FsyncPolicy::Never,
+        |f| f.fail_writes.store(true, Ordering::SeqCst),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_failures_roll_back_unacknowledged_appends() {
-    run(FsyncPolicy::Always, |f| f.fail_syncs.store(true, Ordering::SeqCst), false).await;
+    run(
+        FsyncPolicy::Always,
+        |f| f.fail_syncs.store(true, Ordering::SeqCst),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_appends_until_space_returns() {
     // Room for a few batches, then a partial write and StorageFull.
-    run(FsyncPolicy::Always, |f| f.space_left.store(700, Ordering::SeqCst), true).await;
-    run(FsyncPolicy::Interval(5), |f| f.space_left.store(700, Ordering::SeqCst), true).await;
+    run(
+        FsyncPolicy::Always,
+        |f| f.space_left.store(700, Ordering::SeqCst),
+        true,
+    )
+    .await;
+    run(
+        FsyncPolicy::Interval(5),
+        |f| f.space_left.store(700, Ordering::SeqCst),
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

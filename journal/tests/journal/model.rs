@@ -69,13 +69,20 @@ async fn check(class: StorageClass, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert!(!batches.is_empty());
                 prop_assert!(batches[0].base_offset() <= from);
                 for pair in batches.windows(2) {
-                    prop_assert_eq!(pair[1].base_offset(), pair[0].last_offset() + 1, "batches are contiguous");
+                    prop_assert_eq!(
+                        pair[1].base_offset(),
+                        pair[0].last_offset() + 1,
+                        "batches are contiguous"
+                    );
                 }
                 let total: usize = batches.iter().map(|b| b.len()).sum();
                 prop_assert!(batches.len() == 1 || total <= max_bytes);
                 for r in records(&batches) {
                     if r.offset >= m.log_start {
-                        prop_assert_eq!(r.value.as_deref().unwrap(), m.values[r.offset as usize].as_bytes());
+                        prop_assert_eq!(
+                            r.value.as_deref().unwrap(),
+                            m.values[r.offset as usize].as_bytes()
+                        );
                     }
                 }
             }

@@ -95,7 +95,9 @@ async fn appender(
         let started = Instant::now();
         stream.append(partition, pending).await?;
         latency.record(started.elapsed());
-        totals.records.fetch_add(per_batch as u64, Ordering::Relaxed);
+        totals
+            .records
+            .fetch_add(per_batch as u64, Ordering::Relaxed);
         totals.stored.fetch_add(size, Ordering::Relaxed);
     }
     Ok(latency)
@@ -107,8 +109,10 @@ fn progress(total: Option<u64>) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
@@ -117,8 +121,15 @@ fn progress(total: Option<u64>) -> ProgressBar {
 pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
     let class: StorageClass = serde_json::from_value(serde_json::Value::String(args.class.clone()))
         .map_err(|_| anyhow::anyhow!("unknown class {:?}", args.class))?;
-    anyhow::ensure!(args.record_size > 0 && args.batch_bytes >= args.record_size, "batch-bytes must be at least record-size");
-    let journal = Journal::open(JournalOptions::new(args.dir.clone(), JournalConfig::default(), prometheus::Registry::new()))?;
+    anyhow::ensure!(
+        args.record_size > 0 && args.batch_bytes >= args.record_size,
+        "batch-bytes must be at least record-size"
+    );
+    let journal = Journal::open(JournalOptions::new(
+        args.dir.clone(),
+        JournalConfig::default(),
+        prometheus::Registry::new(),
+    ))?;
     let name = format!("bench-{}", std::process::id());
     let mut config = journal.stream_config(&name, args.partitions);
     config.class = class;
@@ -130,10 +141,15 @@ pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
     let maintenance = journal.start_maintenance();
 
     let per_batch = args.batch_bytes / args.record_size;
-    let value: Bytes = (0..args.record_size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let value: Bytes = (0..args.record_size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     let totals = Arc::new(Totals {
         bytes_left: AtomicI64::new((args.total_mb * 1_000_000) as i64),
-        deadline: args.seconds.map(|s| Instant::now() + Duration::from_secs(s)),
+        deadline: args
+            .seconds
+            .map(|s| Instant::now() + Duration::from_secs(s)),
         records: AtomicU64::new(0),
         stored: AtomicU64::new(0),
     });
@@ -142,7 +158,13 @@ pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
-        tasks.push(tokio::spawn(appender(stream.clone(), i % args.partitions, value.clone(), per_batch, totals.clone())));
+        tasks.push(tokio::spawn(appender(
+            stream.clone(),
+            i % args.partitions,
+            value.clone(),
+            per_batch,
+            totals.clone(),
+        )));
     }
     let ticker = {
         let (bar, totals) = (bar.clone(), totals.clone());
@@ -150,7 +172,9 @@ pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                bar.set_position(totals.records.load(Ordering::Relaxed) / per_batch as u64 * payload);
+                bar.set_position(
+                    totals.records.load(Ordering::Relaxed) / per_batch as u64 * payload,
+                );
             }
         })
     };
@@ -168,7 +192,11 @@ pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
         bytes: totals.stored.load(Ordering::Relaxed),
         elapsed: append_elapsed,
         cpu: append_cpu,
-        latency: Some((latency.quantile_us(0.5), latency.quantile_us(0.99), latency.quantile_us(0.999))),
+        latency: Some((
+            latency.quantile_us(0.5),
+            latency.quantile_us(0.99),
+            latency.quantile_us(0.999),
+        )),
     }];
     if !args.no_read {
         rows.push(read_back(&stream).await?);
@@ -177,7 +205,11 @@ pub async fn run(args: JournalBenchArgs) -> anyhow::Result<()> {
     maintenance.await?;
     drop(stream);
     if !args.keep {
-        let journal = Journal::open(JournalOptions::new(args.dir.clone(), JournalConfig::default(), prometheus::Registry::new()))?;
+        let journal = Journal::open(JournalOptions::new(
+            args.dir.clone(),
+            JournalConfig::default(),
+            prometheus::Registry::new(),
+        ))?;
         journal.delete_stream(&name).await?;
         journal.close().await?;
     }

@@ -25,7 +25,9 @@ enum BenchCommand {
 
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match args.command {
             BenchCommand::Journal(a) => journal::run(a).await,

@@ -22,7 +22,11 @@ pub struct ReopenArgs {
 /// appends one record to it; prints each step's time.
 pub async fn run(args: ReopenArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let journal = Journal::open(JournalOptions::new(args.dir.clone(), JournalConfig::default(), prometheus::Registry::new()))?;
+    let journal = Journal::open(JournalOptions::new(
+        args.dir.clone(),
+        JournalConfig::default(),
+        prometheus::Registry::new(),
+    ))?;
     let opened = started.elapsed();
     let mut largest = None;
     for config in journal.list_streams() {
@@ -34,17 +38,29 @@ pub async fn run(args: ReopenArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let (size, name, partition) = largest.ok_or_else(|| anyhow::anyhow!("no partition to reopen"))?;
+    let (size, name, partition) =
+        largest.ok_or_else(|| anyhow::anyhow!("no partition to reopen"))?;
     let offsets = partition.offsets();
-    let tail = partition.read(offsets.end.saturating_sub(1).max(offsets.log_start), 1 << 16).await?;
+    let tail = partition
+        .read(
+            offsets.end.saturating_sub(1).max(offsets.log_start),
+            1 << 16,
+        )
+        .await?;
     let head = partition.read(offsets.log_start, 1 << 16).await?;
     let read_done = started.elapsed();
     let mut b = BatchBuilder::new();
     b.push(now_ms(), None, Some(b"reopen"), &[]);
     let appended = partition.append(b.build()?).await?;
     let serving = started.elapsed();
-    anyhow::ensure!(!tail.is_empty() || offsets.end == offsets.log_start, "tail read returned nothing");
-    anyhow::ensure!(appended.base_offset == offsets.end, "append did not continue at the end offset");
+    anyhow::ensure!(
+        !tail.is_empty() || offsets.end == offsets.log_start,
+        "tail read returned nothing"
+    );
+    anyhow::ensure!(
+        appended.base_offset == offsets.end,
+        "append did not continue at the end offset"
+    );
     journal.close().await?;
     if args.json {
         println!(
@@ -59,8 +75,12 @@ pub async fn run(args: ReopenArgs) -> anyhow::Result<()> {
         );
     } else {
         println!("stream {name}: {size} bytes, end offset {}", offsets.end);
-        println!("open {:.3} s; first reads done at {:.3} s; first append acknowledged at {:.3} s",
-            opened.as_secs_f64(), read_done.as_secs_f64(), serving.as_secs_f64());
+        println!(
+            "open {:.3} s; first reads done at {:.3} s; first append acknowledged at {:.3} s",
+            opened.as_secs_f64(),
+            read_done.as_secs_f64(),
+            serving.as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -10,11 +10,15 @@ pub struct Latency(Histogram<u64>);
 impl Latency {
     pub fn new() -> Self {
         // Three significant digits from 1 µs to 10 minutes; these bounds are valid.
-        Latency(Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|e| unreachable!("{e}")))
+        Latency(
+            Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|e| unreachable!("{e}")),
+        )
     }
 
     pub fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 600_000_000);
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 600_000_000);
         self.0.saturating_record(us);
     }
 
@@ -41,7 +45,12 @@ pub fn process_cpu() -> Duration {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Linux reports these in USER_HZ, which is 100 on every supported architecture.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
@@ -90,7 +99,15 @@ impl Row {
 pub fn print_table(rows: &[Row]) {
     println!(
         "{:<8} {:>12} {:>11} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
-        "phase", "records", "MB/s", "records/s", "p50 µs", "p99 µs", "p999 µs", "seconds", "cpu s/M rec"
+        "phase",
+        "records",
+        "MB/s",
+        "records/s",
+        "p50 µs",
+        "p99 µs",
+        "p999 µs",
+        "seconds",
+        "cpu s/M rec"
     );
     for r in rows {
         let lat = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());

@@ -38,9 +38,15 @@ pub struct DumpArgs {
 fn preview(bytes: Option<&[u8]>, max: usize) -> String {
     let Some(b) = bytes else { return "null".into() };
     let cut = &b[..b.len().min(max)];
-    let more = if b.len() > max { format!("…(+{} bytes)", b.len() - max) } else { String::new() };
+    let more = if b.len() > max {
+        format!("…(+{} bytes)", b.len() - max)
+    } else {
+        String::new()
+    };
     match std::str::from_utf8(cut) {
-        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => format!("{s:?}{more}"),
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            format!("{s:?}{more}")
+        }
         _ => {
             let hex: String = cut.iter().map(|x| format!("{x:02x}")).collect();
             format!("0x{hex}{more}")
@@ -59,7 +65,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<ExitCode> {
             let headers: Vec<_> = r
                 .headers
                 .iter()
-                .map(|h| json!({ "key": h.key, "value": preview(h.value.as_deref(), args.preview) }))
+                .map(
+                    |h| json!({ "key": h.key, "value": preview(h.value.as_deref(), args.preview) }),
+                )
                 .collect();
             let line = json!({
                 "offset": r.offset,

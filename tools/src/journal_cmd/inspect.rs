@@ -69,9 +69,16 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         );
         for p in &s.partitions {
             let bytes: u64 = p.segments.iter().map(|s| s.file_size).sum();
-            let start = p.log_start.or(p.segments.first().map(|s| s.base_offset)).unwrap_or(0);
+            let start = p
+                .log_start
+                .or(p.segments.first().map(|s| s.base_offset))
+                .unwrap_or(0);
             let end = p.segments.last().map_or(start, |s| s.end_offset);
-            println!("  partition {}  offsets [{start}, {end})  {bytes} bytes  {} segment(s)", p.partition, p.segments.len());
+            println!(
+                "  partition {}  offsets [{start}, {end})  {bytes} bytes  {} segment(s)",
+                p.partition,
+                p.segments.len()
+            );
             if !p.segments.is_empty() {
                 println!(
                     "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  note",

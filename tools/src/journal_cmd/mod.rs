@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn timestamps_format_as_utc() {
         assert_eq!(format_ms(Some(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_ms(Some(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            format_ms(Some(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
         assert_eq!(format_ms(Some(951_782_400_000)), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_ms(None), "-");
     }

@@ -30,9 +30,19 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for p in &report.problems {
-            println!("{}: {} at byte {}: {}", label(p.severity), p.file.display(), p.position, p.message);
+            println!(
+                "{}: {} at byte {}: {}",
+                label(p.severity),
+                p.file.display(),
+                p.position,
+                p.message
+            );
         }
-        let errors = report.problems.iter().filter(|p| p.severity == Severity::Error).count();
+        let errors = report
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
         println!(
             "checked {} batches ({} bytes) and {} index entries: {errors} error(s), {} warning(s)",
             report.batches,
@@ -41,5 +51,9 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             report.problems.len() - errors
         );
     }
-    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

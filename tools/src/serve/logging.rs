@@ -31,7 +31,11 @@ fn filter_from(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, ConfigE
     }
     check_level_words(level)?;
     // EnvFilter does not accept spaces around the commas people write in config files.
-    let level: Vec<&str> = level.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let level: Vec<&str> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
     let level = level.join(",");
     EnvFilter::try_new(&level).map_err(|err| {
         ConfigError::invalid("log.level", format!("invalid filter `{level}`: {err}"))
