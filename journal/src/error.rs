@@ -92,6 +92,7 @@ impl JournalError {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 impl From<rocksdb::Error> for JournalError {
     fn from(e: rocksdb::Error) -> Self {
         JournalError::RocksDb(e.into_string())

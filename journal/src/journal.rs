@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+#[cfg(feature = "rocksdb")]
+use parking_lot::Mutex;
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::config::{FsyncPolicy, JournalConfig, StorageClass, StreamConfig};
@@ -21,6 +23,7 @@ use crate::log::PartitionLog;
 use crate::memory::MemoryLog;
 use crate::metrics::JournalMetrics;
 use crate::record::now_ms;
+#[cfg(feature = "rocksdb")]
 use crate::rocks::{RocksLog, RocksStore};
 use crate::segment::SegmentLog;
 use crate::stream::Stream;
@@ -64,6 +67,7 @@ struct Inner {
     config: JournalConfig,
     metrics: JournalMetrics,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    #[cfg(feature = "rocksdb")]
     rocks: Mutex<Option<Arc<RocksStore>>>,
     /// Serializes stream creation and deletion.
     ddl: tokio::sync::Mutex<()>,
@@ -97,6 +101,7 @@ impl Journal {
                 config,
                 metrics,
                 streams: RwLock::new(BTreeMap::new()),
+                #[cfg(feature = "rocksdb")]
                 rocks: Mutex::new(None),
                 ddl: tokio::sync::Mutex::new(()),
                 shutdown: watch::Sender::new(false),
@@ -158,6 +163,7 @@ impl Journal {
         self.inner.dir.join(STREAMS_DIR).join(name)
     }
 
+    #[cfg(feature = "rocksdb")]
     fn rocks(&self) -> Result<Arc<RocksStore>> {
         let mut slot = self.inner.rocks.lock();
         if let Some(store) = &*slot {
@@ -185,6 +191,9 @@ impl Journal {
                     inner.config.tail_cache_bytes,
                     inner.metrics.clone(),
                 )?),
+                #[cfg(not(feature = "rocksdb"))]
+                StorageClass::Rocksdb => return Err(no_rocksdb()),
+                #[cfg(feature = "rocksdb")]
                 StorageClass::Rocksdb => Arc::new(RocksLog::open(
                     self.rocks()?,
                     config.clone(),
@@ -248,6 +257,7 @@ impl Journal {
         let stream = self.stream(name)?;
         self.inner.streams.write().remove(name);
         stream.close().await?;
+        #[cfg(feature = "rocksdb")]
         if stream.config().class == StorageClass::Rocksdb {
             for p in 0..stream.config().partitions {
                 RocksLog::open(
@@ -360,9 +370,16 @@ impl Journal {
         // Dropping the streams and the store handle releases RocksDB's lock once the
         // caller's own stream handles are gone.
         self.inner.streams.write().clear();
+        #[cfg(feature = "rocksdb")]
         self.inner.rocks.lock().take();
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The error for a `rocksdb`-class stream in a build without the `rocksdb` feature.
+#[cfg(not(feature = "rocksdb"))]
+pub(crate) fn no_rocksdb() -> JournalError {
+    JournalError::InvalidConfig("this build has no rocksdb storage class".into())
 }
 
 /// Reads a stream definition file.

@@ -16,6 +16,7 @@ mod notify;
 pub mod offline;
 pub mod policy;
 mod record;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 pub mod segment;
 mod stream;
@@ -33,5 +34,6 @@ pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentIn
 pub use metrics::JournalMetrics;
 pub use notify::EndWatch;
 pub use record::{Record, RecordHeader, now_ms};
+#[cfg(feature = "rocksdb")]
 pub use rocks::RocksStore;
 pub use stream::Stream;

@@ -4,14 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "rocksdb")]
 use std::sync::Arc;
 
 use crate::batch::{Batch, BatchHeader, HEADER_LEN};
 use crate::config::{StorageClass, StreamConfig};
 use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, StdFs, read_file};
-use crate::journal::{ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition};
+#[cfg(feature = "rocksdb")]
+use crate::journal::ROCKSDB_DIR;
+use crate::journal::{STREAM_FILE, STREAMS_DIR, read_definition};
 use crate::record::Record;
+#[cfg(feature = "rocksdb")]
 use crate::rocks::RocksStore;
 use crate::segment::scan::{ScanStop, read_header, scan};
 use crate::segment::{SegmentIndex, index_path, log_path, time_index_path};
@@ -136,10 +140,12 @@ pub fn summarize_segment(path: &Path, base_offset: u64) -> Result<SegmentSummary
     Ok(s)
 }
 
+#[cfg(feature = "rocksdb")]
 fn rocks_store(dir: &Path) -> Result<Arc<RocksStore>> {
     RocksStore::open_read_only(&dir.join(ROCKSDB_DIR))
 }
 
+#[cfg(feature = "rocksdb")]
 fn rocks_summary(store: &RocksStore, config: &StreamConfig, partition: u32) -> PartitionSummary {
     let batches = store.scan_partition(&config.name, partition);
     let mut s = SegmentSummary {
@@ -189,6 +195,7 @@ fn rocks_summary(store: &RocksStore, config: &StreamConfig, partition: u32) -> P
 /// Layout of every stream in a journal directory.
 pub fn inspect(dir: &Path) -> Result<Vec<StreamSummary>> {
     let defs = definitions(dir)?;
+    #[cfg(feature = "rocksdb")]
     let mut rocks = None;
     let mut out = Vec::new();
     for config in defs.into_values() {
@@ -201,6 +208,9 @@ pub fn inspect(dir: &Path) -> Result<Vec<StreamSummary>> {
                     segments: Vec::new(),
                 },
                 StorageClass::Segment => segment_partition(dir, &config.name, p)?,
+                #[cfg(not(feature = "rocksdb"))]
+                StorageClass::Rocksdb => return Err(crate::journal::no_rocksdb()),
+                #[cfg(feature = "rocksdb")]
                 StorageClass::Rocksdb => {
                     if rocks.is_none() {
                         rocks = Some(rocks_store(dir)?);
@@ -284,6 +294,9 @@ pub fn dump(
     };
     match config.class {
         StorageClass::Memory => {}
+        #[cfg(not(feature = "rocksdb"))]
+        StorageClass::Rocksdb => return Err(crate::journal::no_rocksdb()),
+        #[cfg(feature = "rocksdb")]
         StorageClass::Rocksdb => {
             let store = rocks_store(dir)?;
             for (base, batch) in store.scan_partition(stream, partition) {
@@ -390,6 +403,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 StorageClass::Segment => {
                     verify_partition(&partition_dir(dir, &config.name, p), &mut report)?
                 }
+                #[cfg(not(feature = "rocksdb"))]
+                StorageClass::Rocksdb => return Err(crate::journal::no_rocksdb()),
+                #[cfg(feature = "rocksdb")]
                 StorageClass::Rocksdb => {
                     let store = rocks_store(dir)?;
                     for (base, batch) in store.scan_partition(&config.name, p) {

@@ -31,9 +31,17 @@ impl BatchBuilder {
 
     /// An empty batch whose records will be compressed with `codec` (`None` or `Zstd`).
     pub fn with_codec(codec: Codec) -> Self {
+        Self::with_capacity(codec, 0)
+    }
+
+    /// Like [`BatchBuilder::with_codec`], with room for `records_bytes` of encoded records
+    /// so that pushing them does not reallocate.
+    pub fn with_capacity(codec: Codec, records_bytes: usize) -> Self {
+        let mut records = Vec::with_capacity(HEADER_LEN + records_bytes);
+        records.resize(HEADER_LEN, 0);
         BatchBuilder {
             codec,
-            records: vec![0; HEADER_LEN],
+            records,
             count: 0,
             first_timestamp: None,
             max_timestamp: 0,

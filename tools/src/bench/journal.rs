@@ -9,7 +9,8 @@ use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_journal::{
-    BatchBuilder, FsyncPolicy, Journal, JournalConfig, JournalOptions, StorageClass, Stream, now_ms,
+    BatchBuilder, Codec, FsyncPolicy, Journal, JournalConfig, JournalOptions, StorageClass, Stream,
+    now_ms,
 };
 
 use super::report::{Latency, Row, print_table, process_cpu};
@@ -85,7 +86,8 @@ async fn appender(
     let mut latency = Latency::new();
     let chunk = (per_batch * value.len()) as i64;
     while totals.take(chunk) {
-        let mut b = BatchBuilder::new();
+        // Room for the values plus a few bytes of framing per record.
+        let mut b = BatchBuilder::with_capacity(Codec::None, per_batch * (value.len() + 16));
         let ts = now_ms();
         for _ in 0..per_batch {
             b.push(ts, None, Some(&value), &[]);
