@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 use crate::error::{JournalError, Result};
+use crate::metrics::ClassMetrics;
 
 #[derive(Debug, Clone, Default)]
 struct Progress {
@@ -69,6 +70,26 @@ impl GroupCommit {
             p.floors.push(floor);
             p.epoch += 1;
         });
+    }
+
+    /// Finishes an append: under `always` waits for durability, then counts the append
+    /// (or the failure) in `class`.
+    pub(crate) async fn acknowledge(
+        &self,
+        always: bool,
+        end: u64,
+        epoch: u64,
+        log: &impl SyncOnce,
+        class: &ClassMetrics,
+        records: u32,
+    ) -> Result<()> {
+        if always && let Err(e) = self.wait_durable(end, epoch, log).await {
+            class.append_errors.inc();
+            return Err(e);
+        }
+        class.appends.inc();
+        class.append_records.inc_by(u64::from(records));
+        Ok(())
     }
 
     /// Waits until offsets below `end`, written in `epoch`, are durable.

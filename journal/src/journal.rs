@@ -260,13 +260,7 @@ impl Journal {
         #[cfg(feature = "rocksdb")]
         if stream.config().class == StorageClass::Rocksdb {
             for p in 0..stream.config().partitions {
-                RocksLog::open(
-                    self.rocks()?,
-                    stream.config().clone(),
-                    p,
-                    self.inner.metrics.clone(),
-                )?
-                .destroy()?;
+                self.rocks()?.delete_partition(name, p)?;
             }
         }
         let fs = &*self.inner.fs;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use crate::batch::{Batch, PendingBatch};
+use crate::batch::{Batch, PendingBatch, first_offset_at_time};
 use crate::config::StreamConfig;
 use crate::error::{JournalError, Result};
 use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
@@ -139,19 +139,14 @@ impl PartitionLog for MemoryLog {
     }
 
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
-        let batches: Vec<Batch> = self.state.lock().batches.iter().cloned().collect();
-        for b in batches
-            .iter()
-            .filter(|b| b.header().max_timestamp >= timestamp_ms)
-        {
-            for r in b.records()? {
-                let r = r?;
-                if r.timestamp >= timestamp_ms {
-                    return Ok(Some(r.offset));
-                }
-            }
-        }
-        Ok(None)
+        let (batches, log_start) = {
+            let st = self.state.lock();
+            (
+                st.batches.iter().cloned().collect::<Vec<Batch>>(),
+                st.log_start,
+            )
+        };
+        first_offset_at_time(&batches, timestamp_ms, log_start)
     }
 
     async fn delete_before(&self, offset: u64) -> Result<u64> {

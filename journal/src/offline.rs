@@ -43,6 +43,19 @@ pub struct SegmentSummary {
     pub stop: ScanStop,
 }
 
+impl SegmentSummary {
+    /// Counts one readable batch.
+    fn add(&mut self, h: &BatchHeader) {
+        self.end_offset = h.next_offset();
+        self.batches += 1;
+        self.records += u64::from(h.record_count);
+        let first = h.first_timestamp;
+        self.min_timestamp = Some(self.min_timestamp.map_or(first, |m| m.min(first)));
+        let max = h.max_timestamp;
+        self.max_timestamp = Some(self.max_timestamp.map_or(max, |m| m.max(max)));
+    }
+}
+
 /// One partition's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionSummary {
@@ -122,21 +135,8 @@ pub fn summarize_segment(path: &Path, base_offset: u64) -> Result<SegmentSummary
         max_timestamp: None,
         stop: ScanStop::Clean,
     };
-    s.stop = scan(&*file, 0, file_size, false, |b| {
-        s.end_offset = b.header.next_offset();
-        s.batches += 1;
-        s.records += u64::from(b.header.record_count);
-        let h = &b.header;
-        s.min_timestamp = Some(
-            s.min_timestamp
-                .map_or(h.first_timestamp, |m| m.min(h.first_timestamp)),
-        );
-        s.max_timestamp = Some(
-            s.max_timestamp
-                .map_or(h.max_timestamp, |m| m.max(h.max_timestamp)),
-        );
-    })
-    .map_err(|e| JournalError::io(path, e))?;
+    s.stop = scan(&*file, 0, file_size, false, |b| s.add(&b.header))
+        .map_err(|e| JournalError::io(path, e))?;
     Ok(s)
 }
 
@@ -162,19 +162,8 @@ fn rocks_summary(store: &RocksStore, config: &StreamConfig, partition: u32) -> P
     for (base, batch) in batches {
         match batch {
             Ok(b) => {
-                let h = b.header();
                 s.file_size += b.len() as u64;
-                s.end_offset = h.next_offset();
-                s.batches += 1;
-                s.records += u64::from(h.record_count);
-                s.min_timestamp = Some(
-                    s.min_timestamp
-                        .map_or(h.first_timestamp, |m| m.min(h.first_timestamp)),
-                );
-                s.max_timestamp = Some(
-                    s.max_timestamp
-                        .map_or(h.max_timestamp, |m| m.max(h.max_timestamp)),
-                );
+                s.add(b.header());
             }
             Err(reason) => {
                 s.stop = ScanStop::Corrupt {

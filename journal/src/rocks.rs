@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rocksdb::{DB, Options, WriteBatch};
 
-use crate::batch::{Batch, BatchHeader, PendingBatch};
+use crate::batch::{Batch, BatchHeader, PendingBatch, first_offset_at_time};
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{JournalError, Result};
 use crate::group_commit::{GroupCommit, SyncOnce};
@@ -69,6 +69,16 @@ impl RocksStore {
             it.next();
         }
         out
+    }
+
+    /// Removes every key of one partition (stream deletion).
+    pub fn delete_partition(&self, stream: &str, partition: u32) -> Result<()> {
+        let data = prefix(b'd', stream, partition);
+        let mut wb = WriteBatch::default();
+        wb.delete_range(data_key(&data, 0), data_key(&data, u64::MAX));
+        wb.delete(prefix_meta(stream, partition));
+        self.db.write(wb)?;
+        Ok(())
     }
 
     /// Location string used in errors about this store.
@@ -188,15 +198,6 @@ impl RocksLog {
         } else {
             st.next_offset
         }
-    }
-
-    /// Removes every key of this partition (stream deletion).
-    pub(crate) fn destroy(&self) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        wb.delete_range(data_key(&self.prefix, 0), data_key(&self.prefix, u64::MAX));
-        wb.delete(&self.meta_key);
-        self.store.db.write(wb)?;
-        Ok(())
     }
 
     /// Deletes batches wholly below `new_start` and records it as the log start.
@@ -345,14 +346,9 @@ impl PartitionLog for RocksLog {
             };
             (a, st.next_offset, self.commit.epoch())
         };
-        if self.always()
-            && let Err(e) = self.commit.wait_durable(end, epoch, self).await
-        {
-            self.class.append_errors.inc();
-            return Err(e);
-        }
-        self.class.appends.inc();
-        self.class.append_records.inc_by(u64::from(records));
+        self.commit
+            .acknowledge(self.always(), end, epoch, self, &self.class, records)
+            .await?;
         Ok(appended)
     }
 
@@ -399,16 +395,8 @@ impl PartitionLog for RocksLog {
             let batches = self.read(from, 1 << 20).await?;
             let Some(last) = batches.last() else { break };
             from = last.last_offset() + 1;
-            for b in batches
-                .iter()
-                .filter(|b| b.header().max_timestamp >= timestamp_ms)
-            {
-                for r in b.records()? {
-                    let r = r?;
-                    if r.timestamp >= timestamp_ms && r.offset >= log_start {
-                        return Ok(Some(r.offset));
-                    }
-                }
+            if let Some(found) = first_offset_at_time(&batches, timestamp_ms, log_start)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -275,6 +275,28 @@ impl Batch {
     }
 }
 
+/// The offset of the first record, at or after `min_offset`, whose timestamp is at least
+/// `timestamp_ms`, searching `batches` in order and decoding only batches whose largest
+/// timestamp can qualify.
+pub fn first_offset_at_time(
+    batches: &[Batch],
+    timestamp_ms: i64,
+    min_offset: u64,
+) -> Result<Option<u64>> {
+    for b in batches
+        .iter()
+        .filter(|b| b.header().max_timestamp >= timestamp_ms)
+    {
+        for r in b.records()? {
+            let r = r?;
+            if r.timestamp >= timestamp_ms && r.offset >= min_offset {
+                return Ok(Some(r.offset));
+            }
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn invalid(reason: impl Into<String>) -> JournalError {
     JournalError::InvalidBatch(reason.into())
 }

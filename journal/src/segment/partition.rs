@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use super::file::Segment;
 use super::open::{LOG_START_FILE, open_partition};
-use crate::batch::{Batch, PendingBatch};
+use crate::batch::{Batch, PendingBatch, first_offset_at_time};
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, JournalFile, write_file_atomic};
@@ -273,13 +273,8 @@ impl SegmentLog {
                 // Only this segment's batches: the loop stops at its end offset.
                 let Some(last) = batches.last() else { break };
                 from = last.last_offset() + 1;
-                for b in batches.iter().filter(|b| b.header().max_timestamp >= ts) {
-                    for r in b.records()? {
-                        let r = r?;
-                        if r.timestamp >= ts {
-                            return Ok(Some(r.offset));
-                        }
-                    }
+                if let Some(found) = first_offset_at_time(&batches, ts, 0)? {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -389,14 +384,9 @@ impl PartitionLog for SegmentLog {
             };
             (appended, st.next_offset, self.commit.epoch())
         };
-        if self.always()
-            && let Err(e) = self.commit.wait_durable(end, epoch, self).await
-        {
-            self.class.append_errors.inc();
-            return Err(e);
-        }
-        self.class.appends.inc();
-        self.class.append_records.inc_by(u64::from(records));
+        self.commit
+            .acknowledge(self.always(), end, epoch, self, &self.class, records)
+            .await?;
         Ok(appended)
     }
 
