@@ -12,4 +12,11 @@ scripts/install-deps.sh
 # minutes to build, so it should be built once per machine, not once per clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 
-cargo test --workspace --locked "$@"
+# Keep cargo's output as it is and end with one line totalling every test binary's result,
+# so the last line speaks for the whole run (cargo's own last line is the doc-test binary's).
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
