@@ -1,6 +1,16 @@
-//! Strata's MQTT frontend. So far: the codec, a pure translation between bytes and
-//! packets for MQTT 3.1, 3.1.1 and 5.0 (no I/O, no runtime).
+//! Strata's MQTT frontend: MQTT 3.1, 3.1.1 and 5.0 over TCP. A pure codec, topic matching,
+//! sessions, the broker's routing core and the connection handler.
 
+pub mod broker;
 pub mod codec;
+pub mod config;
+mod connection;
+mod frontend;
+pub mod message;
+pub mod metrics;
+pub mod session;
 pub mod topic;
 pub mod trie;
+
+pub use config::{MqttConfig, TopicRule};
+pub use frontend::MqttFrontend;

@@ -87,6 +87,25 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         old
     }
 
+    /// The value of `key`'s subscription to `filter`, inserted with `make` when absent.
+    pub fn get_or_insert_with(&mut self, filter: &str, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let mut node = &mut self.root;
+        let mut levels = filter.split('/').peekable();
+        let map = loop {
+            match levels.next() {
+                Some("#") if levels.peek().is_none() => break &mut node.hash,
+                Some("+") => node = node.plus.get_or_insert_with(Box::default),
+                Some(level) => node = node.children.entry(level.into()).or_default(),
+                None => break &mut node.here,
+            }
+        };
+        let len = &mut self.len;
+        map.entry(key).or_insert_with(|| {
+            *len += 1;
+            make()
+        })
+    }
+
     /// Removes `key`'s subscription to `filter`, pruning empty branches.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
         let levels: Vec<&str> = filter.split('/').collect();

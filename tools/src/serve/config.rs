@@ -7,6 +7,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use strata_journal::JournalConfig;
+use strata_mqtt::MqttConfig;
 
 use super::config_error::ConfigError;
 
@@ -27,6 +28,8 @@ pub struct NodeConfig {
     pub admin: AdminSettings,
     /// Defaults for new journal streams; owned and documented by `strata-journal`.
     pub journal: JournalConfig,
+    /// The MQTT frontend; owned and documented by `strata-mqtt`.
+    pub mqtt: MqttConfig,
 }
 
 /// `[node]`: where this node keeps its data.

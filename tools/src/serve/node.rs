@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use prometheus::Registry;
+use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::{Journal, JournalOptions};
+use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use super::admin;
@@ -22,6 +24,8 @@ use super::shutdown::ShutdownSignals;
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the journal's maintenance tasks get to notice `close` and return.
 const MAINTENANCE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long frontends get to close their connections once the node is stopping.
+const FRONTEND_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a node until SIGTERM or SIGINT. Must be called inside a multi-threaded tokio runtime.
 ///
@@ -39,7 +43,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let journal = open_journal(&config, metrics.registry().clone()).await?;
     let maintenance = journal.start_maintenance();
 
-    let served = serve_admin(config.admin.listen, metrics, &mut signals).await;
+    let (stop, stopping) = watch::channel(false);
+    let served = match start_frontends(&config, &journal, metrics.registry(), stopping).await {
+        Ok(mut frontends) => {
+            let served =
+                serve_admin(config.admin.listen, metrics, &mut signals, &mut frontends).await;
+            stop.send_replace(true);
+            let stopped = stop_frontends(frontends).await;
+            served.and(stopped)
+        }
+        Err(e) => Err(e),
+    };
     let closed = close_journal(&journal, maintenance).await;
     match (served, closed) {
         (Ok(()), Ok(())) => {
@@ -73,11 +87,90 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
     Ok(journal)
 }
 
-/// Binds the admin listener, serves until a signal, then drains.
+type Frontends = JoinSet<Result<(), FrontendError>>;
+
+/// Starts every frontend the configuration enables and waits until each has bound its
+/// listeners (printing `strata: <name> listening on <addr>` for each) or failed.
+async fn start_frontends(
+    config: &NodeConfig,
+    journal: &Journal,
+    registry: &Registry,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<Frontends> {
+    let (bound, mut announced) = mpsc::unbounded_channel();
+    let ctx = NodeContext {
+        journal: journal.clone(),
+        registry: registry.clone(),
+        bound,
+    };
+    let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
+    if config.mqtt.enabled {
+        enabled.push(Box::new(MqttFrontend::new(config.mqtt.clone())));
+    }
+    let mut waiting = enabled.len();
+    let mut frontends = JoinSet::new();
+    for f in enabled {
+        let name = f.name();
+        let shutdown = Shutdown::new(stopping.clone());
+        let ctx = ctx.clone();
+        frontends.spawn(async move {
+            let r = f.serve(ctx, shutdown).await;
+            if let Err(e) = &r {
+                error!(frontend = name, error = %e, "frontend failed");
+            }
+            r
+        });
+    }
+    drop(ctx);
+    while waiting > 0 {
+        tokio::select! {
+            Some((name, addr)) = announced.recv() => {
+                info!("{name} listening on {addr}");
+                announce(&format!("{name} listening on {addr}"));
+                waiting -= 1;
+            }
+            Some(done) = frontends.join_next() => {
+                let err = match done {
+                    Ok(Err(e)) => anyhow!(e),
+                    Ok(Ok(())) => anyhow!("a frontend stopped while starting"),
+                    Err(e) => anyhow!("frontend task failed: {e}"),
+                };
+                frontends.abort_all();
+                return Err(err);
+            }
+        }
+    }
+    Ok(frontends)
+}
+
+/// Waits for the frontends to close their connections after the stop signal.
+async fn stop_frontends(mut frontends: Frontends) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    let drain = async {
+        while let Some(done) = frontends.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(anyhow!(e)),
+                Err(e) => result = Err(anyhow!("frontend task failed: {e}")),
+            }
+        }
+    };
+    if tokio::time::timeout(FRONTEND_STOP_TIMEOUT, drain)
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?FRONTEND_STOP_TIMEOUT, "frontends did not stop in time");
+        frontends.abort_all();
+    }
+    result
+}
+
+/// Binds the admin listener, serves until a signal (or a frontend failing), then drains.
 async fn serve_admin(
     listen: SocketAddr,
     metrics: Arc<NodeMetrics>,
     signals: &mut ShutdownSignals,
+    frontends: &mut Frontends,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
@@ -86,7 +179,7 @@ async fn serve_admin(
         .local_addr()
         .context("cannot read the admin listener's address")?;
     info!("admin listening on {bound}");
-    announce_admin_address(bound);
+    announce(&format!("admin listening on {bound}"));
 
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = async move {
@@ -97,6 +190,14 @@ async fn serve_admin(
 
     tokio::select! {
         signal = signals.recv() => info!(signal, "stopping: no longer accepting admin connections"),
+        Some(done) = frontends.join_next() => {
+            let _ = stop.send(());
+            return Err(match done {
+                Ok(Err(e)) => anyhow!(e),
+                Ok(Ok(())) => anyhow!("a frontend stopped without being asked to"),
+                Err(e) => anyhow!("frontend task failed: {e}"),
+            });
+        }
         exited = &mut server => {
             server_result(exited)?;
             return Err(anyhow!("admin server stopped without being asked to"));
@@ -120,14 +221,13 @@ async fn serve_admin(
     }
 }
 
-/// Tells whoever started the node where the admin API is: with `listen` on port 0 the log
-/// line is the only other place the port appears. One line on stdout, flushed at once.
-fn announce_admin_address(bound: SocketAddr) {
+/// Tells whoever started the node where a listener is: with port 0 the log line is the
+/// only other place the port appears. One line on stdout, `strata: <what>`, flushed at once.
+fn announce(what: &str) {
     let mut stdout = std::io::stdout().lock();
-    let written =
-        writeln!(stdout, "strata: admin listening on {bound}").and_then(|()| stdout.flush());
+    let written = writeln!(stdout, "strata: {what}").and_then(|()| stdout.flush());
     if let Err(err) = written {
-        warn!(error = %err, "cannot write the admin address to stdout");
+        warn!(error = %err, "cannot write a listener address to stdout");
     }
 }
 

@@ -34,8 +34,13 @@ pub fn strata(cwd: &Path) -> Command {
         }
     }
     command.current_dir(cwd);
+    // Frontends listen on free loopback ports in tests; a test may override this.
+    command.env("STRATA_MQTT__LISTEN", "127.0.0.1:0");
     command
 }
+
+/// The stdout line `strata serve` prints once the MQTT listener accepts connections.
+pub const MQTT_LISTENING: &str = "strata: mqtt listening on ";
 
 /// A running `strata` process whose stdout and stderr are read line by line in the background.
 /// Dropping it kills the process if it is still running.

@@ -1,0 +1,485 @@
+//! The broker's shared state: sessions, the subscription trees, retained messages and
+//! pending wills; and routing a message to every session that should get it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::codec::{QoS, RetainHandling};
+use crate::config::MqttConfig;
+use crate::message::{Message, Outgoing};
+use crate::metrics::MqttMetrics;
+use crate::session::{ConnectionLink, Enqueued, Session, Subscription};
+use crate::topic::{TopicLimits, matches, parse_filter};
+use crate::trie::SubscriptionTree;
+
+/// Members of one shared subscription (`$share/{group}/{filter}`), served round robin.
+#[derive(Debug, Default)]
+struct SharedGroup {
+    members: Vec<(Arc<str>, Subscription)>,
+    next: AtomicUsize,
+}
+
+/// A will waiting for its delay: due time and message.
+type PendingWill = (Instant, Arc<Message>);
+
+/// What `connect` found.
+#[derive(Debug)]
+pub struct Attached {
+    /// The session, new or resumed.
+    pub session: Arc<Session>,
+    /// Whether an existing session was resumed.
+    pub present: bool,
+    /// This connection's generation (to detach only itself later).
+    pub generation: u64,
+    /// Notified when another connection takes the session over.
+    pub kick: Arc<Notify>,
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// Settings.
+    pub config: MqttConfig,
+    /// Topic limits from the settings.
+    pub limits: TopicLimits,
+    /// Metrics.
+    pub metrics: MqttMetrics,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    subs: RwLock<SubscriptionTree<Arc<str>, Subscription>>,
+    shared: RwLock<SubscriptionTree<Arc<str>, SharedGroup>>,
+    retained: RwLock<BTreeMap<String, Arc<Message>>>,
+    /// Pending wills by client id: when each is due, and the message.
+    wills: Mutex<HashMap<Arc<str>, PendingWill>>,
+    generation: AtomicU64,
+    /// When the broker started.
+    pub started: Instant,
+}
+
+impl Broker {
+    /// A broker with no sessions.
+    pub fn new(config: MqttConfig, metrics: MqttMetrics) -> Self {
+        Broker {
+            limits: TopicLimits {
+                max_levels: config.max_topic_levels,
+                max_len: config.max_topic_length,
+            },
+            config,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+            subs: RwLock::new(SubscriptionTree::new()),
+            shared: RwLock::new(SubscriptionTree::new()),
+            retained: RwLock::new(BTreeMap::new()),
+            wills: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Attaches a connection to the session of `client_id`, creating it or, with
+    /// `clean_start`, replacing it. A connection already attached is kicked off.
+    pub fn connect(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let kick = Arc::new(Notify::new());
+        self.wills.lock().remove(client_id);
+        // Decide under the map's lock, but drop old subscriptions after releasing it: the
+        // routing path takes the subscription trees before the map.
+        let (session, present, replaced) = {
+            let mut sessions = self.sessions.lock();
+            match sessions.get(client_id) {
+                Some(s) => (s.clone(), !clean_start, clean_start),
+                None => {
+                    let s = Arc::new(Session::new(Arc::from(client_id)));
+                    sessions.insert(s.client_id.clone(), s.clone());
+                    self.metrics.sessions.set(sessions.len() as i64);
+                    (s, false, false)
+                }
+            }
+        };
+        if replaced {
+            self.drop_subscriptions(&session);
+            session.state.lock().clear();
+        }
+        let old = {
+            let mut st = session.state.lock();
+            st.expiry_secs = expiry_secs;
+            st.disconnected_at = None;
+            st.connection.replace(ConnectionLink {
+                generation,
+                kick: kick.clone(),
+            })
+        };
+        if let Some(old) = old {
+            old.kick.notify_one();
+        }
+        Attached {
+            session,
+            present,
+            generation,
+            kick,
+        }
+    }
+
+    /// Detaches connection `generation` from its session; a session with expiry 0 ends now.
+    pub fn disconnect(&self, session: &Arc<Session>, generation: u64) {
+        let expired = {
+            let mut st = session.state.lock();
+            if st.connection.as_ref().map(|c| c.generation) != Some(generation) {
+                return;
+            }
+            st.connection = None;
+            st.disconnected_at = Some(Instant::now());
+            st.expiry_secs == 0
+        };
+        if expired {
+            self.end_session(&session.client_id);
+        }
+    }
+
+    fn end_session(&self, client_id: &str) {
+        let removed = {
+            let mut sessions = self.sessions.lock();
+            let removed = sessions.remove(client_id);
+            self.metrics.sessions.set(sessions.len() as i64);
+            removed
+        };
+        if let Some(s) = removed {
+            self.drop_subscriptions(&s);
+        }
+    }
+
+    fn drop_subscriptions(&self, session: &Session) {
+        let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
+        for f in filters {
+            self.remove_subscription(&session.client_id, &f);
+        }
+    }
+
+    fn remove_subscription(&self, client: &Arc<str>, raw: &str) -> bool {
+        let Ok(parsed) = parse_filter(raw, &self.limits) else {
+            return false;
+        };
+        let removed = match parsed.group {
+            None => self.subs.write().remove(parsed.filter, client).is_some(),
+            Some(group) => {
+                let mut shared = self.shared.write();
+                let key: Arc<str> = Arc::from(group);
+                let g = shared.get_or_insert_with(parsed.filter, key.clone(), SharedGroup::default);
+                let before = g.members.len();
+                g.members.retain(|(c, _)| c != client);
+                let removed = g.members.len() != before;
+                if g.members.is_empty() {
+                    shared.remove(parsed.filter, &key);
+                }
+                removed
+            }
+        };
+        if removed {
+            self.metrics.subscriptions.dec();
+        }
+        removed
+    }
+
+    /// Adds or replaces a subscription; returns true when it did not exist before.
+    pub fn subscribe(&self, session: &Session, raw: &str, sub: Subscription) -> bool {
+        let Ok(parsed) = parse_filter(raw, &self.limits) else {
+            return false;
+        };
+        let client = session.client_id.clone();
+        let new = match parsed.group {
+            None => self
+                .subs
+                .write()
+                .insert(parsed.filter, client, sub)
+                .is_none(),
+            Some(group) => {
+                let mut shared = self.shared.write();
+                let g = shared.get_or_insert_with(
+                    parsed.filter,
+                    Arc::from(group),
+                    SharedGroup::default,
+                );
+                match g.members.iter_mut().find(|(c, _)| *c == client) {
+                    Some(m) => {
+                        m.1 = sub;
+                        false
+                    }
+                    None => {
+                        g.members.push((client, sub));
+                        true
+                    }
+                }
+            }
+        };
+        session
+            .state
+            .lock()
+            .subscriptions
+            .insert(raw.to_string(), sub);
+        if new {
+            self.metrics.subscriptions.inc();
+        }
+        new
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, session: &Session, raw: &str) -> bool {
+        let had = session.state.lock().subscriptions.remove(raw).is_some();
+        self.remove_subscription(&session.client_id, raw) || had
+    }
+
+    /// Retained messages to send for a new subscription to `raw`.
+    pub fn retained_for(&self, raw: &str, sub: &Subscription, new: bool) -> Vec<Outgoing> {
+        let Ok(parsed) = parse_filter(raw, &self.limits) else {
+            return Vec::new();
+        };
+        let send = parsed.group.is_none()
+            && match sub.options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => new,
+                RetainHandling::DoNotSend => false,
+            };
+        if !send {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        self.retained
+            .read()
+            .values()
+            .filter(|m| matches(parsed.filter, &m.topic) && !m.expired(now))
+            .map(|m| Outgoing {
+                message: m.clone(),
+                qos: m.qos.min(sub.options.qos),
+                retain: true,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: false,
+            })
+            .collect()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Number of sessions and of connected sessions.
+    pub fn session_counts(&self) -> (usize, usize) {
+        let sessions = self.sessions.lock();
+        let connected = sessions
+            .values()
+            .filter(|s| s.state.lock().connection.is_some())
+            .count();
+        (sessions.len(), connected)
+    }
+
+    /// Routes a message: stores or clears it as retained, then queues it for every
+    /// matching session. Returns the number of sessions it was queued for.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        if message.retain {
+            let mut retained = self.retained.write();
+            if message.payload.is_empty() {
+                retained.remove(&message.topic);
+            } else {
+                retained.insert(message.topic.clone(), message.clone());
+            }
+            self.metrics.retained.set(retained.len() as i64);
+        }
+        let mut targets: HashMap<Arc<str>, Outgoing> = HashMap::new();
+        let mut add = |client: &Arc<str>, sub: &Subscription| {
+            if sub.options.no_local && message.publisher.as_deref() == Some(&**client) {
+                return;
+            }
+            let qos = message.qos.min(sub.options.qos);
+            let retain = sub.options.retain_as_published && message.retain;
+            let t = targets.entry(client.clone()).or_insert_with(|| Outgoing {
+                message: message.clone(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                shared: false,
+            });
+            t.qos = t.qos.max(qos);
+            t.retain |= retain;
+            t.subscription_ids.extend(sub.id);
+        };
+        self.subs.read().for_each_match(&message.topic, &mut add);
+        let picks: Vec<(Arc<str>, Subscription)> = {
+            let shared = self.shared.read();
+            let mut picks = Vec::new();
+            shared.for_each_match(&message.topic, |_, g| {
+                if let Some(m) = self.pick_member(g) {
+                    picks.push(m);
+                }
+            });
+            picks
+        };
+        // Shared deliveries stay separate from a client's own subscriptions: they may have
+        // to move to another member.
+        let shared_outs = picks.into_iter().map(|(client, sub)| {
+            let out = Outgoing {
+                message: message.clone(),
+                qos: message.qos.min(sub.options.qos),
+                retain: sub.options.retain_as_published && message.retain,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: true,
+            };
+            (client, out)
+        });
+        let sessions: Vec<(Arc<Session>, Outgoing)> = {
+            let map = self.sessions.lock();
+            targets
+                .into_iter()
+                .chain(shared_outs)
+                .filter_map(|(c, o)| map.get(&c).map(|s| (s.clone(), o)))
+                .collect()
+        };
+        let n = sessions.len();
+        for (session, out) in sessions {
+            self.deliver(&session, out);
+        }
+        n
+    }
+
+    /// Picks the next member of a shared group, preferring connected ones.
+    fn pick_member(&self, g: &SharedGroup) -> Option<(Arc<str>, Subscription)> {
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = g.next.fetch_add(1, Ordering::Relaxed);
+        let sessions = self.sessions.lock();
+        let connected = |c: &Arc<str>| {
+            sessions
+                .get(c)
+                .is_some_and(|s| s.state.lock().connection.is_some())
+        };
+        (0..n)
+            .map(|i| &g.members[(start + i) % n])
+            .find(|(c, _)| connected(c))
+            .or_else(|| g.members.get(start % n))
+            .cloned()
+    }
+
+    /// Queues one delivery for a session and wakes its connection.
+    pub fn deliver(&self, session: &Session, out: Outgoing) {
+        let result = session
+            .state
+            .lock()
+            .enqueue(out, self.config.max_queued_messages);
+        match result {
+            Enqueued::Queued => {}
+            Enqueued::DroppedOldest => self
+                .metrics
+                .dropped
+                .with_label_values(&["queue_full_qos0"])
+                .inc(),
+            Enqueued::Refused => self
+                .metrics
+                .dropped
+                .with_label_values(&["queue_full"])
+                .inc(),
+        }
+        session.wake.notify_one();
+    }
+
+    /// Hands the in-flight messages of a departing shared-subscription member to other
+    /// members of its groups.
+    pub fn redistribute(&self, session: &Session, pending: Vec<Outgoing>) {
+        for out in pending {
+            let topic = out.message.topic.clone();
+            let picks: Vec<(Arc<str>, Subscription)> = {
+                let shared = self.shared.read();
+                let mut picks = Vec::new();
+                shared.for_each_match(&topic, |_, g| {
+                    if g.members.iter().any(|(c, _)| *c == session.client_id)
+                        && let Some(m) = self.pick_other(g, &session.client_id)
+                    {
+                        picks.push(m);
+                    }
+                });
+                picks
+            };
+            let sessions = self.sessions.lock();
+            let targets: Vec<_> = picks
+                .iter()
+                .filter_map(|(c, sub)| sessions.get(c).map(|s| (s.clone(), *sub)))
+                .collect();
+            drop(sessions);
+            for (target, sub) in targets {
+                let mut o = out.clone();
+                o.qos = out.message.qos.min(sub.options.qos);
+                o.subscription_ids = sub.id.into_iter().collect();
+                self.deliver(&target, o);
+            }
+        }
+    }
+
+    fn pick_other(&self, g: &SharedGroup, not: &Arc<str>) -> Option<(Arc<str>, Subscription)> {
+        let sessions = self.sessions.lock();
+        g.members
+            .iter()
+            .filter(|(c, _)| c != not)
+            .find(|(c, _)| {
+                sessions
+                    .get(c)
+                    .is_some_and(|s| s.state.lock().connection.is_some())
+            })
+            .cloned()
+    }
+
+    /// Registers a will to publish after `delay` unless the client reconnects first.
+    pub fn schedule_will(&self, client: Arc<str>, will: Arc<Message>, delay: Duration) {
+        if delay.is_zero() {
+            self.publish(will);
+        } else {
+            self.wills
+                .lock()
+                .insert(client, (Instant::now() + delay, will));
+        }
+    }
+
+    /// Publishes wills that fell due and ends sessions whose expiry passed. Called about
+    /// once a second by the frontend.
+    pub fn tick(&self, now: Instant) {
+        let mut due = Vec::new();
+        let expired: Vec<Arc<str>> = {
+            let sessions = self.sessions.lock();
+            sessions
+                .values()
+                .filter(|s| {
+                    let st = s.state.lock();
+                    st.connection.is_none()
+                        && st.expiry_secs != u32::MAX
+                        && st.disconnected_at.is_some_and(|t| {
+                            now.duration_since(t) >= Duration::from_secs(u64::from(st.expiry_secs))
+                        })
+                })
+                .map(|s| s.client_id.clone())
+                .collect()
+        };
+        {
+            let mut wills = self.wills.lock();
+            // A will is due at its delay, or when its session ends, whichever is first.
+            let ids: Vec<Arc<str>> = wills
+                .iter()
+                .filter(|(c, (at, _))| *at <= now || expired.contains(c))
+                .map(|(c, _)| c.clone())
+                .collect();
+            for c in ids {
+                if let Some((_, m)) = wills.remove(&c) {
+                    due.push(m);
+                }
+            }
+        }
+        for m in due {
+            self.publish(m);
+        }
+        for c in expired {
+            self.end_session(&c);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The `[mqtt]` section of the node configuration.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A configured rule refusing subscriptions or publishes to topics matching `filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRule {
+    /// Topic filter the rule applies to (wildcards allowed).
+    pub filter: String,
+    /// Refuse SUBSCRIBE to filters matching it.
+    #[serde(default)]
+    pub deny_subscribe: bool,
+    /// Refuse PUBLISH to topics matching it.
+    #[serde(default)]
+    pub deny_publish: bool,
+    /// MQTT 5 reason code sent when the rule refuses (default 0x87 not authorized).
+    #[serde(default = "default_rule_reason")]
+    pub reason_code: u8,
+}
+
+fn default_rule_reason() -> u8 {
+    0x87
+}
+
+/// MQTT frontend settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the MQTT frontend on this node.
+    pub enabled: bool,
+    /// TCP listener.
+    pub listen: SocketAddr,
+    /// Largest packet accepted from clients, in bytes (announced to MQTT 5 clients).
+    pub max_packet_size: u32,
+    /// Receive maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have
+    /// unacknowledged towards the server.
+    pub receive_maximum: u16,
+    /// QoS 1/2 messages in flight towards one client (MQTT 3; the client's receive maximum
+    /// caps it further in MQTT 5).
+    pub max_inflight: u16,
+    /// Messages queued for one session beyond those in flight; the oldest QoS 0 message is
+    /// dropped first, then the publish is refused (0x97) or dropped (MQTT 3).
+    pub max_queued_messages: usize,
+    /// Topic alias maximum announced to MQTT 5 clients.
+    pub topic_alias_maximum: u16,
+    /// Server keep alive: the most a client may ask for (0 keeps the client's value).
+    pub max_keep_alive: u16,
+    /// Session expiry ceiling in seconds for MQTT 5 clients.
+    pub max_session_expiry: u32,
+    /// Concurrent connections accepted.
+    pub max_connections: usize,
+    /// Maximum topic levels.
+    pub max_topic_levels: usize,
+    /// Maximum topic length in bytes.
+    pub max_topic_length: usize,
+    /// Seconds between `$SYS/broker/...` updates (0 disables them).
+    pub sys_interval_secs: u64,
+    /// Rules refusing subscriptions or publishes.
+    pub rules: Vec<TopicRule>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 1024,
+            max_queued_messages: 10_000,
+            topic_alias_maximum: 64,
+            max_keep_alive: 0,
+            max_session_expiry: u32::MAX,
+            max_connections: 100_000,
+            max_topic_levels: 32,
+            max_topic_length: 4096,
+            sys_interval_secs: 10,
+            rules: Vec::new(),
+        }
+    }
+}

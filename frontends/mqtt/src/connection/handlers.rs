@@ -1,0 +1,244 @@
+//! What a connection does with each packet a client sends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Conn, End, qos_label};
+use crate::codec::{
+    Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
+};
+use crate::message::Message;
+use crate::session::Subscription;
+use crate::topic::{matches, parse_filter, validate_name};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Handles one packet; an `Err` reason code ends the connection with that code.
+    pub(super) fn handle(&mut self, p: Packet) -> Result<(), ReasonCode> {
+        match p {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                self.session.state.lock().on_puback(a.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                let known = self
+                    .session
+                    .state
+                    .lock()
+                    .on_pubrec(a.packet_id, a.reason.is_error());
+                if !a.reason.is_error() {
+                    let mut rel = Ack::new(a.packet_id);
+                    if !known {
+                        rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.put(&Packet::PubRel(rel));
+                }
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let known = self.session.state.lock().incoming_qos2.remove(&a.packet_id);
+                let mut comp = Ack::new(a.packet_id);
+                if !known {
+                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.put(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.session.state.lock().on_pubcomp(a.packet_id);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.put(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            // No enhanced authentication method was agreed at CONNECT, so AUTH is a
+            // protocol error [MQTT-4.12.0-1].
+            Packet::Auth(Auth { .. }) => Err(ReasonCode::PROTOCOL_ERROR),
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    fn rule_refuses(&self, topic: &str, publish: bool) -> Option<u8> {
+        self.broker
+            .config
+            .rules
+            .iter()
+            .find(|r| {
+                (if publish {
+                    r.deny_publish
+                } else {
+                    r.deny_subscribe
+                }) && (matches(&r.filter, topic) || r.filter == topic)
+            })
+            .map(|r| r.reason_code)
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), ReasonCode> {
+        let metrics = &self.broker.metrics;
+        metrics
+            .messages_in
+            .with_label_values(&[qos_label(p.qos)])
+            .inc();
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.broker.config.topic_alias_maximum {
+                return Err(ReasonCode::TOPIC_ALIAS_INVALID);
+            }
+            if p.topic.is_empty() {
+                p.topic = self
+                    .in_aliases
+                    .get(&alias)
+                    .cloned()
+                    .ok_or(ReasonCode::PROTOCOL_ERROR)?;
+            } else {
+                self.in_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if validate_name(&p.topic, &self.broker.limits).is_err() {
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        let id = p.packet_id;
+        if p.qos == QoS::ExactlyOnce
+            && let Some(id) = id
+        {
+            let mut st = self.session.state.lock();
+            if st.incoming_qos2.contains(&id) {
+                // A resent PUBLISH whose PUBREC was lost: acknowledge, do not route again.
+                drop(st);
+                self.put(&Packet::PubRec(Ack::new(id)));
+                return Ok(());
+            }
+            if st.incoming_qos2.len() >= usize::from(self.broker.config.receive_maximum) {
+                return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+            }
+            st.incoming_qos2.insert(id);
+        }
+        let refused = self.rule_refuses(&p.topic, true);
+        let (qos, topic) = (p.qos, p.topic.clone());
+        let mut reason = ReasonCode::SUCCESS;
+        if let Some(code) = refused {
+            metrics.dropped.with_label_values(&["rule"]).inc();
+            reason = ReasonCode(code);
+        } else {
+            let publisher = Some(self.session.client_id.clone());
+            let message = Arc::new(Message::from_publish(p, topic, publisher, Instant::now()));
+            let delivered = self.broker.publish(message);
+            if delivered == 0 && self.version.is_v5() {
+                reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+            }
+        }
+        let ack = |id: u16| Ack {
+            packet_id: id,
+            reason,
+            properties: Properties::default(),
+        };
+        match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => self.put(&Packet::PubAck(ack(id))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if reason.is_error() {
+                    // An error PUBREC ends the exchange: no PUBREL will follow.
+                    self.session.state.lock().incoming_qos2.remove(&id);
+                }
+                self.put(&Packet::PubRec(ack(id)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), ReasonCode> {
+        let v5 = self.version.is_v5();
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (raw, options) in &s.filters {
+            let parsed = match parse_filter(raw, &self.broker.limits) {
+                Ok(p) => p,
+                Err(_) => {
+                    reasons.push(if v5 {
+                        ReasonCode::TOPIC_FILTER_INVALID
+                    } else {
+                        ReasonCode(0x80)
+                    });
+                    continue;
+                }
+            };
+            if parsed.group.is_some() && options.no_local {
+                return Err(ReasonCode::PROTOCOL_ERROR);
+            }
+            if let Some(code) = self.rule_refuses(parsed.filter, false) {
+                reasons.push(if v5 {
+                    ReasonCode(code)
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
+            let sub = Subscription {
+                options: *options,
+                id: sub_id,
+            };
+            let new = self.broker.subscribe(&self.session, raw, sub);
+            retained.extend(self.broker.retained_for(raw, &sub, new));
+            reasons.push(ReasonCode(options.qos as u8));
+        }
+        self.put(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+        for out in retained {
+            self.broker.deliver(&self.session, out);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.session, f) {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.put(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), ReasonCode> {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            // [MQTT-3.14.2-2]: a session opened with expiry 0 cannot be given one now.
+            if self.connect_expiry == 0 && expiry != 0 {
+                return Err(ReasonCode::PROTOCOL_ERROR);
+            }
+            let capped = expiry.min(self.broker.config.max_session_expiry);
+            self.session.state.lock().expiry_secs = capped;
+        }
+        self.ended = Some(if d.reason == ReasonCode::DISCONNECT_WITH_WILL {
+            End::WithWill
+        } else {
+            End::Normal
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,501 @@
+//! One client connection: the CONNECT handshake, then packets in, deliveries out, keep
+//! alive, takeover and the will. Generic over the byte stream (TCP today).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use strata_frontend::Shutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::broker::{Attached, Broker};
+use crate::codec::{
+    self, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
+    Publish, QoS, ReasonCode,
+};
+use crate::message::{Message, Outgoing};
+use crate::session::{Phase, Session};
+use crate::topic::validate_name;
+
+/// How long a new connection may take to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a connection ended, which decides the will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT 0x00: discard the will.
+    Normal,
+    /// DISCONNECT 0x04: publish the will.
+    WithWill,
+    /// Network error, keep-alive timeout, protocol error: publish the will.
+    Abnormal,
+    /// Another connection took the session, or the server is stopping: no will.
+    Replaced,
+}
+
+struct Conn<S> {
+    stream: S,
+    broker: Arc<Broker>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    version: ProtocolVersion,
+    /// Outbound: the client's limits.
+    client_receive_max: usize,
+    client_max_packet: usize,
+    client_alias_max: u16,
+    out_aliases: HashMap<String, u16>,
+    in_aliases: HashMap<u16, String>,
+    keep_alive: Option<Duration>,
+    session: Arc<Session>,
+    will: Option<(Arc<Message>, Duration)>,
+    connect_expiry: u32,
+    /// Set by a handler that ends the connection (DISCONNECT).
+    ended: Option<End>,
+}
+
+mod handlers;
+
+/// Serves one connection until it ends.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    broker: Arc<Broker>,
+    mut shutdown: Shutdown,
+) {
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let max = broker.config.max_packet_size as usize;
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match codec::decode(&mut rbuf, None, max) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(_)) => return Err(DecodeError::Protocol("expected CONNECT".into())),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            match stream.read_buf(&mut rbuf).await {
+                Ok(0) | Err(_) => {
+                    return Err(DecodeError::Malformed(
+                        "connection closed before CONNECT".into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let connect = match first {
+        Ok(Ok(c)) => c,
+        Ok(Err(DecodeError::UnsupportedVersion { level, .. })) => {
+            // [MQTT-3.1.2-2]: CONNACK "unacceptable protocol version", then close.
+            let code = if level >= 5 { 0x84 } else { 0x01 };
+            let body = if level >= 5 {
+                vec![0x20, 0x03, 0x00, code, 0x00]
+            } else {
+                vec![0x20, 0x02, 0x00, code]
+            };
+            let _ = stream.write_all(&body).await;
+            broker
+                .metrics
+                .errors
+                .with_label_values(&["unsupported_version"])
+                .inc();
+            return;
+        }
+        Ok(Err(e)) => {
+            broker
+                .metrics
+                .errors
+                .with_label_values(&[&format!("{:#04x}", e.reason_code().0)])
+                .inc();
+            tracing::debug!(error = %e, "bad first packet");
+            return;
+        }
+        Err(_) => {
+            broker
+                .metrics
+                .errors
+                .with_label_values(&["connect_timeout"])
+                .inc();
+            return;
+        }
+    };
+    let Some((conn, attached)) = handshake(stream, broker.clone(), rbuf, *connect).await else {
+        return;
+    };
+    broker.metrics.connections.inc();
+    broker.metrics.connects.inc();
+    let client = attached.session.client_id.clone();
+    let span = tracing::debug_span!("mqtt", client_id = %client);
+    let _enter = span.enter();
+    run(conn, attached, &mut shutdown).await;
+    broker.metrics.connections.dec();
+}
+
+/// Validates CONNECT, attaches the session and sends CONNACK.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    broker: Arc<Broker>,
+    rbuf: BytesMut,
+    c: Connect,
+) -> Option<(Conn<S>, Attached)> {
+    let v = c.version;
+    let refuse = |v5: ReasonCode, v3: u8| ConnAck {
+        session_present: false,
+        code: if v.is_v5() { v5 } else { ReasonCode(v3) },
+        properties: Properties::default(),
+    };
+    let mut assigned = None;
+    let client_id = if c.client_id.is_empty() {
+        if v == ProtocolVersion::V31 || (!c.clean_start && !v.is_v5()) {
+            send_connack(
+                &mut stream,
+                v,
+                refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, 0x02),
+            )
+            .await;
+            return None;
+        }
+        let id = format!("strata-{:016x}", rand_id());
+        assigned = Some(id.clone());
+        id
+    } else {
+        c.client_id.clone()
+    };
+    if c.properties.authentication_method.is_some() {
+        // No enhanced authentication method is configured [MQTT-4.12.0-1].
+        send_connack(
+            &mut stream,
+            v,
+            refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, 0x05),
+        )
+        .await;
+        return None;
+    }
+    if let Some(w) = &c.will
+        && validate_name(&w.topic, &broker.limits).is_err()
+    {
+        send_connack(&mut stream, v, refuse(ReasonCode::TOPIC_NAME_INVALID, 0x02)).await;
+        return None;
+    }
+    if broker.metrics.connections.get() as usize >= broker.config.max_connections {
+        send_connack(&mut stream, v, refuse(ReasonCode::SERVER_BUSY, 0x03)).await;
+        broker
+            .metrics
+            .errors
+            .with_label_values(&["max_connections"])
+            .inc();
+        return None;
+    }
+    let cfg = &broker.config;
+    let requested_expiry = if v.is_v5() {
+        c.properties.session_expiry_interval.unwrap_or(0)
+    } else if c.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let expiry = requested_expiry.min(cfg.max_session_expiry);
+    let attached = broker.connect(&client_id, c.clean_start, expiry);
+    let mut keep_alive = c.keep_alive;
+    let mut props = Properties::default();
+    if cfg.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > cfg.max_keep_alive) {
+        keep_alive = cfg.max_keep_alive;
+        props.server_keep_alive = Some(keep_alive);
+    }
+    if v.is_v5() {
+        props.assigned_client_identifier = assigned;
+        props.receive_maximum = Some(cfg.receive_maximum);
+        props.maximum_packet_size = Some(cfg.max_packet_size);
+        props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+        props.retain_available = Some(1);
+        props.wildcard_subscription_available = Some(1);
+        props.subscription_identifier_available = Some(1);
+        props.shared_subscription_available = Some(1);
+        if expiry != requested_expiry {
+            props.session_expiry_interval = Some(expiry);
+        }
+    }
+    let now = Instant::now();
+    let will = c.will.map(|w| {
+        let delay = Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
+        let p = Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic.clone(),
+            packet_id: None,
+            properties: w.properties,
+            payload: w.payload,
+        };
+        (
+            Arc::new(Message::from_publish(
+                p,
+                w.topic,
+                Some(attached.session.client_id.clone()),
+                now,
+            )),
+            delay,
+        )
+    });
+    let mut conn = Conn {
+        stream,
+        broker: broker.clone(),
+        rbuf,
+        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        version: v,
+        client_receive_max: usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX)),
+        client_max_packet: c
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+        client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
+        out_aliases: HashMap::new(),
+        in_aliases: HashMap::new(),
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        session: attached.session.clone(),
+        will,
+        connect_expiry: expiry,
+        ended: None,
+    };
+    let ack = ConnAck {
+        session_present: attached.present,
+        code: ReasonCode::SUCCESS,
+        properties: props,
+    };
+    conn.put(&Packet::ConnAck(ack));
+    if attached.present {
+        conn.resend();
+    }
+    Some((conn, attached))
+}
+
+async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, v: ProtocolVersion, ack: ConnAck) {
+    let mut out = BytesMut::new();
+    if codec::encode(&Packet::ConnAck(ack), v, usize::MAX, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+    }
+}
+
+fn qos_label(q: QoS) -> &'static str {
+    match q {
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Conn<S>,
+    attached: Attached,
+    shutdown: &mut Shutdown,
+) {
+    let end = conn.main_loop(&attached, shutdown).await;
+    let broker = conn.broker.clone();
+    let session = conn.session.clone();
+    let shared = session.state.lock().take_shared();
+    if !shared.is_empty() {
+        broker.redistribute(&session, shared);
+    }
+    broker.disconnect(&session, attached.generation);
+    if matches!(end, End::Abnormal | End::WithWill)
+        && let Some((will, delay)) = conn.will.take()
+    {
+        broker.schedule_will(session.client_id.clone(), will, delay);
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn put(&mut self, p: &Packet) {
+        if let Err(e) = codec::encode(p, self.version, self.client_max_packet, &mut self.wbuf) {
+            tracing::debug!(error = %e, "packet not sent");
+        }
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.wbuf.is_empty() {
+            return true;
+        }
+        let n = self.wbuf.len();
+        let ok = self.stream.write_all(&self.wbuf).await.is_ok();
+        self.wbuf.clear();
+        self.broker.metrics.bytes_out.inc_by(n as u64);
+        ok
+    }
+
+    /// Resends in-flight messages after a session resumes [MQTT-4.4.0-1].
+    fn resend(&mut self) {
+        let inflight: Vec<_> = self.session.state.lock().inflight.iter().cloned().collect();
+        for f in inflight {
+            if f.phase == Phase::AwaitComp {
+                self.put(&Packet::PubRel(Ack::new(f.packet_id)));
+            } else {
+                let p = self.publish_packet(&f.out, Some(f.packet_id), true, Instant::now());
+                self.put(&Packet::Publish(p));
+            }
+        }
+    }
+
+    fn publish_packet(
+        &mut self,
+        out: &Outgoing,
+        packet_id: Option<u16>,
+        dup: bool,
+        now: Instant,
+    ) -> Publish {
+        let m = &out.message;
+        let mut properties = Properties::default();
+        let mut topic = m.topic.clone();
+        if self.version.is_v5() {
+            properties = m.properties.clone();
+            properties.message_expiry_interval = m.remaining_expiry(now);
+            properties.subscription_identifiers = out.subscription_ids.clone();
+            if self.client_alias_max > 0 && !dup {
+                if let Some(&alias) = self.out_aliases.get(&m.topic) {
+                    properties.topic_alias = Some(alias);
+                    topic = String::new();
+                } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
+                    let alias = self.out_aliases.len() as u16 + 1;
+                    self.out_aliases.insert(m.topic.clone(), alias);
+                    properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        Publish {
+            dup,
+            qos: out.qos,
+            retain: out.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+
+    /// Moves queued deliveries into the write buffer, within the in-flight window.
+    fn pump(&mut self) {
+        let limit = self
+            .client_receive_max
+            .min(usize::from(self.broker.config.max_inflight))
+            .max(1);
+        let now = Instant::now();
+        let ready = self.session.state.lock().take_sendable(limit, now);
+        for (id, out) in ready {
+            let p = self.publish_packet(&out, id, false, now);
+            let before = self.wbuf.len();
+            self.put(&Packet::Publish(p));
+            if self.wbuf.len() == before {
+                // Larger than the client accepts: discarded [MQTT-3.1.2-25].
+                if let Some(id) = id {
+                    self.session.state.lock().forget(id);
+                }
+                self.broker
+                    .metrics
+                    .dropped
+                    .with_label_values(&["too_large_for_client"])
+                    .inc();
+                continue;
+            }
+            self.broker
+                .metrics
+                .messages_out
+                .with_label_values(&[qos_label(out.qos)])
+                .inc();
+        }
+    }
+
+    async fn main_loop(&mut self, attached: &Attached, shutdown: &mut Shutdown) -> End {
+        let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+        loop {
+            self.pump();
+            if !self.flush().await {
+                return End::Abnormal;
+            }
+            let keep_alive = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.rbuf) => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Abnormal,
+                        Ok(n) => self.broker.metrics.bytes_in.inc_by(n as u64),
+                    }
+                    deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+                    if let Some(end) = self.drain_packets() {
+                        let _ = self.flush().await;
+                        return end;
+                    }
+                }
+                _ = self.session.wake.notified() => {}
+                _ = attached.kick.notified() => {
+                    self.disconnect_with(ReasonCode::SESSION_TAKEN_OVER);
+                    let _ = self.flush().await;
+                    return End::Replaced;
+                }
+                _ = keep_alive => {
+                    self.broker.metrics.errors.with_label_values(&["keep_alive_timeout"]).inc();
+                    self.disconnect_with(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    let _ = self.flush().await;
+                    return End::Abnormal;
+                }
+                _ = shutdown.wait() => {
+                    self.disconnect_with(ReasonCode::SERVER_SHUTTING_DOWN);
+                    let _ = self.flush().await;
+                    return End::Replaced;
+                }
+            }
+        }
+    }
+
+    fn disconnect_with(&mut self, reason: ReasonCode) {
+        if self.version.is_v5() {
+            self.put(&Packet::Disconnect(Disconnect {
+                reason,
+                properties: Properties::default(),
+            }));
+        }
+    }
+
+    /// Handles every complete packet in the read buffer; `Some` ends the connection.
+    fn drain_packets(&mut self) -> Option<End> {
+        loop {
+            let max = self.broker.config.max_packet_size as usize;
+            match codec::decode(&mut self.rbuf, Some(self.version), max) {
+                Ok(None) => return None,
+                Ok(Some(p)) => {
+                    if let Err(reason) = self.handle(p) {
+                        return Some(self.fail(reason));
+                    }
+                    if let Some(end) = self.ended.take() {
+                        return Some(end);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad packet");
+                    return Some(self.fail(e.reason_code()));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: ReasonCode) -> End {
+        self.broker
+            .metrics
+            .errors
+            .with_label_values(&[&format!("{:#04x}", reason.0)])
+            .inc();
+        self.disconnect_with(reason);
+        End::Abnormal
+    }
+}

@@ -1,0 +1,141 @@
+//! The MQTT frontend: the TCP listener, housekeeping (wills, session expiry) and the
+//! `$SYS` topics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::codec::{Properties, QoS};
+use crate::config::MqttConfig;
+use crate::connection;
+use crate::message::Message;
+use crate::metrics::MqttMetrics;
+
+/// The MQTT frontend.
+#[derive(Debug)]
+pub struct MqttFrontend {
+    config: MqttConfig,
+}
+
+impl MqttFrontend {
+    /// A frontend with these settings.
+    pub fn new(config: MqttConfig) -> Self {
+        MqttFrontend { config }
+    }
+}
+
+#[async_trait]
+impl Frontend for MqttFrontend {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    async fn serve(
+        self: Box<Self>,
+        ctx: NodeContext,
+        mut shutdown: Shutdown,
+    ) -> Result<(), FrontendError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| FrontendError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        ctx.announce("mqtt", bound);
+        let broker = Arc::new(Broker::new(
+            self.config.clone(),
+            MqttMetrics::new(&ctx.registry),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(connection::serve(stream, broker.clone(), shutdown.clone()));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        drop(listener);
+        // Connections see the same signal, send DISCONNECT 0x8B (MQTT 5) and end.
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            connections.abort_all();
+        }
+        housekeeping.abort();
+        Ok(())
+    }
+}
+
+/// Once a second: due wills and expired sessions; every `sys_interval_secs`: `$SYS`.
+async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let sys_every = broker.config.sys_interval_secs;
+    let mut last_sys: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let now = Instant::now();
+        broker.tick(now);
+        if sys_every > 0
+            && last_sys.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(sys_every))
+        {
+            last_sys = Some(now);
+            publish_sys(&broker);
+        }
+    }
+}
+
+fn publish_sys(broker: &Broker) {
+    let m = &broker.metrics;
+    let sum = |v: &prometheus::IntCounterVec| {
+        ["0", "1", "2"]
+            .iter()
+            .map(|q| v.with_label_values(&[q]).get())
+            .sum::<u64>()
+    };
+    let (sessions, connected) = broker.session_counts();
+    let values: [(&str, String); 10] = [
+        ("version", format!("strata {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "uptime",
+            format!("{} seconds", broker.started.elapsed().as_secs()),
+        ),
+        ("clients/connected", connected.to_string()),
+        ("clients/total", sessions.to_string()),
+        ("messages/received", sum(&m.messages_in).to_string()),
+        ("messages/sent", sum(&m.messages_out).to_string()),
+        ("bytes/received", m.bytes_in.get().to_string()),
+        ("bytes/sent", m.bytes_out.get().to_string()),
+        ("subscriptions/count", m.subscriptions.get().to_string()),
+        (
+            "retained messages/count",
+            broker.retained_count().to_string(),
+        ),
+    ];
+    for (topic, value) in values {
+        broker.publish(Arc::new(Message {
+            topic: format!("$SYS/broker/{topic}"),
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+            publisher: None,
+        }));
+    }
+}

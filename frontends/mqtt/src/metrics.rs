@@ -1,0 +1,86 @@
+//! The MQTT frontend's Prometheus metrics.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Counters and gauges of the MQTT frontend.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct MqttMetrics {
+    pub connections: IntGauge,
+    pub connects: IntCounter,
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    pub retained: IntGauge,
+    pub messages_in: IntCounterVec,
+    pub messages_out: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub dropped: IntCounterVec,
+    pub errors: IntCounterVec,
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    if let Err(e) = r.register(Box::new(c.clone())) {
+        tracing::debug!(error = %e, "mqtt metric already registered");
+    }
+    c
+}
+
+impl MqttMetrics {
+    /// Creates the metrics in `r`.
+    pub fn new(r: &Registry) -> Self {
+        let counter = |n: &str, h: &str| {
+            reg(
+                r,
+                IntCounter::new(n, h).unwrap_or_else(|e| unreachable!("{e}")),
+            )
+        };
+        let gauge = |n: &str, h: &str| {
+            reg(
+                r,
+                IntGauge::new(n, h).unwrap_or_else(|e| unreachable!("{e}")),
+            )
+        };
+        let vec = |n: &str, h: &str, l: &str| {
+            reg(
+                r,
+                IntCounterVec::new(Opts::new(n, h), &[l]).unwrap_or_else(|e| unreachable!("{e}")),
+            )
+        };
+        MqttMetrics {
+            connections: gauge("strata_mqtt_connections", "Open MQTT connections."),
+            connects: counter("strata_mqtt_connects_total", "Accepted CONNECTs."),
+            sessions: gauge("strata_mqtt_sessions", "MQTT sessions, connected or not."),
+            subscriptions: gauge("strata_mqtt_subscriptions", "MQTT subscriptions."),
+            retained: gauge("strata_mqtt_retained_messages", "Retained messages."),
+            messages_in: vec(
+                "strata_mqtt_messages_received_total",
+                "PUBLISH packets received.",
+                "qos",
+            ),
+            messages_out: vec(
+                "strata_mqtt_messages_sent_total",
+                "PUBLISH packets sent.",
+                "qos",
+            ),
+            bytes_in: counter(
+                "strata_mqtt_received_bytes_total",
+                "Bytes received from MQTT clients.",
+            ),
+            bytes_out: counter(
+                "strata_mqtt_sent_bytes_total",
+                "Bytes sent to MQTT clients.",
+            ),
+            dropped: vec(
+                "strata_mqtt_dropped_messages_total",
+                "Messages dropped, by reason.",
+                "reason",
+            ),
+            errors: vec(
+                "strata_mqtt_errors_total",
+                "Connections ended by an error, by reason code.",
+                "reason",
+            ),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Session state: subscriptions, the queue of messages not yet sent, the messages in
+//! flight, inbound QoS 2 state and packet identifiers. Plain data and decisions, no I/O.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::Outgoing;
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Its options.
+    pub options: SubscriptionOptions,
+    /// Its subscription identifier (MQTT 5).
+    pub id: Option<u32>,
+}
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// QoS 1 PUBLISH sent, PUBACK awaited.
+    AwaitAck,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    AwaitRec,
+    /// PUBREL sent, PUBCOMP awaited.
+    AwaitComp,
+}
+
+/// A message in flight towards the client.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// Packet identifier used.
+    pub packet_id: u16,
+    /// The delivery.
+    pub out: Outgoing,
+    /// Its phase.
+    pub phase: Phase,
+}
+
+/// What happened to a message offered to a full queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued.
+    Queued,
+    /// Queued after dropping the oldest queued QoS 0 message.
+    DroppedOldest,
+    /// Not queued: the queue is full of QoS 1/2 messages (or this one is QoS 0).
+    Refused,
+}
+
+/// The live connection of a session, so a takeover can close it.
+#[derive(Debug, Clone)]
+pub struct ConnectionLink {
+    /// Distinguishes successive connections of one client id.
+    pub generation: u64,
+    /// Notified to make that connection close.
+    pub kick: Arc<Notify>,
+}
+
+/// The state of one session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Subscriptions by raw filter (including `$share/...`).
+    pub subscriptions: HashMap<String, Subscription>,
+    /// Messages waiting to be sent.
+    pub queue: VecDeque<Outgoing>,
+    /// Messages sent and not yet fully acknowledged, oldest first.
+    pub inflight: VecDeque<Inflight>,
+    /// Inbound QoS 2 packet identifiers whose PUBREL is awaited.
+    pub incoming_qos2: HashSet<u16>,
+    next_id: u16,
+    /// Session expiry interval in seconds (u32::MAX: never).
+    pub expiry_secs: u32,
+    /// When the last connection ended (None while connected).
+    pub disconnected_at: Option<Instant>,
+    /// The connection currently attached.
+    pub connection: Option<ConnectionLink>,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl SessionState {
+    /// Offers a delivery, keeping the queue within `max` messages.
+    pub fn enqueue(&mut self, out: Outgoing, max: usize) -> Enqueued {
+        if self.queue.len() < max {
+            self.queue.push_back(out);
+            return Enqueued::Queued;
+        }
+        if out.qos == QoS::AtMostOnce {
+            self.dropped += 1;
+            return Enqueued::Refused;
+        }
+        if let Some(i) = self.queue.iter().position(|o| o.qos == QoS::AtMostOnce) {
+            self.queue.remove(i);
+            self.queue.push_back(out);
+            self.dropped += 1;
+            return Enqueued::DroppedOldest;
+        }
+        self.dropped += 1;
+        Enqueued::Refused
+    }
+
+    fn id_in_use(&self, id: u16) -> bool {
+        self.inflight.iter().any(|f| f.packet_id == id)
+    }
+
+    /// The next free packet identifier (never 0).
+    pub fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.id_in_use(self.next_id) {
+                return self.next_id;
+            }
+        }
+    }
+
+    /// Takes queued messages to send now, with at most `limit` QoS 1/2 messages in flight.
+    /// Expired messages are dropped. Returns `(packet id, delivery)` pairs.
+    pub fn take_sendable(&mut self, limit: usize, now: Instant) -> Vec<(Option<u16>, Outgoing)> {
+        let mut out = Vec::new();
+        while let Some(front) = self.queue.front() {
+            if front.message.expired(now) {
+                self.queue.pop_front();
+                continue;
+            }
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= limit {
+                break;
+            }
+            let Some(o) = self.queue.pop_front() else {
+                break;
+            };
+            if o.qos == QoS::AtMostOnce {
+                out.push((None, o));
+                continue;
+            }
+            let id = self.next_packet_id();
+            let phase = if o.qos == QoS::AtLeastOnce {
+                Phase::AwaitAck
+            } else {
+                Phase::AwaitRec
+            };
+            self.inflight.push_back(Inflight {
+                packet_id: id,
+                out: o.clone(),
+                phase,
+            });
+            out.push((Some(id), o));
+        }
+        out
+    }
+
+    fn position(&self, id: u16, phase: Phase) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|f| f.packet_id == id && f.phase == phase)
+    }
+
+    /// PUBACK received: true when it matched a QoS 1 message in flight.
+    pub fn on_puback(&mut self, id: u16) -> bool {
+        self.position(id, Phase::AwaitAck)
+            .and_then(|i| self.inflight.remove(i))
+            .is_some()
+    }
+
+    /// PUBREC received: true when it matched; the caller answers PUBREL either way. A
+    /// PUBREC with an error code ends the flow instead.
+    pub fn on_pubrec(&mut self, id: u16, error: bool) -> bool {
+        let Some(i) = self.position(id, Phase::AwaitRec) else {
+            return self.position(id, Phase::AwaitComp).is_some();
+        };
+        if error {
+            self.inflight.remove(i);
+        } else {
+            self.inflight[i].phase = Phase::AwaitComp;
+        }
+        true
+    }
+
+    /// PUBCOMP received: true when it matched.
+    pub fn on_pubcomp(&mut self, id: u16) -> bool {
+        self.position(id, Phase::AwaitComp)
+            .and_then(|i| self.inflight.remove(i))
+            .is_some()
+    }
+
+    /// Forgets an in-flight message that could not be sent (too large for the client).
+    pub fn forget(&mut self, id: u16) {
+        self.inflight.retain(|f| f.packet_id != id);
+    }
+
+    /// Removes and returns the queued and in-flight deliveries that came through shared
+    /// subscriptions, so other members of their groups can get them.
+    pub fn take_shared(&mut self) -> Vec<Outgoing> {
+        let mut out: Vec<Outgoing> = Vec::new();
+        self.inflight.retain(|f| {
+            let keep = !f.out.shared || f.phase == Phase::AwaitComp;
+            if !keep {
+                out.push(f.out.clone());
+            }
+            keep
+        });
+        self.queue.retain(|o| {
+            if o.shared {
+                out.push(o.clone());
+            }
+            !o.shared
+        });
+        out
+    }
+
+    /// Drops every subscription, queued and in-flight message (clean start).
+    pub fn clear(&mut self) {
+        let expiry = self.expiry_secs;
+        *self = SessionState {
+            expiry_secs: expiry,
+            ..SessionState::default()
+        };
+    }
+}
+
+/// A session shared between the broker (which routes into it) and its connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Client identifier.
+    pub client_id: Arc<str>,
+    /// Its state.
+    pub state: Mutex<SessionState>,
+    /// Wakes the connection when messages are queued.
+    pub wake: Notify,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(client_id: Arc<str>) -> Self {
+        Session {
+            client_id,
+            state: Mutex::new(SessionState::default()),
+            wake: Notify::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+
+    fn out(qos: QoS) -> Outgoing {
+        Outgoing {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::new(),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: Vec::new(),
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn inflight_is_bounded_and_acks_free_it() {
+        let mut s = SessionState::default();
+        for _ in 0..5 {
+            s.enqueue(out(QoS::AtLeastOnce), 100);
+        }
+        let now = Instant::now();
+        let sent = s.take_sendable(2, now);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(s.queue.len(), 3);
+        let id = sent[0].0.unwrap_or(0);
+        assert!(s.on_puback(id));
+        assert!(!s.on_puback(id), "a second PUBACK matches nothing");
+        assert_eq!(s.take_sendable(2, now).len(), 1);
+    }
+
+    #[test]
+    fn qos2_flow() {
+        let mut s = SessionState::default();
+        s.enqueue(out(QoS::ExactlyOnce), 10);
+        let id = s.take_sendable(10, Instant::now())[0].0.unwrap_or(0);
+        assert!(!s.on_pubcomp(id), "PUBCOMP before PUBREC");
+        assert!(s.on_pubrec(id, false));
+        assert!(
+            s.on_pubrec(id, false),
+            "a repeated PUBREC is answered again"
+        );
+        assert!(s.on_pubcomp(id));
+        assert!(s.inflight.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_qos0_first_then_refuses() {
+        let mut s = SessionState::default();
+        s.enqueue(out(QoS::AtMostOnce), 2);
+        s.enqueue(out(QoS::AtLeastOnce), 2);
+        assert_eq!(s.enqueue(out(QoS::AtMostOnce), 2), Enqueued::Refused);
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), 2), Enqueued::DroppedOldest);
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), 2), Enqueued::Refused);
+        assert_eq!(s.queue.len(), 2);
+        assert_eq!(s.dropped, 3);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_use() {
+        let mut s = SessionState {
+            next_id: u16::MAX - 1,
+            ..SessionState::default()
+        };
+        s.enqueue(out(QoS::AtLeastOnce), 10);
+        s.enqueue(out(QoS::AtLeastOnce), 10);
+        let ids: Vec<_> = s
+            .take_sendable(10, Instant::now())
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(ids, [Some(u16::MAX), Some(1)]);
+    }
+}

@@ -1,0 +1,82 @@
+//! The seam between the node and its protocol frontends: the [`Frontend`] trait and the
+//! [`NodeContext`] each frontend is given.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use strata_journal::Journal;
+use tokio::sync::{mpsc, watch};
+
+/// What the node hands every frontend.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// The storage engine.
+    pub journal: Journal,
+    /// The registry behind the node's `/metrics`.
+    pub registry: prometheus::Registry,
+    /// Where a frontend reports each address it has bound (`name`, address), so the node
+    /// can log and announce it.
+    pub bound: mpsc::UnboundedSender<(String, SocketAddr)>,
+}
+
+impl NodeContext {
+    /// Reports a bound listener.
+    pub fn announce(&self, name: &str, addr: SocketAddr) {
+        // The node stops listening only when it is shutting down; nothing to report then.
+        let _ = self.bound.send((name.to_string(), addr));
+    }
+}
+
+/// Becomes true when the node is stopping.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown signal driven by `rx`.
+    pub fn new(rx: watch::Receiver<bool>) -> Self {
+        Shutdown(rx)
+    }
+
+    /// Completes once the node is stopping.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    /// True once the node is stopping.
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Why a frontend stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else that ended the frontend.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A protocol adapter. `serve` binds its listeners, reports them through
+/// [`NodeContext::announce`], serves until `shutdown` is set, then closes its connections
+/// cleanly (flushing what it owes to the journal) and returns.
+#[async_trait]
+pub trait Frontend: Send + Sync {
+    /// Short name, also the config section (`mqtt`, `kafka`...).
+    fn name(&self) -> &'static str;
+
+    /// Runs the frontend until shutdown.
+    async fn serve(
+        self: Box<Self>,
+        ctx: NodeContext,
+        shutdown: Shutdown,
+    ) -> Result<(), FrontendError>;
+}
