@@ -21,6 +21,12 @@ for package in "${packages[@]}"; do
   fi
 done
 
+# Python packages the MQTT tests drive the broker with (real clients over TCP).
+if ! python3 -c 'import paho.mqtt, pytest; assert paho.mqtt.__version__.startswith("2.")' 2>/dev/null; then
+  echo "install-deps: installing paho-mqtt and pytest from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "paho-mqtt==2.1.0" "pytest>=7"
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -18,5 +18,21 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+
+# Protocol tests with real client libraries against a real `strata serve` (the debug
+# binary cargo test just built).
+if [ "$status" -eq 0 ]; then
+  cargo build --locked -p strata
+  python3 -m pytest -q tests 2>&1 | tee -a "$log" || status=$?
+fi
+
+awk '
+  /^test result:/ { passed += $4; failed += $6 }
+  /^[0-9]+ (passed|failed).* in [0-9.]+s/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i) ~ /^passed/) passed += $(i - 1)
+      if ($(i) ~ /^failed/) failed += $(i - 1)
+    }
+  }
+  END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

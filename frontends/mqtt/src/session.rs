@@ -213,11 +213,12 @@ impl SessionState {
         out
     }
 
-    /// Drops every subscription, queued and in-flight message (clean start).
+    /// Drops every subscription, queued and in-flight message (clean start). The attached
+    /// connection stays, so that a takeover can still close it.
     pub fn clear(&mut self) {
-        let expiry = self.expiry_secs;
         *self = SessionState {
-            expiry_secs: expiry,
+            expiry_secs: self.expiry_secs,
+            connection: self.connection.take(),
             ..SessionState::default()
         };
     }
