@@ -20,7 +20,9 @@ use crate::topic::validate_name;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes reserved before each socket read. Buffers start empty and grow only as far as the
+/// traffic needs, so idle connections stay small.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// How a connection ended, which decides the will.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     mut shutdown: Shutdown,
 ) {
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::new();
     let max = broker.config.max_packet_size as usize;
     let first = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
@@ -73,6 +75,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
+            rbuf.reserve(READ_CHUNK);
             match stream.read_buf(&mut rbuf).await {
                 Ok(0) | Err(_) => {
                     return Err(DecodeError::Malformed(
@@ -242,7 +245,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         stream,
         broker: broker.clone(),
         rbuf,
-        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: BytesMut::new(),
         version: v,
         client_receive_max: usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX)),
         client_max_packet: c
@@ -326,7 +329,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let n = self.wbuf.len();
         let ok = self.stream.write_all(&self.wbuf).await.is_ok();
-        self.wbuf.clear();
+        if self.wbuf.capacity() > 64 * READ_CHUNK {
+            // Give back what a burst grew, so idle connections stay small.
+            self.wbuf = BytesMut::new();
+        } else {
+            self.wbuf.clear();
+        }
         self.broker.metrics.bytes_out.inc_by(n as u64);
         ok
     }
@@ -425,6 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => std::future::pending().await,
                 }
             };
+            self.rbuf.reserve(READ_CHUNK);
             tokio::select! {
                 read = self.stream.read_buf(&mut self.rbuf) => {
                     match read {
