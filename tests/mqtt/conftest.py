@@ -38,17 +38,20 @@ class Node:
             "STRATA_NODE__DATA_DIR": str(tmp_path / "data"),
             "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
             "STRATA_MQTT__LISTEN": "127.0.0.1:0",
+            "STRATA_MQTT__WS_LISTEN": "127.0.0.1:0",
         })
         self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.port = None
+        self.port = self.ws_port = None
         deadline = time.time() + DEADLINE
-        while self.port is None:
+        while self.port is None or self.ws_port is None:
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError("strata serve exited before listening")
             if line.startswith("strata: mqtt listening on "):
                 self.port = int(line.rsplit(":", 1)[1])
+            if line.startswith("strata: mqtt-ws listening on "):
+                self.ws_port = int(line.rsplit(":", 1)[1])
             if time.time() > deadline:
                 raise RuntimeError("strata serve did not start in time")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
@@ -88,13 +91,13 @@ class Client:
     """A paho client that queues received messages and acknowledgements."""
 
     def __init__(self, port, v5=True, client_id=None, clean=True, expiry=None, will=None,
-                 keepalive=60, connect=True, properties=None):
+                 keepalive=60, connect=True, properties=None, transport="tcp"):
         self.v5 = v5
         self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
         kwargs = {} if v5 else {"clean_session": clean}
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=proto, **kwargs)
+                             protocol=proto, transport=transport, **kwargs)
         self.messages = queue.Queue()
         self.subacks = queue.Queue()
         self.disconnects = queue.Queue()

@@ -33,6 +33,10 @@ pub struct MqttConfig {
     pub enabled: bool,
     /// TCP listener.
     pub listen: SocketAddr,
+    /// Serve MQTT over WebSocket too.
+    pub ws_enabled: bool,
+    /// WebSocket listener (subprotocol `mqtt`).
+    pub ws_listen: SocketAddr,
     /// Largest packet accepted from clients, in bytes (announced to MQTT 5 clients).
     pub max_packet_size: u32,
     /// Receive maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have
@@ -67,6 +71,8 @@ impl Default for MqttConfig {
         MqttConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            ws_enabled: true,
+            ws_listen: SocketAddr::from(([0, 0, 0, 0], 8083)),
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
             max_inflight: 1024,

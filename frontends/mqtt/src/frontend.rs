@@ -1,6 +1,7 @@
 //! The MQTT frontend: the TCP listener, housekeeping (wills, session expiry) and the
 //! `$SYS` topics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,9 @@ use tokio::net::TcpListener;
 use crate::broker::Broker;
 use crate::codec::{Properties, QoS};
 use crate::config::MqttConfig;
-use crate::connection;
 use crate::message::Message;
 use crate::metrics::MqttMetrics;
+use crate::{connection, websocket};
 
 /// The MQTT frontend.
 #[derive(Debug)]
@@ -40,14 +41,12 @@ impl Frontend for MqttFrontend {
         ctx: NodeContext,
         mut shutdown: Shutdown,
     ) -> Result<(), FrontendError> {
-        let addr = self.config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| FrontendError::Bind { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| FrontendError::Failed(e.to_string()))?;
-        ctx.announce("mqtt", bound);
+        let listener = bind(&ctx, "mqtt", self.config.listen).await?;
+        let ws_listener = match self.config.ws_enabled {
+            true => Some(bind(&ctx, "mqtt-ws", self.config.ws_listen).await?),
+            false => None,
+        };
+        ctx.ready();
         let broker = Arc::new(Broker::new(
             self.config.clone(),
             MqttMetrics::new(&ctx.registry),
@@ -61,11 +60,22 @@ impl Frontend for MqttFrontend {
                     let _ = stream.set_nodelay(true);
                     connections.spawn(connection::serve(stream, broker.clone(), shutdown.clone()));
                 }
+                accepted = accept_ws(ws_listener.as_ref()) => {
+                    let Ok((stream, _peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
+                    connections.spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), websocket::accept(stream)).await {
+                            Ok(Ok(ws)) => connection::serve(ws, broker, shutdown).await,
+                            _ => broker.metrics.errors.with_label_values(&["websocket_handshake"]).inc(),
+                        }
+                    });
+                }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = shutdown.wait() => break,
             }
         }
-        drop(listener);
+        drop((listener, ws_listener));
         // Connections see the same signal, send DISCONNECT 0x8B (MQTT 5) and end.
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -76,6 +86,31 @@ impl Frontend for MqttFrontend {
         }
         housekeeping.abort();
         Ok(())
+    }
+}
+
+async fn bind(
+    ctx: &NodeContext,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<TcpListener, FrontendError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| FrontendError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| FrontendError::Failed(e.to_string()))?;
+    ctx.announce(name, bound);
+    Ok(listener)
+}
+
+/// Accepts on the WebSocket listener, or never when there is none.
+async fn accept_ws(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod session;
 pub mod topic;
 pub mod trie;
+mod websocket;
 
 pub use config::{MqttConfig, TopicRule};
 pub use frontend::MqttFrontend;

@@ -14,16 +14,31 @@ pub struct NodeContext {
     pub journal: Journal,
     /// The registry behind the node's `/metrics`.
     pub registry: prometheus::Registry,
-    /// Where a frontend reports each address it has bound (`name`, address), so the node
-    /// can log and announce it.
-    pub bound: mpsc::UnboundedSender<(String, SocketAddr)>,
+    /// Where a frontend reports its listeners, so the node can log and announce them.
+    pub events: mpsc::UnboundedSender<FrontendEvent>,
+}
+
+/// What a frontend tells the node while it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendEvent {
+    /// A listener is bound (`name`, for instance `mqtt` or `mqtt-ws`, and its address).
+    Listening(String, SocketAddr),
+    /// Every listener of the frontend is bound.
+    Ready,
 }
 
 impl NodeContext {
     /// Reports a bound listener.
     pub fn announce(&self, name: &str, addr: SocketAddr) {
         // The node stops listening only when it is shutting down; nothing to report then.
-        let _ = self.bound.send((name.to_string(), addr));
+        let _ = self
+            .events
+            .send(FrontendEvent::Listening(name.to_string(), addr));
+    }
+
+    /// Reports that every listener is bound.
+    pub fn ready(&self) {
+        let _ = self.events.send(FrontendEvent::Ready);
     }
 }
 
@@ -65,8 +80,8 @@ pub enum FrontendError {
     Failed(String),
 }
 
-/// A protocol adapter. `serve` binds its listeners, reports them through
-/// [`NodeContext::announce`], serves until `shutdown` is set, then closes its connections
+/// A protocol adapter. `serve` binds its listeners, reports each through
+/// [`NodeContext::announce`] and then [`NodeContext::ready`], serves until `shutdown` is set, then closes its connections
 /// cleanly (flushing what it owes to the journal) and returns.
 #[async_trait]
 pub trait Frontend: Send + Sync {

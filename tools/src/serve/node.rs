@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use prometheus::Registry;
-use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{Journal, JournalOptions};
 use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
@@ -97,11 +97,11 @@ async fn start_frontends(
     registry: &Registry,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<Frontends> {
-    let (bound, mut announced) = mpsc::unbounded_channel();
+    let (events, mut announced) = mpsc::unbounded_channel();
     let ctx = NodeContext {
         journal: journal.clone(),
         registry: registry.clone(),
-        bound,
+        events,
     };
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
     if config.mqtt.enabled {
@@ -124,11 +124,13 @@ async fn start_frontends(
     drop(ctx);
     while waiting > 0 {
         tokio::select! {
-            Some((name, addr)) = announced.recv() => {
-                info!("{name} listening on {addr}");
-                announce(&format!("{name} listening on {addr}"));
-                waiting -= 1;
-            }
+            Some(event) = announced.recv() => match event {
+                FrontendEvent::Listening(name, addr) => {
+                    info!("{name} listening on {addr}");
+                    announce(&format!("{name} listening on {addr}"));
+                }
+                FrontendEvent::Ready => waiting -= 1,
+            },
             Some(done) = frontends.join_next() => {
                 let err = match done {
                     Ok(Err(e)) => anyhow!(e),

@@ -328,7 +328,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return true;
         }
         let n = self.wbuf.len();
-        let ok = self.stream.write_all(&self.wbuf).await.is_ok();
+        let ok =
+            self.stream.write_all(&self.wbuf).await.is_ok() && self.stream.flush().await.is_ok();
         if self.wbuf.capacity() > 64 * READ_CHUNK {
             // Give back what a burst grew, so idle connections stay small.
             self.wbuf = BytesMut::new();
