@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// Accepts the WebSocket handshake, agreeing on the `mqtt` subprotocol when the client
 /// offers it (MQTT 5.0 section 6: the client MUST offer "mqtt").
 pub async fn accept(stream: TcpStream) -> Result<WsBytes, WsError> {
+    // The callback's signature, large error response included, is the library's.
+    #[allow(clippy::result_large_err)]
     let choose = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let offered = req
             .headers()
