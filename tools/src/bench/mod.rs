@@ -1,6 +1,7 @@
 //! `strata bench ...`: load generators that measure the node's components in-process.
 
 mod journal;
+mod mqtt;
 mod reopen;
 mod report;
 
@@ -21,6 +22,8 @@ enum BenchCommand {
     Journal(journal::JournalBenchArgs),
     /// Time to reopen an existing journal and serve a read and an append.
     Reopen(reopen::ReopenArgs),
+    /// Load on an MQTT broker (Strata's or another): throughput, latency, losses.
+    Mqtt(mqtt::MqttBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -32,6 +35,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         match args.command {
             BenchCommand::Journal(a) => journal::run(a).await,
             BenchCommand::Reopen(a) => reopen::run(a).await,
+            BenchCommand::Mqtt(a) => mqtt::run(a).await,
         }
     })?;
     Ok(ExitCode::SUCCESS)

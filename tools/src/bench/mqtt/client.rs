@@ -1,0 +1,125 @@
+//! A minimal MQTT client for load generation, built on the frontend's own codec: connect,
+//! subscribe, publish with a QoS 1 window, and a receive loop that acknowledges.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use strata_mqtt::codec::{
+    self, Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MAX: usize = 16 * 1024 * 1024;
+
+/// One connection.
+pub struct BenchClient {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    next_id: u16,
+}
+
+impl BenchClient {
+    /// Connects with MQTT 3.1.1 and a clean session.
+    pub async fn connect(addr: SocketAddr, client_id: &str) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut c = BenchClient {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::with_capacity(64 * 1024),
+            next_id: 0,
+        };
+        c.put(&Packet::Connect(Box::new(Connect {
+            version: ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 600,
+            client_id: client_id.to_string(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::default(),
+        })))?;
+        c.flush().await?;
+        match c.next().await? {
+            Packet::ConnAck(a) if a.code.0 == 0 => Ok(c),
+            other => bail!("unexpected answer to CONNECT: {other:?}"),
+        }
+    }
+
+    fn put(&mut self, p: &Packet) -> anyhow::Result<()> {
+        codec::encode(p, ProtocolVersion::V311, MAX, &mut self.wbuf)?;
+        Ok(())
+    }
+
+    /// Writes what is buffered.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// The next packet from the broker.
+    pub async fn next(&mut self) -> anyhow::Result<Packet> {
+        loop {
+            if let Some(p) = codec::decode(&mut self.rbuf, Some(ProtocolVersion::V311), MAX)? {
+                return Ok(p);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                bail!("broker closed the connection");
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
+        let id = self.id();
+        self.put(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters: vec![(filter.to_string(), SubscriptionOptions { qos, ..Default::default() })],
+            properties: Properties::default(),
+        }))?;
+        self.flush().await?;
+        loop {
+            if let Packet::SubAck(a) = self.next().await? {
+                if a.reasons.iter().any(|r| r.0 >= 0x80) {
+                    bail!("subscription to {filter} refused");
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn id(&mut self) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+
+    /// Buffers the acknowledgement a received PUBLISH needs.
+    pub fn acknowledge(&mut self, p: &Publish) -> anyhow::Result<()> {
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.put(&Packet::PubAck(Ack::new(id))),
+            (QoS::ExactlyOnce, Some(id)) => self.put(&Packet::PubRec(Ack::new(id))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Buffers a PUBREL (the publisher's side of QoS 2) or PUBCOMP (the receiver's).
+    pub fn answer_qos2(&mut self, p: &Packet) -> anyhow::Result<()> {
+        match p {
+            Packet::PubRec(a) => self.put(&Packet::PubRel(Ack::new(a.packet_id))),
+            Packet::PubRel(a) => self.put(&Packet::PubComp(Ack::new(a.packet_id))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Splits into halves for concurrent reading and writing.
+    pub fn into_stream(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+}

@@ -1,0 +1,323 @@
+//! `strata bench mqtt`: a load generator for any MQTT broker. Scenarios point-to-point,
+//! fan-out, fan-in and shared subscription; QoS 0/1/2; flood or paced. Reports messages
+//! per second, end-to-end latency percentiles, losses and (with `--pid`) the broker's
+//! CPU-seconds per million messages.
+
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Args, ValueEnum};
+use indicatif::ProgressBar;
+use parking_lot::Mutex;
+use strata_mqtt::codec::{Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::report::Latency;
+use client::BenchClient;
+
+/// Load shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N publishers, each with its own subscriber on its own topic.
+    P2p,
+    /// One publisher, N subscribers of the same topic.
+    FanOut,
+    /// N publishers, one subscriber.
+    FanIn,
+    /// One publisher, N members of one shared subscription.
+    Shared,
+}
+
+/// Arguments of `strata bench mqtt`.
+#[derive(Args, Debug)]
+pub struct MqttBenchArgs {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: SocketAddr,
+    /// Load shape.
+    #[arg(long, value_enum, default_value = "p2p")]
+    scenario: Scenario,
+    /// Publishers (p2p: pairs; fan-in: publishers) or subscribers (fan-out, shared).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// QoS of publishes and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Payload bytes (at least 8: a send timestamp).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Messages per second per publisher (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// QoS 1/2 messages in flight per publisher.
+    #[arg(long, default_value_t = 256)]
+    inflight: usize,
+    /// Broker process id, to report its CPU time.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Give up waiting for messages after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// CPU seconds a process has used, from `/proc/PID/stat` (utime + stime, USER_HZ = 100).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+struct Shared {
+    started: Instant,
+    received: AtomicU64,
+    latency: Mutex<Latency>,
+    last_receive: Mutex<Instant>,
+}
+
+async fn subscriber(args: Arc<MqttBenchArgs>, id: usize, filter: String, expect: u64, shared: Arc<Shared>, ready: Arc<Semaphore>) -> anyhow::Result<u64> {
+    let mut c = BenchClient::connect(args.broker, &format!("bench-sub-{id}-{}", std::process::id())).await?;
+    c.subscribe(&filter, qos(args.qos)).await?;
+    ready.add_permits(1);
+    let mut got = 0u64;
+    let mut local = Latency::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    while got < expect {
+        let packet = tokio::select! {
+            p = c.next() => p?,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        match &packet {
+            Packet::Publish(p) => {
+                if p.payload.len() >= 8 {
+                    let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or_default());
+                    let now = shared.started.elapsed().as_nanos() as u64;
+                    local.record(Duration::from_nanos(now.saturating_sub(sent)));
+                }
+                c.acknowledge(p)?;
+                got += 1;
+                shared.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Packet::PubRel(_) => c.answer_qos2(&packet)?,
+            _ => {}
+        }
+        c.flush().await?;
+    }
+    *shared.last_receive.lock() = Instant::now();
+    shared.latency.lock().merge(&local);
+    Ok(got)
+}
+
+async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let c = BenchClient::connect(args.broker, &format!("bench-pub-{id}-{}", std::process::id())).await?;
+    let q = qos(args.qos);
+    let window = Arc::new(Semaphore::new(if q == QoS::AtMostOnce { 0 } else { args.inflight }));
+    let (stream, mut rbuf) = c.into_stream();
+    let (mut rd, mut wr) = stream.into_split();
+    // Acknowledgements free window slots; QoS 2 PUBRECs are answered with PUBREL.
+    let (rel_tx, mut rel_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
+    let acks = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            loop {
+                while let Ok(Some(p)) = strata_mqtt::codec::decode(&mut rbuf, Some(strata_mqtt::codec::ProtocolVersion::V311), 1 << 24) {
+                    match p {
+                        Packet::PubAck(_) | Packet::PubComp(_) => window.add_permits(1),
+                        Packet::PubRec(a) => {
+                            let _ = rel_tx.send(a.packet_id);
+                        }
+                        _ => {}
+                    }
+                }
+                match rd.read_buf(&mut rbuf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+    };
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let filler = vec![0x5au8; args.payload.saturating_sub(8)];
+    let interval = (args.rate > 0).then(|| Duration::from_nanos(1_000_000_000 / args.rate));
+    let begin = tokio::time::Instant::now();
+    let mut next_id: u16 = 0;
+    for n in 0..args.messages {
+        if let Some(every) = interval {
+            tokio::time::sleep_until(begin + every * n as u32).await;
+        }
+        if q != QoS::AtMostOnce {
+            if window.available_permits() == 0 && !out.is_empty() {
+                wr.write_all(&out).await?;
+                out.clear();
+            }
+            window.acquire().await?.forget();
+        }
+        while let Ok(id) = rel_rx.try_recv() {
+            strata_mqtt::codec::encode(&Packet::PubRel(strata_mqtt::codec::Ack::new(id)), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut out)?;
+        }
+        let mut payload = BytesMut::with_capacity(args.payload.max(8));
+        payload.put_u64(shared.started.elapsed().as_nanos() as u64);
+        payload.put_slice(&filler);
+        let packet_id = (q != QoS::AtMostOnce).then(|| {
+            next_id = next_id.wrapping_add(1).max(1);
+            next_id
+        });
+        let p = strata_mqtt::codec::Publish {
+            dup: false,
+            qos: q,
+            retain: false,
+            topic: topic.clone(),
+            packet_id,
+            properties: Default::default(),
+            payload: Bytes::from(payload),
+        };
+        strata_mqtt::codec::encode(&Packet::Publish(p), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut out)?;
+        if out.len() >= 32 * 1024 || interval.is_some() {
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    wr.write_all(&out).await?;
+    // Keep answering PUBRECs until every QoS 2 exchange completes.
+    if q == QoS::ExactlyOnce {
+        let done = async {
+            while window.available_permits() < args.inflight {
+                if let Some(id) = rel_rx.recv().await {
+                    let mut b = BytesMut::new();
+                    strata_mqtt::codec::encode(&Packet::PubRel(strata_mqtt::codec::Ack::new(id)), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut b)?;
+                    wr.write_all(&b).await?;
+                } else {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(args.timeout), done).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(args.timeout), async {
+        while window.available_permits() < if q == QoS::AtMostOnce { 0 } else { args.inflight } {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    acks.abort();
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.payload >= 8, "--payload must be at least 8 bytes (a send timestamp)");
+    let args = Arc::new(args);
+    let n = args.clients.max(1);
+    let tag = std::process::id();
+    // (subscriber filters, publisher topics, messages each subscriber expects)
+    let (subs, pubs, per_sub): (Vec<String>, Vec<String>, u64) = match args.scenario {
+        Scenario::P2p => ((0..n).map(|i| format!("bench/{tag}/{i}")).collect(), (0..n).map(|i| format!("bench/{tag}/{i}")).collect(), args.messages),
+        Scenario::FanOut => (vec![format!("bench/{tag}/all"); n], vec![format!("bench/{tag}/all")], args.messages),
+        Scenario::FanIn => (vec![format!("bench/{tag}/+")], (0..n).map(|i| format!("bench/{tag}/{i}")).collect(), args.messages * n as u64),
+        Scenario::Shared => (vec![format!("$share/g/bench/{tag}/s"); n], vec![format!("bench/{tag}/s")], 0),
+    };
+    let expected_total = match args.scenario {
+        Scenario::Shared => args.messages,
+        _ => per_sub * subs.len() as u64,
+    };
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        received: AtomicU64::new(0),
+        latency: Mutex::new(Latency::new()),
+        last_receive: Mutex::new(Instant::now()),
+    });
+    let ready = Arc::new(Semaphore::new(0));
+    let mut sub_tasks = Vec::new();
+    for (i, f) in subs.iter().enumerate() {
+        // A shared-group member cannot know its share; it stops when the total arrives.
+        let expect = if args.scenario == Scenario::Shared { u64::MAX } else { per_sub };
+        sub_tasks.push(tokio::spawn(subscriber(args.clone(), i, f.clone(), expect, shared.clone(), ready.clone())));
+    }
+    let _ = ready.acquire_many(subs.len() as u32).await?;
+    let cpu0 = args.pid.and_then(process_cpu_seconds);
+    let bar = ProgressBar::new(expected_total);
+    let ticker = {
+        let (bar, shared) = (bar.clone(), shared.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bar.set_position(shared.received.load(Ordering::Relaxed));
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut pub_tasks = Vec::new();
+    for (i, t) in pubs.iter().enumerate() {
+        pub_tasks.push(tokio::spawn(publisher(args.clone(), i, t.clone(), shared.clone())));
+    }
+    for t in pub_tasks {
+        t.await??;
+    }
+    if args.scenario == Scenario::Shared {
+        let deadline = Instant::now() + Duration::from_secs(args.timeout);
+        while shared.received.load(Ordering::Relaxed) < expected_total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        *shared.last_receive.lock() = Instant::now();
+        for t in &sub_tasks {
+            t.abort();
+        }
+    } else {
+        for t in sub_tasks {
+            t.await??;
+        }
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let received = shared.received.load(Ordering::Relaxed);
+    let elapsed = shared.last_receive.lock().duration_since(start).as_secs_f64().max(1e-9);
+    let cpu = match (args.pid.and_then(process_cpu_seconds), cpu0) {
+        (Some(b), Some(a)) => Some(b - a),
+        _ => None,
+    };
+    let lat = shared.latency.lock();
+    let (p50, p99, p999) = (lat.quantile_us(0.5), lat.quantile_us(0.99), lat.quantile_us(0.999));
+    let rate = received as f64 / elapsed;
+    let cpu_per_million = cpu.map(|c| c / (received as f64 / 1e6).max(1e-12));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "scenario": format!("{:?}", args.scenario), "clients": n, "qos": args.qos, "payload": args.payload,
+                "expected": expected_total, "received": received, "lost": expected_total.saturating_sub(received),
+                "seconds": elapsed, "msgs_per_s": rate, "p50_us": p50, "p99_us": p99, "p999_us": p999,
+                "broker_cpu_seconds": cpu, "broker_cpu_seconds_per_million": cpu_per_million,
+            })
+        );
+    } else {
+        println!("mqtt bench {:?}: {n} client(s), QoS {}, {} B payloads, broker {}", args.scenario, args.qos, args.payload, args.broker);
+        println!("received {received} of {expected_total} ({} lost) in {elapsed:.2} s: {rate:.0} msg/s", expected_total.saturating_sub(received));
+        println!("latency p50 {p50} µs, p99 {p99} µs, p999 {p999} µs");
+        if let Some(c) = cpu_per_million {
+            println!("broker CPU {:.2} s: {c:.2} CPU-s per million messages", cpu.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
