@@ -1,0 +1,82 @@
+"""Raw MQTT 5 packets for tests that need exact bytes (paho hides or forbids them)."""
+import socket
+
+from conftest import DEADLINE
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def s(text):
+    b = text.encode() if isinstance(text, str) else text
+    return len(b).to_bytes(2, "big") + b
+
+
+def packet(first, body):
+    return bytes([first]) + varint(len(body)) + body
+
+
+def connect(client_id="raw", props=b"", v5=True, keep_alive=60):
+    level = 5 if v5 else 4
+    body = s("MQTT") + bytes([level, 0x02]) + keep_alive.to_bytes(2, "big")
+    if v5:
+        body += varint(len(props)) + props
+    body += s(client_id)
+    return packet(0x10, body)
+
+
+def publish(topic, payload, qos=0, packet_id=1, props=b""):
+    body = s(topic)
+    if qos:
+        body += packet_id.to_bytes(2, "big")
+    body += varint(len(props)) + props + payload
+    return packet(0x30 | (qos << 1), body)
+
+
+class Raw:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(DEADLINE)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def read_packet(self):
+        """Returns (first byte, body), or None at end of stream."""
+        while True:
+            if len(self.buf) >= 2:
+                n, mult, i = 0, 1, 1
+                while i < len(self.buf):
+                    b = self.buf[i]
+                    n += (b & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                    if not b & 0x80:
+                        break
+                else:
+                    i = None
+                if i is not None and len(self.buf) >= i + n:
+                    first, body = self.buf[0], self.buf[i:i + n]
+                    self.buf = self.buf[i + n:]
+                    return first, body
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def connect(self, **kw):
+        self.send(connect(**kw))
+        first, body = self.read_packet()
+        assert first == 0x20
+        return body
+
+    def close(self):
+        self.sock.close()
