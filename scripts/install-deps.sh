@@ -4,9 +4,10 @@
 #
 #   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
 #   fio                raw-disk baselines that journal benchmarks are compared against
+#   mosquitto-clients  mosquitto_pub / mosquitto_sub, real MQTT clients in the MQTT tests
 set -euo pipefail
 
-packages=(libclang-dev fio)
+packages=(libclang-dev fio mosquitto-clients)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian/Ubuntu); make sure these are installed: ${packages[*]}" >&2
