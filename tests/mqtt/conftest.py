@@ -31,6 +31,7 @@ class Node:
     """A running `strata serve`."""
 
     def __init__(self, tmp_path, config=""):
+        self.data_dir = tmp_path / "data"
         cfg = tmp_path / "strata.toml"
         cfg.write_text(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use strata_journal::Stream;
 use tokio::sync::Notify;
 
 use crate::codec::{QoS, RetainHandling};
@@ -58,11 +59,13 @@ pub struct Broker {
     generation: AtomicU64,
     /// When the broker started.
     pub started: Instant,
+    /// Where messages that must be kept are appended before they are acknowledged.
+    pub store: Option<Arc<Stream>>,
 }
 
 impl Broker {
     /// A broker with no sessions.
-    pub fn new(config: MqttConfig, metrics: MqttMetrics) -> Self {
+    pub fn new(config: MqttConfig, metrics: MqttMetrics, store: Option<Arc<Stream>>) -> Self {
         Broker {
             limits: TopicLimits {
                 max_levels: config.max_topic_levels,
@@ -77,6 +80,7 @@ impl Broker {
             wills: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             started: Instant::now(),
+            store,
         }
     }
 

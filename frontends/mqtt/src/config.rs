@@ -64,6 +64,8 @@ pub struct MqttConfig {
     pub sys_interval_secs: u64,
     /// Rules refusing subscriptions or publishes.
     pub rules: Vec<TopicRule>,
+    /// Partitions of the `mqtt.messages` journal stream (used when the stream is created).
+    pub journal_partitions: u32,
 }
 
 impl Default for MqttConfig {
@@ -85,6 +87,7 @@ impl Default for MqttConfig {
             max_topic_length: 4096,
             sys_interval_secs: 10,
             rules: Vec::new(),
+            journal_partitions: 4,
         }
     }
 }

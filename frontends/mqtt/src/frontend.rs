@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+use strata_journal::Stream;
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -15,7 +16,7 @@ use crate::codec::{Properties, QoS};
 use crate::config::MqttConfig;
 use crate::message::Message;
 use crate::metrics::MqttMetrics;
-use crate::{connection, websocket};
+use crate::{connection, store, websocket};
 
 /// The MQTT frontend.
 #[derive(Debug)]
@@ -47,9 +48,11 @@ impl Frontend for MqttFrontend {
             false => None,
         };
         ctx.ready();
+        let store = open_store(&ctx, self.config.journal_partitions).await?;
         let broker = Arc::new(Broker::new(
             self.config.clone(),
             MqttMetrics::new(&ctx.registry),
+            Some(store),
         ));
         let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
         let mut connections = tokio::task::JoinSet::new();
@@ -87,6 +90,17 @@ impl Frontend for MqttFrontend {
         housekeeping.abort();
         Ok(())
     }
+}
+
+/// The journal stream MQTT messages are kept in, created on first start.
+async fn open_store(ctx: &NodeContext, partitions: u32) -> Result<Arc<Stream>, FrontendError> {
+    if let Ok(s) = ctx.journal.stream(store::STREAM) {
+        return Ok(s);
+    }
+    let config = ctx.journal.stream_config(store::STREAM, partitions.max(1));
+    ctx.journal.create_stream(config).await.map_err(|e| {
+        FrontendError::Failed(format!("cannot create the {} stream: {e}", store::STREAM))
+    })
 }
 
 async fn bind(

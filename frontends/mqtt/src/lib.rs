@@ -9,6 +9,7 @@ mod frontend;
 pub mod message;
 pub mod metrics;
 pub mod session;
+pub mod store;
 pub mod topic;
 pub mod trie;
 mod websocket;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Conn, End, qos_label};
+use super::{Accepted, Conn, End, qos_label};
 use crate::codec::{
     Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe,
@@ -18,7 +18,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Handles one packet; an `Err` reason code ends the connection with that code.
     pub(super) fn handle(&mut self, p: Packet) -> Result<(), ReasonCode> {
         match p {
-            Packet::Publish(p) => self.on_publish(p),
+            Packet::Publish(p) => {
+                if let Some(a) = self.accept_publish(p)? {
+                    self.finish_publish(a, None);
+                }
+                Ok(())
+            }
             Packet::PubAck(a) => {
                 self.session.state.lock().on_puback(a.packet_id);
                 Ok(())
@@ -87,7 +92,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .map(|r| r.reason_code)
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<(), ReasonCode> {
+    /// First half of a PUBLISH: alias resolution, validation, duplicate QoS 2 detection,
+    /// receive maximum and topic rules. `None` when nothing more is to be done (a resent
+    /// QoS 2 PUBLISH, answered here).
+    pub(super) fn accept_publish(
+        &mut self,
+        mut p: Publish,
+    ) -> Result<Option<Accepted>, ReasonCode> {
         let metrics = &self.broker.metrics;
         metrics
             .messages_in
@@ -119,23 +130,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // A resent PUBLISH whose PUBREC was lost: acknowledge, do not route again.
                 drop(st);
                 self.put(&Packet::PubRec(Ack::new(id)));
-                return Ok(());
+                return Ok(None);
             }
             if st.incoming_qos2.len() >= usize::from(self.broker.config.receive_maximum) {
                 return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
             }
             st.incoming_qos2.insert(id);
         }
-        let refused = self.rule_refuses(&p.topic, true);
-        let (qos, topic) = (p.qos, p.topic.clone());
-        let mut reason = ReasonCode::SUCCESS;
-        if let Some(code) = refused {
+        let refused = self.rule_refuses(&p.topic, true).map(ReasonCode);
+        if refused.is_some() {
             metrics.dropped.with_label_values(&["rule"]).inc();
-            reason = ReasonCode(code);
-        } else {
-            let publisher = Some(self.session.client_id.clone());
-            let message = Arc::new(Message::from_publish(p, topic, publisher, Instant::now()));
-            let delivered = self.broker.publish(message);
+        }
+        let (qos, topic) = (p.qos, p.topic.clone());
+        let publisher = Some(self.session.client_id.clone());
+        Ok(Some(Accepted {
+            message: Arc::new(Message::from_publish(p, topic, publisher, Instant::now())),
+            qos,
+            packet_id: id,
+            refused,
+        }))
+    }
+
+    /// Second half: routes an accepted message (once stored, when it needed storing) and
+    /// acknowledges it. `stored_error` is the reason code when storing failed: nothing is
+    /// routed and the client is told.
+    pub(super) fn finish_publish(&mut self, a: Accepted, stored_error: Option<ReasonCode>) {
+        let mut reason = a.refused.or(stored_error).unwrap_or(ReasonCode::SUCCESS);
+        if !reason.is_error() {
+            let delivered = self.broker.publish(a.message);
             if delivered == 0 && self.version.is_v5() {
                 reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
             }
@@ -145,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             reason,
             properties: Properties::default(),
         };
-        match (qos, id) {
+        match (a.qos, a.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => self.put(&Packet::PubAck(ack(id))),
             (QoS::ExactlyOnce, Some(id)) => {
                 if reason.is_error() {
@@ -156,7 +178,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             _ => {}
         }
-        Ok(())
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), ReasonCode> {

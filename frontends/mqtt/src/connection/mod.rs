@@ -16,6 +16,7 @@ use crate::codec::{
 };
 use crate::message::{Message, Outgoing};
 use crate::session::{Phase, Session};
+use crate::store;
 use crate::topic::validate_name;
 
 /// How long a new connection may take to send CONNECT.
@@ -55,6 +56,25 @@ struct Conn<S> {
     connect_expiry: u32,
     /// Set by a handler that ends the connection (DISCONNECT).
     ended: Option<End>,
+    /// Journal partition this client's messages go to (keeps its messages in order).
+    partition: u32,
+}
+
+/// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
+/// and acknowledged.
+pub(crate) struct Accepted {
+    message: Arc<Message>,
+    qos: QoS,
+    packet_id: Option<u16>,
+    /// A topic rule refused it: acknowledged with this code, neither stored nor routed.
+    refused: Option<ReasonCode>,
+}
+
+impl Accepted {
+    /// Messages that must survive a crash: QoS 1 and 2, and retained ones.
+    fn must_keep(&self) -> bool {
+        self.refused.is_none() && (self.qos != QoS::AtMostOnce || self.message.retain)
+    }
 }
 
 mod handlers;
@@ -260,6 +280,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         will,
         connect_expiry: expiry,
         ended: None,
+        partition: partition_for(&attached.session.client_id, broker.store.as_deref()),
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -279,6 +300,14 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, v: ProtocolVersion,
         let _ = stream.write_all(&out).await;
         let _ = stream.flush().await;
     }
+}
+
+fn partition_for(client: &str, store: Option<&strata_journal::Stream>) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let n = store.map_or(1, |s| s.partitions().len().max(1)) as u64;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client.hash(&mut h);
+    (h.finish() % n) as u32
 }
 
 fn qos_label(q: QoS) -> &'static str {
@@ -442,7 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Ok(n) => self.broker.metrics.bytes_in.inc_by(n as u64),
                     }
                     deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
-                    if let Some(end) = self.drain_packets() {
+                    if let Some(end) = self.drain_packets().await {
                         let _ = self.flush().await;
                         return end;
                     }
@@ -478,25 +507,89 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Handles every complete packet in the read buffer; `Some` ends the connection.
-    fn drain_packets(&mut self) -> Option<End> {
-        loop {
+    /// Consecutive publishes that must be kept are stored in one journal append, then
+    /// routed and acknowledged; any other packet first completes those before it.
+    async fn drain_packets(&mut self) -> Option<End> {
+        let mut pending: Vec<Accepted> = Vec::new();
+        let end = loop {
             let max = self.broker.config.max_packet_size as usize;
-            match codec::decode(&mut self.rbuf, Some(self.version), max) {
-                Ok(None) => return None,
-                Ok(Some(p)) => {
-                    if let Err(reason) = self.handle(p) {
-                        return Some(self.fail(reason));
-                    }
-                    if let Some(end) = self.ended.take() {
-                        return Some(end);
-                    }
-                }
+            let packet = match codec::decode(&mut self.rbuf, Some(self.version), max) {
+                Ok(None) => break None,
+                Ok(Some(p)) => p,
                 Err(e) => {
                     tracing::debug!(error = %e, "bad packet");
-                    return Some(self.fail(e.reason_code()));
+                    break Some(e.reason_code());
                 }
+            };
+            if let Packet::Publish(p) = packet {
+                match self.accept_publish(p) {
+                    Ok(Some(a)) if a.must_keep() => pending.push(a),
+                    Ok(Some(a)) => {
+                        if let Some(end) = self.commit(&mut pending).await {
+                            return Some(end);
+                        }
+                        self.finish_publish(a, None);
+                    }
+                    Ok(None) => {}
+                    Err(reason) => break Some(reason),
+                }
+                continue;
             }
+            if let Some(end) = self.commit(&mut pending).await {
+                return Some(end);
+            }
+            if let Err(reason) = self.handle(packet) {
+                break Some(reason);
+            }
+            if let Some(end) = self.ended.take() {
+                return Some(end);
+            }
+        };
+        if let Some(end) = self.commit(&mut pending).await {
+            return Some(end);
         }
+        end.map(|reason| self.fail(reason))
+    }
+
+    /// Stores the pending publishes in one journal append, then routes and acknowledges
+    /// them. When the append fails nothing is routed: MQTT 5 clients get the error code
+    /// in PUBACK/PUBREC; an MQTT 3 client, which cannot be told, is disconnected.
+    async fn commit(&mut self, pending: &mut Vec<Accepted>) -> Option<End> {
+        if pending.is_empty() {
+            return None;
+        }
+        let batch: Vec<Accepted> = std::mem::take(pending);
+        let stored = match &self.broker.store {
+            None => Ok(()),
+            Some(stream) => match store::batch(batch.iter().map(|a| &*a.message)) {
+                Ok(b) => stream.append(self.partition, b).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+        };
+        let error = match stored {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store MQTT messages; not acknowledging them");
+                self.broker
+                    .metrics
+                    .dropped
+                    .with_label_values(&["store_failed"])
+                    .inc_by(batch.len() as u64);
+                if !self.version.is_v5() {
+                    for a in &batch {
+                        if let Some(id) = a.packet_id {
+                            self.session.state.lock().incoming_qos2.remove(&id);
+                        }
+                    }
+                    return Some(End::Abnormal);
+                }
+                Some(ReasonCode::UNSPECIFIED_ERROR)
+            }
+        };
+        for a in batch {
+            self.finish_publish(a, error);
+        }
+        None
     }
 
     fn fail(&mut self, reason: ReasonCode) -> End {

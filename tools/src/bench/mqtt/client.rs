@@ -25,7 +25,9 @@ pub struct BenchClient {
 impl BenchClient {
     /// Connects with MQTT 3.1.1 and a clean session.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
         let mut c = BenchClient {
             stream,
@@ -81,7 +83,13 @@ impl BenchClient {
         let id = self.id();
         self.put(&Packet::Subscribe(Subscribe {
             packet_id: id,
-            filters: vec![(filter.to_string(), SubscriptionOptions { qos, ..Default::default() })],
+            filters: vec![(
+                filter.to_string(),
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
             properties: Properties::default(),
         }))?;
         self.flush().await?;

@@ -96,8 +96,19 @@ struct Shared {
     last_receive: Mutex<Instant>,
 }
 
-async fn subscriber(args: Arc<MqttBenchArgs>, id: usize, filter: String, expect: u64, shared: Arc<Shared>, ready: Arc<Semaphore>) -> anyhow::Result<u64> {
-    let mut c = BenchClient::connect(args.broker, &format!("bench-sub-{id}-{}", std::process::id())).await?;
+async fn subscriber(
+    args: Arc<MqttBenchArgs>,
+    id: usize,
+    filter: String,
+    expect: u64,
+    shared: Arc<Shared>,
+    ready: Arc<Semaphore>,
+) -> anyhow::Result<u64> {
+    let mut c = BenchClient::connect(
+        args.broker,
+        &format!("bench-sub-{id}-{}", std::process::id()),
+    )
+    .await?;
     c.subscribe(&filter, qos(args.qos)).await?;
     ready.add_permits(1);
     let mut got = 0u64;
@@ -129,10 +140,23 @@ async fn subscriber(args: Arc<MqttBenchArgs>, id: usize, filter: String, expect:
     Ok(got)
 }
 
-async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let c = BenchClient::connect(args.broker, &format!("bench-pub-{id}-{}", std::process::id())).await?;
+async fn publisher(
+    args: Arc<MqttBenchArgs>,
+    id: usize,
+    topic: String,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let c = BenchClient::connect(
+        args.broker,
+        &format!("bench-pub-{id}-{}", std::process::id()),
+    )
+    .await?;
     let q = qos(args.qos);
-    let window = Arc::new(Semaphore::new(if q == QoS::AtMostOnce { 0 } else { args.inflight }));
+    let window = Arc::new(Semaphore::new(if q == QoS::AtMostOnce {
+        0
+    } else {
+        args.inflight
+    }));
     let (stream, mut rbuf) = c.into_stream();
     let (mut rd, mut wr) = stream.into_split();
     // Acknowledgements free window slots; QoS 2 PUBRECs are answered with PUBREL.
@@ -141,7 +165,11 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
         let window = window.clone();
         tokio::spawn(async move {
             loop {
-                while let Ok(Some(p)) = strata_mqtt::codec::decode(&mut rbuf, Some(strata_mqtt::codec::ProtocolVersion::V311), 1 << 24) {
+                while let Ok(Some(p)) = strata_mqtt::codec::decode(
+                    &mut rbuf,
+                    Some(strata_mqtt::codec::ProtocolVersion::V311),
+                    1 << 24,
+                ) {
                     match p {
                         Packet::PubAck(_) | Packet::PubComp(_) => window.add_permits(1),
                         Packet::PubRec(a) => {
@@ -174,7 +202,12 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
             window.acquire().await?.forget();
         }
         while let Ok(id) = rel_rx.try_recv() {
-            strata_mqtt::codec::encode(&Packet::PubRel(strata_mqtt::codec::Ack::new(id)), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut out)?;
+            strata_mqtt::codec::encode(
+                &Packet::PubRel(strata_mqtt::codec::Ack::new(id)),
+                strata_mqtt::codec::ProtocolVersion::V311,
+                usize::MAX,
+                &mut out,
+            )?;
         }
         let mut payload = BytesMut::with_capacity(args.payload.max(8));
         payload.put_u64(shared.started.elapsed().as_nanos() as u64);
@@ -192,7 +225,12 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
             properties: Default::default(),
             payload: Bytes::from(payload),
         };
-        strata_mqtt::codec::encode(&Packet::Publish(p), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut out)?;
+        strata_mqtt::codec::encode(
+            &Packet::Publish(p),
+            strata_mqtt::codec::ProtocolVersion::V311,
+            usize::MAX,
+            &mut out,
+        )?;
         if out.len() >= 32 * 1024 || interval.is_some() {
             wr.write_all(&out).await?;
             out.clear();
@@ -205,7 +243,12 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
             while window.available_permits() < args.inflight {
                 if let Some(id) = rel_rx.recv().await {
                     let mut b = BytesMut::new();
-                    strata_mqtt::codec::encode(&Packet::PubRel(strata_mqtt::codec::Ack::new(id)), strata_mqtt::codec::ProtocolVersion::V311, usize::MAX, &mut b)?;
+                    strata_mqtt::codec::encode(
+                        &Packet::PubRel(strata_mqtt::codec::Ack::new(id)),
+                        strata_mqtt::codec::ProtocolVersion::V311,
+                        usize::MAX,
+                        &mut b,
+                    )?;
                     wr.write_all(&b).await?;
                 } else {
                     break;
@@ -216,7 +259,13 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
         let _ = tokio::time::timeout(Duration::from_secs(args.timeout), done).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(args.timeout), async {
-        while window.available_permits() < if q == QoS::AtMostOnce { 0 } else { args.inflight } {
+        while window.available_permits()
+            < if q == QoS::AtMostOnce {
+                0
+            } else {
+                args.inflight
+            }
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -227,16 +276,35 @@ async fn publisher(args: Arc<MqttBenchArgs>, id: usize, topic: String, shared: A
 
 /// Runs the benchmark.
 pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.payload >= 8, "--payload must be at least 8 bytes (a send timestamp)");
+    anyhow::ensure!(
+        args.payload >= 8,
+        "--payload must be at least 8 bytes (a send timestamp)"
+    );
     let args = Arc::new(args);
     let n = args.clients.max(1);
     let tag = std::process::id();
     // (subscriber filters, publisher topics, messages each subscriber expects)
     let (subs, pubs, per_sub): (Vec<String>, Vec<String>, u64) = match args.scenario {
-        Scenario::P2p => ((0..n).map(|i| format!("bench/{tag}/{i}")).collect(), (0..n).map(|i| format!("bench/{tag}/{i}")).collect(), args.messages),
-        Scenario::FanOut => (vec![format!("bench/{tag}/all"); n], vec![format!("bench/{tag}/all")], args.messages),
-        Scenario::FanIn => (vec![format!("bench/{tag}/+")], (0..n).map(|i| format!("bench/{tag}/{i}")).collect(), args.messages * n as u64),
-        Scenario::Shared => (vec![format!("$share/g/bench/{tag}/s"); n], vec![format!("bench/{tag}/s")], 0),
+        Scenario::P2p => (
+            (0..n).map(|i| format!("bench/{tag}/{i}")).collect(),
+            (0..n).map(|i| format!("bench/{tag}/{i}")).collect(),
+            args.messages,
+        ),
+        Scenario::FanOut => (
+            vec![format!("bench/{tag}/all"); n],
+            vec![format!("bench/{tag}/all")],
+            args.messages,
+        ),
+        Scenario::FanIn => (
+            vec![format!("bench/{tag}/+")],
+            (0..n).map(|i| format!("bench/{tag}/{i}")).collect(),
+            args.messages * n as u64,
+        ),
+        Scenario::Shared => (
+            vec![format!("$share/g/bench/{tag}/s"); n],
+            vec![format!("bench/{tag}/s")],
+            0,
+        ),
     };
     let expected_total = match args.scenario {
         Scenario::Shared => args.messages,
@@ -252,8 +320,19 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     let mut sub_tasks = Vec::new();
     for (i, f) in subs.iter().enumerate() {
         // A shared-group member cannot know its share; it stops when the total arrives.
-        let expect = if args.scenario == Scenario::Shared { u64::MAX } else { per_sub };
-        sub_tasks.push(tokio::spawn(subscriber(args.clone(), i, f.clone(), expect, shared.clone(), ready.clone())));
+        let expect = if args.scenario == Scenario::Shared {
+            u64::MAX
+        } else {
+            per_sub
+        };
+        sub_tasks.push(tokio::spawn(subscriber(
+            args.clone(),
+            i,
+            f.clone(),
+            expect,
+            shared.clone(),
+            ready.clone(),
+        )));
     }
     let _ = ready.acquire_many(subs.len() as u32).await?;
     let cpu0 = args.pid.and_then(process_cpu_seconds);
@@ -270,14 +349,20 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut pub_tasks = Vec::new();
     for (i, t) in pubs.iter().enumerate() {
-        pub_tasks.push(tokio::spawn(publisher(args.clone(), i, t.clone(), shared.clone())));
+        pub_tasks.push(tokio::spawn(publisher(
+            args.clone(),
+            i,
+            t.clone(),
+            shared.clone(),
+        )));
     }
     for t in pub_tasks {
         t.await??;
     }
     if args.scenario == Scenario::Shared {
         let deadline = Instant::now() + Duration::from_secs(args.timeout);
-        while shared.received.load(Ordering::Relaxed) < expected_total && Instant::now() < deadline {
+        while shared.received.load(Ordering::Relaxed) < expected_total && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         *shared.last_receive.lock() = Instant::now();
@@ -292,13 +377,22 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     ticker.abort();
     bar.finish_and_clear();
     let received = shared.received.load(Ordering::Relaxed);
-    let elapsed = shared.last_receive.lock().duration_since(start).as_secs_f64().max(1e-9);
+    let elapsed = shared
+        .last_receive
+        .lock()
+        .duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
     let cpu = match (args.pid.and_then(process_cpu_seconds), cpu0) {
         (Some(b), Some(a)) => Some(b - a),
         _ => None,
     };
     let lat = shared.latency.lock();
-    let (p50, p99, p999) = (lat.quantile_us(0.5), lat.quantile_us(0.99), lat.quantile_us(0.999));
+    let (p50, p99, p999) = (
+        lat.quantile_us(0.5),
+        lat.quantile_us(0.99),
+        lat.quantile_us(0.999),
+    );
     let rate = received as f64 / elapsed;
     let cpu_per_million = cpu.map(|c| c / (received as f64 / 1e6).max(1e-12));
     if args.json {
@@ -312,11 +406,20 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("mqtt bench {:?}: {n} client(s), QoS {}, {} B payloads, broker {}", args.scenario, args.qos, args.payload, args.broker);
-        println!("received {received} of {expected_total} ({} lost) in {elapsed:.2} s: {rate:.0} msg/s", expected_total.saturating_sub(received));
+        println!(
+            "mqtt bench {:?}: {n} client(s), QoS {}, {} B payloads, broker {}",
+            args.scenario, args.qos, args.payload, args.broker
+        );
+        println!(
+            "received {received} of {expected_total} ({} lost) in {elapsed:.2} s: {rate:.0} msg/s",
+            expected_total.saturating_sub(received)
+        );
         println!("latency p50 {p50} µs, p99 {p99} µs, p999 {p999} µs");
         if let Some(c) = cpu_per_million {
-            println!("broker CPU {:.2} s: {c:.2} CPU-s per million messages", cpu.unwrap_or_default());
+            println!(
+                "broker CPU {:.2} s: {c:.2} CPU-s per million messages",
+                cpu.unwrap_or_default()
+            );
         }
     }
     Ok(())
