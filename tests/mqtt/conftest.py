@@ -43,9 +43,9 @@ class Node:
         })
         self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.port = self.ws_port = None
+        self.port = self.ws_port = self.admin_port = None
         deadline = time.time() + DEADLINE
-        while self.port is None or self.ws_port is None:
+        while None in (self.port, self.ws_port, self.admin_port):
             line = self.proc.stdout.readline()
             if not line:
                 raise RuntimeError("strata serve exited before listening")
@@ -53,9 +53,22 @@ class Node:
                 self.port = int(line.rsplit(":", 1)[1])
             if line.startswith("strata: mqtt-ws listening on "):
                 self.ws_port = int(line.rsplit(":", 1)[1])
+            if line.startswith("strata: admin listening on "):
+                self.admin_port = int(line.rsplit(":", 1)[1])
             if time.time() > deadline:
                 raise RuntimeError("strata serve did not start in time")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def metrics(self):
+        """The node's /metrics as {"name{labels}": value}."""
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=DEADLINE).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
 
     def stop(self):
         if self.proc.poll() is None:

@@ -129,11 +129,12 @@ impl Broker {
     }
 
     /// Detaches connection `generation` from its session; a session with expiry 0 ends now.
-    pub fn disconnect(&self, session: &Arc<Session>, generation: u64) {
+    /// Returns false when another connection had already taken the session over.
+    pub fn disconnect(&self, session: &Arc<Session>, generation: u64) -> bool {
         let expired = {
             let mut st = session.state.lock();
             if st.connection.as_ref().map(|c| c.generation) != Some(generation) {
-                return;
+                return false;
             }
             st.connection = None;
             st.disconnected_at = Some(Instant::now());
@@ -142,6 +143,7 @@ impl Broker {
         if expired {
             self.end_session(&session.client_id);
         }
+        true
     }
 
     fn end_session(&self, client_id: &str) {
@@ -446,12 +448,17 @@ impl Broker {
         }
     }
 
-    /// Publishes wills that fell due and ends sessions whose expiry passed. Called about
-    /// once a second by the frontend.
+    /// Publishes wills that fell due, ends sessions whose expiry passed and refreshes the
+    /// in-flight gauge. Called about once a second by the frontend.
     pub fn tick(&self, now: Instant) {
         let mut due = Vec::new();
         let expired: Vec<Arc<str>> = {
             let sessions = self.sessions.lock();
+            let inflight: usize = sessions
+                .values()
+                .map(|s| s.state.lock().inflight.len())
+                .sum();
+            self.metrics.inflight.set(inflight as i64);
             sessions
                 .values()
                 .filter(|s| {

@@ -17,7 +17,33 @@ pub struct MqttMetrics {
     pub bytes_out: IntCounter,
     pub dropped: IntCounterVec,
     pub errors: IntCounterVec,
+    /// QoS 1/2 messages sent and not yet acknowledged, over all sessions.
+    pub inflight: IntGauge,
+    /// Packets received, indexed by packet type (1-15).
+    pub packets_in: Vec<IntCounter>,
+    /// Packets sent, indexed by packet type (1-15).
+    pub packets_out: Vec<IntCounter>,
 }
+
+/// Packet type names by type number, for the `type` label.
+const PACKET_TYPES: [&str; 16] = [
+    "reserved",
+    "connect",
+    "connack",
+    "publish",
+    "puback",
+    "pubrec",
+    "pubrel",
+    "pubcomp",
+    "subscribe",
+    "suback",
+    "unsubscribe",
+    "unsuback",
+    "pingreq",
+    "pingresp",
+    "disconnect",
+    "auth",
+];
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
     if let Err(e) = r.register(Box::new(c.clone())) {
@@ -81,6 +107,34 @@ impl MqttMetrics {
                 "Connections ended by an error, by reason code.",
                 "reason",
             ),
+            inflight: gauge(
+                "strata_mqtt_inflight_messages",
+                "QoS 1/2 messages sent and not yet acknowledged.",
+            ),
+            packets_in: Vec::new(),
+            packets_out: Vec::new(),
         }
+        .with_packet_counters(r)
+    }
+
+    fn with_packet_counters(mut self, r: &Registry) -> Self {
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "strata_mqtt_packets_total",
+                "MQTT packets by direction and type.",
+            ),
+            &["direction", "type"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let packets = reg(r, packets);
+        self.packets_in = PACKET_TYPES
+            .iter()
+            .map(|t| packets.with_label_values(&["in", t]))
+            .collect();
+        self.packets_out = PACKET_TYPES
+            .iter()
+            .map(|t| packets.with_label_values(&["out", t]))
+            .collect();
+        self
     }
 }

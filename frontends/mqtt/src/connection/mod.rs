@@ -337,8 +337,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     if !shared.is_empty() {
         broker.redistribute(&session, shared);
     }
-    broker.disconnect(&session, attached.generation);
-    if matches!(end, End::Abnormal | End::WithWill)
+    // A connection that lost its session to a newer one (even if it saw its socket close
+    // first) leaves no will: the client is back.
+    let current = broker.disconnect(&session, attached.generation);
+    if current
+        && matches!(end, End::Abnormal | End::WithWill)
         && let Some((will, delay)) = conn.will.take()
     {
         broker.schedule_will(session.client_id.clone(), will, delay);
@@ -347,8 +350,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn put(&mut self, p: &Packet) {
-        if let Err(e) = codec::encode(p, self.version, self.client_max_packet, &mut self.wbuf) {
-            tracing::debug!(error = %e, "packet not sent");
+        match codec::encode(p, self.version, self.client_max_packet, &mut self.wbuf) {
+            Ok(()) => self.broker.metrics.packets_out[usize::from(p.type_id())].inc(),
+            Err(e) => tracing::debug!(error = %e, "packet not sent"),
         }
     }
 
@@ -515,7 +519,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let max = self.broker.config.max_packet_size as usize;
             let packet = match codec::decode(&mut self.rbuf, Some(self.version), max) {
                 Ok(None) => break None,
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => {
+                    self.broker.metrics.packets_in[usize::from(p.type_id())].inc();
+                    p
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad packet");
                     break Some(e.reason_code());
