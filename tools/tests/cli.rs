@@ -12,3 +12,6 @@ mod serve;
 
 #[path = "cli/journal_tools.rs"]
 mod journal_tools;
+
+#[path = "cli/mqtt_rumqttc.rs"]
+mod mqtt_rumqttc;
