@@ -21,8 +21,12 @@ use crate::topic::validate_name;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes reserved before each socket read. Buffers start empty and grow only as far as the
+/// Bytes reserved before a socket read while a connection is quiet, and the most reserved
+/// once reads keep filling the buffer. Buffers start empty and grow only as far as the
 /// traffic needs, so idle connections stay small.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+/// Reserved for the CONNECT and a first burst.
 const READ_CHUNK: usize = 4 * 1024;
 
 /// How a connection ended, which decides the will.
@@ -58,6 +62,9 @@ struct Conn<S> {
     ended: Option<End>,
     /// Journal partition this client's messages go to (keeps its messages in order).
     partition: u32,
+    /// Bytes to reserve before the next read: doubles while reads fill the buffer, halves
+    /// when they do not.
+    read_hint: usize,
 }
 
 /// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
@@ -281,6 +288,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         connect_expiry: expiry,
         ended: None,
         partition: partition_for(&attached.session.client_id, broker.store.as_deref()),
+        read_hint: READ_MIN,
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -363,7 +371,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let n = self.wbuf.len();
         let ok =
             self.stream.write_all(&self.wbuf).await.is_ok() && self.stream.flush().await.is_ok();
-        if self.wbuf.capacity() > 64 * READ_CHUNK {
+        if self.wbuf.capacity() > READ_MAX {
             // Give back what a burst grew, so idle connections stay small.
             self.wbuf = BytesMut::new();
         } else {
@@ -467,12 +475,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => std::future::pending().await,
                 }
             };
-            self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.is_empty() && self.rbuf.capacity() > self.read_hint {
+                // Give back what a burst grew, so idle connections stay small.
+                self.rbuf = BytesMut::new();
+            }
+            self.rbuf.reserve(self.read_hint);
+            let room = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
                 read = self.stream.read_buf(&mut self.rbuf) => {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal,
-                        Ok(n) => self.broker.metrics.bytes_in.inc_by(n as u64),
+                        Ok(n) => {
+                            self.broker.metrics.bytes_in.inc_by(n as u64);
+                            self.read_hint = if n >= room {
+                                (self.read_hint * 2).min(READ_MAX)
+                            } else {
+                                (self.read_hint / 2).max(READ_MIN)
+                            };
+                        }
                     }
                     deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
                     if let Some(end) = self.drain_packets().await {
