@@ -32,6 +32,9 @@ pub enum Scenario {
     FanIn,
     /// One publisher, N members of one shared subscription.
     Shared,
+    /// N connections opened as fast as the broker takes them and held idle: connect rate
+    /// and broker memory per connection.
+    Storm,
 }
 
 /// Arguments of `strata bench mqtt`.
@@ -70,6 +73,13 @@ pub struct MqttBenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Storm: spread connections over this many source addresses (127.0.0.1, 127.0.0.2...),
+    /// each good for about 28,000 connections to one port.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
+    /// Storm: connections being opened at once.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
 }
 
 fn qos(n: u8) -> QoS {
@@ -274,8 +284,111 @@ async fn publisher(
     Ok(())
 }
 
+/// Resident memory of a process in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Opens `--clients` MQTT connections and holds them: connect rate and broker memory.
+async fn storm(args: MqttBenchArgs) -> anyhow::Result<()> {
+    use strata_mqtt::codec::{self as c, Connect, Properties, ProtocolVersion};
+    let rss0 = args.pid.and_then(rss_kib);
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let bar = ProgressBar::new(args.clients as u64);
+    for i in 0..args.clients {
+        let permit = gate.clone().acquire_owned().await?;
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(args.sources.max(1))) as u8);
+        let broker = args.broker;
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            let mut stream = socket.connect(broker).await?;
+            let mut out = BytesMut::new();
+            let connect = Connect {
+                version: ProtocolVersion::V311,
+                clean_start: true,
+                keep_alive: 0,
+                client_id: format!("storm-{i}"),
+                will: None,
+                username: None,
+                password: None,
+                properties: Properties::default(),
+            };
+            c::encode(
+                &Packet::Connect(Box::new(connect)),
+                ProtocolVersion::V311,
+                usize::MAX,
+                &mut out,
+            )?;
+            stream.write_all(&out).await?;
+            let mut ack = [0u8; 4];
+            stream.read_exact(&mut ack).await?;
+            anyhow::ensure!(ack == [0x20, 0x02, 0x00, 0x00], "CONNACK {ack:?}");
+            drop(permit);
+            bar.inc(1);
+            anyhow::Ok(stream)
+        });
+    }
+    let mut held = Vec::with_capacity(args.clients);
+    let mut failed = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        match r? {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                failed += 1;
+                if failed == 1 {
+                    eprintln!("connection failed: {e:#}");
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    // Let the broker settle before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = args.pid.and_then(rss_kib);
+    let per_conn = match (rss0, rss1) {
+        (Some(a), Some(b)) if !held.is_empty() => {
+            Some(b.saturating_sub(a) as f64 / held.len() as f64)
+        }
+        _ => None,
+    };
+    let rate = held.len() as f64 / elapsed;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"scenario": "Storm", "connected": held.len(), "failed": failed, "seconds": elapsed,
+                "connects_per_s": rate, "broker_rss_kib_before": rss0, "broker_rss_kib_after": rss1,
+                "broker_kib_per_connection": per_conn})
+        );
+    } else {
+        println!(
+            "{} connections ({failed} failed) in {elapsed:.2} s: {rate:.0} connects/s",
+            held.len()
+        );
+        if let Some(k) = per_conn {
+            println!(
+                "broker RSS {} -> {} KiB: {k:.2} KiB per connection",
+                rss0.unwrap_or(0),
+                rss1.unwrap_or(0)
+            );
+        }
+    }
+    drop(held);
+    Ok(())
+}
+
 /// Runs the benchmark.
 pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Storm {
+        return storm(args).await;
+    }
     anyhow::ensure!(
         args.payload >= 8,
         "--payload must be at least 8 bytes (a send timestamp)"
@@ -305,6 +418,7 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
             vec![format!("bench/{tag}/s")],
             0,
         ),
+        Scenario::Storm => unreachable!("handled above"),
     };
     let expected_total = match args.scenario {
         Scenario::Shared => args.messages,
