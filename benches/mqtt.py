@@ -104,6 +104,8 @@ SCENARIOS = [
     ("p2p QoS 1", ["--scenario", "p2p", "--qos", "1"]),
     ("fan-out 1->100 QoS 0", ["--scenario", "fan-out", "--clients", "100", "--qos", "0", "--messages", "MSG100"]),
     ("fan-out 1->100 QoS 1", ["--scenario", "fan-out", "--clients", "100", "--qos", "1", "--messages", "MSG100"]),
+    ("fan-out 1->1000 QoS 0", ["--scenario", "fan-out", "--clients", "1000", "--qos", "0", "--messages", "MSG1000"]),
+    ("fan-out 1->1000 QoS 1", ["--scenario", "fan-out", "--clients", "1000", "--qos", "1", "--messages", "MSG1000"]),
 ]
 
 
@@ -128,13 +130,35 @@ def main():
             wait_port(port)
             try:
                 for label, args in SCENARIOS:
-                    args = [x.replace("MSG100", str(max(a.messages // 100, 100))) for x in args]
+                    args = [x.replace("MSG1000", str(max(a.messages // 1000, 100)))
+                            .replace("MSG100", str(max(a.messages // 100, 100))) for x in args]
                     if "--messages" not in args:
                         args += ["--messages", str(a.messages)]
                     r = bench(strata, port, proc.pid, *args)
                     results.setdefault((label, name), []).append(r)
                     print(f"run {run + 1} {name:9} {label:22} {r['msgs_per_s']:>10.0f} msg/s "
                           f"{r['broker_cpu_seconds_per_million'] or 0:6.2f} CPU-s/M lost {r['lost']}", file=sys.stderr)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                shutil.rmtree(tmp, ignore_errors=True)
+    # Latency: p2p QoS 1 paced at half the slower peer's flood rate, 5 seconds per broker.
+    peers = [n for n, _ in brokers if n != "strata"]
+    slowest = min(statistics.median(r["msgs_per_s"] for r in results[("p2p QoS 1", n)]) for n in peers)
+    rate = max(int(slowest / 2), 1)
+    latency = {}
+    for run in range(a.runs):
+        for name, start in brokers:
+            tmp = tempfile.mkdtemp()
+            port = free_port()
+            proc = start(tmp, port)
+            wait_port(port)
+            try:
+                r = bench(strata, port, proc.pid, "--scenario", "p2p", "--qos", "1", "--rate", str(rate),
+                          "--messages", str(rate * 5))
+                latency.setdefault(name, []).append(r)
+                print(f"run {run + 1} {name:9} paced {rate} msg/s: p50 {r['p50_us']} µs p99 {r['p99_us']} µs",
+                      file=sys.stderr)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
@@ -151,7 +175,16 @@ def main():
         thr = ", ".join(f"{s[0] / med[n][0]:.2f}x {n}" for n in names if n != "strata")
         cpu = ", ".join(f"{s[1] / med[n][1]:.2f}x {n}" for n in names if n != "strata" and med[n][1] > 0)
         print(f"| {label} | " + " | ".join(cells) + f" | {thr} | {cpu} |")
+    print()
+    print(f"p2p QoS 1 paced at {rate} msg/s (half the slower peer's flood rate), medians of {a.runs}:")
+    print("| broker | p50 µs | p99 µs | p999 µs |")
+    print("|---|---|---|---|")
+    for n in names:
+        rs = latency[n]
+        print(f"| {n} | {statistics.median(r['p50_us'] for r in rs):.0f} | {statistics.median(r['p99_us'] for r in rs):.0f} "
+              f"| {statistics.median(r['p999_us'] for r in rs):.0f} |")
 
 
 if __name__ == "__main__":
     main()
+
