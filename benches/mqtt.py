@@ -9,6 +9,7 @@ rumqttd: `cargo install rumqttd --root ~/.cache/strata/tools` (no --locked) puts
 ~/.cache/strata/tools/bin/rumqttd.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -93,6 +94,21 @@ def start_strata(tmp, port, binary):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def running(start):
+    """Starts a broker on a free port in a fresh directory; yields (port, pid)."""
+    tmp = tempfile.mkdtemp()
+    port = free_port()
+    proc = start(tmp, port)
+    try:
+        wait_port(port)
+        yield port, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench(strata, port, pid, *args):
     out = subprocess.run(["taskset", "-c", "1", strata, "bench", "mqtt", "--broker", f"127.0.0.1:{port}",
                           "--pid", str(pid), "--json", *args], check=True, capture_output=True, text=True).stdout
@@ -124,24 +140,16 @@ def main():
     results = {}
     for run in range(a.runs):
         for name, start in brokers:
-            tmp = tempfile.mkdtemp()
-            port = free_port()
-            proc = start(tmp, port)
-            wait_port(port)
-            try:
+            with running(start) as (port, pid):
                 for label, args in SCENARIOS:
                     args = [x.replace("MSG1000", str(max(a.messages // 1000, 100)))
                             .replace("MSG100", str(max(a.messages // 100, 100))) for x in args]
                     if "--messages" not in args:
                         args += ["--messages", str(a.messages)]
-                    r = bench(strata, port, proc.pid, *args)
+                    r = bench(strata, port, pid, *args)
                     results.setdefault((label, name), []).append(r)
                     print(f"run {run + 1} {name:9} {label:22} {r['msgs_per_s']:>10.0f} msg/s "
                           f"{r['broker_cpu_seconds_per_million'] or 0:6.2f} CPU-s/M lost {r['lost']}", file=sys.stderr)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait()
-                shutil.rmtree(tmp, ignore_errors=True)
     # Latency: p2p QoS 1 paced at half the slower peer's flood rate, 5 seconds per broker.
     peers = [n for n, _ in brokers if n != "strata"]
     slowest = min(statistics.median(r["msgs_per_s"] for r in results[("p2p QoS 1", n)]) for n in peers)
@@ -149,20 +157,12 @@ def main():
     latency = {}
     for run in range(a.runs):
         for name, start in brokers:
-            tmp = tempfile.mkdtemp()
-            port = free_port()
-            proc = start(tmp, port)
-            wait_port(port)
-            try:
-                r = bench(strata, port, proc.pid, "--scenario", "p2p", "--qos", "1", "--rate", str(rate),
+            with running(start) as (port, pid):
+                r = bench(strata, port, pid, "--scenario", "p2p", "--qos", "1", "--rate", str(rate),
                           "--messages", str(rate * 5))
                 latency.setdefault(name, []).append(r)
                 print(f"run {run + 1} {name:9} paced {rate} msg/s: p50 {r['p50_us']} µs p99 {r['p99_us']} µs",
                       file=sys.stderr)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait()
-                shutil.rmtree(tmp, ignore_errors=True)
     names = [n for n, _ in brokers]
     print("| scenario | " + " | ".join(f"{n} msg/s (CPU-s/M)" for n in names) + " | strata / peers, throughput | strata / peers, CPU per msg |")
     print("|---" * (len(names) + 3) + "|")
