@@ -42,6 +42,72 @@ pub struct Inflight {
     pub phase: Phase,
 }
 
+/// The messages in flight towards the client, oldest first, with an index of their packet
+/// identifiers so that allocating a free identifier costs O(1).
+#[derive(Debug, Default)]
+pub struct InflightWindow {
+    entries: VecDeque<Inflight>,
+    ids: HashSet<u16>,
+}
+
+impl InflightWindow {
+    /// Number of messages in flight.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Inflight> {
+        self.entries.iter()
+    }
+
+    fn contains(&self, id: u16) -> bool {
+        self.ids.contains(&id)
+    }
+
+    fn push(&mut self, f: Inflight) {
+        self.ids.insert(f.packet_id);
+        self.entries.push_back(f);
+    }
+
+    fn position(&self, id: u16, phase: Phase) -> Option<usize> {
+        if !self.contains(id) {
+            return None;
+        }
+        self.entries
+            .iter()
+            .position(|f| f.packet_id == id && f.phase == phase)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Inflight> {
+        let f = self.entries.remove(i)?;
+        self.ids.remove(&f.packet_id);
+        Some(f)
+    }
+
+    fn set_phase(&mut self, i: usize, phase: Phase) {
+        if let Some(f) = self.entries.get_mut(i) {
+            f.phase = phase;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Inflight) -> bool) {
+        let ids = &mut self.ids;
+        self.entries.retain(|f| {
+            let k = keep(f);
+            if !k {
+                ids.remove(&f.packet_id);
+            }
+            k
+        });
+    }
+}
+
 /// What happened to a message offered to a full queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -70,7 +136,7 @@ pub struct SessionState {
     /// Messages waiting to be sent.
     pub queue: VecDeque<Outgoing>,
     /// Messages sent and not yet fully acknowledged, oldest first.
-    pub inflight: VecDeque<Inflight>,
+    pub inflight: InflightWindow,
     /// Inbound QoS 2 packet identifiers whose PUBREL is awaited.
     pub incoming_qos2: HashSet<u16>,
     next_id: u16,
@@ -105,15 +171,11 @@ impl SessionState {
         Enqueued::Refused
     }
 
-    fn id_in_use(&self, id: u16) -> bool {
-        self.inflight.iter().any(|f| f.packet_id == id)
-    }
-
     /// The next free packet identifier (never 0).
     pub fn next_packet_id(&mut self) -> u16 {
         loop {
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.id_in_use(self.next_id) {
+            if !self.inflight.contains(self.next_id) {
                 return self.next_id;
             }
         }
@@ -144,7 +206,7 @@ impl SessionState {
             } else {
                 Phase::AwaitRec
             };
-            self.inflight.push_back(Inflight {
+            self.inflight.push(Inflight {
                 packet_id: id,
                 out: o.clone(),
                 phase,
@@ -154,15 +216,10 @@ impl SessionState {
         out
     }
 
-    fn position(&self, id: u16, phase: Phase) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|f| f.packet_id == id && f.phase == phase)
-    }
-
     /// PUBACK received: true when it matched a QoS 1 message in flight.
     pub fn on_puback(&mut self, id: u16) -> bool {
-        self.position(id, Phase::AwaitAck)
+        self.inflight
+            .position(id, Phase::AwaitAck)
             .and_then(|i| self.inflight.remove(i))
             .is_some()
     }
@@ -170,20 +227,21 @@ impl SessionState {
     /// PUBREC received: true when it matched; the caller answers PUBREL either way. A
     /// PUBREC with an error code ends the flow instead.
     pub fn on_pubrec(&mut self, id: u16, error: bool) -> bool {
-        let Some(i) = self.position(id, Phase::AwaitRec) else {
-            return self.position(id, Phase::AwaitComp).is_some();
+        let Some(i) = self.inflight.position(id, Phase::AwaitRec) else {
+            return self.inflight.position(id, Phase::AwaitComp).is_some();
         };
         if error {
             self.inflight.remove(i);
         } else {
-            self.inflight[i].phase = Phase::AwaitComp;
+            self.inflight.set_phase(i, Phase::AwaitComp);
         }
         true
     }
 
     /// PUBCOMP received: true when it matched.
     pub fn on_pubcomp(&mut self, id: u16) -> bool {
-        self.position(id, Phase::AwaitComp)
+        self.inflight
+            .position(id, Phase::AwaitComp)
             .and_then(|i| self.inflight.remove(i))
             .is_some()
     }

@@ -339,6 +339,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &mut Shutdown,
 ) {
     let end = conn.main_loop(&attached, shutdown).await;
+    conn.linger().await;
     let broker = conn.broker.clone();
     let session = conn.session.clone();
     let shared = session.state.lock().take_shared();
@@ -379,6 +380,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         self.broker.metrics.bytes_out.inc_by(n as u64);
         ok
+    }
+
+    /// Closes our side after the last packet (a DISCONNECT with a reason code, say) and
+    /// reads what the client still sends for a moment: closing a socket with unread input
+    /// makes the kernel send a reset, which can destroy that DISCONNECT before the client
+    /// reads it.
+    async fn linger(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        let mut scratch = [0u8; 4096];
+        let drain = async {
+            while let Ok(n) = self.stream.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
 
     /// Resends in-flight messages after a session resumes [MQTT-4.4.0-1].
