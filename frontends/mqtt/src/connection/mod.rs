@@ -326,6 +326,8 @@ fn qos_label(q: QoS) -> &'static str {
     }
 }
 
+/// 64 random bits for assigned client identifiers: `RandomState` is seeded randomly per
+/// instance, so hashing anything with a fresh one gives an unpredictable value.
 fn rand_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

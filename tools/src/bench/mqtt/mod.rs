@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
-use strata_mqtt::codec::{Packet, QoS};
+use strata_mqtt::codec::{self as codec, Ack, Packet, ProtocolVersion, Publish, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -175,11 +175,9 @@ async fn publisher(
         let window = window.clone();
         tokio::spawn(async move {
             loop {
-                while let Ok(Some(p)) = strata_mqtt::codec::decode(
-                    &mut rbuf,
-                    Some(strata_mqtt::codec::ProtocolVersion::V311),
-                    1 << 24,
-                ) {
+                while let Ok(Some(p)) =
+                    codec::decode(&mut rbuf, Some(ProtocolVersion::V311), 1 << 24)
+                {
                     match p {
                         Packet::PubAck(_) | Packet::PubComp(_) => window.add_permits(1),
                         Packet::PubRec(a) => {
@@ -212,9 +210,9 @@ async fn publisher(
             window.acquire().await?.forget();
         }
         while let Ok(id) = rel_rx.try_recv() {
-            strata_mqtt::codec::encode(
-                &Packet::PubRel(strata_mqtt::codec::Ack::new(id)),
-                strata_mqtt::codec::ProtocolVersion::V311,
+            codec::encode(
+                &Packet::PubRel(Ack::new(id)),
+                ProtocolVersion::V311,
                 usize::MAX,
                 &mut out,
             )?;
@@ -226,7 +224,7 @@ async fn publisher(
             next_id = next_id.wrapping_add(1).max(1);
             next_id
         });
-        let p = strata_mqtt::codec::Publish {
+        let p = Publish {
             dup: false,
             qos: q,
             retain: false,
@@ -235,9 +233,9 @@ async fn publisher(
             properties: Default::default(),
             payload: Bytes::from(payload),
         };
-        strata_mqtt::codec::encode(
+        codec::encode(
             &Packet::Publish(p),
-            strata_mqtt::codec::ProtocolVersion::V311,
+            ProtocolVersion::V311,
             usize::MAX,
             &mut out,
         )?;
@@ -253,9 +251,9 @@ async fn publisher(
             while window.available_permits() < args.inflight {
                 if let Some(id) = rel_rx.recv().await {
                     let mut b = BytesMut::new();
-                    strata_mqtt::codec::encode(
-                        &Packet::PubRel(strata_mqtt::codec::Ack::new(id)),
-                        strata_mqtt::codec::ProtocolVersion::V311,
+                    codec::encode(
+                        &Packet::PubRel(Ack::new(id)),
+                        ProtocolVersion::V311,
                         usize::MAX,
                         &mut b,
                     )?;
