@@ -520,6 +520,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         let _ = self.flush().await;
                         return end;
                     }
+                    if self.read_hint == READ_MAX {
+                        // A publisher flooding full reads: let the subscribers it just fed
+                        // run before reading more, so their queues drain instead of filling.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 _ = self.session.wake.notified() => {}
                 _ = attached.kick.notified() => {
