@@ -6,6 +6,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import DEADLINE, Client
+from raw import Raw
 
 
 def test_persistent_session_311_queues_while_offline(node):
@@ -105,3 +106,14 @@ def test_keep_alive_timeout_publishes_the_will(node):
     assert time.time() - started >= 1.0, "not before 1.5 x keep alive"
     s.close()
     w.close()
+
+
+def test_empty_client_id_gets_an_assigned_one(node):
+    r = Raw(node.port)
+    body = r.connect(client_id="")
+    assert body[1] == 0x00
+    assert b"strata-" in body, "CONNACK carries an assigned client identifier (0x12)"
+    r311 = Raw(node.port)
+    r311.send(b"\x10\x0c\x00\x04MQTT\x04\x00\x00\x3c\x00\x00")  # 3.1.1, clean session 0, empty id
+    first, body = r311.read_packet()
+    assert (first, body[1]) == (0x20, 0x02), "identifier rejected"
