@@ -140,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let refused = self.rule_refuses(&p.topic, true).map(ReasonCode);
         if refused.is_some() {
             metrics.dropped.with_label_values(&["rule"]).inc();
+            tracing::debug!(topic = %p.topic, "publish refused by a topic rule");
         }
         let (qos, topic) = (p.qos, p.topic.clone());
         let publisher = Some(self.session.client_id.clone());
@@ -201,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(ReasonCode::PROTOCOL_ERROR);
             }
             if let Some(code) = self.rule_refuses(parsed.filter, false) {
+                tracing::debug!(topic = %raw, "subscription refused by a topic rule");
                 reasons.push(if v5 {
                     ReasonCode(code)
                 } else {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use strata_frontend::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
 
 use crate::broker::{Attached, Broker};
 use crate::codec::{
@@ -156,9 +157,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker.metrics.connections.inc();
     broker.metrics.connects.inc();
     let client = attached.session.client_id.clone();
-    let span = tracing::debug_span!("mqtt", client_id = %client);
-    let _enter = span.enter();
-    run(conn, attached, &mut shutdown).await;
+    // Every event of this connection carries its client id (a span entered with `enter()`
+    // would be wrong across awaits; `instrument` re-enters it at each poll).
+    let span = tracing::info_span!("mqtt", client_id = %client);
+    run(conn, attached, &mut shutdown).instrument(span).await;
     broker.metrics.connections.dec();
 }
 
