@@ -19,7 +19,7 @@ pub use control::{Auth, Disconnect};
 pub use error::{DecodeError, EncodeError};
 pub use primitives::VARINT_MAX;
 pub use properties::Properties;
-pub use publish::{Ack, Publish};
+pub use publish::{Ack, Publish, PublishRef};
 pub use reason::ReasonCode;
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
@@ -275,32 +275,24 @@ pub fn encode(
     max_packet_size: usize,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let remaining = body_len(packet, version)?;
-    if remaining > VARINT_MAX as usize {
-        return Err(EncodeError::TooLarge {
-            size: remaining,
-            max: VARINT_MAX as usize,
-        });
+    if let Packet::Publish(p) = packet {
+        return encode_publish(&p.as_ref(), version, max_packet_size, out);
     }
-    let total = 1 + varint_len(remaining as u32) + remaining;
-    if total > max_packet_size {
-        return Err(EncodeError::TooLarge {
-            size: total,
-            max: max_packet_size,
-        });
-    }
-    out.reserve(total);
     let flags = match packet {
-        Packet::Publish(p) => p.flags(),
         Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
         _ => 0,
     };
-    out.put_u8(packet.type_id() << 4 | flags);
-    put_varint(out, remaining as u32);
+    let remaining = body_len(packet, version)?;
+    frame(
+        packet.type_id() << 4 | flags,
+        remaining,
+        max_packet_size,
+        out,
+    )?;
     match packet {
         Packet::Connect(p) => p.encode(out),
         Packet::ConnAck(p) => p.encode(version, out),
-        Packet::Publish(p) => p.encode(version, out),
+        Packet::Publish(_) => {}
         Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
             p.encode(version, out)
         }
@@ -315,11 +307,50 @@ pub fn encode(
     Ok(())
 }
 
+/// Encodes a PUBLISH from borrowed parts, like [`encode`] does for [`Packet::Publish`].
+pub fn encode_publish(
+    p: &PublishRef<'_>,
+    version: ProtocolVersion,
+    max_packet_size: usize,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let remaining = p.encoded_len(version)?;
+    frame(3 << 4 | p.flags(), remaining, max_packet_size, out)?;
+    p.encode(version, out);
+    Ok(())
+}
+
+/// Checks the sizes and writes the fixed header of a packet whose body is `remaining` bytes.
+fn frame(
+    first: u8,
+    remaining: usize,
+    max_packet_size: usize,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    if remaining > VARINT_MAX as usize {
+        return Err(EncodeError::TooLarge {
+            size: remaining,
+            max: VARINT_MAX as usize,
+        });
+    }
+    let total = 1 + varint_len(remaining as u32) + remaining;
+    if total > max_packet_size {
+        return Err(EncodeError::TooLarge {
+            size: total,
+            max: max_packet_size,
+        });
+    }
+    out.reserve(total);
+    out.put_u8(first);
+    put_varint(out, remaining as u32);
+    Ok(())
+}
+
 fn body_len(packet: &Packet, v: ProtocolVersion) -> Result<usize, EncodeError> {
     Ok(match packet {
         Packet::Connect(p) => p.encoded_len()?,
         Packet::ConnAck(p) => p.encoded_len(v),
-        Packet::Publish(p) => p.encoded_len(v)?,
+        Packet::Publish(p) => p.as_ref().encoded_len(v)?,
         Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
             p.encoded_len(v)
         }

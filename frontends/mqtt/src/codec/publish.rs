@@ -71,6 +71,41 @@ impl Publish {
         })
     }
 
+    /// A borrowed view, for encoding.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A PUBLISH made of borrowed parts, so that a message sent to many subscribers is encoded
+/// without copying its topic or payload into a [`Publish`] first.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// Redelivery flag.
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// Topic name (empty when a topic alias stands for it).
+    pub topic: &'a str,
+    /// Packet identifier, present exactly when QoS > 0.
+    pub packet_id: Option<u16>,
+    /// Properties (MQTT 5).
+    pub properties: &'a Properties,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishRef<'_> {
     pub(crate) fn flags(&self) -> u8 {
         u8::from(self.dup) << 3 | (self.qos as u8) << 1 | u8::from(self.retain)
     }
@@ -100,7 +135,7 @@ impl Publish {
         if v.is_v5() {
             self.properties.encode(out);
         }
-        out.put_slice(&self.payload);
+        out.put_slice(self.payload);
     }
 }
 

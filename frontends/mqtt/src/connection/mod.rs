@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::broker::{Attached, Broker};
 use crate::codec::{
     self, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode,
+    Publish, PublishRef, QoS, ReasonCode,
 };
 use crate::message::{Message, Outgoing};
 use crate::session::{Phase, Session};
@@ -411,22 +411,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if f.phase == Phase::AwaitComp {
                 self.put(&Packet::PubRel(Ack::new(f.packet_id)));
             } else {
-                let p = self.publish_packet(&f.out, Some(f.packet_id), true, Instant::now());
-                self.put(&Packet::Publish(p));
+                self.put_publish(&f.out, Some(f.packet_id), true, Instant::now());
             }
         }
     }
 
-    fn publish_packet(
+    /// Encodes one delivery into the write buffer without copying its topic or payload.
+    /// Returns false when it is larger than the client accepts (then nothing is written).
+    fn put_publish(
         &mut self,
         out: &Outgoing,
         packet_id: Option<u16>,
         dup: bool,
         now: Instant,
-    ) -> Publish {
+    ) -> bool {
         let m = &out.message;
         let mut properties = Properties::default();
-        let mut topic = m.topic.clone();
+        let mut topic: &str = &m.topic;
         if self.version.is_v5() {
             properties = m.properties.clone();
             properties.message_expiry_interval = m.remaining_expiry(now);
@@ -434,7 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if self.client_alias_max > 0 && !dup {
                 if let Some(&alias) = self.out_aliases.get(&m.topic) {
                     properties.topic_alias = Some(alias);
-                    topic = String::new();
+                    topic = "";
                 } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
                     let alias = self.out_aliases.len() as u16 + 1;
                     self.out_aliases.insert(m.topic.clone(), alias);
@@ -442,14 +443,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
         }
-        Publish {
+        let p = PublishRef {
             dup,
             qos: out.qos,
             retain: out.retain,
             topic,
             packet_id,
-            properties,
-            payload: m.payload.clone(),
+            properties: &properties,
+            payload: &m.payload,
+        };
+        match codec::encode_publish(&p, self.version, self.client_max_packet, &mut self.wbuf) {
+            Ok(()) => {
+                self.broker.metrics.packets_out[3].inc();
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "publish not sent");
+                false
+            }
         }
     }
 
@@ -462,10 +473,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let now = Instant::now();
         let ready = self.session.state.lock().take_sendable(limit, now);
         for (id, out) in ready {
-            let p = self.publish_packet(&out, id, false, now);
-            let before = self.wbuf.len();
-            self.put(&Packet::Publish(p));
-            if self.wbuf.len() == before {
+            if !self.put_publish(&out, id, false, now) {
                 // Larger than the client accepts: discarded [MQTT-3.1.2-25].
                 if let Some(id) = id {
                     self.session.state.lock().forget(id);
