@@ -89,7 +89,6 @@ impl Broker {
     pub fn connect(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let kick = Arc::new(Notify::new());
-        self.wills.lock().remove(client_id);
         // Decide under the map's lock, but drop old subscriptions after releasing it: the
         // routing path takes the subscription trees before the map.
         let (session, present, replaced) = {
@@ -117,6 +116,9 @@ impl Broker {
                 kick: kick.clone(),
             })
         };
+        // After the link changed: an old connection registering its will now would see the
+        // new link and register nothing; one that registered before is cancelled here.
+        self.wills.lock().remove(client_id);
         if let Some(old) = old {
             old.kick.notify_one();
         }
@@ -128,22 +130,44 @@ impl Broker {
         }
     }
 
-    /// Detaches connection `generation` from its session; a session with expiry 0 ends now.
-    /// Returns false when another connection had already taken the session over.
-    pub fn disconnect(&self, session: &Arc<Session>, generation: u64) -> bool {
-        let expired = {
+    /// Detaches connection `generation` from its session, registering its `will` (message
+    /// and delay) if it has one; a session with expiry 0 ends now. Nothing happens when
+    /// another connection has already taken the session over: the client is back, so no
+    /// will. Checking the connection and registering the will under the session's lock
+    /// makes a reconnect either see the will (and cancel it) or win (and leave none).
+    pub fn disconnect(
+        &self,
+        session: &Arc<Session>,
+        generation: u64,
+        will: Option<(Arc<Message>, Duration)>,
+    ) {
+        let (expired, publish_now) = {
             let mut st = session.state.lock();
             if st.connection.as_ref().map(|c| c.generation) != Some(generation) {
-                return false;
+                return;
             }
             st.connection = None;
             st.disconnected_at = Some(Instant::now());
-            st.expiry_secs == 0
+            let expired = st.expiry_secs == 0;
+            let publish_now = match will {
+                // Due at its delay or when the session ends, whichever comes first.
+                Some((m, delay)) if !delay.is_zero() && !expired => {
+                    self.wills
+                        .lock()
+                        .insert(session.client_id.clone(), (Instant::now() + delay, m));
+                    None
+                }
+                Some((m, _)) => Some(m),
+                None => None,
+            };
+            (expired, publish_now)
         };
+        if let Some(m) = publish_now {
+            self.publish(m);
+        }
         if expired {
             self.end_session(&session.client_id);
         }
-        true
     }
 
     fn end_session(&self, client_id: &str) {
@@ -435,17 +459,6 @@ impl Broker {
                     .is_some_and(|s| s.state.lock().connection.is_some())
             })
             .cloned()
-    }
-
-    /// Registers a will to publish after `delay` unless the client reconnects first.
-    pub fn schedule_will(&self, client: Arc<str>, will: Arc<Message>, delay: Duration) {
-        if delay.is_zero() {
-            self.publish(will);
-        } else {
-            self.wills
-                .lock()
-                .insert(client, (Instant::now() + delay, will));
-        }
     }
 
     /// Publishes wills that fell due, ends sessions whose expiry passed and refreshes the

@@ -350,15 +350,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     if !shared.is_empty() {
         broker.redistribute(&session, shared);
     }
-    // A connection that lost its session to a newer one (even if it saw its socket close
-    // first) leaves no will: the client is back.
-    let current = broker.disconnect(&session, attached.generation);
-    if current
-        && matches!(end, End::Abnormal | End::WithWill)
-        && let Some((will, delay)) = conn.will.take()
-    {
-        broker.schedule_will(session.client_id.clone(), will, delay);
-    }
+    let will = match end {
+        End::Abnormal | End::WithWill => conn.will.take(),
+        End::Normal | End::Replaced => None,
+    };
+    broker.disconnect(&session, attached.generation, will);
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
