@@ -118,3 +118,20 @@ def test_unsupported_protocol_version(node):
     s.settimeout(DEADLINE)
     s.sendall(b"\x10\x0c\x00\x04MQTT\x07\x02\x00\x3c\x00\x00")
     assert s.recv(8)[:4] == b"\x20\x03\x00\x84"
+
+
+def test_retain_handling(node):
+    Client(node.port).publish("rh/t", b"kept", 1, retain=True)
+    always = Client(node.port)
+    always.subscribe("rh/#", 1, retainHandling=0)
+    assert always.expect(1)[0].payload == b"kept"
+    always.subscribe("rh/#", 1, retainHandling=0)  # again: sent again
+    assert always.expect(1)[0].payload == b"kept"
+    if_new = Client(node.port)
+    if_new.subscribe("rh/#", 1, retainHandling=1)
+    assert if_new.expect(1)[0].payload == b"kept"
+    if_new.subscribe("rh/#", 1, retainHandling=1)  # existing subscription: not sent
+    if_new.expect_none()
+    never = Client(node.port)
+    never.subscribe("rh/#", 1, retainHandling=2)
+    never.expect_none()
