@@ -107,25 +107,20 @@ impl Journal {
                 shutdown: watch::Sender::new(false),
             }),
         };
-        let entries = journal
-            .inner
-            .fs
+        let fs = &*journal.inner.fs;
+        for path in fs
             .read_dir(&streams_dir)
-            .map_err(|e| JournalError::io(&streams_dir, e))?;
-        for path in entries {
-            let name = path
+            .map_err(|e| JournalError::io(&streams_dir, e))?
+        {
+            // What a crash left of a deletion.
+            if path
                 .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.starts_with(".deleted-") {
-                let _ = journal.inner.fs.remove_dir_all(&path);
-                continue;
+                .is_some_and(|n| n.to_string_lossy().starts_with(".deleted-"))
+            {
+                let _ = fs.remove_dir_all(&path);
             }
-            let def = path.join(STREAM_FILE);
-            if !journal.inner.fs.exists(&def) {
-                continue;
-            }
-            let config = read_definition(&*journal.inner.fs, &def)?;
+        }
+        for config in list_definitions(fs, &journal.inner.dir)? {
             let stream = journal.open_stream(config)?;
             journal
                 .inner
@@ -374,6 +369,29 @@ impl Journal {
 #[cfg(not(feature = "rocksdb"))]
 pub(crate) fn no_rocksdb() -> JournalError {
     JournalError::InvalidConfig("this build has no rocksdb storage class".into())
+}
+
+/// The definitions of every stream in the journal at `dir`, by name. Directories starting
+/// with a dot (deleted streams) and directories without a definition are skipped.
+pub fn list_definitions(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<StreamConfig>> {
+    let streams = dir.join(STREAMS_DIR);
+    let mut out = Vec::new();
+    for path in fs
+        .read_dir(&streams)
+        .map_err(|e| JournalError::io(&streams, e))?
+    {
+        let def = path.join(STREAM_FILE);
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            || !fs.exists(&def)
+        {
+            continue;
+        }
+        out.push(read_definition(fs, &def)?);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Reads a stream definition file.

@@ -13,7 +13,7 @@ use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, StdFs, read_file};
 #[cfg(feature = "rocksdb")]
 use crate::journal::ROCKSDB_DIR;
-use crate::journal::{STREAM_FILE, STREAMS_DIR, read_definition};
+use crate::journal::{STREAMS_DIR, list_definitions};
 use crate::record::Record;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::RocksStore;
@@ -91,25 +91,10 @@ pub fn journal_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Stream definitions found in a journal directory, by name.
 pub fn definitions(dir: &Path) -> Result<BTreeMap<String, StreamConfig>> {
-    let fs = StdFs;
-    let streams = dir.join(STREAMS_DIR);
-    let mut out = BTreeMap::new();
-    for path in fs
-        .read_dir(&streams)
-        .map_err(|e| JournalError::io(&streams, e))?
-    {
-        let def = path.join(STREAM_FILE);
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            || !def.exists()
-        {
-            continue;
-        }
-        let config = read_definition(&fs, &def)?;
-        out.insert(config.name.clone(), config);
-    }
-    Ok(out)
+    Ok(list_definitions(&StdFs, dir)?
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect())
 }
 
 fn partition_dir(dir: &Path, stream: &str, partition: u32) -> PathBuf {

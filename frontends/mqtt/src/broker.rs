@@ -198,7 +198,9 @@ impl Broker {
             Some(group) => {
                 let mut shared = self.shared.write();
                 let key: Arc<str> = Arc::from(group);
-                let g = shared.get_or_insert_with(parsed.filter, key.clone(), SharedGroup::default);
+                let Some(g) = shared.get_mut(parsed.filter, &key) else {
+                    return false;
+                };
                 let before = g.members.len();
                 g.members.retain(|(c, _)| c != client);
                 let removed = g.members.len() != before;
@@ -337,36 +339,18 @@ impl Broker {
             t.subscription_ids.extend(sub.id);
         };
         self.subs.read().for_each_match(&message.topic, &mut add);
-        let picks: Vec<(Arc<str>, Subscription)> = {
-            let shared = self.shared.read();
-            let mut picks = Vec::new();
-            shared.for_each_match(&message.topic, |_, g| {
-                if let Some(m) = self.pick_member(g) {
-                    picks.push(m);
-                }
-            });
-            picks
-        };
-        // Shared deliveries stay separate from a client's own subscriptions: they may have
-        // to move to another member.
-        let shared_outs = picks.into_iter().map(|(client, sub)| {
-            let out = Outgoing {
-                message: message.clone(),
-                qos: message.qos.min(sub.options.qos),
-                retain: sub.options.retain_as_published && message.retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: true,
-            };
-            (client, out)
-        });
-        let sessions: Vec<(Arc<Session>, Outgoing)> = {
+        let mut sessions: Vec<(Arc<Session>, Outgoing)> = {
             let map = self.sessions.lock();
             targets
                 .into_iter()
-                .chain(shared_outs)
                 .filter_map(|(c, o)| map.get(&c).map(|s| (s.clone(), o)))
                 .collect()
         };
+        // Shared deliveries stay separate from a client's own subscriptions: they may have
+        // to move to another member.
+        for (session, sub) in self.shared_targets(&message.topic, None) {
+            sessions.push((session, shared_delivery(&message, &sub)));
+        }
         let n = sessions.len();
         for (session, out) in sessions {
             self.deliver(&session, out);
@@ -374,24 +358,49 @@ impl Broker {
         n
     }
 
-    /// Picks the next member of a shared group, preferring connected ones.
-    fn pick_member(&self, g: &SharedGroup) -> Option<(Arc<str>, Subscription)> {
-        let n = g.members.len();
-        if n == 0 {
-            return None;
-        }
-        let start = g.next.fetch_add(1, Ordering::Relaxed);
+    /// One member of every shared group whose filter matches `topic`, with its session:
+    /// round robin among connected members. With `leaving`, only the groups that client is
+    /// in, and never that client (its deliveries move to another connected member).
+    fn shared_targets(
+        &self,
+        topic: &str,
+        leaving: Option<&Arc<str>>,
+    ) -> Vec<(Arc<Session>, Subscription)> {
+        let shared = self.shared.read();
         let sessions = self.sessions.lock();
         let connected = |c: &Arc<str>| {
             sessions
                 .get(c)
                 .is_some_and(|s| s.state.lock().connection.is_some())
         };
-        (0..n)
-            .map(|i| &g.members[(start + i) % n])
-            .find(|(c, _)| connected(c))
-            .or_else(|| g.members.get(start % n))
-            .cloned()
+        let mut out = Vec::new();
+        shared.for_each_match(topic, |_, g| {
+            if leaving.is_some_and(|l| !g.members.iter().any(|(c, _)| c == l)) {
+                return;
+            }
+            let n = g.members.len();
+            if n == 0 {
+                return;
+            }
+            let start = g.next.fetch_add(1, Ordering::Relaxed);
+            let candidates = (0..n)
+                .map(|i| &g.members[(start + i) % n])
+                .filter(|(c, _)| Some(c) != leaving);
+            let pick = candidates.clone().find(|(c, _)| connected(c));
+            // With nobody connected a message still goes to a member's session (queued);
+            // a departing member's messages only move to a connected one.
+            let pick = if leaving.is_none() {
+                pick.or_else(|| candidates.clone().next())
+            } else {
+                pick
+            };
+            if let Some((c, sub)) = pick
+                && let Some(s) = sessions.get(c)
+            {
+                out.push((s.clone(), *sub));
+            }
+        });
+        out
     }
 
     /// Queues one delivery for a session and wakes its connection.
@@ -420,45 +429,10 @@ impl Broker {
     /// members of its groups.
     pub fn redistribute(&self, session: &Session, pending: Vec<Outgoing>) {
         for out in pending {
-            let topic = out.message.topic.clone();
-            let picks: Vec<(Arc<str>, Subscription)> = {
-                let shared = self.shared.read();
-                let mut picks = Vec::new();
-                shared.for_each_match(&topic, |_, g| {
-                    if g.members.iter().any(|(c, _)| *c == session.client_id)
-                        && let Some(m) = self.pick_other(g, &session.client_id)
-                    {
-                        picks.push(m);
-                    }
-                });
-                picks
-            };
-            let sessions = self.sessions.lock();
-            let targets: Vec<_> = picks
-                .iter()
-                .filter_map(|(c, sub)| sessions.get(c).map(|s| (s.clone(), *sub)))
-                .collect();
-            drop(sessions);
-            for (target, sub) in targets {
-                let mut o = out.clone();
-                o.qos = out.message.qos.min(sub.options.qos);
-                o.subscription_ids = sub.id.into_iter().collect();
-                self.deliver(&target, o);
+            for (target, sub) in self.shared_targets(&out.message.topic, Some(&session.client_id)) {
+                self.deliver(&target, shared_delivery(&out.message, &sub));
             }
         }
-    }
-
-    fn pick_other(&self, g: &SharedGroup, not: &Arc<str>) -> Option<(Arc<str>, Subscription)> {
-        let sessions = self.sessions.lock();
-        g.members
-            .iter()
-            .filter(|(c, _)| c != not)
-            .find(|(c, _)| {
-                sessions
-                    .get(c)
-                    .is_some_and(|s| s.state.lock().connection.is_some())
-            })
-            .cloned()
     }
 
     /// Publishes wills that fell due, ends sessions whose expiry passed and refreshes the
@@ -505,5 +479,16 @@ impl Broker {
         for c in expired {
             self.end_session(&c);
         }
+    }
+}
+
+/// The delivery of `message` through a shared subscription `sub`.
+fn shared_delivery(message: &Arc<Message>, sub: &Subscription) -> Outgoing {
+    Outgoing {
+        message: message.clone(),
+        qos: message.qos.min(sub.options.qos),
+        retain: sub.options.retain_as_published && message.retain,
+        subscription_ids: sub.id.into_iter().collect(),
+        shared: true,
     }
 }

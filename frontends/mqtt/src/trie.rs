@@ -106,6 +106,23 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         })
     }
 
+    /// The value of `key`'s subscription to `filter`, if there is one.
+    pub fn get_mut(&mut self, filter: &str, key: &K) -> Option<&mut V> {
+        let mut node = &mut self.root;
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            if level == "#" && levels.peek().is_none() {
+                return node.hash.get_mut(key);
+            }
+            node = if level == "+" {
+                node.plus.as_deref_mut()?
+            } else {
+                node.children.get_mut(level)?
+            };
+        }
+        node.here.get_mut(key)
+    }
+
     /// Removes `key`'s subscription to `filter`, pruning empty branches.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
         let levels: Vec<&str> = filter.split('/').collect();
@@ -201,6 +218,9 @@ mod tests {
             Some(0),
             "replace keeps one entry"
         );
+        assert_eq!(t.get_mut("a/b", &"a/b".to_string()).copied(), Some(9));
+        assert_eq!(t.get_mut("a/#", &"a/#".to_string()).copied(), Some(2));
+        assert_eq!(t.get_mut("a/+/x", &"a/b".to_string()), None);
         assert_eq!(t.remove("a/#", &"a/#".to_string()), Some(2));
         assert_eq!(t.remove("a/#", &"a/#".to_string()), None);
         assert_eq!(found(&t, "a"), ["#"]);

@@ -37,22 +37,21 @@ impl Latency {
     }
 }
 
-/// CPU time (user + system) this process has used, from `/proc/self/stat`.
-pub fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat` (`pid` may be
+/// `self`); `None` when it cannot be read.
+pub fn cpu_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let rest = stat.rsplit_once(") ")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     // Linux reports these in USER_HZ, which is 100 on every supported architecture.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// CPU time this process has used.
+pub fn process_cpu() -> Duration {
+    cpu_of("self").unwrap_or(Duration::ZERO)
 }
 
 /// One row of the summary table.

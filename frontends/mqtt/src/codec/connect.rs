@@ -77,11 +77,7 @@ impl Connect {
             ));
         }
         let keep_alive = r.u16()?;
-        let properties = if version.is_v5() {
-            Properties::decode(r, allowed::CONNECT)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, version, allowed::CONNECT)?;
         if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
             return Err(DecodeError::protocol(
                 "authentication data without a method",
@@ -89,11 +85,7 @@ impl Connect {
         }
         let client_id = r.string()?;
         let will = if will_flag {
-            let properties = if version.is_v5() {
-                Properties::decode(r, allowed::WILL)?
-            } else {
-                Properties::default()
-            };
+            let properties = Properties::decode_for(r, version, allowed::WILL)?;
             Some(Will {
                 properties,
                 topic: r.string()?,
@@ -218,11 +210,7 @@ impl ConnAck {
         if !valid {
             return Err(DecodeError::malformed(format!("CONNACK code {code:#04x}")));
         }
-        let properties = if v.is_v5() {
-            Properties::decode(r, allowed::CONNACK)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, v, allowed::CONNACK)?;
         Ok(ConnAck {
             session_present: flags & 1 != 0,
             code: ReasonCode(code),
@@ -231,18 +219,12 @@ impl ConnAck {
     }
 
     pub(crate) fn encoded_len(&self, v: ProtocolVersion) -> usize {
-        2 + if v.is_v5() {
-            self.properties.encoded_len()
-        } else {
-            0
-        }
+        2 + self.properties.encoded_len_for(v)
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, out: &mut BytesMut) {
         out.put_u8(u8::from(self.session_present));
         out.put_u8(self.code.0);
-        if v.is_v5() {
-            self.properties.encode(out);
-        }
+        self.properties.encode_for(v, out);
     }
 }

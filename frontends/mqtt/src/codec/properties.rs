@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::ProtocolVersion;
 use super::error::DecodeError;
 use super::primitives::{Reader, VARINT_MAX, binary_len, put_binary, put_varint, varint_len};
 
@@ -155,6 +156,31 @@ impl Properties {
             }
         }
         Ok(p)
+    }
+
+    /// Decodes a property block in MQTT 5; MQTT 3 packets have none.
+    pub fn decode_for(
+        r: &mut Reader<'_>,
+        v: ProtocolVersion,
+        allowed: &[u8],
+    ) -> Result<Properties, DecodeError> {
+        if v.is_v5() {
+            Properties::decode(r, allowed)
+        } else {
+            Ok(Properties::default())
+        }
+    }
+
+    /// Encoded size of the block in `v` (0 before MQTT 5).
+    pub fn encoded_len_for(&self, v: ProtocolVersion) -> usize {
+        if v.is_v5() { self.encoded_len() } else { 0 }
+    }
+
+    /// Writes the block in MQTT 5; nothing before.
+    pub fn encode_for(&self, v: ProtocolVersion, out: &mut BytesMut) {
+        if v.is_v5() {
+            self.encode(out);
+        }
     }
 
     /// Calls `f(id, value)` for each present property, in identifier order.

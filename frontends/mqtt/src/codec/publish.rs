@@ -50,11 +50,7 @@ impl Publish {
         } else {
             Some(nonzero_packet_id(r)?)
         };
-        let properties = if v.is_v5() {
-            Properties::decode(r, allowed::PUBLISH)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, v, allowed::PUBLISH)?;
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::malformed(
                 "empty topic name without a topic alias",
@@ -132,9 +128,7 @@ impl PublishRef<'_> {
         if let Some(id) = self.packet_id {
             out.put_u16(id);
         }
-        if v.is_v5() {
-            self.properties.encode(out);
-        }
+        self.properties.encode_for(v, out);
         out.put_slice(self.payload);
     }
 }

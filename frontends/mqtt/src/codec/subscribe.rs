@@ -80,11 +80,7 @@ pub struct Subscribe {
 impl Subscribe {
     pub(crate) fn decode(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = nonzero_packet_id(r)?;
-        let properties = if v.is_v5() {
-            Properties::decode(r, allowed::SUBSCRIBE)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, v, allowed::SUBSCRIBE)?;
         if properties.subscription_identifiers.len() > 1 {
             return Err(DecodeError::protocol(
                 "more than one subscription identifier",
@@ -108,11 +104,7 @@ impl Subscribe {
     }
 
     pub(crate) fn encoded_len(&self, v: ProtocolVersion) -> usize {
-        let props = if v.is_v5() {
-            self.properties.encoded_len()
-        } else {
-            0
-        };
+        let props = self.properties.encoded_len_for(v);
         2 + props
             + self
                 .filters
@@ -123,9 +115,7 @@ impl Subscribe {
 
     pub(crate) fn encode(&self, v: ProtocolVersion, out: &mut BytesMut) {
         out.put_u16(self.packet_id);
-        if v.is_v5() {
-            self.properties.encode(out);
-        }
+        self.properties.encode_for(v, out);
         for (f, o) in &self.filters {
             put_binary(out, f.as_bytes());
             out.put_u8(o.byte(v));
@@ -147,11 +137,7 @@ pub struct SubAck {
 impl SubAck {
     pub(crate) fn decode(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = nonzero_packet_id(r)?;
-        let properties = if v.is_v5() {
-            Properties::decode(r, allowed::ACK)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, v, allowed::ACK)?;
         let reasons = codes(
             r,
             if v.is_v5() {
@@ -168,19 +154,12 @@ impl SubAck {
     }
 
     pub(crate) fn encoded_len(&self, v: ProtocolVersion) -> usize {
-        2 + self.reasons.len()
-            + if v.is_v5() {
-                self.properties.encoded_len()
-            } else {
-                0
-            }
+        2 + self.reasons.len() + self.properties.encoded_len_for(v)
     }
 
     pub(crate) fn encode(&self, v: ProtocolVersion, out: &mut BytesMut) {
         out.put_u16(self.packet_id);
-        if v.is_v5() {
-            self.properties.encode(out);
-        }
+        self.properties.encode_for(v, out);
         for c in &self.reasons {
             out.put_u8(c.0);
         }
@@ -220,11 +199,7 @@ pub struct Unsubscribe {
 impl Unsubscribe {
     pub(crate) fn decode(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = nonzero_packet_id(r)?;
-        let properties = if v.is_v5() {
-            Properties::decode(r, allowed::UNSUBSCRIBE)?
-        } else {
-            Properties::default()
-        };
+        let properties = Properties::decode_for(r, v, allowed::UNSUBSCRIBE)?;
         let mut filters = Vec::new();
         while r.remaining() > 0 {
             filters.push(r.string()?);
@@ -242,11 +217,7 @@ impl Unsubscribe {
     }
 
     pub(crate) fn encoded_len(&self, v: ProtocolVersion) -> usize {
-        let props = if v.is_v5() {
-            self.properties.encoded_len()
-        } else {
-            0
-        };
+        let props = self.properties.encoded_len_for(v);
         2 + props
             + self
                 .filters
@@ -257,9 +228,7 @@ impl Unsubscribe {
 
     pub(crate) fn encode(&self, v: ProtocolVersion, out: &mut BytesMut) {
         out.put_u16(self.packet_id);
-        if v.is_v5() {
-            self.properties.encode(out);
-        }
+        self.properties.encode_for(v, out);
         for f in &self.filters {
             put_binary(out, f.as_bytes());
         }

@@ -18,7 +18,12 @@ use strata_mqtt::codec::{self as codec, Ack, Packet, ProtocolVersion, Publish, Q
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use super::report::Latency;
+use super::report::{Latency, cpu_of};
+
+/// CPU seconds the broker process has used.
+fn broker_cpu(pid: u32) -> Option<f64> {
+    cpu_of(&pid.to_string()).map(|d| d.as_secs_f64())
+}
 use client::BenchClient;
 
 /// Load shapes.
@@ -88,15 +93,6 @@ fn qos(n: u8) -> QoS {
         1 => QoS::AtLeastOnce,
         _ => QoS::ExactlyOnce,
     }
-}
-
-/// CPU seconds a process has used, from `/proc/PID/stat` (utime + stime, USER_HZ = 100).
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
 
 struct Shared {
@@ -447,7 +443,7 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
         )));
     }
     let _ = ready.acquire_many(subs.len() as u32).await?;
-    let cpu0 = args.pid.and_then(process_cpu_seconds);
+    let cpu0 = args.pid.and_then(broker_cpu);
     let bar = ProgressBar::new(expected_total);
     let ticker = {
         let (bar, shared) = (bar.clone(), shared.clone());
@@ -495,7 +491,7 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
         .duration_since(start)
         .as_secs_f64()
         .max(1e-9);
-    let cpu = match (args.pid.and_then(process_cpu_seconds), cpu0) {
+    let cpu = match (args.pid.and_then(broker_cpu), cpu0) {
         (Some(b), Some(a)) => Some(b - a),
         _ => None,
     };
