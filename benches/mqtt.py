@@ -142,8 +142,8 @@ def main():
         for name, start in brokers:
             with running(start) as (port, pid):
                 for label, args in SCENARIOS:
-                    args = [x.replace("MSG1000", str(max(a.messages // 1000, 100)))
-                            .replace("MSG100", str(max(a.messages // 100, 100))) for x in args]
+                    args = [x.replace("MSG1000", str(max(a.messages * 5 // 1000, 100)))
+                            .replace("MSG100", str(max(a.messages * 5 // 100, 100))) for x in args]
                     if "--messages" not in args:
                         args += ["--messages", str(a.messages)]
                     r = bench(strata, port, pid, *args)

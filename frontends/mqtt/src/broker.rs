@@ -2,6 +2,10 @@
 //! pending wills; and routing a message to every session that should get it.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Maps on the routing path: client ids are hashed for every delivery, so with foldhash
+/// (fast, and seeded per process so client-chosen ids cannot force collisions).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,7 +54,7 @@ pub struct Broker {
     pub limits: TopicLimits,
     /// Metrics.
     pub metrics: MqttMetrics,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    sessions: Mutex<FastMap<Arc<str>, Arc<Session>>>,
     subs: RwLock<SubscriptionTree<Arc<str>, Subscription>>,
     shared: RwLock<SubscriptionTree<Arc<str>, SharedGroup>>,
     retained: RwLock<BTreeMap<String, Arc<Message>>>,
@@ -73,7 +77,7 @@ impl Broker {
             },
             config,
             metrics,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(FastMap::default()),
             subs: RwLock::new(SubscriptionTree::new()),
             shared: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(BTreeMap::new()),
@@ -320,7 +324,7 @@ impl Broker {
             }
             self.metrics.retained.set(retained.len() as i64);
         }
-        let mut targets: HashMap<Arc<str>, Outgoing> = HashMap::new();
+        let mut targets: FastMap<Arc<str>, Outgoing> = FastMap::default();
         let mut add = |client: &Arc<str>, sub: &Subscription| {
             if sub.options.no_local && message.publisher.as_deref() == Some(&**client) {
                 return;

@@ -151,12 +151,7 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
 
 fn publish_sys(broker: &Broker) {
     let m = &broker.metrics;
-    let sum = |v: &prometheus::IntCounterVec| {
-        ["0", "1", "2"]
-            .iter()
-            .map(|q| v.with_label_values(&[q]).get())
-            .sum::<u64>()
-    };
+    let sum = |v: &[prometheus::IntCounter; 3]| v.iter().map(|c| c.get()).sum::<u64>();
     let (sessions, connected) = broker.session_counts();
     let values: [(&str, String); 10] = [
         ("version", format!("strata {}", env!("CARGO_PKG_VERSION"))),

@@ -181,10 +181,17 @@ impl SessionState {
         }
     }
 
-    /// Takes queued messages to send now, with at most `limit` QoS 1/2 messages in flight.
-    /// Expired messages are dropped. Returns `(packet id, delivery)` pairs.
-    pub fn take_sendable(&mut self, limit: usize, now: Instant) -> Vec<(Option<u16>, Outgoing)> {
+    /// Takes queued messages to send now, with at most `limit` QoS 1/2 messages in flight
+    /// and about `budget` bytes of topics and payloads (at least one message). Expired
+    /// messages are dropped. Returns `(packet id, delivery)` pairs.
+    pub fn take_sendable(
+        &mut self,
+        limit: usize,
+        now: Instant,
+        budget: usize,
+    ) -> Vec<(Option<u16>, Outgoing)> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         while let Some(front) = self.queue.front() {
             if front.message.expired(now) {
                 self.queue.pop_front();
@@ -193,6 +200,10 @@ impl SessionState {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= limit {
                 break;
             }
+            if bytes >= budget {
+                break;
+            }
+            bytes += front.message.topic.len() + front.message.payload.len();
             let Some(o) = self.queue.pop_front() else {
                 break;
             };
@@ -214,6 +225,13 @@ impl SessionState {
             out.push((Some(id), o));
         }
         out
+    }
+
+    /// True when `take_sendable` with the same `limit` would return something.
+    pub fn can_send(&self, limit: usize) -> bool {
+        self.queue
+            .front()
+            .is_some_and(|f| f.qos == QoS::AtMostOnce || self.inflight.len() < limit)
     }
 
     /// PUBACK received: true when it matched a QoS 1 message in flight.
@@ -335,20 +353,22 @@ mod tests {
             s.enqueue(out(QoS::AtLeastOnce), 100);
         }
         let now = Instant::now();
-        let sent = s.take_sendable(2, now);
+        let sent = s.take_sendable(2, now, usize::MAX);
         assert_eq!(sent.len(), 2);
         assert_eq!(s.queue.len(), 3);
         let id = sent[0].0.unwrap_or(0);
         assert!(s.on_puback(id));
         assert!(!s.on_puback(id), "a second PUBACK matches nothing");
-        assert_eq!(s.take_sendable(2, now).len(), 1);
+        assert_eq!(s.take_sendable(2, now, usize::MAX).len(), 1);
     }
 
     #[test]
     fn qos2_flow() {
         let mut s = SessionState::default();
         s.enqueue(out(QoS::ExactlyOnce), 10);
-        let id = s.take_sendable(10, Instant::now())[0].0.unwrap_or(0);
+        let id = s.take_sendable(10, Instant::now(), usize::MAX)[0]
+            .0
+            .unwrap_or(0);
         assert!(!s.on_pubcomp(id), "PUBCOMP before PUBREC");
         assert!(s.on_pubrec(id, false));
         assert!(
@@ -380,7 +400,7 @@ mod tests {
         s.enqueue(out(QoS::AtLeastOnce), 10);
         s.enqueue(out(QoS::AtLeastOnce), 10);
         let ids: Vec<_> = s
-            .take_sendable(10, Instant::now())
+            .take_sendable(10, Instant::now(), usize::MAX)
             .into_iter()
             .map(|x| x.0)
             .collect();

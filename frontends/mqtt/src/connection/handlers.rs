@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Accepted, Conn, End, qos_label};
+use super::{Accepted, Conn, End};
 use crate::codec::{
     Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe,
@@ -100,10 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         mut p: Publish,
     ) -> Result<Option<Accepted>, ReasonCode> {
         let metrics = &self.broker.metrics;
-        metrics
-            .messages_in
-            .with_label_values(&[qos_label(p.qos)])
-            .inc();
+        metrics.messages_in[p.qos as usize].inc();
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
                 return Err(ReasonCode::TOPIC_ALIAS_INVALID);

@@ -27,6 +27,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// traffic needs, so idle connections stay small.
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
+/// About how many bytes of deliveries are encoded before they are written.
+const WRITE_CHUNK: usize = 32 * 1024;
+/// Chunks written in a row before the connection looks at its input again.
+const PUMP_CHUNKS: usize = 16;
 /// Reserved for the CONNECT and a first burst.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -320,14 +324,6 @@ fn partition_for(client: &str, store: Option<&strata_journal::Stream>) -> u32 {
     (h.finish() % n) as u32
 }
 
-fn qos_label(q: QoS) -> &'static str {
-    match q {
-        QoS::AtMostOnce => "0",
-        QoS::AtLeastOnce => "1",
-        QoS::ExactlyOnce => "2",
-    }
-}
-
 /// 64 random bits for assigned client identifiers: `RandomState` is seeded randomly per
 /// instance, so hashing anything with a fresh one gives an unpredictable value.
 fn rand_id() -> u64 {
@@ -460,14 +456,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Moves queued deliveries into the write buffer, within the in-flight window.
-    fn pump(&mut self) {
+    /// Moves queued deliveries into the write buffer, within the in-flight window and
+    /// about `WRITE_CHUNK` bytes, so a backlog never grows the buffer past that. True when
+    /// more could be sent right away.
+    fn pump(&mut self) -> bool {
         let limit = self
             .client_receive_max
             .min(usize::from(self.broker.config.max_inflight))
             .max(1);
         let now = Instant::now();
-        let ready = self.session.state.lock().take_sendable(limit, now);
+        let (ready, more) = {
+            let mut state = self.session.state.lock();
+            let ready = state.take_sendable(limit, now, WRITE_CHUNK);
+            let more = !ready.is_empty() && state.can_send(limit);
+            (ready, more)
+        };
+        let mut sent = [0u64; 3];
         for (id, out) in ready {
             if !self.put_publish(&out, id, false, now) {
                 // Larger than the client accepts: discarded [MQTT-3.1.2-25].
@@ -481,19 +485,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .inc();
                 continue;
             }
-            self.broker
-                .metrics
-                .messages_out
-                .with_label_values(&[qos_label(out.qos)])
-                .inc();
+            sent[out.qos as usize] += 1;
         }
+        for (counter, n) in self.broker.metrics.messages_out.iter().zip(sent) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+        more
+    }
+
+    /// Writes queued deliveries chunk by chunk. After `PUMP_CHUNKS` chunks it wakes itself
+    /// and returns, so the connection reads its input between the chunks of a long backlog.
+    async fn pump_and_flush(&mut self) -> bool {
+        for _ in 0..PUMP_CHUNKS {
+            let more = self.pump();
+            if !self.flush().await {
+                return false;
+            }
+            if !more {
+                return true;
+            }
+        }
+        self.session.wake.notify_one();
+        true
     }
 
     async fn main_loop(&mut self, attached: &Attached, shutdown: &mut Shutdown) -> End {
         let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
         loop {
-            self.pump();
-            if !self.flush().await {
+            if !self.pump_and_flush().await {
                 return End::Abnormal;
             }
             let keep_alive = async {

@@ -69,13 +69,29 @@ impl BenchClient {
     /// The next packet from the broker.
     pub async fn next(&mut self) -> anyhow::Result<Packet> {
         loop {
-            if let Some(p) = codec::decode(&mut self.rbuf, Some(ProtocolVersion::V311), MAX)? {
+            if let Some(p) = self.buffered()? {
                 return Ok(p);
             }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
-                bail!("broker closed the connection");
-            }
+            self.fill().await?;
         }
+    }
+
+    /// The next packet already read, if a whole one is buffered.
+    pub fn buffered(&mut self) -> anyhow::Result<Option<Packet>> {
+        Ok(codec::decode(
+            &mut self.rbuf,
+            Some(ProtocolVersion::V311),
+            MAX,
+        )?)
+    }
+
+    /// Reads once from the broker, whatever has arrived (up to 64 KiB).
+    pub async fn fill(&mut self) -> anyhow::Result<()> {
+        self.rbuf.reserve(64 * 1024);
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            bail!("broker closed the connection");
+        }
+        Ok(())
     }
 
     /// Subscribes and waits for the SUBACK.
