@@ -99,7 +99,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut rbuf = BytesMut::new();
     let max = broker.config.max_packet_size as usize;
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    // The phases before and after the main loop run boxed: a future is as large as its
+    // largest state, and every idle connection would carry their states otherwise.
+    let first = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             match codec::decode(&mut rbuf, None, max) {
                 Ok(Some(Packet::Connect(c))) => return Ok(c),
@@ -117,7 +119,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(_) => {}
             }
         }
-    })
+    }))
     .await;
     let connect = match first {
         Ok(Ok(c)) => c,
@@ -155,7 +157,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    let Some((conn, attached)) = handshake(stream, broker.clone(), rbuf, *connect).await else {
+    let Some((conn, attached)) = Box::pin(handshake(stream, broker.clone(), rbuf, *connect)).await
+    else {
         return;
     };
     broker.metrics.connections.inc();
@@ -339,7 +342,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &mut Shutdown,
 ) {
     let end = conn.main_loop(&attached, shutdown).await;
-    conn.linger().await;
+    Box::pin(conn.linger()).await;
     let broker = conn.broker.clone();
     let session = conn.session.clone();
     let shared = session.state.lock().take_shared();
@@ -385,7 +388,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn linger(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
-        let mut scratch = [0u8; 4096];
+        // Read into the heap, not a local array: a local lives in every connection's
+        // future, idle or not.
+        let mut scratch = vec![0u8; 4096];
         let drain = async {
             while let Ok(n) = self.stream.read(&mut scratch).await {
                 if n == 0 {
@@ -543,7 +548,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     }
                     deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
-                    if let Some(end) = self.drain_packets().await {
+                    // Boxed: it holds a journal append while it waits, which idle
+                    // connections need no room for.
+                    if let Some(end) = Box::pin(self.drain_packets()).await {
                         let _ = self.flush().await;
                         return end;
                     }
@@ -680,5 +687,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .inc();
         self.disconnect_with(reason);
         End::Abnormal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection's task holds this future for its whole life, so its size is part of
+    /// the memory of each idle connection (4 KiB per connection more when a 4 KiB read
+    /// array was a local of an async fn).
+    #[test]
+    fn the_connection_future_stays_small() {
+        let broker = std::sync::Arc::new(crate::broker::Broker::new(
+            crate::config::MqttConfig::default(),
+            crate::metrics::MqttMetrics::new(&prometheus::Registry::new()),
+            None,
+        ));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let future = super::serve(
+            tokio::io::empty(),
+            broker,
+            strata_frontend::Shutdown::new(rx),
+        );
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 2048, "connection future is {size} bytes");
     }
 }
