@@ -23,9 +23,9 @@ def packet(first, body):
     return bytes([first]) + varint(len(body)) + body
 
 
-def connect(client_id="raw", props=b"", v5=True, keep_alive=60):
+def connect(client_id="raw", props=b"", v5=True, keep_alive=60, clean=True):
     level = 5 if v5 else 4
-    body = s("MQTT") + bytes([level, 0x02]) + keep_alive.to_bytes(2, "big")
+    body = s("MQTT") + bytes([level, 0x02 if clean else 0x00]) + keep_alive.to_bytes(2, "big")
     if v5:
         body += varint(len(props)) + props
     body += s(client_id)
@@ -38,6 +38,30 @@ def publish(topic, payload, qos=0, packet_id=1, props=b""):
         body += packet_id.to_bytes(2, "big")
     body += varint(len(props)) + props + payload
     return packet(0x30 | (qos << 1), body)
+
+
+def subscribe(topic, qos, packet_id=1, v5=True):
+    body = packet_id.to_bytes(2, "big") + (b"\x00" if v5 else b"") + s(topic) + bytes([qos])
+    return packet(0x82, body)
+
+
+def ack(kind, packet_id):
+    """PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70), 3.1.1 form."""
+    return packet(kind, packet_id.to_bytes(2, "big"))
+
+
+def parse_publish(first, body, v5=True):
+    """(dup, qos, topic, packet id, payload) of a PUBLISH."""
+    qos = (first >> 1) & 3
+    n = int.from_bytes(body[:2], "big")
+    topic, rest = body[2:2 + n].decode(), body[2 + n:]
+    packet_id = None
+    if qos:
+        packet_id, rest = int.from_bytes(rest[:2], "big"), rest[2:]
+    if v5:
+        plen = rest[0]  # short property lists only
+        rest = rest[1 + plen:]
+    return bool(first & 0x08), qos, topic, packet_id, rest
 
 
 class Raw:

@@ -6,7 +6,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import DEADLINE, Client
-from raw import Raw
+from raw import Raw, ack, parse_publish, subscribe
 
 
 def test_persistent_session_311_queues_while_offline(node):
@@ -26,6 +26,52 @@ def test_persistent_session_311_queues_while_offline(node):
     flags, rc, _ = s3.connect()
     assert not flags.session_present
     s3.close()
+    p.close()
+
+
+def test_unacknowledged_messages_are_resent_with_dup_on_reconnect(node):
+    """[MQTT-4.4.0-1], [MQTT-3.3.1-1]: on a resumed session, unacknowledged PUBLISH packets
+    are resent with DUP set and their original packet ids, and a PUBREL whose PUBCOMP
+    never came is resent, in the original order."""
+    a = Raw(node.port)
+    assert a.connect(client_id="resend", v5=False, clean=False)[1] == 0
+    a.send(subscribe("r/1", 2, v5=False))
+    assert a.read_packet()[0] == 0x90
+    p = Client(node.port, v5=False)
+    p.publish("r/1", b"m1", 1)
+    p.publish("r/1", b"m2", 2)
+    p.publish("r/1", b"m3", 2)
+    got = []
+    for _ in range(3):
+        first, body = a.read_packet()
+        assert first >> 4 == 3
+        got.append(parse_publish(first, body, v5=False))
+    assert [(g[0], g[1], g[4]) for g in got] == [(False, 1, b"m1"), (False, 2, b"m2"), (False, 2, b"m3")]
+    ids = [g[3] for g in got]
+    assert len(set(ids)) == 3 and 0 not in ids
+    # m3 gets as far as PUBREC / PUBREL; m1 and m2 are never acknowledged.
+    a.send(ack(0x50, ids[2]))
+    assert a.read_packet() == (0x62, ids[2].to_bytes(2, "big"))
+    a.close()
+
+    b = Raw(node.port)
+    connack = b.connect(client_id="resend", v5=False, clean=False)
+    assert connack == b"\x01\x00"  # session present
+    first, body = b.read_packet()
+    assert parse_publish(first, body, v5=False) == (True, 1, "r/1", ids[0], b"m1")
+    first, body = b.read_packet()
+    assert parse_publish(first, body, v5=False) == (True, 2, "r/1", ids[1], b"m2")
+    assert b.read_packet() == (0x62, ids[2].to_bytes(2, "big"))
+    # Completing every flow leaves nothing more to resend.
+    b.send(ack(0x40, ids[0]) + ack(0x50, ids[1]))
+    assert b.read_packet() == (0x62, ids[1].to_bytes(2, "big"))
+    b.send(ack(0x70, ids[1]) + ack(0x70, ids[2]))
+    b.close()
+    c = Raw(node.port)
+    assert c.connect(client_id="resend", v5=False, clean=False) == b"\x01\x00"
+    c.send(bytes([0xC0, 0x00]))  # PINGREQ: the next packet must be its PINGRESP
+    assert c.read_packet()[0] == 0xD0
+    c.close()
     p.close()
 
 
