@@ -18,9 +18,11 @@ use crate::codec::{QoS, RetainHandling};
 use crate::config::MqttConfig;
 use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
+use crate::persist::{Persist, SessionRecord};
 use crate::session::{ConnectionLink, Enqueued, Session, Subscription};
 use crate::topic::{TopicLimits, matches, parse_filter};
 use crate::trie::SubscriptionTree;
+use strata_frontend::kv::KvError;
 
 /// Members of one shared subscription (`$share/{group}/{filter}`), served round robin.
 #[derive(Debug, Default)]
@@ -65,6 +67,8 @@ pub struct Broker {
     pub started: Instant,
     /// Where messages that must be kept are appended before they are acknowledged.
     pub store: Option<Arc<Stream>>,
+    /// Where persistent sessions and retained messages are kept across restarts.
+    persist: Option<Persist>,
 }
 
 impl Broker {
@@ -85,6 +89,71 @@ impl Broker {
             generation: AtomicU64::new(0),
             started: Instant::now(),
             store,
+            persist: None,
+        }
+    }
+
+    /// Keeps persistent sessions and retained messages in `persist`, and loads what it
+    /// holds: sessions whose expiry has not passed (disconnected, with their
+    /// subscriptions) and retained messages that have not expired. Returns how many
+    /// sessions and retained messages were loaded.
+    pub fn recover(&mut self, persist: Persist) -> Result<(usize, usize), KvError> {
+        let now = Instant::now();
+        let mut sessions = 0;
+        for (client_id, record) in persist.sessions()? {
+            if record.expired() {
+                persist.delete_session(&client_id)?;
+                continue;
+            }
+            let session = Arc::new(Session::new(Arc::from(client_id.as_str())));
+            {
+                let mut st = session.state.lock();
+                st.expiry_secs = record.expiry_secs;
+                st.disconnected_at =
+                    Some(now.checked_sub(record.disconnected_for()).unwrap_or(now));
+            }
+            self.sessions
+                .lock()
+                .insert(session.client_id.clone(), session.clone());
+            for (filter, sub) in record.subscriptions() {
+                self.subscribe(&session, &filter, sub);
+            }
+            sessions += 1;
+        }
+        self.metrics.sessions.set(self.sessions.lock().len() as i64);
+        let retained = persist.retained()?;
+        let count = retained.len();
+        {
+            let mut map = self.retained.write();
+            for m in retained {
+                map.insert(m.topic.clone(), Arc::new(m));
+            }
+            self.metrics.retained.set(map.len() as i64);
+        }
+        self.persist = Some(persist);
+        Ok((sessions, count))
+    }
+
+    /// Writes the session's durable part (expiry, subscriptions, when it was left) to the
+    /// store, or removes it when the session does not outlive its connection. Writes of
+    /// one session are serialized and each takes the state as it is when it runs, so the
+    /// last write always holds the latest state.
+    pub fn save_session(&self, session: &Session) {
+        let Some(persist) = &self.persist else {
+            return;
+        };
+        let _serial = session.saving.lock();
+        let record = {
+            let st = session.state.lock();
+            (st.expiry_secs > 0).then(|| SessionRecord::of(&st))
+        };
+        let result = match record {
+            Some(r) => persist.save_session(&session.client_id, &r),
+            None => persist.delete_session(&session.client_id),
+        };
+        if let Err(e) = result {
+            self.metrics.errors.with_label_values(&["kv_write"]).inc();
+            tracing::error!(client_id = %session.client_id, error = %e, "session not saved");
         }
     }
 
@@ -126,6 +195,7 @@ impl Broker {
         if let Some(old) = old {
             old.kick.notify_one();
         }
+        self.save_session(&session);
         Attached {
             session,
             present,
@@ -171,6 +241,8 @@ impl Broker {
         }
         if expired {
             self.end_session(&session.client_id);
+        } else {
+            self.save_session(session);
         }
     }
 
@@ -183,6 +255,10 @@ impl Broker {
         };
         if let Some(s) = removed {
             self.drop_subscriptions(&s);
+        }
+        if let Some(Err(e)) = self.persist.as_ref().map(|p| p.delete_session(client_id)) {
+            self.metrics.errors.with_label_values(&["kv_write"]).inc();
+            tracing::error!(client_id, error = %e, "ended session not removed from the store");
         }
     }
 
@@ -323,6 +399,10 @@ impl Broker {
                 retained.insert(message.topic.clone(), message.clone());
             }
             self.metrics.retained.set(retained.len() as i64);
+            if let Some(Err(e)) = self.persist.as_ref().map(|p| p.save_retained(&message)) {
+                self.metrics.errors.with_label_values(&["kv_write"]).inc();
+                tracing::error!(topic = %message.topic, error = %e, "retained message not saved");
+            }
         }
         let mut targets: FastMap<Arc<str>, Outgoing> = FastMap::default();
         let mut add = |client: &Arc<str>, sub: &Subscription| {

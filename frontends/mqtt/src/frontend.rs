@@ -16,6 +16,7 @@ use crate::codec::{Properties, QoS};
 use crate::config::MqttConfig;
 use crate::message::Message;
 use crate::metrics::MqttMetrics;
+use crate::persist::{self, Persist};
 use crate::{connection, store, websocket};
 
 /// The MQTT frontend.
@@ -49,11 +50,24 @@ impl Frontend for MqttFrontend {
         };
         ctx.ready();
         let store = open_store(&ctx, self.config.journal_partitions).await?;
-        let broker = Arc::new(Broker::new(
+        let mut broker = Broker::new(
             self.config.clone(),
             MqttMetrics::new(&ctx.registry),
             Some(store),
-        ));
+        );
+        let space = ctx.kv.space(persist::SPACE).map_err(fail)?;
+        // Reading every stored session is synchronous RocksDB work: off the async workers.
+        let broker = tokio::task::spawn_blocking(move || {
+            let loaded = broker.recover(Persist::new(space));
+            loaded.map(|(sessions, retained)| {
+                tracing::info!(sessions, retained, "mqtt state recovered");
+                broker
+            })
+        })
+        .await
+        .map_err(fail)?
+        .map_err(fail)?;
+        let broker = Arc::new(broker);
         let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -129,6 +143,10 @@ async fn accept_ws(
 }
 
 /// Once a second: due wills and expired sessions; every `sys_interval_secs`: `$SYS`.
+fn fail(e: impl std::fmt::Display) -> FrontendError {
+    FrontendError::Failed(format!("mqtt: cannot recover sessions: {e}"))
+}
+
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let sys_every = broker.config.sys_interval_secs;

@@ -8,6 +8,7 @@ mod connection;
 mod frontend;
 pub mod message;
 pub mod metrics;
+pub mod persist;
 pub mod session;
 pub mod store;
 pub mod topic;

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+pub mod kv;
+
 use async_trait::async_trait;
 use strata_journal::Journal;
 use tokio::sync::{mpsc, watch};
@@ -12,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 pub struct NodeContext {
     /// The storage engine.
     pub journal: Journal,
+    /// The node's key-value store (RocksDB under `<data_dir>/kv`).
+    pub kv: kv::KvStore,
     /// The registry behind the node's `/metrics`.
     pub registry: prometheus::Registry,
     /// Where a frontend reports its listeners, so the node can log and announce them.

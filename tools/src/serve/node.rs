@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use prometheus::Registry;
+use strata_frontend::kv::KvStore;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
-use strata_journal::{Journal, JournalOptions};
+use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,9 +43,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let journal = open_journal(&config, metrics.registry().clone()).await?;
     let maintenance = journal.start_maintenance();
+    let kv = match open_kv(&config).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            let _ = close_journal(&journal, maintenance).await;
+            return Err(e);
+        }
+    };
 
     let (stop, stopping) = watch::channel(false);
-    let served = match start_frontends(&config, &journal, metrics.registry(), stopping).await {
+    let started = start_frontends(&config, &journal, &kv, metrics.registry(), stopping).await;
+    let served = match started {
         Ok(mut frontends) => {
             let served =
                 serve_admin(config.admin.listen, metrics, &mut signals, &mut frontends).await;
@@ -55,6 +64,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Err(e) => Err(e),
     };
     let closed = close_journal(&journal, maintenance).await;
+    let closed = closed.and(kv.flush().context("cannot flush the key-value store"));
     match (served, closed) {
         (Ok(()), Ok(())) => {
             info!("stopped cleanly");
@@ -87,6 +97,18 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
     Ok(journal)
 }
 
+/// Opens the key-value store under `<data_dir>/kv`; its writes are fsynced when the
+/// journal's default is `fsync = always`.
+async fn open_kv(config: &NodeConfig) -> anyhow::Result<KvStore> {
+    let dir = config.node.data_dir.join("kv");
+    let sync = config.journal.fsync == FsyncPolicy::Always;
+    let path = dir.clone();
+    tokio::task::spawn_blocking(move || KvStore::open(&path, sync))
+        .await
+        .context("key-value store open task failed")?
+        .with_context(|| format!("cannot open the key-value store in {}", dir.display()))
+}
+
 type Frontends = JoinSet<Result<(), FrontendError>>;
 
 /// Starts every frontend the configuration enables and waits until each has bound its
@@ -94,12 +116,14 @@ type Frontends = JoinSet<Result<(), FrontendError>>;
 async fn start_frontends(
     config: &NodeConfig,
     journal: &Journal,
+    kv: &KvStore,
     registry: &Registry,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<Frontends> {
     let (events, mut announced) = mpsc::unbounded_channel();
     let ctx = NodeContext {
         journal: journal.clone(),
+        kv: kv.clone(),
         registry: registry.clone(),
         events,
     };

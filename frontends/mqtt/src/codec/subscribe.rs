@@ -35,7 +35,7 @@ pub struct SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
-    fn decode(byte: u8, v: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(byte: u8, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let reserved = if v.is_v5() { 0xC0 } else { 0xFC };
         if byte & reserved != 0 {
             return Err(DecodeError::malformed(
@@ -56,7 +56,7 @@ impl SubscriptionOptions {
         })
     }
 
-    fn byte(&self, v: ProtocolVersion) -> u8 {
+    pub(crate) fn byte(&self, v: ProtocolVersion) -> u8 {
         let mut b = self.qos as u8;
         if v.is_v5() {
             b |= u8::from(self.no_local) << 2 | u8::from(self.retain_as_published) << 3;

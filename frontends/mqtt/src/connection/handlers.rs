@@ -215,6 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             retained.extend(self.broker.retained_for(raw, &sub, new));
             reasons.push(ReasonCode(options.qos as u8));
         }
+        self.broker.save_session(&self.session);
         self.put(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             reasons,
@@ -238,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             })
             .collect();
+        self.broker.save_session(&self.session);
         self.put(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reasons,

@@ -1,0 +1,291 @@
+//! What the MQTT frontend keeps in the node's key-value store (namespace `mqtt`) so that a
+//! restart resumes every persistent session and serves every retained message:
+//!
+//! - `s/<client id>`: a persistent session (session expiry > 0): its expiry interval, when
+//!   its connection ended (wall clock) and its subscriptions, as JSON.
+//! - `r/<topic>`: the retained message of a topic, replaced in place (so the store keeps
+//!   one per topic): when it was stored (wall clock, for its expiry), its publisher and the
+//!   message as an MQTT 5 PUBLISH packet, the frontend's own codec.
+//!
+//! Every write reaches RocksDB's write-ahead log before the call returns (so it survives
+//! a process crash); with the journal's `fsync = always` the log is fsynced as well.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use strata_frontend::kv::{KvError, KvSpace};
+use strata_journal::now_ms;
+
+use crate::codec::{self, Packet, ProtocolVersion, PublishRef, SubscriptionOptions};
+use crate::message::Message;
+use crate::session::{SessionState, Subscription};
+
+/// Namespace of the frontend in the key-value store.
+pub const SPACE: &str = "mqtt";
+
+const SESSION: &[u8] = b"s/";
+const RETAINED: &[u8] = b"r/";
+
+/// A persistent session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session expiry interval in seconds (`u32::MAX`: never).
+    pub expiry_secs: u32,
+    /// Wall-clock milliseconds when its connection ended; `None` while connected.
+    pub disconnected_ms: Option<u64>,
+    /// Subscriptions: filter (with any `$share/` prefix), options byte (MQTT 5 layout),
+    /// subscription identifier.
+    pub subscriptions: Vec<(String, u8, Option<u32>)>,
+}
+
+impl SessionRecord {
+    /// The record of `state`; `disconnected_at` is turned into wall-clock time.
+    pub fn of(state: &SessionState) -> Self {
+        let disconnected_ms = state.disconnected_at.map(|t| {
+            let ago = Instant::now().saturating_duration_since(t);
+            wall_ms().saturating_sub(ago.as_millis() as u64)
+        });
+        let mut subscriptions: Vec<_> = state
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), s.options.byte(ProtocolVersion::V5), s.id))
+            .collect();
+        subscriptions.sort();
+        SessionRecord {
+            expiry_secs: state.expiry_secs,
+            disconnected_ms,
+            subscriptions,
+        }
+    }
+
+    /// The subscriptions, decoded; a damaged entry is skipped.
+    pub fn subscriptions(&self) -> Vec<(String, Subscription)> {
+        self.subscriptions
+            .iter()
+            .filter_map(|(f, b, id)| {
+                let options = SubscriptionOptions::decode(*b, ProtocolVersion::V5).ok()?;
+                Some((f.clone(), Subscription { options, id: *id }))
+            })
+            .collect()
+    }
+
+    /// How long ago its connection ended, as of now; a session that was connected when the
+    /// node stopped counts as disconnected from now.
+    pub fn disconnected_for(&self) -> Duration {
+        self.disconnected_ms
+            .map(|ms| Duration::from_millis(wall_ms().saturating_sub(ms)))
+            .unwrap_or_default()
+    }
+
+    /// True when the session's expiry interval has passed.
+    pub fn expired(&self) -> bool {
+        self.expiry_secs != u32::MAX
+            && self.disconnected_for() >= Duration::from_secs(u64::from(self.expiry_secs))
+    }
+}
+
+/// The frontend's view of the key-value store.
+#[derive(Debug, Clone)]
+pub struct Persist {
+    space: KvSpace,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn wall_ms() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
+}
+
+fn key(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl Persist {
+    /// Uses `space` (the frontend's namespace).
+    pub fn new(space: KvSpace) -> Self {
+        Persist { space }
+    }
+
+    /// Stores the session of `client_id`.
+    pub fn save_session(&self, client_id: &str, record: &SessionRecord) -> Result<(), KvError> {
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        self.space.put(&key(SESSION, client_id), &json)
+    }
+
+    /// Forgets the session of `client_id`.
+    pub fn delete_session(&self, client_id: &str) -> Result<(), KvError> {
+        self.space.delete(&key(SESSION, client_id))
+    }
+
+    /// Every stored session; records that cannot be read are reported and skipped.
+    pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, KvError> {
+        let mut out = Vec::new();
+        for (k, v) in self.space.scan_prefix(SESSION)? {
+            let id = String::from_utf8_lossy(&k[SESSION.len()..]).into_owned();
+            match serde_json::from_slice(&v) {
+                Ok(r) => out.push((id, r)),
+                Err(e) => {
+                    tracing::warn!(client_id = %id, error = %e, "unreadable session record skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores `m` as the retained message of its topic, or clears the topic's when its
+    /// payload is empty.
+    pub fn save_retained(&self, m: &Message) -> Result<(), KvError> {
+        let k = key(RETAINED, &m.topic);
+        if m.payload.is_empty() {
+            return self.space.delete(&k);
+        }
+        self.space.put(&k, &encode_message(m, Instant::now()))
+    }
+
+    /// Every stored retained message that has not expired.
+    pub fn retained(&self) -> Result<Vec<Message>, KvError> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (k, v) in self.space.scan_prefix(RETAINED)? {
+            match decode_message(&v, now) {
+                Some(m) => out.push(m),
+                None => {
+                    let topic = String::from_utf8_lossy(&k[RETAINED.len()..]).into_owned();
+                    tracing::debug!(topic = %topic, "stored retained message expired or unreadable");
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `m` as stored: 8 bytes of wall-clock milliseconds, the publisher (2-byte length, then
+/// UTF-8; length 0xFFFF for none) and the message as an MQTT 5 PUBLISH packet whose
+/// message expiry interval is what remained at `now`.
+pub fn encode_message(m: &Message, now: Instant) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&wall_ms().to_be_bytes());
+    match &m.publisher {
+        Some(p) if p.len() < 0xFFFF => {
+            out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            out.extend_from_slice(p.as_bytes());
+        }
+        _ => out.extend_from_slice(&0xFFFFu16.to_be_bytes()),
+    }
+    let mut properties = m.properties.clone();
+    properties.message_expiry_interval = m.remaining_expiry(now);
+    let p = PublishRef {
+        dup: false,
+        qos: m.qos,
+        retain: m.retain,
+        topic: &m.topic,
+        packet_id: (m.qos != codec::QoS::AtMostOnce).then_some(1),
+        properties: &properties,
+        payload: &m.payload,
+    };
+    // Only a message too large for any MQTT packet fails, and such a message was never
+    // accepted.
+    let _ = codec::encode_publish(&p, ProtocolVersion::V5, usize::MAX, &mut out);
+    out.to_vec()
+}
+
+/// A message stored by [`encode_message`]; `None` when it is damaged or has expired.
+pub fn decode_message(bytes: &[u8], now: Instant) -> Option<Message> {
+    let stored_ms = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = u16::from_be_bytes(bytes.get(8..10)?.try_into().ok()?);
+    let (publisher, rest) = if len == 0xFFFF {
+        (None, bytes.get(10..)?)
+    } else {
+        let end = 10 + usize::from(len);
+        let p = std::str::from_utf8(bytes.get(10..end)?).ok()?;
+        (Some(Arc::from(p)), bytes.get(end..)?)
+    };
+    let mut buf = BytesMut::from(rest);
+    let Ok(Some(Packet::Publish(p))) =
+        codec::decode(&mut buf, Some(ProtocolVersion::V5), usize::MAX)
+    else {
+        return None;
+    };
+    let elapsed = wall_ms().saturating_sub(stored_ms) / 1000;
+    let mut p = p;
+    if let Some(e) = p.properties.message_expiry_interval {
+        let left = u64::from(e).checked_sub(elapsed).filter(|l| *l > 0)?;
+        p.properties.message_expiry_interval = Some(left as u32);
+    }
+    let topic = p.topic.clone();
+    Some(Message::from_publish(p, topic, publisher, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Properties, QoS, RetainHandling};
+    use bytes::Bytes;
+
+    #[test]
+    fn messages_round_trip_with_their_properties() {
+        let now = Instant::now();
+        let m = Message {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: Properties {
+                content_type: Some("text/plain".into()),
+                user_properties: vec![("k".into(), "v".into())],
+                ..Properties::default()
+            },
+            expires_at: Some(now + Duration::from_secs(100)),
+            publisher: Some(Arc::from("pub-1")),
+        };
+        let back = decode_message(&encode_message(&m, now), now).expect("decodes");
+        assert_eq!(back.topic, m.topic);
+        assert_eq!(back.payload, m.payload);
+        assert_eq!((back.qos, back.retain), (m.qos, m.retain));
+        assert_eq!(back.properties.content_type, m.properties.content_type);
+        assert_eq!(
+            back.properties.user_properties,
+            m.properties.user_properties
+        );
+        assert_eq!(back.publisher.as_deref(), Some("pub-1"));
+        let left = back.remaining_expiry(now).expect("keeps its expiry");
+        assert!((99..=100).contains(&left), "{left}");
+        assert!(decode_message(b"\x00\x01", now).is_none());
+    }
+
+    #[test]
+    fn session_records_keep_subscriptions_and_expiry() {
+        let mut st = SessionState::default();
+        st.expiry_secs = 60;
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: true,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendIfNew,
+        };
+        st.subscriptions.insert(
+            "x/#".into(),
+            Subscription {
+                options,
+                id: Some(7),
+            },
+        );
+        let r = SessionRecord::of(&st);
+        assert_eq!(r.disconnected_ms, None);
+        let subs = r.subscriptions();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].0, "x/#");
+        assert_eq!(subs[0].1.options, options);
+        assert_eq!(subs[0].1.id, Some(7));
+        assert!(!r.expired());
+        let gone = SessionRecord {
+            expiry_secs: 1,
+            disconnected_ms: Some(wall_ms() - 5_000),
+            subscriptions: Vec::new(),
+        };
+        assert!(gone.expired());
+    }
+}
