@@ -32,12 +32,14 @@ def connect(client_id="raw", props=b"", v5=True, keep_alive=60, clean=True):
     return packet(0x10, body)
 
 
-def publish(topic, payload, qos=0, packet_id=1, props=b""):
+def publish(topic, payload, qos=0, packet_id=1, props=b"", v5=True, dup=False):
     body = s(topic)
     if qos:
         body += packet_id.to_bytes(2, "big")
-    body += varint(len(props)) + props + payload
-    return packet(0x30 | (qos << 1), body)
+    if v5:
+        body += varint(len(props)) + props
+    body += payload
+    return packet(0x30 | (qos << 1) | (0x08 if dup else 0), body)
 
 
 def subscribe(topic, qos, packet_id=1, v5=True):

@@ -2,10 +2,12 @@
 cleanly (SIGTERM) or killed (SIGKILL), then started again on the same data directory."""
 import time
 
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import Client, Node
+from raw import Raw, ack, parse_publish, publish, subscribe
 
 
 def test_persistent_sessions_and_subscriptions_survive_a_restart(tmp_path):
@@ -101,3 +103,97 @@ def test_retained_messages_and_sessions_survive_sigkill(tmp_path):
         c.close()
     finally:
         assert node.stop() == 0
+
+
+def restart(node, tmp_path, how):
+    if how == "kill":
+        node.proc.kill()
+        node.proc.wait()
+    else:
+        assert node.stop() == 0
+    return Node(tmp_path)
+
+
+@pytest.mark.parametrize("how", ["term", "kill"])
+def test_queued_and_inflight_deliveries_survive_a_restart(tmp_path, how):
+    """[MQTT-4.4.0-1] across a restart: unacknowledged QoS 1/2 PUBLISH packets come back
+    with DUP and their packet ids, a PUBREL still owed is resent, and what was queued while
+    the client was away follows, in order."""
+    node = Node(tmp_path)
+    a = Raw(node.port)
+    assert a.connect(client_id="durable", v5=False, clean=False)[1] == 0
+    a.send(subscribe("q/#", 2, v5=False))
+    assert a.read_packet()[0] == 0x90
+    p = Client(node.port, v5=False)
+    for payload, qos in ((b"m1", 1), (b"m2", 2), (b"m3", 2)):
+        p.publish("q/a", payload, qos)
+    got = [parse_publish(*a.read_packet(), v5=False) for _ in range(3)]
+    assert [(g[1], g[4]) for g in got] == [(1, b"m1"), (2, b"m2"), (2, b"m3")]
+    ids = [g[3] for g in got]
+    a.send(ack(0x50, ids[2]))  # m3 reaches PUBREL
+    assert a.read_packet() == (0x62, ids[2].to_bytes(2, "big"))
+    a.close()
+    for payload, qos in ((b"m4", 1), (b"m5", 2)):
+        p.publish("q/b", payload, qos)  # queued for the absent client
+    p.close()
+
+    node = restart(node, tmp_path, how)
+    try:
+        b = Raw(node.port)
+        assert b.connect(client_id="durable", v5=False, clean=False) == b"\x01\x00"
+        assert parse_publish(*b.read_packet(), v5=False) == (True, 1, "q/a", ids[0], b"m1")
+        assert parse_publish(*b.read_packet(), v5=False) == (True, 2, "q/a", ids[1], b"m2")
+        assert b.read_packet() == (0x62, ids[2].to_bytes(2, "big"))
+        m4 = parse_publish(*b.read_packet(), v5=False)
+        m5 = parse_publish(*b.read_packet(), v5=False)
+        assert (m4[0], m4[1], m4[2], m4[4]) == (False, 1, "q/b", b"m4")
+        assert (m5[0], m5[1], m5[2], m5[4]) == (False, 2, "q/b", b"m5")
+        b.send(ack(0x40, ids[0]) + ack(0x50, ids[1]) + ack(0x70, ids[2]) + ack(0x40, m4[3]) + ack(0x50, m5[3]))
+        assert b.read_packet() == (0x62, ids[1].to_bytes(2, "big"))
+        assert b.read_packet() == (0x62, m5[3].to_bytes(2, "big"))
+        b.send(ack(0x70, ids[1]) + ack(0x70, m5[3]))
+        b.send(bytes([0xC0, 0x00]))
+        assert b.read_packet()[0] == 0xD0
+        b.close()
+        # Every flow completed: a restart brings nothing back.
+        node = restart(node, tmp_path, how)
+        c = Raw(node.port)
+        assert c.connect(client_id="durable", v5=False, clean=False) == b"\x01\x00"
+        c.send(bytes([0xC0, 0x00]))
+        assert c.read_packet()[0] == 0xD0
+        c.close()
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("how", ["term", "kill"])
+def test_inbound_qos2_is_not_routed_twice_across_a_restart(tmp_path, how):
+    """Exactly once inbound: a PUBLISH answered with PUBREC and resent (DUP) after a restart
+    is acknowledged again but not delivered again; its PUBREL finds the packet id."""
+    node = Node(tmp_path)
+    sub = Client(node.port, v5=False, client_id="watcher", clean=False)
+    sub.subscribe("once", 2)
+    pub = Raw(node.port)
+    assert pub.connect(client_id="sender", v5=False, clean=False)[1] == 0
+    pub.send(publish("once", b"x", qos=2, packet_id=7, v5=False))
+    assert pub.read_packet() == (0x50, (7).to_bytes(2, "big"))
+    assert sub.expect()[0].payload == b"x"
+    sub.close()
+    pub.close()
+
+    node = restart(node, tmp_path, how)
+    try:
+        pub = Raw(node.port)
+        assert pub.connect(client_id="sender", v5=False, clean=False) == b"\x01\x00"
+        pub.send(publish("once", b"x", qos=2, packet_id=7, v5=False, dup=True))
+        assert pub.read_packet() == (0x50, (7).to_bytes(2, "big"))
+        pub.send(ack(0x62, 7))
+        assert pub.read_packet() == (0x70, (7).to_bytes(2, "big"))
+        pub.close()
+        sub = Client(node.port, v5=False, client_id="watcher", clean=False, connect=False)
+        flags, rc, _ = sub.connect()
+        assert flags.session_present
+        sub.expect_none()
+        sub.close()
+    finally:
+        node.stop()

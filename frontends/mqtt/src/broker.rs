@@ -18,11 +18,14 @@ use crate::codec::{QoS, RetainHandling};
 use crate::config::MqttConfig;
 use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
-use crate::persist::{Persist, SessionRecord};
-use crate::session::{ConnectionLink, Enqueued, Session, Subscription};
+use crate::persist::{self, EntryPhase, Persist, QueueEntry, SessionRecord};
+use crate::session::{
+    ConnectionLink, Enqueued, Inflight, Phase, Session, SessionState, Subscription,
+};
+use crate::store;
 use crate::topic::{TopicLimits, matches, parse_filter};
 use crate::trie::SubscriptionTree;
-use strata_frontend::kv::KvError;
+use strata_frontend::kv::{KvError, KvOp};
 
 /// Members of one shared subscription (`$share/{group}/{filter}`), served round robin.
 #[derive(Debug, Default)]
@@ -69,6 +72,14 @@ pub struct Broker {
     pub store: Option<Arc<Stream>>,
     /// Where persistent sessions and retained messages are kept across restarts.
     persist: Option<Persist>,
+    /// Store writes of durable sessions not written yet, in the order they were made.
+    pending: Mutex<Vec<KvOp>>,
+    /// Held (shared) while one publisher's group of writes is being made: a sync takes it
+    /// exclusively to cut the pending writes only between groups, so that a message's
+    /// deliveries and its publisher's inbound QoS 2 record reach the store together.
+    gate: RwLock<()>,
+    /// Serializes syncs, so that batches are written in the order they were cut.
+    writer: Mutex<()>,
 }
 
 impl Broker {
@@ -90,7 +101,54 @@ impl Broker {
             started: Instant::now(),
             store,
             persist: None,
+            pending: Mutex::new(Vec::new()),
+            gate: RwLock::new(()),
+            writer: Mutex::new(()),
         }
+    }
+
+    /// Runs `f` on the session's state and moves the store writes it made to the pending
+    /// writes, under the same lock (so writes of one key keep their order).
+    pub fn with_state<R>(&self, session: &Session, f: impl FnOnce(&mut SessionState) -> R) -> R {
+        let mut st = session.state.lock();
+        let r = f(&mut st);
+        self.collect(&mut st);
+        r
+    }
+
+    fn collect(&self, st: &mut SessionState) {
+        if !st.ops.is_empty() {
+            self.pending.lock().append(&mut st.ops);
+        }
+    }
+
+    /// Holds back syncs while a group of writes that must land together is made.
+    pub fn write_group(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.gate.read()
+    }
+
+    /// Writes every pending store write of durable sessions, in one atomic batch. Called
+    /// before anything is sent to a client, so that what a client is told (PUBACK,
+    /// PUBREC, a PUBLISH with its packet id, PUBREL) is never ahead of the store.
+    pub fn sync_durable(&self) -> Result<(), KvError> {
+        let Some(persist) = &self.persist else {
+            return Ok(());
+        };
+        if self.pending.lock().is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        let ops = {
+            let _between_groups = self.gate.write();
+            std::mem::take(&mut *self.pending.lock())
+        };
+        if ops.is_empty() {
+            return Ok(());
+        }
+        persist.write(ops).inspect_err(|e| {
+            self.metrics.errors.with_label_values(&["kv_write"]).inc();
+            tracing::error!(error = %e, "durable session state not written");
+        })
     }
 
     /// Keeps persistent sessions and retained messages in `persist`, and loads what it
@@ -100,6 +158,7 @@ impl Broker {
     pub fn recover(&mut self, persist: Persist) -> Result<(usize, usize), KvError> {
         let now = Instant::now();
         let mut sessions = 0;
+        let mut messages = StoredMessages::new(self.store.clone(), now);
         for (client_id, record) in persist.sessions()? {
             if record.expired() {
                 persist.delete_session(&client_id)?;
@@ -118,6 +177,7 @@ impl Broker {
             for (filter, sub) in record.subscriptions() {
                 self.subscribe(&session, &filter, sub);
             }
+            self.load_deliveries(&persist, &session, &mut messages)?;
             sessions += 1;
         }
         self.metrics.sessions.set(self.sessions.lock().len() as i64);
@@ -132,6 +192,74 @@ impl Broker {
         }
         self.persist = Some(persist);
         Ok((sessions, count))
+    }
+
+    /// Puts back a recovered session's queued and in-flight deliveries (resolving their
+    /// journal references) and its inbound QoS 2 packet ids. A delivery whose message
+    /// expired or is no longer in the journal is dropped, counted and removed.
+    fn load_deliveries(
+        &self,
+        persist: &Persist,
+        session: &Session,
+        messages: &mut StoredMessages,
+    ) -> Result<(), KvError> {
+        let client = session.client_id.clone();
+        let mut st = session.state.lock();
+        st.durable = Some(client.clone());
+        let mut gone = Vec::new();
+        for (key, value) in persist.scan(&persist::queue_prefix(&client))? {
+            let (Some(seq), Some(e)) = (persist::seq_of(&key), QueueEntry::decode(&value)) else {
+                gone.push(KvOp::Delete(key));
+                continue;
+            };
+            st.next_seq = st.next_seq.max(seq);
+            let message = match messages.get(e.partition, e.offset) {
+                Some(m) => m,
+                // A PUBREL still owed needs no message.
+                None if e.phase == EntryPhase::AwaitComp => messages.placeholder(),
+                None => {
+                    self.metrics.dropped.with_label_values(&["expired"]).inc();
+                    gone.push(KvOp::Delete(key));
+                    continue;
+                }
+            };
+            let out = Outgoing {
+                message,
+                qos: e.qos,
+                retain: e.retain,
+                subscription_ids: e.subscription_ids,
+                shared: e.shared,
+                seq,
+            };
+            let phase = match e.phase {
+                EntryPhase::Queued => {
+                    st.queue.push_back(out);
+                    continue;
+                }
+                EntryPhase::AwaitAck => Phase::AwaitAck,
+                EntryPhase::AwaitRec => Phase::AwaitRec,
+                EntryPhase::AwaitComp => Phase::AwaitComp,
+            };
+            st.inflight.restore(Inflight {
+                packet_id: e.packet_id,
+                out,
+                phase,
+            });
+        }
+        for (key, _) in persist.scan(&persist::incoming_prefix(&client))? {
+            if let Some(id) = key
+                .len()
+                .checked_sub(2)
+                .map(|i| u16::from_be_bytes([key[i], key[i + 1]]))
+            {
+                st.incoming_qos2.insert(id);
+            }
+        }
+        drop(st);
+        if !gone.is_empty() {
+            persist.write(gone)?;
+        }
+        Ok(())
     }
 
     /// Writes the session's durable part (expiry, subscriptions, when it was left) to the
@@ -178,11 +306,19 @@ impl Broker {
         };
         if replaced {
             self.drop_subscriptions(&session);
-            session.state.lock().clear();
+            self.with_state(&session, |st| st.clear());
         }
         let old = {
             let mut st = session.state.lock();
             st.expiry_secs = expiry_secs;
+            let durable = self.persist.is_some() && expiry_secs > 0;
+            if !durable && st.durable.is_some() {
+                st.forget_stored();
+                st.durable = None;
+            } else if durable && st.durable.is_none() {
+                st.durable = Some(session.client_id.clone());
+            }
+            self.collect(&mut st);
             st.disconnected_at = None;
             st.connection.replace(ConnectionLink {
                 generation,
@@ -255,6 +391,10 @@ impl Broker {
         };
         if let Some(s) = removed {
             self.drop_subscriptions(&s);
+            self.with_state(&s, |st| {
+                st.forget_stored();
+                st.durable = None;
+            });
         }
         if let Some(Err(e)) = self.persist.as_ref().map(|p| p.delete_session(client_id)) {
             self.metrics.errors.with_label_values(&["kv_write"]).inc();
@@ -369,6 +509,7 @@ impl Broker {
                 retain: true,
                 subscription_ids: sub.id.into_iter().collect(),
                 shared: false,
+                seq: 0,
             })
             .collect()
     }
@@ -417,6 +558,7 @@ impl Broker {
                 retain: false,
                 subscription_ids: Vec::new(),
                 shared: false,
+                seq: 0,
             });
             t.qos = t.qos.max(qos);
             t.retain |= retain;
@@ -489,10 +631,9 @@ impl Broker {
 
     /// Queues one delivery for a session and wakes its connection.
     pub fn deliver(&self, session: &Session, out: Outgoing) {
-        let result = session
-            .state
-            .lock()
-            .enqueue(out, self.config.max_queued_messages);
+        let result = self.with_state(session, |st| {
+            st.enqueue(out, self.config.max_queued_messages)
+        });
         match result {
             Enqueued::Queued => {}
             Enqueued::DroppedOldest => self
@@ -567,6 +708,74 @@ impl Broker {
 }
 
 /// The delivery of `message` through a shared subscription `sub`.
+/// Messages referenced by recovered deliveries, read from the journal once each.
+struct StoredMessages {
+    store: Option<Arc<Stream>>,
+    now: Instant,
+    found: HashMap<(u32, u64), Option<Arc<Message>>>,
+    placeholder: Option<Arc<Message>>,
+}
+
+impl StoredMessages {
+    fn new(store: Option<Arc<Stream>>, now: Instant) -> Self {
+        StoredMessages {
+            store,
+            now,
+            found: HashMap::new(),
+            placeholder: None,
+        }
+    }
+
+    /// The message at `offset` of `partition`, reading its whole batch on a miss. Runs on
+    /// a blocking thread at start-up, so it waits for the journal read in place.
+    fn get(&mut self, partition: u32, offset: u64) -> Option<Arc<Message>> {
+        if let Some(m) = self.found.get(&(partition, offset)) {
+            return m.clone();
+        }
+        let stream = self.store.as_ref()?;
+        let read = tokio::runtime::Handle::current().block_on(stream.read(partition, offset, 1));
+        match read {
+            Ok(batches) => {
+                for b in batches {
+                    let Ok(records) = b.records() else { continue };
+                    for r in records.flatten() {
+                        let m = store::message_of(&r, self.now).map(|mut m| {
+                            m.stored = Some((partition, r.offset));
+                            Arc::new(m)
+                        });
+                        self.found.insert((partition, r.offset), m);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition, offset, error = %e, "stored delivery refers to an unreadable message");
+            }
+        }
+        self.found
+            .entry((partition, offset))
+            .or_insert(None)
+            .clone()
+    }
+
+    /// A stand-in for a delivery whose PUBREL is all that is left to send.
+    fn placeholder(&mut self) -> Arc<Message> {
+        self.placeholder
+            .get_or_insert_with(|| {
+                Arc::new(Message {
+                    topic: String::new(),
+                    payload: bytes::Bytes::new(),
+                    qos: QoS::ExactlyOnce,
+                    retain: false,
+                    properties: crate::codec::Properties::default(),
+                    expires_at: None,
+                    publisher: None,
+                    stored: None,
+                })
+            })
+            .clone()
+    }
+}
+
 fn shared_delivery(message: &Arc<Message>, sub: &Subscription) -> Outgoing {
     Outgoing {
         message: message.clone(),
@@ -574,5 +783,6 @@ fn shared_delivery(message: &Arc<Message>, sub: &Subscription) -> Outgoing {
         retain: sub.options.retain_as_published && message.retain,
         subscription_ids: sub.id.into_iter().collect(),
         shared: true,
+        seq: 0,
     }
 }

@@ -198,6 +198,7 @@ fn publish_sys(broker: &Broker) {
             properties: Properties::default(),
             expires_at: None,
             publisher: None,
+            stored: None,
         }));
     }
 }

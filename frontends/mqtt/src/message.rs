@@ -25,6 +25,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher (for no-local), if a client published it.
     pub publisher: Option<Arc<str>>,
+    /// Where it is stored in the journal (partition, offset), once it is.
+    pub stored: Option<(u32, u64)>,
 }
 
 impl Message {
@@ -54,6 +56,7 @@ impl Message {
             },
             expires_at,
             publisher,
+            stored: None,
         }
     }
 
@@ -85,4 +88,7 @@ pub struct Outgoing {
     /// Delivered through a shared subscription: handed to another member if this session
     /// disconnects before acknowledging it.
     pub shared: bool,
+    /// Its number in a durable session (the key of its reference in the store); 0 when
+    /// it is not kept there.
+    pub seq: u64,
 }

@@ -115,6 +115,16 @@ impl Persist {
         self.space.put(&key(SESSION, client_id), &json)
     }
 
+    /// Applies `ops` atomically.
+    pub fn write(&self, ops: Vec<strata_frontend::kv::KvOp>) -> Result<(), KvError> {
+        self.space.write(ops)
+    }
+
+    /// Every key under `prefix` with its value.
+    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<strata_frontend::kv::KvPair>, KvError> {
+        self.space.scan_prefix(prefix)
+    }
+
     /// Forgets the session of `client_id`.
     pub fn delete_session(&self, client_id: &str) -> Result<(), KvError> {
         self.space.delete(&key(SESSION, client_id))
@@ -240,6 +250,7 @@ mod tests {
             },
             expires_at: Some(now + Duration::from_secs(100)),
             publisher: Some(Arc::from("pub-1")),
+            stored: None,
         };
         let back = decode_message(&encode_message(&m, now), now).expect("decodes");
         assert_eq!(back.topic, m.topic);
@@ -287,5 +298,156 @@ mod tests {
             subscriptions: Vec::new(),
         };
         assert!(gone.expired());
+    }
+}
+
+/// Where a stored delivery stands (the `phase` byte of a [`QueueEntry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPhase {
+    /// Queued, not sent yet.
+    Queued = 0,
+    /// QoS 1 PUBLISH sent with the entry's packet id, PUBACK awaited.
+    AwaitAck = 1,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    AwaitRec = 2,
+    /// PUBREL sent, PUBCOMP awaited.
+    AwaitComp = 3,
+}
+
+/// A delivery kept for a durable session: a reference to the message in the journal and
+/// what the subscription decided, never a copy of the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// Where it stands.
+    pub phase: EntryPhase,
+    /// Packet id it was sent with (0 while queued).
+    pub packet_id: u16,
+    /// QoS of the delivery.
+    pub qos: codec::QoS,
+    /// Retain flag of the delivery.
+    pub retain: bool,
+    /// Came through a shared subscription.
+    pub shared: bool,
+    /// Journal partition of the message.
+    pub partition: u32,
+    /// Journal offset of the message.
+    pub offset: u64,
+    /// Subscription identifiers.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// Key of a durable session's delivery number `seq`: client ids cannot contain U+0000
+/// [MQTT-1.5.4-2], so `\0` ends the id and one client's keys never share a prefix with
+/// another's.
+pub fn queue_key(client_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = queue_prefix(client_id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of every delivery key of `client_id`.
+pub fn queue_prefix(client_id: &str) -> Vec<u8> {
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(client_id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Key of an inbound QoS 2 packet id whose PUBREL is awaited.
+pub fn incoming_key(client_id: &str, packet_id: u16) -> Vec<u8> {
+    let mut k = incoming_prefix(client_id);
+    k.extend_from_slice(&packet_id.to_be_bytes());
+    k
+}
+
+/// Prefix of every inbound QoS 2 key of `client_id`.
+pub fn incoming_prefix(client_id: &str) -> Vec<u8> {
+    let mut k = b"i/".to_vec();
+    k.extend_from_slice(client_id.as_bytes());
+    k.push(0);
+    k
+}
+
+impl QueueEntry {
+    /// Version byte, phase, QoS, flags (1 retain, 2 shared), packet id, partition, offset,
+    /// count of subscription ids, the ids; integers big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + 4 * self.subscription_ids.len());
+        out.push(1);
+        out.push(self.phase as u8);
+        out.push(self.qos as u8);
+        out.push(u8::from(self.retain) | u8::from(self.shared) << 1);
+        out.extend_from_slice(&self.packet_id.to_be_bytes());
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        let ids = &self.subscription_ids[..self.subscription_ids.len().min(255)];
+        out.push(ids.len() as u8);
+        for id in ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out
+    }
+
+    /// An entry written by [`QueueEntry::encode`]; `None` when damaged.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if *b.first()? != 1 {
+            return None;
+        }
+        let phase = match *b.get(1)? {
+            0 => EntryPhase::Queued,
+            1 => EntryPhase::AwaitAck,
+            2 => EntryPhase::AwaitRec,
+            3 => EntryPhase::AwaitComp,
+            _ => return None,
+        };
+        let qos = codec::QoS::from_bits(*b.get(2)?).ok()?;
+        let flags = *b.get(3)?;
+        let packet_id = u16::from_be_bytes(b.get(4..6)?.try_into().ok()?);
+        let partition = u32::from_be_bytes(b.get(6..10)?.try_into().ok()?);
+        let offset = u64::from_be_bytes(b.get(10..18)?.try_into().ok()?);
+        let n = usize::from(*b.get(18)?);
+        let ids = b.get(19..19 + 4 * n)?;
+        Some(QueueEntry {
+            phase,
+            packet_id,
+            qos,
+            retain: flags & 1 != 0,
+            shared: flags & 2 != 0,
+            partition,
+            offset,
+            subscription_ids: ids
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+    }
+}
+
+/// The sequence number in a key made by [`queue_key`].
+pub fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[tail..].try_into().ok()?))
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    #[test]
+    fn queue_entries_round_trip_and_keys_do_not_collide() {
+        let e = QueueEntry {
+            phase: EntryPhase::AwaitRec,
+            packet_id: 513,
+            qos: codec::QoS::ExactlyOnce,
+            retain: true,
+            shared: true,
+            partition: 3,
+            offset: 1 << 40,
+            subscription_ids: vec![1, 70000],
+        };
+        assert_eq!(QueueEntry::decode(&e.encode()), Some(e.clone()));
+        assert_eq!(QueueEntry::decode(&e.encode()[..10]), None);
+        assert!(!queue_key("a/b", 1).starts_with(&queue_prefix("a")));
+        assert_eq!(seq_of(&queue_key("c", 77)), Some(77));
     }
 }

@@ -8,8 +8,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use strata_frontend::kv::KvOp;
+
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Outgoing;
+use crate::persist::{self, EntryPhase, QueueEntry};
 
 /// One subscription of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,15 @@ impl InflightWindow {
         }
     }
 
+    fn get(&self, i: usize) -> Option<&Inflight> {
+        self.entries.get(i)
+    }
+
+    /// Puts back an in-flight message recovered from the store.
+    pub fn restore(&mut self, f: Inflight) {
+        self.push(f);
+    }
+
     fn retain(&mut self, mut keep: impl FnMut(&Inflight) -> bool) {
         let ids = &mut self.ids;
         self.entries.retain(|f| {
@@ -148,12 +160,64 @@ pub struct SessionState {
     pub connection: Option<ConnectionLink>,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
+    /// The client id when this session is kept in the store (it outlives its connection
+    /// and the broker persists); its QoS 1/2 deliveries and inbound QoS 2 state are then
+    /// recorded as store writes in `ops`.
+    pub durable: Option<Arc<str>>,
+    /// Number of the next durable delivery.
+    pub next_seq: u64,
+    /// Store writes that the changes so far need, in order. The broker moves them to its
+    /// pending writes under this state's lock, so writes of one key keep their order.
+    pub ops: Vec<KvOp>,
 }
 
 impl SessionState {
+    /// Records where delivery `out` stands, when it is kept in the store.
+    fn record(&mut self, out: &Outgoing, packet_id: u16, phase: EntryPhase) {
+        let (Some(client), Some((partition, offset))) = (&self.durable, out.message.stored) else {
+            return;
+        };
+        if out.seq == 0 {
+            return;
+        }
+        let entry = QueueEntry {
+            phase,
+            packet_id,
+            qos: out.qos,
+            retain: out.retain,
+            shared: out.shared,
+            partition,
+            offset,
+            subscription_ids: out.subscription_ids.clone(),
+        };
+        self.ops.push(KvOp::Put(
+            persist::queue_key(client, out.seq),
+            entry.encode(),
+        ));
+    }
+
+    /// Removes delivery number `seq` from the store.
+    fn unrecord(&mut self, seq: u64) {
+        if let Some(client) = &self.durable
+            && seq != 0
+        {
+            self.ops.push(KvOp::Delete(persist::queue_key(client, seq)));
+        }
+    }
+
+    /// Numbers a QoS 1/2 delivery of a stored message for a durable session.
+    fn number(&mut self, out: &mut Outgoing) {
+        if self.durable.is_some() && out.qos != QoS::AtMostOnce && out.message.stored.is_some() {
+            self.next_seq += 1;
+            out.seq = self.next_seq;
+            self.record(out, 0, EntryPhase::Queued);
+        }
+    }
+
     /// Offers a delivery, keeping the queue within `max` messages.
-    pub fn enqueue(&mut self, out: Outgoing, max: usize) -> Enqueued {
+    pub fn enqueue(&mut self, mut out: Outgoing, max: usize) -> Enqueued {
         if self.queue.len() < max {
+            self.number(&mut out);
             self.queue.push_back(out);
             return Enqueued::Queued;
         }
@@ -163,6 +227,7 @@ impl SessionState {
         }
         if let Some(i) = self.queue.iter().position(|o| o.qos == QoS::AtMostOnce) {
             self.queue.remove(i);
+            self.number(&mut out);
             self.queue.push_back(out);
             self.dropped += 1;
             return Enqueued::DroppedOldest;
@@ -194,7 +259,9 @@ impl SessionState {
         let mut bytes = 0usize;
         while let Some(front) = self.queue.front() {
             if front.message.expired(now) {
-                self.queue.pop_front();
+                if let Some(o) = self.queue.pop_front() {
+                    self.unrecord(o.seq);
+                }
                 continue;
             }
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= limit {
@@ -212,11 +279,12 @@ impl SessionState {
                 continue;
             }
             let id = self.next_packet_id();
-            let phase = if o.qos == QoS::AtLeastOnce {
-                Phase::AwaitAck
+            let (phase, entry_phase) = if o.qos == QoS::AtLeastOnce {
+                (Phase::AwaitAck, EntryPhase::AwaitAck)
             } else {
-                Phase::AwaitRec
+                (Phase::AwaitRec, EntryPhase::AwaitRec)
             };
+            self.record(&o, id, entry_phase);
             self.inflight.push(Inflight {
                 packet_id: id,
                 out: o.clone(),
@@ -236,10 +304,11 @@ impl SessionState {
 
     /// PUBACK received: true when it matched a QoS 1 message in flight.
     pub fn on_puback(&mut self, id: u16) -> bool {
-        self.inflight
+        let done = self
+            .inflight
             .position(id, Phase::AwaitAck)
-            .and_then(|i| self.inflight.remove(i))
-            .is_some()
+            .and_then(|i| self.inflight.remove(i));
+        done.map(|f| self.unrecord(f.out.seq)).is_some()
     }
 
     /// PUBREC received: true when it matched; the caller answers PUBREL either way. A
@@ -249,24 +318,59 @@ impl SessionState {
             return self.inflight.position(id, Phase::AwaitComp).is_some();
         };
         if error {
-            self.inflight.remove(i);
+            if let Some(f) = self.inflight.remove(i) {
+                self.unrecord(f.out.seq);
+            }
         } else {
             self.inflight.set_phase(i, Phase::AwaitComp);
+            if let Some(f) = self.inflight.get(i).cloned() {
+                self.record(&f.out, id, EntryPhase::AwaitComp);
+            }
         }
         true
     }
 
     /// PUBCOMP received: true when it matched.
     pub fn on_pubcomp(&mut self, id: u16) -> bool {
-        self.inflight
+        let done = self
+            .inflight
             .position(id, Phase::AwaitComp)
-            .and_then(|i| self.inflight.remove(i))
-            .is_some()
+            .and_then(|i| self.inflight.remove(i));
+        done.map(|f| self.unrecord(f.out.seq)).is_some()
     }
 
     /// Forgets an in-flight message that could not be sent (too large for the client).
     pub fn forget(&mut self, id: u16) {
-        self.inflight.retain(|f| f.packet_id != id);
+        let mut gone = Vec::new();
+        self.inflight.retain(|f| {
+            if f.packet_id == id {
+                gone.push(f.out.seq);
+            }
+            f.packet_id != id
+        });
+        for seq in gone {
+            self.unrecord(seq);
+        }
+    }
+
+    /// Records that inbound QoS 2 packet `id` was received and answered with PUBREC (it is
+    /// in `incoming_qos2` already); for a durable session the record goes to the store.
+    pub fn record_incoming(&mut self, id: u16) {
+        if let Some(client) = &self.durable {
+            self.ops
+                .push(KvOp::Put(persist::incoming_key(client, id), Vec::new()));
+        }
+    }
+
+    /// PUBREL received, or the exchange failed: forgets inbound packet `id`. True when it
+    /// was known.
+    pub fn release_incoming(&mut self, id: u16) -> bool {
+        let known = self.incoming_qos2.remove(&id);
+        if known && let Some(client) = &self.durable {
+            self.ops
+                .push(KvOp::Delete(persist::incoming_key(client, id)));
+        }
+        known
     }
 
     /// Removes and returns the queued and in-flight deliveries that came through shared
@@ -286,17 +390,43 @@ impl SessionState {
             }
             !o.shared
         });
+        for o in &out {
+            self.unrecord(o.seq);
+        }
         out
     }
 
     /// Drops every subscription, queued and in-flight message (clean start). The attached
     /// connection stays, so that a takeover can still close it.
     pub fn clear(&mut self) {
+        self.forget_stored();
         *self = SessionState {
             expiry_secs: self.expiry_secs,
             connection: self.connection.take(),
+            durable: self.durable.take(),
+            next_seq: self.next_seq,
+            ops: std::mem::take(&mut self.ops),
             ..SessionState::default()
         };
+    }
+
+    /// Removes from the store every delivery and inbound QoS 2 record of this session (it
+    /// is ending or starting clean). Later changes are not recorded until `durable` is set
+    /// again.
+    pub fn forget_stored(&mut self) {
+        let seqs: Vec<u64> = self
+            .queue
+            .iter()
+            .map(|o| o.seq)
+            .chain(self.inflight.iter().map(|f| f.out.seq))
+            .collect();
+        for seq in seqs {
+            self.unrecord(seq);
+        }
+        let ids: Vec<u16> = self.incoming_qos2.iter().copied().collect();
+        for id in ids {
+            self.release_incoming(id);
+        }
     }
 }
 
@@ -341,11 +471,13 @@ mod tests {
                 properties: Default::default(),
                 expires_at: None,
                 publisher: None,
+                stored: None,
             }),
             qos,
             retain: false,
             subscription_ids: Vec::new(),
             shared: false,
+            seq: 0,
         }
     }
 

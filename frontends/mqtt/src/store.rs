@@ -69,3 +69,51 @@ pub fn batch<'a>(messages: impl IntoIterator<Item = &'a Message>) -> JournalResu
     }
     b.build()
 }
+
+/// The message a record of this stream holds, as of `now`: `None` when the record is not
+/// an MQTT message or its message expiry interval has passed since it was stored.
+pub fn message_of(r: &strata_journal::Record, now: std::time::Instant) -> Option<Message> {
+    use crate::codec::{Properties, QoS};
+    let topic = std::str::from_utf8(r.key.as_deref()?).ok()?.to_string();
+    let mut qos = QoS::AtMostOnce;
+    let mut retain = false;
+    let mut publisher = None;
+    let mut properties = Properties::default();
+    let mut expires_at = None;
+    for h in &r.headers {
+        let v = h.value.as_deref().unwrap_or_default();
+        let text = || std::str::from_utf8(v).ok().map(str::to_string);
+        match h.key.as_str() {
+            header::QOS => qos = QoS::from_bits(*v.first()?).ok()?,
+            header::RETAIN => retain = v.first() == Some(&1),
+            header::CLIENT => publisher = text().map(|c| std::sync::Arc::from(c.as_str())),
+            header::PAYLOAD_FORMAT => properties.payload_format_indicator = v.first().copied(),
+            header::CONTENT_TYPE => properties.content_type = text(),
+            header::RESPONSE_TOPIC => properties.response_topic = text(),
+            header::CORRELATION_DATA => {
+                properties.correlation_data = Some(bytes::Bytes::copy_from_slice(v));
+            }
+            header::EXPIRY => {
+                let secs = u64::from(u32::from_be_bytes(v.try_into().ok()?));
+                let age = u64::try_from(now_ms().saturating_sub(r.timestamp)).unwrap_or(0);
+                let left = (secs * 1000).checked_sub(age).filter(|l| *l > 0)?;
+                expires_at = Some(now + std::time::Duration::from_millis(left));
+            }
+            k => {
+                if let Some(name) = k.strip_prefix(header::USER) {
+                    properties.user_properties.push((name.to_string(), text()?));
+                }
+            }
+        }
+    }
+    Some(Message {
+        topic,
+        payload: r.value.clone().unwrap_or_default(),
+        qos,
+        retain,
+        properties,
+        expires_at,
+        publisher,
+        stored: Some((0, r.offset)),
+    })
+}

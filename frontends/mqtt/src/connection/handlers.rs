@@ -25,15 +25,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(())
             }
             Packet::PubAck(a) => {
-                self.session.state.lock().on_puback(a.packet_id);
+                self.broker
+                    .with_state(&self.session, |st| st.on_puback(a.packet_id));
                 Ok(())
             }
             Packet::PubRec(a) => {
+                let error = a.reason.is_error();
                 let known = self
-                    .session
-                    .state
-                    .lock()
-                    .on_pubrec(a.packet_id, a.reason.is_error());
+                    .broker
+                    .with_state(&self.session, |st| st.on_pubrec(a.packet_id, error));
                 if !a.reason.is_error() {
                     let mut rel = Ack::new(a.packet_id);
                     if !known {
@@ -44,7 +44,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let known = self.session.state.lock().incoming_qos2.remove(&a.packet_id);
+                let known = self
+                    .broker
+                    .with_state(&self.session, |st| st.release_incoming(a.packet_id));
                 let mut comp = Ack::new(a.packet_id);
                 if !known {
                     comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -53,7 +55,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.session.state.lock().on_pubcomp(a.packet_id);
+                self.broker
+                    .with_state(&self.session, |st| st.on_pubcomp(a.packet_id));
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -168,10 +171,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match (a.qos, a.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => self.put(&Packet::PubAck(ack(id))),
             (QoS::ExactlyOnce, Some(id)) => {
-                if reason.is_error() {
-                    // An error PUBREC ends the exchange: no PUBREL will follow.
-                    self.session.state.lock().incoming_qos2.remove(&id);
-                }
+                self.broker.with_state(&self.session, |st| {
+                    if reason.is_error() {
+                        // An error PUBREC ends the exchange: no PUBREL will follow.
+                        st.release_incoming(id);
+                    } else {
+                        st.record_incoming(id);
+                    }
+                });
                 self.put(&Packet::PubRec(ack(id)));
             }
             _ => {}

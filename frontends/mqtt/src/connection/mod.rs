@@ -345,7 +345,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     Box::pin(conn.linger()).await;
     let broker = conn.broker.clone();
     let session = conn.session.clone();
-    let shared = session.state.lock().take_shared();
+    let shared = broker.with_state(&session, |st| st.take_shared());
     if !shared.is_empty() {
         broker.redistribute(&session, shared);
     }
@@ -367,6 +367,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn flush(&mut self) -> bool {
         if self.wbuf.is_empty() {
             return true;
+        }
+        // Nothing reaches the client before the store holds what it implies.
+        if self.broker.sync_durable().is_err() {
+            return false;
         }
         let n = self.wbuf.len();
         let ok =
@@ -470,18 +474,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .min(usize::from(self.broker.config.max_inflight))
             .max(1);
         let now = Instant::now();
-        let (ready, more) = {
-            let mut state = self.session.state.lock();
+        let (ready, more) = self.broker.with_state(&self.session, |state| {
             let ready = state.take_sendable(limit, now, WRITE_CHUNK);
             let more = !ready.is_empty() && state.can_send(limit);
             (ready, more)
-        };
+        });
         let mut sent = [0u64; 3];
         for (id, out) in ready {
             if !self.put_publish(&out, id, false, now) {
                 // Larger than the client accepts: discarded [MQTT-3.1.2-25].
                 if let Some(id) = id {
-                    self.session.state.lock().forget(id);
+                    self.broker.with_state(&self.session, |st| st.forget(id));
                 }
                 self.broker
                     .metrics
@@ -645,11 +648,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if pending.is_empty() {
             return None;
         }
-        let batch: Vec<Accepted> = std::mem::take(pending);
+        let mut batch: Vec<Accepted> = std::mem::take(pending);
         let stored = match &self.broker.store {
             None => Ok(()),
             Some(stream) => match store::batch(batch.iter().map(|a| &*a.message)) {
-                Ok(b) => stream.append(self.partition, b).await.map(|_| ()),
+                Ok(b) => stream.append(self.partition, b).await.map(|appended| {
+                    for (i, a) in batch.iter_mut().enumerate() {
+                        if let Some(m) = Arc::get_mut(&mut a.message) {
+                            m.stored = Some((self.partition, appended.base_offset + i as u64));
+                        }
+                    }
+                }),
                 Err(e) => Err(e),
             },
         };
@@ -665,7 +674,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if !self.version.is_v5() {
                     for a in &batch {
                         if let Some(id) = a.packet_id {
-                            self.session.state.lock().incoming_qos2.remove(&id);
+                            self.broker
+                                .with_state(&self.session, |st| st.release_incoming(id));
                         }
                     }
                     return Some(End::Abnormal);
@@ -673,6 +683,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(ReasonCode::UNSPECIFIED_ERROR)
             }
         };
+        let broker = self.broker.clone();
+        let _group = broker.write_group();
         for a in batch {
             self.finish_publish(a, error);
         }
