@@ -72,8 +72,11 @@ pub struct Broker {
     pub store: Option<Arc<Stream>>,
     /// Where persistent sessions and retained messages are kept across restarts.
     persist: Option<Persist>,
-    /// Store writes of durable sessions not written yet, in the order they were made.
-    pending: Mutex<Vec<KvOp>>,
+    /// Store writes of durable sessions not written yet, in the order they were made, and
+    /// how many writes were ever made.
+    pending: Mutex<(Vec<KvOp>, u64)>,
+    /// How many of the writes ever made are in the store.
+    written: AtomicU64,
     /// Held (shared) while one publisher's group of writes is being made: a sync takes it
     /// exclusively to cut the pending writes only between groups, so that a message's
     /// deliveries and its publisher's inbound QoS 2 record reach the store together.
@@ -101,7 +104,8 @@ impl Broker {
             started: Instant::now(),
             store,
             persist: None,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new((Vec::new(), 0)),
+            written: AtomicU64::new(0),
             gate: RwLock::new(()),
             writer: Mutex::new(()),
         }
@@ -118,7 +122,9 @@ impl Broker {
 
     fn collect(&self, st: &mut SessionState) {
         if !st.ops.is_empty() {
-            self.pending.lock().append(&mut st.ops);
+            let mut pending = self.pending.lock();
+            pending.1 += st.ops.len() as u64;
+            pending.0.append(&mut st.ops);
         }
     }
 
@@ -130,25 +136,33 @@ impl Broker {
     /// Writes every pending store write of durable sessions, in one atomic batch. Called
     /// before anything is sent to a client, so that what a client is told (PUBACK,
     /// PUBREC, a PUBLISH with its packet id, PUBREL) is never ahead of the store.
+    ///
+    /// Every write made before the call is in the store when it returns, including writes
+    /// that another connection's sync took and is still writing: waiting on the count of
+    /// written writes, not on the pending list being empty, covers those.
     pub fn sync_durable(&self) -> Result<(), KvError> {
         let Some(persist) = &self.persist else {
             return Ok(());
         };
-        if self.pending.lock().is_empty() {
+        let target = self.pending.lock().1;
+        if self.written.load(Ordering::Acquire) >= target {
             return Ok(());
         }
         let _writer = self.writer.lock();
-        let ops = {
-            let _between_groups = self.gate.write();
-            std::mem::take(&mut *self.pending.lock())
-        };
-        if ops.is_empty() {
+        if self.written.load(Ordering::Acquire) >= target {
             return Ok(());
         }
+        let (ops, made) = {
+            let _between_groups = self.gate.write();
+            let mut pending = self.pending.lock();
+            (std::mem::take(&mut pending.0), pending.1)
+        };
         persist.write(ops).inspect_err(|e| {
             self.metrics.errors.with_label_values(&["kv_write"]).inc();
             tracing::error!(error = %e, "durable session state not written");
-        })
+        })?;
+        self.written.store(made, Ordering::Release);
+        Ok(())
     }
 
     /// Keeps persistent sessions and retained messages in `persist`, and loads what it
