@@ -197,3 +197,31 @@ def test_inbound_qos2_is_not_routed_twice_across_a_restart(tmp_path, how):
         sub.close()
     finally:
         node.stop()
+
+
+def test_message_expiry_counts_across_a_restart(tmp_path):
+    node = Node(tmp_path)
+    s = Client(node.port, client_id="later", clean=True, expiry=3600)
+    s.subscribe("exp", 1)
+    s.close()
+    p = Client(node.port)
+    for payload, expiry in ((b"short", 1), (b"long", 3600)):
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = expiry
+        p.publish("exp", payload, 1, properties=props)
+    published = time.time()
+    p.close()
+    node = restart(node, tmp_path, "kill")
+    try:
+        # The short one's second passes while the node is down or starting.
+        time.sleep(max(0.0, published + 1.5 - time.time()))
+        s = Client(node.port, client_id="later", clean=False, expiry=3600, connect=False)
+        flags, rc, _ = s.connect()
+        assert flags.session_present
+        m = s.expect()[0]
+        assert m.payload == b"long"
+        assert 3590 <= m.properties.MessageExpiryInterval <= 3600
+        s.expect_none()
+        s.close()
+    finally:
+        node.stop()

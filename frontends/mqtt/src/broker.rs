@@ -14,13 +14,13 @@ use parking_lot::{Mutex, RwLock};
 use strata_journal::Stream;
 use tokio::sync::Notify;
 
-use crate::codec::{QoS, RetainHandling};
-use crate::config::MqttConfig;
+use crate::codec::{QoS, ReasonCode, RetainHandling};
+use crate::config::{MqttConfig, QueueFullPolicy};
 use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
 use crate::persist::{self, EntryPhase, Persist, QueueEntry, SessionRecord};
 use crate::session::{
-    ConnectionLink, Enqueued, Inflight, Phase, Session, SessionState, Subscription,
+    ConnectionLink, Enqueued, Inflight, Phase, QueueLimits, Session, SessionState, Subscription,
 };
 use crate::store;
 use crate::topic::{TopicLimits, matches, parse_filter};
@@ -247,7 +247,7 @@ impl Broker {
             };
             let phase = match e.phase {
                 EntryPhase::Queued => {
-                    st.queue.push_back(out);
+                    st.restore_queued(out);
                     continue;
                 }
                 EntryPhase::AwaitAck => Phase::AwaitAck,
@@ -546,6 +546,12 @@ impl Broker {
     /// Routes a message: stores or clears it as retained, then queues it for every
     /// matching session. Returns the number of sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        self.publish_checked(message).unwrap_or(0)
+    }
+
+    /// [`Broker::publish`], except that with `queue_full = "refuse"` a QoS 1/2 message
+    /// that some matching session has no room for is routed nowhere: `Err(0x97)`.
+    pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, ReasonCode> {
         if message.retain {
             let mut retained = self.retained.write();
             if message.payload.is_empty() {
@@ -591,11 +597,25 @@ impl Broker {
         for (session, sub) in self.shared_targets(&message.topic, None) {
             sessions.push((session, shared_delivery(&message, &sub)));
         }
+        if self.config.queue_full == QueueFullPolicy::Refuse && message.qos != QoS::AtMostOnce {
+            let limits = self.queue_limits();
+            let full = sessions
+                .iter()
+                .filter(|(s, o)| !s.state.lock().has_room(o, &limits))
+                .count();
+            if full > 0 {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["queue_full_refused"])
+                    .inc();
+                return Err(ReasonCode::QUOTA_EXCEEDED);
+            }
+        }
         let n = sessions.len();
         for (session, out) in sessions {
             self.deliver(&session, out);
         }
-        n
+        Ok(n)
     }
 
     /// One member of every shared group whose filter matches `topic`, with its session:
@@ -645,16 +665,15 @@ impl Broker {
 
     /// Queues one delivery for a session and wakes its connection.
     pub fn deliver(&self, session: &Session, out: Outgoing) {
-        let result = self.with_state(session, |st| {
-            st.enqueue(out, self.config.max_queued_messages)
-        });
+        let limits = self.queue_limits();
+        let result = self.with_state(session, |st| st.enqueue(out, &limits));
         match result {
             Enqueued::Queued => {}
-            Enqueued::DroppedOldest => self
+            Enqueued::DroppedOldest(n) => self
                 .metrics
                 .dropped
-                .with_label_values(&["queue_full_qos0"])
-                .inc(),
+                .with_label_values(&["queue_full_oldest"])
+                .inc_by(n),
             Enqueued::Refused => self
                 .metrics
                 .dropped
@@ -662,6 +681,14 @@ impl Broker {
                 .inc(),
         }
         session.wake.notify_one();
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.config.max_queued_messages,
+            bytes: self.config.max_queued_bytes,
+            drop_oldest: self.config.queue_full == QueueFullPolicy::DropOldest,
+        }
     }
 
     /// Hands the in-flight messages of a departing shared-subscription member to other

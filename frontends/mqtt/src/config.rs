@@ -25,6 +25,21 @@ fn default_rule_reason() -> u8 {
     0x87
 }
 
+/// What happens to a message for a session whose queue is full (by count or bytes). Every
+/// message dropped or refused is counted in `strata_mqtt_dropped_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// The oldest queued messages make room for the new one.
+    DropOldest,
+    /// The new message is not queued for that session.
+    DropNewest,
+    /// A QoS 1/2 publish is refused for every subscriber: MQTT 5 publishers get 0x97
+    /// (quota exceeded) in PUBACK/PUBREC; MQTT 3 publishers cannot be told and the message
+    /// is dropped. QoS 0 messages are dropped for the full sessions only.
+    Refuse,
+}
+
 /// MQTT frontend settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,9 +60,12 @@ pub struct MqttConfig {
     /// QoS 1/2 messages in flight towards one client (MQTT 3; the client's receive maximum
     /// caps it further in MQTT 5).
     pub max_inflight: u16,
-    /// Messages queued for one session beyond those in flight; the oldest QoS 0 message is
-    /// dropped first, then the publish is refused (0x97) or dropped (MQTT 3).
+    /// Messages queued for one session beyond those in flight.
     pub max_queued_messages: usize,
+    /// Bytes (topics and payloads) queued for one session beyond those in flight.
+    pub max_queued_bytes: u64,
+    /// What happens to a message for a session whose queue is full.
+    pub queue_full: QueueFullPolicy,
     /// Topic alias maximum announced to MQTT 5 clients.
     pub topic_alias_maximum: u16,
     /// Server keep alive: the most a client may ask for (0 keeps the client's value).
@@ -79,6 +97,8 @@ impl Default for MqttConfig {
             receive_maximum: 1024,
             max_inflight: 1024,
             max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            queue_full: QueueFullPolicy::DropNewest,
             topic_alias_maximum: 64,
             max_keep_alive: 0,
             max_session_expiry: u32::MAX,

@@ -125,10 +125,25 @@ impl InflightWindow {
 pub enum Enqueued {
     /// Queued.
     Queued,
-    /// Queued after dropping the oldest queued QoS 0 message.
-    DroppedOldest,
-    /// Not queued: the queue is full of QoS 1/2 messages (or this one is QoS 0).
+    /// Queued after dropping this many of the oldest queued messages.
+    DroppedOldest(u64),
+    /// Not queued: the queue is full.
     Refused,
+}
+
+/// Bounds of one session's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most messages queued.
+    pub messages: usize,
+    /// Most bytes (topics and payloads) queued.
+    pub bytes: u64,
+    /// Drop the oldest to make room, instead of refusing the new message.
+    pub drop_oldest: bool,
+}
+
+fn size_of(out: &Outgoing) -> u64 {
+    (out.message.topic.len() + out.message.payload.len()) as u64
 }
 
 /// The live connection of a session, so a takeover can close it.
@@ -160,6 +175,8 @@ pub struct SessionState {
     pub connection: Option<ConnectionLink>,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
+    /// Bytes (topics and payloads) of the messages in `queue`.
+    pub queued_bytes: u64,
     /// The client id when this session is kept in the store (it outlives its connection
     /// and the broker persists); its QoS 1/2 deliveries and inbound QoS 2 state are then
     /// recorded as store writes in `ops`.
@@ -214,26 +231,49 @@ impl SessionState {
         }
     }
 
-    /// Offers a delivery, keeping the queue within `max` messages.
-    pub fn enqueue(&mut self, mut out: Outgoing, max: usize) -> Enqueued {
-        if self.queue.len() < max {
-            self.number(&mut out);
-            self.queue.push_back(out);
+    /// True when `out` fits in the queue without dropping anything.
+    pub fn has_room(&self, out: &Outgoing, limits: &QueueLimits) -> bool {
+        self.queue.len() < limits.messages && self.queued_bytes + size_of(out) <= limits.bytes
+    }
+
+    fn push_queued(&mut self, mut out: Outgoing) {
+        self.number(&mut out);
+        self.queued_bytes += size_of(&out);
+        self.queue.push_back(out);
+    }
+
+    /// Puts back a queued delivery recovered from the store (already numbered).
+    pub fn restore_queued(&mut self, out: Outgoing) {
+        self.queued_bytes += size_of(&out);
+        self.queue.push_back(out);
+    }
+
+    fn pop_queued(&mut self) -> Option<Outgoing> {
+        let o = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(size_of(&o));
+        Some(o)
+    }
+
+    /// Offers a delivery, keeping the queue within `limits`.
+    pub fn enqueue(&mut self, out: Outgoing, limits: &QueueLimits) -> Enqueued {
+        if self.has_room(&out, limits) {
+            self.push_queued(out);
             return Enqueued::Queued;
         }
-        if out.qos == QoS::AtMostOnce {
+        let fits_alone = size_of(&out) <= limits.bytes && limits.messages > 0;
+        if !limits.drop_oldest || !fits_alone {
             self.dropped += 1;
             return Enqueued::Refused;
         }
-        if let Some(i) = self.queue.iter().position(|o| o.qos == QoS::AtMostOnce) {
-            self.queue.remove(i);
-            self.number(&mut out);
-            self.queue.push_back(out);
-            self.dropped += 1;
-            return Enqueued::DroppedOldest;
+        let mut dropped = 0;
+        while !self.has_room(&out, limits) {
+            let Some(old) = self.pop_queued() else { break };
+            self.unrecord(old.seq);
+            dropped += 1;
         }
-        self.dropped += 1;
-        Enqueued::Refused
+        self.dropped += dropped;
+        self.push_queued(out);
+        Enqueued::DroppedOldest(dropped)
     }
 
     /// The next free packet identifier (never 0).
@@ -259,7 +299,7 @@ impl SessionState {
         let mut bytes = 0usize;
         while let Some(front) = self.queue.front() {
             if front.message.expired(now) {
-                if let Some(o) = self.queue.pop_front() {
+                if let Some(o) = self.pop_queued() {
                     self.unrecord(o.seq);
                 }
                 continue;
@@ -271,7 +311,7 @@ impl SessionState {
                 break;
             }
             bytes += front.message.topic.len() + front.message.payload.len();
-            let Some(o) = self.queue.pop_front() else {
+            let Some(o) = self.pop_queued() else {
                 break;
             };
             if o.qos == QoS::AtMostOnce {
@@ -384,12 +424,15 @@ impl SessionState {
             }
             keep
         });
+        let mut moved = 0;
         self.queue.retain(|o| {
             if o.shared {
+                moved += size_of(o);
                 out.push(o.clone());
             }
             !o.shared
         });
+        self.queued_bytes = self.queued_bytes.saturating_sub(moved);
         for o in &out {
             self.unrecord(o.seq);
         }
@@ -485,7 +528,7 @@ mod tests {
     fn inflight_is_bounded_and_acks_free_it() {
         let mut s = SessionState::default();
         for _ in 0..5 {
-            s.enqueue(out(QoS::AtLeastOnce), 100);
+            s.enqueue(out(QoS::AtLeastOnce), &limits(100, u64::MAX, false));
         }
         let now = Instant::now();
         let sent = s.take_sendable(2, now, usize::MAX);
@@ -500,7 +543,7 @@ mod tests {
     #[test]
     fn qos2_flow() {
         let mut s = SessionState::default();
-        s.enqueue(out(QoS::ExactlyOnce), 10);
+        s.enqueue(out(QoS::ExactlyOnce), &limits(10, u64::MAX, false));
         let id = s.take_sendable(10, Instant::now(), usize::MAX)[0]
             .0
             .unwrap_or(0);
@@ -514,16 +557,40 @@ mod tests {
         assert!(s.inflight.is_empty());
     }
 
+    fn limits(messages: usize, bytes: u64, drop_oldest: bool) -> QueueLimits {
+        QueueLimits {
+            messages,
+            bytes,
+            drop_oldest,
+        }
+    }
+
     #[test]
-    fn a_full_queue_drops_qos0_first_then_refuses() {
+    fn a_full_queue_refuses_or_drops_the_oldest_by_count_and_bytes() {
+        let newest = limits(2, 1 << 20, false);
         let mut s = SessionState::default();
-        s.enqueue(out(QoS::AtMostOnce), 2);
-        s.enqueue(out(QoS::AtLeastOnce), 2);
-        assert_eq!(s.enqueue(out(QoS::AtMostOnce), 2), Enqueued::Refused);
-        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), 2), Enqueued::DroppedOldest);
-        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), 2), Enqueued::Refused);
+        s.enqueue(out(QoS::AtMostOnce), &newest);
+        s.enqueue(out(QoS::AtLeastOnce), &newest);
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), &newest), Enqueued::Refused);
+        let oldest = limits(2, 1 << 20, true);
+        assert_eq!(
+            s.enqueue(out(QoS::ExactlyOnce), &oldest),
+            Enqueued::DroppedOldest(1)
+        );
         assert_eq!(s.queue.len(), 2);
-        assert_eq!(s.dropped, 3);
+        assert_eq!(s.queue[0].qos, QoS::AtLeastOnce);
+        assert_eq!(s.dropped, 2);
+        // By bytes: each test message is one byte of topic.
+        let two_bytes = limits(100, 2, true);
+        assert_eq!(s.queued_bytes, 2);
+        assert_eq!(
+            s.enqueue(out(QoS::AtLeastOnce), &two_bytes),
+            Enqueued::DroppedOldest(1)
+        );
+        assert_eq!(s.queued_bytes, 2);
+        let refuse = limits(100, 2, false);
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), &refuse), Enqueued::Refused);
+        assert_eq!(s.queued_bytes, 2);
     }
 
     #[test]
@@ -532,8 +599,8 @@ mod tests {
             next_id: u16::MAX - 1,
             ..SessionState::default()
         };
-        s.enqueue(out(QoS::AtLeastOnce), 10);
-        s.enqueue(out(QoS::AtLeastOnce), 10);
+        s.enqueue(out(QoS::AtLeastOnce), &limits(10, u64::MAX, false));
+        s.enqueue(out(QoS::AtLeastOnce), &limits(10, u64::MAX, false));
         let ids: Vec<_> = s
             .take_sendable(10, Instant::now(), usize::MAX)
             .into_iter()

@@ -158,9 +158,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub(super) fn finish_publish(&mut self, a: Accepted, stored_error: Option<ReasonCode>) {
         let mut reason = a.refused.or(stored_error).unwrap_or(ReasonCode::SUCCESS);
         if !reason.is_error() {
-            let delivered = self.broker.publish(a.message);
-            if delivered == 0 && self.version.is_v5() {
-                reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+            match self.broker.publish_checked(a.message) {
+                Ok(0) if self.version.is_v5() => reason = ReasonCode::NO_MATCHING_SUBSCRIBERS,
+                Ok(_) => {}
+                // MQTT 3 cannot be told: the message is dropped (and counted).
+                Err(code) if self.version.is_v5() => reason = code,
+                Err(_) => {}
             }
         }
         let ack = |id: u16| Ack {
