@@ -23,7 +23,7 @@ use crate::session::{
     ConnectionLink, Enqueued, Inflight, Phase, QueueLimits, Session, SessionState, Subscription,
 };
 use crate::store;
-use crate::topic::{TopicLimits, matches, parse_filter};
+use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
 use crate::trie::SubscriptionTree;
 use strata_frontend::kv::{KvError, KvOp};
 
@@ -83,6 +83,10 @@ pub struct Broker {
     gate: RwLock<()>,
     /// Serializes syncs, so that batches are written in the order they were cut.
     writer: Mutex<()>,
+    /// Delayed publishes (`$delayed/{seconds}/{topic}`) by due time (wall-clock ms) and
+    /// number, with their store key.
+    delayed: Mutex<BTreeMap<(u64, u64), DelayedPublish>>,
+    delayed_seq: AtomicU64,
 }
 
 impl Broker {
@@ -108,7 +112,42 @@ impl Broker {
             written: AtomicU64::new(0),
             gate: RwLock::new(()),
             writer: Mutex::new(()),
+            delayed: Mutex::new(BTreeMap::new()),
+            // Numbers from the clock, so they never repeat those of an earlier run.
+            delayed_seq: AtomicU64::new(persist::now_wall_ms() << 16),
         }
+    }
+
+    /// Adds a store write that belongs to no session's state (wills, delayed publishes).
+    fn push_op(&self, op: KvOp) {
+        if self.persist.is_some() {
+            let mut pending = self.pending.lock();
+            pending.1 += 1;
+            pending.0.push(op);
+        }
+    }
+
+    /// Keeps a `$delayed/{seconds}/{topic}` publish until it is due, durably. Its
+    /// acknowledgement follows the store write (the connection syncs before it writes).
+    pub fn schedule_delayed(&self, message: &Message) -> Result<(), ReasonCode> {
+        let rest = message.topic.strip_prefix("$delayed/").unwrap_or_default();
+        let (secs, topic) = rest.split_once('/').ok_or(ReasonCode::TOPIC_NAME_INVALID)?;
+        let secs: u32 = secs.parse().map_err(|_| ReasonCode::TOPIC_NAME_INVALID)?;
+        if validate_name(topic, &self.limits).is_err() || topic.starts_with('$') {
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        let mut m = message.clone();
+        m.topic = topic.to_string();
+        m.stored = None;
+        let due = persist::now_wall_ms() + u64::from(secs) * 1000;
+        let seq = self.delayed_seq.fetch_add(1, Ordering::Relaxed);
+        let key = persist::delayed_key(due, seq);
+        self.push_op(KvOp::Put(
+            key.clone(),
+            persist::encode_due(due, &m, Instant::now()),
+        ));
+        self.delayed.lock().insert((due, seq), (key, Arc::new(m)));
+        Ok(())
     }
 
     /// Runs `f` on the session's state and moves the store writes it made to the pending
@@ -204,7 +243,32 @@ impl Broker {
             }
             self.metrics.retained.set(map.len() as i64);
         }
+        let now_wall = persist::now_wall_ms();
+        let mut due = Vec::new();
+        for (client, at, m) in persist.wills()? {
+            let m = Arc::new(m);
+            if at <= now_wall {
+                // Fell due while the node was down: published at start-up.
+                persist.write(vec![KvOp::Delete(persist::will_key(&client))])?;
+                due.push(m);
+            } else {
+                let left = Duration::from_millis(at - now_wall);
+                self.wills
+                    .lock()
+                    .insert(Arc::from(client.as_str()), (now + left, m));
+            }
+        }
+        {
+            let mut delayed = self.delayed.lock();
+            for (key, at, m) in persist.delayed()? {
+                let seq = persist::seq_of(&key).unwrap_or(0);
+                delayed.insert((at, seq), (key, Arc::new(m)));
+            }
+        }
         self.persist = Some(persist);
+        for m in due {
+            self.publish(m);
+        }
         Ok((sessions, count))
     }
 
@@ -341,7 +405,9 @@ impl Broker {
         };
         // After the link changed: an old connection registering its will now would see the
         // new link and register nothing; one that registered before is cancelled here.
-        self.wills.lock().remove(client_id);
+        if self.wills.lock().remove(client_id).is_some() {
+            self.push_op(KvOp::Delete(persist::will_key(client_id)));
+        }
         if let Some(old) = old {
             old.kick.notify_one();
         }
@@ -376,6 +442,14 @@ impl Broker {
             let publish_now = match will {
                 // Due at its delay or when the session ends, whichever comes first.
                 Some((m, delay)) if !delay.is_zero() && !expired => {
+                    if self.persist.is_some() {
+                        let due = persist::now_wall_ms() + delay.as_millis() as u64;
+                        st.ops.push(KvOp::Put(
+                            persist::will_key(&session.client_id),
+                            persist::encode_due(due, &m, Instant::now()),
+                        ));
+                        self.collect(&mut st);
+                    }
                     self.wills
                         .lock()
                         .insert(session.client_id.clone(), (Instant::now() + delay, m));
@@ -389,6 +463,7 @@ impl Broker {
         if let Some(m) = publish_now {
             self.publish(m);
         }
+        let _ = self.sync_durable();
         if expired {
             self.end_session(&session.client_id);
         } else {
@@ -735,8 +810,21 @@ impl Broker {
                 .collect();
             for c in ids {
                 if let Some((_, m)) = wills.remove(&c) {
+                    self.push_op(KvOp::Delete(persist::will_key(&c)));
                     due.push(m);
                 }
+            }
+        }
+        {
+            let wall = persist::now_wall_ms();
+            let mut delayed = self.delayed.lock();
+            while let Some(entry) = delayed.first_entry() {
+                if entry.key().0 > wall {
+                    break;
+                }
+                let (key, m) = entry.remove();
+                self.push_op(KvOp::Delete(key));
+                due.push(m);
             }
         }
         for m in due {
@@ -745,10 +833,14 @@ impl Broker {
         for c in expired {
             self.end_session(&c);
         }
+        let _ = self.sync_durable();
     }
 }
 
 /// The delivery of `message` through a shared subscription `sub`.
+/// A delayed publish: its store key and the message to publish when due.
+type DelayedPublish = (Vec<u8>, Arc<Message>);
+
 /// Messages referenced by recovered deliveries, read from the journal once each.
 struct StoredMessages {
     store: Option<Arc<Stream>>,

@@ -451,3 +451,68 @@ mod entry_tests {
         assert_eq!(seq_of(&queue_key("c", 77)), Some(77));
     }
 }
+
+/// Key of the pending will of `client_id` (a will with a delay, not yet published).
+pub fn will_key(client_id: &str) -> Vec<u8> {
+    key(b"w/", client_id)
+}
+
+/// Key of a delayed publish due at `due_ms` (wall clock), `seq` keeping keys unique:
+/// keys sort by due time.
+pub fn delayed_key(due_ms: u64, seq: u64) -> Vec<u8> {
+    let mut k = b"d/".to_vec();
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A message due at `due_ms` (wall clock) as stored: the due time, then
+/// [`encode_message`].
+pub fn encode_due(due_ms: u64, m: &Message, now: Instant) -> Vec<u8> {
+    let mut out = due_ms.to_be_bytes().to_vec();
+    out.extend_from_slice(&encode_message(m, now));
+    out
+}
+
+/// A message stored by [`encode_due`] with its due time; `None` when damaged or expired.
+pub fn decode_due(b: &[u8], now: Instant) -> Option<(u64, Message)> {
+    let due = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    Some((due, decode_message(b.get(8..)?, now)?))
+}
+
+/// Wall-clock milliseconds now, for due times.
+pub fn now_wall_ms() -> u64 {
+    wall_ms()
+}
+
+impl Persist {
+    /// Pending wills: client id, due time (wall-clock ms) and message. Unreadable or
+    /// expired ones are skipped.
+    pub fn wills(&self) -> Result<Vec<(String, u64, Message)>, KvError> {
+        let now = Instant::now();
+        Ok(self
+            .space
+            .scan_prefix(b"w/")?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let client = String::from_utf8_lossy(&k[2..]).into_owned();
+                let (due, m) = decode_due(&v, now)?;
+                Some((client, due, m))
+            })
+            .collect())
+    }
+
+    /// Delayed publishes: key, due time (wall-clock ms) and message.
+    pub fn delayed(&self) -> Result<Vec<(Vec<u8>, u64, Message)>, KvError> {
+        let now = Instant::now();
+        Ok(self
+            .space
+            .scan_prefix(b"d/")?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (due, m) = decode_due(&v, now)?;
+                Some((k, due, m))
+            })
+            .collect())
+    }
+}

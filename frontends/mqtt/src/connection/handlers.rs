@@ -157,7 +157,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// routed and the client is told.
     pub(super) fn finish_publish(&mut self, a: Accepted, stored_error: Option<ReasonCode>) {
         let mut reason = a.refused.or(stored_error).unwrap_or(ReasonCode::SUCCESS);
-        if !reason.is_error() {
+        if !reason.is_error() && a.message.topic.starts_with("$delayed/") {
+            if let Err(code) = self.broker.schedule_delayed(&a.message) {
+                reason = code;
+            }
+        } else if !reason.is_error() {
             match self.broker.publish_checked(a.message) {
                 Ok(0) if self.version.is_v5() => reason = ReasonCode::NO_MATCHING_SUBSCRIBERS,
                 Ok(_) => {}
