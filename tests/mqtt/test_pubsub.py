@@ -64,3 +64,14 @@ def test_retained_set_replace_clear(node, v5):
     assert (m.topic, m.retain) == ("r/3", False)
     for c in (p, s, s2):
         c.close()
+
+
+def test_packets_sent_right_behind_connect_are_handled(node):
+    """A client may send SUBSCRIBE (or anything) without waiting for CONNACK; those bytes
+    often arrive in the same read as the CONNECT."""
+    from raw import Raw, connect, subscribe
+    r = Raw(node.port)
+    r.send(connect(client_id="eager", v5=False) + subscribe("eager/t", 1, v5=False))
+    assert r.read_packet()[0] == 0x20
+    assert r.read_packet()[0] == 0x90, "SUBACK without any further input"
+    r.close()

@@ -635,7 +635,12 @@ impl Broker {
                 retained.insert(message.topic.clone(), message.clone());
             }
             self.metrics.retained.set(retained.len() as i64);
-            if let Some(Err(e)) = self.persist.as_ref().map(|p| p.save_retained(&message)) {
+            // `$SYS` values are the broker's own and rewritten periodically: not kept.
+            let kept = self
+                .persist
+                .as_ref()
+                .filter(|_| !message.topic.starts_with("$SYS/"));
+            if let Some(Err(e)) = kept.map(|p| p.save_retained(&message)) {
                 self.metrics.errors.with_label_values(&["kv_write"]).inc();
                 tracing::error!(topic = %message.topic, error = %e, "retained message not saved");
             }
@@ -859,14 +864,17 @@ impl StoredMessages {
         }
     }
 
-    /// The message at `offset` of `partition`, reading its whole batch on a miss. Runs on
+    /// The message at `offset` of `partition`, reading from there on a miss. Runs on
     /// a blocking thread at start-up, so it waits for the journal read in place.
     fn get(&mut self, partition: u32, offset: u64) -> Option<Arc<Message>> {
         if let Some(m) = self.found.get(&(partition, offset)) {
             return m.clone();
         }
         let stream = self.store.as_ref()?;
-        let read = tokio::runtime::Handle::current().block_on(stream.read(partition, offset, 1));
+        // Deliveries mostly refer to consecutive offsets: one read of about 1 MiB resolves
+        // thousands of them.
+        let read =
+            tokio::runtime::Handle::current().block_on(stream.read(partition, offset, 1 << 20));
         match read {
             Ok(batches) => {
                 for b in batches {
@@ -899,7 +907,7 @@ impl StoredMessages {
                     payload: bytes::Bytes::new(),
                     qos: QoS::ExactlyOnce,
                     retain: false,
-                    properties: crate::codec::Properties::default(),
+                    properties: crate::message::forwarded(Default::default()),
                     expires_at: None,
                     publisher: None,
                     stored: None,

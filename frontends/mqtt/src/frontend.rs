@@ -195,7 +195,7 @@ fn publish_sys(broker: &Broker) {
             payload: Bytes::from(value),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: crate::message::forwarded(Properties::default()),
             expires_at: None,
             publisher: None,
             stored: None,

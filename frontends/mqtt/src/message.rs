@@ -19,14 +19,27 @@ pub struct Message {
     /// Retain flag it was published with.
     pub retain: bool,
     /// Properties forwarded unchanged: payload format, content type, response topic,
-    /// correlation data, user properties.
-    pub properties: Properties,
+    /// correlation data, user properties. Shared, and one shared empty set for the many
+    /// messages that carry none: a full `Properties` is larger than most messages.
+    pub properties: Arc<Properties>,
     /// When the message expires (from the message expiry interval).
     pub expires_at: Option<Instant>,
     /// Client id of the publisher (for no-local), if a client published it.
     pub publisher: Option<Arc<str>>,
     /// Where it is stored in the journal (partition, offset), once it is.
     pub stored: Option<(u32, u64)>,
+}
+
+/// `p` as a message's forwarded properties: the shared empty set when it is empty.
+pub fn forwarded(p: Properties) -> Arc<Properties> {
+    static EMPTY: std::sync::OnceLock<Arc<Properties>> = std::sync::OnceLock::new();
+    if p == Properties::default() {
+        EMPTY
+            .get_or_init(|| Arc::new(Properties::default()))
+            .clone()
+    } else {
+        Arc::new(p)
+    }
 }
 
 impl Message {
@@ -46,14 +59,14 @@ impl Message {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: Properties {
+            properties: forwarded(Properties {
                 payload_format_indicator: src.payload_format_indicator,
                 content_type: src.content_type,
                 response_topic: src.response_topic,
                 correlation_data: src.correlation_data,
                 user_properties: src.user_properties,
                 ..Properties::default()
-            },
+            }),
             expires_at,
             publisher,
             stored: None,

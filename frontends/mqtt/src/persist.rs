@@ -185,7 +185,7 @@ pub fn encode_message(m: &Message, now: Instant) -> Vec<u8> {
         }
         _ => out.extend_from_slice(&0xFFFFu16.to_be_bytes()),
     }
-    let mut properties = m.properties.clone();
+    let mut properties = (*m.properties).clone();
     properties.message_expiry_interval = m.remaining_expiry(now);
     let p = PublishRef {
         dup: false,
@@ -243,11 +243,11 @@ mod tests {
             payload: Bytes::from_static(b"hello"),
             qos: QoS::ExactlyOnce,
             retain: true,
-            properties: Properties {
+            properties: Arc::new(Properties {
                 content_type: Some("text/plain".into()),
                 user_properties: vec![("k".into(), "v".into())],
                 ..Properties::default()
-            },
+            }),
             expires_at: Some(now + Duration::from_secs(100)),
             publisher: Some(Arc::from("pub-1")),
             stored: None,

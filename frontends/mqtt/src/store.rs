@@ -111,7 +111,7 @@ pub fn message_of(r: &strata_journal::Record, now: std::time::Instant) -> Option
         payload: r.value.clone().unwrap_or_default(),
         qos,
         retain,
-        properties,
+        properties: crate::message::forwarded(properties),
         expires_at,
         publisher,
         stored: Some((0, r.offset)),

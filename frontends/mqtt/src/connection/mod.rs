@@ -430,7 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut properties = Properties::default();
         let mut topic: &str = &m.topic;
         if self.version.is_v5() {
-            properties = m.properties.clone();
+            properties = (*m.properties).clone();
             properties.message_expiry_interval = m.remaining_expiry(now);
             properties.subscription_identifiers = out.subscription_ids.clone();
             if self.client_alias_max > 0 && !dup {
@@ -521,6 +521,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn main_loop(&mut self, attached: &Attached, shutdown: &mut Shutdown) -> End {
         let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+        // Packets the client sent right behind its CONNECT arrived with it.
+        if !self.rbuf.is_empty()
+            && let Some(end) = Box::pin(self.drain_packets()).await
+        {
+            let _ = self.flush().await;
+            return end;
+        }
         loop {
             if !self.pump_and_flush().await {
                 return End::Abnormal;

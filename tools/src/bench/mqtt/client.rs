@@ -23,8 +23,8 @@ pub struct BenchClient {
 }
 
 impl BenchClient {
-    /// Connects with MQTT 3.1.1 and a clean session.
-    pub async fn connect(addr: SocketAddr, client_id: &str) -> anyhow::Result<Self> {
+    /// Connects with MQTT 3.1.1, with a clean session or (`clean` false) a persistent one.
+    pub async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
@@ -37,7 +37,7 @@ impl BenchClient {
         };
         c.put(&Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
-            clean_start: true,
+            clean_start: clean,
             keep_alive: 600,
             client_id: client_id.to_string(),
             will: None,

@@ -40,6 +40,10 @@ pub enum Scenario {
     /// N connections opened as fast as the broker takes them and held idle: connect rate
     /// and broker memory per connection.
     Storm,
+    /// One publisher to `bench/fill` and no subscriber: fills the queues of persistent
+    /// sessions subscribed there (for restart measurements); the rate is acknowledged
+    /// publishes per second.
+    Publish,
 }
 
 /// Arguments of `strata bench mqtt`.
@@ -78,6 +82,10 @@ pub struct MqttBenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Publishers and subscribers use persistent sessions (MQTT 3.1.1 clean session 0), so
+    /// the broker keeps their state durably.
+    #[arg(long)]
+    persistent: bool,
     /// Storm: spread connections over this many source addresses (127.0.0.1, 127.0.0.2...),
     /// each good for about 28,000 connections to one port.
     #[arg(long, default_value_t = 1)]
@@ -113,6 +121,7 @@ async fn subscriber(
     let mut c = BenchClient::connect(
         args.broker,
         &format!("bench-sub-{id}-{}", std::process::id()),
+        !args.persistent,
     )
     .await?;
     c.subscribe(&filter, qos(args.qos)).await?;
@@ -165,6 +174,7 @@ async fn publisher(
     let c = BenchClient::connect(
         args.broker,
         &format!("bench-pub-{id}-{}", std::process::id()),
+        !args.persistent,
     )
     .await?;
     let q = qos(args.qos);
@@ -422,10 +432,11 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
             vec![format!("bench/{tag}/s")],
             0,
         ),
+        Scenario::Publish => (Vec::new(), vec!["bench/fill".to_string()], 0),
         Scenario::Storm => unreachable!("handled above"),
     };
     let expected_total = match args.scenario {
-        Scenario::Shared => args.messages,
+        Scenario::Shared | Scenario::Publish => args.messages,
         _ => per_sub * subs.len() as u64,
     };
     let shared = Arc::new(Shared {
@@ -476,6 +487,10 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     }
     for t in pub_tasks {
         t.await??;
+    }
+    if args.scenario == Scenario::Publish {
+        *shared.last_receive.lock() = Instant::now();
+        shared.received.store(args.messages, Ordering::Relaxed);
     }
     if args.scenario == Scenario::Shared {
         let deadline = Instant::now() + Duration::from_secs(args.timeout);
