@@ -82,10 +82,23 @@ impl KvStore {
         })
     }
 
-    /// Flushes memtables and fsyncs the write-ahead log: after this, every write so far
-    /// survives power loss.
+    /// Fsyncs the write-ahead log: every write so far survives power loss.
+    pub fn sync_wal(&self) -> Result<(), KvError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Fsyncs the write-ahead log (after this, every write so far survives power loss),
+    /// then writes the memtables of every namespace to table files, so the next open has
+    /// no log to replay. Called when the node stops.
     pub fn flush(&self) -> Result<(), KvError> {
         self.db.flush_wal(true)?;
+        let names = Db::list_cf(&Options::default(), self.db.path())?;
+        for name in names {
+            if let Some(cf) = self.db.cf_handle(&name) {
+                self.db.flush_cf(&cf)?;
+            }
+        }
         Ok(())
     }
 }

@@ -51,6 +51,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     };
 
+    let kv_sync = sync_kv_periodically(&config, &kv);
+
     let (stop, stopping) = watch::channel(false);
     let started = start_frontends(&config, &journal, &kv, metrics.registry(), stopping).await;
     let served = match started {
@@ -64,6 +66,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Err(e) => Err(e),
     };
     let closed = close_journal(&journal, maintenance).await;
+    if let Some(task) = kv_sync {
+        task.abort();
+    }
     let closed = closed.and(kv.flush().context("cannot flush the key-value store"));
     match (served, closed) {
         (Ok(()), Ok(())) => {
@@ -107,6 +112,29 @@ async fn open_kv(config: &NodeConfig) -> anyhow::Result<KvStore> {
         .await
         .context("key-value store open task failed")?
         .with_context(|| format!("cannot open the key-value store in {}", dir.display()))
+}
+
+/// With `fsync = "interval:<ms>"`, fsyncs the key-value store's log at the same interval,
+/// so what a power loss can take from it has the journal's bound. (`always` fsyncs every
+/// write; `never` leaves it to the operating system.)
+fn sync_kv_periodically(config: &NodeConfig, kv: &KvStore) -> Option<JoinHandle<()>> {
+    let FsyncPolicy::Interval(ms) = config.journal.fsync else {
+        return None;
+    };
+    let kv = kv.clone();
+    Some(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(ms.max(1)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let kv = kv.clone();
+            match tokio::task::spawn_blocking(move || kv.sync_wal()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "key-value store fsync failed"),
+                Err(_) => return,
+            }
+        }
+    }))
 }
 
 type Frontends = JoinSet<Result<(), FrontendError>>;
