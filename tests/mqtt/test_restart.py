@@ -292,3 +292,32 @@ def test_wills_with_a_delay_survive_a_restart(tmp_path):
         w.close()
     finally:
         node.stop()
+
+
+def test_wills_and_delayed_publishes_queued_for_an_offline_session_survive_sigkill(tmp_path):
+    """Messages the broker publishes itself are stored like clients' messages: when they
+    are queued for an offline persistent session, a crash does not lose them."""
+    node = Node(tmp_path)
+    w = Client(node.port, v5=False, client_id="away", clean=False)
+    w.subscribe("own/#", 1)
+    w.close()
+    live = Client(node.port)
+    live.subscribe("own/#", 1)
+    c = Client(node.port, v5=False, client_id="dies", will=("own/will", b"gone", 1, False, None))
+    c.drop()
+    p = Client(node.port)
+    p.publish("$delayed/1/own/delayed", b"late", 1)
+    p.close()
+    # Once a live subscriber has both, they were routed to the absent session too.
+    assert sorted(m.payload for m in live.expect(2)) == [b"gone", b"late"]
+    live.close()
+    node = restart(node, tmp_path, "kill")
+    try:
+        w = Client(node.port, v5=False, client_id="away", clean=False, connect=False)
+        w.connect()
+        got = sorted((m.topic, m.payload) for m in w.expect(2))
+        assert got == [("own/delayed", b"late"), ("own/will", b"gone")]
+        w.expect_none()
+        w.close()
+    finally:
+        node.stop()

@@ -249,8 +249,7 @@ impl Broker {
             let m = Arc::new(m);
             if at <= now_wall {
                 // Fell due while the node was down: published at start-up.
-                persist.write(vec![KvOp::Delete(persist::will_key(&client))])?;
-                due.push(m);
+                due.push((m, client));
             } else {
                 let left = Duration::from_millis(at - now_wall);
                 self.wills
@@ -266,9 +265,13 @@ impl Broker {
             }
         }
         self.persist = Some(persist);
-        for m in due {
-            self.publish(m);
+        // Recovery runs on a blocking thread: wait for each journal append in place.
+        let runtime = tokio::runtime::Handle::current();
+        for (m, client) in due {
+            runtime.block_on(self.publish_stored(m));
+            self.push_op(KvOp::Delete(persist::will_key(&client)));
         }
+        self.sync_durable()?;
         Ok((sessions, count))
     }
 
@@ -425,7 +428,7 @@ impl Broker {
     /// another connection has already taken the session over: the client is back, so no
     /// will. Checking the connection and registering the will under the session's lock
     /// makes a reconnect either see the will (and cancel it) or win (and leave none).
-    pub fn disconnect(
+    pub async fn disconnect(
         &self,
         session: &Arc<Session>,
         generation: u64,
@@ -461,7 +464,7 @@ impl Broker {
             (expired, publish_now)
         };
         if let Some(m) = publish_now {
-            self.publish(m);
+            self.publish_stored(m).await;
         }
         let _ = self.sync_durable();
         if expired {
@@ -781,9 +784,9 @@ impl Broker {
         }
     }
 
-    /// Publishes wills that fell due, ends sessions whose expiry passed and refreshes the
-    /// in-flight gauge. Called about once a second by the frontend.
-    pub fn tick(&self, now: Instant) {
+    /// Ends sessions whose expiry passed, refreshes the in-flight gauge and takes the wills
+    /// and delayed publishes that fell due, with their store keys.
+    fn tick(&self, now: Instant) -> Vec<(Arc<Message>, Vec<u8>)> {
         let mut due = Vec::new();
         let expired: Vec<Arc<str>> = {
             let sessions = self.sessions.lock();
@@ -815,8 +818,7 @@ impl Broker {
                 .collect();
             for c in ids {
                 if let Some((_, m)) = wills.remove(&c) {
-                    self.push_op(KvOp::Delete(persist::will_key(&c)));
-                    due.push(m);
+                    due.push((m, persist::will_key(&c)));
                 }
             }
         }
@@ -828,17 +830,49 @@ impl Broker {
                     break;
                 }
                 let (key, m) = entry.remove();
-                self.push_op(KvOp::Delete(key));
-                due.push(m);
+                due.push((m, key));
             }
-        }
-        for m in due {
-            self.publish(m);
         }
         for c in expired {
             self.end_session(&c);
         }
+        due
+    }
+
+    /// Publishes wills and delayed publishes that fell due, ends sessions whose expiry
+    /// passed and refreshes the in-flight gauge. Called about once a second by the
+    /// frontend. A due message leaves the store only once it is routed.
+    pub async fn housekeep(&self, now: Instant) {
+        for (m, key) in self.tick(now) {
+            self.publish_stored(m).await;
+            self.push_op(KvOp::Delete(key));
+        }
         let _ = self.sync_durable();
+    }
+
+    /// Routes a message the broker publishes itself (a will, a delayed publish), first
+    /// appending it to the journal when it must be kept, so that deliveries to durable
+    /// sessions can refer to it like to any client's message.
+    pub async fn publish_stored(&self, mut message: Arc<Message>) -> usize {
+        if let Some(stream) = &self.store
+            && (message.qos != QoS::AtMostOnce || message.retain)
+        {
+            let appended = match store::batch([&*message]) {
+                Ok(batch) => stream.append(0, batch).await,
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok(a) => Arc::make_mut(&mut message).stored = Some((0, a.base_offset)),
+                Err(e) => {
+                    self.metrics
+                        .errors
+                        .with_label_values(&["store_failed"])
+                        .inc();
+                    tracing::error!(topic = %message.topic, error = %e, "broker message not stored; routed anyway");
+                }
+            }
+        }
+        self.publish(message)
     }
 }
 

@@ -157,7 +157,7 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
         }
         let now = Instant::now();
-        broker.tick(now);
+        broker.housekeep(now).await;
         if sys_every > 0
             && last_sys.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(sys_every))
         {

@@ -353,7 +353,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         End::Abnormal | End::WithWill => conn.will.take(),
         End::Normal | End::Replaced => None,
     };
-    broker.disconnect(&session, attached.generation, will);
+    Box::pin(broker.disconnect(&session, attached.generation, will)).await;
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
