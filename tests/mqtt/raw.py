@@ -66,6 +66,21 @@ def parse_publish(first, body, v5=True):
     return bool(first & 0x08), qos, topic, packet_id, rest
 
 
+def split_packet(buf):
+    """((first byte, body), rest) when `buf` starts with a whole packet, else (None, buf)."""
+    n, mult, i = 0, 1, 1
+    while i < len(buf):
+        b = buf[i]
+        n += (b & 0x7F) * mult
+        mult *= 128
+        i += 1
+        if not b & 0x80:
+            if len(buf) >= i + n:
+                return (buf[0], bytes(buf[i:i + n])), buf[i + n:]
+            break
+    return None, buf
+
+
 class Raw:
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port))
@@ -78,21 +93,9 @@ class Raw:
     def read_packet(self):
         """Returns (first byte, body), or None at end of stream."""
         while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], self.buf[i:i + n]
-                    self.buf = self.buf[i + n:]
-                    return first, body
+            got, self.buf = split_packet(self.buf)
+            if got:
+                return got
             chunk = self.sock.recv(65536)
             if not chunk:
                 return None

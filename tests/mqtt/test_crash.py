@@ -16,7 +16,7 @@ import threading
 import time
 
 from conftest import DEADLINE, Node
-from raw import ack, connect, packet, publish, s, subscribe
+from raw import ack, connect, packet, publish, split_packet, subscribe
 
 CYCLES = 20
 WINDOW = 16
@@ -58,19 +58,9 @@ class Session:
         Raises ConnectionError when the connection is gone."""
         end = time.time() + timeout
         while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        if len(self.buf) >= i + n:
-                            first, body = self.buf[0], self.buf[i:i + n]
-                            self.buf = self.buf[i + n:]
-                            return first, body
-                        break
+            got, self.buf = split_packet(self.buf)
+            if got:
+                return got
             left = end - time.time()
             if left <= 0:
                 return None

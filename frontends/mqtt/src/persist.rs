@@ -347,7 +347,11 @@ pub fn queue_key(client_id: &str, seq: u64) -> Vec<u8> {
 
 /// Prefix of every delivery key of `client_id`.
 pub fn queue_prefix(client_id: &str) -> Vec<u8> {
-    let mut k = b"q/".to_vec();
+    client_prefix(b"q/", client_id)
+}
+
+fn client_prefix(tag: &[u8], client_id: &str) -> Vec<u8> {
+    let mut k = tag.to_vec();
     k.extend_from_slice(client_id.as_bytes());
     k.push(0);
     k
@@ -362,10 +366,7 @@ pub fn incoming_key(client_id: &str, packet_id: u16) -> Vec<u8> {
 
 /// Prefix of every inbound QoS 2 key of `client_id`.
 pub fn incoming_prefix(client_id: &str) -> Vec<u8> {
-    let mut k = b"i/".to_vec();
-    k.extend_from_slice(client_id.as_bytes());
-    k.push(0);
-    k
+    client_prefix(b"i/", client_id)
 }
 
 impl QueueEntry {
