@@ -321,3 +321,57 @@ def test_wills_and_delayed_publishes_queued_for_an_offline_session_survive_sigki
         w.close()
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("how", ["term", "kill"])
+def test_paho_inflight_qos1_and_qos2_resume_after_a_restart(tmp_path, how):
+    """A paho-mqtt subscriber with manual acknowledgements receives a QoS 1 and a QoS 2
+    message and acknowledges neither. After the node restarts, the resumed session gets the
+    QoS 1 message again with DUP set. The QoS 2 one is not delivered again: paho answered
+    its PUBLISH with PUBREC and handed it over at PUBREL (only the PUBCOMP was held), so the
+    node resends the PUBREL, which completes the exchange. Nothing comes back after that."""
+    import paho.mqtt.client as mqtt
+    import queue
+
+    def subscriber():
+        got = queue.Queue()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="manual", protocol=mqtt.MQTTv311,
+                        clean_session=False, manual_ack=True)
+        c.on_message = lambda cl, u, m: got.put(m)
+        return c, got
+
+    node = Node(tmp_path)
+    c, got = subscriber()
+    c.connect("127.0.0.1", node.port)
+    c.loop_start()
+    c.subscribe("manual/t", 2)
+    p = Client(node.port)
+    p.publish("manual/t", b"q1", 1)
+    p.publish("manual/t", b"q2", 2)
+    first = [got.get(timeout=30) for _ in range(2)]
+    assert sorted((m.payload, m.qos, m.dup) for m in first) == [(b"q1", 1, False), (b"q2", 2, False)]
+    c.loop_stop()
+    c.socket().close()  # gone without acknowledging either
+    p.close()
+    wait_connections(node, 0)
+
+    node = restart(node, tmp_path, how)
+    try:
+        c, got = subscriber()
+        c.connect("127.0.0.1", node.port)
+        c.loop_start()
+        m = got.get(timeout=30)
+        assert (m.payload, m.qos, m.dup) == (b"q1", 1, True)
+        c.ack(m.mid, m.qos)
+        # Acknowledged: nothing comes back after another restart.
+        c.disconnect()
+        c.loop_stop()
+        wait_connections(node, 0)
+        node = restart(node, tmp_path, how)
+        c2 = Client(node.port, v5=False, client_id="manual", clean=False, connect=False)
+        flags, rc, _ = c2.connect()
+        assert flags.session_present
+        c2.expect_none()
+        c2.close()
+    finally:
+        node.stop()
