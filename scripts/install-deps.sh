@@ -5,6 +5,8 @@
 #   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
 #   fio                raw-disk baselines that journal benchmarks are compared against
 #   mosquitto-clients  mosquitto_pub / mosquitto_sub, real MQTT clients in the MQTT tests
+# and, outside apt: s3s-fs (a real S3-compatible server, from crates.io) and the Python MQTT
+# client libraries (from PyPI).
 set -euo pipefail
 
 packages=(libclang-dev fio mosquitto-clients)
@@ -21,6 +23,14 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
+
+# A real S3-compatible server for the object storage tests (strata-tiered), built once per
+# machine into ~/.cache/strata/tools (a few minutes; 0.15 and later need a newer rustc).
+s3s_root="$HOME/.cache/strata/tools"
+if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
+  echo "install-deps: building s3s-fs 0.14.1 into $s3s_root" >&2
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$s3s_root"
+fi
 
 # Python packages the MQTT tests drive the broker with (real clients over TCP).
 if ! python3 -c 'import paho.mqtt, pytest; assert paho.mqtt.__version__.startswith("2.")' 2>/dev/null; then
