@@ -342,9 +342,12 @@ def test_paho_inflight_qos1_and_qos2_resume_after_a_restart(tmp_path, how):
 
     node = Node(tmp_path)
     c, got = subscriber()
+    subscribed = queue.Queue()
+    c.on_subscribe = lambda cl, u, mid, codes, props: subscribed.put(codes)
     c.connect("127.0.0.1", node.port)
     c.loop_start()
     c.subscribe("manual/t", 2)
+    subscribed.get(timeout=30)  # the SUBACK: the subscription exists before anything is published
     p = Client(node.port)
     p.publish("manual/t", b"q1", 1)
     p.publish("manual/t", b"q2", 2)

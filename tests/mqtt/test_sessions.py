@@ -66,6 +66,10 @@ def test_unacknowledged_messages_are_resent_with_dup_on_reconnect(node):
     b.send(ack(0x40, ids[0]) + ack(0x50, ids[1]))
     assert b.read_packet() == (0x62, ids[1].to_bytes(2, "big"))
     b.send(ack(0x70, ids[1]) + ack(0x70, ids[2]))
+    # PINGRESP comes after the PUBCOMPs were handled; closing right after sending them
+    # could reset the connection before the broker read them.
+    b.send(bytes([0xC0, 0x00]))
+    assert b.read_packet()[0] == 0xD0
     b.close()
     c = Raw(node.port)
     assert c.connect(client_id="resend", v5=False, clean=False) == b"\x01\x00"

@@ -3,6 +3,8 @@
 //! here and `object`-class partitions live here; this crate is the one place that talks
 //! to object storage, with retries, timeouts and one error type.
 
+pub mod manifest;
+
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
