@@ -70,6 +70,14 @@ class Node:
                 out[key] = float(value)
         return out
 
+    def wait_connections(self, n):
+        """Waits until the node has `n` open connections: a client's close() returns before
+        the node has ended that connection (and, say, its session)."""
+        deadline = time.time() + DEADLINE
+        while self.metrics().get("strata_mqtt_connections") != n:
+            assert time.time() < deadline, "connections did not settle"
+            time.sleep(0.02)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -227,13 +227,6 @@ def test_message_expiry_counts_across_a_restart(tmp_path):
         node.stop()
 
 
-def wait_connections(node, n):
-    deadline = time.time() + 30
-    while node.metrics().get("strata_mqtt_connections") != n:
-        assert time.time() < deadline, "connections did not settle"
-        time.sleep(0.02)
-
-
 def test_delayed_publish_is_kept_across_a_restart(tmp_path):
     node = Node(tmp_path)
     s = Client(node.port, v5=False, client_id="waiter", clean=False)
@@ -273,7 +266,7 @@ def test_wills_with_a_delay_survive_a_restart(tmp_path):
         props.WillDelayInterval = delay
         c = Client(node.port, client_id=cid, expiry=600, will=(f"wills/{cid}", cid.encode(), 1, False, props))
         c.drop()
-    wait_connections(node, 0)
+    node.wait_connections(0)
     dropped = time.time()
     node.proc.kill()
     node.proc.wait()
@@ -356,7 +349,7 @@ def test_paho_inflight_qos1_and_qos2_resume_after_a_restart(tmp_path, how):
     c.loop_stop()
     c.socket().close()  # gone without acknowledging either
     p.close()
-    wait_connections(node, 0)
+    node.wait_connections(0)
 
     node = restart(node, tmp_path, how)
     try:
@@ -369,7 +362,7 @@ def test_paho_inflight_qos1_and_qos2_resume_after_a_restart(tmp_path, how):
         # Acknowledged: nothing comes back after another restart.
         c.disconnect()
         c.loop_stop()
-        wait_connections(node, 0)
+        node.wait_connections(0)
         node = restart(node, tmp_path, how)
         c2 = Client(node.port, v5=False, client_id="manual", clean=False, connect=False)
         flags, rc, _ = c2.connect()

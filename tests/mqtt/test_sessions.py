@@ -83,6 +83,7 @@ def test_v5_session_expiry_zero_ends_at_disconnect(node):
     s = Client(node.port, client_id="brief", clean=True, expiry=0)
     s.subscribe("x", 1)
     s.close()
+    node.wait_connections(0)
     s2 = Client(node.port, client_id="brief", clean=False, expiry=60, connect=False)
     flags, rc, _ = s2.connect()
     assert not flags.session_present

@@ -214,7 +214,7 @@ impl Broker {
         let mut messages = StoredMessages::new(self.store.clone(), now);
         for (client_id, record) in persist.sessions()? {
             if record.expired() {
-                persist.delete_session(&client_id)?;
+                persist.write(vec![Persist::delete_session(&client_id)])?;
                 continue;
             }
             let session = Arc::new(Session::new(Arc::from(client_id.as_str())));
@@ -343,27 +343,22 @@ impl Broker {
         Ok(())
     }
 
-    /// Writes the session's durable part (expiry, subscriptions, when it was left) to the
-    /// store, or removes it when the session does not outlive its connection. Writes of
-    /// one session are serialized and each takes the state as it is when it runs, so the
-    /// last write always holds the latest state.
+    /// Records the session's durable part (expiry, subscriptions, when it was left), or
+    /// its removal when the session does not outlive its connection, as a pending store
+    /// write made under the session's lock: writes of one session keep their order, and
+    /// the next sync (before any reply reaches a client) makes it durable.
     pub fn save_session(&self, session: &Session) {
-        let Some(persist) = &self.persist else {
+        if self.persist.is_none() {
             return;
-        };
-        let _serial = session.saving.lock();
-        let record = {
-            let st = session.state.lock();
-            (st.expiry_secs > 0).then(|| SessionRecord::of(&st))
-        };
-        let result = match record {
-            Some(r) => persist.save_session(&session.client_id, &r),
-            None => persist.delete_session(&session.client_id),
-        };
-        if let Err(e) = result {
-            self.metrics.errors.with_label_values(&["kv_write"]).inc();
-            tracing::error!(client_id = %session.client_id, error = %e, "session not saved");
         }
+        self.with_state(session, |st| {
+            let op = if st.expiry_secs > 0 {
+                Persist::save_session(&session.client_id, &SessionRecord::of(st))
+            } else {
+                Persist::delete_session(&session.client_id)
+            };
+            st.ops.push(op);
+        });
     }
 
     /// Attaches a connection to the session of `client_id`, creating it or, with
@@ -466,12 +461,12 @@ impl Broker {
         if let Some(m) = publish_now {
             self.publish_stored(m).await;
         }
-        let _ = self.sync_durable();
         if expired {
             self.end_session(&session.client_id);
         } else {
             self.save_session(session);
         }
+        let _ = self.sync_durable();
     }
 
     fn end_session(&self, client_id: &str) {
@@ -488,10 +483,7 @@ impl Broker {
                 st.durable = None;
             });
         }
-        if let Some(Err(e)) = self.persist.as_ref().map(|p| p.delete_session(client_id)) {
-            self.metrics.errors.with_label_values(&["kv_write"]).inc();
-            tracing::error!(client_id, error = %e, "ended session not removed from the store");
-        }
+        self.push_op(Persist::delete_session(client_id));
     }
 
     fn drop_subscriptions(&self, session: &Session) {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
-use strata_frontend::kv::{KvError, KvSpace};
+use strata_frontend::kv::{KvError, KvOp, KvSpace};
 use strata_journal::now_ms;
 
 use crate::codec::{self, Packet, ProtocolVersion, PublishRef, SubscriptionOptions};
@@ -109,14 +109,16 @@ impl Persist {
         Persist { space }
     }
 
-    /// Stores the session of `client_id`.
-    pub fn save_session(&self, client_id: &str, record: &SessionRecord) -> Result<(), KvError> {
-        let json = serde_json::to_vec(record).unwrap_or_default();
-        self.space.put(&key(SESSION, client_id), &json)
+    /// The write that stores the session of `client_id`.
+    pub fn save_session(client_id: &str, record: &SessionRecord) -> KvOp {
+        KvOp::Put(
+            key(SESSION, client_id),
+            serde_json::to_vec(record).unwrap_or_default(),
+        )
     }
 
     /// Applies `ops` atomically.
-    pub fn write(&self, ops: Vec<strata_frontend::kv::KvOp>) -> Result<(), KvError> {
+    pub fn write(&self, ops: Vec<KvOp>) -> Result<(), KvError> {
         self.space.write(ops)
     }
 
@@ -125,9 +127,9 @@ impl Persist {
         self.space.scan_prefix(prefix)
     }
 
-    /// Forgets the session of `client_id`.
-    pub fn delete_session(&self, client_id: &str) -> Result<(), KvError> {
-        self.space.delete(&key(SESSION, client_id))
+    /// The write that forgets the session of `client_id`.
+    pub fn delete_session(client_id: &str) -> KvOp {
+        KvOp::Delete(key(SESSION, client_id))
     }
 
     /// Every stored session; records that cannot be read are reported and skipped.
@@ -490,25 +492,24 @@ impl Persist {
     /// Pending wills: client id, due time (wall-clock ms) and message. Unreadable or
     /// expired ones are skipped.
     pub fn wills(&self) -> Result<Vec<(String, u64, Message)>, KvError> {
-        let now = Instant::now();
         Ok(self
-            .space
-            .scan_prefix(b"w/")?
+            .due(b"w/")?
             .into_iter()
-            .filter_map(|(k, v)| {
-                let client = String::from_utf8_lossy(&k[2..]).into_owned();
-                let (due, m) = decode_due(&v, now)?;
-                Some((client, due, m))
-            })
+            .map(|(k, due, m)| (String::from_utf8_lossy(&k[2..]).into_owned(), due, m))
             .collect())
     }
 
     /// Delayed publishes: key, due time (wall-clock ms) and message.
     pub fn delayed(&self) -> Result<Vec<(Vec<u8>, u64, Message)>, KvError> {
+        self.due(b"d/")
+    }
+
+    /// Every readable, unexpired [`encode_due`] record under `prefix`, with its key.
+    fn due(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, u64, Message)>, KvError> {
         let now = Instant::now();
         Ok(self
             .space
-            .scan_prefix(b"d/")?
+            .scan_prefix(prefix)?
             .into_iter()
             .filter_map(|(k, v)| {
                 let (due, m) = decode_due(&v, now)?;

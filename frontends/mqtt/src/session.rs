@@ -482,8 +482,6 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the connection when messages are queued.
     pub wake: Notify,
-    /// Serializes writes of this session's record to the store.
-    pub saving: Mutex<()>,
 }
 
 impl Session {
@@ -493,7 +491,6 @@ impl Session {
             client_id,
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
-            saving: Mutex::new(()),
         }
     }
 }
