@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(entries) = strata_tiered::manifest::parse(data) {
+    if let Ok((entries, _)) = strata_tiered::manifest::parse(data) {
         assert!(entries.values().all(|e| e.last_offset >= e.base_offset));
     }
 });

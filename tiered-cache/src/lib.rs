@@ -3,7 +3,12 @@
 //! here and `object`-class partitions live here; this crate is the one place that talks
 //! to object storage, with retries, timeouts and one error type.
 
+pub mod cache;
 pub mod manifest;
+pub mod metrics;
+
+pub use cache::{BlockCache, CacheConfig};
+pub use metrics::TierMetrics;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -63,6 +68,9 @@ pub enum ObjectError {
     /// The configuration cannot be used.
     #[error("object storage configuration: {0}")]
     Config(String),
+    /// The block cache failed (or a GET it made did).
+    #[error("block cache: {0}")]
+    Cache(String),
     /// The server or filesystem failed (after retries); worth retrying later.
     #[error("object storage {op} {key}: {source}")]
     Io {
@@ -154,6 +162,52 @@ impl ObjectStore {
             .await
             .map(|_| ())
             .map_err(Self::io("put", key))
+    }
+
+    /// Stores the first `len` bytes of the local file `path` followed by `trailer` as
+    /// object `key`, streaming the file in parts (a multipart upload when it is large).
+    /// Returns the object's size once the store has confirmed the write.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+        trailer: Bytes,
+    ) -> Result<u64, ObjectError> {
+        const PART: u64 = 16 * 1024 * 1024;
+        let read_err = |e: std::io::Error| ObjectError::Io {
+            op: "put",
+            key: key.to_string(),
+            source: Box::new(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+        };
+        let file = std::sync::Arc::new(std::fs::File::open(path).map_err(read_err)?);
+        let mut w = self
+            .op
+            .writer_with(key)
+            .chunk(PART as usize)
+            .await
+            .map_err(Self::io("put", key))?;
+        let mut pos = 0;
+        while pos < len {
+            let n = PART.min(len - pos);
+            let f = file.clone();
+            let part = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; n as usize];
+                f.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| read_err(std::io::Error::other(e.to_string())))?
+            .map_err(read_err)?;
+            w.write(part).await.map_err(Self::io("put", key))?;
+            pos += n;
+        }
+        let size = len + trailer.len() as u64;
+        if !trailer.is_empty() {
+            w.write(trailer).await.map_err(Self::io("put", key))?;
+        }
+        w.close().await.map_err(Self::io("put", key))?;
+        Ok(size)
     }
 
     /// The whole object `key`.
