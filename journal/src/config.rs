@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JournalError, Result};
+pub use strata_tiered::ObjectStoreConfig;
+pub use strata_tiered::cache::CacheConfig;
 
 /// When appended bytes are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,9 @@ pub enum StorageClass {
     Segment,
     /// One shared RocksDB instance; for many small partitions.
     Rocksdb,
+    /// Written straight to object storage: appends are gathered into objects of a bounded
+    /// size or age, staged in local files until uploaded.
+    Object,
 }
 
 impl fmt::Display for StorageClass {
@@ -88,6 +93,7 @@ impl fmt::Display for StorageClass {
             StorageClass::Memory => "memory",
             StorageClass::Segment => "segment",
             StorageClass::Rocksdb => "rocksdb",
+            StorageClass::Object => "object",
         })
     }
 }
@@ -125,6 +131,97 @@ impl Default for SegmentSettings {
     }
 }
 
+/// Offload of a `segment`-class partition's sealed segments to object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffloadSettings {
+    /// Keep an uploaded segment's local copy this long after it was sealed (ms).
+    pub local_retention_ms: u64,
+    /// Keep at most this many bytes of uploaded sealed segments locally (none: no bound).
+    pub local_retention_bytes: Option<u64>,
+}
+
+impl Default for OffloadSettings {
+    fn default() -> Self {
+        OffloadSettings {
+            local_retention_ms: 3600 * 1000,
+            local_retention_bytes: None,
+        }
+    }
+}
+
+/// When an `object`-class append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectAck {
+    /// Once the object holding it is stored (and recorded in the manifest).
+    #[default]
+    Object,
+    /// Once it is in the local staging log (per the stream's fsync policy); uploaded later.
+    Local,
+}
+
+/// Batching of the `object` class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectSettings {
+    /// An object is uploaded once this many bytes are gathered.
+    pub batch_bytes: u64,
+    /// ... or once its first append is this old (ms).
+    pub batch_ms: u64,
+    /// When appends are acknowledged.
+    pub ack: ObjectAck,
+}
+
+impl Default for ObjectSettings {
+    fn default() -> Self {
+        ObjectSettings {
+            batch_bytes: 4 * 1024 * 1024,
+            batch_ms: 50,
+            ack: ObjectAck::Object,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Whether sealed segments go to object storage.
+    pub fn offloads(&self) -> bool {
+        self.class == StorageClass::Object
+            || (self.class == StorageClass::Segment && self.offload.is_some())
+    }
+
+    /// Whether appends wait for their object to be stored.
+    pub fn acks_on_object(&self) -> bool {
+        self.class == StorageClass::Object && self.object.ack == ObjectAck::Object
+    }
+
+    /// The segment sizing actually used: an `object`-class partition rolls a staging
+    /// segment per object.
+    pub fn effective_segment(&self) -> SegmentSettings {
+        if self.class == StorageClass::Object {
+            SegmentSettings {
+                segment_bytes: self.object.batch_bytes,
+                segment_ms: self.object.batch_ms,
+                index_interval_bytes: self.segment.index_interval_bytes,
+            }
+        } else {
+            self.segment
+        }
+    }
+
+    /// How long uploaded local copies are kept.
+    pub fn effective_offload(&self) -> OffloadSettings {
+        if self.class == StorageClass::Object {
+            OffloadSettings {
+                local_retention_ms: 0,
+                local_retention_bytes: Some(0),
+            }
+        } else {
+            self.offload.unwrap_or_default()
+        }
+    }
+}
+
 /// The persistent definition of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +245,12 @@ pub struct StreamConfig {
     /// Byte bound per partition for the `memory` class.
     #[serde(default = "default_memory_max_bytes")]
     pub memory_max_bytes: u64,
+    /// Offload of sealed segments (`segment` class; none: segments stay local).
+    #[serde(default)]
+    pub offload: Option<OffloadSettings>,
+    /// Batching and acknowledgement of the `object` class.
+    #[serde(default)]
+    pub object: ObjectSettings,
 }
 
 fn default_memory_max_bytes() -> u64 {
@@ -172,6 +275,8 @@ impl StreamConfig {
                 index_interval_bytes: defaults.index_interval_bytes,
             },
             memory_max_bytes: defaults.memory_max_bytes,
+            offload: defaults.offload,
+            object: defaults.object,
         }
     }
 
@@ -196,6 +301,17 @@ impl StreamConfig {
         }
         if self.segment.segment_ms == 0 {
             return bad("segment_ms must be positive".into());
+        }
+        if self.class == StorageClass::Object {
+            if self.object.batch_bytes < 4096 || self.object.batch_bytes > u32::MAX as u64 {
+                return bad(format!(
+                    "object.batch_bytes must be 4096..=4294967295, got {}",
+                    self.object.batch_bytes
+                ));
+            }
+            if self.object.batch_ms == 0 {
+                return bad("object.batch_ms must be positive".into());
+            }
         }
         Ok(())
     }
@@ -243,6 +359,15 @@ pub struct JournalConfig {
     pub tail_cache_bytes: u64,
     /// How often retention and age-based rolls are checked, in ms.
     pub maintenance_interval_ms: u64,
+    /// Object storage for offloaded segments and the `object` class (none: neither is
+    /// available).
+    pub object_store: Option<ObjectStoreConfig>,
+    /// The block cache in front of object storage.
+    pub cache: CacheConfig,
+    /// Offload given to new `segment`-class streams (none: they stay local).
+    pub offload: Option<OffloadSettings>,
+    /// Batching given to new `object`-class streams.
+    pub object: ObjectSettings,
 }
 
 impl Default for JournalConfig {
@@ -259,6 +384,10 @@ impl Default for JournalConfig {
             memory_max_bytes: default_memory_max_bytes(),
             tail_cache_bytes: 1024 * 1024,
             maintenance_interval_ms: 10_000,
+            object_store: None,
+            cache: CacheConfig::default(),
+            offload: None,
+            object: ObjectSettings::default(),
         }
     }
 }

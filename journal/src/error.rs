@@ -75,6 +75,10 @@ pub enum JournalError {
     /// The RocksDB store failed.
     #[error("rocksdb: {0}")]
     RocksDb(String),
+    /// Object storage failed or is unreachable; nothing of a failed append was
+    /// acknowledged or kept, so it can be retried.
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl JournalError {
@@ -88,7 +92,16 @@ impl JournalError {
 
     /// True when retrying the same operation later may succeed (I/O faults, full disk).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, JournalError::Io { .. } | JournalError::RocksDb(_))
+        matches!(
+            self,
+            JournalError::Io { .. } | JournalError::RocksDb(_) | JournalError::Unavailable(_)
+        )
+    }
+}
+
+impl From<strata_tiered::ObjectError> for JournalError {
+    fn from(e: strata_tiered::ObjectError) -> Self {
+        JournalError::Unavailable(e.to_string())
     }
 }
 

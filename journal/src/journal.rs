@@ -25,7 +25,8 @@ use crate::metrics::JournalMetrics;
 use crate::record::now_ms;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::{RocksLog, RocksStore};
-use crate::segment::SegmentLog;
+use crate::segment::{Remote, SegmentLog};
+use strata_tiered::{BlockCache, ObjectStore, TierMetrics};
 use crate::stream::Stream;
 
 /// File name of a stream definition.
@@ -34,6 +35,8 @@ pub const STREAM_FILE: &str = "stream.json";
 pub const STREAMS_DIR: &str = "streams";
 /// Directory of the shared RocksDB store.
 pub const ROCKSDB_DIR: &str = "rocksdb";
+/// Default directory of the block cache's SSD file.
+pub const CACHE_DIR: &str = "cache";
 
 /// How to open a journal.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct JournalOptions {
     pub registry: prometheus::Registry,
     /// The file-system seam (the real one unless a test injects faults).
     pub fs: Arc<dyn FileSystem>,
+    /// Object storage behind its block cache (see [`JournalOptions::with_object_store`]).
+    pub tier: Option<BlockCache>,
 }
 
 impl JournalOptions {
@@ -56,7 +61,28 @@ impl JournalOptions {
             config,
             registry,
             fs: Arc::new(StdFs),
+            tier: None,
         }
+    }
+
+    /// Connects the object storage the configuration names (if any) and opens the block
+    /// cache in front of it.
+    pub async fn with_object_store(mut self) -> Result<Self> {
+        let Some(store_config) = &self.config.object_store else {
+            return Ok(self);
+        };
+        let store = ObjectStore::open(store_config)
+            .map_err(|e| JournalError::InvalidConfig(e.to_string()))?;
+        let cache = BlockCache::open(
+            store,
+            &self.config.cache,
+            &self.dir.join(CACHE_DIR),
+            TierMetrics::new(&self.registry),
+        )
+        .await
+        .map_err(|e| JournalError::InvalidConfig(e.to_string()))?;
+        self.tier = Some(cache);
+        Ok(self)
     }
 }
 
@@ -66,6 +92,7 @@ struct Inner {
     fs: Arc<dyn FileSystem>,
     config: JournalConfig,
     metrics: JournalMetrics,
+    tier: Option<BlockCache>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     #[cfg(feature = "rocksdb")]
     rocks: Mutex<Option<Arc<RocksStore>>>,
@@ -89,6 +116,7 @@ impl Journal {
             config,
             registry,
             fs,
+            tier,
         } = options;
         let streams_dir = dir.join(STREAMS_DIR);
         fs.create_dir_all(&streams_dir)
@@ -100,6 +128,7 @@ impl Journal {
                 fs,
                 config,
                 metrics,
+                tier,
                 streams: RwLock::new(BTreeMap::new()),
                 #[cfg(feature = "rocksdb")]
                 rocks: Mutex::new(None),
@@ -179,13 +208,38 @@ impl Journal {
                 StorageClass::Memory => {
                     Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
                 }
-                StorageClass::Segment => Arc::new(SegmentLog::open(
-                    inner.fs.clone(),
-                    self.stream_dir(&config.name).join(p.to_string()),
-                    config.clone(),
-                    inner.config.tail_cache_bytes,
-                    inner.metrics.clone(),
-                )?),
+                StorageClass::Segment | StorageClass::Object => {
+                    let dir = self.stream_dir(&config.name).join(p.to_string());
+                    let remote = match (&inner.tier, config.offloads()) {
+                        (Some(cache), true) => Some(Remote::open(
+                            cache.clone(),
+                            format!("{}{p}/", remote_prefix(&config.name)),
+                            &dir,
+                            config.effective_offload(),
+                        )?),
+                        _ => None,
+                    };
+                    let log = Arc::new(SegmentLog::open(
+                        inner.fs.clone(),
+                        dir,
+                        config.clone(),
+                        inner.config.tail_cache_bytes,
+                        inner.metrics.clone(),
+                        remote,
+                    )?);
+                    if config.offloads() {
+                        match tokio::runtime::Handle::try_current() {
+                            Ok(rt) => {
+                                rt.spawn(log.clone().run_offload());
+                            }
+                            Err(_) => tracing::warn!(
+                                stream = config.name,
+                                "no async runtime: offload does not run"
+                            ),
+                        }
+                    }
+                    log
+                }
                 #[cfg(not(feature = "rocksdb"))]
                 StorageClass::Rocksdb => return Err(no_rocksdb()),
                 #[cfg(feature = "rocksdb")]
@@ -256,6 +310,23 @@ impl Journal {
         if stream.config().class == StorageClass::Rocksdb {
             for p in 0..stream.config().partitions {
                 self.rocks()?.delete_partition(name, p)?;
+            }
+        }
+        if stream.config().offloads()
+            && let Some(cache) = &self.inner.tier
+        {
+            // Best effort: objects left behind are orphans to a stream of the same name
+            // and deleted when it opens.
+            let prefix = remote_prefix(name);
+            match cache.store().list(&prefix).await {
+                Ok(keys) => {
+                    for key in keys {
+                        if let Err(e) = cache.store().delete(&key).await {
+                            tracing::warn!(object = key, error = %e, "could not delete an object");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(stream = name, error = %e, "could not list objects"),
             }
         }
         let fs = &*self.inner.fs;
@@ -361,8 +432,23 @@ impl Journal {
         self.inner.streams.write().clear();
         #[cfg(feature = "rocksdb")]
         self.inner.rocks.lock().take();
+        if let Some(cache) = &self.inner.tier
+            && let Err(e) = cache.close().await
+        {
+            tracing::warn!(error = %e, "closing the block cache failed");
+        }
         first_err.map_or(Ok(()), Err)
     }
+
+    /// The block cache in front of object storage, when one is configured.
+    pub fn tier(&self) -> Option<&BlockCache> {
+        self.inner.tier.as_ref()
+    }
+}
+
+/// Key prefix of a stream's objects.
+pub fn remote_prefix(stream: &str) -> String {
+    format!("{STREAMS_DIR}/{stream}/")
 }
 
 /// The error for a `rocksdb`-class stream in a build without the `rocksdb` feature.

@@ -24,11 +24,13 @@ mod tail;
 
 pub use batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
 pub use config::{
-    FsyncPolicy, JournalConfig, Retention, SegmentSettings, StorageClass, StreamConfig,
+    CacheConfig, FsyncPolicy, JournalConfig, ObjectAck, ObjectSettings, ObjectStoreConfig,
+    OffloadSettings, Retention, SegmentSettings, StorageClass, StreamConfig,
 };
 pub use error::{JournalError, Result};
 pub use journal::{
-    Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition,
+    CACHE_DIR, Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition,
+    remote_prefix,
 };
 pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
 pub use metrics::JournalMetrics;

@@ -47,8 +47,10 @@ pub struct SegmentInfo {
     pub size: u64,
     /// Largest record timestamp, if any record is stored.
     pub max_timestamp: Option<i64>,
-    /// The file (or store) holding it.
+    /// The local file (or store) holding it; empty when it is only in object storage.
     pub location: PathBuf,
+    /// The object holding a copy in object storage, if it was uploaded.
+    pub remote: Option<String>,
 }
 
 /// A snapshot of a partition's layout.

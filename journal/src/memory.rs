@@ -207,6 +207,7 @@ impl PartitionLog for MemoryLog {
                 size: st.bytes,
                 max_timestamp: st.batches.iter().map(|b| b.header().max_timestamp).max(),
                 location: self.label.clone(),
+                remote: None,
             }],
         }
     }

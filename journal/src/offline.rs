@@ -18,7 +18,8 @@ use crate::record::Record;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::RocksStore;
 use crate::segment::scan::{ScanStop, read_header, scan};
-use crate::segment::{SegmentIndex, index_path, log_path, time_index_path};
+use crate::segment::{MANIFEST_FILE, SegmentIndex, index_path, log_path, time_index_path};
+use strata_tiered::manifest::{Entry, parse as parse_manifest};
 
 /// What a header scan found in one segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,21 @@ pub struct PartitionSummary {
     pub log_start: Option<u64>,
     /// Segments oldest first (one pseudo-segment for RocksDB partitions).
     pub segments: Vec<SegmentSummary>,
+    /// Segments uploaded to object storage, from the partition's manifest.
+    pub remote: Vec<Entry>,
+}
+
+impl PartitionSummary {
+    /// Where the segment starting at `base` lives: `local`, `remote` or `both`.
+    pub fn location(&self, base: u64) -> &'static str {
+        let local = self.segments.iter().any(|s| s.base_offset == base);
+        let remote = self.remote.iter().any(|e| e.base_offset == base);
+        match (local, remote) {
+            (true, true) => "both",
+            (false, true) => "remote",
+            _ => "local",
+        }
+    }
 }
 
 /// One stream's definition and layout.
@@ -163,6 +179,7 @@ fn rocks_summary(store: &RocksStore, config: &StreamConfig, partition: u32) -> P
         partition,
         log_start: None,
         segments: vec![s],
+        remote: Vec::new(),
     }
 }
 
@@ -180,8 +197,11 @@ pub fn inspect(dir: &Path) -> Result<Vec<StreamSummary>> {
                     partition: p,
                     log_start: None,
                     segments: Vec::new(),
+                    remote: Vec::new(),
                 },
-                StorageClass::Segment => segment_partition(dir, &config.name, p)?,
+                StorageClass::Segment | StorageClass::Object => {
+                    segment_partition(dir, &config.name, p)?
+                }
                 #[cfg(not(feature = "rocksdb"))]
                 StorageClass::Rocksdb => return Err(crate::journal::no_rocksdb()),
                 #[cfg(feature = "rocksdb")]
@@ -206,6 +226,7 @@ fn segment_partition(dir: &Path, stream: &str, partition: u32) -> Result<Partiti
             partition,
             log_start: None,
             segments: Vec::new(),
+            remote: Vec::new(),
         });
     }
     let log_start = read_file(&StdFs, &pdir.join(crate::segment::LOG_START_FILE))
@@ -215,10 +236,25 @@ fn segment_partition(dir: &Path, stream: &str, partition: u32) -> Result<Partiti
     for base in list_segments_read_only(&pdir)? {
         segments.push(summarize_segment(&log_path(&pdir, base), base)?);
     }
+    let manifest = pdir.join(MANIFEST_FILE);
+    let remote = match std::fs::read(&manifest) {
+        Ok(bytes) => parse_manifest(&bytes)
+            .map_err(|reason| JournalError::Corruption {
+                file: manifest.clone(),
+                position: 0,
+                reason,
+            })?
+            .0
+            .into_values()
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(JournalError::io(&manifest, e)),
+    };
     Ok(PartitionSummary {
         partition,
         log_start,
         segments,
+        remote,
     })
 }
 
@@ -284,7 +320,8 @@ pub fn dump(
                 }
             }
         }
-        StorageClass::Segment => {
+        // Offline tools read local segments only; uploaded-only segments need the node.
+        StorageClass::Segment | StorageClass::Object => {
             let pdir = partition_dir(dir, stream, partition);
             'segments: for base in list_segments_read_only(&pdir)? {
                 let path = log_path(&pdir, base);
@@ -374,7 +411,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         for p in 0..config.partitions {
             match config.class {
                 StorageClass::Memory => {}
-                StorageClass::Segment => {
+                StorageClass::Segment | StorageClass::Object => {
                     verify_partition(&partition_dir(dir, &config.name, p), &mut report)?
                 }
                 #[cfg(not(feature = "rocksdb"))]

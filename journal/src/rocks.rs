@@ -480,6 +480,7 @@ impl PartitionLog for RocksLog {
                 size: st.bytes,
                 max_timestamp: None,
                 location: self.store.path.clone(),
+                remote: None,
             }],
         }
     }

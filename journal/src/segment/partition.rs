@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::file::Segment;
+use super::offload::Remote;
 use super::open::{LOG_START_FILE, open_partition};
+use super::remote::RemoteSegment;
 use crate::batch::{Batch, PendingBatch, first_offset_at_time};
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{JournalError, Result};
@@ -25,24 +27,30 @@ use crate::tail::TailCache;
 const CLASS: &str = "segment";
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     /// Oldest first; the last one is active. Never empty.
-    segments: Vec<Arc<Segment>>,
+    pub(super) segments: Vec<Arc<Segment>>,
     /// Offset the next record gets.
-    next_offset: u64,
-    log_start: u64,
-    tail: TailCache,
+    pub(super) next_offset: u64,
+    pub(super) log_start: u64,
+    pub(super) tail: TailCache,
     /// Bytes of the active segment known durable (`always` policy).
-    durable_pos: u64,
+    pub(super) durable_pos: u64,
     /// Sealed segments not yet fsynced (`interval` policy).
-    unsynced: Vec<Arc<dyn JournalFile>>,
+    pub(super) unsynced: Vec<Arc<dyn JournalFile>>,
     /// Appends since the last successful sync.
-    dirty: bool,
-    closed: bool,
+    pub(super) dirty: bool,
+    pub(super) closed: bool,
+    /// Segments only in object storage, oldest first, all below the first local one.
+    pub(super) remote: Vec<Arc<RemoteSegment>>,
+    /// Offsets below this are in object storage (offload on).
+    pub(super) uploaded_end: u64,
+    /// Appends are refused until then: object storage failed (ack = object).
+    pub(super) down_until: Option<(Instant, String)>,
 }
 
 impl State {
-    fn active(&self) -> &Arc<Segment> {
+    pub(super) fn active(&self) -> &Arc<Segment> {
         // `segments` is never empty: opening creates a segment when none exists.
         &self.segments[self.segments.len() - 1]
     }
@@ -51,14 +59,16 @@ impl State {
 /// A partition stored as segment files.
 #[derive(Debug)]
 pub(crate) struct SegmentLog {
-    dir: PathBuf,
-    fs: Arc<dyn FileSystem>,
-    config: StreamConfig,
-    state: Mutex<State>,
+    pub(super) dir: PathBuf,
+    pub(super) fs: Arc<dyn FileSystem>,
+    pub(super) config: StreamConfig,
+    pub(super) state: Mutex<State>,
     commit: GroupCommit,
-    watch: EndWatch,
-    metrics: JournalMetrics,
+    pub(super) watch: EndWatch,
+    pub(super) metrics: JournalMetrics,
     class: ClassMetrics,
+    /// Object storage, when sealed segments are offloaded.
+    pub(super) remote: Option<Remote>,
 }
 
 impl SegmentLog {
@@ -66,10 +76,19 @@ impl SegmentLog {
     pub(crate) fn open(
         fs: Arc<dyn FileSystem>,
         dir: PathBuf,
-        config: StreamConfig,
+        mut config: StreamConfig,
         tail_cache_bytes: u64,
         metrics: JournalMetrics,
+        remote: Option<Remote>,
     ) -> Result<SegmentLog> {
+        if config.offloads() && remote.is_none() {
+            return Err(JournalError::InvalidConfig(format!(
+                "stream {:?} keeps data in object storage but [journal.object_store] is not configured",
+                config.name
+            )));
+        }
+        // An `object`-class partition stages one object per segment.
+        config.segment = config.effective_segment();
         let opened = open_partition(&*fs, &dir, config.segment.index_interval_bytes, now_ms())?;
         metrics.recovery_truncated_bytes.inc_by(opened.truncated);
         metrics.segments.add(opened.segments.len() as i64);
@@ -79,12 +98,22 @@ impl SegmentLog {
             let m = active.meta.read();
             (m.end_offset, m.size)
         };
+        let remote_segments = remote
+            .as_ref()
+            .map(|r| r.remote_below(first_base))
+            .unwrap_or_default();
+        let first_stored = remote_segments
+            .first()
+            .map_or(first_base, |s| s.entry.base_offset);
         let log_start = opened
             .log_start
             .unwrap_or(0)
-            .max(first_base)
+            .max(first_stored)
             .min(next_offset);
-        Ok(SegmentLog {
+        let uploaded_end = remote
+            .as_ref()
+            .map_or(first_base, |r| r.uploaded_end(first_base));
+        let log = SegmentLog {
             dir,
             fs,
             state: Mutex::new(State {
@@ -96,21 +125,48 @@ impl SegmentLog {
                 unsynced: Vec::new(),
                 dirty: false,
                 closed: false,
+                remote: remote_segments,
+                uploaded_end,
+                down_until: None,
             }),
             commit: GroupCommit::new(next_offset),
             watch: EndWatch::new(next_offset),
+            class: metrics.class(if config.class == crate::config::StorageClass::Object {
+                "object"
+            } else {
+                CLASS
+            }),
             config,
-            class: metrics.class(CLASS),
             metrics,
-        })
+            remote,
+        };
+        if log.config.acks_on_object() {
+            // Staged appends beyond the last stored object were never acknowledged.
+            let mut st = log.state.lock();
+            log.discard_unuploaded(&mut st)?;
+        }
+        {
+            let st = log.state.lock();
+            log.watch.publish(log.visible_end(&st));
+        }
+        Ok(log)
     }
 
+    /// True when appends wait for an fsync (never for staging segments of objects).
     fn always(&self) -> bool {
-        self.config.fsync == FsyncPolicy::Always
+        self.config.fsync == FsyncPolicy::Always && !self.config.acks_on_object()
     }
 
-    fn visible_end(&self, st: &State) -> u64 {
-        if self.always() {
+    /// True for the staging segments of the `object` class: they exist only until
+    /// uploaded, so their index files are never written.
+    pub(super) fn staging(&self) -> bool {
+        self.config.class == crate::config::StorageClass::Object
+    }
+
+    pub(super) fn visible_end(&self, st: &State) -> u64 {
+        if self.config.acks_on_object() {
+            st.uploaded_end.min(st.next_offset)
+        } else if self.always() {
             self.commit.durable().min(st.next_offset)
         } else {
             st.next_offset
@@ -134,7 +190,7 @@ impl SegmentLog {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
-    fn roll(&self, st: &mut State) -> Result<()> {
+    pub(super) fn roll(&self, st: &mut State) -> Result<()> {
         let old = st.active().clone();
         match self.config.fsync {
             FsyncPolicy::Never => {}
@@ -147,9 +203,11 @@ impl SegmentLog {
                 self.commit.mark_durable(st.next_offset);
             }
         }
-        old.write_indexes(&*self.fs)?;
+        if !self.staging() {
+            old.write_indexes(&*self.fs)?;
+        }
         let new = Segment::create(&*self.fs, &self.dir, st.next_offset)?;
-        if self.config.fsync != FsyncPolicy::Never {
+        if self.config.fsync != FsyncPolicy::Never && !self.staging() {
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| self.io(&self.dir, e))?;
@@ -158,6 +216,9 @@ impl SegmentLog {
         st.durable_pos = 0;
         self.metrics.rolls.inc();
         self.metrics.segments.inc();
+        if let Some(r) = &self.remote {
+            r.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -203,23 +264,43 @@ impl SegmentLog {
         self.commit.rollback();
     }
 
-    /// Removes the `n` oldest segments.
+    /// Removes the `n` oldest units: remote-only segments first, then local ones.
     fn remove_oldest(&self, st: &mut State, n: usize) -> Result<Removed> {
         let mut removed = Removed::default();
-        for seg in st.segments.drain(..n).collect::<Vec<_>>() {
+        let from_remote = n.min(st.remote.len());
+        let first_kept = st
+            .remote
+            .get(from_remote)
+            .map_or_else(|| st.segments[n - from_remote].base_offset, |r| r.entry.base_offset);
+        if let Some(r) = &self.remote {
+            // Forget the objects first: a crash then leaves orphans, never a manifest
+            // naming deleted objects.
+            r.forget_before(first_kept)?;
+        }
+        for seg in st.remote.drain(..from_remote) {
+            removed.units += 1;
+            removed.bytes += seg.entry.size;
+        }
+        for seg in st.segments.drain(..n - from_remote).collect::<Vec<_>>() {
             removed.units += 1;
             removed.bytes += seg.meta.read().size;
             seg.remove_files(&*self.fs)?;
             self.metrics.segments.dec();
         }
-        st.log_start = st.log_start.max(st.segments[0].base_offset);
+        st.log_start = st.log_start.max(first_kept);
+        st.uploaded_end = st.uploaded_end.max(first_kept);
         self.metrics.retention_removed.inc_by(removed.units);
         self.metrics.retention_removed_bytes.inc_by(removed.bytes);
         Ok(removed)
     }
 
     fn apply_removals(&self, st: &mut State, now: i64) -> Result<Removed> {
-        let summaries: Vec<_> = st.segments.iter().map(|s| s.summary()).collect();
+        let summaries: Vec<_> = st
+            .remote
+            .iter()
+            .map(|r| r.summary())
+            .chain(st.segments.iter().map(|s| s.summary()))
+            .collect();
         let n = policy::segments_to_remove(&summaries, st.log_start, &self.config.retention, now);
         if n == 0 {
             return Ok(Removed::default());
@@ -345,6 +426,13 @@ impl PartitionLog for SegmentLog {
             if st.closed {
                 return Err(JournalError::Closed);
             }
+            if let Some((until, why)) = &st.down_until {
+                if Instant::now() < *until {
+                    self.class.append_errors.inc();
+                    return Err(JournalError::Unavailable(why.clone()));
+                }
+                st.down_until = None;
+            }
             let summary = st.active().summary();
             let span = u64::from(batch.last_offset_delta()) + 1;
             if policy::should_roll(
@@ -382,16 +470,27 @@ impl PartitionLog for SegmentLog {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
             };
+            if self.staging() && st.active().meta.read().size >= self.config.segment.segment_bytes {
+                // A full object goes now rather than with the next append.
+                if let Err(e) = self.roll(&mut st) {
+                    tracing::warn!(error = %e, "could not seal a full staging segment");
+                }
+            }
             (appended, st.next_offset, self.commit.epoch())
         };
         self.commit
             .acknowledge(self.always(), end, epoch, self, &self.class, records)
             .await?;
+        if self.config.acks_on_object()
+            && let Some(r) = &self.remote
+        {
+            r.wait_uploaded(appended.last_offset).await?;
+        }
         Ok(appended)
     }
 
     async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
-        let (segments, visible) = {
+        let local = {
             let st = self.state.lock();
             let visible = self.visible_end(&st);
             if from < st.log_start || from > visible {
@@ -408,7 +507,10 @@ impl PartitionLog for SegmentLog {
                 self.count_read(&batches);
                 return Ok(batches);
             }
-            (st.segments.clone(), visible)
+            (from >= st.segments[0].base_offset).then(|| (st.segments.clone(), visible))
+        };
+        let Some((segments, visible)) = local else {
+            return self.read_remote(from, max_bytes).await;
         };
         let result = tokio::task::spawn_blocking(move || {
             Self::read_segments(&segments, from, visible, max_bytes)
@@ -442,6 +544,9 @@ impl PartitionLog for SegmentLog {
     }
 
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        if let Some(found) = self.remote_offset_for_timestamp(timestamp_ms).await? {
+            return Ok(Some(found));
+        }
         let (segments, visible, log_start) = {
             let st = self.state.lock();
             (st.segments.clone(), self.visible_end(&st), st.log_start)
@@ -516,18 +621,34 @@ impl PartitionLog for SegmentLog {
             let mut st = self.state.lock();
             st.closed = true;
             st.tail.clear();
-            st.active().write_indexes(&*self.fs)
+            if self.staging() {
+                Ok(())
+            } else {
+                st.active().write_indexes(&*self.fs)
+            }
         };
         self.watch.close();
+        if let Some(r) = &self.remote {
+            r.close();
+        }
         synced.and(indexed)
     }
 
     fn describe(&self) -> PartitionInfo {
         let st = self.state.lock();
+        let remote_key = |base: u64| self.remote.as_ref().and_then(|r| r.key_of(base));
         let segments: Vec<SegmentInfo> = st
-            .segments
+            .remote
             .iter()
-            .map(|s| {
+            .map(|r| SegmentInfo {
+                base_offset: r.entry.base_offset,
+                end_offset: r.end_offset(),
+                size: r.entry.data_len(),
+                max_timestamp: Some(r.entry.max_timestamp),
+                location: PathBuf::new(),
+                remote: Some(r.entry.key.clone()),
+            })
+            .chain(st.segments.iter().map(|s| {
                 let m = s.meta.read();
                 SegmentInfo {
                     base_offset: s.base_offset,
@@ -535,8 +656,9 @@ impl PartitionLog for SegmentLog {
                     size: m.size,
                     max_timestamp: m.index.max_timestamp(),
                     location: s.path.clone(),
+                    remote: remote_key(s.base_offset),
                 }
-            })
+            }))
             .collect();
         PartitionInfo {
             offsets: Offsets {
@@ -550,7 +672,7 @@ impl PartitionLog for SegmentLog {
 }
 
 impl SegmentLog {
-    fn count_read(&self, batches: &[Batch]) {
+    pub(super) fn count_read(&self, batches: &[Batch]) {
         let bytes: usize = batches.iter().map(Batch::len).sum();
         self.class.reads.inc_by(batches.len() as u64);
         self.class.read_bytes.inc_by(bytes as u64);

@@ -4,24 +4,59 @@ use std::sync::Arc;
 
 use strata_journal::fs::{FileSystem, StdFs};
 use strata_journal::{
-    Batch, BatchBuilder, Journal, JournalConfig, JournalOptions, PendingBatch, Record,
-    StorageClass, StreamConfig,
+    Batch, BatchBuilder, CacheConfig, Journal, JournalConfig, JournalOptions, ObjectAck,
+    ObjectStoreConfig, OffloadSettings, PendingBatch, Record, StorageClass, StreamConfig,
 };
+
+/// How a stream under test uses object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiering {
+    /// Not at all.
+    None,
+    /// Sealed segments offloaded and their local copies dropped at once.
+    Offload,
+    /// `object` class with the given acknowledgement.
+    Object(ObjectAck),
+}
+
+/// A storage class and its use of object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub class: StorageClass,
+    pub tiering: Tiering,
+}
+
+impl From<StorageClass> for Variant {
+    fn from(class: StorageClass) -> Self {
+        Variant {
+            class,
+            tiering: Tiering::None,
+        }
+    }
+}
 
 /// A data directory that can be opened, closed and reopened.
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub class: StorageClass,
+    pub tiering: Tiering,
     pub fs: Arc<dyn FileSystem>,
 }
 
 impl Harness {
-    pub fn new(class: StorageClass) -> Self {
+    pub fn new(v: impl Into<Variant>) -> Self {
+        let v = v.into();
         Harness {
             dir: tempfile::tempdir().unwrap(),
-            class,
+            class: v.class,
+            tiering: v.tiering,
             fs: Arc::new(StdFs),
         }
+    }
+
+    /// Where the filesystem object store keeps its objects.
+    pub fn objects_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("objects")
     }
 
     pub fn with_fs(class: StorageClass, fs: Arc<dyn FileSystem>) -> Self {
@@ -32,17 +67,34 @@ impl Harness {
     }
 
     pub fn open(&self) -> Journal {
+        let tiered = self.tiering != Tiering::None;
         let mut opts = JournalOptions::new(
             self.dir.path().to_path_buf(),
             JournalConfig {
                 class: self.class,
                 // Small, so that most reads in tests go to the files, not the tail cache.
                 tail_cache_bytes: 2048,
+                object_store: tiered.then(|| ObjectStoreConfig::Fs {
+                    root: self.objects_dir(),
+                }),
+                cache: CacheConfig {
+                    memory_bytes: 64 * 1024,
+                    disk_bytes: 16 << 20,
+                    block_bytes: 4096,
+                    read_ahead_blocks: 4,
+                    dir: None,
+                },
                 ..JournalConfig::default()
             },
             prometheus::Registry::new(),
         );
         opts.fs = self.fs.clone();
+        if tiered {
+            opts = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(opts.with_object_store())
+            })
+            .unwrap();
+        }
         Journal::open(opts).unwrap()
     }
 
@@ -52,6 +104,20 @@ impl Harness {
         c.segment.segment_bytes = 4096;
         c.segment.index_interval_bytes = 512;
         c.retention.max_age_ms = None;
+        match self.tiering {
+            Tiering::None => {}
+            Tiering::Offload => {
+                c.offload = Some(OffloadSettings {
+                    local_retention_ms: 0,
+                    local_retention_bytes: Some(0),
+                })
+            }
+            Tiering::Object(ack) => {
+                c.object.batch_bytes = 4096;
+                c.object.batch_ms = 5;
+                c.object.ack = ack;
+            }
+        }
         c
     }
 

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use strata_journal::{FsyncPolicy, JournalError, StorageClass};
+use strata_journal::{FsyncPolicy, JournalError, ObjectAck, StorageClass};
 
-use crate::common::{Harness, batch, read_all, records};
+use crate::common::{Harness, Tiering, Variant, batch, read_all, records};
 
 macro_rules! suite {
     ($($class:ident => $value:expr),* $(,)?) => {$(
@@ -33,13 +33,16 @@ macro_rules! suite {
 }
 
 suite! {
-    memory => StorageClass::Memory,
-    segment => StorageClass::Segment,
-    rocksdb => StorageClass::Rocksdb,
+    memory => Variant::from(StorageClass::Memory),
+    segment => Variant::from(StorageClass::Segment),
+    rocksdb => Variant::from(StorageClass::Rocksdb),
+    segment_offload => Variant { class: StorageClass::Segment, tiering: Tiering::Offload },
+    object => Variant { class: StorageClass::Object, tiering: Tiering::Object(ObjectAck::Object) },
+    object_ack_local => Variant { class: StorageClass::Object, tiering: Tiering::Object(ObjectAck::Local) },
 }
 
-async fn append_and_read_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn append_and_read_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 2)).await.unwrap();
     let mut expected = 0;
@@ -84,15 +87,15 @@ async fn append_and_read_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn reads_cross_segments_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn reads_cross_segments_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 1)).await.unwrap();
     for i in 0..200 {
         s.append(0, batch(&format!("r{i}"), 3, 5)).await.unwrap();
     }
     let p = s.partition(0).unwrap();
-    if class == StorageClass::Segment {
+    if v.class == StorageClass::Segment {
         assert!(
             p.describe().segments.len() > 5,
             "small segments must have rolled"
@@ -109,8 +112,8 @@ async fn reads_cross_segments_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn retention_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn retention_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let mut c = h.stream(&j, "sized", 1);
     c.retention.max_bytes = Some(8192);
@@ -163,8 +166,8 @@ async fn retention_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn delete_before_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn delete_before_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 1)).await.unwrap();
     for i in 0..100 {
@@ -204,8 +207,8 @@ async fn delete_before_case(class: StorageClass) {
     }
 }
 
-async fn reopen_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn reopen_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let mut c = h.stream(&j, "s", 3);
     c.fsync = FsyncPolicy::Never;
@@ -241,8 +244,8 @@ async fn reopen_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn wait_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn wait_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 1)).await.unwrap();
     let p = s.partition(0).unwrap().clone();
@@ -274,8 +277,8 @@ async fn wait_case(class: StorageClass) {
     assert!(matches!(r, Err(JournalError::Closed)));
 }
 
-async fn timestamp_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn timestamp_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 1)).await.unwrap();
     // Batch i holds timestamps 1000*i .. 1000*i+4, offsets 5i .. 5i+4.
@@ -293,8 +296,8 @@ async fn timestamp_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn concurrent_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn concurrent_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     let mut c = h.stream(&j, "s", 1);
     c.fsync = FsyncPolicy::Always;
@@ -327,8 +330,8 @@ async fn concurrent_case(class: StorageClass) {
     j.close().await.unwrap();
 }
 
-async fn streams_case(class: StorageClass) {
-    let h = Harness::new(class);
+async fn streams_case(v: Variant) {
+    let h = Harness::new(v);
     let j = h.open();
     for name in ["b", "a", "c"] {
         j.create_stream(h.stream(&j, name, 1)).await.unwrap();
