@@ -14,3 +14,5 @@ mod crash;
 mod faults;
 #[path = "journal/model.rs"]
 mod model;
+#[path = "journal/tiered.rs"]
+mod tiered;

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod manifest;
 pub mod metrics;
+pub mod testing;
 
 pub use cache::{BlockCache, CacheConfig};
 pub use metrics::TierMetrics;
@@ -94,6 +95,10 @@ pub struct ObjectStore {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of a failed request that may succeed when tried again.
 const RETRIES: usize = 4;
+/// First wait before a retry (doubling up to the maximum): an outage fails a request in
+/// about a second, and the caller's own backoff takes over from there.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
 impl ObjectStore {
     /// Connects to the store `config` describes (no request is made yet).
@@ -136,7 +141,13 @@ impl ObjectStore {
         }
         .map_err(|e| ObjectError::Config(e.to_string()))?
         .layer(TimeoutLayer::new().with_timeout(REQUEST_TIMEOUT))
-        .layer(RetryLayer::new().with_max_times(RETRIES));
+        .layer(
+            RetryLayer::new()
+                .with_max_times(RETRIES)
+                .with_min_delay(RETRY_MIN_DELAY)
+                .with_max_delay(RETRY_MAX_DELAY)
+                .with_jitter(),
+        );
         Ok(ObjectStore { op })
     }
 

@@ -3,82 +3,16 @@
 //! `STRATA_S3S_FS`). Each test starts its own server on a free port with its own data
 //! directory.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
-use strata_tiered::{ObjectError, ObjectStore, ObjectStoreConfig};
-
-struct S3Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn s3s_fs() -> PathBuf {
-    if let Some(p) = std::env::var_os("STRATA_S3S_FS") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache/strata/tools/bin/s3s-fs")
-}
+use strata_tiered::testing::S3Server;
+use strata_tiered::{ObjectError, ObjectStore};
 
 fn start(bucket: &str) -> S3Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // A bucket of s3s-fs is a directory of its data directory.
-    std::fs::create_dir(dir.path().join(bucket)).expect("bucket directory");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let bin = s3s_fs();
-    let child = Command::new(&bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", "AK", "--secret-key", "SK"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} (run scripts/install-deps.sh): {e}",
-                bin.display()
-            )
-        });
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "s3s-fs did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    S3Server {
-        child,
-        addr,
-        _dir: dir,
-    }
+    S3Server::start(bucket)
 }
 
-fn config(server: &S3Server, bucket: &str, prefix: &str) -> ObjectStoreConfig {
-    ObjectStoreConfig::S3 {
-        endpoint: format!("http://{}", server.addr),
-        bucket: bucket.to_string(),
-        region: "us-east-1".to_string(),
-        access_key_id: "AK".to_string(),
-        secret_access_key: "SK".to_string(),
-        path_style: true,
-        prefix: prefix.to_string(),
-    }
+fn config(server: &S3Server, bucket: &str, prefix: &str) -> strata_tiered::ObjectStoreConfig {
+    server.config(bucket, prefix)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +63,7 @@ async fn objects_round_trip_through_a_real_s3_server() -> Result<(), ObjectError
 async fn wrong_credentials_are_an_error_not_a_hang() {
     let server = start("strata");
     let mut c = config(&server, "strata", "");
-    if let ObjectStoreConfig::S3 {
+    if let strata_tiered::ObjectStoreConfig::S3 {
         secret_access_key, ..
     } = &mut c
     {
