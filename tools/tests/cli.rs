@@ -15,3 +15,6 @@ mod journal_tools;
 
 #[path = "cli/mqtt_rumqttc.rs"]
 mod mqtt_rumqttc;
+
+#[path = "cli/tiered_serve.rs"]
+mod tiered_serve;

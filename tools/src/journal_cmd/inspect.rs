@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::json;
-use strata_journal::offline::{self, SegmentSummary};
+use strata_journal::offline::{self, PartitionSummary, SegmentSummary};
 use strata_journal::segment::scan::ScanStop;
 
 use super::format_ms;
@@ -17,8 +17,9 @@ fn tail_note(stop: &ScanStop) -> String {
     }
 }
 
-fn segment_json(s: &SegmentSummary) -> serde_json::Value {
+fn segment_json(p: &PartitionSummary, s: &SegmentSummary) -> serde_json::Value {
     json!({
+        "location": p.location(s.base_offset),
         "base_offset": s.base_offset,
         "end_offset": s.end_offset,
         "batches": s.batches,
@@ -47,7 +48,14 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     "partitions": s.partitions.iter().map(|p| json!({
                         "partition": p.partition,
                         "log_start": p.log_start,
-                        "segments": p.segments.iter().map(segment_json).collect::<Vec<_>>(),
+                        "segments": p.segments.iter().map(|s| segment_json(p, s)).collect::<Vec<_>>(),
+                        "remote_only": p.remote.iter().filter(|e| p.location(e.base_offset) == "remote").map(|e| json!({
+                            "base_offset": e.base_offset,
+                            "end_offset": e.last_offset + 1,
+                            "bytes": e.data_len(),
+                            "max_timestamp": e.max_timestamp,
+                            "object": e.key,
+                        })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -68,32 +76,53 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             c.retention.max_age_ms.map_or("-".into(), |v| v.to_string()),
         );
         for p in &s.partitions {
-            let bytes: u64 = p.segments.iter().map(|s| s.file_size).sum();
+            let remote: Vec<_> = p
+                .remote
+                .iter()
+                .filter(|e| p.location(e.base_offset) == "remote")
+                .collect();
+            let bytes: u64 = p.segments.iter().map(|s| s.file_size).sum::<u64>()
+                + remote.iter().map(|e| e.data_len()).sum::<u64>();
             let start = p
                 .log_start
+                .or(remote.first().map(|e| e.base_offset))
                 .or(p.segments.first().map(|s| s.base_offset))
                 .unwrap_or(0);
             let end = p.segments.last().map_or(start, |s| s.end_offset);
             println!(
                 "  partition {}  offsets [{start}, {end})  {bytes} bytes  {} segment(s)",
                 p.partition,
-                p.segments.len()
+                p.segments.len() + remote.len()
             );
-            if !p.segments.is_empty() {
+            if !p.segments.is_empty() || !remote.is_empty() {
                 println!(
-                    "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  note",
-                    "base", "end", "batches", "bytes", "first time", "last time"
+                    "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  {:<6}  note",
+                    "base", "end", "batches", "bytes", "first time", "last time", "where"
+                );
+            }
+            for e in &remote {
+                println!(
+                    "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  {:<6}  {}",
+                    e.base_offset,
+                    e.last_offset + 1,
+                    "-",
+                    e.data_len(),
+                    "-",
+                    format_ms(Some(e.max_timestamp)),
+                    "remote",
+                    e.key
                 );
             }
             for seg in &p.segments {
                 println!(
-                    "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  {}",
+                    "    {:>20} {:>20} {:>9} {:>12} {:>24} {:>24}  {:<6}  {}",
                     seg.base_offset,
                     seg.end_offset,
                     seg.batches,
                     seg.file_size,
                     format_ms(seg.min_timestamp),
                     format_ms(seg.max_timestamp),
+                    p.location(seg.base_offset),
                     tail_note(&seg.stop)
                 );
             }

@@ -91,7 +91,10 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
         .with_context(|| format!("cannot create data directory {}", journal_dir.display()))?;
 
     info!(data_dir = %data_dir.display(), "opening journal");
-    let options = JournalOptions::new(journal_dir.clone(), config.journal.clone(), registry);
+    let options = JournalOptions::new(journal_dir.clone(), config.journal.clone(), registry)
+        .with_object_store()
+        .await
+        .context("cannot open the object storage tier ([journal.object_store], [journal.cache])")?;
     // Opening recovers and verifies segment tails: synchronous file I/O, kept off the
     // async workers.
     let journal = tokio::task::spawn_blocking(move || Journal::open(options))
