@@ -77,7 +77,9 @@ impl Code for BlockKey {
 
 /// Bytes inserted between two waits for the disk tier's writers: foyer drops disk writes
 /// that find its queues full, so inserts are paced to what the disk absorbs.
-const DISK_PACE_BYTES: u64 = 32 * 1024 * 1024;
+const DISK_PACE_BYTES: u64 = 8 * 1024 * 1024;
+/// Write buffers of the SSD tier (foyer keeps two per flusher).
+const BUFFER_POOL_BYTES: usize = 64 * 1024 * 1024;
 /// GETs issued by read-ahead at once, over all readers.
 const PREFETCH_CONCURRENCY: usize = 32;
 
@@ -145,8 +147,8 @@ impl BlockCache {
                     BlockEngineConfig::new(device)
                         .with_block_size(region)
                         .with_flushers(2)
-                        .with_buffer_pool_size(2 * DISK_PACE_BYTES as usize)
-                        .with_submit_queue_size_threshold(4 * DISK_PACE_BYTES as usize),
+                        .with_buffer_pool_size(BUFFER_POOL_BYTES)
+                        .with_submit_queue_size_threshold(2 * BUFFER_POOL_BYTES),
                 )
                 .with_recover_mode(RecoverMode::Quiet)
                 .build()
@@ -257,6 +259,16 @@ impl BlockCache {
                 block,
             );
         }
+    }
+
+    /// Bytes written to the SSD file so far.
+    pub fn disk_written_bytes(&self) -> u64 {
+        self.inner.cache.statistics().disk_write_bytes() as u64
+    }
+
+    /// Waits until blocks queued for the SSD file are written.
+    pub async fn flush(&self) {
+        self.inner.cache.storage().wait().await;
     }
 
     /// Waits for pending writes of the SSD file and closes it.

@@ -4,6 +4,7 @@ mod journal;
 mod mqtt;
 mod reopen;
 mod report;
+mod tiered;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum BenchCommand {
     Reopen(reopen::ReopenArgs),
     /// Load on an MQTT broker (Strata's or another): throughput, latency, losses.
     Mqtt(mqtt::MqttBenchArgs),
+    /// The object storage tier against an S3-compatible server: replay and object appends.
+    Tiered(tiered::TieredBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -36,6 +39,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             BenchCommand::Journal(a) => journal::run(a).await,
             BenchCommand::Reopen(a) => reopen::run(a).await,
             BenchCommand::Mqtt(a) => mqtt::run(a).await,
+            BenchCommand::Tiered(a) => tiered::run(a).await,
         }
     })?;
     Ok(ExitCode::SUCCESS)
