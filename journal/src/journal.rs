@@ -26,8 +26,8 @@ use crate::record::now_ms;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::{RocksLog, RocksStore};
 use crate::segment::{Remote, SegmentLog};
-use strata_tiered::{BlockCache, ObjectStore, TierMetrics};
 use crate::stream::Stream;
+use strata_tiered::{BlockCache, ObjectStore, TierMetrics};
 
 /// File name of a stream definition.
 pub const STREAM_FILE: &str = "stream.json";

@@ -331,7 +331,11 @@ mod tests {
         let store = ObjectStore::open(&ObjectStoreConfig::Fs {
             root: dir.path().join("objects"),
         })?;
-        let body = Bytes::from((0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let body = Bytes::from(
+            (0..100_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
         store.put("o/a", body.clone()).await?;
         let registry = prometheus::Registry::new();
         let config = CacheConfig {
@@ -347,7 +351,13 @@ mod tests {
             TierMetrics::new(&registry),
         )
         .await?;
-        for range in [0..10, 4090..4200, 5000..100_000, 99_999..100_000, 0..100_000] {
+        for range in [
+            0..10,
+            4090..4200,
+            5000..100_000,
+            99_999..100_000,
+            0..100_000,
+        ] {
             let got = cache.read("o/a", 100_000, range.clone()).await?;
             assert_eq!(got, body.slice(range.start as usize..range.end as usize));
         }

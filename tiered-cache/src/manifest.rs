@@ -89,7 +89,10 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, change: Change) -> Result<(), Strin
                 return Err(format!("entry {} ends before it starts", e.base_offset));
             }
             if e.index_len > e.size {
-                return Err(format!("entry {} has an index larger than it", e.base_offset));
+                return Err(format!(
+                    "entry {} has an index larger than it",
+                    e.base_offset
+                ));
             }
             entries.insert(e.base_offset, e);
         }
@@ -249,7 +252,9 @@ impl Manifest {
 
     fn sync_dir(&self) -> Result<(), ManifestError> {
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(self.io())?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(self.io())?;
         }
         Ok(())
     }

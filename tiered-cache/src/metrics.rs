@@ -175,8 +175,7 @@ impl TierMetrics {
         if ok {
             self.uploads.inc();
             self.upload_bytes.inc_by(bytes);
-            self.upload_seconds
-                .observe(started.elapsed().as_secs_f64());
+            self.upload_seconds.observe(started.elapsed().as_secs_f64());
         } else {
             self.upload_failures.inc();
         }

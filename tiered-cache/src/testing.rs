@@ -93,7 +93,12 @@ impl S3Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &self.addr.port().to_string()])
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &self.addr.port().to_string(),
+                ])
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                 .arg(self.dir.path())
                 .stdout(Stdio::null())

@@ -2,8 +2,8 @@
 
 mod file;
 mod index;
-mod open;
 mod offload;
+mod open;
 mod partition;
 pub mod remote;
 pub mod scan;
@@ -11,6 +11,6 @@ pub mod scan;
 pub use file::{index_path, log_path, time_index_path};
 pub use index::{OffsetEntry, SegmentIndex, TimeEntry};
 pub use offload::MANIFEST_FILE;
-pub use open::{LOG_START_FILE, list_segments};
 pub(crate) use offload::Remote;
+pub use open::{LOG_START_FILE, list_segments};
 pub(crate) use partition::SegmentLog;

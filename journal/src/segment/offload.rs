@@ -418,14 +418,10 @@ impl SegmentLog {
             body.extend_from_slice(&up.trailer);
             let body = Bytes::from(body);
             let len = body.len() as u64;
-            r.cache
-                .store()
-                .put(&key, body.clone())
-                .await
-                .map(|()| {
-                    r.cache.insert_object(&key, &body);
-                    len
-                })
+            r.cache.store().put(&key, body.clone()).await.map(|()| {
+                r.cache.insert_object(&key, &body);
+                len
+            })
         } else {
             r.cache
                 .store()
@@ -485,9 +481,8 @@ impl SegmentLog {
         let mut local_bytes: u64 = uploaded.iter().map(|(_, size, _)| size).sum();
         let mut drop = 0;
         for (_, size, max_ts) in &uploaded {
-            let old = max_ts.is_none_or(|ts| {
-                now.saturating_sub(ts) >= r.settings.local_retention_ms as i64
-            });
+            let old = max_ts
+                .is_none_or(|ts| now.saturating_sub(ts) >= r.settings.local_retention_ms as i64);
             let over = r
                 .settings
                 .local_retention_bytes
@@ -530,9 +525,9 @@ impl SegmentLog {
         }
         let active = st.active().summary();
         let due = active.size > 0
-            && active.first_append_ms.is_some_and(|t| {
-                now.saturating_sub(t) >= self.config.segment.segment_ms as i64
-            });
+            && active
+                .first_append_ms
+                .is_some_and(|t| now.saturating_sub(t) >= self.config.segment.segment_ms as i64);
         if due {
             self.roll(&mut st)?;
         }
@@ -606,9 +601,7 @@ impl SegmentLog {
                 tracing::warn!(error = %e, "local retention failed");
             }
             let now = self.backlog();
-            metrics
-                .upload_backlog_segments
-                .add(now.0 - counted.0);
+            metrics.upload_backlog_segments.add(now.0 - counted.0);
             metrics.upload_backlog_bytes.add(now.1 - counted.1);
             counted = now;
             if backoff > BACKOFF_MIN {

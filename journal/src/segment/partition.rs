@@ -268,10 +268,10 @@ impl SegmentLog {
     fn remove_oldest(&self, st: &mut State, n: usize) -> Result<Removed> {
         let mut removed = Removed::default();
         let from_remote = n.min(st.remote.len());
-        let first_kept = st
-            .remote
-            .get(from_remote)
-            .map_or_else(|| st.segments[n - from_remote].base_offset, |r| r.entry.base_offset);
+        let first_kept = st.remote.get(from_remote).map_or_else(
+            || st.segments[n - from_remote].base_offset,
+            |r| r.entry.base_offset,
+        );
         if let Some(r) = &self.remote {
             // Forget the objects first: a crash then leaves orphans, never a manifest
             // naming deleted objects.

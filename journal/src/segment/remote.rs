@@ -146,7 +146,8 @@ impl RemoteSegment {
                 pos += total;
                 continue;
             }
-            if header.base_offset >= visible_end || (!out.is_empty() && used + total as usize > budget)
+            if header.base_offset >= visible_end
+                || (!out.is_empty() && used + total as usize > budget)
             {
                 break;
             }
@@ -170,7 +171,8 @@ impl RemoteSegment {
         let end = self.end_offset();
         while from < end {
             let mut batches = Vec::new();
-            self.read_into(cache, from, end, 1 << 20, &mut batches).await?;
+            self.read_into(cache, from, end, 1 << 20, &mut batches)
+                .await?;
             let Some(last) = batches.last() else { break };
             from = last.last_offset() + 1;
             if let Some(found) = first_offset_at_time(&batches, ts, 0)? {

@@ -109,9 +109,9 @@ fn metric(registry: &prometheus::Registry, name: &str, label: Option<&str>) -> f
 fn check_values(records: &[strata_journal::Record], acked: &BTreeMap<u64, (u64, String)>) {
     for (&base, (last, tag)) in acked {
         for off in base..=*last {
-            let r = records
-                .get(off as usize)
-                .unwrap_or_else(|| panic!("acknowledged offset {off} lost (end {})", records.len()));
+            let r = records.get(off as usize).unwrap_or_else(|| {
+                panic!("acknowledged offset {off} lost (end {})", records.len())
+            });
             assert_eq!(r.offset, off);
             let want = format!("{tag}-{}", off - base);
             assert_eq!(r.value.as_deref(), Some(want.as_bytes()), "offset {off}");
@@ -139,7 +139,12 @@ async fn offloaded_segments_are_read_after_local_deletion() {
     .await;
     let records = read_all(&p, 0).await;
     assert_eq!(records.len(), 900);
-    assert!(records.iter().enumerate().all(|(i, r)| r.offset == i as u64));
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.offset == i as u64)
+    );
     assert_eq!(records[4].value.as_deref(), Some(&b"r1-1"[..]));
     // Batch i holds timestamps i..i+2 at offsets 3i..3i+2: 150 is first at offset 3*148+2.
     assert_eq!(p.offset_for_timestamp(150).await.unwrap(), Some(446));
@@ -343,7 +348,10 @@ async fn s3_outage_delays_offload_and_fails_object_appends_cleanly() {
     );
 
     server.resume();
-    eventually("the backlog drained", || remote_only(&sp) == sp.describe().segments.len() - 1).await;
+    eventually("the backlog drained", || {
+        remote_only(&sp) == sp.describe().segments.len() - 1
+    })
+    .await;
     check_values(&read_all(&sp, 0).await, &seg_acked);
     // Object appends succeed again once the backoff has passed.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -482,7 +490,10 @@ async fn acknowledged_appends_survive_sigkill_during_uploads() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => lines.push(line),
-                Err(_) => panic!("cycle {cycle}: only {} acks before the deadline", lines.len()),
+                Err(_) => panic!(
+                    "cycle {cycle}: only {} acks before the deadline",
+                    lines.len()
+                ),
             }
         }
         child.kill().unwrap();
@@ -491,7 +502,11 @@ async fn acknowledged_appends_survive_sigkill_during_uploads() {
         lines.extend(rx.try_iter());
         for line in lines {
             let mut parts = line.split_whitespace().skip(1);
-            let name = if parts.next() == Some("obj") { "obj" } else { "seg" };
+            let name = if parts.next() == Some("obj") {
+                "obj"
+            } else {
+                "seg"
+            };
             let base: u64 = parts.next().unwrap().parse().unwrap();
             let last: u64 = parts.next().unwrap().parse().unwrap();
             acked
@@ -526,7 +541,10 @@ async fn acknowledged_appends_survive_sigkill_during_uploads() {
             if listed.iter().all(|k| named.contains(k)) {
                 break listed;
             }
-            assert!(Instant::now() < deadline, "orphans left: {listed:?} vs {named:?}");
+            assert!(
+                Instant::now() < deadline,
+                "orphans left: {listed:?} vs {named:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         j.close().await.unwrap();

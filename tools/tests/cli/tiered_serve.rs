@@ -91,7 +91,10 @@ local_retention_ms = 0
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0);
         if uploads >= 3.0 {
-            assert!(metrics.contains("strata_tier_upload_backlog_bytes"), "{metrics}");
+            assert!(
+                metrics.contains("strata_tier_upload_backlog_bytes"),
+                "{metrics}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no uploads: {metrics}");
@@ -108,7 +111,8 @@ local_retention_ms = 0
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.lines().any(|l| l.contains(" remote ") && l.contains("streams/")),
+        text.lines()
+            .any(|l| l.contains(" remote ") && l.contains("streams/")),
         "inspect shows remote segments and their objects: {text}"
     );
     assert!(text.contains(" local "), "{text}");
