@@ -32,7 +32,7 @@ from botocore.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from journal import default_strata  # noqa: E402
+from journal import default_strata, settle  # noqa: E402
 
 BUCKET = "strata"
 SETTINGS = [
@@ -122,6 +122,7 @@ def main():
     ap.add_argument("--mb", type=int, default=512)
     ap.add_argument("--segment-mb", type=int, default=64)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--producers", type=int, default=256)
     ap.add_argument("--strata", default=None)
     ap.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/strata/tools/bin/s3s-fs"))
     args = ap.parse_args()
@@ -137,9 +138,12 @@ def main():
         for run in range(args.runs):
             r = strata_bench(strata, "replay", *s3, "--dir", os.path.join(tmp, "work"),
                              "--prefix", f"replay{run}", "--mb", str(args.mb),
-                             "--segment-mb", str(args.segment_mb), "--keep-objects")
+                             "--segment-mb", str(args.segment_mb), "--keep-objects",
+                             "--drop-caches")
             cold, warm = r["phases"]
+            settle()
             seq = plain_get(endpoint, r["objects"], 1)
+            settle()
             par = plain_get(endpoint, r["objects"], 8)
             replays.append((cold, warm, seq, par, r))
             print(f"run {run}: cold {cold['mb_per_s']:.0f} MB/s, warm {warm['mb_per_s']:.0f} "
@@ -170,11 +174,12 @@ def main():
             results = [strata_bench(strata, "object", *s3, "--dir", os.path.join(tmp, "work"),
                                     "--prefix", f"obj{run}", "--batch-bytes", str(batch_bytes),
                                     "--batch-ms", str(batch_ms), "--ack", ack,
+                                    "--producers", str(args.producers),
                                     "--seconds", str(args.seconds))
                        for run in range(args.runs)]
             rows.append((batch_bytes, batch_ms, ack, results))
-        print(f"\n## object class appends (16 producers x 16 KiB appends, {args.seconds} s), "
-              f"medians of {args.runs}\n")
+        print(f"\n## object class appends ({args.producers} producers x 16 KiB appends, "
+              f"{args.seconds} s), medians of {args.runs}\n")
         print("| batch | ack | appends/s | MB/s | p50 ms | p99 ms | PUTs per GB | CPU-s per GB |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for batch_bytes, batch_ms, ack, results in rows:
@@ -182,7 +187,7 @@ def main():
             cpu_gb = median([r["cpu_seconds"] / (r["mb_per_s"] * r["seconds"] / 1e3)
                              for r in results])
             print(f"| {batch_bytes >> 20} MiB / {batch_ms} ms | {ack} | {m('appends_per_s'):.0f} "
-                  f"| {m('mb_per_s'):.1f} | {m('p50_us') / 1e3:.1f} | {m('p99_us') / 1e3:.1f} "
+                  f"| {m('mb_per_s'):.1f} | {m('p50_us') / 1e3:.2f} | {m('p99_us') / 1e3:.2f} "
                   f"| {m('puts_per_gb'):.0f} | {cpu_gb:.2f} |")
     finally:
         server.kill()

@@ -7,13 +7,13 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, RecoverMode, Source,
+    HybridCachePolicy, HybridCacheProperties, Location, RecoverMode, Source,
 };
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
@@ -41,11 +41,11 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            memory_bytes: 64 * 1024 * 1024,
-            disk_bytes: 1024 * 1024 * 1024,
+            memory_bytes: 256 * 1024 * 1024,
+            disk_bytes: 4 * 1024 * 1024 * 1024,
             dir: None,
-            block_bytes: 1024 * 1024,
-            read_ahead_blocks: 8,
+            block_bytes: 4 * 1024 * 1024,
+            read_ahead_blocks: 16,
         }
     }
 }
@@ -81,7 +81,7 @@ const DISK_PACE_BYTES: u64 = 8 * 1024 * 1024;
 /// Write buffers of the SSD tier (foyer keeps two per flusher).
 const BUFFER_POOL_BYTES: usize = 64 * 1024 * 1024;
 /// GETs issued by read-ahead at once, over all readers.
-const PREFETCH_CONCURRENCY: usize = 32;
+const PREFETCH_CONCURRENCY: usize = 16;
 
 #[derive(Debug)]
 struct Inner {
@@ -92,6 +92,8 @@ struct Inner {
     disk: bool,
     inserted_since_wait: AtomicU64,
     prefetch: Arc<Semaphore>,
+    /// Blocks read-ahead is fetching, so a block is never fetched ahead twice.
+    prefetching: parking_lot::Mutex<std::collections::HashSet<BlockKey>>,
     metrics: TierMetrics,
 }
 
@@ -99,6 +101,11 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct BlockCache {
     inner: Arc<Inner>,
+}
+
+/// Blocks are put in memory; the one write to the SSD file is queued explicitly.
+fn in_memory() -> HybridCacheProperties {
+    HybridCacheProperties::default().with_location(Location::InMem)
 }
 
 fn cache_error(e: foyer::Error) -> ObjectError {
@@ -139,9 +146,11 @@ impl BlockCache {
                 .with_capacity(config.disk_bytes as usize)
                 .build()
                 .map_err(cache_error)?;
-            // Regions big enough for several blocks, buffers big enough for a burst of
-            // read-ahead between two paced waits.
-            let region = (4 * config.block_bytes).clamp(4 << 20, 64 << 20) as usize;
+            // Regions of four blocks (plus room for their headers and the region index),
+            // buffers big enough for a burst of read-ahead between two paced waits.
+            let region =
+                (4 * config.block_bytes + (64 << 10)).clamp(4 << 20, (64 << 20) + (64 << 10))
+                    as usize;
             builder
                 .with_engine_config(
                     BlockEngineConfig::new(device)
@@ -166,6 +175,7 @@ impl BlockCache {
                 disk,
                 inserted_since_wait: AtomicU64::new(0),
                 prefetch: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+                prefetching: parking_lot::Mutex::new(std::collections::HashSet::new()),
                 metrics,
             }),
         })
@@ -229,18 +239,20 @@ impl BlockCache {
                 object: key.to_string(),
                 block: n,
             };
-            if self.inner.cache.memory().contains(&probe) {
+            if self.inner.cache.memory().contains(&probe)
+                || !self.inner.prefetching.lock().insert(probe.clone())
+            {
                 continue;
             }
             let inner = self.inner.clone();
             let key = key.to_string();
             tokio::spawn(async move {
-                let Ok(_permit) = inner.prefetch.clone().acquire_owned().await else {
-                    return;
-                };
-                if let Err(e) = inner.clone().block(&key, len, n).await {
+                if let Ok(_permit) = inner.prefetch.clone().acquire_owned().await
+                    && let Err(e) = inner.clone().block(&key, len, n).await
+                {
                     tracing::debug!(object = key, block = n, error = %e, "read-ahead failed");
                 }
+                inner.prefetching.lock().remove(&probe);
             });
         }
     }
@@ -251,13 +263,17 @@ impl BlockCache {
         let b = self.inner.block as usize;
         for (n, start) in (0..bytes.len()).step_by(b).enumerate() {
             let block = bytes.slice(start..(start + b).min(bytes.len()));
-            self.inner.cache.insert(
+            let entry = self.inner.cache.insert_with_properties(
                 BlockKey {
                     object: key.to_string(),
                     block: n as u64,
                 },
                 block,
+                in_memory(),
             );
+            if self.inner.disk {
+                self.inner.cache.storage().enqueue(entry.piece(), false);
+            }
         }
     }
 
@@ -290,12 +306,15 @@ impl Inner {
         let store = self.store.clone();
         let object = key.to_string();
         let metrics = self.metrics.clone();
+        let fetched = Arc::new(AtomicBool::new(false));
+        let loader_ran = fetched.clone();
         let entry = self
             .cache
             .get_or_fetch(&bk, move || async move {
                 let r = store.get_range(&object, range).await;
                 metrics.observe_get(r.is_ok());
-                r
+                loader_ran.store(r.is_ok(), Ordering::Relaxed);
+                r.map(|v| (v, in_memory()))
             })
             .await
             .map_err(cache_error)?;
@@ -305,9 +324,15 @@ impl Inner {
             Source::Disk => "disk",
             Source::Outer => "object",
         };
+        // Exactly one disk write per GET: by the caller whose loader ran (foyer would
+        // otherwise queue a write for every caller and every memory hit).
+        let write = tier == "object" && self.disk && fetched.load(Ordering::Relaxed);
+        if write {
+            self.cache.storage().enqueue(entry.piece(), false);
+        }
         drop(entry);
         self.metrics.observe_read(tier, started, bytes.len());
-        if tier == "object" && self.disk {
+        if write {
             let since = self
                 .inserted_since_wait
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);

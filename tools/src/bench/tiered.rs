@@ -88,10 +88,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 4096)]
     block_kb: u64,
     /// Blocks fetched ahead of a sequential reader.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     read_ahead: u32,
     /// Memory tier of the block cache, in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     memory_mb: u64,
     /// SSD tier of the block cache, in MiB.
     #[arg(long, default_value_t = 2048)]
@@ -99,6 +99,10 @@ pub struct ReplayArgs {
     /// Leave the objects in the bucket (for a plain client to read the same bytes).
     #[arg(long)]
     keep_objects: bool,
+    /// Drop the page cache before each replay (needs root), so the warm replay reads the
+    /// SSD file from the disk and the server reads its files from the disk too.
+    #[arg(long)]
+    drop_caches: bool,
 }
 
 /// Arguments of `strata bench tiered object`.
@@ -278,12 +282,18 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     j.close().await?;
 
     // Cold: a new process view (fresh registry) and an empty cache directory.
-    std::fs::remove_dir_all(args.s3.dir.join("cache"))?;
+    match std::fs::remove_dir_all(args.s3.dir.join("cache")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     let registry = prometheus::Registry::new();
     let j = open(&args.s3.dir, args.s3.store(), cache, &registry).await?;
     let p = j.stream(&name)?.partition(0)?.clone();
     let mut phases = Vec::new();
     for phase in ["cold", "warm"] {
+        if args.drop_caches {
+            drop_page_cache()?;
+        }
         let before = tier_reads(&registry);
         let cpu0 = process_cpu();
         let started = Instant::now();
@@ -329,6 +339,13 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+fn drop_page_cache() -> anyhow::Result<()> {
+    let synced = std::process::Command::new("sync").status()?;
+    anyhow::ensure!(synced.success(), "sync failed");
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+        .map_err(|e| anyhow::anyhow!("cannot drop the page cache (needs root): {e}"))
 }
 
 async fn object(args: ObjectArgs) -> anyhow::Result<()> {
