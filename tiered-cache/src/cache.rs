@@ -148,9 +148,8 @@ impl BlockCache {
                 .map_err(cache_error)?;
             // Regions of four blocks (plus room for their headers and the region index),
             // buffers big enough for a burst of read-ahead between two paced waits.
-            let region =
-                (4 * config.block_bytes + (64 << 10)).clamp(4 << 20, (64 << 20) + (64 << 10))
-                    as usize;
+            let region = (4 * config.block_bytes + (64 << 10))
+                .clamp(4 << 20, (64 << 20) + (64 << 10)) as usize;
             builder
                 .with_engine_config(
                     BlockEngineConfig::new(device)

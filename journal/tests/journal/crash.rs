@@ -7,15 +7,11 @@
 //! parent asks for it through `STRATA_CRASH_CHILD_DIR`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use rand::Rng;
 use strata_journal::{FsyncPolicy, Journal, JournalConfig, JournalOptions, StorageClass};
 
-use crate::common::{batch, read_all};
+use crate::common::{acks_until_killed, batch, read_all};
 
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
 const CYCLES: usize = 24;
@@ -78,52 +74,16 @@ fn crash_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<u64, (u64, String)> = BTreeMap::new();
     let mut rng = rand::rng();
     for cycle in 0..CYCLES {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ACK ") && tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Wait (on a condition, with a generous deadline) for a random number of
-        // acknowledgements, then kill without warning.
+        // A random number of acknowledgements, then a kill without warning.
         let want = rng.random_range(1..400);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut lines = Vec::new();
-        while lines.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(_) => panic!(
-                    "cycle {cycle}: child produced {} acks before the deadline",
-                    lines.len()
-                ),
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
+        let lines = acks_until_killed(
+            "crash::crash_child",
+            (CHILD_ENV, dir.path().display().to_string()),
+            want,
+        );
         for line in lines {
             let mut parts = line.split_whitespace().skip(1);
             let base: u64 = parts.next().unwrap().parse().unwrap();

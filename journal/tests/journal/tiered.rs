@@ -4,11 +4,8 @@
 //! server (`s3s-fs`) on loopback.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -20,7 +17,7 @@ use strata_journal::{
 use strata_tiered::ObjectStore;
 use strata_tiered::testing::S3Server;
 
-use crate::common::{Harness, Tiering, Variant, batch, read_all};
+use crate::common::{Harness, Tiering, Variant, acks_until_killed, batch, read_all};
 
 const BUCKET: &str = "strata";
 
@@ -86,7 +83,24 @@ fn object_stream(j: &Journal, name: &str, ack: ObjectAck) -> StreamConfig {
     c
 }
 
-/// Segments that are only in object storage / only local.
+fn offload_harness() -> Harness {
+    Harness::new(Variant {
+        class: StorageClass::Segment,
+        tiering: Tiering::Offload,
+    })
+}
+
+/// Waits until every sealed segment of `p` is only in object storage; returns how many.
+async fn all_sealed_offloaded(p: &Arc<dyn PartitionLog>) -> usize {
+    let sealed = p.describe().segments.len() - 1;
+    eventually("every sealed segment uploaded and dropped locally", || {
+        remote_only(p) == sealed
+    })
+    .await;
+    sealed
+}
+
+/// Segments that are only in object storage.
 fn remote_only(p: &Arc<dyn PartitionLog>) -> usize {
     p.describe()
         .segments
@@ -121,22 +135,15 @@ fn check_values(records: &[strata_journal::Record], acked: &BTreeMap<u64, (u64, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offloaded_segments_are_read_after_local_deletion() {
-    let h = Harness::new(Variant {
-        class: StorageClass::Segment,
-        tiering: Tiering::Offload,
-    });
+    let h = offload_harness();
     let j = h.open();
     let s = j.create_stream(h.stream(&j, "s", 1)).await.unwrap();
     for i in 0..300 {
         s.append(0, batch(&format!("r{i}"), 3, i)).await.unwrap();
     }
     let p = s.partition(0).unwrap().clone();
-    let sealed = p.describe().segments.len() - 1;
+    let sealed = all_sealed_offloaded(&p).await;
     assert!(sealed > 5, "segments rolled: {sealed}");
-    eventually("every sealed segment uploaded and dropped locally", || {
-        remote_only(&p) == sealed
-    })
-    .await;
     let records = read_all(&p, 0).await;
     assert_eq!(records.len(), 900);
     assert!(
@@ -170,10 +177,7 @@ async fn offloaded_segments_are_read_after_local_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_remote_segments_and_their_objects() {
-    let h = Harness::new(Variant {
-        class: StorageClass::Segment,
-        tiering: Tiering::Offload,
-    });
+    let h = offload_harness();
     let j = h.open();
     let mut c = h.stream(&j, "r", 1);
     c.retention.max_bytes = Some(16 * 1024);
@@ -182,8 +186,7 @@ async fn retention_deletes_remote_segments_and_their_objects() {
         s.append(0, batch(&format!("x{i}"), 2, 1)).await.unwrap();
     }
     let p = s.partition(0).unwrap().clone();
-    let sealed = p.describe().segments.len() - 1;
-    eventually("segments uploaded", || remote_only(&p) == sealed).await;
+    let sealed = all_sealed_offloaded(&p).await;
     let objects = |dir: &Path| walk(dir).len();
     let before = objects(&h.objects_dir());
     assert_eq!(before, sealed);
@@ -218,6 +221,48 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_object_is_reported_with_its_key_and_other_segments_still_read() {
+    let h = offload_harness();
+    let j = h.open();
+    let s = j.create_stream(h.stream(&j, "c", 1)).await.unwrap();
+    for i in 0..200 {
+        s.append(0, batch(&format!("c{i}"), 3, i)).await.unwrap();
+    }
+    let p = s.partition(0).unwrap().clone();
+    assert!(all_sealed_offloaded(&p).await >= 3);
+    let second = p.describe().segments[1].clone();
+    drop((s, p));
+    j.close().await.unwrap();
+    // Flip a byte inside the second object's batches; start with an empty block cache.
+    let key = second.remote.clone().unwrap();
+    let file = h.objects_dir().join(&key);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::remove_dir_all(h.dir.path().join(strata_journal::CACHE_DIR)).unwrap();
+
+    let registry_check = h.open();
+    let p = registry_check
+        .stream("c")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
+    match p.read(second.base_offset, 1 << 20).await {
+        Err(JournalError::Corruption { file, .. }) => {
+            assert_eq!(file, std::path::PathBuf::from(&key))
+        }
+        other => panic!("a damaged object must be reported: {other:?}"),
+    }
+    // The segments before and after it still read.
+    assert!(!p.read(0, 100).await.unwrap().is_empty());
+    let third = p.describe().segments[2].base_offset;
+    assert!(!read_all(&p, third).await.is_empty());
+    drop(p);
+    registry_check.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_replay_through_a_small_cache_evicts_and_fetches_again() {
     let server = S3Server::start(BUCKET);
     let dir = tempfile::tempdir().unwrap();
@@ -238,12 +283,15 @@ async fn s3_replay_through_a_small_cache_evicts_and_fetches_again() {
         acked.insert(a.base_offset, (a.last_offset, tag));
     }
     let p = s.partition(0).unwrap().clone();
-    let sealed = p.describe().segments.len() - 1;
-    eventually("segments uploaded and dropped locally", || {
-        remote_only(&p) == sealed
-    })
-    .await;
+    let sealed = all_sealed_offloaded(&p).await;
+    // A reader of the local tail never touches object storage.
     let gets_before = metric(&registry, "strata_tier_object_gets_total", None);
+    let first_local = p.describe().segments[sealed].base_offset;
+    assert!(!read_all(&p, first_local).await.is_empty());
+    assert_eq!(
+        metric(&registry, "strata_tier_object_gets_total", None),
+        gets_before
+    );
     check_values(&read_all(&p, 0).await, &acked);
     let first_pass = metric(&registry, "strata_tier_object_gets_total", None) - gets_before;
     assert!(first_pass > 0.0, "a cold replay reads object storage");
@@ -310,8 +358,7 @@ async fn s3_outage_delays_offload_and_fails_object_appends_cleanly() {
     }
     let sp = seg.partition(0).unwrap().clone();
     let op = obj.partition(0).unwrap().clone();
-    let sealed = sp.describe().segments.len() - 1;
-    eventually("uploads before the outage", || remote_only(&sp) == sealed).await;
+    all_sealed_offloaded(&sp).await;
 
     server.stop();
     // Segment appends go on; their segments wait locally.
@@ -456,50 +503,14 @@ async fn acknowledged_appends_survive_sigkill_during_uploads() {
     let server = S3Server::start(BUCKET);
     let endpoint = format!("http://{}", server.addr());
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<&str, BTreeMap<u64, (u64, String)>> = BTreeMap::new();
     let mut rng = rand::rng();
     for cycle in 0..CYCLES {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "tiered::tiered_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, format!("{}|{endpoint}", dir.path().display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ACK ") && tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let want = rng.random_range(20..600);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let mut lines = Vec::new();
-        while lines.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(_) => panic!(
-                    "cycle {cycle}: only {} acks before the deadline",
-                    lines.len()
-                ),
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
+        let lines = acks_until_killed(
+            "tiered::tiered_crash_child",
+            (CHILD_ENV, format!("{}|{endpoint}", dir.path().display())),
+            rng.random_range(20..600),
+        );
         for line in lines {
             let mut parts = line.split_whitespace().skip(1);
             let name = if parts.next() == Some("obj") {
