@@ -195,6 +195,54 @@ impl PendingBatch {
         Ok(PendingBatch::new(BytesMut::from(bytes)))
     }
 
+    /// Takes a Kafka v2 `RecordBatch` as a producer sent it (records possibly compressed
+    /// with any codec: stored as received), checking its length, magic, record count and
+    /// Kafka's crc32c. Its base offset and the frame are set at append.
+    pub fn from_kafka(kafka: &[u8]) -> Result<PendingBatch> {
+        const KAFKA_HEADER: usize = HEADER_LEN - super::FRAME_PREFIX;
+        if kafka.len() < KAFKA_HEADER {
+            return Err(invalid(format!("short record batch: {} bytes", kafka.len())));
+        }
+        let length = i32::from_be_bytes([kafka[8], kafka[9], kafka[10], kafka[11]]);
+        if length < 0 || 12 + length as usize != kafka.len() {
+            return Err(invalid("record batch length does not match its bytes"));
+        }
+        if kafka[16] != KAFKA_MAGIC {
+            return Err(invalid(format!("record batch magic {} is not 2", kafka[16])));
+        }
+        let crc = u32::from_be_bytes([kafka[17], kafka[18], kafka[19], kafka[20]]);
+        if crc32c::crc32c(&kafka[21..]) != crc {
+            return Err(invalid("record batch crc32c does not match"));
+        }
+        if super::FRAME_PREFIX + kafka.len() > super::MAX_BATCH_BYTES {
+            return Err(invalid(format!(
+                "batch of {} bytes is too large",
+                kafka.len()
+            )));
+        }
+        let mut buf = BytesMut::with_capacity(super::FRAME_PREFIX + kafka.len());
+        buf.put_u32(0);
+        buf.put_u16(FRAME_MAGIC);
+        buf.put_u8(FRAME_VERSION);
+        buf.put_u8(0);
+        buf.extend_from_slice(kafka);
+        let header = BatchHeader::parse(&buf).map_err(invalid)?;
+        if header.record_count == 0 || header.record_count != header.last_offset_delta + 1 {
+            return Err(invalid("record count does not match the last offset delta"));
+        }
+        Ok(PendingBatch::new(buf))
+    }
+
+    /// Producer id, epoch and base sequence (Kafka idempotence); -1s when none.
+    pub fn producer(&self) -> (i64, i16, i32) {
+        let b = &self.buf;
+        (
+            i64::from_be_bytes([b[51], b[52], b[53], b[54], b[55], b[56], b[57], b[58]]),
+            i16::from_be_bytes([b[59], b[60]]),
+            i32::from_be_bytes([b[61], b[62], b[63], b[64]]),
+        )
+    }
+
     /// Size of the batch in bytes.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -236,5 +284,35 @@ impl PendingBatch {
         header.base_offset = base_offset;
         header.crc = crc;
         (header, buf.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::batch::Batch;
+
+    #[test]
+    fn kafka_batches_are_taken_as_received_and_checked() {
+        let mut b = BatchBuilder::new();
+        b.push(5, Some(b"k"), Some(b"v1"), &[]);
+        b.push(6, None, Some(b"v2"), &[]);
+        let (_, stored) = b.build().unwrap().seal(40);
+        let kafka = Batch::from_bytes(stored.clone()).unwrap().kafka_bytes();
+        let again = PendingBatch::from_kafka(&kafka).unwrap();
+        assert_eq!(again.record_count(), 2);
+        assert_eq!(again.producer(), (-1, -1, -1));
+        let (h, bytes) = again.seal(40);
+        assert_eq!(h.next_offset(), 42);
+        assert_eq!(bytes, stored, "the same stored bytes as the original");
+        let mut bad = kafka.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(PendingBatch::from_kafka(&bad).is_err(), "crc32c checked");
+        assert!(PendingBatch::from_kafka(&kafka[..30]).is_err());
+        let mut magic = kafka.to_vec();
+        magic[16] = 1;
+        assert!(PendingBatch::from_kafka(&magic).is_err());
     }
 }
