@@ -25,7 +25,7 @@ mod tail;
 pub use batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
 pub use config::{
     CacheConfig, FsyncPolicy, JournalConfig, ObjectAck, ObjectSettings, ObjectStoreConfig,
-    OffloadSettings, Retention, SegmentSettings, StorageClass, StreamConfig,
+    OffloadSettings, Retention, SegmentSettings, StorageClass, StreamConfig, validate_name,
 };
 pub use error::{JournalError, Result};
 pub use journal::{

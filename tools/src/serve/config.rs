@@ -7,6 +7,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use strata_journal::JournalConfig;
+use strata_kafka::KafkaConfig;
 use strata_mqtt::MqttConfig;
 
 use super::config_error::ConfigError;
@@ -30,6 +31,8 @@ pub struct NodeConfig {
     pub journal: JournalConfig,
     /// The MQTT frontend; owned and documented by `strata-mqtt`.
     pub mqtt: MqttConfig,
+    /// The Kafka frontend; owned and documented by `strata-kafka`.
+    pub kafka: KafkaConfig,
 }
 
 /// `[node]`: where this node keeps its data.

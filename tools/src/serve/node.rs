@@ -10,6 +10,7 @@ use prometheus::Registry;
 use strata_frontend::kv::KvStore;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
+use strata_kafka::KafkaFrontend;
 use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -159,6 +160,9 @@ async fn start_frontends(
         events,
     };
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
+    if config.kafka.enabled {
+        enabled.push(Box::new(KafkaFrontend::new(config.kafka.clone())));
+    }
     if config.mqtt.enabled {
         enabled.push(Box::new(MqttFrontend::new(config.mqtt.clone())));
     }

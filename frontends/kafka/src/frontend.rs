@@ -1,0 +1,121 @@
+//! The Kafka frontend: the listener and the state every connection shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+use strata_journal::Journal;
+use tokio::net::TcpListener;
+
+use crate::config::KafkaConfig;
+use crate::groups::Coordinator;
+use crate::metrics::KafkaMetrics;
+use crate::producers::Producers;
+use crate::connection;
+
+/// Namespace of the Kafka frontend in the node's key-value store.
+pub const SPACE: &str = "kafka";
+
+/// The Kafka frontend.
+#[derive(Debug)]
+pub struct KafkaFrontend {
+    config: KafkaConfig,
+}
+
+impl KafkaFrontend {
+    /// A frontend with these settings.
+    pub fn new(config: KafkaConfig) -> Self {
+        KafkaFrontend { config }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Kafka {
+    pub config: KafkaConfig,
+    pub journal: Journal,
+    pub metrics: KafkaMetrics,
+    pub groups: Coordinator,
+    pub producers: Producers,
+    /// Host and port clients are told to use.
+    pub advertised: (String, i32),
+}
+
+/// The node id this broker announces (a single node for now).
+pub const NODE_ID: i32 = 0;
+
+#[async_trait]
+impl Frontend for KafkaFrontend {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn serve(
+        self: Box<Self>,
+        ctx: NodeContext,
+        mut shutdown: Shutdown,
+    ) -> Result<(), FrontendError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| FrontendError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        ctx.announce("kafka", bound);
+        ctx.ready();
+        let kv = ctx
+            .kv
+            .space(SPACE)
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        let advertised = advertised(&self.config, bound);
+        let state = Arc::new(Kafka {
+            groups: Coordinator::new(
+                kv.clone(),
+                Duration::from_millis(self.config.group_initial_rebalance_delay_ms),
+            ),
+            producers: Producers::new(kv.clone()),
+            metrics: KafkaMetrics::new(&ctx.registry),
+            config: self.config,
+            journal: ctx.journal.clone(),
+            advertised,
+        });
+        let sweeper = tokio::spawn(Coordinator::sweep(state.clone(), shutdown.clone()));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(connection::serve(stream, state.clone(), shutdown.clone()));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        drop(listener);
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            connections.abort_all();
+        }
+        sweeper.abort();
+        Ok(())
+    }
+}
+
+fn advertised(config: &KafkaConfig, bound: SocketAddr) -> (String, i32) {
+    let host = config.advertised_host.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        }
+    });
+    let port = config.advertised_port.unwrap_or(bound.port());
+    (host, i32::from(port))
+}

@@ -1,0 +1,695 @@
+//! The group coordinator: consumer groups with generations and rebalances (on join, leave
+//! and session timeout; assignment by the clients' own assignors through the leader), and
+//! committed offsets stored durably in the node's key-value store.
+//!
+//! Group membership lives in memory: after a restart members rejoin (their heartbeats get
+//! UNKNOWN_MEMBER_ID), and their committed offsets are where they were.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use strata_frontend::Shutdown;
+use strata_frontend::kv::{KvOp, KvSpace};
+use tokio::sync::oneshot;
+
+use crate::frontend::Kafka;
+use crate::handlers::code;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    client_id: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    pending_join: Option<oneshot::Sender<JoinGroupResponse>>,
+    pending_sync: Option<oneshot::Sender<(i16, Bytes)>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: State,
+    generation: i32,
+    protocol_type: String,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// A rebalance completes at the latest then (members that did not rejoin leave).
+    rebalance_deadline: Instant,
+    /// ... and not before then when the group was empty (more members may come).
+    initial_until: Instant,
+}
+
+impl Group {
+    fn new() -> Self {
+        let now = Instant::now();
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            rebalance_deadline: now,
+            initial_until: now,
+        }
+    }
+}
+
+/// Stored committed offset.
+#[derive(Debug, Serialize, Deserialize)]
+struct Committed {
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+}
+
+/// The coordinator of every group.
+#[derive(Debug)]
+pub struct Coordinator {
+    kv: KvSpace,
+    initial_delay: Duration,
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: AtomicU64,
+}
+
+fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = format!("o/{group}\0{topic}\0").into_bytes();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+impl Coordinator {
+    pub fn new(kv: KvSpace, initial_delay: Duration) -> Self {
+        Coordinator {
+            kv,
+            initial_delay,
+            groups: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(1),
+        }
+    }
+
+    /// Starts a rebalance: every member must join again.
+    fn prepare_rebalance(&self, g: &mut Group, now: Instant) {
+        let was_empty = g.state == State::Empty || g.members.is_empty();
+        let longest = g
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60));
+        g.state = State::PreparingRebalance;
+        g.rebalance_deadline = now + longest;
+        g.initial_until = if was_empty { now + self.initial_delay } else { now };
+        for m in g.members.values_mut() {
+            // Followers waiting in SyncGroup learn that a new rebalance started.
+            if let Some(tx) = m.pending_sync.take() {
+                let _ = tx.send((code::REBALANCE_IN_PROGRESS, Bytes::new()));
+            }
+        }
+    }
+
+    /// Completes the join phase when every member has rejoined (after the initial delay),
+    /// or when the rebalance timeout has passed (members that did not rejoin are removed).
+    fn try_complete_join(g: &mut Group, now: Instant) {
+        if g.state != State::PreparingRebalance {
+            return;
+        }
+        let all = g.members.values().all(|m| m.pending_join.is_some());
+        if !((all && now >= g.initial_until) || now >= g.rebalance_deadline) {
+            return;
+        }
+        g.members.retain(|_, m| m.pending_join.is_some());
+        g.generation += 1;
+        if g.members.is_empty() {
+            g.state = State::Empty;
+            g.leader = None;
+            g.protocol = None;
+            return;
+        }
+        // The first protocol of the leader's list that every member supports.
+        if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
+            g.leader = g.members.keys().next().cloned();
+        }
+        let leader = g.leader.clone().unwrap_or_default();
+        let protocol = g.members.get(&leader).and_then(|m| {
+            m.protocols
+                .iter()
+                .map(|(name, _)| name)
+                .find(|name| {
+                    g.members
+                        .values()
+                        .all(|o| o.protocols.iter().any(|(n, _)| n == *name))
+                })
+                .cloned()
+        });
+        g.protocol = protocol.clone();
+        g.state = State::CompletingRebalance;
+        let all_members: Vec<JoinGroupResponseMember> = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                JoinGroupResponseMember::default()
+                    .with_member_id(s(id))
+                    .with_metadata(metadata)
+            })
+            .collect();
+        let generation = g.generation;
+        let protocol_type = g.protocol_type.clone();
+        for (id, m) in g.members.iter_mut() {
+            m.assignment = Bytes::new();
+            m.last_seen = now;
+            let Some(tx) = m.pending_join.take() else {
+                continue;
+            };
+            let mut resp = JoinGroupResponse::default()
+                .with_generation_id(generation)
+                .with_protocol_type(Some(s(&protocol_type)))
+                .with_protocol_name(protocol.as_deref().map(s))
+                .with_leader(s(&leader))
+                .with_member_id(s(id));
+            if *id == leader {
+                resp = resp.with_members(all_members.clone());
+            }
+            let _ = tx.send(resp);
+        }
+    }
+
+    /// Background work: session timeouts and rebalance deadlines, until shutdown.
+    pub async fn sweep(k: Arc<Kafka>, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.wait() => return,
+            }
+            let c = &k.groups;
+            let now = Instant::now();
+            let mut groups = c.groups.lock();
+            for g in groups.values_mut() {
+                let expired: Vec<String> = g
+                    .members
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.pending_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !expired.is_empty() {
+                    for id in &expired {
+                        tracing::info!(member = id, "group member session expired");
+                        g.members.remove(id);
+                    }
+                    if g.members.is_empty() {
+                        g.state = State::Empty;
+                        g.generation += 1;
+                    } else {
+                        c.prepare_rebalance(g, now);
+                    }
+                }
+                Self::try_complete_join(g, now);
+            }
+        }
+    }
+}
+
+/// Checks a member and generation; the error code when they do not fit.
+fn check_member(g: &Group, member: &str, generation: i32) -> Result<(), i16> {
+    if !g.members.contains_key(member) {
+        return Err(code::UNKNOWN_MEMBER_ID);
+    }
+    if generation != g.generation {
+        return Err(code::ILLEGAL_GENERATION);
+    }
+    Ok(())
+}
+
+pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    let c = &k.groups;
+    let fail = |code: i16, member: &str| {
+        k.metrics.error("JoinGroup", code);
+        JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(s(member))
+    };
+    if r.group_id.is_empty() || r.protocols.is_empty() {
+        return fail(code::INCONSISTENT_GROUP_PROTOCOL, &r.member_id);
+    }
+    let rx = {
+        let now = Instant::now();
+        let mut groups = c.groups.lock();
+        let g = groups.entry(r.group_id.to_string()).or_insert_with(Group::new);
+        if !g.members.is_empty() && g.protocol_type != r.protocol_type.as_str() {
+            return fail(code::INCONSISTENT_GROUP_PROTOCOL, &r.member_id);
+        }
+        let member_id = if r.member_id.is_empty() {
+            format!(
+                "{}-{}",
+                if r.protocol_type.is_empty() { "member" } else { r.protocol_type.as_str() },
+                c.next_member.fetch_add(1, Ordering::Relaxed)
+            )
+        } else if g.members.contains_key(r.member_id.as_str()) {
+            r.member_id.to_string()
+        } else {
+            return fail(code::UNKNOWN_MEMBER_ID, &r.member_id);
+        };
+        g.protocol_type = r.protocol_type.to_string();
+        let (tx, rx) = oneshot::channel();
+        let member = g.members.entry(member_id.clone()).or_insert_with(|| Member {
+            client_id: String::new(),
+            session_timeout: Duration::ZERO,
+            rebalance_timeout: Duration::ZERO,
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_seen: now,
+            pending_join: None,
+            pending_sync: None,
+        });
+        member.session_timeout = Duration::from_millis(r.session_timeout_ms.max(1) as u64);
+        member.rebalance_timeout = Duration::from_millis(if version >= 1 {
+            r.rebalance_timeout_ms.max(1) as u64
+        } else {
+            r.session_timeout_ms.max(1) as u64
+        });
+        member.protocols = r
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect();
+        member.last_seen = now;
+        member.pending_join = Some(tx);
+        if g.state != State::PreparingRebalance {
+            c.prepare_rebalance(g, now);
+        }
+        Coordinator::try_complete_join(g, now);
+        rx
+    };
+    match rx.await {
+        Ok(resp) => resp,
+        // The member was removed (left, or replaced) before the rebalance completed.
+        Err(_) => fail(code::UNKNOWN_MEMBER_ID, &r.member_id),
+    }
+}
+
+pub async fn sync(k: &Kafka, r: SyncGroupRequest) -> SyncGroupResponse {
+    let c = &k.groups;
+    let reply = |code: i16, assignment: Bytes, g: Option<(&str, Option<&str>)>| {
+        k.metrics.error("SyncGroup", code);
+        let mut resp = SyncGroupResponse::default()
+            .with_error_code(code)
+            .with_assignment(assignment);
+        if let Some((ptype, pname)) = g {
+            resp = resp
+                .with_protocol_type(Some(s(ptype)))
+                .with_protocol_name(pname.map(s));
+        }
+        resp
+    };
+    let rx = {
+        let mut groups = c.groups.lock();
+        let Some(g) = groups.get_mut(r.group_id.as_str()) else {
+            return reply(code::UNKNOWN_MEMBER_ID, Bytes::new(), None);
+        };
+        if let Err(code) = check_member(g, &r.member_id, r.generation_id) {
+            return reply(code, Bytes::new(), None);
+        }
+        let ptype = g.protocol_type.clone();
+        let pname = g.protocol.clone();
+        match g.state {
+            State::PreparingRebalance | State::Empty => {
+                return reply(code::REBALANCE_IN_PROGRESS, Bytes::new(), None);
+            }
+            State::Stable => {
+                let a = g.members[r.member_id.as_str()].assignment.clone();
+                return reply(code::NONE, a, Some((&ptype, pname.as_deref())));
+            }
+            State::CompletingRebalance => {}
+        }
+        if g.leader.as_deref() == Some(r.member_id.as_str()) {
+            for a in &r.assignments {
+                if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
+                    m.assignment = a.assignment.clone();
+                }
+            }
+            g.state = State::Stable;
+            for m in g.members.values_mut() {
+                if let Some(tx) = m.pending_sync.take() {
+                    let _ = tx.send((code::NONE, m.assignment.clone()));
+                }
+            }
+            let a = g.members[r.member_id.as_str()].assignment.clone();
+            return reply(code::NONE, a, Some((&ptype, pname.as_deref())));
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = g.members.get_mut(r.member_id.as_str()) {
+            m.pending_sync = Some(tx);
+        }
+        (rx, ptype, pname)
+    };
+    let (rx, ptype, pname) = rx;
+    match rx.await {
+        Ok((code, assignment)) => reply(code, assignment, Some((&ptype, pname.as_deref()))),
+        Err(_) => reply(code::REBALANCE_IN_PROGRESS, Bytes::new(), None),
+    }
+}
+
+pub fn heartbeat(k: &Kafka, r: HeartbeatRequest) -> HeartbeatResponse {
+    let mut groups = k.groups.groups.lock();
+    let code = match groups.get_mut(r.group_id.as_str()) {
+        None => code::UNKNOWN_MEMBER_ID,
+        Some(g) => match check_member(g, &r.member_id, r.generation_id) {
+            Err(code) => code,
+            Ok(()) => {
+                if let Some(m) = g.members.get_mut(r.member_id.as_str()) {
+                    m.last_seen = Instant::now();
+                }
+                if g.state == State::PreparingRebalance {
+                    code::REBALANCE_IN_PROGRESS
+                } else {
+                    code::NONE
+                }
+            }
+        },
+    };
+    k.metrics.error("Heartbeat", code);
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub fn leave(k: &Kafka, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    let c = &k.groups;
+    let ids: Vec<String> = if r.members.is_empty() {
+        vec![r.member_id.to_string()]
+    } else {
+        r.members.iter().map(|m| m.member_id.to_string()).collect()
+    };
+    let mut groups = c.groups.lock();
+    let Some(g) = groups.get_mut(r.group_id.as_str()) else {
+        k.metrics.error("LeaveGroup", code::UNKNOWN_MEMBER_ID);
+        return LeaveGroupResponse::default().with_error_code(code::UNKNOWN_MEMBER_ID);
+    };
+    let mut results = Vec::new();
+    let mut removed = false;
+    for id in &ids {
+        let code = if g.members.remove(id).is_some() {
+            removed = true;
+            code::NONE
+        } else {
+            code::UNKNOWN_MEMBER_ID
+        };
+        results.push(MemberResponse::default().with_member_id(s(id)).with_error_code(code));
+    }
+    if removed {
+        let now = Instant::now();
+        if g.members.is_empty() {
+            g.state = State::Empty;
+            g.generation += 1;
+            g.leader = None;
+        } else {
+            c.prepare_rebalance(g, now);
+            Coordinator::try_complete_join(g, now);
+        }
+    }
+    let top = if r.members.is_empty() {
+        results.first().map_or(code::NONE, |m| m.error_code)
+    } else {
+        code::NONE
+    };
+    k.metrics.error("LeaveGroup", top);
+    LeaveGroupResponse::default()
+        .with_error_code(top)
+        .with_members(if r.members.is_empty() { Vec::new() } else { results })
+}
+
+pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let c = &k.groups;
+    let group = r.group_id.to_string();
+    let check = if r.generation_id_or_member_epoch < 0 {
+        Ok(())
+    } else {
+        let groups = c.groups.lock();
+        match groups.get(&group) {
+            None => Err(code::UNKNOWN_MEMBER_ID),
+            Some(g) => check_member(g, &r.member_id, r.generation_id_or_member_epoch).and_then(|()| {
+                if g.state == State::PreparingRebalance {
+                    Err(code::REBALANCE_IN_PROGRESS)
+                } else {
+                    Ok(())
+                }
+            }),
+        }
+    };
+    let mut ops = Vec::new();
+    if check.is_ok() {
+        for t in &r.topics {
+            for p in &t.partitions {
+                let value = serde_json::to_vec(&Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+                .unwrap_or_default();
+                ops.push(KvOp::Put(offset_key(&group, &t.name, p.partition_index), value));
+            }
+        }
+    }
+    // One atomic, durable write for the whole request.
+    let stored = match check {
+        Err(code) => Err(code),
+        Ok(()) => c.kv.write(ops).map_err(|e| {
+            tracing::error!(group, error = %e, "cannot store committed offsets");
+            code::KAFKA_STORAGE_ERROR
+        }),
+    };
+    let code = stored.err().unwrap_or(code::NONE);
+    k.metrics.error("OffsetCommit", code);
+    OffsetCommitResponse::default().with_topics(
+        r.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Committed offsets of `group`: for the listed topics and partitions, or all stored.
+fn committed(
+    kv: &KvSpace,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    let decode = |v: &[u8]| serde_json::from_slice::<Committed>(v).ok();
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                let found = parts
+                    .into_iter()
+                    .map(|p| {
+                        let v = kv.get(&offset_key(group, &topic, p)).ok().flatten();
+                        (p, v.as_deref().and_then(decode))
+                    })
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let prefix = format!("o/{group}\0").into_bytes();
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+            for (key, value) in kv.scan_prefix(&prefix).unwrap_or_default() {
+                let rest = &key[prefix.len()..];
+                let Some(split) = rest.iter().position(|&b| b == 0) else {
+                    continue;
+                };
+                let topic = String::from_utf8_lossy(&rest[..split]).to_string();
+                let Ok(p) = <[u8; 4]>::try_from(&rest[split + 1..]) else {
+                    continue;
+                };
+                by_topic
+                    .entry(topic)
+                    .or_default()
+                    .push((i32::from_be_bytes(p), decode(&value)));
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = r
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let topics = committed(&k.groups.kv, &g.group_id, wanted)
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(s(&topic)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|(p, c)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
+                                            .with_committed_leader_epoch(
+                                                c.as_ref().map_or(-1, |c| c.leader_epoch),
+                                            )
+                                            .with_metadata(c.and_then(|c| c.metadata).map(StrBytes::from_string))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let topics = committed(&k.groups.kv, &r.group_id, wanted)
+        .into_iter()
+        .map(|(topic, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(&topic)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
+                                .with_committed_leader_epoch(c.as_ref().map_or(-1, |c| c.leader_epoch))
+                                .with_metadata(c.and_then(|c| c.metadata).map(StrBytes::from_string))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub fn list(k: &Kafka) -> ListGroupsResponse {
+    let groups = k.groups.groups.lock();
+    ListGroupsResponse::default().with_groups(
+        groups
+            .iter()
+            .map(|(id, g)| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(s(id)))
+                    .with_protocol_type(s(&g.protocol_type))
+                    .with_group_state(s(g.state.name()))
+                    .with_group_type(s("classic"))
+            })
+            .collect(),
+    )
+}
+
+pub fn describe(k: &Kafka, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = k.groups.groups.lock();
+    DescribeGroupsResponse::default().with_groups(
+        r.groups
+            .into_iter()
+            .map(|id| match groups.get(id.as_str()) {
+                None => DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(s("Dead")),
+                Some(g) => DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(&g.protocol_type))
+                    .with_protocol_data(s(g.protocol.as_deref().unwrap_or("")))
+                    .with_members(
+                        g.members
+                            .iter()
+                            .map(|(mid, m)| {
+                                let metadata = m
+                                    .protocols
+                                    .iter()
+                                    .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                                    .map(|(_, md)| md.clone())
+                                    .unwrap_or_default();
+                                DescribedGroupMember::default()
+                                    .with_member_id(s(mid))
+                                    .with_client_id(s(&m.client_id))
+                                    .with_client_host(s("/127.0.0.1"))
+                                    .with_member_metadata(metadata)
+                                    .with_member_assignment(m.assignment.clone())
+                            })
+                            .collect(),
+                    ),
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,817 @@
+//! Request handling: decoding a frame, checking the version, answering each API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::{FutureExt, select_all};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_name};
+
+use crate::frontend::{Kafka, NODE_ID};
+use crate::groups;
+
+/// Kafka error codes used here.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC: i16 = 17;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+}
+
+/// Versions this broker answers, per API: (key, lowest advertised, lowest accepted,
+/// highest). Produce is advertised from 0 (older librdkafka turns compression off
+/// otherwise) and accepted from 3, as Kafka 4 does; Produce and Fetch stop before topic
+/// ids (v13).
+const APIS: &[(ApiKey, i16, i16, i16)] = &[
+    (ApiKey::Produce, 0, 3, 12),
+    (ApiKey::Fetch, 4, 4, 12),
+    (ApiKey::ListOffsets, 1, 1, 8),
+    (ApiKey::Metadata, 0, 0, 12),
+    (ApiKey::OffsetCommit, 2, 2, 9),
+    (ApiKey::OffsetFetch, 1, 1, 8),
+    (ApiKey::FindCoordinator, 0, 0, 5),
+    (ApiKey::JoinGroup, 0, 0, 9),
+    (ApiKey::Heartbeat, 0, 0, 4),
+    (ApiKey::LeaveGroup, 0, 0, 5),
+    (ApiKey::SyncGroup, 0, 0, 5),
+    (ApiKey::DescribeGroups, 0, 0, 5),
+    (ApiKey::ListGroups, 0, 0, 4),
+    (ApiKey::SaslHandshake, 0, 0, 1),
+    (ApiKey::ApiVersions, 0, 0, 4),
+    (ApiKey::CreateTopics, 2, 2, 7),
+    (ApiKey::DeleteTopics, 1, 1, 5),
+    (ApiKey::InitProducerId, 0, 0, 5),
+    (ApiKey::DescribeConfigs, 1, 1, 4),
+    (ApiKey::SaslAuthenticate, 0, 0, 2),
+    (ApiKey::CreatePartitions, 0, 0, 3),
+];
+
+fn accepted(key: ApiKey, version: i16) -> bool {
+    APIS.iter()
+        .any(|&(k, _, min, max)| k == key && (min..=max).contains(&version))
+}
+
+/// Per-connection state.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// True once SASL succeeded (or when SASL is off).
+    pub authenticated: bool,
+    /// A SaslHandshake chose PLAIN.
+    pub handshaken: bool,
+    /// Principal after authentication.
+    pub user: Option<String>,
+}
+
+/// Encodes a response frame: length, header, body.
+pub fn respond<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> anyhow::Result<BytesMut> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let hv = R::header_version(version);
+    let size = header.compute_size(hv)? + body.compute_size(version)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, hv)?;
+    body.encode(&mut buf, version)?;
+    Ok(buf)
+}
+
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            APIS.iter()
+                .map(|&(k, min, _, max)| {
+                    ApiVersion::default()
+                        .with_api_key(k as i16)
+                        .with_min_version(min)
+                        .with_max_version(max)
+                })
+                .collect(),
+        )
+}
+
+fn api_name(key: ApiKey) -> String {
+    format!("{key:?}")
+}
+
+/// Handles one request frame (without its length prefix). `Ok(None)`: no response
+/// (Produce with acks = 0). An error closes the connection, as Kafka does for requests it
+/// cannot parse or versions it does not support.
+pub async fn handle(
+    k: &Arc<Kafka>,
+    session: &mut Session,
+    mut frame: Bytes,
+) -> anyhow::Result<Option<BytesMut>> {
+    if frame.len() < 8 {
+        bail!("request of {} bytes", frame.len());
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(raw_key).map_err(|()| anyhow!("unknown api key {raw_key}"))?;
+    let header = RequestHeader::decode_from(&mut frame, key.request_header_version(version))?;
+    let corr = header.correlation_id;
+    let api = api_name(key);
+    k.metrics.requests.with_label_values(&[&api]).inc();
+    if !accepted(key, version) {
+        k.metrics.error(&api, code::UNSUPPORTED_VERSION);
+        if key == ApiKey::ApiVersions {
+            // Answered in version 0, which every client reads, with the versions we do.
+            return Ok(Some(respond(corr, 0, &api_versions(code::UNSUPPORTED_VERSION))?));
+        }
+        bail!("{api} version {version} is not supported");
+    }
+    if !session.authenticated
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        k.metrics.error(&api, code::SASL_AUTHENTICATION_FAILED);
+        bail!("{api} before SASL authentication");
+    }
+    let request = RequestKind::decode(key, &mut frame, version).inspect_err(|_| {
+        k.metrics
+            .errors
+            .with_label_values(&[&api, "malformed"])
+            .inc();
+    })?;
+    let out = match request {
+        RequestKind::ApiVersions(_) => respond(corr, version, &api_versions(code::NONE))?,
+        RequestKind::Metadata(r) => respond(corr, version, &metadata(k, r, version).await)?,
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = produce(k, r).await;
+            if acks == 0 {
+                return Ok(None);
+            }
+            respond(corr, version, &resp)?
+        }
+        RequestKind::Fetch(r) => respond(corr, version, &fetch(k, r).await)?,
+        RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, r).await)?,
+        RequestKind::FindCoordinator(r) => respond(corr, version, &find_coordinator(k, r, version))?,
+        RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
+        RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
+        RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
+        RequestKind::CreatePartitions(r) => respond(corr, version, &create_partitions(k, r))?,
+        RequestKind::DescribeConfigs(r) => respond(corr, version, &describe_configs(k, r))?,
+        RequestKind::SaslHandshake(r) => respond(corr, version, &sasl_handshake(session, r))?,
+        RequestKind::SaslAuthenticate(r) => {
+            respond(corr, version, &sasl_authenticate(k, session, r))?
+        }
+        RequestKind::JoinGroup(r) => respond(corr, version, &groups::join(k, r, version).await)?,
+        RequestKind::SyncGroup(r) => respond(corr, version, &groups::sync(k, r).await)?,
+        RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, r))?,
+        RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, r))?,
+        RequestKind::OffsetCommit(r) => respond(corr, version, &groups::offset_commit(k, r))?,
+        RequestKind::OffsetFetch(r) => respond(corr, version, &groups::offset_fetch(k, r, version))?,
+        RequestKind::ListGroups(_) => respond(corr, version, &groups::list(k))?,
+        RequestKind::DescribeGroups(r) => respond(corr, version, &groups::describe(k, r))?,
+        _ => bail!("{api} is not handled"),
+    };
+    Ok(Some(out))
+}
+
+trait DecodeFrom: Sized {
+    fn decode_from(buf: &mut Bytes, version: i16) -> anyhow::Result<Self>;
+}
+
+impl DecodeFrom for RequestHeader {
+    fn decode_from(buf: &mut Bytes, version: i16) -> anyhow::Result<Self> {
+        use kafka_protocol::protocol::Decodable;
+        RequestHeader::decode(buf, version).context("request header")
+    }
+}
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The journal stream behind `topic`, created when allowed and missing.
+async fn topic_stream(
+    k: &Kafka,
+    topic: &str,
+    create: bool,
+) -> Result<Arc<Stream>, i16> {
+    match k.journal.stream(topic) {
+        Ok(s) => Ok(s),
+        Err(_) if create && k.config.auto_create_topics => {
+            create_topic(k, topic, k.config.default_partitions).await
+        }
+        Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+    }
+}
+
+async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<Arc<Stream>, i16> {
+    if validate_name(topic).is_err() || topic.len() > 249 {
+        return Err(code::INVALID_TOPIC);
+    }
+    let config = k.journal.stream_config(topic, partitions.max(1));
+    match k.journal.create_stream(config).await {
+        Ok(s) => Ok(s),
+        // Created meanwhile by another request.
+        Err(JournalError::StreamExists(_)) => k
+            .journal
+            .stream(topic)
+            .map_err(|_| code::UNKNOWN_SERVER_ERROR),
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "cannot create topic");
+            Err(code::UNKNOWN_SERVER_ERROR)
+        }
+    }
+}
+
+fn metadata_topic(name: &str, stream: Result<Arc<Stream>, i16>) -> MetadataResponseTopic {
+    let t = MetadataResponseTopic::default().with_name(Some(TopicName(str(name))));
+    match stream {
+        Ok(s) => t.with_partitions(
+            (0..s.config().partitions as i32)
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_leader_id(BrokerId(NODE_ID))
+                        .with_leader_epoch(0)
+                        .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                        .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                })
+                .collect(),
+        ),
+        Err(code) => t.with_error_code(code),
+    }
+}
+
+async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataResponse {
+    let all = match &r.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        for c in k.journal.list_streams() {
+            topics.push(metadata_topic(&c.name, k.journal.stream(&c.name).map_err(|_| 3)));
+        }
+    } else {
+        let create = version < 4 || r.allow_auto_topic_creation;
+        for t in r.topics.iter().flatten() {
+            let Some(name) = &t.name else { continue };
+            let stream = topic_stream(k, name, create).await;
+            if let Err(c) = stream {
+                k.metrics.error("Metadata", c);
+            }
+            topics.push(metadata_topic(name, stream));
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(str(&k.advertised.0))
+                .with_port(k.advertised.1),
+        ])
+        .with_cluster_id(Some(str("strata")))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_topics(topics)
+}
+
+/// Splits a Produce request's records into the record batches it holds.
+fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, i16> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        if records.len() - pos < 12 {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        let len = i32::from_be_bytes([
+            records[pos + 8],
+            records[pos + 9],
+            records[pos + 10],
+            records[pos + 11],
+        ]);
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| (pos + 12).checked_add(l))
+            .filter(|&e| e <= records.len())
+            .ok_or(code::CORRUPT_MESSAGE)?;
+        out.push(records.slice(pos..end));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Stores the batches of one partition; returns (error, base offset of the first).
+async fn produce_partition(
+    k: &Kafka,
+    stream: &Arc<Stream>,
+    partition: i32,
+    records: Option<Bytes>,
+) -> (i16, i64, i64) {
+    let Some(log) = usize::try_from(partition)
+        .ok()
+        .and_then(|p| stream.partitions().get(p))
+    else {
+        return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+    };
+    let Ok(batches) = split_batches(&records.unwrap_or_default()) else {
+        return (code::CORRUPT_MESSAGE, -1, -1);
+    };
+    if batches.is_empty() {
+        return (code::CORRUPT_MESSAGE, -1, -1);
+    }
+    // Everything is checked before anything is stored: nothing of a bad request is kept.
+    let mut pending = Vec::with_capacity(batches.len());
+    for b in &batches {
+        if b.len() > k.config.max_message_bytes as usize {
+            return (code::MESSAGE_TOO_LARGE, -1, -1);
+        }
+        match PendingBatch::from_kafka(b) {
+            Ok(p) => pending.push(p),
+            Err(_) => return (code::CORRUPT_MESSAGE, -1, -1),
+        }
+    }
+    let mut first = -1;
+    for p in pending {
+        let records = u64::from(p.record_count());
+        let result = k
+            .producers
+            .append(stream.name(), partition, log, p)
+            .await;
+        match result {
+            Ok(base) => {
+                if first < 0 {
+                    first = base;
+                }
+                k.metrics.produced_records.inc_by(records);
+            }
+            Err(code) => return (code, -1, -1),
+        }
+    }
+    (code::NONE, first, log.offsets().log_start as i64)
+}
+
+async fn produce(k: &Kafka, r: ProduceRequest) -> ProduceResponse {
+    let mut responses = Vec::new();
+    for t in r.topic_data {
+        let stream = topic_stream(k, &t.name, true).await;
+        let mut partitions = Vec::new();
+        for p in t.partition_data {
+            let (error, base, log_start) = match &stream {
+                Ok(s) => produce_partition(k, s, p.index, p.records).await,
+                Err(c) => (*c, -1, -1),
+            };
+            k.metrics.error("Produce", error);
+            partitions.push(
+                PartitionProduceResponse::default()
+                    .with_index(p.index)
+                    .with_error_code(error)
+                    .with_base_offset(base)
+                    .with_log_start_offset(log_start),
+            );
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// The partition log of `topic`/`partition`, or the Kafka error code.
+fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn PartitionLog>, i16> {
+    let stream = k
+        .journal
+        .stream(topic)
+        .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    usize::try_from(partition)
+        .ok()
+        .and_then(|p| stream.partitions().get(p).cloned())
+        .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
+}
+
+struct FetchSlot {
+    topic: usize,
+    log: Option<Arc<dyn PartitionLog>>,
+    data: PartitionData,
+}
+
+async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    let max_bytes = if r.max_bytes > 0 { r.max_bytes as usize } else { usize::MAX };
+    let min_bytes = r.min_bytes.max(0) as usize;
+    loop {
+        let mut slots = Vec::new();
+        let mut total = 0usize;
+        for (ti, t) in r.topics.iter().enumerate() {
+            for p in &t.partitions {
+                let mut data = PartitionData::default().with_partition_index(p.partition);
+                let log = match partition_log(k, &t.topic, p.partition) {
+                    Ok(log) => log,
+                    Err(c) => {
+                        k.metrics.error("Fetch", c);
+                        slots.push(FetchSlot {
+                            topic: ti,
+                            log: None,
+                            data: data.with_error_code(c).with_high_watermark(-1),
+                        });
+                        continue;
+                    }
+                };
+                let offsets = log.offsets();
+                data = data
+                    .with_high_watermark(offsets.end as i64)
+                    .with_last_stable_offset(offsets.end as i64)
+                    .with_log_start_offset(offsets.log_start as i64);
+                let from = p.fetch_offset;
+                if from < offsets.log_start as i64 || from > offsets.end as i64 {
+                    k.metrics.error("Fetch", code::OFFSET_OUT_OF_RANGE);
+                    data = data.with_error_code(code::OFFSET_OUT_OF_RANGE);
+                } else if (from as u64) < offsets.end && total < max_bytes {
+                    let budget = (p.partition_max_bytes.max(1) as usize).min(max_bytes - total);
+                    match log.read(from as u64, budget).await {
+                        Ok(batches) => {
+                            let mut records = BytesMut::new();
+                            for b in &batches {
+                                records.extend_from_slice(&b.kafka_bytes());
+                            }
+                            total += records.len();
+                            k.metrics.fetched_bytes.inc_by(records.len() as u64);
+                            data = data.with_records(Some(records.freeze()));
+                        }
+                        Err(JournalError::OffsetOutOfRange { .. }) => {
+                            data = data.with_error_code(code::OFFSET_OUT_OF_RANGE);
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %t.topic.0, partition = p.partition, error = %e, "fetch read failed");
+                            k.metrics.error("Fetch", code::KAFKA_STORAGE_ERROR);
+                            data = data.with_error_code(code::KAFKA_STORAGE_ERROR);
+                        }
+                    }
+                }
+                slots.push(FetchSlot {
+                    topic: ti,
+                    log: Some(log),
+                    data,
+                });
+            }
+        }
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || now >= deadline || slots.iter().all(|s| s.log.is_none()) {
+            let mut responses: Vec<FetchableTopicResponse> = r
+                .topics
+                .iter()
+                .map(|t| FetchableTopicResponse::default().with_topic(t.topic.clone()))
+                .collect();
+            for s in slots {
+                responses[s.topic].partitions.push(s.data);
+            }
+            return FetchResponse::default().with_responses(responses);
+        }
+        // Long poll: wait for any partition to grow past what was seen, or the deadline.
+        let waits: Vec<_> = slots
+            .iter()
+            .filter_map(|s| {
+                let log = s.log.clone()?;
+                let end = s.data.high_watermark.max(0) as u64;
+                Some(async move { log.wait_for(end).await }.boxed())
+            })
+            .collect();
+        if waits.is_empty() {
+            tokio::time::sleep_until(deadline.into()).await;
+        } else {
+            let _ = tokio::time::timeout_at(deadline.into(), select_all(waits)).await;
+        }
+    }
+}
+
+async fn list_offsets(k: &Kafka, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for t in r.topics {
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let mut out = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            match partition_log(k, &t.name, p.partition_index) {
+                Err(c) => {
+                    k.metrics.error("ListOffsets", c);
+                    out = out.with_error_code(c);
+                }
+                Ok(log) => {
+                    let offsets = log.offsets();
+                    match p.timestamp {
+                        -1 => out = out.with_offset(offsets.end as i64),
+                        -2 => out = out.with_offset(offsets.log_start as i64),
+                        ts => match log.offset_for_timestamp(ts).await {
+                            Ok(Some(o)) => {
+                                out = out
+                                    .with_offset(o as i64)
+                                    .with_timestamp(record_timestamp(&log, o).await.unwrap_or(ts))
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "offset for timestamp failed");
+                                out = out.with_error_code(code::KAFKA_STORAGE_ERROR);
+                            }
+                        },
+                    }
+                }
+            }
+            partitions.push(out);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The timestamp of the record at `offset` (when its batch can be decoded here).
+async fn record_timestamp(log: &Arc<dyn PartitionLog>, offset: u64) -> Option<i64> {
+    let batches = log.read(offset, 1).await.ok()?;
+    let batch = batches.first()?;
+    batch
+        .records()
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|r| r.offset == offset)
+        .map(|r| r.timestamp)
+}
+
+fn find_coordinator(k: &Kafka, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let (host, port) = (str(&k.advertised.0), k.advertised.1);
+    if version >= 4 {
+        FindCoordinatorResponse::default().with_coordinators(
+            r.coordinator_keys
+                .into_iter()
+                .map(|key| {
+                    CoordinatorEntry::default()
+                        .with_key(key)
+                        .with_node_id(BrokerId(NODE_ID))
+                        .with_host(host.clone())
+                        .with_port(port)
+                })
+                .collect(),
+        )
+    } else {
+        FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(host)
+            .with_port(port)
+    }
+}
+
+async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut topics = Vec::new();
+    for t in r.topics {
+        let partitions = if t.num_partitions < 0 {
+            k.config.default_partitions as i32
+        } else {
+            t.num_partitions
+        };
+        let mut result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(partitions)
+            .with_replication_factor(1);
+        let code = if k.journal.stream(&t.name).is_ok() {
+            code::TOPIC_ALREADY_EXISTS
+        } else if partitions == 0 || partitions > 65536 {
+            code::INVALID_PARTITIONS
+        } else if validate_name(&t.name).is_err() || t.name.len() > 249 {
+            code::INVALID_TOPIC
+        } else if r.validate_only {
+            code::NONE
+        } else {
+            match create_topic(k, &t.name, partitions as u32).await {
+                Ok(_) => code::NONE,
+                Err(c) => c,
+            }
+        };
+        k.metrics.error("CreateTopics", code);
+        if code != code::NONE {
+            result = result.with_error_code(code).with_num_partitions(-1).with_replication_factor(-1);
+        }
+        topics.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let names: Vec<TopicName> = r
+        .topic_names
+        .into_iter()
+        .chain(r.topics.into_iter().filter_map(|t| t.name))
+        .collect();
+    let mut responses = Vec::new();
+    for name in names {
+        let code = match k.journal.delete_stream(&name).await {
+            Ok(()) => code::NONE,
+            Err(JournalError::UnknownStream(_)) => code::UNKNOWN_TOPIC_OR_PARTITION,
+            Err(e) => {
+                tracing::warn!(topic = %name.0, error = %e, "cannot delete topic");
+                code::UNKNOWN_SERVER_ERROR
+            }
+        };
+        k.metrics.error("DeleteTopics", code);
+        responses.push(
+            DeletableTopicResult::default()
+                .with_name(Some(name))
+                .with_error_code(code),
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let results = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let (code, message) = match k.journal.stream(&t.name) {
+                Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
+                Ok(s) if t.count as u32 == s.config().partitions => (
+                    code::INVALID_PARTITIONS,
+                    Some(format!("topic already has {} partitions", t.count)),
+                ),
+                Ok(_) => (
+                    code::INVALID_PARTITIONS,
+                    Some("adding partitions to an existing topic is not supported yet".to_string()),
+                ),
+            };
+            k.metrics.error("CreatePartitions", code);
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(code)
+                .with_error_message(message.map(StrBytes::from_string))
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let results = r
+        .resources
+        .into_iter()
+        .map(|res| {
+            let mut result = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let entries: Vec<(String, String)> = match res.resource_type {
+                TOPIC => match k.journal.stream(&res.resource_name) {
+                    Ok(s) => {
+                        let c = s.config();
+                        vec![
+                            ("cleanup.policy".into(), "delete".into()),
+                            (
+                                "retention.ms".into(),
+                                c.retention.max_age_ms.map_or(-1, |v| v as i64).to_string(),
+                            ),
+                            (
+                                "retention.bytes".into(),
+                                c.retention.max_bytes.map_or(-1, |v| v as i64).to_string(),
+                            ),
+                            ("segment.bytes".into(), c.segment.segment_bytes.to_string()),
+                            ("segment.ms".into(), c.segment.segment_ms.to_string()),
+                            (
+                                "max.message.bytes".into(),
+                                k.config.max_message_bytes.to_string(),
+                            ),
+                            ("strata.storage.class".into(), c.class.to_string()),
+                            ("strata.fsync".into(), c.fsync.to_string()),
+                        ]
+                    }
+                    Err(_) => {
+                        result = result.clone().with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                        Vec::new()
+                    }
+                },
+                BROKER => vec![
+                    (
+                        "auto.create.topics.enable".into(),
+                        k.config.auto_create_topics.to_string(),
+                    ),
+                    ("num.partitions".into(), k.config.default_partitions.to_string()),
+                    (
+                        "message.max.bytes".into(),
+                        k.config.max_message_bytes.to_string(),
+                    ),
+                ],
+                _ => {
+                    result = result.clone().with_error_code(code::INVALID_REQUEST);
+                    Vec::new()
+                }
+            };
+            k.metrics.error("DescribeConfigs", result.error_code);
+            let wanted = res.configuration_keys;
+            result.with_configs(
+                entries
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        wanted
+                            .as_ref()
+                            .is_none_or(|w| w.iter().any(|x| x.as_str() == name))
+                    })
+                    .map(|(name, value)| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(StrBytes::from_string(name))
+                            .with_value(Some(StrBytes::from_string(value)))
+                            .with_read_only(true)
+                            .with_config_source(5)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn sasl_handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let plain = r.mechanism.as_str() == "PLAIN";
+    session.handshaken = plain;
+    SaslHandshakeResponse::default()
+        .with_error_code(if plain { code::NONE } else { code::UNSUPPORTED_SASL_MECHANISM })
+        .with_mechanisms(vec![str("PLAIN")])
+}
+
+fn sasl_authenticate(
+    k: &Kafka,
+    session: &mut Session,
+    r: SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
+    if !session.handshaken {
+        k.metrics.error("SaslAuthenticate", code::ILLEGAL_SASL_STATE);
+        return SaslAuthenticateResponse::default()
+            .with_error_code(code::ILLEGAL_SASL_STATE)
+            .with_error_message(Some(str("SaslHandshake must come first")));
+    }
+    // PLAIN: [authzid] NUL authcid NUL passwd
+    let parts: Vec<&[u8]> = r.auth_bytes.split(|&b| b == 0).collect();
+    let ok = match parts.as_slice() {
+        [_, user, pass] => {
+            let user = String::from_utf8_lossy(user).to_string();
+            let good = k
+                .config
+                .sasl_plain_users
+                .get(&user)
+                .is_some_and(|p| p.as_bytes() == *pass);
+            if good {
+                session.user = Some(user);
+            }
+            good
+        }
+        _ => false,
+    };
+    if ok {
+        session.authenticated = true;
+        SaslAuthenticateResponse::default()
+    } else {
+        k.metrics.error("SaslAuthenticate", code::SASL_AUTHENTICATION_FAILED);
+        SaslAuthenticateResponse::default()
+            .with_error_code(code::SASL_AUTHENTICATION_FAILED)
+            .with_error_message(Some(str("Authentication failed: invalid username or password")))
+    }
+}

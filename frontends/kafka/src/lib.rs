@@ -1,0 +1,15 @@
+//! Strata's Kafka frontend: unmodified Kafka clients produce to and consume from journal
+//! streams. A Kafka topic is a journal stream, a Kafka partition a journal partition and a
+//! Kafka offset a journal offset; Produce stores the record batches as received and Fetch
+//! answers with the stored bytes.
+
+mod config;
+mod connection;
+mod frontend;
+mod groups;
+mod handlers;
+mod metrics;
+mod producers;
+
+pub use config::KafkaConfig;
+pub use frontend::KafkaFrontend;

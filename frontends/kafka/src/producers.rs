@@ -1,0 +1,142 @@
+//! Producer ids and idempotent produce: per partition and producer, the sequence numbers
+//! of the last batches, so a retried batch is answered with its first offset instead of
+//! being stored twice, and a gap in sequences is refused.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use kafka_protocol::messages::{InitProducerIdResponse, ProducerId};
+use strata_frontend::kv::KvSpace;
+use strata_journal::{JournalError, PartitionLog, PendingBatch};
+
+use crate::handlers::code;
+
+/// Key of the next producer id in the key-value store.
+const NEXT_ID: &[u8] = b"p/next";
+/// Batches remembered per producer and partition (Kafka keeps five).
+const REMEMBERED: usize = 5;
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerState {
+    epoch: i16,
+    sent: VecDeque<Sent>,
+}
+
+type PartitionProducers = HashMap<i64, ProducerState>;
+
+/// Producer ids handed out and the idempotence state of every partition.
+#[derive(Debug)]
+pub struct Producers {
+    kv: KvSpace,
+    next: AtomicI64,
+    partitions: parking_lot::Mutex<HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProducers>>>>,
+}
+
+fn storage_code(e: &JournalError) -> i16 {
+    match e {
+        JournalError::InvalidBatch(_) | JournalError::UnsupportedCodec(_) => code::CORRUPT_MESSAGE,
+        JournalError::Full { .. } => code::MESSAGE_TOO_LARGE,
+        _ => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+impl Producers {
+    /// Loads the next producer id.
+    pub fn new(kv: KvSpace) -> Self {
+        let next = kv
+            .get(NEXT_ID)
+            .ok()
+            .flatten()
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(1000, i64::from_be_bytes);
+        Producers {
+            kv,
+            next: AtomicI64::new(next),
+            partitions: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new producer id (durable: never handed out twice, even after a restart).
+    pub fn init(&self) -> InitProducerIdResponse {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.kv.put(NEXT_ID, &(id + 1).to_be_bytes()) {
+            tracing::error!(error = %e, "cannot store the next producer id");
+            return InitProducerIdResponse::default()
+                .with_error_code(code::KAFKA_STORAGE_ERROR)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
+        InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0)
+    }
+
+    /// Appends `batch`, applying the idempotence checks when it carries a producer id.
+    /// Returns the first offset, or a Kafka error code.
+    pub async fn append(
+        &self,
+        stream: &str,
+        partition: i32,
+        log: &Arc<dyn PartitionLog>,
+        batch: PendingBatch,
+    ) -> Result<i64, i16> {
+        let (pid, epoch, first_seq) = batch.producer();
+        if pid < 0 {
+            return log
+                .append(batch)
+                .await
+                .map(|a| a.base_offset as i64)
+                .map_err(|e| storage_code(&e));
+        }
+        let state = self
+            .partitions
+            .lock()
+            .entry((stream.to_string(), partition))
+            .or_default()
+            .clone();
+        let mut producers = state.lock().await;
+        let p = producers.entry(pid).or_default();
+        if epoch < p.epoch {
+            return Err(code::INVALID_PRODUCER_EPOCH);
+        }
+        if epoch > p.epoch {
+            p.epoch = epoch;
+            p.sent.clear();
+        }
+        let last_seq = first_seq.wrapping_add(batch.record_count() as i32 - 1);
+        if let Some(dup) = p
+            .sent
+            .iter()
+            .find(|s| s.first_seq == first_seq && s.last_seq == last_seq)
+        {
+            return Ok(dup.base_offset);
+        }
+        if let Some(last) = p.sent.back()
+            && first_seq != last.last_seq.wrapping_add(1)
+        {
+            return Err(code::OUT_OF_ORDER_SEQUENCE);
+        }
+        let base = log
+            .append(batch)
+            .await
+            .map(|a| a.base_offset as i64)
+            .map_err(|e| storage_code(&e))?;
+        p.sent.push_back(Sent {
+            first_seq,
+            last_seq,
+            base_offset: base,
+        });
+        if p.sent.len() > REMEMBERED {
+            p.sent.pop_front();
+        }
+        Ok(base)
+    }
+}
