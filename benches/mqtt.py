@@ -88,7 +88,7 @@ dynamic_filters = true
 def start_strata(tmp, port, binary):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
-                "STRATA_MQTT__WS_ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
+                "STRATA_MQTT__WS_ENABLED": "false", "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
                 "STRATA_LOG__LEVEL": "warn"})
     return subprocess.Popen(["taskset", "-c", "0", binary, "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

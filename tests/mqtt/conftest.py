@@ -2,6 +2,7 @@
 clients that record what they receive. Every wait has a generous deadline; none sleeps
 for a fixed time."""
 import os
+import sys
 import queue
 import signal
 import subprocess
@@ -14,79 +15,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-DEADLINE = 30.0
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def strata_bin():
-    if os.environ.get("STRATA_BIN"):
-        return os.environ["STRATA_BIN"]
-    # The same default as scripts/test.sh.
-    target = os.environ.get("CARGO_TARGET_DIR",
-                            os.path.join(os.path.expanduser("~"), ".cache", "strata", "target"))
-    return os.path.join(target, "x86_64-unknown-linux-gnu", "debug", "strata")
-
-
-class Node:
-    """A running `strata serve`."""
-
-    def __init__(self, tmp_path, config=""):
-        self.data_dir = tmp_path / "data"
-        cfg = tmp_path / "strata.toml"
-        cfg.write_text(config)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        env.update({
-            "STRATA_NODE__DATA_DIR": str(tmp_path / "data"),
-            "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
-            "STRATA_MQTT__LISTEN": "127.0.0.1:0",
-            "STRATA_MQTT__WS_LISTEN": "127.0.0.1:0",
-        })
-        self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.port = self.ws_port = self.admin_port = None
-        deadline = time.time() + DEADLINE
-        while None in (self.port, self.ws_port, self.admin_port):
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("strata serve exited before listening")
-            if line.startswith("strata: mqtt listening on "):
-                self.port = int(line.rsplit(":", 1)[1])
-            if line.startswith("strata: mqtt-ws listening on "):
-                self.ws_port = int(line.rsplit(":", 1)[1])
-            if line.startswith("strata: admin listening on "):
-                self.admin_port = int(line.rsplit(":", 1)[1])
-            if time.time() > deadline:
-                raise RuntimeError("strata serve did not start in time")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def metrics(self):
-        """The node's /metrics as {"name{labels}": value}."""
-        import urllib.request
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=DEADLINE).read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
-
-    def wait_connections(self, n):
-        """Waits until the node has `n` open connections: a client's close() returns before
-        the node has ended that connection (and, say, its session)."""
-        deadline = time.time() + DEADLINE
-        while self.metrics().get("strata_mqtt_connections") != n:
-            assert time.time() < deadline, "connections did not settle"
-            time.sleep(0.02)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from strata_node import DEADLINE, ROOT, Node, strata_bin  # noqa: E402,F401
 
 
 @pytest.fixture

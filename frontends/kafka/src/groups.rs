@@ -477,13 +477,10 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
         let groups = c.groups.lock();
         match groups.get(&group) {
             None => Err(code::UNKNOWN_MEMBER_ID),
-            Some(g) => check_member(g, &r.member_id, r.generation_id_or_member_epoch).and_then(|()| {
-                if g.state == State::PreparingRebalance {
-                    Err(code::REBALANCE_IN_PROGRESS)
-                } else {
-                    Ok(())
-                }
-            }),
+            // As Kafka: members of the current generation may commit while a rebalance is
+            // being prepared (their revocation commits), not while it completes.
+            Some(g) if g.state == State::CompletingRebalance => Err(code::REBALANCE_IN_PROGRESS),
+            Some(g) => check_member(g, &r.member_id, r.generation_id_or_member_epoch),
         }
     };
     let mut ops = Vec::new();

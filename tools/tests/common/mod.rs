@@ -37,6 +37,7 @@ pub fn strata(cwd: &Path) -> Command {
     // Frontends listen on free loopback ports in tests; a test may override this.
     command.env("STRATA_MQTT__LISTEN", "127.0.0.1:0");
     command.env("STRATA_MQTT__WS_LISTEN", "127.0.0.1:0");
+    command.env("STRATA_KAFKA__LISTEN", "127.0.0.1:0");
     command
 }
 

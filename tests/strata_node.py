@@ -1,0 +1,90 @@
+"""A real `strata serve` for the protocol tests: free loopback ports for every listener,
+data in a temporary directory, every wait bounded by a generous deadline."""
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+DEADLINE = 30.0
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def strata_bin():
+    if os.environ.get("STRATA_BIN"):
+        return os.environ["STRATA_BIN"]
+    # The same default as scripts/test.sh.
+    target = os.environ.get("CARGO_TARGET_DIR",
+                            os.path.join(os.path.expanduser("~"), ".cache", "strata", "target"))
+    return os.path.join(target, "x86_64-unknown-linux-gnu", "debug", "strata")
+
+
+class Node:
+    """A running `strata serve`; `ports` maps each listener (mqtt, mqtt-ws, kafka, admin) to
+    its bound port."""
+
+    def __init__(self, tmp_path, config="", env_extra=None):
+        self.data_dir = tmp_path / "data"
+        cfg = tmp_path / "strata.toml"
+        cfg.write_text(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        env.update({
+            "STRATA_NODE__DATA_DIR": str(tmp_path / "data"),
+            "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
+            "STRATA_MQTT__LISTEN": "127.0.0.1:0",
+            "STRATA_MQTT__WS_LISTEN": "127.0.0.1:0",
+            "STRATA_KAFKA__LISTEN": "127.0.0.1:0",
+        })
+        env.update(env_extra or {})
+        self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.ports = {}
+        deadline = time.time() + DEADLINE
+        while "admin" not in self.ports:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("strata serve exited before listening")
+            if line.startswith("strata: ") and " listening on " in line:
+                name = line[len("strata: "):].split(" ", 1)[0]
+                self.ports[name] = int(line.rsplit(":", 1)[1])
+            if time.time() > deadline:
+                raise RuntimeError("strata serve did not start in time")
+        self.port = self.ports.get("mqtt")
+        self.ws_port = self.ports.get("mqtt-ws")
+        self.kafka_port = self.ports.get("kafka")
+        self.admin_port = self.ports["admin"]
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def metrics(self):
+        """The node's /metrics as {"name{labels}": value}."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                      timeout=DEADLINE).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def wait_connections(self, n):
+        """Waits until the node has `n` open MQTT connections: a client's close() returns
+        before the node has ended that connection (and, say, its session)."""
+        deadline = time.time() + DEADLINE
+        while self.metrics().get("strata_mqtt_connections") != n:
+            assert time.time() < deadline, "connections did not settle"
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
