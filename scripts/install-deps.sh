@@ -5,11 +5,12 @@
 #   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
 #   fio                raw-disk baselines that journal benchmarks are compared against
 #   mosquitto-clients  mosquitto_pub / mosquitto_sub, real MQTT clients in the MQTT tests
+#   kcat               Debian's Kafka CLI client (librdkafka 2.0), a real Kafka client
 # and, outside apt: s3s-fs (a real S3-compatible server, from crates.io) and the Python MQTT
-# client libraries (from PyPI).
+# and Kafka client libraries (from PyPI).
 set -euo pipefail
 
-packages=(libclang-dev fio mosquitto-clients)
+packages=(libclang-dev fio mosquitto-clients kcat)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian/Ubuntu); make sure these are installed: ${packages[*]}" >&2
@@ -36,6 +37,12 @@ fi
 if ! python3 -c 'import paho.mqtt, pytest; assert paho.mqtt.__version__.startswith("2.")' 2>/dev/null; then
   echo "install-deps: installing paho-mqtt and pytest from PyPI" >&2
   python3 -m pip install --quiet --disable-pip-version-check "paho-mqtt==2.1.0" "pytest>=7"
+fi
+
+# Python Kafka clients the Kafka tests drive the broker with.
+if ! python3 -c 'import confluent_kafka, kafka; assert confluent_kafka.version().startswith("2.16")' 2>/dev/null; then
+  echo "install-deps: installing confluent-kafka and kafka-python from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.0" "kafka-python==3.0.12"
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
