@@ -10,10 +10,10 @@ use strata_journal::Journal;
 use tokio::net::TcpListener;
 
 use crate::config::KafkaConfig;
+use crate::connection;
 use crate::groups::Coordinator;
 use crate::metrics::KafkaMetrics;
 use crate::producers::Producers;
-use crate::connection;
 
 /// Namespace of the Kafka frontend in the node's key-value store.
 pub const SPACE: &str = "kafka";

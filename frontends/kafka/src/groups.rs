@@ -142,7 +142,11 @@ impl Coordinator {
             .unwrap_or(Duration::from_secs(60));
         g.state = State::PreparingRebalance;
         g.rebalance_deadline = now + longest;
-        g.initial_until = if was_empty { now + self.initial_delay } else { now };
+        g.initial_until = if was_empty {
+            now + self.initial_delay
+        } else {
+            now
+        };
         for m in g.members.values_mut() {
             // Followers waiting in SyncGroup learn that a new rebalance started.
             if let Some(tx) = m.pending_sync.take() {
@@ -238,7 +242,8 @@ impl Coordinator {
                     .members
                     .iter()
                     .filter(|(_, m)| {
-                        m.pending_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                        m.pending_join.is_none()
+                            && now.duration_since(m.last_seen) > m.session_timeout
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -286,14 +291,20 @@ pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResp
     let rx = {
         let now = Instant::now();
         let mut groups = c.groups.lock();
-        let g = groups.entry(r.group_id.to_string()).or_insert_with(Group::new);
+        let g = groups
+            .entry(r.group_id.to_string())
+            .or_insert_with(Group::new);
         if !g.members.is_empty() && g.protocol_type != r.protocol_type.as_str() {
             return fail(code::INCONSISTENT_GROUP_PROTOCOL, &r.member_id);
         }
         let member_id = if r.member_id.is_empty() {
             format!(
                 "{}-{}",
-                if r.protocol_type.is_empty() { "member" } else { r.protocol_type.as_str() },
+                if r.protocol_type.is_empty() {
+                    "member"
+                } else {
+                    r.protocol_type.as_str()
+                },
                 c.next_member.fetch_add(1, Ordering::Relaxed)
             )
         } else if g.members.contains_key(r.member_id.as_str()) {
@@ -303,16 +314,19 @@ pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResp
         };
         g.protocol_type = r.protocol_type.to_string();
         let (tx, rx) = oneshot::channel();
-        let member = g.members.entry(member_id.clone()).or_insert_with(|| Member {
-            client_id: String::new(),
-            session_timeout: Duration::ZERO,
-            rebalance_timeout: Duration::ZERO,
-            protocols: Vec::new(),
-            assignment: Bytes::new(),
-            last_seen: now,
-            pending_join: None,
-            pending_sync: None,
-        });
+        let member = g
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                client_id: String::new(),
+                session_timeout: Duration::ZERO,
+                rebalance_timeout: Duration::ZERO,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_seen: now,
+                pending_join: None,
+                pending_sync: None,
+            });
         member.session_timeout = Duration::from_millis(r.session_timeout_ms.max(1) as u64);
         member.rebalance_timeout = Duration::from_millis(if version >= 1 {
             r.rebalance_timeout_ms.max(1) as u64
@@ -444,7 +458,11 @@ pub fn leave(k: &Kafka, r: LeaveGroupRequest) -> LeaveGroupResponse {
         } else {
             code::UNKNOWN_MEMBER_ID
         };
-        results.push(MemberResponse::default().with_member_id(s(id)).with_error_code(code));
+        results.push(
+            MemberResponse::default()
+                .with_member_id(s(id))
+                .with_error_code(code),
+        );
     }
     if removed {
         let now = Instant::now();
@@ -465,7 +483,11 @@ pub fn leave(k: &Kafka, r: LeaveGroupRequest) -> LeaveGroupResponse {
     k.metrics.error("LeaveGroup", top);
     LeaveGroupResponse::default()
         .with_error_code(top)
-        .with_members(if r.members.is_empty() { Vec::new() } else { results })
+        .with_members(if r.members.is_empty() {
+            Vec::new()
+        } else {
+            results
+        })
 }
 
 pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -493,7 +515,10 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 })
                 .unwrap_or_default();
-                ops.push(KvOp::Put(offset_key(&group, &t.name, p.partition_index), value));
+                ops.push(KvOp::Put(
+                    offset_key(&group, &t.name, p.partition_index),
+                    value,
+                ));
             }
         }
     }
@@ -528,12 +553,15 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
     )
 }
 
+/// A partition and its committed offset, if any.
+type PartitionOffset = (i32, Option<Committed>);
+
 /// Committed offsets of `group`: for the listed topics and partitions, or all stored.
 fn committed(
     kv: &KvSpace,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+) -> Vec<(String, Vec<PartitionOffset>)> {
     let decode = |v: &[u8]| serde_json::from_slice::<Committed>(v).ok();
     match wanted {
         Some(topics) => topics
@@ -551,7 +579,7 @@ fn committed(
             .collect(),
         None => {
             let prefix = format!("o/{group}\0").into_bytes();
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
             for (key, value) in kv.scan_prefix(&prefix).unwrap_or_default() {
                 let rest = &key[prefix.len()..];
                 let Some(split) = rest.iter().position(|&b| b == 0) else {
@@ -593,11 +621,16 @@ pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFet
                                     .map(|(p, c)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
-                                            .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
+                                            .with_committed_offset(
+                                                c.as_ref().map_or(-1, |c| c.offset),
+                                            )
                                             .with_committed_leader_epoch(
                                                 c.as_ref().map_or(-1, |c| c.leader_epoch),
                                             )
-                                            .with_metadata(c.and_then(|c| c.metadata).map(StrBytes::from_string))
+                                            .with_metadata(
+                                                c.and_then(|c| c.metadata)
+                                                    .map(StrBytes::from_string),
+                                            )
                                     })
                                     .collect(),
                             )
@@ -627,8 +660,12 @@ pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFet
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
-                                .with_committed_leader_epoch(c.as_ref().map_or(-1, |c| c.leader_epoch))
-                                .with_metadata(c.and_then(|c| c.metadata).map(StrBytes::from_string))
+                                .with_committed_leader_epoch(
+                                    c.as_ref().map_or(-1, |c| c.leader_epoch),
+                                )
+                                .with_metadata(
+                                    c.and_then(|c| c.metadata).map(StrBytes::from_string),
+                                )
                         })
                         .collect(),
                 )

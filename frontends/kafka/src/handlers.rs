@@ -21,9 +21,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
-};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_name};
@@ -157,7 +155,11 @@ pub async fn handle(
         k.metrics.error(&api, code::UNSUPPORTED_VERSION);
         if key == ApiKey::ApiVersions {
             // Answered in version 0, which every client reads, with the versions we do.
-            return Ok(Some(respond(corr, 0, &api_versions(code::UNSUPPORTED_VERSION))?));
+            return Ok(Some(respond(
+                corr,
+                0,
+                &api_versions(code::UNSUPPORTED_VERSION),
+            )?));
         }
         bail!("{api} version {version} is not supported");
     }
@@ -189,7 +191,9 @@ pub async fn handle(
         }
         RequestKind::Fetch(r) => respond(corr, version, &fetch(k, r).await)?,
         RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, r).await)?,
-        RequestKind::FindCoordinator(r) => respond(corr, version, &find_coordinator(k, r, version))?,
+        RequestKind::FindCoordinator(r) => {
+            respond(corr, version, &find_coordinator(k, r, version))?
+        }
         RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
         RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
         RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
@@ -204,7 +208,9 @@ pub async fn handle(
         RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, r))?,
         RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, r))?,
         RequestKind::OffsetCommit(r) => respond(corr, version, &groups::offset_commit(k, r))?,
-        RequestKind::OffsetFetch(r) => respond(corr, version, &groups::offset_fetch(k, r, version))?,
+        RequestKind::OffsetFetch(r) => {
+            respond(corr, version, &groups::offset_fetch(k, r, version))?
+        }
         RequestKind::ListGroups(_) => respond(corr, version, &groups::list(k))?,
         RequestKind::DescribeGroups(r) => respond(corr, version, &groups::describe(k, r))?,
         _ => bail!("{api} is not handled"),
@@ -228,11 +234,7 @@ fn str(s: &str) -> StrBytes {
 }
 
 /// The journal stream behind `topic`, created when allowed and missing.
-async fn topic_stream(
-    k: &Kafka,
-    topic: &str,
-    create: bool,
-) -> Result<Arc<Stream>, i16> {
+async fn topic_stream(k: &Kafka, topic: &str, create: bool) -> Result<Arc<Stream>, i16> {
     match k.journal.stream(topic) {
         Ok(s) => Ok(s),
         Err(_) if create && k.config.auto_create_topics => {
@@ -288,7 +290,10 @@ async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataRespon
     let mut topics = Vec::new();
     if all {
         for c in k.journal.list_streams() {
-            topics.push(metadata_topic(&c.name, k.journal.stream(&c.name).map_err(|_| 3)));
+            topics.push(metadata_topic(
+                &c.name,
+                k.journal.stream(&c.name).map_err(|_| 3),
+            ));
         }
     } else {
         let create = version < 4 || r.allow_auto_topic_creation;
@@ -371,10 +376,7 @@ async fn produce_partition(
     let mut first = -1;
     for p in pending {
         let records = u64::from(p.record_count());
-        let result = k
-            .producers
-            .append(stream.name(), partition, log, p)
-            .await;
+        let result = k.producers.append(stream.name(), partition, log, p).await;
         match result {
             Ok(base) => {
                 if first < 0 {
@@ -436,7 +438,11 @@ struct FetchSlot {
 
 async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
-    let max_bytes = if r.max_bytes > 0 { r.max_bytes as usize } else { usize::MAX };
+    let max_bytes = if r.max_bytes > 0 {
+        r.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let min_bytes = r.min_bytes.max(0) as usize;
     loop {
         let mut slots = Vec::new();
@@ -631,7 +637,10 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
         };
         k.metrics.error("CreateTopics", code);
         if code != code::NONE {
-            result = result.with_error_code(code).with_num_partitions(-1).with_replication_factor(-1);
+            result = result
+                .with_error_code(code)
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
         }
         topics.push(result);
     }
@@ -725,7 +734,9 @@ fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResp
                         ]
                     }
                     Err(_) => {
-                        result = result.clone().with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                        result = result
+                            .clone()
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
                         Vec::new()
                     }
                 },
@@ -734,7 +745,10 @@ fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResp
                         "auto.create.topics.enable".into(),
                         k.config.auto_create_topics.to_string(),
                     ),
-                    ("num.partitions".into(), k.config.default_partitions.to_string()),
+                    (
+                        "num.partitions".into(),
+                        k.config.default_partitions.to_string(),
+                    ),
                     (
                         "message.max.bytes".into(),
                         k.config.max_message_bytes.to_string(),
@@ -773,7 +787,11 @@ fn sasl_handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandsha
     let plain = r.mechanism.as_str() == "PLAIN";
     session.handshaken = plain;
     SaslHandshakeResponse::default()
-        .with_error_code(if plain { code::NONE } else { code::UNSUPPORTED_SASL_MECHANISM })
+        .with_error_code(if plain {
+            code::NONE
+        } else {
+            code::UNSUPPORTED_SASL_MECHANISM
+        })
         .with_mechanisms(vec![str("PLAIN")])
 }
 
@@ -783,7 +801,8 @@ fn sasl_authenticate(
     r: SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {
     if !session.handshaken {
-        k.metrics.error("SaslAuthenticate", code::ILLEGAL_SASL_STATE);
+        k.metrics
+            .error("SaslAuthenticate", code::ILLEGAL_SASL_STATE);
         return SaslAuthenticateResponse::default()
             .with_error_code(code::ILLEGAL_SASL_STATE)
             .with_error_message(Some(str("SaslHandshake must come first")));
@@ -809,9 +828,12 @@ fn sasl_authenticate(
         session.authenticated = true;
         SaslAuthenticateResponse::default()
     } else {
-        k.metrics.error("SaslAuthenticate", code::SASL_AUTHENTICATION_FAILED);
+        k.metrics
+            .error("SaslAuthenticate", code::SASL_AUTHENTICATION_FAILED);
         SaslAuthenticateResponse::default()
             .with_error_code(code::SASL_AUTHENTICATION_FAILED)
-            .with_error_message(Some(str("Authentication failed: invalid username or password")))
+            .with_error_message(Some(str(
+                "Authentication failed: invalid username or password",
+            )))
     }
 }

@@ -35,7 +35,11 @@ impl KafkaMetrics {
             )
         };
         KafkaMetrics {
-            requests: vec("strata_kafka_requests_total", "Kafka requests by API", &["api"]),
+            requests: vec(
+                "strata_kafka_requests_total",
+                "Kafka requests by API",
+                &["api"],
+            ),
             errors: vec(
                 "strata_kafka_errors_total",
                 "Kafka error codes returned, by API and code (and malformed requests as code \"malformed\")",

@@ -31,13 +31,15 @@ struct ProducerState {
 }
 
 type PartitionProducers = HashMap<i64, ProducerState>;
+/// Idempotence state by (stream, partition), each behind its own lock.
+type ByPartition = HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProducers>>>;
 
 /// Producer ids handed out and the idempotence state of every partition.
 #[derive(Debug)]
 pub struct Producers {
     kv: KvSpace,
     next: AtomicI64,
-    partitions: parking_lot::Mutex<HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProducers>>>>,
+    partitions: parking_lot::Mutex<ByPartition>,
 }
 
 fn storage_code(e: &JournalError) -> i16 {

@@ -70,6 +70,8 @@ pub struct Broker {
     pub started: Instant,
     /// Where messages that must be kept are appended before they are acknowledged.
     pub store: Option<Arc<Stream>>,
+    /// Streams MQTT publishes are copied to (bridges to Kafka topics).
+    pub bridges: crate::bridge::Bridges,
     /// Where persistent sessions and retained messages are kept across restarts.
     persist: Option<Persist>,
     /// Store writes of durable sessions not written yet, in the order they were made, and
@@ -107,6 +109,7 @@ impl Broker {
             generation: AtomicU64::new(0),
             started: Instant::now(),
             store,
+            bridges: crate::bridge::Bridges::default(),
             persist: None,
             pending: Mutex::new((Vec::new(), 0)),
             written: AtomicU64::new(0),

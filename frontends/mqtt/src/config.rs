@@ -84,6 +84,13 @@ pub struct MqttConfig {
     pub rules: Vec<TopicRule>,
     /// Partitions of the `mqtt.messages` journal stream (used when the stream is created).
     pub journal_partitions: u32,
+    /// MQTT publishes matching a filter are also appended to a journal stream (a Kafka
+    /// topic): record key = MQTT topic, value = payload, headers = QoS, retain, publisher
+    /// and MQTT 5 properties.
+    pub bridge_to_stream: Vec<crate::bridge::ToStream>,
+    /// Records appended to a journal stream (a Kafka topic) are published to MQTT topic
+    /// `prefix` + record key.
+    pub bridge_from_stream: Vec<crate::bridge::FromStream>,
 }
 
 impl Default for MqttConfig {
@@ -108,6 +115,8 @@ impl Default for MqttConfig {
             sys_interval_secs: 10,
             rules: Vec::new(),
             journal_partitions: 4,
+            bridge_to_stream: Vec::new(),
+            bridge_from_stream: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Stream;
 use tokio::net::TcpListener;
 
+use crate::bridge::{self, Bridges};
 use crate::broker::Broker;
 use crate::codec::{Properties, QoS};
 use crate::config::MqttConfig;
@@ -55,7 +56,18 @@ impl Frontend for MqttFrontend {
             MqttMetrics::new(&ctx.registry),
             Some(store),
         );
+        broker.bridges = Bridges::open(&ctx.journal, &self.config.bridge_to_stream)
+            .await
+            .map_err(fail)?;
+        let mut from_streams = Vec::new();
+        for from in &self.config.bridge_from_stream {
+            let s = bridge::stream(&ctx.journal, &from.stream)
+                .await
+                .map_err(fail)?;
+            from_streams.push((from.clone(), s));
+        }
         let space = ctx.kv.space(persist::SPACE).map_err(fail)?;
+        let bridge_space = space.clone();
         // Reading every stored session is synchronous RocksDB work: off the async workers.
         let broker = tokio::task::spawn_blocking(move || {
             let loaded = broker.recover(Persist::new(space));
@@ -69,6 +81,18 @@ impl Frontend for MqttFrontend {
         .map_err(fail)?;
         let broker = Arc::new(broker);
         let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
+        let bridges: Vec<_> = from_streams
+            .into_iter()
+            .map(|(from, stream)| {
+                tokio::spawn(bridge::run_from_stream(
+                    broker.clone(),
+                    bridge_space.clone(),
+                    from,
+                    stream,
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -102,6 +126,9 @@ impl Frontend for MqttFrontend {
             connections.abort_all();
         }
         housekeeping.abort();
+        for b in bridges {
+            b.abort();
+        }
         Ok(())
     }
 }

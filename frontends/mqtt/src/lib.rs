@@ -1,6 +1,7 @@
 //! Strata's MQTT frontend: MQTT 3.1, 3.1.1 and 5.0 over TCP. A pure codec, topic matching,
 //! sessions, the broker's routing core and the connection handler.
 
+pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod config;

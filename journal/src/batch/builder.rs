@@ -201,14 +201,20 @@ impl PendingBatch {
     pub fn from_kafka(kafka: &[u8]) -> Result<PendingBatch> {
         const KAFKA_HEADER: usize = HEADER_LEN - super::FRAME_PREFIX;
         if kafka.len() < KAFKA_HEADER {
-            return Err(invalid(format!("short record batch: {} bytes", kafka.len())));
+            return Err(invalid(format!(
+                "short record batch: {} bytes",
+                kafka.len()
+            )));
         }
         let length = i32::from_be_bytes([kafka[8], kafka[9], kafka[10], kafka[11]]);
         if length < 0 || 12 + length as usize != kafka.len() {
             return Err(invalid("record batch length does not match its bytes"));
         }
         if kafka[16] != KAFKA_MAGIC {
-            return Err(invalid(format!("record batch magic {} is not 2", kafka[16])));
+            return Err(invalid(format!(
+                "record batch magic {} is not 2",
+                kafka[16]
+            )));
         }
         let crc = u32::from_be_bytes([kafka[17], kafka[18], kafka[19], kafka[20]]);
         if crc32c::crc32c(&kafka[21..]) != crc {

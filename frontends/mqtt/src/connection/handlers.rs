@@ -144,8 +144,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let (qos, topic) = (p.qos, p.topic.clone());
         let publisher = Some(self.session.client_id.clone());
+        let message = Arc::new(Message::from_publish(p, topic, publisher, Instant::now()));
         Ok(Some(Accepted {
-            message: Arc::new(Message::from_publish(p, topic, publisher, Instant::now())),
+            bridged: refused.is_none() && self.broker.bridges.wanted(&message),
+            message,
             qos,
             packet_id: id,
             refused,

@@ -80,12 +80,16 @@ pub(crate) struct Accepted {
     packet_id: Option<u16>,
     /// A topic rule refused it: acknowledged with this code, neither stored nor routed.
     refused: Option<ReasonCode>,
+    /// It goes to a bridged stream too.
+    bridged: bool,
 }
 
 impl Accepted {
-    /// Messages that must survive a crash: QoS 1 and 2, and retained ones.
+    /// Messages that must be stored before they are acknowledged: QoS 1 and 2, retained
+    /// ones and those bridged to a stream.
     fn must_keep(&self) -> bool {
-        self.refused.is_none() && (self.qos != QoS::AtMostOnce || self.message.retain)
+        self.refused.is_none()
+            && (self.qos != QoS::AtMostOnce || self.message.retain || self.bridged)
     }
 }
 
@@ -668,6 +672,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }),
                 Err(e) => Err(e),
             },
+        };
+        let stored = match stored {
+            Ok(()) if batch.iter().any(|a| a.bridged) => {
+                let bridged: Vec<&Message> = batch
+                    .iter()
+                    .filter(|a| a.bridged)
+                    .map(|a| &*a.message)
+                    .collect();
+                self.broker.bridges.forward(&bridged).await
+            }
+            other => other,
         };
         let error = match stored {
             Ok(()) => None,
