@@ -45,6 +45,17 @@ if ! python3 -c 'import confluent_kafka, kafka; assert confluent_kafka.version()
   python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.0" "kafka-python==3.0.12"
 fi
 
+# kafkajs from npm for the Kafka tests, into ~/.cache/strata/tools/node.
+node_root="$HOME/.cache/strata/tools/node"
+if command -v npm >/dev/null 2>&1 && [ ! -f "$node_root/node_modules/kafkajs/package.json" ]; then
+  echo "install-deps: installing kafkajs 2.2.4 into $node_root" >&2
+  mkdir -p "$node_root"
+  (cd "$node_root" && npm install --silent --no-audit --no-fund kafkajs@2.2.4)
+fi
+
+# Apache Kafka 4.4 (the Java clients for the tests, the broker and tools for benchmarks).
+"$(dirname "$0")/install-kafka.sh" >/dev/null
+
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -1,5 +1,8 @@
-"""Debian's kcat (librdkafka 2.0.2, which mis-parses tagged fields holding their default:
-the broker must not write them) and kafka-python 3.0 against a real `strata serve`."""
+"""Debian's kcat, with its librdkafka 2.0.2 (which mis-parses tagged fields holding their
+default: the broker must not write them) and with the current librdkafka 2.16 of the
+confluent-kafka wheel, and kafka-python 3.0 against a real `strata serve`."""
+import glob
+import os
 import subprocess
 
 import pytest
@@ -9,9 +12,35 @@ from kafka.admin import NewTopic
 from kafka_support import DEADLINE, node  # noqa: F401
 
 
-def kcat(*args, stdin=None):
+def current_librdkafka(tmp_path_factory):
+    """A directory where librdkafka.so.1 is the confluent-kafka wheel's librdkafka."""
+    import confluent_kafka
+    libs = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)),
+                        "confluent_kafka.libs")
+    found = glob.glob(os.path.join(libs, "librdkafka-*.so.1"))
+    assert found, f"no librdkafka in {libs}"
+    d = tmp_path_factory.mktemp("librdkafka")
+    os.symlink(found[0], d / "librdkafka.so.1")
+    return str(d)
+
+
+def kcat(*args, stdin=None, lib=None):
+    env = dict(os.environ)
+    if lib:
+        env["LD_LIBRARY_PATH"] = lib
     return subprocess.run(["kcat", *args], input=stdin, capture_output=True, text=True,
-                          timeout=DEADLINE * 2)
+                          timeout=DEADLINE * 2, env=env)
+
+
+def test_kcat_with_the_current_librdkafka(node, tmp_path_factory):
+    lib = current_librdkafka(tmp_path_factory)
+    assert "librdkafka 2.16" in kcat("-V", lib=lib).stdout
+    lines = [f"zstd-line-{i}" for i in range(200)]
+    out = kcat("-b", node.bootstrap, "-P", "-t", "kc-new", "-z", "zstd",
+               stdin="\n".join(lines) + "\n", lib=lib)
+    assert out.returncode == 0, out.stderr
+    out = kcat("-b", node.bootstrap, "-C", "-t", "kc-new", "-o", "beginning", "-e", "-q", lib=lib)
+    assert out.stdout.splitlines() == lines, out.stderr
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4"])
