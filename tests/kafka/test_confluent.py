@@ -140,3 +140,20 @@ def test_message_too_large_and_unknown_topic(node_with):
     errors, _ = produce(n.bootstrap, "absent", [b"x"], **{"message.timeout.ms": 3000})
     assert errors and errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._MSG_TIMED_OUT)
     assert n.metrics().get('strata_kafka_errors_total{api="Produce",code="10"}', 0) >= 1
+
+
+def test_sasl_plain_is_required_when_users_are_configured(node_with):
+    n = node_with('[kafka.sasl_plain_users]\nalice = "secret"\n')
+    good = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": "alice", "sasl.password": "secret"}
+    errors, offsets = produce(n.bootstrap, "secured", [b"x"] * 10, **good)
+    assert errors == [] and len(offsets) == 10
+    c, got = consume(n.bootstrap, "secured", 10, **good)
+    c.close()
+    assert len(got) == 10
+    bad = dict(good, **{"sasl.password": "wrong", "message.timeout.ms": 5000})
+    errors, _ = produce(n.bootstrap, "secured", [b"y"], **bad)
+    assert errors, "a wrong password must not produce"
+    errors, _ = produce(n.bootstrap, "secured", [b"z"], **{"message.timeout.ms": 5000})
+    assert errors, "no authentication must not produce"
+    assert n.metrics().get('strata_kafka_errors_total{api="SaslAuthenticate",code="58"}', 0) >= 1

@@ -318,31 +318,6 @@ async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataRespon
         .with_topics(topics)
 }
 
-/// Splits a Produce request's records into the record batches it holds.
-fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, i16> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < records.len() {
-        if records.len() - pos < 12 {
-            return Err(code::CORRUPT_MESSAGE);
-        }
-        let len = i32::from_be_bytes([
-            records[pos + 8],
-            records[pos + 9],
-            records[pos + 10],
-            records[pos + 11],
-        ]);
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| (pos + 12).checked_add(l))
-            .filter(|&e| e <= records.len())
-            .ok_or(code::CORRUPT_MESSAGE)?;
-        out.push(records.slice(pos..end));
-        pos = end;
-    }
-    Ok(out)
-}
-
 /// Stores the batches of one partition; returns (error, base offset of the first).
 async fn produce_partition(
     k: &Kafka,
@@ -356,7 +331,7 @@ async fn produce_partition(
     else {
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
     };
-    let Ok(batches) = split_batches(&records.unwrap_or_default()) else {
+    let Ok(batches) = PendingBatch::split_kafka(&records.unwrap_or_default()) else {
         return (code::CORRUPT_MESSAGE, -1, -1);
     };
     if batches.is_empty() {

@@ -239,6 +239,32 @@ impl PendingBatch {
         Ok(PendingBatch::new(buf))
     }
 
+    /// Splits the records of a Kafka Produce request into the record batches it holds
+    /// (each `[base offset: 8][length: 4][length bytes]`), without copying.
+    pub fn split_kafka(records: &Bytes) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            if records.len() - pos < 12 {
+                return Err(invalid("truncated record batch"));
+            }
+            let len = i32::from_be_bytes([
+                records[pos + 8],
+                records[pos + 9],
+                records[pos + 10],
+                records[pos + 11],
+            ]);
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| (pos + 12).checked_add(l))
+                .filter(|&e| e <= records.len())
+                .ok_or_else(|| invalid("record batch runs past the records"))?;
+            out.push(records.slice(pos..end));
+            pos = end;
+        }
+        Ok(out)
+    }
+
     /// Producer id, epoch and base sequence (Kafka idempotence); -1s when none.
     pub fn producer(&self) -> (i64, i16, i32) {
         let b = &self.buf;
