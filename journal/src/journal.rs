@@ -200,59 +200,91 @@ impl Journal {
 
     fn open_stream(&self, config: StreamConfig) -> Result<Arc<Stream>> {
         config.validate()?;
-        let inner = &self.inner;
-        let mut partitions: Vec<Arc<dyn PartitionLog>> =
-            Vec::with_capacity(config.partitions as usize);
-        for p in 0..config.partitions {
-            let log: Arc<dyn PartitionLog> = match config.class {
-                StorageClass::Memory => {
-                    Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
-                }
-                StorageClass::Segment | StorageClass::Object => {
-                    let dir = self.stream_dir(&config.name).join(p.to_string());
-                    let remote = match (&inner.tier, config.offloads()) {
-                        (Some(cache), true) => Some(Remote::open(
-                            cache.clone(),
-                            format!("{}{p}/", remote_prefix(&config.name)),
-                            &dir,
-                            config.effective_offload(),
-                        )?),
-                        _ => None,
-                    };
-                    let log = Arc::new(SegmentLog::open(
-                        inner.fs.clone(),
-                        dir,
-                        config.clone(),
-                        inner.config.tail_cache_bytes,
-                        inner.metrics.clone(),
-                        remote,
-                    )?);
-                    if config.offloads() {
-                        match tokio::runtime::Handle::try_current() {
-                            Ok(rt) => {
-                                rt.spawn(log.clone().run_offload());
-                            }
-                            Err(_) => tracing::warn!(
-                                stream = config.name,
-                                "no async runtime: offload does not run"
-                            ),
-                        }
-                    }
-                    log
-                }
-                #[cfg(not(feature = "rocksdb"))]
-                StorageClass::Rocksdb => return Err(no_rocksdb()),
-                #[cfg(feature = "rocksdb")]
-                StorageClass::Rocksdb => Arc::new(RocksLog::open(
-                    self.rocks()?,
-                    config.clone(),
-                    p,
-                    inner.metrics.clone(),
-                )?),
-            };
-            partitions.push(log);
-        }
+        let partitions = (0..config.partitions)
+            .map(|p| self.open_partition(&config, p))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Stream::new(config, partitions)))
+    }
+
+    fn open_partition(&self, config: &StreamConfig, p: u32) -> Result<Arc<dyn PartitionLog>> {
+        let inner = &self.inner;
+        Ok(match config.class {
+            StorageClass::Memory => {
+                Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
+            }
+            StorageClass::Segment | StorageClass::Object => {
+                let dir = self.stream_dir(&config.name).join(p.to_string());
+                let remote = match (&inner.tier, config.offloads()) {
+                    (Some(cache), true) => Some(Remote::open(
+                        cache.clone(),
+                        format!("{}{p}/", remote_prefix(&config.name)),
+                        &dir,
+                        config.effective_offload(),
+                    )?),
+                    _ => None,
+                };
+                let log = Arc::new(SegmentLog::open(
+                    inner.fs.clone(),
+                    dir,
+                    config.clone(),
+                    inner.config.tail_cache_bytes,
+                    inner.metrics.clone(),
+                    remote,
+                )?);
+                if config.offloads() {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(log.clone().run_offload());
+                        }
+                        Err(_) => tracing::warn!(
+                            stream = config.name,
+                            "no async runtime: offload does not run"
+                        ),
+                    }
+                }
+                log
+            }
+            #[cfg(not(feature = "rocksdb"))]
+            StorageClass::Rocksdb => return Err(no_rocksdb()),
+            #[cfg(feature = "rocksdb")]
+            StorageClass::Rocksdb => Arc::new(RocksLog::open(
+                self.rocks()?,
+                config.clone(),
+                p,
+                inner.metrics.clone(),
+            )?),
+        })
+    }
+
+    /// Grows stream `name` to `partitions` partitions (never shrinks it); the new
+    /// definition is durable when this returns. Handles to the stream taken earlier keep
+    /// the old partition list; [`Journal::stream`] returns the new one.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<Arc<Stream>> {
+        let _ddl = self.inner.ddl.lock().await;
+        let old = self.stream(name)?;
+        let have = old.config().partitions;
+        if partitions <= have {
+            return Err(JournalError::InvalidConfig(format!(
+                "stream {name:?} has {have} partitions; it can only grow"
+            )));
+        }
+        let mut config = old.config().clone();
+        config.partitions = partitions;
+        config.validate()?;
+        let mut logs: Vec<Arc<dyn PartitionLog>> = old.partitions().to_vec();
+        for p in have..partitions {
+            logs.push(self.open_partition(&config, p)?);
+        }
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| JournalError::InvalidConfig(e.to_string()))?;
+        let def = self.stream_dir(name).join(STREAM_FILE);
+        write_file_atomic(&*self.inner.fs, &def, &json).map_err(|e| JournalError::io(&def, e))?;
+        let stream = Arc::new(Stream::new(config, logs));
+        self.inner
+            .streams
+            .write()
+            .insert(name.to_string(), stream.clone());
+        Ok(stream)
     }
 
     /// Creates a stream; its definition is durable when this returns.

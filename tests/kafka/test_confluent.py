@@ -122,8 +122,11 @@ def test_admin_topics_configs_and_groups(node):
     described = a.describe_consumer_groups(["adm-group"])["adm-group"].result(DEADLINE)
     assert len(described.members) == 1
     c.close()
+    for f in a.create_partitions([NewPartitions("adm", 6)]).values():
+        f.result(DEADLINE)
+    assert len(a.list_topics(timeout=DEADLINE).topics["adm"].partitions) == 6
     with pytest.raises(KafkaException):
-        for f in a.create_partitions([NewPartitions("adm", 6)]).values():
+        for f in a.create_partitions([NewPartitions("adm", 4)]).values():
             f.result(DEADLINE)
     for f in a.delete_topics(["adm"]).values():
         f.result(DEADLINE)

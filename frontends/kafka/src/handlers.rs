@@ -197,7 +197,9 @@ pub async fn handle(
         RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
         RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
         RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
-        RequestKind::CreatePartitions(r) => respond(corr, version, &create_partitions(k, r))?,
+        RequestKind::CreatePartitions(r) => {
+            respond(corr, version, &create_partitions(k, r).await)?
+        }
         RequestKind::DescribeConfigs(r) => respond(corr, version, &describe_configs(k, r))?,
         RequestKind::SaslHandshake(r) => respond(corr, version, &sasl_handshake(session, r))?,
         RequestKind::SaslAuthenticate(r) => {
@@ -648,29 +650,36 @@ async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsRespons
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let results = r
-        .topics
-        .into_iter()
-        .map(|t| {
-            let (code, message) = match k.journal.stream(&t.name) {
-                Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
-                Ok(s) if t.count as u32 == s.config().partitions => (
-                    code::INVALID_PARTITIONS,
-                    Some(format!("topic already has {} partitions", t.count)),
-                ),
-                Ok(_) => (
-                    code::INVALID_PARTITIONS,
-                    Some("adding partitions to an existing topic is not supported yet".to_string()),
-                ),
-            };
-            k.metrics.error("CreatePartitions", code);
+async fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in r.topics {
+        let (code, message) = match k.journal.stream(&t.name) {
+            Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
+            Ok(s) if t.count <= s.config().partitions as i32 => (
+                code::INVALID_PARTITIONS,
+                Some(format!(
+                    "topic has {} partitions; the count can only grow",
+                    s.config().partitions
+                )),
+            ),
+            Ok(_) if t.count > 65536 => (
+                code::INVALID_PARTITIONS,
+                Some("at most 65536 partitions".to_string()),
+            ),
+            Ok(_) if r.validate_only => (code::NONE, None),
+            Ok(_) => match k.journal.add_partitions(&t.name, t.count as u32).await {
+                Ok(_) => (code::NONE, None),
+                Err(e) => (code::INVALID_PARTITIONS, Some(e.to_string())),
+            },
+        };
+        k.metrics.error("CreatePartitions", code);
+        results.push(
             CreatePartitionsTopicResult::default()
                 .with_name(t.name)
                 .with_error_code(code)
-                .with_error_message(message.map(StrBytes::from_string))
-        })
-        .collect();
+                .with_error_message(message.map(StrBytes::from_string)),
+        );
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

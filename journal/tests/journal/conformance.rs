@@ -344,15 +344,24 @@ async fn streams_case(v: Variant) {
     s.append(0, batch("gone", 2, 1)).await.unwrap();
     let names: Vec<_> = j.list_streams().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["a", "b", "c"]);
+    // Partitions can be added, never removed; the new count persists.
+    let grown = j.add_partitions("a", 3).await.unwrap();
+    assert_eq!(grown.partitions().len(), 3);
+    grown.append(2, batch("p2", 1, 1)).await.unwrap();
+    assert!(j.add_partitions("a", 2).await.is_err());
     j.delete_stream("b").await.unwrap();
     assert!(matches!(j.stream("b"), Err(JournalError::UnknownStream(_))));
     // A stream created again under the same name starts empty.
     let again = j.create_stream(h.stream(&j, "b", 1)).await.unwrap();
     assert_eq!(again.partition(0).unwrap().offsets().end, 0);
-    drop((s, again));
+    drop((s, again, grown));
     j.close().await.unwrap();
     let j = h.open();
     assert_eq!(j.list_streams().len(), 3);
+    assert_eq!(j.stream("a").unwrap().partitions().len(), 3);
+    if h.persistent() {
+        assert_eq!(j.stream("a").unwrap().partition(2).unwrap().offsets().end, 1);
+    }
     assert_eq!(
         j.stream("b").unwrap().partition(0).unwrap().offsets().end,
         0
