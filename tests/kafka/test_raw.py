@@ -7,7 +7,7 @@ import struct
 from confluent_kafka import Consumer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from kafka_support import DEADLINE, node  # noqa: F401
+from kafka_support import DEADLINE, node, node_with  # noqa: F401
 
 
 def string(s):
@@ -119,3 +119,25 @@ def test_garbage_closes_the_connection_and_the_node_serves_on(node):
     assert raw.closed()
     data = Raw(node.kafka_port).request(18, 0, b"")
     assert struct.unpack(">h", data[:2])[0] == 0
+
+
+def test_an_idempotent_retry_after_a_restart_is_stored_once(node_with):
+    n = node_with()
+    raw = Raw(n.kafka_port)
+    data = raw.request(22, 0, struct.pack(">hi", -1, 60000))
+    pid = struct.unpack(">ihqh", data[:16])[2]
+    assert produce_v3(raw, "idem-restart", batch(pid, 0, (b"a", b"b"))) == (0, 0)
+    assert produce_v3(raw, "idem-restart", batch(pid, 2, (b"c",))) == (0, 2)
+    raw.sock.close()
+    assert n.stop() == 0
+    n = node_with()
+    raw = Raw(n.kafka_port)
+    # The producer retries its last batch after the restart: answered, not stored again.
+    assert produce_v3(raw, "idem-restart", batch(pid, 2, (b"c",))) == (0, 2)
+    assert produce_v3(raw, "idem-restart", batch(pid, 3, (b"d",))) == (0, 3)
+    # Producer ids are never handed out twice.
+    data = raw.request(22, 0, struct.pack(">hi", -1, 60000))
+    assert struct.unpack(">ihqh", data[:16])[2] > pid
+    c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": "raw"})
+    assert c.get_watermark_offsets(TopicPartition("idem-restart", 0), timeout=DEADLINE) == (0, 4)
+    c.close()

@@ -30,7 +30,15 @@ struct ProducerState {
     sent: VecDeque<Sent>,
 }
 
-type PartitionProducers = HashMap<i64, ProducerState>;
+/// The producers of one partition; `loaded` once rebuilt from the partition's tail.
+#[derive(Debug, Default)]
+struct PartitionProducers {
+    loaded: bool,
+    by_id: HashMap<i64, ProducerState>,
+}
+
+/// Offsets at the end of a partition scanned to rebuild producer state after a restart.
+const REBUILD_OFFSETS: u64 = 10_000;
 /// Idempotence state by (stream, partition), each behind its own lock.
 type ByPartition = HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProducers>>>;
 
@@ -105,7 +113,10 @@ impl Producers {
             .or_default()
             .clone();
         let mut producers = state.lock().await;
-        let p = producers.entry(pid).or_default();
+        if !producers.loaded {
+            rebuild(&mut producers, log).await;
+        }
+        let p = producers.by_id.entry(pid).or_default();
         if epoch < p.epoch {
             return Err(code::INVALID_PRODUCER_EPOCH);
         }
@@ -141,4 +152,41 @@ impl Producers {
         }
         Ok(base)
     }
+}
+
+/// Rebuilds the producers' last sequences from the batches at the end of the partition, so
+/// that a retry sent before a restart is still recognised after it.
+async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn PartitionLog>) {
+    let offsets = log.offsets();
+    let mut next = offsets
+        .end
+        .saturating_sub(REBUILD_OFFSETS)
+        .max(offsets.log_start);
+    while next < offsets.end {
+        let Ok(batches) = log.read(next, 1 << 20).await else {
+            break;
+        };
+        let Some(last) = batches.last() else { break };
+        next = last.last_offset() + 1;
+        for b in &batches {
+            let (pid, epoch, first_seq) = b.producer();
+            if pid < 0 {
+                continue;
+            }
+            let p = producers.by_id.entry(pid).or_default();
+            if epoch > p.epoch {
+                p.epoch = epoch;
+                p.sent.clear();
+            }
+            p.sent.push_back(Sent {
+                first_seq,
+                last_seq: first_seq.wrapping_add(b.record_count() as i32 - 1),
+                base_offset: b.base_offset() as i64,
+            });
+            if p.sent.len() > REMEMBERED {
+                p.sent.pop_front();
+            }
+        }
+    }
+    producers.loaded = true;
 }

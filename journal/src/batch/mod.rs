@@ -264,6 +264,16 @@ impl Batch {
         false
     }
 
+    /// Producer id, epoch and base sequence (Kafka idempotence); -1s when none.
+    pub fn producer(&self) -> (i64, i16, i32) {
+        let b = &self.bytes;
+        (
+            i64::from_be_bytes(be8(b, 51)),
+            i16::from_be_bytes([b[59], b[60]]),
+            i32::from_be_bytes(be4(b, 61)),
+        )
+    }
+
     /// The embedded Kafka v2 record batch, ready to send in a Fetch response.
     pub fn kafka_bytes(&self) -> Bytes {
         self.bytes.slice(FRAME_PREFIX..)
