@@ -141,6 +141,7 @@ group.initial.rebalance.delay.ms=0
             fmt = subprocess.run(java(a, "-Xmx512m", "kafka.tools.StorageTool", "format", "-t", cluster,
                                       "-c", props), capture_output=True, text=True)
             if fmt.returncode != 0:
+                shutil.rmtree(self.tmp, ignore_errors=True)
                 raise RuntimeError(f"kafka-storage format failed:\n{fmt.stdout}{fmt.stderr}")
             cmd = ["taskset", "-c", "0"] + java(a, "-Xms1g", "-Xmx1g", "kafka.Kafka", props)
             needle = "Kafka Server started"
@@ -189,14 +190,14 @@ PRODUCE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/se
                      r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
 
 
-def run_scenario(a, b, size, acks, records, label):
+def run_scenario(a, b, size, acks, records, label, throughput=-1):
     bs = f"127.0.0.1:{b.port}"
     tool(a, f"{label} kafka-topics", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--create",
          "--topic", TOPIC, "--partitions", "1", "--replication-factor", "1")
     r = {}
     cpu0 = cpu_seconds(b.pid)
     out = tool(a, f"{label} producer-perf", "org.apache.kafka.tools.ProducerPerformance", "--topic", TOPIC,
-               "--num-records", str(records), "--record-size", str(size), "--throughput", "-1",
+               "--num-records", str(records), "--record-size", str(size), "--throughput", str(throughput),
                "--command-property", f"bootstrap.servers={bs}", f"acks={acks}", "linger.ms=5",
                f"batch.size={a.batch_size}")
     cpu1 = cpu_seconds(b.pid)
@@ -231,6 +232,8 @@ def main():
     ap.add_argument("--java", default="java", help="java binary (Kafka 4.4.0 needs Java 17+)")
     ap.add_argument("--batch-size", type=int, default=65536, help="producer batch.size")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per tool invocation")
+    ap.add_argument("--paced", type=int, default=20000,
+                    help="rate (records/s) of the paced latency scenario, 1 KiB acks=all (0: none)")
     a = ap.parse_args()
     names = [n for n in a.brokers.split(",") if n]
     if "strata" in names:
@@ -241,20 +244,23 @@ def main():
     a.log4j = os.path.join(logdir, "log4j2.properties")
     with open(a.log4j, "w") as f:
         f.write(LOG4J)
-    scenarios = [(size, acks, a.records if size == 100 else a.records_1k)
+    scenarios = [(size, acks, a.records if size == 100 else a.records_1k, -1)
                  for size in (100, 1024) for acks in ("1", "all")]
+    if a.paced:
+        # Latency at a rate both brokers sustain, rather than queueing time under flood.
+        scenarios.append((1024, "all", a.paced * 10, a.paced))
     results, failures = {}, {}
     started = time.time()
     try:
         for run in range(a.runs):
-            for size, acks, records in scenarios:
-                label = f"{size} B acks={acks}"
+            for size, acks, records, rate in scenarios:
+                label = f"{size} B acks={acks}" + (f" paced {rate}/s" if rate > 0 else "")
                 for name in names:
                     tag = f"run {run + 1} {name:6} {label:14}"
                     b = None
                     try:
                         b = Broker(name, a)
-                        r = run_scenario(a, b, size, acks, records, f"{name} {label}")
+                        r = run_scenario(a, b, size, acks, records, f"{name} {label}", rate)
                     except Exception as e:  # keep going: the other broker's numbers still matter
                         print(f"{tag} FAILED: {e}", file=sys.stderr)
                         failures.setdefault((label, name), []).append(" / ".join(str(e).splitlines()[:3]))
@@ -283,12 +289,16 @@ def main():
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    labels = [f"{size} B acks={acks}" for size, acks, _ in scenarios]
-    counts = {f"{size} B acks={acks}": n for size, acks, n in scenarios}
+    def label_of(size, acks, rate):
+        return f"{size} B acks={acks}" + (f" paced {rate}/s" if rate > 0 else "")
+
+    labels = [label_of(size, acks, rate) for size, acks, _, rate in scenarios]
+    counts = {label_of(size, acks, rate): n for size, acks, n, rate in scenarios}
     print(f"Medians of {a.runs} runs; {a.records:,} x 100 B / {a.records_1k:,} x 1 KiB records, 1 partition, "
           f"linger.ms=5 batch.size={a.batch_size}; MB = MiB as the tools print; took {elapsed / 60:.1f} min.")
     print()
-    print("Produce (kafka-producer-perf-test --throughput -1; latency = send to acknowledgement, under flood):")
+    print("Produce (kafka-producer-perf-test --throughput -1, or the paced rate; latency = send to "
+          "acknowledgement, under flood unless paced):")
     print()
     print("| scenario | records | kafka rec/s (MB/s) | strata rec/s (MB/s) | strata / kafka, throughput "
           "| kafka avg / p99 ms | strata avg / p99 ms | strata / kafka, p99 "
