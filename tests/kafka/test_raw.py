@@ -141,3 +141,59 @@ def test_an_idempotent_retry_after_a_restart_is_stored_once(node_with):
     c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": "raw"})
     assert c.get_watermark_offsets(TopicPartition("idem-restart", 0), timeout=DEADLINE) == (0, 4)
     c.close()
+
+
+def fetch_v4(raw, topic, offset, max_wait_ms, min_bytes, partition_max_bytes, max_bytes=1 << 30):
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", 0, offset, partition_max_bytes)
+    data = raw.request(1, 4, body)
+    pos = 4 + 4  # throttle time, responses count
+    (n,) = struct.unpack(">h", data[pos:pos + 2])
+    pos += 2 + n + 4
+    _, error, high, _ = struct.unpack(">ihqq", data[pos:pos + 22])
+    pos += 22
+    (aborted,) = struct.unpack(">i", data[pos:pos + 4])
+    pos += 4 + max(aborted, 0) * 16
+    (size,) = struct.unpack(">i", data[pos:pos + 4])
+    records = data[pos + 4:pos + 4 + max(size, 0)]
+    return error, high, records
+
+
+def batches_in(records):
+    count, pos = 0, 0
+    while pos + 12 <= len(records):
+        (length,) = struct.unpack(">i", records[pos + 8:pos + 12])
+        pos += 12 + length
+        count += 1
+    return count
+
+
+def test_fetch_long_polls_and_bounds_bytes_per_partition(node):
+    import threading
+    produce_v3(Raw(node.kafka_port), "poll", batch(values=(b"first",)))
+    fetcher = Raw(node.kafka_port)
+    result = {}
+
+    def long_poll():
+        result["r"] = fetch_v4(fetcher, "poll", 1, max_wait_ms=60_000, min_bytes=1,
+                               partition_max_bytes=1 << 20)
+    t = threading.Thread(target=long_poll)
+    t.start()
+    # Nothing at offset 1 yet: the fetch waits; a record appended meanwhile answers it.
+    producer = Raw(node.kafka_port)
+    assert produce_v3(producer, "poll", batch(values=(b"second",))) == (0, 1)
+    t.join(DEADLINE)
+    error, high, records = result["r"]
+    assert (error, high) == (0, 2)
+    assert b"second" in records
+    # Per-partition budget: at least one batch, not all of them.
+    for i in range(20):
+        produce_v3(producer, "poll", batch(values=(b"x" * 1000,)))
+    error, high, records = fetch_v4(fetcher, "poll", 0, 0, 1, partition_max_bytes=3000)
+    assert error == 0 and high == 22
+    assert 1 <= batches_in(records) < 22
+    error, _, records = fetch_v4(fetcher, "poll", 0, 0, 1, partition_max_bytes=1 << 20, max_bytes=1)
+    assert error == 0 and batches_in(records) == 1, "the first batch even beyond max_bytes"
+    error, _, _ = fetch_v4(fetcher, "poll", 99, 0, 1, 1 << 20)
+    assert error == 1  # OFFSET_OUT_OF_RANGE

@@ -18,3 +18,6 @@ mod mqtt_rumqttc;
 
 #[path = "cli/tiered_serve.rs"]
 mod tiered_serve;
+
+#[path = "cli/kafka_rdkafka.rs"]
+mod kafka_rdkafka;

@@ -41,6 +41,9 @@ pub fn strata(cwd: &Path) -> Command {
     command
 }
 
+/// The stdout line `strata serve` prints once the Kafka listener accepts connections.
+pub const KAFKA_LISTENING: &str = "strata: kafka listening on ";
+
 /// The stdout line `strata serve` prints once the MQTT listener accepts connections.
 pub const MQTT_LISTENING: &str = "strata: mqtt listening on ";
 
