@@ -78,3 +78,38 @@ def test_three_members_rebalance_without_loss_or_duplicates(node):
         seen[(part, off)] = name
     assert len(seen) == TOTAL
     assert {name for _, _, name in processed} == {"m0", "m1", "m2"}
+
+
+def test_a_member_killed_without_leaving_is_expired_and_its_partitions_move(node):
+    import os
+    import subprocess
+    import sys
+    from confluent_kafka import Consumer
+
+    a = AdminClient({"bootstrap.servers": node.bootstrap})
+    for f in a.create_topics([NewTopic("expire", num_partitions=4, replication_factor=1)]).values():
+        f.result(DEADLINE)
+    p = Producer({"bootstrap.servers": node.bootstrap})
+    for i in range(400):
+        p.produce("expire", key=str(i), value=str(i))
+    assert p.flush(DEADLINE) == 0
+    member = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients", "group_member.py")
+    victim = subprocess.Popen([sys.executable, member, node.bootstrap, "expire", "expiring"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # The victim owns every partition once it prints a record.
+    assert victim.stdout.readline().startswith("GOT ")
+    survivor = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "expiring",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "heartbeat.interval.ms": 500, "enable.auto.commit": False})
+    survivor.subscribe(["expire"])
+    survivor.poll(0.5)
+    victim.kill()  # no LeaveGroup: only the session timeout can take its partitions
+    victim.wait()
+    seen = set()
+    deadline = time.time() + DEADLINE * 4
+    while len({p for p, _ in seen}) < 4 and time.time() < deadline:
+        m = survivor.poll(0.5)
+        if m is not None and not m.error():
+            seen.add((m.partition(), m.offset()))
+    survivor.close()
+    assert {p for p, _ in seen} == {0, 1, 2, 3}, "the survivor took over every partition"

@@ -197,3 +197,30 @@ def test_fetch_long_polls_and_bounds_bytes_per_partition(node):
     assert error == 0 and batches_in(records) == 1, "the first batch even beyond max_bytes"
     error, _, _ = fetch_v4(fetcher, "poll", 99, 0, 1, 1 << 20)
     assert error == 1  # OFFSET_OUT_OF_RANGE
+
+
+def metadata_v1(raw, topic):
+    data = raw.request(3, 1, struct.pack(">i", 1) + string(topic))
+    pos = 0
+    (brokers,) = struct.unpack(">i", data[pos:pos + 4])
+    pos += 4
+    for _ in range(brokers):
+        pos += 4
+        (n,) = struct.unpack(">h", data[pos:pos + 2])
+        pos += 2 + n + 4
+        (n,) = struct.unpack(">h", data[pos:pos + 2])  # rack (nullable)
+        pos += 2 + max(n, 0)
+    pos += 4  # controller id
+    pos += 4  # topics count
+    (error,) = struct.unpack(">h", data[pos:pos + 2])
+    return error
+
+
+def test_unknown_topic_without_auto_creation(node_with):
+    n = node_with("[kafka]\nauto_create_topics = false\n")
+    raw = Raw(n.kafka_port)
+    assert metadata_v1(raw, "nowhere") == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    assert produce_v3(raw, "nowhere", batch(values=(b"x",))) == (3, -1)
+    error, high, _ = fetch_v4(raw, "nowhere", 0, 0, 1, 1 << 20)
+    assert error == 3
+    assert n.metrics().get('strata_kafka_errors_total{api="Produce",code="3"}') == 1
