@@ -197,9 +197,7 @@ pub async fn handle(
         RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
         RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
         RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
-        RequestKind::CreatePartitions(r) => {
-            respond(corr, version, &create_partitions(k, r).await)?
-        }
+        RequestKind::CreatePartitions(r) => respond(corr, version, &create_partitions(k, r).await)?,
         RequestKind::DescribeConfigs(r) => respond(corr, version, &describe_configs(k, r))?,
         RequestKind::SaslHandshake(r) => respond(corr, version, &sasl_handshake(session, r))?,
         RequestKind::SaslAuthenticate(r) => {

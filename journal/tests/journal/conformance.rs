@@ -360,7 +360,10 @@ async fn streams_case(v: Variant) {
     assert_eq!(j.list_streams().len(), 3);
     assert_eq!(j.stream("a").unwrap().partitions().len(), 3);
     if h.persistent() {
-        assert_eq!(j.stream("a").unwrap().partition(2).unwrap().offsets().end, 1);
+        assert_eq!(
+            j.stream("a").unwrap().partition(2).unwrap().offsets().end,
+            1
+        );
     }
     assert_eq!(
         j.stream("b").unwrap().partition(0).unwrap().offsets().end,
