@@ -32,6 +32,8 @@ import time
 import uuid
 
 HOME = os.path.expanduser("~")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from journal import default_strata  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOPIC = "bench"
@@ -51,14 +53,6 @@ logger.started.level = info
 """
 # Tool stderr lines that are not about the broker.
 BENIGN = re.compile(r"deprecated|UNKNOWN_TOPIC_OR_PARTITION.*correlation id 1\b")
-
-
-def default_strata():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(HOME, ".cache", "strata", "target"))
-    path = os.path.join(target, "x86_64-unknown-linux-gnu", "release", "strata")
-    if not os.path.exists(path):
-        sys.exit("no release strata binary; run: cargo build --release -p strata")
-    return path
 
 
 def kafka_libs():

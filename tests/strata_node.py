@@ -7,6 +7,8 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 DEADLINE = 30.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,3 +90,25 @@ class Node:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A node with the default configuration, stopped (cleanly) after the test."""
+    n = Node(tmp_path)
+    yield n
+    assert n.stop() == 0
+
+
+@pytest.fixture
+def node_with(tmp_path):
+    """Starts nodes with a given configuration (and environment); stops them afterwards."""
+    started = []
+
+    def start(config="", **env):
+        n = Node(tmp_path, config, env)
+        started.append(n)
+        return n
+    yield start
+    for n in started:
+        n.stop()

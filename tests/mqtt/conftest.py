@@ -16,27 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from strata_node import DEADLINE, ROOT, Node, strata_bin  # noqa: E402,F401
-
-
-@pytest.fixture
-def node(tmp_path):
-    n = Node(tmp_path)
-    yield n
-    assert n.stop() == 0
-
-
-@pytest.fixture
-def node_with(tmp_path):
-    started = []
-
-    def start(config):
-        n = Node(tmp_path, config)
-        started.append(n)
-        return n
-    yield start
-    for n in started:
-        n.stop()
+from strata_node import DEADLINE, ROOT, Node, node, node_with, strata_bin  # noqa: E402,F401
 
 
 class Client:
