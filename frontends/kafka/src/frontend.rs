@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Journal;
-use tokio::net::TcpListener;
 
 use crate::config::KafkaConfig;
 use crate::connection;
@@ -57,14 +56,10 @@ impl Frontend for KafkaFrontend {
         ctx: NodeContext,
         mut shutdown: Shutdown,
     ) -> Result<(), FrontendError> {
-        let addr = self.config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| FrontendError::Bind { addr, source })?;
+        let listener = ctx.bind("kafka", self.config.listen).await?;
         let bound = listener
             .local_addr()
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
-        ctx.announce("kafka", bound);
         ctx.ready();
         let kv = ctx
             .kv
@@ -96,13 +91,7 @@ impl Frontend for KafkaFrontend {
             }
         }
         drop(listener);
-        let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
-            .await
-            .is_err()
-        {
-            connections.abort_all();
-        }
+        strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         sweeper.abort();
         Ok(())
     }

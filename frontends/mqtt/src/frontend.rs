@@ -44,9 +44,9 @@ impl Frontend for MqttFrontend {
         ctx: NodeContext,
         mut shutdown: Shutdown,
     ) -> Result<(), FrontendError> {
-        let listener = bind(&ctx, "mqtt", self.config.listen).await?;
+        let listener = ctx.bind("mqtt", self.config.listen).await?;
         let ws_listener = match self.config.ws_enabled {
-            true => Some(bind(&ctx, "mqtt-ws", self.config.ws_listen).await?),
+            true => Some(ctx.bind("mqtt-ws", self.config.ws_listen).await?),
             false => None,
         };
         ctx.ready();
@@ -118,13 +118,7 @@ impl Frontend for MqttFrontend {
         }
         drop((listener, ws_listener));
         // Connections see the same signal, send DISCONNECT 0x8B (MQTT 5) and end.
-        let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
-            .await
-            .is_err()
-        {
-            connections.abort_all();
-        }
+        strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         housekeeping.abort();
         for b in bridges {
             b.abort();
@@ -142,21 +136,6 @@ async fn open_store(ctx: &NodeContext, partitions: u32) -> Result<Arc<Stream>, F
     ctx.journal.create_stream(config).await.map_err(|e| {
         FrontendError::Failed(format!("cannot create the {} stream: {e}", store::STREAM))
     })
-}
-
-async fn bind(
-    ctx: &NodeContext,
-    name: &str,
-    addr: SocketAddr,
-) -> Result<TcpListener, FrontendError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| FrontendError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| FrontendError::Failed(e.to_string()))?;
-    ctx.announce(name, bound);
-    Ok(listener)
 }
 
 /// Accepts on the WebSocket listener, or never when there is none.

@@ -44,6 +44,31 @@ impl NodeContext {
     pub fn ready(&self) {
         let _ = self.events.send(FrontendEvent::Ready);
     }
+
+    /// Binds a TCP listener and reports it as `name`.
+    pub async fn bind(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<tokio::net::TcpListener, FrontendError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FrontendError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        self.announce(name, bound);
+        Ok(listener)
+    }
+}
+
+/// Waits up to `grace` for every connection task to end (they see the shutdown signal
+/// themselves), then aborts the rest.
+pub async fn drain(connections: &mut tokio::task::JoinSet<()>, grace: std::time::Duration) {
+    let ended = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, ended).await.is_err() {
+        connections.abort_all();
+    }
 }
 
 /// Becomes true when the node is stopping.
