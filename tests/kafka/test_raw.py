@@ -90,7 +90,11 @@ def test_corrupt_batch_is_refused_and_not_stored(node):
     c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "raw"})
     assert c.get_watermark_offsets(TopicPartition("raw", 0), timeout=DEADLINE) == (0, 1)
     c.close()
-    assert node.metrics().get('strata_kafka_errors_total{api="Produce",code="2"}') == 1
+    metrics = node.metrics()
+    assert metrics.get('strata_kafka_errors_total{api="Produce",code="2"}') == 1
+    assert metrics.get('strata_kafka_requests_total{api="Produce",version="3"}') == 2
+    assert metrics.get("strata_kafka_produced_bytes_total") == len(good) + 8
+    assert metrics.get("strata_kafka_produced_records_total") == 1
 
 
 def test_a_retried_idempotent_batch_is_stored_once(node):

@@ -150,7 +150,10 @@ pub async fn handle(
     let header = RequestHeader::decode_from(&mut frame, key.request_header_version(version))?;
     let corr = header.correlation_id;
     let api = api_name(key);
-    k.metrics.requests.with_label_values(&[&api]).inc();
+    k.metrics
+        .requests
+        .with_label_values(&[&api, &version.to_string()])
+        .inc();
     if !accepted(key, version) {
         k.metrics.error(&api, code::UNSUPPORTED_VERSION);
         if key == ApiKey::ApiVersions {
@@ -351,6 +354,7 @@ async fn produce_partition(
     let mut first = -1;
     for p in pending {
         let records = u64::from(p.record_count());
+        let bytes = p.len() as u64;
         let result = k.producers.append(stream.name(), partition, log, p).await;
         match result {
             Ok(base) => {
@@ -358,6 +362,7 @@ async fn produce_partition(
                     first = base;
                 }
                 k.metrics.produced_records.inc_by(records);
+                k.metrics.produced_bytes.inc_by(bytes);
             }
             Err(code) => return (code, -1, -1),
         }

@@ -5,8 +5,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 /// Counters of requests, errors and connections.
 #[derive(Debug, Clone)]
 pub struct KafkaMetrics {
-    /// Requests by API.
+    /// Requests by API and version.
     pub requests: IntCounterVec,
+    /// Bytes of record batches stored by Produce requests.
+    pub produced_bytes: IntCounter,
     /// Error codes returned, by API and code.
     pub errors: IntCounterVec,
     /// Open connections.
@@ -37,8 +39,16 @@ impl KafkaMetrics {
         KafkaMetrics {
             requests: vec(
                 "strata_kafka_requests_total",
-                "Kafka requests by API",
-                &["api"],
+                "Kafka requests by API and version",
+                &["api", "version"],
+            ),
+            produced_bytes: register(
+                r,
+                IntCounter::new(
+                    "strata_kafka_produced_bytes_total",
+                    "Bytes of record batches stored by Produce requests",
+                )
+                .unwrap_or_else(|e| unreachable!("metric produced bytes: {e}")),
             ),
             errors: vec(
                 "strata_kafka_errors_total",
