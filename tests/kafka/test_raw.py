@@ -3,6 +3,7 @@ ApiVersions version, a batch with a bad CRC, a retried idempotent batch stored o
 request the broker cannot parse. Record batches are built with kafka-python's encoder."""
 import socket
 import struct
+import time
 
 from confluent_kafka import Consumer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -182,9 +183,15 @@ def test_fetch_long_polls_and_bounds_bytes_per_partition(node):
     def long_poll():
         result["r"] = fetch_v4(fetcher, "poll", 1, max_wait_ms=60_000, min_bytes=1,
                                partition_max_bytes=1 << 20)
+    fetches = 'strata_kafka_requests_total{api="Fetch",version="4"}'
     t = threading.Thread(target=long_poll)
     t.start()
-    # Nothing at offset 1 yet: the fetch waits; a record appended meanwhile answers it.
+    # Nothing at offset 1 yet: once the broker holds the fetch, a record appended answers it.
+    deadline = time.time() + DEADLINE
+    while node.metrics().get(fetches, 0) < 1:
+        assert time.time() < deadline, "the fetch never arrived"
+        time.sleep(0.02)
+    assert t.is_alive(), "the fetch must wait for data"
     producer = Raw(node.kafka_port)
     assert produce_v3(producer, "poll", batch(values=(b"second",))) == (0, 1)
     t.join(DEADLINE)

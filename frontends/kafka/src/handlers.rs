@@ -23,7 +23,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_name};
 
 use crate::frontend::{Kafka, NODE_ID};
@@ -147,7 +147,8 @@ pub async fn handle(
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let key = ApiKey::try_from(raw_key).map_err(|()| anyhow!("unknown api key {raw_key}"))?;
-    let header = RequestHeader::decode_from(&mut frame, key.request_header_version(version))?;
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .context("request header")?;
     let corr = header.correlation_id;
     let api = api_name(key);
     k.metrics
@@ -219,17 +220,6 @@ pub async fn handle(
         _ => bail!("{api} is not handled"),
     };
     Ok(Some(out))
-}
-
-trait DecodeFrom: Sized {
-    fn decode_from(buf: &mut Bytes, version: i16) -> anyhow::Result<Self>;
-}
-
-impl DecodeFrom for RequestHeader {
-    fn decode_from(buf: &mut Bytes, version: i16) -> anyhow::Result<Self> {
-        use kafka_protocol::protocol::Decodable;
-        RequestHeader::decode(buf, version).context("request header")
-    }
 }
 
 fn str(s: &str) -> StrBytes {
@@ -455,13 +445,20 @@ async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
                     let budget = (p.partition_max_bytes.max(1) as usize).min(max_bytes - total);
                     match log.read(from as u64, budget).await {
                         Ok(batches) => {
-                            let mut records = BytesMut::new();
-                            for b in &batches {
-                                records.extend_from_slice(&b.kafka_bytes());
-                            }
+                            // One batch is sent as the stored bytes; several are joined.
+                            let records = match batches.as_slice() {
+                                [one] => one.kafka_bytes(),
+                                many => {
+                                    let mut joined = BytesMut::new();
+                                    for b in many {
+                                        joined.extend_from_slice(&b.kafka_bytes());
+                                    }
+                                    joined.freeze()
+                                }
+                            };
                             total += records.len();
                             k.metrics.fetched_bytes.inc_by(records.len() as u64);
-                            data = data.with_records(Some(records.freeze()));
+                            data = data.with_records(Some(records));
                         }
                         Err(JournalError::OffsetOutOfRange { .. }) => {
                             data = data.with_error_code(code::OFFSET_OUT_OF_RANGE);
