@@ -6,16 +6,36 @@ use bytes::BytesMut;
 use strata_frontend::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::frontend::Kafka;
 use crate::handlers::{self, Session};
 
 /// Serves requests until the client closes, sends something unparseable, or the node stops.
-pub async fn serve(stream: TcpStream, k: Arc<Kafka>, mut shutdown: Shutdown) {
+/// Its events carry the client's address and, once a request names it, its client id.
+pub async fn serve(stream: TcpStream, k: Arc<Kafka>, shutdown: Shutdown) {
+    let peer = stream.peer_addr().ok();
+    let span = tracing::info_span!(
+        "kafka",
+        client_id = tracing::field::Empty,
+        peer = tracing::field::debug(peer)
+    );
+    serve_requests(stream, peer, k, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_requests(
+    stream: TcpStream,
+    peer: Option<std::net::SocketAddr>,
+    k: Arc<Kafka>,
+    mut shutdown: Shutdown,
+) {
     k.metrics.connections.inc();
     let (mut rd, mut wr) = stream.into_split();
     let mut session = Session {
         authenticated: k.config.sasl_plain_users.is_empty(),
+        peer,
         ..Session::default()
     };
     loop {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Journal;
 
+use crate::admin::{GroupCollector, KafkaAdmin};
 use crate::config::KafkaConfig;
 use crate::connection;
 use crate::groups::Coordinator;
@@ -21,12 +22,21 @@ pub const SPACE: &str = "kafka";
 #[derive(Debug)]
 pub struct KafkaFrontend {
     config: KafkaConfig,
+    admin: KafkaAdmin,
 }
 
 impl KafkaFrontend {
     /// A frontend with these settings.
     pub fn new(config: KafkaConfig) -> Self {
-        KafkaFrontend { config }
+        KafkaFrontend {
+            config,
+            admin: KafkaAdmin::default(),
+        }
+    }
+
+    /// The admin API's handle on this frontend; it answers once the frontend has started.
+    pub fn admin(&self) -> KafkaAdmin {
+        self.admin.clone()
     }
 }
 
@@ -77,6 +87,10 @@ impl Frontend for KafkaFrontend {
             journal: ctx.journal.clone(),
             advertised,
         });
+        self.admin.attach(state.clone());
+        if let Err(e) = ctx.registry.register(Box::new(GroupCollector::new(&state))) {
+            tracing::debug!(error = %e, "kafka group metrics already registered");
+        }
         let sweeper = tokio::spawn(Coordinator::sweep(state.clone(), shutdown.clone()));
         let mut connections = tokio::task::JoinSet::new();
         loop {

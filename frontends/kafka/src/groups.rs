@@ -31,7 +31,7 @@ use strata_frontend::kv::{KvOp, KvSpace};
 use tokio::sync::oneshot;
 
 use crate::frontend::Kafka;
-use crate::handlers::code;
+use crate::handlers::{Session, code};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -55,6 +55,8 @@ impl State {
 #[derive(Debug)]
 struct Member {
     client_id: String,
+    /// The client's IP address, as Kafka shows it (`/10.0.0.1`).
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -96,10 +98,10 @@ impl Group {
 
 /// Stored committed offset.
 #[derive(Debug, Serialize, Deserialize)]
-struct Committed {
-    offset: i64,
+pub(crate) struct Committed {
+    pub offset: i64,
     leader_epoch: i32,
-    metadata: Option<String>,
+    pub metadata: Option<String>,
 }
 
 /// The coordinator of every group.
@@ -276,7 +278,12 @@ fn check_member(g: &Group, member: &str, generation: i32) -> Result<(), i16> {
     Ok(())
 }
 
-pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+pub async fn join(
+    k: &Kafka,
+    session: &Session,
+    r: JoinGroupRequest,
+    version: i16,
+) -> JoinGroupResponse {
     let c = &k.groups;
     let fail = |code: i16, member: &str| {
         k.metrics.error("JoinGroup", code);
@@ -319,6 +326,7 @@ pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResp
             .entry(member_id.clone())
             .or_insert_with(|| Member {
                 client_id: String::new(),
+                client_host: String::new(),
                 session_timeout: Duration::ZERO,
                 rebalance_timeout: Duration::ZERO,
                 protocols: Vec::new(),
@@ -327,6 +335,10 @@ pub async fn join(k: &Kafka, r: JoinGroupRequest, version: i16) -> JoinGroupResp
                 pending_join: None,
                 pending_sync: None,
             });
+        member.client_id.clone_from(&session.client_id);
+        member.client_host = session
+            .peer
+            .map_or_else(String::new, |p| format!("/{}", p.ip()));
         member.session_timeout = Duration::from_millis(r.session_timeout_ms.max(1) as u64);
         member.rebalance_timeout = Duration::from_millis(if version >= 1 {
             r.rebalance_timeout_ms.max(1) as u64
@@ -554,10 +566,10 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
 }
 
 /// A partition and its committed offset, if any.
-type PartitionOffset = (i32, Option<Committed>);
+pub(crate) type PartitionOffset = (i32, Option<Committed>);
 
 /// Committed offsets of `group`: for the listed topics and partitions, or all stored.
-fn committed(
+pub(crate) fn committed(
     kv: &KvSpace,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
@@ -717,7 +729,7 @@ pub fn describe(k: &Kafka, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
                                 DescribedGroupMember::default()
                                     .with_member_id(s(mid))
                                     .with_client_id(s(&m.client_id))
-                                    .with_client_host(s("/127.0.0.1"))
+                                    .with_client_host(s(&m.client_host))
                                     .with_member_metadata(metadata)
                                     .with_member_assignment(m.assignment.clone())
                             })
@@ -726,4 +738,77 @@ pub fn describe(k: &Kafka, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
             })
             .collect(),
     )
+}
+
+/// A group as the admin API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupSnapshot {
+    pub state: &'static str,
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// A member as the admin API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberSnapshot {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub assignment: Bytes,
+}
+
+impl Coordinator {
+    /// Every group with members or committed offsets, by name.
+    pub(crate) fn group_ids(&self) -> std::collections::BTreeSet<String> {
+        let mut ids: std::collections::BTreeSet<String> =
+            self.groups.lock().keys().cloned().collect();
+        for (key, _) in self.kv.scan_prefix(b"o/").unwrap_or_default() {
+            if let Some(end) = key[2..].iter().position(|&b| b == 0) {
+                ids.insert(String::from_utf8_lossy(&key[2..2 + end]).into_owned());
+            }
+        }
+        ids
+    }
+
+    /// The membership of `group`; an `Empty` one when only its offsets are stored.
+    pub(crate) fn snapshot(&self, group: &str) -> GroupSnapshot {
+        let groups = self.groups.lock();
+        let Some(g) = groups.get(group) else {
+            return GroupSnapshot {
+                state: State::Empty.name(),
+                generation: 0,
+                protocol_type: String::new(),
+                protocol: None,
+                leader: None,
+                members: Vec::new(),
+            };
+        };
+        GroupSnapshot {
+            state: g.state.name(),
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+            leader: g.leader.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: m.session_timeout,
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Committed offsets of `group`, every topic and partition stored.
+    pub(crate) fn committed_offsets(&self, group: &str) -> Vec<(String, Vec<PartitionOffset>)> {
+        committed(&self.kv, group, None)
+    }
 }

@@ -96,6 +96,10 @@ pub struct Session {
     pub handshaken: bool,
     /// Principal after authentication.
     pub user: Option<String>,
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Client id from the last request header.
+    pub client_id: String,
 }
 
 /// Encodes a response frame: length, header, body.
@@ -150,6 +154,13 @@ pub async fn handle(
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .context("request header")?;
     let corr = header.correlation_id;
+    if let Some(id) = &header.client_id
+        && session.client_id != id.as_str()
+    {
+        session.client_id = id.to_string();
+        // The connection's span: every event of this connection carries the client id.
+        tracing::Span::current().record("client_id", id.as_str());
+    }
     let api = api_name(key);
     k.metrics
         .requests
@@ -207,7 +218,9 @@ pub async fn handle(
         RequestKind::SaslAuthenticate(r) => {
             respond(corr, version, &sasl_authenticate(k, session, r))?
         }
-        RequestKind::JoinGroup(r) => respond(corr, version, &groups::join(k, r, version).await)?,
+        RequestKind::JoinGroup(r) => {
+            respond(corr, version, &groups::join(k, session, r, version).await)?
+        }
         RequestKind::SyncGroup(r) => respond(corr, version, &groups::sync(k, r).await)?,
         RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, r))?,
         RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, r))?,
@@ -353,8 +366,19 @@ async fn produce_partition(
                 }
                 k.metrics.produced_records.inc_by(records);
                 k.metrics.produced_bytes.inc_by(bytes);
+                tracing::debug!(
+                    topic = stream.name(),
+                    partition,
+                    base,
+                    records,
+                    bytes,
+                    "batch stored"
+                );
             }
-            Err(code) => return (code, -1, -1),
+            Err(code) => {
+                tracing::debug!(topic = stream.name(), partition, code, "produce refused");
+                return (code, -1, -1);
+            }
         }
     }
     (code::NONE, first, log.offsets().log_start as i64)
@@ -458,6 +482,13 @@ async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
                             };
                             total += records.len();
                             k.metrics.fetched_bytes.inc_by(records.len() as u64);
+                            tracing::debug!(
+                                topic = t.topic.as_str(),
+                                partition = p.partition,
+                                from,
+                                bytes = records.len(),
+                                "fetched"
+                            );
                             data = data.with_records(Some(records));
                         }
                         Err(JournalError::OffsetOutOfRange { .. }) => {

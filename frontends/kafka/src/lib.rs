@@ -3,6 +3,7 @@
 //! Kafka offset a journal offset; Produce stores the record batches as received and Fetch
 //! answers with the stored bytes.
 
+pub mod admin;
 mod config;
 mod connection;
 mod frontend;
@@ -11,5 +12,6 @@ mod handlers;
 mod metrics;
 mod producers;
 
+pub use admin::KafkaAdmin;
 pub use config::KafkaConfig;
 pub use frontend::KafkaFrontend;

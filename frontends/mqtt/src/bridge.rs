@@ -223,6 +223,7 @@ async fn follow_partition(
                         expires_at: None,
                         publisher: None,
                         stored: None,
+                        received: Instant::now(),
                     });
                 if !r.headers.iter().any(|h| h.key == store::header::QOS) {
                     message.qos = qos;

@@ -20,7 +20,8 @@ use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
 use crate::persist::{self, EntryPhase, Persist, QueueEntry, SessionRecord};
 use crate::session::{
-    ConnectionLink, Enqueued, Inflight, Phase, QueueLimits, Session, SessionState, Subscription,
+    ConnectionInfo, ConnectionLink, Enqueued, Inflight, Phase, QueueLimits, Session, SessionState,
+    Subscription,
 };
 use crate::store;
 use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
@@ -46,8 +47,11 @@ pub struct Attached {
     pub present: bool,
     /// This connection's generation (to detach only itself later).
     pub generation: u64,
-    /// Notified when another connection takes the session over.
+    /// Notified when another connection takes the session over (or an operator closes
+    /// this one: `info.evicted` is set then).
     pub kick: Arc<Notify>,
+    /// This connection's description, shared with the admin API.
+    pub info: Arc<ConnectionInfo>,
 }
 
 /// The broker.
@@ -59,10 +63,10 @@ pub struct Broker {
     pub limits: TopicLimits,
     /// Metrics.
     pub metrics: MqttMetrics,
-    sessions: Mutex<FastMap<Arc<str>, Arc<Session>>>,
+    pub(crate) sessions: Mutex<FastMap<Arc<str>, Arc<Session>>>,
     subs: RwLock<SubscriptionTree<Arc<str>, Subscription>>,
     shared: RwLock<SubscriptionTree<Arc<str>, SharedGroup>>,
-    retained: RwLock<BTreeMap<String, Arc<Message>>>,
+    pub(crate) retained: RwLock<BTreeMap<String, Arc<Message>>>,
     /// Pending wills by client id: when each is due, and the message.
     wills: Mutex<HashMap<Arc<str>, PendingWill>>,
     generation: AtomicU64,
@@ -73,7 +77,7 @@ pub struct Broker {
     /// Streams MQTT publishes are copied to (bridges to Kafka topics).
     pub bridges: crate::bridge::Bridges,
     /// Where persistent sessions and retained messages are kept across restarts.
-    persist: Option<Persist>,
+    pub(crate) persist: Option<Persist>,
     /// Store writes of durable sessions not written yet, in the order they were made, and
     /// how many writes were ever made.
     pending: Mutex<(Vec<KvOp>, u64)>,
@@ -366,7 +370,13 @@ impl Broker {
 
     /// Attaches a connection to the session of `client_id`, creating it or, with
     /// `clean_start`, replacing it. A connection already attached is kicked off.
-    pub fn connect(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
+    pub fn connect(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry_secs: u32,
+        info: Arc<ConnectionInfo>,
+    ) -> Attached {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let kick = Arc::new(Notify::new());
         // Decide under the map's lock, but drop old subscriptions after releasing it: the
@@ -402,6 +412,7 @@ impl Broker {
             st.connection.replace(ConnectionLink {
                 generation,
                 kick: kick.clone(),
+                info: info.clone(),
             })
         };
         // After the link changed: an old connection registering its will now would see the
@@ -418,6 +429,7 @@ impl Broker {
             present,
             generation,
             kick,
+            info,
         }
     }
 
@@ -472,7 +484,7 @@ impl Broker {
         let _ = self.sync_durable();
     }
 
-    fn end_session(&self, client_id: &str) {
+    pub(crate) fn end_session(&self, client_id: &str) {
         let removed = {
             let mut sessions = self.sessions.lock();
             let removed = sessions.remove(client_id);
@@ -940,6 +952,7 @@ impl StoredMessages {
                     expires_at: None,
                     publisher: None,
                     stored: None,
+                    received: Instant::now(),
                 })
             })
             .clone()

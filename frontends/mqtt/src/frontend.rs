@@ -11,10 +11,12 @@ use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Stream;
 use tokio::net::TcpListener;
 
+use crate::admin::MqttAdmin;
 use crate::bridge::{self, Bridges};
 use crate::broker::Broker;
 use crate::codec::{Properties, QoS};
 use crate::config::MqttConfig;
+use crate::connection::Peer;
 use crate::message::Message;
 use crate::metrics::MqttMetrics;
 use crate::persist::{self, Persist};
@@ -24,12 +26,21 @@ use crate::{connection, store, websocket};
 #[derive(Debug)]
 pub struct MqttFrontend {
     config: MqttConfig,
+    admin: MqttAdmin,
 }
 
 impl MqttFrontend {
     /// A frontend with these settings.
     pub fn new(config: MqttConfig) -> Self {
-        MqttFrontend { config }
+        MqttFrontend {
+            config,
+            admin: MqttAdmin::default(),
+        }
+    }
+
+    /// The admin API's handle on this frontend; it answers once the frontend has started.
+    pub fn admin(&self) -> MqttAdmin {
+        self.admin.clone()
     }
 }
 
@@ -80,6 +91,7 @@ impl Frontend for MqttFrontend {
         .map_err(fail)?
         .map_err(fail)?;
         let broker = Arc::new(broker);
+        self.admin.attach(broker.clone());
         let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
         let bridges: Vec<_> = from_streams
             .into_iter()
@@ -97,17 +109,19 @@ impl Frontend for MqttFrontend {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
+                    let Ok((stream, addr)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection::serve(stream, broker.clone(), shutdown.clone()));
+                    let peer = Peer { addr: Some(addr), transport: "tcp" };
+                    connections.spawn(connection::serve(stream, peer, broker.clone(), shutdown.clone()));
                 }
                 accepted = accept_ws(ws_listener.as_ref()) => {
-                    let Ok((stream, _peer)) = accepted else { continue };
+                    let Ok((stream, addr)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
+                    let peer = Peer { addr: Some(addr), transport: "websocket" };
                     let (broker, shutdown) = (broker.clone(), shutdown.clone());
                     connections.spawn(async move {
                         match tokio::time::timeout(Duration::from_secs(10), websocket::accept(stream)).await {
-                            Ok(Ok(ws)) => connection::serve(ws, broker, shutdown).await,
+                            Ok(Ok(ws)) => connection::serve(ws, peer, broker, shutdown).await,
                             _ => broker.metrics.errors.with_label_values(&["websocket_handshake"]).inc(),
                         }
                     });
@@ -205,6 +219,7 @@ fn publish_sys(broker: &Broker) {
             expires_at: None,
             publisher: None,
             stored: None,
+            received: Instant::now(),
         }));
     }
 }

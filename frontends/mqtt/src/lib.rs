@@ -1,6 +1,7 @@
 //! Strata's MQTT frontend: MQTT 3.1, 3.1.1 and 5.0 over TCP. A pure codec, topic matching,
 //! sessions, the broker's routing core and the connection handler.
 
+pub mod admin;
 pub mod bridge;
 pub mod broker;
 pub mod codec;
@@ -15,6 +16,8 @@ pub mod store;
 pub mod topic;
 pub mod trie;
 mod websocket;
+
+pub use admin::MqttAdmin;
 
 pub use config::{MqttConfig, TopicRule};
 pub use frontend::MqttFrontend;

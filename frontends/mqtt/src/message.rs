@@ -28,6 +28,9 @@ pub struct Message {
     pub publisher: Option<Arc<str>>,
     /// Where it is stored in the journal (partition, offset), once it is.
     pub stored: Option<(u32, u64)>,
+    /// When the broker received it (or loaded it from the store): delivery latency is
+    /// measured from here.
+    pub received: Instant,
 }
 
 /// `p` as a message's forwarded properties: the shared empty set when it is empty.
@@ -70,6 +73,7 @@ impl Message {
             expires_at,
             publisher,
             stored: None,
+            received: now,
         }
     }
 

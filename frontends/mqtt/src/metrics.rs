@@ -1,6 +1,9 @@
 //! The MQTT frontend's Prometheus metrics.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets,
+};
 
 /// Counters and gauges of the MQTT frontend.
 #[derive(Debug, Clone)]
@@ -17,6 +20,12 @@ pub struct MqttMetrics {
     pub messages_out: [IntCounter; 3],
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// Payload bytes of the PUBLISH packets received, indexed by QoS.
+    pub payload_in: [IntCounter; 3],
+    /// Payload bytes of the PUBLISH packets sent, indexed by QoS.
+    pub payload_out: [IntCounter; 3],
+    /// Seconds from a message's arrival to its PUBLISH being written to a subscriber.
+    pub delivery: Histogram,
     pub dropped: IntCounterVec,
     pub errors: IntCounterVec,
     /// QoS 1/2 messages sent and not yet acknowledged, over all sessions.
@@ -104,6 +113,29 @@ impl MqttMetrics {
             bytes_out: counter(
                 "strata_mqtt_sent_bytes_total",
                 "Bytes sent to MQTT clients.",
+            ),
+            payload_in: by_qos(vec(
+                "strata_mqtt_received_payload_bytes_total",
+                "Payload bytes of the PUBLISH packets received.",
+                "qos",
+            )),
+            payload_out: by_qos(vec(
+                "strata_mqtt_sent_payload_bytes_total",
+                "Payload bytes of the PUBLISH packets sent.",
+                "qos",
+            )),
+            delivery: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "strata_mqtt_delivery_seconds",
+                        "Time from a message's arrival to its PUBLISH being written to a \
+                         subscriber's connection.",
+                    )
+                    // 10 µs to about 84 s.
+                    .buckets(exponential_buckets(0.000_01, 4.0, 12).unwrap_or_default()),
+                )
+                .unwrap_or_else(|e| unreachable!("{e}")),
             ),
             dropped: vec(
                 "strata_mqtt_dropped_messages_total",

@@ -150,11 +150,16 @@ impl Persist {
     /// Stores `m` as the retained message of its topic, or clears the topic's when its
     /// payload is empty.
     pub fn save_retained(&self, m: &Message) -> Result<(), KvError> {
-        let k = key(RETAINED, &m.topic);
         if m.payload.is_empty() {
-            return self.space.delete(&k);
+            return self.delete_retained(&m.topic);
         }
-        self.space.put(&k, &encode_message(m, Instant::now()))
+        self.space
+            .put(&key(RETAINED, &m.topic), &encode_message(m, Instant::now()))
+    }
+
+    /// Deletes the stored retained message of `topic`, if any.
+    pub fn delete_retained(&self, topic: &str) -> Result<(), KvError> {
+        self.space.delete(&key(RETAINED, topic))
     }
 
     /// Every stored retained message that has not expired.
@@ -253,6 +258,7 @@ mod tests {
             expires_at: Some(now + Duration::from_secs(100)),
             publisher: Some(Arc::from("pub-1")),
             stored: None,
+            received: Instant::now(),
         };
         let back = decode_message(&encode_message(&m, now), now).expect("decodes");
         assert_eq!(back.topic, m.topic);

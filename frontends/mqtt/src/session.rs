@@ -2,8 +2,10 @@
 //! flight, inbound QoS 2 state and packet identifiers. Plain data and decisions, no I/O.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -153,6 +155,42 @@ pub struct ConnectionLink {
     pub generation: u64,
     /// Notified to make that connection close.
     pub kick: Arc<Notify>,
+    /// Who is connected, for the admin API.
+    pub info: Arc<ConnectionInfo>,
+}
+
+/// What the admin API shows about a live connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The client's address, when the transport has one.
+    pub peer: Option<SocketAddr>,
+    /// `tcp` or `websocket`.
+    pub transport: &'static str,
+    /// Protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5.
+    pub protocol_level: u8,
+    /// User name from CONNECT.
+    pub username: Option<String>,
+    /// Keep alive in effect, in seconds (0: none).
+    pub keep_alive_secs: u16,
+    /// When CONNECT was accepted.
+    pub connected_at: SystemTime,
+    /// Set before `kick` is notified when an operator closes the connection, so it ends
+    /// with "administrative action" rather than "session taken over".
+    pub evicted: AtomicBool,
+}
+
+impl Default for ConnectionInfo {
+    fn default() -> Self {
+        ConnectionInfo {
+            peer: None,
+            transport: "tcp",
+            protocol_level: 4,
+            username: None,
+            keep_alive_secs: 0,
+            connected_at: SystemTime::now(),
+            evicted: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The state of one session.
@@ -512,6 +550,7 @@ mod tests {
                 expires_at: None,
                 publisher: None,
                 stored: None,
+                received: Instant::now(),
             }),
             qos,
             retain: false,

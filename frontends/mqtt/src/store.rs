@@ -115,5 +115,6 @@ pub fn message_of(r: &strata_journal::Record, now: std::time::Instant) -> Option
         expires_at,
         publisher,
         stored: Some((0, r.offset)),
+        received: now,
     })
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+pub mod admin;
 pub mod kv;
 
 use async_trait::async_trait;

@@ -1,25 +1,39 @@
-//! Logging for `strata serve`: the `[log]` settings turned into a tracing subscriber on stderr.
+//! Logging for `strata serve`: the `[log]` settings turned into a tracing subscriber on stderr,
+//! filtered through a [`LogControl`] the admin API can change at runtime.
 
 use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use super::config::{LogFormat, LogSettings};
 use super::config_error::ConfigError;
+use super::log_filter::LogControl;
 
 /// Builds the event filter: `RUST_LOG` when set and not empty, otherwise `log.level`.
-pub fn filter(settings: &LogSettings) -> Result<EnvFilter, ConfigError> {
-    match std::env::var("RUST_LOG") {
+pub fn filter(settings: &LogSettings) -> Result<LogControl, ConfigError> {
+    let (directives, filter) = match std::env::var("RUST_LOG") {
         Ok(rust_log) if !rust_log.trim().is_empty() => {
-            filter_from(&settings.level, Some(&rust_log))
+            let f = filter_from(&settings.level, Some(&rust_log))?;
+            (rust_log, f)
         }
-        Ok(_) | Err(std::env::VarError::NotPresent) => filter_from(&settings.level, None),
+        Ok(_) | Err(std::env::VarError::NotPresent) => {
+            (settings.level.clone(), filter_from(&settings.level, None)?)
+        }
         Err(std::env::VarError::NotUnicode(_)) => {
-            Err(ConfigError::env_var("RUST_LOG", "value is not valid UTF-8"))
+            return Err(ConfigError::env_var("RUST_LOG", "value is not valid UTF-8"));
         }
-    }
+    };
+    Ok(LogControl::new(directives, filter))
+}
+
+/// Parses level directives as `log.level` takes them (for changes at runtime).
+pub fn parse_directives(level: &str) -> Result<EnvFilter, ConfigError> {
+    filter_from(level, None)
 }
 
 /// [`filter`] without the environment, so it can be tested.
@@ -66,23 +80,29 @@ fn check_level_words(level: &str) -> Result<(), ConfigError> {
 }
 
 /// Installs the global subscriber. Fails only if one is already installed.
-pub fn install(format: LogFormat, filter: EnvFilter) -> anyhow::Result<()> {
-    let installed = match format {
-        LogFormat::Human => tracing_subscriber::fmt()
+///
+/// JSON lines carry the event's fields at the top level and the fields of the spans it is
+/// in (such as a connection's `client_id`) under `spans`, innermost last.
+pub fn install(format: LogFormat, control: &LogControl) -> anyhow::Result<()> {
+    let layer = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .with_env_filter(filter)
-            .try_init(),
-        LogFormat::Json => tracing_subscriber::fmt()
+            .with_filter(control.filter())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .try_init(),
+            .with_filter(control.filter())
+            .boxed(),
     };
-    installed.map_err(|err| anyhow::anyhow!("cannot install the log subscriber: {err}"))
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|err| anyhow::anyhow!("cannot install the log subscriber: {err}"))
 }
 
 #[cfg(test)]

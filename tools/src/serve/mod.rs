@@ -4,6 +4,7 @@ mod admin;
 mod config;
 // Visible to the crate because `ServeError::Config` carries its type.
 pub(crate) mod config_error;
+mod log_filter;
 mod logging;
 mod metrics;
 mod node;
@@ -63,8 +64,8 @@ impl fmt::Display for ServeError {
 /// Runs `strata serve` to completion: `Ok` means the node stopped cleanly on a signal.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let config = NodeConfig::load(args.config.as_deref()).map_err(ServeError::Config)?;
-    let filter = logging::filter(&config.log).map_err(ServeError::Config)?;
-    logging::install(config.log.format, filter).map_err(ServeError::Runtime)?;
+    let log = logging::filter(&config.log).map_err(ServeError::Config)?;
+    logging::install(config.log.format, &log).map_err(ServeError::Runtime)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,7 +73,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .build()
         .context("cannot start the async runtime")
         .map_err(ServeError::Runtime)?;
-    let result = runtime.block_on(node::run(config));
+    let result = runtime.block_on(node::run(config, log));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
 
     result.map_err(|err| {

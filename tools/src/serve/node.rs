@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use parking_lot::Mutex;
 use prometheus::Registry;
 use strata_frontend::kv::KvStore;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
@@ -17,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use super::admin;
+use super::admin::{self, AdminState};
 use super::config::NodeConfig;
+use super::log_filter::LogControl;
 use super::metrics::NodeMetrics;
 use super::shutdown::ShutdownSignals;
 
@@ -34,7 +36,7 @@ const FRONTEND_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Order: signals, metrics, data directory, journal (open, then maintenance), admin listener.
 /// Stopping runs the other way: stop accepting, drain, close the journal. The journal is
 /// closed on every path once it has opened, including when the admin port cannot be bound.
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let mut signals =
         ShutdownSignals::install().context("cannot install SIGTERM/SIGINT handlers")?;
     if let Ok(effective) = serde_json::to_string(&config) {
@@ -55,11 +57,21 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let kv_sync = sync_kv_periodically(&config, &kv);
 
     let (stop, stopping) = watch::channel(false);
-    let started = start_frontends(&config, &journal, &kv, metrics.registry(), stopping).await;
+    let listeners = Arc::new(Mutex::new(Vec::new()));
+    let mut admin = AdminState {
+        metrics,
+        journal: journal.clone(),
+        config: Arc::new(effective_config(&config)),
+        log,
+        mqtt: None,
+        kafka: None,
+        listeners: listeners.clone(),
+    };
+    let started = start_frontends(&config, &journal, &kv, &mut admin, stopping).await;
     let served = match started {
         Ok(mut frontends) => {
             let served =
-                serve_admin(config.admin.listen, metrics, &mut signals, &mut frontends).await;
+                serve_admin(config.admin.listen, admin, &mut signals, &mut frontends).await;
             stop.send_replace(true);
             let stopped = stop_frontends(frontends).await;
             served.and(stopped)
@@ -145,26 +157,31 @@ type Frontends = JoinSet<Result<(), FrontendError>>;
 
 /// Starts every frontend the configuration enables and waits until each has bound its
 /// listeners (printing `strata: <name> listening on <addr>` for each) or failed.
+/// Their admin handles go into `admin`.
 async fn start_frontends(
     config: &NodeConfig,
     journal: &Journal,
     kv: &KvStore,
-    registry: &Registry,
+    admin: &mut AdminState,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<Frontends> {
     let (events, mut announced) = mpsc::unbounded_channel();
     let ctx = NodeContext {
         journal: journal.clone(),
         kv: kv.clone(),
-        registry: registry.clone(),
+        registry: admin.metrics.registry().clone(),
         events,
     };
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
     if config.kafka.enabled {
-        enabled.push(Box::new(KafkaFrontend::new(config.kafka.clone())));
+        let kafka = KafkaFrontend::new(config.kafka.clone());
+        admin.kafka = Some(kafka.admin());
+        enabled.push(Box::new(kafka));
     }
     if config.mqtt.enabled {
-        enabled.push(Box::new(MqttFrontend::new(config.mqtt.clone())));
+        let mqtt = MqttFrontend::new(config.mqtt.clone());
+        admin.mqtt = Some(mqtt.admin());
+        enabled.push(Box::new(mqtt));
     }
     let mut waiting = enabled.len();
     let mut frontends = JoinSet::new();
@@ -186,6 +203,7 @@ async fn start_frontends(
             Some(event) = announced.recv() => match event {
                 FrontendEvent::Listening(name, addr) => {
                     info!("{name} listening on {addr}");
+                    admin.listeners.lock().push((name.clone(), addr));
                     announce(&format!("{name} listening on {addr}"));
                 }
                 FrontendEvent::Ready => waiting -= 1,
@@ -229,7 +247,7 @@ async fn stop_frontends(mut frontends: Frontends) -> anyhow::Result<()> {
 /// Binds the admin listener, serves until a signal (or a frontend failing), then drains.
 async fn serve_admin(
     listen: SocketAddr,
-    metrics: Arc<NodeMetrics>,
+    state: AdminState,
     signals: &mut ShutdownSignals,
     frontends: &mut Frontends,
 ) -> anyhow::Result<()> {
@@ -241,13 +259,14 @@ async fn serve_admin(
         .context("cannot read the admin listener's address")?;
     info!("admin listening on {bound}");
     announce(&format!("admin listening on {bound}"));
+    state.listeners.lock().push(("admin".to_owned(), bound));
 
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = async move {
         // Completes on a send or when the sender is dropped; either means stop.
         let _ = stopped.await;
     };
-    let mut server = tokio::spawn(admin::serve(listener, admin::router(metrics), stopped));
+    let mut server = tokio::spawn(admin::serve(listener, admin::router(state), stopped));
 
     tokio::select! {
         signal = signals.recv() => info!(signal, "stopping: no longer accepting admin connections"),
@@ -312,5 +331,56 @@ async fn close_journal(journal: &Journal, maintenance: JoinHandle<()>) -> anyhow
         Err(_) => Err(anyhow!(
             "journal maintenance did not stop within {MAINTENANCE_STOP_TIMEOUT:?} of close"
         )),
+    }
+}
+
+/// The configuration as `GET /api/v1/node/config` shows it: every value in effect, with
+/// passwords and secret keys masked.
+fn effective_config(config: &NodeConfig) -> serde_json::Value {
+    let mut value = serde_json::to_value(config).unwrap_or_default();
+    mask_secrets(&mut value);
+    value
+}
+
+fn mask_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "sasl_plain_users" {
+                    if let serde_json::Value::Object(users) = v {
+                        for password in users.values_mut() {
+                            *password = serde_json::Value::from("***");
+                        }
+                    }
+                } else if key.contains("secret") || key.contains("password") {
+                    *v = serde_json::Value::from("***");
+                } else {
+                    mask_secrets(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_config_masks_secrets() {
+        let mut config = NodeConfig::default();
+        config
+            .kafka
+            .sasl_plain_users
+            .insert("alice".into(), "hunter2".into());
+        let text = effective_config(&config).to_string();
+        assert!(text.contains("alice"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let mut v = serde_json::json!({"s3": {"secret_access_key": "sk", "region": "r"}});
+        mask_secrets(&mut v);
+        assert_eq!(v["s3"]["secret_access_key"], "***");
+        assert_eq!(v["s3"]["region"], "r");
     }
 }

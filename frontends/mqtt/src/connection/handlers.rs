@@ -104,6 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<Option<Accepted>, ReasonCode> {
         let metrics = &self.broker.metrics;
         metrics.messages_in[p.qos as usize].inc();
+        metrics.payload_in[p.qos as usize].inc_by(p.payload.len() as u64);
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
                 return Err(ReasonCode::TOPIC_ALIAS_INVALID);
@@ -121,6 +122,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if validate_name(&p.topic, &self.broker.limits).is_err() {
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
+        // Per message, so debug only: seen when an operator raises the level for this
+        // client or this topic.
+        tracing::debug!(topic = %p.topic, qos = p.qos as u8, bytes = p.payload.len(), "publish received");
         let id = p.packet_id;
         if p.qos == QoS::ExactlyOnce
             && let Some(id) = id

@@ -16,7 +16,7 @@ use crate::codec::{
     Publish, PublishRef, QoS, ReasonCode,
 };
 use crate::message::{Message, Outgoing};
-use crate::session::{Phase, Session};
+use crate::session::{ConnectionInfo, Phase, Session};
 use crate::store;
 use crate::topic::validate_name;
 
@@ -95,9 +95,19 @@ impl Accepted {
 
 mod handlers;
 
+/// Where a connection comes from: the client's address and the transport.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address, when the transport has one.
+    pub addr: Option<std::net::SocketAddr>,
+    /// `tcp` or `websocket`.
+    pub transport: &'static str,
+}
+
 /// Serves one connection until it ends.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    peer: Peer,
     broker: Arc<Broker>,
     mut shutdown: Shutdown,
 ) {
@@ -161,7 +171,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    let Some((conn, attached)) = Box::pin(handshake(stream, broker.clone(), rbuf, *connect)).await
+    let Some((conn, attached)) =
+        Box::pin(handshake(stream, peer, broker.clone(), rbuf, *connect)).await
     else {
         return;
     };
@@ -178,6 +189,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// Validates CONNECT, attaches the session and sends CONNACK.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    peer: Peer,
     broker: Arc<Broker>,
     rbuf: BytesMut,
     c: Connect,
@@ -239,13 +251,22 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         u32::MAX
     };
     let expiry = requested_expiry.min(cfg.max_session_expiry);
-    let attached = broker.connect(&client_id, c.clean_start, expiry);
     let mut keep_alive = c.keep_alive;
     let mut props = Properties::default();
     if cfg.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > cfg.max_keep_alive) {
         keep_alive = cfg.max_keep_alive;
         props.server_keep_alive = Some(keep_alive);
     }
+    let info = Arc::new(ConnectionInfo {
+        peer: peer.addr,
+        transport: peer.transport,
+        protocol_level: v.level(),
+        username: c.username.clone(),
+        keep_alive_secs: keep_alive,
+        connected_at: std::time::SystemTime::now(),
+        evicted: std::sync::atomic::AtomicBool::new(false),
+    });
+    let attached = broker.connect(&client_id, c.clean_start, expiry, info);
     if v.is_v5() {
         props.assigned_client_identifier = assigned;
         props.receive_maximum = Some(cfg.receive_maximum);
@@ -484,6 +505,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             (ready, more)
         });
         let mut sent = [0u64; 3];
+        let mut sent_bytes = [0u64; 3];
+        let mut latency = (!ready.is_empty()).then(|| self.broker.metrics.delivery.local());
         for (id, out) in ready {
             if !self.put_publish(&out, id, false, now) {
                 // Larger than the client accepts: discarded [MQTT-3.1.2-25].
@@ -497,11 +520,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .inc();
                 continue;
             }
+            tracing::debug!(topic = %out.message.topic, qos = out.qos as u8, "publish sent");
             sent[out.qos as usize] += 1;
+            sent_bytes[out.qos as usize] += out.message.payload.len() as u64;
+            if let Some(l) = &mut latency {
+                l.observe(
+                    now.saturating_duration_since(out.message.received)
+                        .as_secs_f64(),
+                );
+            }
         }
-        for (counter, n) in self.broker.metrics.messages_out.iter().zip(sent) {
+        if let Some(l) = latency {
+            l.flush();
+        }
+        let m = &self.broker.metrics;
+        for ((count, bytes), (n, b)) in m
+            .messages_out
+            .iter()
+            .zip(&m.payload_out)
+            .zip(sent.into_iter().zip(sent_bytes))
+        {
             if n > 0 {
-                counter.inc_by(n);
+                count.inc_by(n);
+                bytes.inc_by(b);
             }
         }
         more
@@ -576,6 +617,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 _ = self.session.wake.notified() => {}
                 _ = attached.kick.notified() => {
+                    if attached.info.evicted.load(std::sync::atomic::Ordering::Acquire) {
+                        // An operator closed the connection: it ends as an abnormal one
+                        // would, so its will is published.
+                        self.broker.metrics.errors.with_label_values(&["administrative_action"]).inc();
+                        self.disconnect_with(ReasonCode::ADMINISTRATIVE_ACTION);
+                        let _ = self.flush().await;
+                        return End::Abnormal;
+                    }
                     self.disconnect_with(ReasonCode::SESSION_TAKEN_OVER);
                     let _ = self.flush().await;
                     return End::Replaced;
@@ -737,8 +786,13 @@ mod tests {
             None,
         ));
         let (_tx, rx) = tokio::sync::watch::channel(false);
+        let peer = super::Peer {
+            addr: None,
+            transport: "tcp",
+        };
         let future = super::serve(
             tokio::io::empty(),
+            peer,
             broker,
             strata_frontend::Shutdown::new(rx),
         );

@@ -1,0 +1,227 @@
+//! The admin HTTP API: health, `/metrics`, the OpenAPI document, and `/api/v1/...` for the
+//! node, its streams, the MQTT and Kafka frontends and the log level. Every error is JSON:
+//! `{"code": "...", "message": "..."}`.
+
+mod extract;
+mod kafka;
+mod log;
+mod mqtt;
+mod node;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use parking_lot::Mutex;
+use serde::Serialize;
+use strata_frontend::admin::AdminError;
+use strata_journal::Journal;
+use strata_kafka::KafkaAdmin;
+use strata_mqtt::MqttAdmin;
+use tokio::net::TcpListener;
+use utoipa::ToSchema;
+
+use super::log_filter::LogControl;
+use super::metrics::{METRICS_CONTENT_TYPE, NodeMetrics, VERSION};
+
+/// Everything the admin API reads and acts on.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The node's registry and uptime.
+    pub metrics: Arc<NodeMetrics>,
+    /// The storage engine.
+    pub journal: Journal,
+    /// The effective configuration, secrets masked.
+    pub config: Arc<serde_json::Value>,
+    /// The runtime log filter.
+    pub log: LogControl,
+    /// The MQTT frontend, when enabled.
+    pub mqtt: Option<MqttAdmin>,
+    /// The Kafka frontend, when enabled.
+    pub kafka: Option<KafkaAdmin>,
+    /// Every listener the node bound (name, address), the admin one included.
+    pub listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+}
+
+/// Builds the admin routes.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/node", get(node::status))
+        .route("/node/config", get(node::config))
+        .route("/streams", get(node::streams))
+        .route("/streams/{name}", get(node::stream))
+        .route(
+            "/streams/{name}/partitions/{partition}",
+            get(node::partition),
+        )
+        .route("/mqtt/clients", get(mqtt::clients))
+        .route("/mqtt/clients/{client_id}", get(mqtt::client))
+        .route(
+            "/mqtt/clients/{client_id}/disconnect",
+            post(mqtt::disconnect),
+        )
+        .route("/mqtt/sessions", get(mqtt::sessions))
+        .route(
+            "/mqtt/sessions/{client_id}",
+            get(mqtt::session).delete(mqtt::discard_session),
+        )
+        .route("/mqtt/subscriptions", get(mqtt::subscriptions))
+        .route("/mqtt/retained", get(mqtt::retained))
+        .route(
+            "/mqtt/retained/{topic}",
+            get(mqtt::retained_message).delete(mqtt::delete_retained),
+        )
+        .route("/kafka/groups", get(kafka::groups))
+        .route("/kafka/groups/{group_id}", get(kafka::group))
+        .route("/log", get(log::state))
+        .route("/log/level", put(log::set_level))
+        .route("/log/overrides", post(log::add_override))
+        .route("/log/overrides/{id}", delete(log::remove_override))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .nest("/api/v1", api)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `stop` completes, then stops accepting and waits for
+/// in-flight requests. The caller bounds that wait: an idle client can hold it open.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the node serves.
+    status: &'static str,
+    /// The node's version.
+    version: &'static str,
+    /// Seconds since the node started.
+    uptime_seconds: u64,
+}
+
+/// Liveness: the node is up and serving its admin API.
+#[utoipa::path(get, path = "/health", tag = "node",
+    responses((status = 200, description = "The node is up", body = Health)))]
+async fn health(State(s): State<AdminState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: VERSION,
+        uptime_seconds: s.metrics.uptime().as_secs(),
+    })
+}
+
+/// Every metric of the node in Prometheus' text format 0.0.4.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "text/plain")))]
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot render metrics");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {uri}"),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let message = format!("{method} is not allowed on {}", uri.path());
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
+}
+
+/// The error every admin endpoint answers with. `code` is stable and meant for programs
+/// (`not_found`, `bad_request`, `unavailable`, `disabled`, `internal`, ...); `message` is
+/// for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable error code.
+    code: &'static str,
+    /// What went wrong.
+    message: String,
+}
+
+/// An [`ErrorBody`] with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            body: ErrorBody { code, message },
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message.into())
+    }
+
+    fn disabled(frontend: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "disabled",
+            format!("the {frontend} frontend is not enabled on this node"),
+        )
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotFound(m) => Self::not_found(m),
+            AdminError::BadRequest(m) => Self::bad_request(m),
+            AdminError::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// What handlers return.
+type ApiResult<T> = Result<Json<T>, ApiError>;
