@@ -1,5 +1,6 @@
 //! The `strata` binary: parses the command line and hands each subcommand to its module.
 
+mod admin_cmd;
 mod bench;
 mod journal_cmd;
 mod serve;
@@ -24,12 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: the journal and the admin HTTP API (health, Prometheus metrics).
+    /// Run a node: the journal, the frontends and the admin HTTP API.
     Serve(serve::ServeArgs),
     /// Inspect, dump and verify journal files.
     Journal(journal_cmd::JournalArgs),
     /// Measure the journal's throughput and latency.
     Bench(bench::BenchArgs),
+    /// Query and manage a running node through its admin API.
+    Admin(admin_cmd::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         },
         Command::Journal(args) => finish(journal_cmd::run(args)),
         Command::Bench(args) => finish(bench::run(args)),
+        Command::Admin(args) => finish(admin_cmd::run(args)),
     }
 }
 

@@ -1,0 +1,575 @@
+//! `strata admin ...`: a running node's admin API from the command line, as tables or (with
+//! `--json`) as the API's JSON.
+
+mod client;
+mod table;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use self::client::AdminClient;
+use self::table::{Column, render, render_fields};
+
+/// Talks to a node's admin API.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The node's admin API.
+    #[arg(long, env = "STRATA_ADMIN_URL", default_value = "http://127.0.0.1:9180", global = true)]
+    url: String,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Version, uptime, frontends and listeners.
+    Status,
+    /// The effective configuration (always JSON; secrets masked).
+    Config,
+    /// Journal streams and partitions.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
+    /// MQTT clients, sessions, subscriptions and retained messages.
+    #[command(subcommand)]
+    Mqtt(MqttCommand),
+    /// Kafka consumer groups.
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
+    /// The log level and per-client / per-topic overrides.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// Every stream with its totals.
+    List,
+    /// One stream's partitions: offsets, sizes, tiers.
+    Show { name: String },
+    /// One partition's segments and where each lives.
+    Partition { name: String, partition: u32 },
+}
+
+/// Paging options of the MQTT listings.
+#[derive(Args, Clone)]
+struct Paging {
+    /// Most items to show (pages are followed until this many).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Start after this cursor (from a previous `--json` page).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum MqttCommand {
+    /// Connected clients.
+    Clients {
+        /// Only client ids starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only clients of this user name.
+        #[arg(long)]
+        username: Option<String>,
+        /// Only clients of this protocol level (3, 4, 5).
+        #[arg(long)]
+        protocol: Option<u8>,
+        /// Only clients whose address starts with this.
+        #[arg(long)]
+        peer: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// One client: session, connection and subscriptions.
+    Client { client_id: String },
+    /// Close a client's connection (its session stays).
+    Disconnect { client_id: String },
+    /// Sessions, connected or not.
+    Sessions {
+        /// Only client ids starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only connected (true) or disconnected (false) sessions.
+        #[arg(long)]
+        connected: Option<bool>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Discard a session: connection, subscriptions, queue and stored state.
+    Discard { client_id: String },
+    /// Subscriptions.
+    Subscriptions {
+        /// Only this client's.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Only those matching this topic name.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Retained messages matching a filter.
+    Retained {
+        /// Topic filter (default `#`).
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// One retained message with its payload.
+    RetainedGet { topic: String },
+    /// Delete a retained message (nothing is published).
+    RetainedDelete { topic: String },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Consumer groups with their state, members and lag.
+    Groups,
+    /// One group: members, assignments, offsets and lag.
+    Group { group_id: String },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// The base level and the overrides.
+    Show,
+    /// Replace the base level (`info`, `warn,strata_journal=debug`, ...).
+    Level { level: String },
+    /// Log one client id's or one topic's events up to a level.
+    Override {
+        /// The client id (MQTT or Kafka).
+        #[arg(long, conflicts_with = "topic", required_unless_present = "topic")]
+        client_id: Option<String>,
+        /// The topic (MQTT or Kafka).
+        #[arg(long)]
+        topic: Option<String>,
+        /// `debug` or `trace` (or any level).
+        #[arg(long, default_value = "debug")]
+        level: String,
+        /// Lapse after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Remove an override.
+    Remove { id: u64 },
+}
+
+const SESSION_COLUMNS: &[Column<'static>] = &[
+    ("CLIENT ID", "/client_id"),
+    ("CONNECTED", "/connected"),
+    ("PEER", "/connection/peer"),
+    ("PROTO", "/connection/protocol_version"),
+    ("USER", "/connection/username"),
+    ("SUBS", "/subscriptions"),
+    ("INFLIGHT", "/inflight"),
+    ("QUEUED", "/queued"),
+    ("DROPPED", "/dropped"),
+];
+
+const SUBSCRIPTION_COLUMNS: &[Column<'static>] = &[
+    ("CLIENT ID", "/client_id"),
+    ("FILTER", "/filter"),
+    ("QOS", "/qos"),
+    ("NO LOCAL", "/no_local"),
+    ("RAP", "/retain_as_published"),
+    ("RH", "/retain_handling"),
+    ("ID", "/identifier"),
+];
+
+/// Runs an admin subcommand.
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = AdminClient::new(&args.url)?;
+    let json = args.json;
+    let text = runtime.block_on(execute(&client, args.command, json))?;
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to print for `command`.
+async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::Result<String> {
+    // Each arm fetches (or acts), then shows the answer as JSON or as a table.
+    let (value, show): (Value, Box<dyn Fn(&Value) -> String>) = match command {
+        AdminCommand::Status => (
+            c.get(&["node"], &[]).await?,
+            Box::new(|v| {
+                let mut text = render_fields(
+                    v,
+                    &[
+                        ("version", "/version"),
+                        ("uptime", "/uptime_seconds"),
+                        ("pid", "/pid"),
+                        ("data dir", "/data_dir"),
+                        ("streams", "/streams"),
+                        ("frontends", "/frontends"),
+                    ],
+                );
+                let listeners = v["listeners"].as_array().cloned().unwrap_or_default();
+                text.push_str("\n\n");
+                text.push_str(&render(
+                    &listeners,
+                    &[("LISTENER", "/name"), ("ADDRESS", "/address")],
+                ));
+                text
+            }),
+        ),
+        AdminCommand::Config => (
+            c.get(&["node", "config"], &[]).await?,
+            Box::new(pretty),
+        ),
+        AdminCommand::Streams(s) => streams(c, s).await?,
+        AdminCommand::Mqtt(m) => mqtt(c, m).await?,
+        AdminCommand::Kafka(k) => kafka(c, k).await?,
+        AdminCommand::Log(l) => log(c, l).await?,
+    };
+    Ok(if json { pretty(&value) } else { show(&value) })
+}
+
+type Shown = (Value, Box<dyn Fn(&Value) -> String>);
+
+fn pretty(v: &Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn items_table(columns: &'static [Column<'static>]) -> Box<dyn Fn(&Value) -> String> {
+    Box::new(move |v| {
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let mut text = render(&items, columns);
+        text.push_str(&format!(
+            "\n({} shown of {})",
+            items.len(),
+            table::cell(&v["total"])
+        ));
+        text
+    })
+}
+
+fn done(what: String) -> Box<dyn Fn(&Value) -> String> {
+    Box::new(move |_| what.clone())
+}
+
+async fn streams(c: &AdminClient, command: StreamsCommand) -> anyhow::Result<Shown> {
+    Ok(match command {
+        StreamsCommand::List => (
+            c.get(&["streams"], &[]).await?,
+            Box::new(|v| {
+                render(
+                    v.as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("STREAM", "/name"),
+                        ("CLASS", "/class"),
+                        ("PARTITIONS", "/partitions"),
+                        ("RECORDS", "/records"),
+                        ("BYTES", "/size_bytes"),
+                    ],
+                )
+            }),
+        ),
+        StreamsCommand::Show { name } => (
+            c.get(&["streams", &name], &[]).await?,
+            Box::new(|v| {
+                render(
+                    v["partitions"].as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("PARTITION", "/partition"),
+                        ("START", "/log_start"),
+                        ("END", "/end_offset"),
+                        ("BYTES", "/size_bytes"),
+                        ("SEGMENTS", "/segments"),
+                        ("LOCAL", "/local_segments"),
+                        ("REMOTE", "/remote_segments"),
+                        ("BOTH", "/both_segments"),
+                    ],
+                )
+            }),
+        ),
+        StreamsCommand::Partition { name, partition } => (
+            c.get(&["streams", &name, "partitions", &partition.to_string()], &[])
+                .await?,
+            Box::new(|v| {
+                render(
+                    v["segments"].as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("BASE", "/base_offset"),
+                        ("END", "/end_offset"),
+                        ("BYTES", "/size_bytes"),
+                        ("LOCATION", "/location"),
+                        ("OBJECT", "/object_key"),
+                    ],
+                )
+            }),
+        ),
+    })
+}
+
+async fn mqtt(c: &AdminClient, command: MqttCommand) -> anyhow::Result<Shown> {
+    let page = |p: &Paging| (p.limit, p.cursor.clone());
+    Ok(match command {
+        MqttCommand::Clients {
+            prefix,
+            username,
+            protocol,
+            peer,
+            paging,
+        } => {
+            let (max, cursor) = page(&paging);
+            let q = [
+                ("client_id_prefix", prefix),
+                ("username", username),
+                ("protocol_version", protocol.map(|p| p.to_string())),
+                ("peer_prefix", peer),
+            ];
+            (
+                c.get_all(&["mqtt", "clients"], &q, cursor, max).await?,
+                items_table(SESSION_COLUMNS),
+            )
+        }
+        MqttCommand::Sessions {
+            prefix,
+            connected,
+            paging,
+        } => {
+            let (max, cursor) = page(&paging);
+            let q = [
+                ("client_id_prefix", prefix),
+                ("connected", connected.map(|b| b.to_string())),
+            ];
+            (
+                c.get_all(&["mqtt", "sessions"], &q, cursor, max).await?,
+                items_table(SESSION_COLUMNS),
+            )
+        }
+        MqttCommand::Client { client_id } => (
+            c.get(&["mqtt", "clients", &client_id], &[]).await?,
+            Box::new(|v| {
+                let mut text = render_fields(
+                    &v["session"],
+                    &[
+                        ("client id", "/client_id"),
+                        ("connected", "/connected"),
+                        ("peer", "/connection/peer"),
+                        ("transport", "/connection/transport"),
+                        ("protocol", "/connection/protocol_version"),
+                        ("username", "/connection/username"),
+                        ("keep alive", "/connection/keep_alive_secs"),
+                        ("expiry", "/session_expiry_secs"),
+                        ("durable", "/durable"),
+                        ("inflight", "/inflight"),
+                        ("queued", "/queued"),
+                        ("dropped", "/dropped"),
+                    ],
+                );
+                text.push_str("\n\n");
+                text.push_str(&render(
+                    v["subscriptions"].as_array().map_or(&[][..], Vec::as_slice),
+                    SUBSCRIPTION_COLUMNS,
+                ));
+                text
+            }),
+        ),
+        MqttCommand::Disconnect { client_id } => {
+            let url = c.url(&["mqtt", "clients", &client_id, "disconnect"], &[]);
+            c.call(Method::POST, url, None).await?;
+            (Value::Null, done(format!("disconnected {client_id}")))
+        }
+        MqttCommand::Discard { client_id } => {
+            let url = c.url(&["mqtt", "sessions", &client_id], &[]);
+            c.call(Method::DELETE, url, None).await?;
+            (Value::Null, done(format!("discarded the session of {client_id}")))
+        }
+        MqttCommand::Subscriptions {
+            client_id,
+            topic,
+            paging,
+        } => {
+            let (max, cursor) = page(&paging);
+            let q = [
+                ("client_id", client_id),
+                ("topic", topic),
+            ];
+            (
+                c.get_all(&["mqtt", "subscriptions"], &q, cursor, max).await?,
+                items_table(SUBSCRIPTION_COLUMNS),
+            )
+        }
+        MqttCommand::Retained { filter, paging } => {
+            let (max, cursor) = page(&paging);
+            let q = [
+                ("filter", filter),
+            ];
+            const COLUMNS: &[Column<'static>] = &[
+                ("TOPIC", "/topic"),
+                ("QOS", "/qos"),
+                ("BYTES", "/payload_bytes"),
+                ("PUBLISHER", "/publisher"),
+                ("EXPIRES IN", "/expires_in_secs"),
+            ];
+            (
+                c.get_all(&["mqtt", "retained"], &q, cursor, max).await?,
+                items_table(COLUMNS),
+            )
+        }
+        MqttCommand::RetainedGet { topic } => (
+            c.get(&["mqtt", "retained", &topic], &[]).await?,
+            Box::new(|v| {
+                let mut text = render_fields(
+                    &v["message"],
+                    &[
+                        ("topic", "/topic"),
+                        ("qos", "/qos"),
+                        ("bytes", "/payload_bytes"),
+                        ("publisher", "/publisher"),
+                        ("content type", "/content_type"),
+                    ],
+                );
+                let payload = match v["payload_utf8"].as_str() {
+                    Some(t) => format!("\npayload       {t}"),
+                    None => format!("\npayload (b64) {}", table::cell(&v["payload_base64"])),
+                };
+                text.push_str(&payload);
+                text
+            }),
+        ),
+        MqttCommand::RetainedDelete { topic } => {
+            let url = c.url(&["mqtt", "retained", &topic], &[]);
+            c.call(Method::DELETE, url, None).await?;
+            (Value::Null, done(format!("deleted the retained message of {topic}")))
+        }
+    })
+}
+
+async fn kafka(c: &AdminClient, command: KafkaCommand) -> anyhow::Result<Shown> {
+    Ok(match command {
+        KafkaCommand::Groups => (
+            c.get(&["kafka", "groups"], &[]).await?,
+            Box::new(|v| {
+                render(
+                    v.as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("GROUP", "/group_id"),
+                        ("STATE", "/state"),
+                        ("GENERATION", "/generation"),
+                        ("MEMBERS", "/members"),
+                        ("LAG", "/lag"),
+                    ],
+                )
+            }),
+        ),
+        KafkaCommand::Group { group_id } => (
+            c.get(&["kafka", "groups", &group_id], &[]).await?,
+            Box::new(|v| {
+                let members: Vec<Value> = v["members"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|mut m| {
+                        let assigned: Vec<String> = m["assignment"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|tp| format!("{}:{}", table::cell(&tp["topic"]), table::cell(&tp["partitions"])))
+                            .collect();
+                        m["assigned"] = json!(assigned.join(" "));
+                        m
+                    })
+                    .collect();
+                let mut text = render_fields(
+                    &v["group"],
+                    &[
+                        ("group", "/group_id"),
+                        ("state", "/state"),
+                        ("generation", "/generation"),
+                        ("protocol", "/protocol"),
+                        ("leader", "/leader"),
+                        ("lag", "/lag"),
+                    ],
+                );
+                text.push_str("\n\n");
+                text.push_str(&render(
+                    &members,
+                    &[
+                        ("MEMBER", "/member_id"),
+                        ("CLIENT ID", "/client_id"),
+                        ("HOST", "/client_host"),
+                        ("ASSIGNED", "/assigned"),
+                    ],
+                ));
+                text.push_str("\n\n");
+                text.push_str(&render(
+                    v["offsets"].as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("TOPIC", "/topic"),
+                        ("PARTITION", "/partition"),
+                        ("COMMITTED", "/committed_offset"),
+                        ("END", "/end_offset"),
+                        ("LAG", "/lag"),
+                    ],
+                ));
+                text
+            }),
+        ),
+    })
+}
+
+fn log_table(v: &Value) -> String {
+    let mut text = format!("level  {}\n\n", table::cell(&v["level"]));
+    text.push_str(&render(
+        v["overrides"].as_array().map_or(&[][..], Vec::as_slice),
+        &[
+            ("ID", "/id"),
+            ("CLIENT ID", "/client_id"),
+            ("TOPIC", "/topic"),
+            ("LEVEL", "/level"),
+            ("EXPIRES IN", "/expires_in_secs"),
+        ],
+    ));
+    text
+}
+
+async fn log(c: &AdminClient, command: LogCommand) -> anyhow::Result<Shown> {
+    Ok(match command {
+        LogCommand::Show => (c.get(&["log"], &[]).await?, Box::new(log_table)),
+        LogCommand::Level { level } => {
+            let url = c.url(&["log", "level"], &[]);
+            let v = c.call(Method::PUT, url, Some(json!({ "level": level }))).await?;
+            (v, Box::new(log_table))
+        }
+        LogCommand::Override {
+            client_id,
+            topic,
+            level,
+            ttl,
+        } => {
+            let url = c.url(&["log", "overrides"], &[]);
+            let body = json!({"client_id": client_id, "topic": topic, "level": level, "ttl_secs": ttl});
+            let v = c.call(Method::POST, url, Some(body)).await?;
+            (
+                v,
+                Box::new(|v| format!("override {} added", table::cell(&v["id"]))),
+            )
+        }
+        LogCommand::Remove { id } => {
+            let url = c.url(&["log", "overrides", &id.to_string()], &[]);
+            c.call(Method::DELETE, url, None).await?;
+            (Value::Null, done(format!("override {id} removed")))
+        }
+    })
+}
