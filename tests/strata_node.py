@@ -26,7 +26,7 @@ class Node:
     """A running `strata serve`; `ports` maps each listener (mqtt, mqtt-ws, kafka, admin) to
     its bound port."""
 
-    def __init__(self, tmp_path, config="", env_extra=None):
+    def __init__(self, tmp_path, config="", env_extra=None, log_path=None):
         self.data_dir = tmp_path / "data"
         cfg = tmp_path / "strata.toml"
         cfg.write_text(config)
@@ -39,8 +39,13 @@ class Node:
             "STRATA_KAFKA__LISTEN": "127.0.0.1:0",
         })
         env.update(env_extra or {})
+        # The node's log goes to `log_path` when given (opened for appending: a restarted
+        # node adds to it), nowhere otherwise.
+        stderr = open(log_path, "a") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=stderr, text=True)
+        if log_path:
+            stderr.close()
         self.ports = {}
         deadline = time.time() + DEADLINE
         while "admin" not in self.ports:
@@ -105,8 +110,8 @@ def node_with(tmp_path):
     """Starts nodes with a given configuration (and environment); stops them afterwards."""
     started = []
 
-    def start(config="", **env):
-        n = Node(tmp_path, config, env)
+    def start(config="", log_path=None, **env):
+        n = Node(tmp_path, config, env, log_path)
         started.append(n)
         return n
     yield start

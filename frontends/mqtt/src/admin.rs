@@ -211,6 +211,10 @@ pub struct SubscriptionQuery {
 pub struct RetainedQuery {
     /// Only topics matching this filter (wildcards allowed; default `#`, which like any
     /// MQTT filter does not match `$`-topics such as `$SYS/...`).
+    #[param(
+        min_length = 1,
+        pattern = r"^(#|(\+|[^#+/\x00]*)(/(\+|[^#+/\x00]*))*(/#)?)$"
+    )]
     pub filter: Option<String>,
     /// `next_cursor` of the previous page.
     #[param(pattern = "^([0-9a-fA-F]{2})*$")]
@@ -241,6 +245,11 @@ impl MqttAdmin {
 
     /// Connected clients matching `q`, a page of them.
     pub fn clients(&self, q: &ClientQuery) -> Result<SessionPage, AdminError> {
+        if q.protocol_version.is_some_and(|v| !(3..=5).contains(&v)) {
+            return Err(AdminError::BadRequest(
+                "protocol_version must be 3, 4 or 5".into(),
+            ));
+        }
         let views = self.broker()?.sessions_view(|s| {
             let Some(c) = &s.connection else {
                 return false;
@@ -353,13 +362,9 @@ impl MqttAdmin {
     pub fn retained(&self, q: &RetainedQuery) -> Result<RetainedPage, AdminError> {
         let broker = self.broker()?;
         let filter = q.filter.as_deref().unwrap_or("#");
+        // A `$share/<group>/` prefix is ignored: the filter after it selects the topics.
         let parsed = parse_filter(filter, &broker.limits)
             .map_err(|e| AdminError::BadRequest(format!("filter `{filter}`: {e:?}")))?;
-        if parsed.group.is_some() {
-            return Err(AdminError::BadRequest(
-                "filter: a shared subscription filter selects no topics".into(),
-            ));
-        }
         let now = Instant::now();
         let found = broker
             .retained

@@ -36,6 +36,17 @@ pub struct MqttMetrics {
     pub packets_out: Vec<IntCounter>,
 }
 
+/// Every reason a message is dropped for, so each series exists from the start.
+const DROP_REASONS: [&str; 7] = [
+    "expired",
+    "queue_full",
+    "queue_full_oldest",
+    "queue_full_refused",
+    "rule",
+    "store_failed",
+    "too_large_for_client",
+];
+
 /// Packet type names by type number, for the `type` label.
 const PACKET_TYPES: [&str; 16] = [
     "reserved",
@@ -155,6 +166,14 @@ impl MqttMetrics {
             packets_out: Vec::new(),
         }
         .with_packet_counters(r)
+        .with_drop_reasons()
+    }
+
+    fn with_drop_reasons(self) -> Self {
+        for reason in DROP_REASONS {
+            self.dropped.with_label_values(&[reason]);
+        }
+        self
     }
 
     fn with_packet_counters(mut self, r: &Registry) -> Self {

@@ -56,9 +56,13 @@ impl PageRequest {
         }
     }
 
-    /// The key the page starts after, decoded from the cursor.
+    /// The key the page starts after, decoded from the cursor (an empty cursor is none).
     pub fn after(&self) -> Result<Option<String>, AdminError> {
-        self.cursor.as_deref().map(decode_cursor).transpose()
+        self.cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()
     }
 
     /// Cuts one page out of `items` (matching items, each with its sort key, in any order).
@@ -85,14 +89,19 @@ impl PageRequest {
     }
 }
 
-/// Cursors are the hex of the last key: safe in a URL whatever the key holds.
+/// The pattern every cursor matches (hex digits in pairs), for API documents.
+pub const CURSOR_PATTERN: &str = "^([0-9a-fA-F]{2})*$";
+
+/// Cursors are the hex of the last key: safe in a URL whatever the key holds. Any string
+/// of hex pairs is accepted back (bytes that are not UTF-8 are replaced), so a cursor
+/// only positions the page and never fails once it has the documented form.
 fn encode_cursor(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, AdminError> {
-    let bad = || AdminError::BadRequest(format!("cursor `{cursor}` is not one this API issued"));
-    if cursor.len() % 2 != 0 {
+    let bad = || AdminError::BadRequest(format!("cursor `{cursor}` is not hex digits in pairs"));
+    if !cursor.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..cursor.len())
@@ -104,7 +113,7 @@ fn decode_cursor(cursor: &str) -> Result<String, AdminError> {
         })
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad)?;
-    String::from_utf8(bytes).map_err(|_| bad())
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
@@ -151,7 +160,7 @@ mod tests {
             let r = PageRequest { cursor, limit };
             assert!(matches!(r.page(keyed(1)), Err(AdminError::BadRequest(_))));
         }
-        for cursor in ["x", "zz", "ff"] {
+        for cursor in ["x", "zz", "fff"] {
             let r = PageRequest {
                 cursor: Some(cursor.into()),
                 limit: None,
@@ -168,5 +177,7 @@ mod tests {
         for key in ["a/b c", "", "ü\u{1}%2F"] {
             assert_eq!(decode_cursor(&encode_cursor(key)).as_deref(), Ok(key));
         }
+        // Hex pairs that are not UTF-8 still position a page.
+        assert_eq!(decode_cursor("ff41").as_deref(), Ok("\u{fffd}A"));
     }
 }

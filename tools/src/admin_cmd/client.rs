@@ -47,7 +47,12 @@ impl AdminClient {
     }
 
     /// Sends one request; the JSON answer (`null` for 204), or the API's error.
-    pub async fn call(&self, method: Method, url: Url, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut request = self.http.request(method.clone(), url.clone());
         if let Some(body) = body {
             request = request
@@ -83,8 +88,13 @@ impl AdminClient {
     }
 
     /// `GET`.
-    pub async fn get(&self, segments: &[&str], query: &[(&str, Option<String>)]) -> anyhow::Result<Value> {
-        self.call(Method::GET, self.url(segments, query), None).await
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, Option<String>)],
+    ) -> anyhow::Result<Value> {
+        self.call(Method::GET, self.url(segments, query), None)
+            .await
     }
 
     /// The items of a paged listing from `cursor` on, following `next_cursor` until `max`

@@ -18,7 +18,12 @@ use self::table::{Column, render, render_fields};
 #[derive(Args)]
 pub struct AdminArgs {
     /// The node's admin API.
-    #[arg(long, env = "STRATA_ADMIN_URL", default_value = "http://127.0.0.1:9180", global = true)]
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_URL",
+        default_value = "http://127.0.0.1:9180",
+        global = true
+    )]
     url: String,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
@@ -202,7 +207,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 /// What to print for `command`.
 async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::Result<String> {
     // Each arm fetches (or acts), then shows the answer as JSON or as a table.
-    let (value, show): (Value, Box<dyn Fn(&Value) -> String>) = match command {
+    let (value, show): Shown = match command {
         AdminCommand::Status => (
             c.get(&["node"], &[]).await?,
             Box::new(|v| {
@@ -226,10 +231,7 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
                 text
             }),
         ),
-        AdminCommand::Config => (
-            c.get(&["node", "config"], &[]).await?,
-            Box::new(pretty),
-        ),
+        AdminCommand::Config => (c.get(&["node", "config"], &[]).await?, Box::new(pretty)),
         AdminCommand::Streams(s) => streams(c, s).await?,
         AdminCommand::Mqtt(m) => mqtt(c, m).await?,
         AdminCommand::Kafka(k) => kafka(c, k).await?,
@@ -238,6 +240,7 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
     Ok(if json { pretty(&value) } else { show(&value) })
 }
 
+/// An answer and how to show it as text.
 type Shown = (Value, Box<dyn Fn(&Value) -> String>);
 
 fn pretty(v: &Value) -> String {
@@ -300,8 +303,11 @@ async fn streams(c: &AdminClient, command: StreamsCommand) -> anyhow::Result<Sho
             }),
         ),
         StreamsCommand::Partition { name, partition } => (
-            c.get(&["streams", &name, "partitions", &partition.to_string()], &[])
-                .await?,
+            c.get(
+                &["streams", &name, "partitions", &partition.to_string()],
+                &[],
+            )
+            .await?,
             Box::new(|v| {
                 render(
                     v["segments"].as_array().map_or(&[][..], Vec::as_slice),
@@ -391,7 +397,10 @@ async fn mqtt(c: &AdminClient, command: MqttCommand) -> anyhow::Result<Shown> {
         MqttCommand::Discard { client_id } => {
             let url = c.url(&["mqtt", "sessions", &client_id], &[]);
             c.call(Method::DELETE, url, None).await?;
-            (Value::Null, done(format!("discarded the session of {client_id}")))
+            (
+                Value::Null,
+                done(format!("discarded the session of {client_id}")),
+            )
         }
         MqttCommand::Subscriptions {
             client_id,
@@ -399,20 +408,16 @@ async fn mqtt(c: &AdminClient, command: MqttCommand) -> anyhow::Result<Shown> {
             paging,
         } => {
             let (max, cursor) = page(&paging);
-            let q = [
-                ("client_id", client_id),
-                ("topic", topic),
-            ];
+            let q = [("client_id", client_id), ("topic", topic)];
             (
-                c.get_all(&["mqtt", "subscriptions"], &q, cursor, max).await?,
+                c.get_all(&["mqtt", "subscriptions"], &q, cursor, max)
+                    .await?,
                 items_table(SUBSCRIPTION_COLUMNS),
             )
         }
         MqttCommand::Retained { filter, paging } => {
             let (max, cursor) = page(&paging);
-            let q = [
-                ("filter", filter),
-            ];
+            let q = [("filter", filter)];
             const COLUMNS: &[Column<'static>] = &[
                 ("TOPIC", "/topic"),
                 ("QOS", "/qos"),
@@ -449,7 +454,10 @@ async fn mqtt(c: &AdminClient, command: MqttCommand) -> anyhow::Result<Shown> {
         MqttCommand::RetainedDelete { topic } => {
             let url = c.url(&["mqtt", "retained", &topic], &[]);
             c.call(Method::DELETE, url, None).await?;
-            (Value::Null, done(format!("deleted the retained message of {topic}")))
+            (
+                Value::Null,
+                done(format!("deleted the retained message of {topic}")),
+            )
         }
     })
 }
@@ -485,7 +493,13 @@ async fn kafka(c: &AdminClient, command: KafkaCommand) -> anyhow::Result<Shown> 
                             .cloned()
                             .unwrap_or_default()
                             .iter()
-                            .map(|tp| format!("{}:{}", table::cell(&tp["topic"]), table::cell(&tp["partitions"])))
+                            .map(|tp| {
+                                format!(
+                                    "{}:{}",
+                                    table::cell(&tp["topic"]),
+                                    table::cell(&tp["partitions"])
+                                )
+                            })
                             .collect();
                         m["assigned"] = json!(assigned.join(" "));
                         m
@@ -549,7 +563,9 @@ async fn log(c: &AdminClient, command: LogCommand) -> anyhow::Result<Shown> {
         LogCommand::Show => (c.get(&["log"], &[]).await?, Box::new(log_table)),
         LogCommand::Level { level } => {
             let url = c.url(&["log", "level"], &[]);
-            let v = c.call(Method::PUT, url, Some(json!({ "level": level }))).await?;
+            let v = c
+                .call(Method::PUT, url, Some(json!({ "level": level })))
+                .await?;
             (v, Box::new(log_table))
         }
         LogCommand::Override {
@@ -559,7 +575,8 @@ async fn log(c: &AdminClient, command: LogCommand) -> anyhow::Result<Shown> {
             ttl,
         } => {
             let url = c.url(&["log", "overrides"], &[]);
-            let body = json!({"client_id": client_id, "topic": topic, "level": level, "ttl_secs": ttl});
+            let body =
+                json!({"client_id": client_id, "topic": topic, "level": level, "ttl_secs": ttl});
             let v = c.call(Method::POST, url, Some(body)).await?;
             (
                 v,

@@ -47,7 +47,11 @@ pub fn render(rows: &[Value], columns: &[Column<'_>]) -> String {
         padded.join("  ").trim_end().to_owned()
     };
     let mut out = vec![line(columns.iter().map(|(h, _)| *h).collect())];
-    out.extend(cells.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    out.extend(
+        cells
+            .iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
     out.join("\n")
 }
 

@@ -69,14 +69,6 @@ impl fmt::Debug for LogControl {
     }
 }
 
-/// Parses a level name as the admin API accepts it.
-pub fn parse_level(level: &str) -> Result<LevelFilter, String> {
-    level
-        .trim()
-        .parse::<LevelFilter>()
-        .map_err(|_| format!("`{level}` is not a level (off, error, warn, info, debug, trace)"))
-}
-
 impl LogControl {
     /// A control starting from `filter`, built from the directives `directives`.
     pub fn new(directives: String, filter: EnvFilter) -> Self {

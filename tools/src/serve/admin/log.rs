@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
-use crate::serve::log_filter::{Override, Selector, parse_level};
+use tracing::level_filters::LevelFilter;
+
+use crate::serve::log_filter::{Override, Selector};
 
 /// The log filter in effect.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,27 +39,112 @@ pub struct LogOverride {
     pub expires_in_secs: Option<u64>,
 }
 
+/// One level word or `target=level`, comma-separated, no spaces: what the runtime level
+/// takes (the `[log] level` key also takes `EnvFilter`'s span directives).
+const DIRECTIVES_PATTERN: &str = r"^(off|error|warn|info|debug|trace|[A-Za-z_][A-Za-z0-9_:]*=(off|error|warn|info|debug|trace))(,(off|error|warn|info|debug|trace|[A-Za-z_][A-Za-z0-9_:]*=(off|error|warn|info|debug|trace)))*$";
+
 /// Body of `PUT /api/v1/log/level`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetLevel {
-    /// Directives as `[log] level` takes them: `info`, `warn,strata_journal=debug`, ...
+    /// Directives: `info`, `warn,strata_journal=debug`, ...
+    #[schema(
+        pattern = r"^(off|error|warn|info|debug|trace|[A-Za-z_][A-Za-z0-9_:]*=(off|error|warn|info|debug|trace))(,(off|error|warn|info|debug|trace|[A-Za-z_][A-Za-z0-9_:]*=(off|error|warn|info|debug|trace)))*$"
+    )]
     pub level: String,
 }
 
-/// Body of `POST /api/v1/log/overrides`: exactly one of `client_id` and `topic`.
+/// A level word.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<Level> for LevelFilter {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::Error => LevelFilter::ERROR,
+            Level::Warn => LevelFilter::WARN,
+            Level::Info => LevelFilter::INFO,
+            Level::Debug => LevelFilter::DEBUG,
+            Level::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/log/overrides`: a `client_id` or a `topic`, and a level.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NewOverride {
+    /// The events of one client id.
+    Client(ClientOverride),
+    /// The events about one topic.
+    Topic(TopicOverride),
+}
+
+/// Log the events of one client id (MQTT or Kafka) up to `level`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewOverride {
+pub struct ClientOverride {
     /// Select the events of this client id.
-    pub client_id: Option<String>,
-    /// Select the events about this topic.
-    pub topic: Option<String>,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub level: String,
+    client_id: String,
+    /// Most verbose level logged for them.
+    level: Level,
     /// Lapse after this many seconds (default: never).
     #[schema(minimum = 1, maximum = 604800)]
-    pub ttl_secs: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
+    ttl_secs: Option<u64>,
+}
+
+/// Log the events about one topic (MQTT topic or Kafka topic) up to `level`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOverride {
+    /// Select the events about this topic.
+    topic: String,
+    /// Most verbose level logged for them.
+    level: Level,
+    /// Lapse after this many seconds (default: never).
+    #[schema(minimum = 1, maximum = 604800)]
+    #[serde(default, deserialize_with = "whole_number")]
+    ttl_secs: Option<u64>,
+}
+
+/// A JSON integer, which JSON Schema lets a client write as `30` or `30.0`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(v) = n.as_u64() {
+        return Ok(Some(v));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number of seconds"
+        ))),
+    }
+}
+
+/// Whether `s` matches [`DIRECTIVES_PATTERN`].
+fn runtime_directives(s: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    s.split(',').all(|d| match d.split_once('=') {
+        None => LEVELS.contains(&d),
+        Some((target, level)) => {
+            let mut chars = target.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && LEVELS.contains(&level)
+        }
+    })
 }
 
 fn view(o: &Override) -> LogOverride {
@@ -100,8 +187,11 @@ pub async fn set_level(
     State(s): State<AdminState>,
     ApiJson(body): ApiJson<SetLevel>,
 ) -> ApiResult<LogState> {
-    if body.level.trim().is_empty() {
-        return Err(ApiError::bad_request("level must not be empty"));
+    if !runtime_directives(&body.level) {
+        return Err(ApiError::bad_request(format!(
+            "level `{}` does not match {DIRECTIVES_PATTERN}",
+            body.level
+        )));
     }
     s.log
         .set_level(&body.level)
@@ -120,24 +210,18 @@ pub async fn add_override(
     State(s): State<AdminState>,
     ApiJson(body): ApiJson<NewOverride>,
 ) -> Result<(StatusCode, Json<LogOverride>), ApiError> {
-    let selector = match (body.client_id, body.topic) {
-        (Some(c), None) => Selector::ClientId(c),
-        (None, Some(t)) => Selector::Topic(t),
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of client_id and topic",
-            ));
-        }
+    let (selector, level, ttl) = match body {
+        NewOverride::Client(c) => (Selector::ClientId(c.client_id), c.level, c.ttl_secs),
+        NewOverride::Topic(t) => (Selector::Topic(t.topic), t.level, t.ttl_secs),
     };
-    let level = parse_level(&body.level).map_err(ApiError::bad_request)?;
-    let ttl = match body.ttl_secs {
+    let ttl = match ttl {
         Some(0) => return Err(ApiError::bad_request("ttl_secs must be at least 1")),
         Some(t) if t > 604_800 => {
             return Err(ApiError::bad_request("ttl_secs must be at most 604800"));
         }
         t => t.map(Duration::from_secs),
     };
-    let o = s.log.add_override(selector, level, ttl);
+    let o = s.log.add_override(selector, level.into(), ttl);
     tracing::info!(id = o.id, "log override added by the admin API");
     Ok((StatusCode::CREATED, Json(view(&o))))
 }
@@ -157,5 +241,29 @@ pub async fn remove_override(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no log override {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_directives_follow_the_documented_pattern() {
+        for ok in ["info", "warn,strata_journal=debug", "a::b=trace,off"] {
+            assert!(runtime_directives(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "inof",
+            "info, debug",
+            "=debug",
+            "1a=info",
+            "a=loud",
+            "info,",
+        ] {
+            assert!(!runtime_directives(bad), "{bad}");
+        }
     }
 }
