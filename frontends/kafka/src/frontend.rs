@@ -70,7 +70,6 @@ impl Frontend for KafkaFrontend {
         let bound = listener
             .local_addr()
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
-        ctx.ready();
         let kv = ctx
             .kv
             .space(SPACE)
@@ -88,6 +87,8 @@ impl Frontend for KafkaFrontend {
             advertised,
         });
         self.admin.attach(state.clone());
+        // Ready once the admin API can answer for this frontend too.
+        ctx.ready();
         if let Err(e) = ctx.registry.register(Box::new(GroupCollector::new(&state))) {
             tracing::debug!(error = %e, "kafka group metrics already registered");
         }
