@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use parking_lot::RwLock;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::{FsyncPolicy, JournalConfig, StorageClass, StreamConfig};
 use crate::error::{JournalError, Result};
@@ -208,6 +209,11 @@ impl Journal {
 
     fn open_partition(&self, config: &StreamConfig, p: u32) -> Result<Arc<dyn PartitionLog>> {
         let inner = &self.inner;
+        // Every event about this partition (recovery at open, offload, failed writes)
+        // carries its stream and partition. At warn level, so that the span exists
+        // whenever its warnings and errors are logged.
+        let span = tracing::warn_span!("partition", stream = %config.name, partition = p);
+        let _opening = span.enter();
         Ok(match config.class {
             StorageClass::Memory => {
                 Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
@@ -230,11 +236,12 @@ impl Journal {
                     inner.config.tail_cache_bytes,
                     inner.metrics.clone(),
                     remote,
+                    span.clone(),
                 )?);
                 if config.offloads() {
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) => {
-                            rt.spawn(log.clone().run_offload());
+                            rt.spawn(log.clone().run_offload().instrument(span.clone()));
                         }
                         Err(_) => tracing::warn!(
                             stream = config.name,

@@ -69,6 +69,8 @@ pub(crate) struct SegmentLog {
     class: ClassMetrics,
     /// Object storage, when sealed segments are offloaded.
     pub(super) remote: Option<Remote>,
+    /// Names the stream and partition in this partition's events.
+    span: tracing::Span,
 }
 
 impl SegmentLog {
@@ -80,6 +82,7 @@ impl SegmentLog {
         tail_cache_bytes: u64,
         metrics: JournalMetrics,
         remote: Option<Remote>,
+        span: tracing::Span,
     ) -> Result<SegmentLog> {
         if config.offloads() && remote.is_none() {
             return Err(JournalError::InvalidConfig(format!(
@@ -139,6 +142,7 @@ impl SegmentLog {
             config,
             metrics,
             remote,
+            span,
         };
         if log.config.acks_on_object() {
             // Staged appends beyond the last stored object were never acknowledged.
@@ -226,7 +230,7 @@ impl SegmentLog {
     fn rollback(&self, st: &mut State) {
         let active = st.active().clone();
         let durable = self.commit.durable();
-        tracing::error!(file = %active.path.display(), durable,
+        tracing::error!(parent: &self.span, file = %active.path.display(), durable,
             "fsync failed; rolling back appends that were not durable");
         let recovered = active
             .file
@@ -246,6 +250,7 @@ impl SegmentLog {
                 let end = segment.meta.read().end_offset;
                 if end != durable {
                     tracing::warn!(
+                        parent: &self.span,
                         end,
                         durable,
                         "rolled-back segment ends away from the durable offset"
@@ -256,7 +261,7 @@ impl SegmentLog {
                 st.next_offset = end;
             }
             Err(e) => {
-                tracing::error!(error = %e, "rollback failed; closing the partition");
+                tracing::error!(parent: &self.span, error = %e, "rollback failed; closing the partition");
                 st.closed = true;
             }
         }
@@ -453,7 +458,7 @@ impl PartitionLog for SegmentLog {
             if let Err(e) = active.file.write_all_at(&bytes, pos) {
                 // Cut off whatever part reached the file; later writes go to `pos` anyway.
                 if let Err(e2) = active.file.set_len(pos) {
-                    tracing::warn!(error = %e2, "could not truncate a failed write");
+                    tracing::warn!(parent: &self.span, error = %e2, "could not truncate a failed write");
                 }
                 self.class.append_errors.inc();
                 return Err(self.io(&active.path, e));
@@ -473,7 +478,7 @@ impl PartitionLog for SegmentLog {
             if self.staging() && st.active().meta.read().size >= self.config.segment.segment_bytes {
                 // A full object goes now rather than with the next append.
                 if let Err(e) = self.roll(&mut st) {
-                    tracing::warn!(error = %e, "could not seal a full staging segment");
+                    tracing::warn!(parent: &self.span, error = %e, "could not seal a full staging segment");
                 }
             }
             (appended, st.next_offset, self.commit.epoch())

@@ -736,7 +736,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let error = match stored {
             Ok(()) => None,
             Err(e) => {
-                tracing::error!(error = %e, "cannot store MQTT messages; not acknowledging them");
+                tracing::error!(stream = store::STREAM, partition = self.partition, error = %e, "cannot store MQTT messages; not acknowledging them");
                 self.broker
                     .metrics
                     .dropped
