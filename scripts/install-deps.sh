@@ -45,6 +45,12 @@ if ! python3 -c 'import confluent_kafka, kafka; assert confluent_kafka.version()
   python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.0" "kafka-python==3.0.12"
 fi
 
+# schemathesis runs against the admin API's OpenAPI document.
+if ! python3 -c 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null; then
+  echo "install-deps: installing schemathesis from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
+
 # kafkajs from npm for the Kafka tests, into ~/.cache/strata/tools/node.
 node_root="$HOME/.cache/strata/tools/node"
 if command -v npm >/dev/null 2>&1 && [ ! -f "$node_root/node_modules/kafkajs/package.json" ]; then

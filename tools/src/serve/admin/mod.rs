@@ -83,13 +83,51 @@ pub fn router(state: AdminState) -> Router {
         .route("/log/overrides", post(log::add_override))
         .route("/log/overrides/{id}", delete(log::remove_override))
         .route("/openapi.json", get(openapi::document));
+    let requests = request_counter(state.metrics.registry());
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .nest("/api/v1", api)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            count_request(requests.clone(), req, next)
+        }))
         .with_state(state)
+}
+
+/// `strata_admin_requests_total{method, route, status}`: every admin request, bad ones
+/// included (`route` is the matched pattern, `unmatched` for unknown paths).
+fn request_counter(registry: &prometheus::Registry) -> prometheus::IntCounterVec {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "strata_admin_requests_total",
+            "Admin API requests by method, route and HTTP status.",
+        ),
+        &["method", "route", "status"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+    if let Err(e) = registry.register(Box::new(counter.clone())) {
+        tracing::debug!(error = %e, "admin metric already registered");
+    }
+    counter
+}
+
+async fn count_request(
+    counter: prometheus::IntCounterVec,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    counter
+        .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+        .inc();
+    response
 }
 
 /// Serves `router` on `listener` until `stop` completes, then stops accepting and waits for
