@@ -66,6 +66,24 @@ class Api:
         return body
 
 
+def offloading_node(node_with, tmp_path):
+    """A node that uploads every sealed segment (4 KiB segments) to a filesystem object
+    store at once and drops its local copy; without the in-memory tail, readers read
+    uploaded segments back through the block cache."""
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    return node_with(f'''
+[journal]
+segment_bytes = 4096
+tail_cache_bytes = 0
+[journal.object_store]
+backend = "fs"
+root = "{objects}"
+[journal.offload]
+local_retention_ms = 0
+''')
+
+
 def assert_error(answer, status, code):
     """An error answer: the HTTP status and the JSON body's code (with a message)."""
     got, body = answer

@@ -7,7 +7,7 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
-from conftest import DEADLINE, Api, Client, admin_cli, assert_error, wait_until
+from conftest import DEADLINE, Api, Client, admin_cli, assert_error, offloading_node, wait_until
 
 
 def test_status_and_masked_config(node_with):
@@ -31,19 +31,7 @@ def test_status_and_masked_config(node_with):
 
 
 def test_streams_partitions_and_tiers(node_with, tmp_path):
-    objects = tmp_path / "objects"
-    objects.mkdir()
-    n = node_with(f'''
-[journal]
-segment_bytes = 4096
-# Readers then read uploaded segments back from object storage, not the in-memory tail.
-tail_cache_bytes = 0
-[journal.object_store]
-backend = "fs"
-root = "{objects}"
-[journal.offload]
-local_retention_ms = 0
-''')
+    n = offloading_node(node_with, tmp_path)
     api = Api(n)
     p = Producer({"bootstrap.servers": n.bootstrap, "linger.ms": 0, "batch.num.messages": 1})
     for i in range(200):

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import DEADLINE, ROOT, Client, wait_until
+from conftest import DEADLINE, ROOT, Client, offloading_node, wait_until
 
 DASHBOARD = os.path.join(ROOT, "docs", "grafana", "strata.json")
 
@@ -49,19 +49,7 @@ def exported_metrics(node):
 
 
 def test_every_dashboard_metric_exists(node_with, tmp_path):
-    objects = tmp_path / "objects"
-    objects.mkdir()
-    n = node_with(f'''
-[journal]
-segment_bytes = 4096
-# Readers then read uploaded segments back from object storage, not the in-memory tail.
-tail_cache_bytes = 0
-[journal.object_store]
-backend = "fs"
-root = "{objects}"
-[journal.offload]
-local_retention_ms = 0
-''')
+    n = offloading_node(node_with, tmp_path)
     # MQTT: deliveries at every QoS, a retained message, then a malformed packet.
     sub = Client(n.port, client_id="dash-sub")
     sub.subscribe("dash/#", 2)
