@@ -4,7 +4,8 @@ consumer groups with members, assignments, committed offsets and lag, the same l
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import DEADLINE, Api, admin_cli, assert_error, wait_until
+from admin_support import (  # noqa: F401 (fixtures)
+    DEADLINE, admin_cli, Api, assert_error, node, node_with, wait_until)
 
 PARTITIONS = 4
 PER_PARTITION = 50

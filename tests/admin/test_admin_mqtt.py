@@ -8,7 +8,8 @@ import uuid
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import DEADLINE, Api, Client, admin_cli, assert_error, wait_until
+from admin_support import (  # noqa: F401 (fixtures)
+    DEADLINE, admin_cli, Api, assert_error, Client, node, node_with, wait_until)
 
 
 def connect(node, client_id, v5=True, username=None, **kw):

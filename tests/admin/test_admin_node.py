@@ -7,7 +7,8 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
-from conftest import DEADLINE, Api, Client, admin_cli, assert_error, offloading_node, wait_until
+from admin_support import (  # noqa: F401 (fixtures)
+    DEADLINE, admin_cli, Api, assert_error, Client, node, node_with, offloading_node, wait_until)
 
 
 def test_status_and_masked_config(node_with):

@@ -12,7 +12,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import DEADLINE, ROOT, Client, offloading_node, wait_until
+from admin_support import (  # noqa: F401 (fixtures)
+    DEADLINE, ROOT, Client, node, node_with, offloading_node, wait_until)
 
 DASHBOARD = os.path.join(ROOT, "docs", "grafana", "strata.json")
 

@@ -10,7 +10,7 @@ import sys
 
 from confluent_kafka import Consumer, Producer
 
-from conftest import DEADLINE, Api, Client
+from admin_support import DEADLINE, Api, Client, node, node_with  # noqa: F401 (fixtures)
 
 
 def test_schemathesis_finds_nothing(node, tmp_path):

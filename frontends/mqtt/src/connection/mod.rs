@@ -49,6 +49,8 @@ enum End {
 
 struct Conn<S> {
     stream: S,
+    /// Deliveries not yet added to the shared latency histogram and byte counters.
+    delivery: Option<Box<delivery_stats::DeliveryStats>>,
     broker: Arc<Broker>,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -93,6 +95,7 @@ impl Accepted {
     }
 }
 
+mod delivery_stats;
 mod handlers;
 
 /// Where a connection comes from: the client's address and the transport.
@@ -323,6 +326,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         ended: None,
         partition: partition_for(&attached.session.client_id, broker.store.as_deref()),
         read_hint: READ_MIN,
+        delivery: None,
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -368,6 +372,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let end = conn.main_loop(&attached, shutdown).await;
     Box::pin(conn.linger()).await;
+    delivery_stats::flush(&mut conn.delivery, &conn.broker.metrics);
     let broker = conn.broker.clone();
     let session = conn.session.clone();
     let shared = broker.with_state(&session, |st| st.take_shared());
@@ -505,8 +510,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             (ready, more)
         });
         let mut sent = [0u64; 3];
-        let mut sent_bytes = [0u64; 3];
-        let mut latency = (!ready.is_empty()).then(|| self.broker.metrics.delivery.local());
         for (id, out) in ready {
             if !self.put_publish(&out, id, false, now) {
                 // Larger than the client accepts: discarded [MQTT-3.1.2-25].
@@ -522,27 +525,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             tracing::debug!(topic = %out.message.topic, qos = out.qos as u8, "publish sent");
             sent[out.qos as usize] += 1;
-            sent_bytes[out.qos as usize] += out.message.payload.len() as u64;
-            if let Some(l) = &mut latency {
-                l.observe(
-                    now.saturating_duration_since(out.message.received)
-                        .as_secs_f64(),
-                );
-            }
+            delivery_stats::record(
+                &mut self.delivery,
+                &self.broker.metrics,
+                out.qos as usize,
+                out.message.payload.len(),
+                now.saturating_duration_since(out.message.received),
+                now,
+            );
         }
-        if let Some(l) = latency {
-            l.flush();
-        }
-        let m = &self.broker.metrics;
-        for ((count, bytes), (n, b)) in m
-            .messages_out
-            .iter()
-            .zip(&m.payload_out)
-            .zip(sent.into_iter().zip(sent_bytes))
-        {
+        for (counter, n) in self.broker.metrics.messages_out.iter().zip(sent) {
             if n > 0 {
-                count.inc_by(n);
-                bytes.inc_by(b);
+                counter.inc_by(n);
             }
         }
         more
@@ -583,6 +577,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => std::future::pending().await,
                 }
             };
+            let stats_due = self.delivery.as_ref().map(|s| s.due());
+            let stats_window = async {
+                match stats_due {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             if self.rbuf.is_empty() && self.rbuf.capacity() > self.read_hint {
                 // Give back what a burst grew, so idle connections stay small.
                 self.rbuf = BytesMut::new();
@@ -616,6 +617,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
                 _ = self.session.wake.notified() => {}
+                _ = stats_window => delivery_stats::flush(&mut self.delivery, &self.broker.metrics),
                 _ = attached.kick.notified() => {
                     if attached.info.evicted.load(std::sync::atomic::Ordering::Acquire) {
                         // An operator closed the connection: it ends as an abnormal one

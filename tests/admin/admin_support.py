@@ -1,4 +1,4 @@
-"""Fixtures for the admin API tests: a real `strata serve` (tests/strata_node.py), real
+"""Helpers for the admin API tests: a real `strata serve` (tests/strata_node.py), real
 MQTT (paho-mqtt) and Kafka (confluent-kafka) clients, and a small HTTP client for the
 admin API that returns status and JSON body."""
 import json
