@@ -85,10 +85,11 @@ dynamic_filters = true
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_strata(tmp, port, binary):
+def start_strata(tmp, port, binary, admin_port=0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
-                "STRATA_MQTT__WS_ENABLED": "false", "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
+                "STRATA_MQTT__WS_ENABLED": "false", "STRATA_KAFKA__ENABLED": "false",
+                "STRATA_ADMIN__LISTEN": f"127.0.0.1:{admin_port}",
                 "STRATA_LOG__LEVEL": "warn"})
     return subprocess.Popen(["taskset", "-c", "0", binary, "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,12 +6,33 @@ messages. The load generator is `--after`'s `strata bench mqtt` for both, pinned
 brokers run on core 0 (see benches/mqtt.py).
 
     python3 benches/mqtt_ab.py --before /tmp/strata-before --after target/.../release/strata
+
+With `--after-log-override`, the after build runs with a log override at debug for a client
+id that is not in the load, to measure what an active override costs everyone else.
 """
 import argparse
+import json
 import statistics
 import sys
+import time
+import urllib.request
 
-from mqtt import bench, running, start_strata
+from mqtt import bench, free_port, running, start_strata
+
+
+def add_override(admin_port):
+    body = json.dumps({"client_id": "somebody-else", "level": "debug"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/api/v1/log/overrides", data=body,
+                                 method="POST", headers={"Content-Type": "application/json"})
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 201
+                return
+        except OSError:
+            assert time.time() < deadline, "admin API did not come up"
+            time.sleep(0.05)
 
 SCENARIOS = [
     ("p2p QoS 0", ["--scenario", "p2p", "--qos", "0", "--messages", "600000"]),
@@ -26,12 +47,16 @@ def main():
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--after-log-override", action="store_true")
     a = ap.parse_args()
     builds = [("before", a.before), ("after", a.after)]
     results = {}
     for run in range(a.runs):
         for name, binary in (builds if run % 2 else builds[::-1]):
-            with running(lambda t, p, b=binary: start_strata(t, p, b)) as (port, pid):
+            admin_port = free_port()
+            with running(lambda t, p, b=binary: start_strata(t, p, b, admin_port)) as (port, pid):
+                if name == "after" and a.after_log_override:
+                    add_override(admin_port)
                 for label, args in SCENARIOS:
                     r = bench(a.after, port, pid, *args)
                     results.setdefault((label, name), []).append(r)

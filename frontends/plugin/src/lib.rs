@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 pub mod admin;
 pub mod kv;
+pub mod log_select;
 
 use async_trait::async_trait;
 use strata_journal::Journal;

@@ -3,9 +3,10 @@
 //! or Kafka client id, or of one topic: an event passes an override when it, or a span it
 //! is in, carries the override's `client_id` or `topic` field value.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -17,6 +18,21 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::Visit;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
+
+use strata_frontend::log_select::LOG_SELECTORS;
+
+const LEVELS: [LevelFilter; 6] = [
+    LevelFilter::OFF,
+    LevelFilter::ERROR,
+    LevelFilter::WARN,
+    LevelFilter::INFO,
+    LevelFilter::DEBUG,
+    LevelFilter::TRACE,
+];
+
+fn level_index(level: LevelFilter) -> usize {
+    LEVELS.iter().position(|l| *l == level).unwrap_or(0)
+}
 
 /// Which events an override selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +72,8 @@ struct Inner {
     base: RwLock<(String, EnvFilter)>,
     overrides: RwLock<Vec<Override>>,
     /// The most verbose level of any override (`OFF` when there is none), read on every
-    /// event before anything else.
-    widest: RwLock<LevelFilter>,
+    /// event before anything else; a [`level_index`].
+    widest: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -72,14 +88,16 @@ impl fmt::Debug for LogControl {
 impl LogControl {
     /// A control starting from `filter`, built from the directives `directives`.
     pub fn new(directives: String, filter: EnvFilter) -> Self {
-        LogControl {
+        let control = LogControl {
             inner: Arc::new(Inner {
                 base: RwLock::new((directives, filter)),
                 overrides: RwLock::new(Vec::new()),
-                widest: RwLock::new(LevelFilter::OFF),
+                widest: AtomicUsize::new(level_index(LevelFilter::OFF)),
                 next_id: AtomicU64::new(1),
             }),
-        }
+        };
+        control.publish();
+        control
     }
 
     /// The base directives in effect.
@@ -92,6 +110,7 @@ impl LogControl {
         let filter = super::logging::parse_directives(directives).map_err(|e| e.to_string())?;
         *self.inner.base.write() = (directives.trim().to_owned(), filter);
         tracing_core::callsite::rebuild_interest_cache();
+        self.publish();
         Ok(())
     }
 
@@ -138,7 +157,8 @@ impl LogControl {
         }
     }
 
-    fn prune(&self) {
+    /// Drops the overrides whose time is up; the node calls it every second.
+    pub fn prune(&self) {
         let now = Instant::now();
         let expired = self.inner.overrides.read().iter().any(|o| !o.live(now));
         if expired {
@@ -157,8 +177,27 @@ impl LogControl {
             .map(|o| o.level)
             .max()
             .unwrap_or(LevelFilter::OFF);
-        *self.inner.widest.write() = widest;
+        self.inner
+            .widest
+            .store(level_index(widest), Ordering::Release);
         tracing_core::callsite::rebuild_interest_cache();
+        self.publish();
+    }
+
+    /// Tells the frontends' hot paths which clients and topics want per-message events.
+    fn publish(&self) {
+        let (mut clients, mut topics) = (BTreeSet::new(), BTreeSet::new());
+        for o in self.inner.overrides.read().iter() {
+            if o.level >= LevelFilter::DEBUG {
+                match &o.selector {
+                    Selector::ClientId(c) => clients.insert(c.clone()),
+                    Selector::Topic(t) => topics.insert(t.clone()),
+                };
+            }
+        }
+        let base = self.inner.base.read().1.max_level_hint();
+        let base_debug = base.is_none_or(|l| l >= LevelFilter::DEBUG);
+        LOG_SELECTORS.set(clients, topics, base_debug);
     }
 }
 
@@ -206,17 +245,17 @@ impl Keys {
 
 impl ControlFilter {
     fn widest(&self) -> LevelFilter {
-        *self.inner.widest.read()
+        LEVELS[self.inner.widest.load(Ordering::Acquire)]
     }
 
-    /// Whether some live override selecting `keys` lets `level` through.
+    /// Whether some override selecting `keys` lets `level` through. (Lapsed overrides are
+    /// removed by [`LogControl::prune`] within a second; the clock is not read per event.)
     fn overridden(&self, keys: &Keys, level: &tracing::Level) -> bool {
-        let now = Instant::now();
         self.inner
             .overrides
             .read()
             .iter()
-            .any(|o| o.live(now) && *level <= o.level && keys.selected_by(&o.selector))
+            .any(|o| *level <= o.level && keys.selected_by(&o.selector))
     }
 }
 
@@ -420,8 +459,11 @@ mod tests {
                 LevelFilter::DEBUG,
                 Some(Duration::ZERO),
             );
+            assert!(
+                control.overrides().is_empty(),
+                "listing prunes lapsed overrides"
+            );
             tracing::debug!(client_id = "c", "expired-debug");
-            assert!(control.overrides().is_empty());
         });
         assert!(!text.contains("expired-debug"), "{text}");
     }

@@ -67,6 +67,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         kafka: None,
         listeners: listeners.clone(),
     };
+    let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
     let started = start_frontends(&config, &journal, &kv, &mut admin, stopping).await;
     let served = match started {
         Ok(mut frontends) => {
@@ -82,6 +83,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     if let Some(task) = kv_sync {
         task.abort();
     }
+    lapse.abort();
     let closed = closed.and(kv.flush().context("cannot flush the key-value store"));
     match (served, closed) {
         (Ok(()), Ok(())) => {
@@ -315,6 +317,16 @@ fn server_result(exited: Result<std::io::Result<()>, JoinError>) -> anyhow::Resu
     match exited {
         Ok(served) => served.context("admin server failed"),
         Err(err) => Err(anyhow!("admin server task failed: {err}")),
+    }
+}
+
+/// Removes log overrides whose time is up, once a second.
+async fn lapse_log_overrides(log: LogControl) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        log.prune();
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use strata_frontend::log_select::LOG_SELECTORS;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Accepted, Conn, End};
@@ -124,7 +125,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Per message, so debug only: seen when an operator raises the level for this
         // client or this topic.
-        tracing::debug!(topic = %p.topic, qos = p.qos as u8, bytes = p.payload.len(), "publish received");
+        if self
+            .log_guard
+            .wanted(&LOG_SELECTORS, &self.session.client_id, &p.topic)
+        {
+            let (topic, qos, bytes) = (p.topic.as_str(), p.qos as u8, p.payload.len());
+            tracing::debug!(topic, qos, bytes, "publish received");
+        }
         let id = p.packet_id;
         if p.qos == QoS::ExactlyOnce
             && let Some(id) = id

@@ -10,6 +10,8 @@ use strata_frontend::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
+use strata_frontend::log_select::{LOG_SELECTORS, MessageLogGuard};
+
 use crate::broker::{Attached, Broker};
 use crate::codec::{
     self, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
@@ -51,6 +53,8 @@ struct Conn<S> {
     stream: S,
     /// Deliveries not yet added to the shared latency histogram and byte counters.
     delivery: Option<Box<delivery_stats::DeliveryStats>>,
+    /// Whether an operator asked for this client's per-message log events.
+    log_guard: MessageLogGuard,
     broker: Arc<Broker>,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -184,7 +188,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let client = attached.session.client_id.clone();
     // Every event of this connection carries its client id (a span entered with `enter()`
     // would be wrong across awaits; `instrument` re-enters it at each poll).
-    let span = tracing::info_span!("mqtt", client_id = %client);
+    let span = tracing::info_span!("mqtt", client_id = &*client);
     run(conn, attached, &mut shutdown).instrument(span).await;
     broker.metrics.connections.dec();
 }
@@ -327,6 +331,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         partition: partition_for(&attached.session.client_id, broker.store.as_deref()),
         read_hint: READ_MIN,
         delivery: None,
+        log_guard: MessageLogGuard::default(),
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -523,7 +528,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .inc();
                 continue;
             }
-            tracing::debug!(topic = %out.message.topic, qos = out.qos as u8, "publish sent");
+            if self
+                .log_guard
+                .wanted(&LOG_SELECTORS, &self.session.client_id, &out.message.topic)
+            {
+                let topic = out.message.topic.as_str();
+                tracing::debug!(topic, qos = out.qos as u8, "publish sent");
+            }
             sent[out.qos as usize] += 1;
             delivery_stats::record(
                 &mut self.delivery,
