@@ -166,7 +166,7 @@ pub struct ClientQuery {
     /// Only clients whose address (`ip:port`) starts with this.
     pub peer_prefix: Option<String>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = "^([0-9a-fA-F]{2})*$")]
+    #[param(pattern = "^(c([0-9a-fA-F]{2})*)?$")]
     pub cursor: Option<String>,
     /// Most items in the page (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -182,7 +182,7 @@ pub struct SessionQuery {
     /// Only connected (`true`) or only disconnected (`false`) sessions.
     pub connected: Option<bool>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = "^([0-9a-fA-F]{2})*$")]
+    #[param(pattern = "^(c([0-9a-fA-F]{2})*)?$")]
     pub cursor: Option<String>,
     /// Most items in the page (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -198,7 +198,7 @@ pub struct SubscriptionQuery {
     /// Only subscriptions whose filter matches this topic name.
     pub topic: Option<String>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = "^([0-9a-fA-F]{2})*$")]
+    #[param(pattern = "^(c([0-9a-fA-F]{2})*)?$")]
     pub cursor: Option<String>,
     /// Most items in the page (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -217,7 +217,7 @@ pub struct RetainedQuery {
     )]
     pub filter: Option<String>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = "^([0-9a-fA-F]{2})*$")]
+    #[param(pattern = "^(c([0-9a-fA-F]{2})*)?$")]
     pub cursor: Option<String>,
     /// Most items in the page (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -89,26 +89,31 @@ impl PageRequest {
     }
 }
 
-/// The pattern every cursor matches (hex digits in pairs), for API documents.
-pub const CURSOR_PATTERN: &str = "^([0-9a-fA-F]{2})*$";
+/// The pattern every cursor matches (`c` and hex digits in pairs; empty means none), for
+/// API documents.
+pub const CURSOR_PATTERN: &str = "^(c([0-9a-fA-F]{2})*)?$";
 
-/// Cursors are the hex of the last key: safe in a URL whatever the key holds. Any string
-/// of hex pairs is accepted back (bytes that are not UTF-8 are replaced), so a cursor
-/// only positions the page and never fails once it has the documented form.
+/// Cursors are `c` and the hex of the last key: safe in a URL whatever the key holds, and
+/// never empty (an empty cursor means the first page, so the empty key needs one too). Any
+/// string of that form is accepted back (bytes that are not UTF-8 are replaced), so a
+/// cursor only positions the page and never fails once it has the documented form.
 fn encode_cursor(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    std::iter::once("c".to_owned())
+        .chain(key.bytes().map(|b| format!("{b:02x}")))
+        .collect()
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, AdminError> {
-    let bad = || AdminError::BadRequest(format!("cursor `{cursor}` is not hex digits in pairs"));
-    if !cursor.len().is_multiple_of(2) {
+    let bad =
+        || AdminError::BadRequest(format!("cursor `{cursor}` does not match {CURSOR_PATTERN}"));
+    let hex = cursor.strip_prefix('c').ok_or_else(bad)?;
+    if !hex.len().is_multiple_of(2) {
         return Err(bad());
     }
-    let bytes = (0..cursor.len())
+    let bytes = (0..hex.len())
         .step_by(2)
         .map(|i| {
-            cursor
-                .get(i..i + 2)
+            hex.get(i..i + 2)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         })
         .collect::<Option<Vec<u8>>>()
@@ -160,7 +165,7 @@ mod tests {
             let r = PageRequest { cursor, limit };
             assert!(matches!(r.page(keyed(1)), Err(AdminError::BadRequest(_))));
         }
-        for cursor in ["x", "zz", "fff"] {
+        for cursor in ["x", "zz", "cfff", "ff"] {
             let r = PageRequest {
                 cursor: Some(cursor.into()),
                 limit: None,
@@ -178,6 +183,25 @@ mod tests {
             assert_eq!(decode_cursor(&encode_cursor(key)).as_deref(), Ok(key));
         }
         // Hex pairs that are not UTF-8 still position a page.
-        assert_eq!(decode_cursor("ff41").as_deref(), Ok("\u{fffd}A"));
+        assert_eq!(decode_cursor("cff41").as_deref(), Ok("\u{fffd}A"));
+    }
+
+    #[test]
+    fn the_empty_key_has_a_cursor_of_its_own() {
+        let request = PageRequest {
+            cursor: None,
+            limit: Some(1),
+        };
+        let page = request
+            .page(vec![(String::new(), 0), ("a".to_owned(), 1)])
+            .expect("valid page");
+        let next = page.next_cursor.expect("a second page");
+        let second = PageRequest {
+            cursor: Some(next),
+            limit: Some(1),
+        }
+        .page(vec![(String::new(), 0), ("a".to_owned(), 1)])
+        .expect("valid page");
+        assert_eq!(second.items, vec![1]);
     }
 }
