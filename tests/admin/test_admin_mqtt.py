@@ -135,6 +135,40 @@ def test_disconnect_sends_administrative_action(node):
         assert sock.recv(3) == b"\xe0\x01\x98", "DISCONNECT 0x98 administrative action"
 
 
+def test_disconnect_reaches_a_subscriber_that_stopped_reading(node):
+    """A client that stops reading blocks the broker's writes to it; the operator's
+    disconnect must still end its connection."""
+    api = Api(node)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DEADLINE)
+    sock.connect(("127.0.0.1", node.port))
+    cid = b"stalled"
+    body = b"\x00\x04MQTT\x05\x02\x00\x00\x00" + len(cid).to_bytes(2, "big") + cid
+    sock.sendall(bytes([0x10, len(body)]) + body)
+    assert sock.recv(2)[0] == 0x20
+    sock.recv(64)
+    topic = b"flood/#"
+    sub = b"\x00\x01\x00" + len(topic).to_bytes(2, "big") + topic + b"\x00"
+    sock.sendall(bytes([0x82, len(sub)]) + sub)
+    assert sock.recv(5)[0] == 0x90, "SUBACK"
+    pub = connect(node, "flooder")
+    try:
+        payload = b"x" * 65536
+        # Far more than the socket buffers hold: the broker's writes to `stalled` block.
+        for _ in range(400):
+            pub.publish("flood/x", payload, 0)
+        pub.publish("flood/x", b"last", 1)
+        status, _ = api.post("mqtt", "clients", "stalled", "disconnect")
+        assert status == 204
+        wait_until("the stalled connection to end",
+                   lambda: api.get("mqtt", "clients", peer_prefix="")[1]["total"] == 1)
+        assert [c["client_id"] for c in api.ok("mqtt", "clients")["items"]] == ["flooder"]
+    finally:
+        pub.close()
+        sock.close()
+
+
 def test_discarded_sessions_are_gone_for_good(node):
     api = Api(node)
     keeper = connect(node, "keeper", v5=False, clean=False)
@@ -152,14 +186,21 @@ def test_discarded_sessions_are_gone_for_good(node):
     assert not flags.session_present, "a discarded session must not come back"
     back.close()
 
-    # A connected client's session: the connection is closed, then the session ends.
-    live = connect(node, "live", expiry=600)
+    # A connected client's session ends at once: its connection is closed and its will
+    # dropped with it.
+    watcher = connect(node, "will-watcher")
+    watcher.subscribe("wills/#", 1)
+    will_props = Properties(PacketTypes.WILLMESSAGE)
+    live = connect(node, "live", expiry=600, will=("wills/live", b"gone", 1, False, will_props))
     live.subscribe("l/#", 1)
     status, _ = api.delete("mqtt", "sessions", "live")
     assert status == 204
+    assert_error(api.get("mqtt", "sessions", "live"), 404, "not_found")
+    assert api.ok("mqtt", "subscriptions", client_id="live")["total"] == 0
     live.disconnects.get(timeout=DEADLINE)
-    wait_until("the session to end", lambda: api.get("mqtt", "sessions", "live")[0] == 404)
     live.c.loop_stop()
+    watcher.expect_none()
+    watcher.close()
     assert_error(api.delete("mqtt", "sessions", "live"), 404, "not_found")
 
 

@@ -90,7 +90,8 @@ pub struct OffsetView {
     pub metadata: Option<String>,
     /// The partition's end offset (none when the topic or partition no longer exists).
     pub end_offset: Option<i64>,
-    /// `end_offset - committed_offset` (0 when the commit is at or past the end).
+    /// `end_offset - committed_offset` (0 when the commit is at or past the end; none when
+    /// the commit is negative or the partition is gone).
     pub lag: Option<u64>,
 }
 
@@ -129,7 +130,10 @@ impl KafkaAdmin {
 fn group_detail(k: &Kafka, group_id: &str) -> GroupDetail {
     let snapshot: GroupSnapshot = k.groups.snapshot(group_id);
     let offsets = offsets(k, group_id);
-    let lag = offsets.iter().filter_map(|o| o.lag).sum();
+    let lag = offsets
+        .iter()
+        .filter_map(|o| o.lag)
+        .fold(0u64, u64::saturating_add);
     let decodes = snapshot.protocol_type == "consumer";
     let members = snapshot
         .members
@@ -178,7 +182,10 @@ fn offsets(k: &Kafka, group_id: &str) -> Vec<OffsetView> {
                 committed_offset: c.offset,
                 metadata: c.metadata,
                 end_offset: end,
-                lag: end.map(|e| e.saturating_sub(c.offset).max(0) as u64),
+                // A negative commit (-1: "no offset") has no lag to speak of.
+                lag: end
+                    .filter(|_| c.offset >= 0)
+                    .map(|e| e.saturating_sub(c.offset).max(0) as u64),
             });
         }
     }

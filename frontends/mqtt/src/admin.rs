@@ -305,27 +305,13 @@ impl MqttAdmin {
         Ok(())
     }
 
-    /// Discards a session: its connection is closed and its subscriptions, queue and
-    /// stored state are deleted.
+    /// Discards a session at once: it leaves the routing table, its connection (if any)
+    /// is closed without its will, its pending will is dropped, and its subscriptions,
+    /// queue and stored state are deleted from memory and the store before this returns.
+    /// A client connecting with that id afterwards starts a new session.
     pub fn discard_session(&self, client_id: &str) -> Result<(), AdminError> {
         let broker = self.broker()?;
-        let session = broker.find_session(client_id)?;
-        let connected = {
-            let mut st = session.state.lock();
-            // With expiry 0 the session ends when its connection does.
-            st.expiry_secs = 0;
-            match &st.connection {
-                Some(link) => {
-                    evict(&link.info, &link.kick);
-                    true
-                }
-                None => false,
-            }
-        };
-        if !connected {
-            broker.end_session(client_id);
-            let _ = broker.sync_durable();
-        }
+        broker.discard(client_id)?;
         tracing::info!(client_id, "session discarded by the admin API");
         Ok(())
     }
@@ -496,11 +482,13 @@ impl Broker {
             .collect()
     }
 
+    /// Removes the retained message of `topic`: from the store first, under the same lock
+    /// a publish stores one with, so a concurrent publish is neither lost nor undone, and
+    /// a failed store write leaves the message in place.
     fn remove_retained(&self, topic: &str) -> Result<(), AdminError> {
-        {
-            let mut retained = self.retained.write();
-            retained.remove(topic).ok_or_else(|| no_retained(topic))?;
-            self.metrics.retained.set(retained.len() as i64);
+        let mut retained = self.retained.write();
+        if !retained.contains_key(topic) {
+            return Err(no_retained(topic));
         }
         if let Some(p) = &self.persist {
             p.delete_retained(topic).map_err(|e| {
@@ -508,6 +496,48 @@ impl Broker {
                 AdminError::Unavailable(format!("retained message not deleted from the store: {e}"))
             })?;
         }
+        retained.remove(topic);
+        self.metrics.retained.set(retained.len() as i64);
         Ok(())
+    }
+
+    /// See [`MqttAdmin::discard_session`].
+    fn discard(&self, client_id: &str) -> Result<(), AdminError> {
+        let session = {
+            let mut sessions = self.sessions.lock();
+            let session = sessions.remove(client_id).ok_or_else(|| {
+                AdminError::NotFound(format!("no session for client `{client_id}`"))
+            })?;
+            self.metrics.sessions.set(sessions.len() as i64);
+            session
+        };
+        // Detached first: the connection, once it notices, finds itself no longer attached
+        // and leaves the session alone (no will, no store write).
+        let link = {
+            let mut st = session.state.lock();
+            st.expiry_secs = 0;
+            st.disconnected_at = Some(Instant::now());
+            st.connection.take()
+        };
+        if let Some(link) = link {
+            evict(&link.info, &link.kick);
+        }
+        self.drop_subscriptions(&session);
+        self.with_state(&session, |st| {
+            st.forget_stored();
+            st.durable = None;
+            st.clear();
+        });
+        if self.wills.lock().remove(client_id).is_some() {
+            self.push_op(strata_frontend::kv::KvOp::Delete(crate::persist::will_key(
+                client_id,
+            )));
+        }
+        self.push_op(crate::persist::Persist::delete_session(client_id));
+        self.sync_durable().map_err(|e| {
+            AdminError::Unavailable(format!(
+                "session discarded, but its deletion is not yet in the store: {e}"
+            ))
+        })
     }
 }

@@ -68,7 +68,7 @@ pub struct Broker {
     shared: RwLock<SubscriptionTree<Arc<str>, SharedGroup>>,
     pub(crate) retained: RwLock<BTreeMap<String, Arc<Message>>>,
     /// Pending wills by client id: when each is due, and the message.
-    wills: Mutex<HashMap<Arc<str>, PendingWill>>,
+    pub(crate) wills: Mutex<HashMap<Arc<str>, PendingWill>>,
     generation: AtomicU64,
     /// When the broker started.
     pub started: Instant,
@@ -126,7 +126,7 @@ impl Broker {
     }
 
     /// Adds a store write that belongs to no session's state (wills, delayed publishes).
-    fn push_op(&self, op: KvOp) {
+    pub(crate) fn push_op(&self, op: KvOp) {
         if self.persist.is_some() {
             let mut pending = self.pending.lock();
             pending.1 += 1;
@@ -198,15 +198,21 @@ impl Broker {
         if self.written.load(Ordering::Acquire) >= target {
             return Ok(());
         }
-        let (ops, made) = {
+        let (mut ops, made) = {
             let _between_groups = self.gate.write();
             let mut pending = self.pending.lock();
             (std::mem::take(&mut pending.0), pending.1)
         };
-        persist.write(ops).inspect_err(|e| {
+        if let Err(e) = persist.write(&ops) {
             self.metrics.errors.with_label_values(&["kv_write"]).inc();
             tracing::error!(error = %e, "durable session state not written");
-        })?;
+            // Back in front of what came since, so the next sync writes them in order
+            // (and `written` does not move past writes that never reached the store).
+            let mut pending = self.pending.lock();
+            ops.append(&mut pending.0);
+            pending.0 = ops;
+            return Err(e);
+        }
         self.written.store(made, Ordering::Release);
         Ok(())
     }
@@ -221,7 +227,7 @@ impl Broker {
         let mut messages = StoredMessages::new(self.store.clone(), now);
         for (client_id, record) in persist.sessions()? {
             if record.expired() {
-                persist.write(vec![Persist::delete_session(&client_id)])?;
+                persist.write(&[Persist::delete_session(&client_id)])?;
                 continue;
             }
             let session = Arc::new(Session::new(Arc::from(client_id.as_str())));
@@ -345,7 +351,7 @@ impl Broker {
         }
         drop(st);
         if !gone.is_empty() {
-            persist.write(gone)?;
+            persist.write(&gone)?;
         }
         Ok(())
     }
@@ -501,7 +507,7 @@ impl Broker {
         self.push_op(Persist::delete_session(client_id));
     }
 
-    fn drop_subscriptions(&self, session: &Session) {
+    pub(crate) fn drop_subscriptions(&self, session: &Session) {
         let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
         for f in filters {
             self.remove_subscription(&session.client_id, &f);
@@ -861,6 +867,9 @@ impl Broker {
     /// appending it to the journal when it must be kept, so that deliveries to durable
     /// sessions can refer to it like to any client's message.
     pub async fn publish_stored(&self, mut message: Arc<Message>) -> usize {
+        // Wills and delayed publishes were received long before they are released:
+        // delivery latency counts from now.
+        Arc::make_mut(&mut message).received = Instant::now();
         if let Some(stream) = &self.store
             && (message.qos != QoS::AtMostOnce || message.retain)
         {

@@ -140,8 +140,9 @@ impl MqttMetrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "strata_mqtt_delivery_seconds",
-                        "Time from a message's arrival to its PUBLISH being written to a \
-                         subscriber's connection.",
+                        "Time from a message's arrival (a will's or delayed publish's \
+                         release) to its PUBLISH being written to a subscriber's connection; \
+                         deliveries with the retain flag are not counted.",
                     )
                     // 10 µs to about 84 s.
                     .buckets(exponential_buckets(0.000_01, 4.0, 12).unwrap_or_default()),

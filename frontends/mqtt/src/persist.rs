@@ -118,7 +118,7 @@ impl Persist {
     }
 
     /// Applies `ops` atomically.
-    pub fn write(&self, ops: Vec<KvOp>) -> Result<(), KvError> {
+    pub fn write(&self, ops: &[KvOp]) -> Result<(), KvError> {
         self.space.write(ops)
     }
 

@@ -130,11 +130,14 @@ impl KvSpace {
     }
 
     /// Applies `ops` atomically: after a crash either all of them are there or none.
-    pub fn write(&self, ops: impl IntoIterator<Item = KvOp>) -> Result<(), KvError> {
+    pub fn write<O: std::borrow::Borrow<KvOp>>(
+        &self,
+        ops: impl IntoIterator<Item = O>,
+    ) -> Result<(), KvError> {
         let cf = self.handle()?;
         let mut batch = WriteBatch::default();
         for op in ops {
-            match op {
+            match op.borrow() {
                 KvOp::Put(k, v) => batch.put_cf(&cf, k, v),
                 KvOp::Delete(k) => batch.delete_cf(&cf, k),
             }

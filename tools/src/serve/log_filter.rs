@@ -75,6 +75,9 @@ struct Inner {
     /// event before anything else; a [`level_index`].
     widest: AtomicUsize,
     next_id: AtomicU64,
+    /// Held across each change and the recomputation after it, so that concurrent changes
+    /// (an API call and the once-a-second prune) publish in the order they made them.
+    changes: parking_lot::Mutex<()>,
 }
 
 impl fmt::Debug for LogControl {
@@ -94,6 +97,7 @@ impl LogControl {
                 overrides: RwLock::new(Vec::new()),
                 widest: AtomicUsize::new(level_index(LevelFilter::OFF)),
                 next_id: AtomicU64::new(1),
+                changes: parking_lot::Mutex::new(()),
             }),
         };
         control.publish();
@@ -108,6 +112,7 @@ impl LogControl {
     /// Replaces the base directives (`info`, `warn,strata_journal=debug`, ...).
     pub fn set_level(&self, directives: &str) -> Result<(), String> {
         let filter = super::logging::parse_directives(directives).map_err(|e| e.to_string())?;
+        let _change = self.inner.changes.lock();
         *self.inner.base.write() = (directives.trim().to_owned(), filter);
         tracing_core::callsite::rebuild_interest_cache();
         self.publish();
@@ -133,6 +138,7 @@ impl LogControl {
             level,
             expires_at: ttl.map(|t| Instant::now() + t),
         };
+        let _change = self.inner.changes.lock();
         self.inner.overrides.write().push(o.clone());
         self.refresh();
         o
@@ -140,6 +146,7 @@ impl LogControl {
 
     /// Removes override `id`; false when there is none.
     pub fn remove_override(&self, id: u64) -> bool {
+        let _change = self.inner.changes.lock();
         let removed = {
             let mut all = self.inner.overrides.write();
             let before = all.len();
@@ -162,6 +169,7 @@ impl LogControl {
         let now = Instant::now();
         let expired = self.inner.overrides.read().iter().any(|o| !o.live(now));
         if expired {
+            let _change = self.inner.changes.lock();
             self.inner.overrides.write().retain(|o| o.live(now));
             self.refresh();
         }

@@ -47,18 +47,21 @@ impl DeliveryStats {
     }
 }
 
-/// Records one delivery of `bytes` payload bytes at `qos`, `latency` after its arrival;
-/// flushes the window when it is full or old.
+/// Records one delivery of `bytes` payload bytes at `qos`, `latency` after its arrival
+/// (none: not a live delivery, its latency is not observed); flushes the window when it
+/// is full or old.
 pub(super) fn record(
     stats: &mut Option<Box<DeliveryStats>>,
     metrics: &MqttMetrics,
     qos: usize,
     bytes: usize,
-    latency: Duration,
+    latency: Option<Duration>,
     now: Instant,
 ) {
     let s = stats.get_or_insert_with(|| Box::new(DeliveryStats::new(metrics, now)));
-    s.latency.observe(latency.as_secs_f64());
+    if let Some(latency) = latency {
+        s.latency.observe(latency.as_secs_f64());
+    }
     s.payload[qos] += bytes as u64;
     s.pending += 1;
     if s.pending >= MAX_PENDING || now >= s.due() {
@@ -83,21 +86,49 @@ mod tests {
         let mut stats = None;
         let t0 = Instant::now();
         for _ in 0..MAX_PENDING - 1 {
-            record(&mut stats, &metrics, 1, 10, Duration::from_micros(5), t0);
+            record(
+                &mut stats,
+                &metrics,
+                1,
+                10,
+                Some(Duration::from_micros(5)),
+                t0,
+            );
         }
         assert_eq!(metrics.delivery.get_sample_count(), 0, "window still open");
-        record(&mut stats, &metrics, 1, 10, Duration::from_micros(5), t0);
+        record(
+            &mut stats,
+            &metrics,
+            1,
+            10,
+            Some(Duration::from_micros(5)),
+            t0,
+        );
         assert_eq!(metrics.delivery.get_sample_count(), u64::from(MAX_PENDING));
         assert_eq!(metrics.payload_out[1].get(), u64::from(MAX_PENDING) * 10);
         assert!(stats.is_none());
 
-        record(&mut stats, &metrics, 0, 3, Duration::ZERO, t0);
-        record(&mut stats, &metrics, 2, 4, Duration::ZERO, t0 + WINDOW);
+        record(&mut stats, &metrics, 0, 3, Some(Duration::ZERO), t0);
+        record(
+            &mut stats,
+            &metrics,
+            2,
+            4,
+            Some(Duration::ZERO),
+            t0 + WINDOW,
+        );
         assert_eq!(
             metrics.delivery.get_sample_count(),
             u64::from(MAX_PENDING) + 2
         );
-        record(&mut stats, &metrics, 2, 4, Duration::ZERO, t0 + WINDOW);
+        record(
+            &mut stats,
+            &metrics,
+            2,
+            4,
+            Some(Duration::ZERO),
+            t0 + WINDOW,
+        );
         flush(&mut stats, &metrics);
         assert_eq!(metrics.payload_out[2].get(), 8);
         assert_eq!(

@@ -24,6 +24,8 @@ use crate::topic::validate_name;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for its last writes and for the client to close.
+const LINGER: Duration = Duration::from_secs(1);
 /// Bytes reserved before a socket read while a connection is quiet, and the most reserved
 /// once reads keep filling the buffer. Buffers start empty and grow only as far as the
 /// traffic needs, so idle connections stay small.
@@ -425,7 +427,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// makes the kernel send a reset, which can destroy that DISCONNECT before the client
     /// reads it.
     async fn linger(&mut self) {
-        let _ = self.flush().await;
+        // Bounded: a client that stopped reading must not hold its connection open.
+        let _ = tokio::time::timeout(LINGER, self.flush()).await;
         let _ = self.stream.shutdown().await;
         // Read into the heap, not a local array: a local lives in every connection's
         // future, idle or not.
@@ -437,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
     /// Resends in-flight messages after a session resumes [MQTT-4.4.0-1].
@@ -536,12 +539,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 tracing::debug!(topic, qos = out.qos as u8, "publish sent");
             }
             sent[out.qos as usize] += 1;
+            // Deliveries with the retain flag are mostly retained messages sent on
+            // subscribe, whose age is not a delivery latency: their bytes count, their
+            // latency does not.
+            let latency =
+                (!out.retain).then(|| now.saturating_duration_since(out.message.received));
             delivery_stats::record(
                 &mut self.delivery,
                 &self.broker.metrics,
                 out.qos as usize,
                 out.message.payload.len(),
-                now.saturating_duration_since(out.message.received),
+                latency,
                 now,
             );
         }
@@ -579,7 +587,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return end;
         }
         loop {
-            if !self.pump_and_flush().await {
+            // A client that stops reading blocks the flush; a takeover or an operator's
+            // kick must still end the connection then (without a DISCONNECT: the stream
+            // may be cut mid-packet).
+            let pumped = tokio::select! {
+                biased;
+                pumped = self.pump_and_flush() => pumped,
+                _ = attached.kick.notified() => {
+                    let evicted = attached.info.evicted.load(std::sync::atomic::Ordering::Acquire);
+                    if evicted {
+                        self.broker.metrics.errors.with_label_values(&["administrative_action"]).inc();
+                    }
+                    return if evicted { End::Abnormal } else { End::Replaced };
+                }
+            };
+            if !pumped {
                 return End::Abnormal;
             }
             let keep_alive = async {
@@ -632,14 +654,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ = attached.kick.notified() => {
                     if attached.info.evicted.load(std::sync::atomic::Ordering::Acquire) {
                         // An operator closed the connection: it ends as an abnormal one
-                        // would, so its will is published.
+                        // would, so its will is published (unless the session was
+                        // discarded, which detached it first).
                         self.broker.metrics.errors.with_label_values(&["administrative_action"]).inc();
                         self.disconnect_with(ReasonCode::ADMINISTRATIVE_ACTION);
-                        let _ = self.flush().await;
+                        let _ = tokio::time::timeout(LINGER, self.flush()).await;
                         return End::Abnormal;
                     }
                     self.disconnect_with(ReasonCode::SESSION_TAKEN_OVER);
-                    let _ = self.flush().await;
+                    let _ = tokio::time::timeout(LINGER, self.flush()).await;
                     return End::Replaced;
                 }
                 _ = keep_alive => {

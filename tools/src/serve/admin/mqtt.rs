@@ -88,14 +88,15 @@ pub async fn session(
     Ok(Json(mqtt(&s)?.session(&client_id)?))
 }
 
-/// Discards a session: closes its connection, deletes its subscriptions, queue and stored
-/// state.
+/// Discards a session before answering: it leaves routing, its connection is closed
+/// without its will, a pending will is dropped, and its subscriptions, queue and stored
+/// state are deleted.
 #[utoipa::path(delete, path = "/api/v1/mqtt/sessions/{client_id}", tag = "mqtt",
     params(("client_id" = String, Path, description = "Client identifier")),
     responses(
         (status = 204, description = "The session is discarded"),
         (status = 404, description = "No such session", body = ErrorBody),
-        (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
+        (status = 503, description = "MQTT is still starting, or the store write failed", body = ErrorBody)))]
 pub async fn discard_session(
     State(s): State<AdminState>,
     ApiPath(client_id): ApiPath<String>,
