@@ -104,8 +104,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         mut p: Publish,
     ) -> Result<Option<Accepted>, ReasonCode> {
         let metrics = &self.broker.metrics;
-        metrics.messages_in[p.qos as usize].inc();
-        metrics.payload_in[p.qos as usize].inc_by(p.payload.len() as u64);
+        self.inbound.0[p.qos as usize] += 1;
+        self.inbound.1[p.qos as usize] += p.payload.len() as u64;
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
                 return Err(ReasonCode::TOPIC_ALIAS_INVALID);

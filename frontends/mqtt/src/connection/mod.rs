@@ -57,6 +57,9 @@ struct Conn<S> {
     delivery: Option<Box<delivery_stats::DeliveryStats>>,
     /// Whether an operator asked for this client's per-message log events.
     log_guard: MessageLogGuard,
+    /// PUBLISH packets and payload bytes received in the current read, by QoS: added to
+    /// the shared counters once per read rather than once per message.
+    inbound: ([u32; 3], [u64; 3]),
     broker: Arc<Broker>,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -334,6 +337,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         read_hint: READ_MIN,
         delivery: None,
         log_guard: MessageLogGuard::default(),
+        inbound: ([0; 3], [0; 3]),
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -693,13 +697,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Consecutive publishes that must be kept are stored in one journal append, then
     /// routed and acknowledged; any other packet first completes those before it.
     async fn drain_packets(&mut self) -> Option<End> {
+        let end = self.drain_read().await;
+        let (counts, bytes) = std::mem::take(&mut self.inbound);
+        let m = &self.broker.metrics;
+        let total: u32 = counts.iter().sum();
+        if total > 0 {
+            m.packets_in[3].inc_by(u64::from(total));
+            for q in 0..3 {
+                if counts[q] > 0 {
+                    m.messages_in[q].inc_by(u64::from(counts[q]));
+                    m.payload_in[q].inc_by(bytes[q]);
+                }
+            }
+        }
+        end
+    }
+
+    /// [`Conn::drain_packets`] without the counter flush.
+    async fn drain_read(&mut self) -> Option<End> {
         let mut pending: Vec<Accepted> = Vec::new();
         let end = loop {
             let max = self.broker.config.max_packet_size as usize;
             let packet = match codec::decode(&mut self.rbuf, Some(self.version), max) {
                 Ok(None) => break None,
                 Ok(Some(p)) => {
-                    self.broker.metrics.packets_in[usize::from(p.type_id())].inc();
+                    // PUBLISH packets are counted by `accept_publish`, per read.
+                    if !matches!(p, Packet::Publish(_)) {
+                        self.broker.metrics.packets_in[usize::from(p.type_id())].inc();
+                    }
                     p
                 }
                 Err(e) => {
