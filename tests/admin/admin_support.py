@@ -18,8 +18,9 @@ from mqtt_client import Client  # noqa: E402,F401
 class Api:
     """The admin API of one node: `get("mqtt", "clients", limit=5)` -> (status, body)."""
 
-    def __init__(self, node):
+    def __init__(self, node, token=None):
         self.base = f"http://127.0.0.1:{node.admin_port}"
+        self.token = token
 
     def url(self, *segments, **query):
         path = "/".join(urllib.parse.quote(str(s), safe="") for s in segments)
@@ -29,6 +30,8 @@ class Api:
     def request(self, method, url, body=None, content_type="application/json"):
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(url, data=data, method=method)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
@@ -101,9 +104,12 @@ def wait_until(what, done, deadline=DEADLINE):
         time.sleep(0.05)
 
 
-def admin_cli(node, *args):
+def admin_cli(node, *args, token=None):
     """Runs `strata admin <args>` against the node; (exit code, stdout, stderr)."""
-    env = dict(os.environ, STRATA_ADMIN_URL=f"http://127.0.0.1:{node.admin_port}")
+    env = {k: v for k, v in os.environ.items() if k != "STRATA_ADMIN_TOKEN"}
+    env["STRATA_ADMIN_URL"] = f"http://127.0.0.1:{node.admin_port}"
+    if token:
+        env["STRATA_ADMIN_TOKEN"] = token
     p = subprocess.run([strata_bin(), "admin", *args], env=env, capture_output=True,
                        text=True, timeout=DEADLINE)
     return p.returncode, p.stdout, p.stderr

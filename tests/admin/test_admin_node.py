@@ -4,6 +4,7 @@ offloading node with a filesystem object store), JSON errors, and the log level 
 runtime for one client id or one topic with real MQTT and Kafka clients."""
 import json
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer
 
@@ -29,6 +30,25 @@ def test_status_and_masked_config(node_with):
     assert code == 0 and "kafka" in out and str(n.admin_port) in out, err
     code, out, err = admin_cli(n, "config")
     assert code == 0 and json.loads(out)["node"]["data_dir"] == str(n.data_dir), err
+
+
+def test_token_guards_the_api_but_not_health_or_metrics(node_with):
+    token = "s3cret-admin-token-0123"
+    n = node_with(f'[admin]\ntoken = "{token}"\n')
+    anonymous, wrong, right = Api(n), Api(n, token="not-the-token-at-all"), Api(n, token)
+    for api in (anonymous, wrong):
+        assert_error(api.get("node"), 401, "unauthorized")
+        assert_error(api.delete("mqtt", "sessions", "x"), 401, "unauthorized")
+    assert right.ok("node")["frontends"] == ["mqtt", "kafka"]
+    assert right.ok("node", "config")["admin"]["token"] == "***"
+    for path in ("/health", "/metrics"):
+        with urllib.request.urlopen(anonymous.base + path, timeout=DEADLINE) as r:
+            assert r.status == 200
+    code, out, err = admin_cli(n, "status")
+    assert code == 1 and "unauthorized" in err
+    code, out, err = admin_cli(n, "status", token=token)
+    assert code == 0 and "kafka" in out, err
+    assert n.metrics()['strata_admin_requests_total{method="GET",route="/api/v1/node",status="401"}'] == 3
 
 
 def test_streams_partitions_and_tiers(node_with, tmp_path):

@@ -14,13 +14,21 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// A client of the node whose admin API is at `base` (`http://host:9180`).
-    pub fn new(base: &str) -> anyhow::Result<Self> {
+    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let base = Url::parse(base).with_context(|| format!("`{base}` is not a URL"))?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("`{base}` is not an http:// URL");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the admin token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(AdminClient { base, http })

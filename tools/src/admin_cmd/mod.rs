@@ -28,6 +28,14 @@ pub struct AdminArgs {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The node's `[admin] token`, if it has one.
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -195,7 +203,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = AdminClient::new(&args.url)?;
+    let client = AdminClient::new(&args.url, args.token.as_deref())?;
     let json = args.json;
     let text = runtime.block_on(execute(&client, args.command, json))?;
     if !text.is_empty() {

@@ -94,12 +94,16 @@ pub enum LogFormat {
 pub struct AdminSettings {
     /// Address to bind; port 0 picks a free port (the bound address is printed on stdout).
     pub listen: SocketAddr,
+    /// When set, every `/api/v1/...` request must carry `Authorization: Bearer <token>`
+    /// (`/health` and `/metrics` stay open).
+    pub token: Option<String>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9180)),
+            token: None,
         }
     }
 }
@@ -135,6 +139,12 @@ impl NodeConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
         }
         Ok(())
     }
@@ -212,6 +222,13 @@ mod tests {
     fn unknown_log_format_names_the_key() {
         let err = from_toml("[log]\nformat = \"xml\"\n").expect_err("unknown format");
         assert_eq!(err.key(), Some("log.format"));
+    }
+
+    #[test]
+    fn short_admin_token_is_rejected() {
+        let err = from_toml("[admin]\ntoken = \"short\"\n").expect_err("too short");
+        assert_eq!(err.key(), Some("admin.token"));
+        assert!(from_toml("[admin]\ntoken = \"0123456789abcdef\"\n").is_ok());
     }
 
     #[test]

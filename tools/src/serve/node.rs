@@ -66,6 +66,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         mqtt: None,
         kafka: None,
         listeners: listeners.clone(),
+        token: config.admin.token.as_deref().map(Arc::from),
     };
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
     let started = start_frontends(&config, &journal, &kv, &mut admin, stopping).await;
@@ -364,7 +365,7 @@ fn mask_secrets(value: &mut serde_json::Value) {
                             *password = serde_json::Value::from("***");
                         }
                     }
-                } else if key.contains("secret") || key.contains("password") {
+                } else if key.contains("secret") || key.contains("password") || key == "token" {
                     *v = serde_json::Value::from("***");
                 } else {
                     mask_secrets(v);

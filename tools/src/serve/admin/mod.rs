@@ -46,6 +46,8 @@ pub struct AdminState {
     pub kafka: Option<KafkaAdmin>,
     /// Every listener the node bound (name, address), the admin one included.
     pub listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+    /// The bearer token `/api/v1/...` requires, if any.
+    pub token: Option<Arc<str>>,
 }
 
 /// Builds the admin routes.
@@ -82,7 +84,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/log/level", put(log::set_level))
         .route("/log/overrides", post(log::add_override))
         .route("/log/overrides/{id}", delete(log::remove_override))
-        .route("/openapi.json", get(openapi::document));
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ));
     let requests = request_counter(state.metrics.registry());
     Router::new()
         .route("/health", get(health))
@@ -94,6 +100,42 @@ pub fn router(state: AdminState) -> Router {
             count_request(requests.clone(), req, next)
         }))
         .with_state(state)
+}
+
+/// Refuses `/api/v1/...` requests without the configured bearer token (401, JSON error).
+async fn require_token(
+    State(token): State<Option<Arc<str>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this node's admin API needs `Authorization: Bearer <token>` ([admin] token)".into(),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how much
+/// of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `strata_admin_requests_total{method, route, status}`: every admin request, bad ones

@@ -12,7 +12,9 @@ use utoipa::OpenApi;
         title = "Strata admin API",
         description = "Node status and configuration, streams and partitions, MQTT clients, \
             sessions, subscriptions and retained messages, Kafka consumer groups, and the log \
-            level. Errors are JSON objects with a `code` and a `message`."
+            level. Errors are JSON objects with a `code` and a `message`. When the node sets \
+            `[admin] token`, every `/api/v1` request needs `Authorization: Bearer <token>` \
+            and gets 401 `unauthorized` without it."
     ),
     paths(
         super::health,
