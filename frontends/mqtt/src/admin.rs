@@ -503,14 +503,9 @@ impl Broker {
 
     /// See [`MqttAdmin::discard_session`].
     fn discard(&self, client_id: &str) -> Result<(), AdminError> {
-        let session = {
-            let mut sessions = self.sessions.lock();
-            let session = sessions.remove(client_id).ok_or_else(|| {
-                AdminError::NotFound(format!("no session for client `{client_id}`"))
-            })?;
-            self.metrics.sessions.set(sessions.len() as i64);
-            session
-        };
+        let session = self
+            .remove_session(client_id)
+            .ok_or_else(|| AdminError::NotFound(format!("no session for client `{client_id}`")))?;
         // Detached first: the connection, once it notices, finds itself no longer attached
         // and leaves the session alone (no will, no store write).
         let link = {
@@ -522,18 +517,14 @@ impl Broker {
         if let Some(link) = link {
             evict(&link.info, &link.kick);
         }
-        self.drop_subscriptions(&session);
-        self.with_state(&session, |st| {
-            st.forget_stored();
-            st.durable = None;
-            st.clear();
-        });
+        self.forget_session(&session);
+        // Its queued and in-flight messages go too.
+        self.with_state(&session, |st| st.clear());
         if self.wills.lock().remove(client_id).is_some() {
             self.push_op(strata_frontend::kv::KvOp::Delete(crate::persist::will_key(
                 client_id,
             )));
         }
-        self.push_op(crate::persist::Persist::delete_session(client_id));
         self.sync_durable().map_err(|e| {
             AdminError::Unavailable(format!(
                 "session discarded, but its deletion is not yet in the store: {e}"

@@ -490,24 +490,33 @@ impl Broker {
         let _ = self.sync_durable();
     }
 
-    pub(crate) fn end_session(&self, client_id: &str) {
-        let removed = {
-            let mut sessions = self.sessions.lock();
-            let removed = sessions.remove(client_id);
-            self.metrics.sessions.set(sessions.len() as i64);
-            removed
-        };
-        if let Some(s) = removed {
-            self.drop_subscriptions(&s);
-            self.with_state(&s, |st| {
-                st.forget_stored();
-                st.durable = None;
-            });
+    fn end_session(&self, client_id: &str) {
+        match self.remove_session(client_id) {
+            Some(s) => self.forget_session(&s),
+            None => self.push_op(Persist::delete_session(client_id)),
         }
-        self.push_op(Persist::delete_session(client_id));
     }
 
-    pub(crate) fn drop_subscriptions(&self, session: &Session) {
+    /// Takes the session of `client_id` out of the routing table.
+    pub(crate) fn remove_session(&self, client_id: &str) -> Option<Arc<Session>> {
+        let mut sessions = self.sessions.lock();
+        let removed = sessions.remove(client_id);
+        self.metrics.sessions.set(sessions.len() as i64);
+        removed
+    }
+
+    /// Drops a removed session's subscriptions and stored state (its store writes are
+    /// queued; `sync_durable` makes them durable).
+    pub(crate) fn forget_session(&self, session: &Session) {
+        self.drop_subscriptions(session);
+        self.with_state(session, |st| {
+            st.forget_stored();
+            st.durable = None;
+        });
+        self.push_op(Persist::delete_session(&session.client_id));
+    }
+
+    fn drop_subscriptions(&self, session: &Session) {
         let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
         for f in filters {
             self.remove_subscription(&session.client_id, &f);

@@ -104,8 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         mut p: Publish,
     ) -> Result<Option<Accepted>, ReasonCode> {
         let metrics = &self.broker.metrics;
-        self.inbound.0[p.qos as usize] += 1;
-        self.inbound.1[p.qos as usize] += p.payload.len() as u64;
+        self.inbound.record(p.qos as usize, p.payload.len());
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
                 return Err(ReasonCode::TOPIC_ALIAS_INVALID);

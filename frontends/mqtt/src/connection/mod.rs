@@ -54,12 +54,11 @@ enum End {
 struct Conn<S> {
     stream: S,
     /// Deliveries not yet added to the shared latency histogram and byte counters.
-    delivery: Option<Box<delivery_stats::DeliveryStats>>,
+    delivery: Option<Box<traffic_stats::DeliveryStats>>,
     /// Whether an operator asked for this client's per-message log events.
     log_guard: MessageLogGuard,
-    /// PUBLISH packets and payload bytes received in the current read, by QoS: added to
-    /// the shared counters once per read rather than once per message.
-    inbound: ([u32; 3], [u64; 3]),
+    /// PUBLISH packets received in the current read, added to the shared counters per read.
+    inbound: traffic_stats::Inbound,
     broker: Arc<Broker>,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -104,8 +103,8 @@ impl Accepted {
     }
 }
 
-mod delivery_stats;
 mod handlers;
+mod traffic_stats;
 
 /// Where a connection comes from: the client's address and the transport.
 #[derive(Debug, Clone, Copy)]
@@ -337,7 +336,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         read_hint: READ_MIN,
         delivery: None,
         log_guard: MessageLogGuard::default(),
-        inbound: ([0; 3], [0; 3]),
+        inbound: traffic_stats::Inbound::default(),
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -383,7 +382,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let end = conn.main_loop(&attached, shutdown).await;
     Box::pin(conn.linger()).await;
-    delivery_stats::flush(&mut conn.delivery, &conn.broker.metrics);
+    traffic_stats::flush(&mut conn.delivery, &conn.broker.metrics);
     let broker = conn.broker.clone();
     let session = conn.session.clone();
     let shared = broker.with_state(&session, |st| st.take_shared());
@@ -548,7 +547,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // latency does not.
             let latency =
                 (!out.retain).then(|| now.saturating_duration_since(out.message.received));
-            delivery_stats::record(
+            traffic_stats::record(
                 &mut self.delivery,
                 &self.broker.metrics,
                 out.qos as usize,
@@ -598,11 +597,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 biased;
                 pumped = self.pump_and_flush() => pumped,
                 _ = attached.kick.notified() => {
-                    let evicted = attached.info.evicted.load(std::sync::atomic::Ordering::Acquire);
-                    if evicted {
-                        self.broker.metrics.errors.with_label_values(&["administrative_action"]).inc();
-                    }
-                    return if evicted { End::Abnormal } else { End::Replaced };
+                    return if self.evicted(attached) { End::Abnormal } else { End::Replaced };
                 }
             };
             if !pumped {
@@ -654,20 +649,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
                 _ = self.session.wake.notified() => {}
-                _ = stats_window => delivery_stats::flush(&mut self.delivery, &self.broker.metrics),
+                _ = stats_window => traffic_stats::flush(&mut self.delivery, &self.broker.metrics),
                 _ = attached.kick.notified() => {
-                    if attached.info.evicted.load(std::sync::atomic::Ordering::Acquire) {
-                        // An operator closed the connection: it ends as an abnormal one
-                        // would, so its will is published (unless the session was
-                        // discarded, which detached it first).
-                        self.broker.metrics.errors.with_label_values(&["administrative_action"]).inc();
-                        self.disconnect_with(ReasonCode::ADMINISTRATIVE_ACTION);
-                        let _ = tokio::time::timeout(LINGER, self.flush()).await;
-                        return End::Abnormal;
-                    }
-                    self.disconnect_with(ReasonCode::SESSION_TAKEN_OVER);
+                    // An operator's kick ends the connection as an abnormal end would, so
+                    // its will is published (unless the session was discarded, which
+                    // detached it first); a takeover ends it without the will.
+                    let (reason, end) = match self.evicted(attached) {
+                        true => (ReasonCode::ADMINISTRATIVE_ACTION, End::Abnormal),
+                        false => (ReasonCode::SESSION_TAKEN_OVER, End::Replaced),
+                    };
+                    self.disconnect_with(reason);
                     let _ = tokio::time::timeout(LINGER, self.flush()).await;
-                    return End::Replaced;
+                    return end;
                 }
                 _ = keep_alive => {
                     self.broker.metrics.errors.with_label_values(&["keep_alive_timeout"]).inc();
@@ -684,6 +677,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// After a kick: whether an operator closed the connection (counted) rather than
+    /// another connection taking the session over.
+    fn evicted(&self, attached: &Attached) -> bool {
+        let evicted = attached
+            .info
+            .evicted
+            .load(std::sync::atomic::Ordering::Acquire);
+        if evicted {
+            self.broker
+                .metrics
+                .errors
+                .with_label_values(&["administrative_action"])
+                .inc();
+        }
+        evicted
+    }
+
     fn disconnect_with(&mut self, reason: ReasonCode) {
         if self.version.is_v5() {
             self.put(&Packet::Disconnect(Disconnect {
@@ -698,18 +708,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// routed and acknowledged; any other packet first completes those before it.
     async fn drain_packets(&mut self) -> Option<End> {
         let end = self.drain_read().await;
-        let (counts, bytes) = std::mem::take(&mut self.inbound);
-        let m = &self.broker.metrics;
-        let total: u32 = counts.iter().sum();
-        if total > 0 {
-            m.packets_in[3].inc_by(u64::from(total));
-            for q in 0..3 {
-                if counts[q] > 0 {
-                    m.messages_in[q].inc_by(u64::from(counts[q]));
-                    m.payload_in[q].inc_by(bytes[q]);
-                }
-            }
-        }
+        self.inbound.flush(&self.broker.metrics);
         end
     }
 

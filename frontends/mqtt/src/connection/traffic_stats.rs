@@ -1,6 +1,8 @@
-//! Delivery latency and payload bytes sent, gathered per connection and added to the shared
-//! metrics once per window: the shared histogram and counters cost several atomic writes
-//! per update, more than a small pump's deliveries themselves.
+//! A connection's traffic counters, gathered locally and added to the shared metrics in
+//! bulk: the shared histogram and counters cost atomic writes on cache lines every
+//! connection shares, more than a message's own handling on the hot paths. Inbound
+//! PUBLISH counts go in once per socket read; delivery latency and payload bytes sent once
+//! per window.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,37 @@ pub(super) fn flush(stats: &mut Option<Box<DeliveryStats>>, metrics: &MqttMetric
     }
 }
 
+/// PUBLISH packets and their payload bytes received during one socket read, by QoS.
+#[derive(Debug, Default)]
+pub(super) struct Inbound {
+    packets: [u32; 3],
+    bytes: [u64; 3],
+}
+
+impl Inbound {
+    /// Counts one PUBLISH.
+    pub(super) fn record(&mut self, qos: usize, bytes: usize) {
+        self.packets[qos] += 1;
+        self.bytes[qos] += bytes as u64;
+    }
+
+    /// Adds what was counted to the shared metrics and starts again.
+    pub(super) fn flush(&mut self, metrics: &MqttMetrics) {
+        let Inbound { packets, bytes } = std::mem::take(self);
+        let total: u32 = packets.iter().sum();
+        if total == 0 {
+            return;
+        }
+        metrics.packets_in[3].inc_by(u64::from(total));
+        for q in 0..3 {
+            if packets[q] > 0 {
+                metrics.messages_in[q].inc_by(u64::from(packets[q]));
+                metrics.payload_in[q].inc_by(bytes[q]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,55 +118,71 @@ mod tests {
         let metrics = MqttMetrics::new(&prometheus::Registry::new());
         let mut stats = None;
         let t0 = Instant::now();
-        for _ in 0..MAX_PENDING - 1 {
+        let deliver = |stats: &mut _, qos, bytes, at| {
             record(
-                &mut stats,
+                stats,
                 &metrics,
-                1,
-                10,
+                qos,
+                bytes,
                 Some(Duration::from_micros(5)),
-                t0,
+                at,
             );
+        };
+        for _ in 0..MAX_PENDING - 1 {
+            deliver(&mut stats, 1, 10, t0);
         }
         assert_eq!(metrics.delivery.get_sample_count(), 0, "window still open");
-        record(
-            &mut stats,
-            &metrics,
-            1,
-            10,
-            Some(Duration::from_micros(5)),
-            t0,
-        );
+        deliver(&mut stats, 1, 10, t0);
         assert_eq!(metrics.delivery.get_sample_count(), u64::from(MAX_PENDING));
         assert_eq!(metrics.payload_out[1].get(), u64::from(MAX_PENDING) * 10);
         assert!(stats.is_none());
 
-        record(&mut stats, &metrics, 0, 3, Some(Duration::ZERO), t0);
-        record(
-            &mut stats,
-            &metrics,
-            2,
-            4,
-            Some(Duration::ZERO),
-            t0 + WINDOW,
-        );
+        deliver(&mut stats, 0, 3, t0);
+        deliver(&mut stats, 2, 4, t0 + WINDOW);
         assert_eq!(
             metrics.delivery.get_sample_count(),
             u64::from(MAX_PENDING) + 2
         );
-        record(
-            &mut stats,
-            &metrics,
-            2,
-            4,
-            Some(Duration::ZERO),
-            t0 + WINDOW,
-        );
+        deliver(&mut stats, 2, 4, t0 + WINDOW);
         flush(&mut stats, &metrics);
         assert_eq!(metrics.payload_out[2].get(), 8);
         assert_eq!(
             metrics.delivery.get_sample_count(),
             u64::from(MAX_PENDING) + 3
+        );
+        // A delivery without a latency counts its bytes only.
+        record(&mut stats, &metrics, 0, 5, None, t0);
+        flush(&mut stats, &metrics);
+        assert_eq!(metrics.payload_out[0].get(), 8);
+        assert_eq!(
+            metrics.delivery.get_sample_count(),
+            u64::from(MAX_PENDING) + 3
+        );
+    }
+
+    #[test]
+    fn inbound_counts_reach_the_shared_counters_once_flushed() {
+        let metrics = MqttMetrics::new(&prometheus::Registry::new());
+        let mut inbound = Inbound::default();
+        inbound.record(1, 10);
+        inbound.record(1, 5);
+        inbound.record(2, 7);
+        assert_eq!(metrics.messages_in[1].get(), 0);
+        inbound.flush(&metrics);
+        assert_eq!(metrics.packets_in[3].get(), 3);
+        assert_eq!(
+            (metrics.messages_in[1].get(), metrics.payload_in[1].get()),
+            (2, 15)
+        );
+        assert_eq!(
+            (metrics.messages_in[2].get(), metrics.payload_in[2].get()),
+            (1, 7)
+        );
+        inbound.flush(&metrics);
+        assert_eq!(
+            metrics.packets_in[3].get(),
+            3,
+            "a flush starts again from zero"
         );
     }
 }
