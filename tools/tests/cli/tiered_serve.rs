@@ -81,16 +81,21 @@ local_retention_ms = 0
         drop(publisher.await.unwrap());
     });
 
-    // The sealed segments reach object storage.
+    // The sealed segments reach object storage and (local retention 0) their local copies
+    // go: inspect below must find segments held only remotely.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let metrics = http_get(admin, "/metrics").body;
-        let uploads = metrics
-            .lines()
-            .find(|l| l.starts_with("strata_tier_uploads_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if uploads >= 3.0 {
+        let counter = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let uploads = counter("strata_tier_uploads_total");
+        let dropped = counter("strata_tier_local_segments_deleted_total");
+        if uploads >= 3.0 && dropped >= 1.0 {
             assert!(
                 metrics.contains("strata_tier_upload_backlog_bytes"),
                 "{metrics}"
