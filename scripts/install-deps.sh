@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages that building and testing Strata need, and nothing else.
 # Idempotent: when every package is already installed it changes nothing and needs no root.
+# With `--build`, only what building needs (libclang-dev): scripts/serve.sh uses that.
 #
 #   libclang-dev       bindgen, which generates RocksDB's bindings (strata-journal)
 #   fio                raw-disk baselines that journal benchmarks are compared against
@@ -11,6 +12,11 @@
 set -euo pipefail
 
 packages=(libclang-dev fio mosquitto-clients kcat)
+build_only=false
+if [ "${1:-}" = "--build" ]; then
+  build_only=true
+  packages=(libclang-dev)
+fi
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian/Ubuntu); make sure these are installed: ${packages[*]}" >&2
@@ -24,6 +30,27 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  else
+    sudo "$@"
+  fi
+}
+
+install_missing() {
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+}
+
+if [ "$build_only" = true ]; then
+  install_missing
+  exit 0
+fi
 
 # A real S3-compatible server for the object storage tests (strata-tiered), built once per
 # machine into ~/.cache/strata/tools (a few minutes; 0.15 and later need a newer rustc).
@@ -62,18 +89,4 @@ fi
 # Apache Kafka 4.4 (the Java clients for the tests, the broker and tools for benchmarks).
 "$(dirname "$0")/install-kafka.sh" >/dev/null
 
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
-fi
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  else
-    sudo "$@"
-  fi
-}
-
-echo "install-deps: installing ${missing[*]}" >&2
-as_root apt-get update
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+install_missing

@@ -95,6 +95,9 @@ struct Inner {
     metrics: JournalMetrics,
     tier: Option<BlockCache>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Streams found on disk that could not be opened, with the reason: reported, not
+    /// served, and never created anew over what is there.
+    failed: RwLock<BTreeMap<String, String>>,
     #[cfg(feature = "rocksdb")]
     rocks: Mutex<Option<Arc<RocksStore>>>,
     /// Serializes stream creation and deletion.
@@ -131,6 +134,7 @@ impl Journal {
                 metrics,
                 tier,
                 streams: RwLock::new(BTreeMap::new()),
+                failed: RwLock::new(BTreeMap::new()),
                 #[cfg(feature = "rocksdb")]
                 rocks: Mutex::new(None),
                 ddl: tokio::sync::Mutex::new(()),
@@ -150,16 +154,34 @@ impl Journal {
                 let _ = fs.remove_dir_all(&path);
             }
         }
-        for config in list_definitions(fs, &journal.inner.dir)? {
-            let stream = journal.open_stream(config)?;
-            journal
-                .inner
-                .streams
-                .write()
-                .insert(stream.name().to_string(), stream);
+        // One stream that cannot open (a damaged definition, no file descriptors left, an
+        // unreadable directory) must not keep the node from serving the others: it is
+        // logged, counted and listed by `failed_streams`, and its files are left as they
+        // are for an operator to look at.
+        for found in scan_definitions(fs, &journal.inner.dir)? {
+            let opened = found.config.and_then(|config| journal.open_stream(config));
+            match opened {
+                Ok(stream) => {
+                    journal
+                        .inner
+                        .streams
+                        .write()
+                        .insert(stream.name().to_string(), stream);
+                }
+                Err(e) => {
+                    tracing::error!(stream = found.name, error = %e, "stream cannot be opened; serving the others");
+                    journal
+                        .inner
+                        .failed
+                        .write()
+                        .insert(found.name, e.to_string());
+                }
+            }
         }
         let m = &journal.inner.metrics;
         m.streams.set(journal.inner.streams.read().len() as i64);
+        m.streams_failed
+            .set(journal.inner.failed.read().len() as i64);
         m.open_seconds.observe(started.elapsed().as_secs_f64());
         Ok(journal)
     }
@@ -294,11 +316,20 @@ impl Journal {
         Ok(stream)
     }
 
+    /// Streams found on disk at open that could not be opened, with the reason.
+    pub fn failed_streams(&self) -> Vec<(String, String)> {
+        let failed = self.inner.failed.read();
+        failed.iter().map(|(n, e)| (n.clone(), e.clone())).collect()
+    }
+
     /// Creates a stream; its definition is durable when this returns.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<Arc<Stream>> {
         config.validate()?;
         let _ddl = self.inner.ddl.lock().await;
-        if self.inner.streams.read().contains_key(&config.name) {
+        // A stream that failed to open still has its files: never created over them.
+        if self.inner.streams.read().contains_key(&config.name)
+            || self.inner.failed.read().contains_key(&config.name)
+        {
             return Err(JournalError::StreamExists(config.name));
         }
         let dir = self.stream_dir(&config.name);
@@ -497,8 +528,27 @@ pub(crate) fn no_rocksdb() -> JournalError {
 }
 
 /// The definitions of every stream in the journal at `dir`, by name. Directories starting
-/// with a dot (deleted streams) and directories without a definition are skipped.
+/// with a dot (deleted streams) and directories without a definition are skipped; the
+/// first definition that cannot be read is an error.
 pub fn list_definitions(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<StreamConfig>> {
+    scan_definitions(fs, dir)?
+        .into_iter()
+        .map(|found| found.config)
+        .collect()
+}
+
+/// A stream directory found in the journal and what reading its definition gave.
+#[derive(Debug)]
+pub struct FoundDefinition {
+    /// The directory's name (the stream's name when the definition is sound).
+    pub name: String,
+    /// The definition, or why it could not be read.
+    pub config: Result<StreamConfig>,
+}
+
+/// Every stream directory of the journal at `dir` with its definition or the error reading
+/// it, by name. Only a journal directory that cannot be listed is an error.
+pub fn scan_definitions(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<FoundDefinition>> {
     let streams = dir.join(STREAMS_DIR);
     let mut out = Vec::new();
     for path in fs
@@ -506,14 +556,17 @@ pub fn list_definitions(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<StreamCon
         .map_err(|e| JournalError::io(&streams, e))?
     {
         let def = path.join(STREAM_FILE);
-        if path
+        let name = path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            || !fs.exists(&def)
-        {
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') || !fs.exists(&def) {
             continue;
         }
-        out.push(read_definition(fs, &def)?);
+        out.push(FoundDefinition {
+            name,
+            config: read_definition(fs, &def),
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

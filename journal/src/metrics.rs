@@ -41,6 +41,8 @@ pub struct JournalMetrics {
     pub open_seconds: Histogram,
     /// Streams defined.
     pub streams: IntGauge,
+    /// Streams found on disk at open that could not be opened (not served).
+    pub streams_failed: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
@@ -176,6 +178,11 @@ impl JournalMetrics {
                 0.001,
             ),
             streams: gauge(r, "strata_journal_streams", "Streams defined."),
+            streams_failed: gauge(
+                r,
+                "strata_journal_streams_failed",
+                "Streams found at open that could not be opened and are not served.",
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Kafka frontend settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Run the Kafka frontend on this node.
@@ -33,6 +33,39 @@ pub struct KafkaConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// SASL/PLAIN users (`name = "password"`); when not empty, clients must authenticate.
     pub sasl_plain_users: BTreeMap<String, String>,
+    /// Largest request accepted before a client has authenticated (Kafka's
+    /// `sasl.server.max.receive.size`), when SASL is on.
+    pub max_request_bytes_unauthenticated: u32,
+    /// A connection that sends nothing for this long is closed (Kafka's
+    /// `connections.max.idle.ms`); also the bound on receiving one request.
+    pub connections_max_idle_ms: u64,
+    /// How long writing a response may stay blocked (a client that stopped reading)
+    /// before the connection is closed.
+    pub write_timeout_ms: u64,
+    /// Bytes of records in one Fetch response, whatever the request's `max_bytes` (Kafka's
+    /// `fetch.max.bytes`); a partition's share is bounded by it too.
+    pub max_fetch_bytes: u32,
+    /// Longest a Fetch may wait for data, whatever its `max_wait_ms`.
+    pub max_fetch_wait_ms: u64,
+    /// Journal streams (topics, the MQTT stream included) beyond which no topic is created.
+    pub max_topics: usize,
+    /// Journal partitions over all streams beyond which no topic or partition is created.
+    pub max_partitions: u64,
+    /// Topics one request may create (CreateTopics, or Metadata and Produce creating them
+    /// automatically); the rest are refused.
+    pub max_topics_created_per_request: usize,
+    /// Open connections to the Kafka listener.
+    pub max_connections: usize,
+    /// Open connections from one IP address (0: no bound but `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address (0: no bound).
+    pub max_connection_rate_per_ip: f64,
+    /// New connections one IP address may open in a burst above that rate (default: the
+    /// rate itself).
+    pub connection_burst_per_ip: f64,
+    /// Principals (SASL user names; `ANONYMOUS` without SASL) allowed to read streams a
+    /// frontend keeps for itself, such as `mqtt.messages`. Nobody by default.
+    pub internal_stream_readers: Vec<String>,
 }
 
 impl Default for KafkaConfig {
@@ -48,6 +81,35 @@ impl Default for KafkaConfig {
             max_message_bytes: 1024 * 1024 + 12,
             group_initial_rebalance_delay_ms: 1000,
             sasl_plain_users: BTreeMap::new(),
+            max_request_bytes_unauthenticated: 512 * 1024,
+            connections_max_idle_ms: 600_000,
+            write_timeout_ms: 30_000,
+            max_fetch_bytes: 55 * 1024 * 1024,
+            max_fetch_wait_ms: 30_000,
+            max_topics: 10_000,
+            max_partitions: 50_000,
+            max_topics_created_per_request: 100,
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_connection_rate_per_ip: 0.0,
+            connection_burst_per_ip: 0.0,
+            internal_stream_readers: Vec::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The admission limits of the Kafka listener.
+    pub fn connection_limits(&self) -> strata_frontend::admission::ConnectionLimits {
+        strata_frontend::admission::ConnectionLimits {
+            max_sockets: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            rate_per_ip: self.max_connection_rate_per_ip,
+            burst_per_ip: if self.connection_burst_per_ip > 0.0 {
+                self.connection_burst_per_ip
+            } else {
+                self.max_connection_rate_per_ip
+            },
         }
     }
 }

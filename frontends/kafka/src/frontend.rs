@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use strata_frontend::admission::ConnectionGate;
+use strata_frontend::owned::OwnedStreams;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Journal;
 
@@ -50,6 +52,8 @@ pub struct Kafka {
     pub producers: Producers,
     /// Host and port clients are told to use.
     pub advertised: (String, i32),
+    /// Streams other frontends own.
+    pub owned: OwnedStreams,
 }
 
 /// The node id this broker announces (a single node for now).
@@ -85,6 +89,7 @@ impl Frontend for KafkaFrontend {
             config: self.config,
             journal: ctx.journal.clone(),
             advertised,
+            owned: ctx.owned.clone(),
         });
         self.admin.attach(state.clone());
         // Ready once the admin API can answer for this frontend too.
@@ -94,12 +99,25 @@ impl Frontend for KafkaFrontend {
         }
         let sweeper = tokio::spawn(Coordinator::sweep(state.clone(), shutdown.clone()));
         let mut connections = tokio::task::JoinSet::new();
+        // Decided at accept, before a byte is read.
+        let gate = ConnectionGate::new(state.config.connection_limits());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let admitted = match gate.admit(Some(peer.ip()), Instant::now()) {
+                        Ok(a) => a,
+                        Err(refusal) => {
+                            state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection::serve(stream, state.clone(), shutdown.clone()));
+                    let (state, shutdown) = (state.clone(), shutdown.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, state, shutdown).await;
+                        drop(admitted);
+                    });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = shutdown.wait() => break,

@@ -28,6 +28,7 @@ use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_
 
 use crate::frontend::{Kafka, NODE_ID};
 use crate::groups;
+use crate::guard::{self, CreationBudget};
 
 /// Kafka error codes used here.
 pub mod code {
@@ -50,6 +51,8 @@ pub mod code {
     pub const ILLEGAL_SASL_STATE: i16 = 34;
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
@@ -100,6 +103,9 @@ pub struct Session {
     pub peer: Option<std::net::SocketAddr>,
     /// Client id from the last request header.
     pub client_id: String,
+    /// Set when the connection must close once the response is written (a failed
+    /// authentication).
+    pub close_after_response: bool,
 }
 
 /// Encodes a response frame: length, header, body.
@@ -195,7 +201,9 @@ pub async fn handle(
     })?;
     let out = match request {
         RequestKind::ApiVersions(_) => respond(corr, version, &api_versions(code::NONE))?,
-        RequestKind::Metadata(r) => respond(corr, version, &metadata(k, r, version).await)?,
+        RequestKind::Metadata(r) => {
+            respond(corr, version, &metadata(k, session, r, version).await)?
+        }
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let resp = produce(k, r).await;
@@ -204,8 +212,8 @@ pub async fn handle(
             }
             respond(corr, version, &resp)?
         }
-        RequestKind::Fetch(r) => respond(corr, version, &fetch(k, r).await)?,
-        RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, r).await)?,
+        RequestKind::Fetch(r) => respond(corr, version, &fetch(k, session, r).await)?,
+        RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, session, r).await)?,
         RequestKind::FindCoordinator(r) => {
             respond(corr, version, &find_coordinator(k, r, version))?
         }
@@ -213,7 +221,9 @@ pub async fn handle(
         RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
         RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
         RequestKind::CreatePartitions(r) => respond(corr, version, &create_partitions(k, r).await)?,
-        RequestKind::DescribeConfigs(r) => respond(corr, version, &describe_configs(k, r))?,
+        RequestKind::DescribeConfigs(r) => {
+            respond(corr, version, &describe_configs(k, session, r))?
+        }
         RequestKind::SaslHandshake(r) => respond(corr, version, &sasl_handshake(session, r))?,
         RequestKind::SaslAuthenticate(r) => {
             respond(corr, version, &sasl_authenticate(k, session, r))?
@@ -239,12 +249,24 @@ fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// The journal stream behind `topic`, created when allowed and missing.
-async fn topic_stream(k: &Kafka, topic: &str, create: bool) -> Result<Arc<Stream>, i16> {
+/// The journal stream behind `topic`, created when allowed (a budget is given), missing,
+/// and within the request's and the node's bounds.
+async fn topic_stream(
+    k: &Kafka,
+    topic: &str,
+    create: Option<&mut CreationBudget>,
+) -> Result<Arc<Stream>, i16> {
     match k.journal.stream(topic) {
         Ok(s) => Ok(s),
-        Err(_) if create && k.config.auto_create_topics => {
-            create_topic(k, topic, k.config.default_partitions).await
+        Err(_) if k.config.auto_create_topics && create.is_some() => {
+            let partitions = k.config.default_partitions;
+            if let Some(budget) = create
+                && let Err(why) = budget.take(k, partitions)
+            {
+                tracing::debug!(topic, why, "topic not created automatically");
+                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+            create_topic(k, topic, partitions).await
         }
         Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
     }
@@ -288,7 +310,12 @@ fn metadata_topic(name: &str, stream: Result<Arc<Stream>, i16>) -> MetadataRespo
     }
 }
 
-async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataResponse {
+async fn metadata(
+    k: &Kafka,
+    session: &Session,
+    r: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let all = match &r.topics {
         None => true,
         Some(t) => t.is_empty() && version == 0,
@@ -296,6 +323,11 @@ async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataRespon
     let mut topics = Vec::new();
     if all {
         for c in k.journal.list_streams() {
+            // Streams the principal may not read are not listed, as Kafka lists only
+            // topics a client is authorized to describe.
+            if guard::may_read(k, session, &c.name).is_err() {
+                continue;
+            }
             topics.push(metadata_topic(
                 &c.name,
                 k.journal.stream(&c.name).map_err(|_| 3),
@@ -303,9 +335,13 @@ async fn metadata(k: &Kafka, r: MetadataRequest, version: i16) -> MetadataRespon
         }
     } else {
         let create = version < 4 || r.allow_auto_topic_creation;
+        let mut budget = CreationBudget::new(k);
         for t in r.topics.iter().flatten() {
             let Some(name) = &t.name else { continue };
-            let stream = topic_stream(k, name, create).await;
+            let stream = match guard::may_read(k, session, name) {
+                Ok(()) => topic_stream(k, name, create.then_some(&mut budget)).await,
+                Err(c) => Err(c),
+            };
             if let Err(c) = stream {
                 k.metrics.error("Metadata", c);
             }
@@ -386,8 +422,12 @@ async fn produce_partition(
 
 async fn produce(k: &Kafka, r: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::new();
+    let mut budget = CreationBudget::new(k);
     for t in r.topic_data {
-        let stream = topic_stream(k, &t.name, true).await;
+        let stream = match guard::may_write(k, &t.name) {
+            Ok(()) => topic_stream(k, &t.name, Some(&mut budget)).await,
+            Err(c) => Err(c),
+        };
         let mut partitions = Vec::new();
         for p in t.partition_data {
             let (error, base, log_start) = match &stream {
@@ -430,12 +470,15 @@ struct FetchSlot {
     data: PartitionData,
 }
 
-async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
-    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
+async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
+    let wait = (r.max_wait_ms.max(0) as u64).min(k.config.max_fetch_wait_ms);
+    let deadline = Instant::now() + Duration::from_millis(wait);
+    // The response's size is the server's to bound, whatever the client asks for.
+    let cap = k.config.max_fetch_bytes.max(1) as usize;
     let max_bytes = if r.max_bytes > 0 {
-        r.max_bytes as usize
+        (r.max_bytes as usize).min(cap)
     } else {
-        usize::MAX
+        cap
     };
     let min_bytes = r.min_bytes.max(0) as usize;
     loop {
@@ -444,7 +487,9 @@ async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
         for (ti, t) in r.topics.iter().enumerate() {
             for p in &t.partitions {
                 let mut data = PartitionData::default().with_partition_index(p.partition);
-                let log = match partition_log(k, &t.topic, p.partition) {
+                let log = guard::may_read(k, session, &t.topic)
+                    .and_then(|()| partition_log(k, &t.topic, p.partition));
+                let log = match log {
                     Ok(log) => log,
                     Err(c) => {
                         k.metrics.error("Fetch", c);
@@ -537,7 +582,7 @@ async fn fetch(k: &Kafka, r: FetchRequest) -> FetchResponse {
     }
 }
 
-async fn list_offsets(k: &Kafka, r: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::new();
     for t in r.topics {
         let mut partitions = Vec::new();
@@ -546,7 +591,9 @@ async fn list_offsets(k: &Kafka, r: ListOffsetsRequest) -> ListOffsetsResponse {
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            match partition_log(k, &t.name, p.partition_index) {
+            let log = guard::may_read(k, session, &t.name)
+                .and_then(|()| partition_log(k, &t.name, p.partition_index));
+            match log {
                 Err(c) => {
                     k.metrics.error("ListOffsets", c);
                     out = out.with_error_code(c);
@@ -619,6 +666,7 @@ fn find_coordinator(k: &Kafka, r: FindCoordinatorRequest, version: i16) -> FindC
 
 async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut topics = Vec::new();
+    let mut budget = CreationBudget::new(k);
     for t in r.topics {
         let partitions = if t.num_partitions < 0 {
             k.config.default_partitions as i32
@@ -629,12 +677,16 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
             .with_name(t.name.clone())
             .with_num_partitions(partitions)
             .with_replication_factor(1);
+        let mut message = None;
         let code = if k.journal.stream(&t.name).is_ok() {
             code::TOPIC_ALREADY_EXISTS
         } else if partitions == 0 || partitions > 65536 {
             code::INVALID_PARTITIONS
         } else if validate_name(&t.name).is_err() || t.name.len() > 249 {
             code::INVALID_TOPIC
+        } else if let Err(why) = budget.take(k, partitions as u32) {
+            message = Some(why);
+            code::POLICY_VIOLATION
         } else if r.validate_only {
             code::NONE
         } else {
@@ -647,6 +699,7 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
         if code != code::NONE {
             result = result
                 .with_error_code(code)
+                .with_error_message(message.map(StrBytes::from_string))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
         }
@@ -663,7 +716,20 @@ async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsRespons
         .collect();
     let mut responses = Vec::new();
     for name in names {
-        let code = match k.journal.delete_stream(&name).await {
+        let deleted = match guard::may_alter(k, &name) {
+            Ok(()) => k.journal.delete_stream(&name).await,
+            Err(c) => {
+                k.metrics.error("DeleteTopics", c);
+                responses.push(
+                    DeletableTopicResult::default()
+                        .with_name(Some(name))
+                        .with_error_code(c)
+                        .with_error_message(Some(str("owned by another frontend"))),
+                );
+                continue;
+            }
+        };
+        let code = match deleted {
             Ok(()) => code::NONE,
             Err(JournalError::UnknownStream(_)) => code::UNKNOWN_TOPIC_OR_PARTITION,
             Err(e) => {
@@ -686,6 +752,20 @@ async fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreateParti
     for t in r.topics {
         let (code, message) = match k.journal.stream(&t.name) {
             Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
+            Ok(_) if guard::may_alter(k, &t.name).is_err() => (
+                code::TOPIC_AUTHORIZATION_FAILED,
+                Some("owned by another frontend".to_string()),
+            ),
+            Ok(s)
+                if t.count > s.config().partitions as i32
+                    && let Err(why) = guard::node_room(
+                        k,
+                        (t.count as u32 - s.config().partitions) as u64,
+                        false,
+                    ) =>
+            {
+                (code::POLICY_VIOLATION, Some(why))
+            }
             Ok(s) if t.count <= s.config().partitions as i32 => (
                 code::INVALID_PARTITIONS,
                 Some(format!(
@@ -714,7 +794,11 @@ async fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreateParti
     CreatePartitionsResponse::default().with_results(results)
 }
 
-fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+fn describe_configs(
+    k: &Kafka,
+    session: &Session,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     const TOPIC: i8 = 2;
     const BROKER: i8 = 4;
     let results = r
@@ -725,7 +809,11 @@ fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResp
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let entries: Vec<(String, String)> = match res.resource_type {
-                TOPIC => match k.journal.stream(&res.resource_name) {
+                TOPIC => match guard::may_read(k, session, &res.resource_name).and_then(|()| {
+                    k.journal
+                        .stream(&res.resource_name)
+                        .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+                }) {
                     Ok(s) => {
                         let c = s.config();
                         vec![
@@ -748,10 +836,8 @@ fn describe_configs(k: &Kafka, r: DescribeConfigsRequest) -> DescribeConfigsResp
                             ("strata.fsync".into(), c.fsync.to_string()),
                         ]
                     }
-                    Err(_) => {
-                        result = result
-                            .clone()
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                    Err(c) => {
+                        result = result.clone().with_error_code(c);
                         Vec::new()
                     }
                 },
@@ -843,6 +929,9 @@ fn sasl_authenticate(
         session.authenticated = true;
         SaslAuthenticateResponse::default()
     } else {
+        // Kafka closes the connection after a failed authentication, once the client has
+        // its error.
+        session.close_after_response = true;
         k.metrics
             .error("SaslAuthenticate", code::SASL_AUTHENTICATION_FAILED);
         SaslAuthenticateResponse::default()

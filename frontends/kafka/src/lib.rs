@@ -8,6 +8,7 @@ mod config;
 mod connection;
 mod frontend;
 mod groups;
+mod guard;
 mod handlers;
 mod metrics;
 mod producers;

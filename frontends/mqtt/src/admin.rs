@@ -498,6 +498,7 @@ impl Broker {
         }
         retained.remove(topic);
         self.metrics.retained.set(retained.len() as i64);
+        self.metrics.retained_bytes.set(retained.bytes() as i64);
         Ok(())
     }
 

@@ -231,14 +231,17 @@ async fn follow_partition(
                 message.topic = topic;
                 message.publisher = Some(Arc::from(BRIDGE_PUBLISHER));
                 message.stored = None;
-                if crate::topic::validate_name(&message.topic, &broker.limits).is_ok() {
-                    broker.publish_stored(Arc::new(message)).await;
-                } else {
+                if crate::topic::validate_name(&message.topic, &broker.limits).is_err() {
                     broker
                         .metrics
                         .errors
                         .with_label_values(&["bridge_bad_topic"])
                         .inc();
+                } else if broker.rules.publish_refused(&message.topic).is_some() {
+                    // A record is a publish like any other: the topic rules apply.
+                    broker.metrics.dropped.with_label_values(&["rule"]).inc();
+                } else {
+                    broker.publish_stored(Arc::new(message)).await;
                 }
                 next = r.offset + 1;
             }

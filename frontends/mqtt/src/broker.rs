@@ -19,6 +19,8 @@ use crate::config::{MqttConfig, QueueFullPolicy};
 use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
 use crate::persist::{self, EntryPhase, Persist, QueueEntry, SessionRecord};
+use crate::retained::{RetainRefused, RetainedMessages};
+use crate::rules::TopicRules;
 use crate::session::{
     ConnectionInfo, ConnectionLink, Enqueued, Inflight, Phase, QueueLimits, Session, SessionState,
     Subscription,
@@ -66,7 +68,9 @@ pub struct Broker {
     pub(crate) sessions: Mutex<FastMap<Arc<str>, Arc<Session>>>,
     subs: RwLock<SubscriptionTree<Arc<str>, Subscription>>,
     shared: RwLock<SubscriptionTree<Arc<str>, SharedGroup>>,
-    pub(crate) retained: RwLock<BTreeMap<String, Arc<Message>>>,
+    pub(crate) retained: RwLock<RetainedMessages>,
+    /// The topic rules, applied to every way a message enters.
+    pub rules: TopicRules,
     /// Pending wills by client id: when each is due, and the message.
     pub(crate) wills: Mutex<HashMap<Arc<str>, PendingWill>>,
     generation: AtomicU64,
@@ -98,6 +102,7 @@ pub struct Broker {
 impl Broker {
     /// A broker with no sessions.
     pub fn new(config: MqttConfig, metrics: MqttMetrics, store: Option<Arc<Stream>>) -> Self {
+        let rules = TopicRules::new(config.rules.clone());
         Broker {
             limits: TopicLimits {
                 max_levels: config.max_topic_levels,
@@ -108,7 +113,8 @@ impl Broker {
             sessions: Mutex::new(FastMap::default()),
             subs: RwLock::new(SubscriptionTree::new()),
             shared: RwLock::new(SubscriptionTree::new()),
-            retained: RwLock::new(BTreeMap::new()),
+            retained: RwLock::new(RetainedMessages::default()),
+            rules,
             wills: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             started: Instant::now(),
@@ -137,6 +143,13 @@ impl Broker {
     /// Keeps a `$delayed/{seconds}/{topic}` publish until it is due, durably. Its
     /// acknowledgement follows the store write (the connection syncs before it writes).
     pub fn schedule_delayed(&self, message: &Message) -> Result<(), ReasonCode> {
+        if self.delayed.lock().len() >= self.config.max_delayed_messages {
+            self.metrics
+                .dropped
+                .with_label_values(&["delayed_full"])
+                .inc();
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
         let rest = message.topic.strip_prefix("$delayed/").unwrap_or_default();
         let (secs, topic) = rest.split_once('/').ok_or(ReasonCode::TOPIC_NAME_INVALID)?;
         let secs: u32 = secs.parse().map_err(|_| ReasonCode::TOPIC_NAME_INVALID)?;
@@ -233,7 +246,8 @@ impl Broker {
             let session = Arc::new(Session::new(Arc::from(client_id.as_str())));
             {
                 let mut st = session.state.lock();
-                st.expiry_secs = record.expiry_secs;
+                // A session kept by a node with a higher cap (or none) gets today's.
+                st.expiry_secs = record.expiry_secs.min(self.config.max_session_expiry);
                 st.disconnected_at =
                     Some(now.checked_sub(record.disconnected_for()).unwrap_or(now));
             }
@@ -252,9 +266,10 @@ impl Broker {
         {
             let mut map = self.retained.write();
             for m in retained {
-                map.insert(m.topic.clone(), Arc::new(m));
+                map.insert(Arc::new(m));
             }
             self.metrics.retained.set(map.len() as i64);
+            self.metrics.retained_bytes.set(map.bytes() as i64);
         }
         let now_wall = persist::now_wall_ms();
         let mut due = Vec::new();
@@ -382,7 +397,7 @@ impl Broker {
         clean_start: bool,
         expiry_secs: u32,
         info: Arc<ConnectionInfo>,
-    ) -> Attached {
+    ) -> Result<Attached, ReasonCode> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let kick = Arc::new(Notify::new());
         // Decide under the map's lock, but drop old subscriptions after releasing it: the
@@ -391,6 +406,13 @@ impl Broker {
             let mut sessions = self.sessions.lock();
             match sessions.get(client_id) {
                 Some(s) => (s.clone(), !clean_start, clean_start),
+                None if sessions.len() >= self.config.max_sessions => {
+                    self.metrics
+                        .errors
+                        .with_label_values(&["max_sessions"])
+                        .inc();
+                    return Err(ReasonCode::QUOTA_EXCEEDED);
+                }
                 None => {
                     let s = Arc::new(Session::new(Arc::from(client_id)));
                     sessions.insert(s.client_id.clone(), s.clone());
@@ -430,13 +452,13 @@ impl Broker {
             old.kick.notify_one();
         }
         self.save_session(&session);
-        Attached {
+        Ok(Attached {
             session,
             present,
             generation,
             kick,
             info,
-        }
+        })
     }
 
     /// Detaches connection `generation` from its session, registering its `will` (message
@@ -598,8 +620,16 @@ impl Broker {
         self.remove_subscription(&session.client_id, raw) || had
     }
 
-    /// Retained messages to send for a new subscription to `raw`.
-    pub fn retained_for(&self, raw: &str, sub: &Subscription, new: bool) -> Vec<Outgoing> {
+    /// Retained messages to send for a new subscription to `raw`, at most `budget` of them
+    /// (the budget is what is left for the SUBSCRIBE packet; it shrinks by what is taken).
+    /// Those beyond it are not sent, and counted.
+    pub fn retained_for(
+        &self,
+        raw: &str,
+        sub: &Subscription,
+        new: bool,
+        budget: &mut usize,
+    ) -> Vec<Outgoing> {
         let Ok(parsed) = parse_filter(raw, &self.limits) else {
             return Vec::new();
         };
@@ -613,19 +643,33 @@ impl Broker {
             return Vec::new();
         }
         let now = Instant::now();
-        self.retained
-            .read()
-            .values()
-            .filter(|m| matches(parsed.filter, &m.topic) && !m.expired(now))
-            .map(|m| Outgoing {
+        let mut out = Vec::new();
+        let mut over = 0u64;
+        for m in self.retained.read().values() {
+            if !matches(parsed.filter, &m.topic) || m.expired(now) {
+                continue;
+            }
+            if *budget == 0 {
+                over += 1;
+                continue;
+            }
+            *budget -= 1;
+            out.push(Outgoing {
                 message: m.clone(),
                 qos: m.qos.min(sub.options.qos),
                 retain: true,
                 subscription_ids: sub.id.into_iter().collect(),
                 shared: false,
                 seq: 0,
-            })
-            .collect()
+            });
+        }
+        if over > 0 {
+            self.metrics
+                .dropped
+                .with_label_values(&["retained_per_subscribe"])
+                .inc_by(over);
+        }
+        out
     }
 
     /// Number of retained messages.
@@ -654,17 +698,38 @@ impl Broker {
     pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, ReasonCode> {
         if message.retain {
             let mut retained = self.retained.write();
-            if message.payload.is_empty() {
+            let refused = if message.payload.is_empty() {
                 retained.remove(&message.topic);
+                None
+            } else if message.topic.starts_with("$SYS/") {
+                // The broker's own, a fixed set of topics: outside the bound.
+                retained.insert(message.clone());
+                None
             } else {
-                retained.insert(message.topic.clone(), message.clone());
-            }
+                retained
+                    .insert_bounded(
+                        message.clone(),
+                        self.config.max_retained_messages,
+                        self.config.max_retained_bytes,
+                    )
+                    .err()
+            };
             self.metrics.retained.set(retained.len() as i64);
+            self.metrics.retained_bytes.set(retained.bytes() as i64);
+            if let Some(why) = refused {
+                // Routed all the same, but not kept as the topic's retained message.
+                let reason = match why {
+                    RetainRefused::Count => "retained_count",
+                    RetainRefused::Bytes => "retained_bytes",
+                };
+                self.metrics.dropped.with_label_values(&[reason]).inc();
+                tracing::debug!(topic = %message.topic, reason, "retained message not kept: bound reached");
+            }
             // `$SYS` values are the broker's own and rewritten periodically: not kept.
             let kept = self
                 .persist
                 .as_ref()
-                .filter(|_| !message.topic.starts_with("$SYS/"));
+                .filter(|_| refused.is_none() && !message.topic.starts_with("$SYS/"));
             if let Some(Err(e)) = kept.map(|p| p.save_retained(&message)) {
                 self.metrics.errors.with_label_values(&["kv_write"]).inc();
                 tracing::error!(topic = %message.topic, error = %e, "retained message not saved");

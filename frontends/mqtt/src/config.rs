@@ -41,7 +41,7 @@ pub enum QueueFullPolicy {
 }
 
 /// MQTT frontend settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Run the MQTT frontend on this node.
@@ -68,12 +68,47 @@ pub struct MqttConfig {
     pub queue_full: QueueFullPolicy,
     /// Topic alias maximum announced to MQTT 5 clients.
     pub topic_alias_maximum: u16,
-    /// Server keep alive: the most a client may ask for (0 keeps the client's value).
+    /// Server keep alive: the most a client may ask for, and what a client asking for
+    /// none (0) gets (0 keeps the client's value).
     pub max_keep_alive: u16,
-    /// Session expiry ceiling in seconds for MQTT 5 clients.
+    /// Session expiry ceiling in seconds, for MQTT 5 expiry intervals and for MQTT 3
+    /// persistent sessions (which ask for no expiry).
     pub max_session_expiry: u32,
-    /// Concurrent connections accepted.
+    /// Concurrent connections accepted (CONNACK 0x89 / 0x03 beyond).
     pub max_connections: usize,
+    /// Sockets that have not completed CONNECT, on top of `max_connections`: beyond
+    /// `max_connections + max_pending_connects` open sockets a new one is closed at once.
+    pub max_pending_connects: usize,
+    /// Open sockets from one IP address (0: no bound but `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address (0: no bound).
+    pub max_connection_rate_per_ip: f64,
+    /// New connections one IP address may open in a burst above that rate (default: the
+    /// rate itself).
+    pub connection_burst_per_ip: f64,
+    /// Seconds a new connection has to send its CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Largest CONNECT packet (will included): the bytes one connection may make the server
+    /// buffer before it is authenticated.
+    pub max_connect_bytes: u32,
+    /// Seconds a write to a client may stay blocked (a client that stopped reading) before
+    /// the connection is closed.
+    pub write_timeout_secs: u64,
+    /// Topic filters in one SUBSCRIBE; more ends the connection (MQTT 5: 0x97).
+    pub max_subscribe_filters: usize,
+    /// Subscriptions one session may hold; more are refused (SUBACK 0x97 / 0x80).
+    pub max_subscriptions_per_session: usize,
+    /// Sessions the node keeps (connected or not); a new one beyond is refused at
+    /// CONNECT (0x97 / 0x03).
+    pub max_sessions: usize,
+    /// Retained messages the node keeps; a new retained topic beyond is not retained.
+    pub max_retained_messages: usize,
+    /// Bytes (topics and payloads) of retained messages the node keeps.
+    pub max_retained_bytes: u64,
+    /// Retained messages sent for one SUBSCRIBE packet, over all its filters.
+    pub max_retained_per_subscribe: usize,
+    /// Delayed publishes (`$delayed/...`) waiting at once; more are refused (0x97).
+    pub max_delayed_messages: usize,
     /// Maximum topic levels.
     pub max_topic_levels: usize,
     /// Maximum topic length in bytes.
@@ -107,9 +142,23 @@ impl Default for MqttConfig {
             max_queued_bytes: 64 * 1024 * 1024,
             queue_full: QueueFullPolicy::DropNewest,
             topic_alias_maximum: 64,
-            max_keep_alive: 0,
-            max_session_expiry: u32::MAX,
+            max_keep_alive: u16::MAX,
+            max_session_expiry: 7 * 24 * 3600,
             max_connections: 100_000,
+            max_pending_connects: 1000,
+            max_connections_per_ip: 0,
+            max_connection_rate_per_ip: 0.0,
+            connection_burst_per_ip: 0.0,
+            connect_timeout_secs: 5,
+            max_connect_bytes: 128 * 1024,
+            write_timeout_secs: 30,
+            max_subscribe_filters: 100,
+            max_subscriptions_per_session: 1000,
+            max_sessions: 1_000_000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_retained_per_subscribe: 10_000,
+            max_delayed_messages: 100_000,
             max_topic_levels: 32,
             max_topic_length: 4096,
             sys_interval_secs: 10,
@@ -117,6 +166,24 @@ impl Default for MqttConfig {
             journal_partitions: 4,
             bridge_to_stream: Vec::new(),
             bridge_from_stream: Vec::new(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The admission limits of the MQTT listeners (TCP and WebSocket together).
+    pub fn connection_limits(&self) -> strata_frontend::admission::ConnectionLimits {
+        strata_frontend::admission::ConnectionLimits {
+            max_sockets: self
+                .max_connections
+                .saturating_add(self.max_pending_connects),
+            max_per_ip: self.max_connections_per_ip,
+            rate_per_ip: self.max_connection_rate_per_ip,
+            burst_per_ip: if self.connection_burst_per_ip > 0.0 {
+                self.connection_burst_per_ip
+            } else {
+                self.max_connection_rate_per_ip
+            },
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use strata_frontend::admission::ConnectionGate;
+use strata_frontend::owned::{OwnedStreams, Ownership};
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Stream;
 use tokio::net::TcpListener;
@@ -48,6 +50,18 @@ impl MqttFrontend {
 impl Frontend for MqttFrontend {
     fn name(&self) -> &'static str {
         "mqtt"
+    }
+
+    fn claim_streams(&self, owned: &OwnedStreams) {
+        // Stored MQTT messages, whatever their topic: not for other protocols to read
+        // past the topic rules, nor to write records MQTT recovery would misread.
+        owned.claim(store::STREAM, "mqtt", Ownership::Internal);
+        for to in &self.config.bridge_to_stream {
+            owned.claim(&to.stream, "mqtt", Ownership::Shared);
+        }
+        for from in &self.config.bridge_from_stream {
+            owned.claim(&from.stream, "mqtt", Ownership::Shared);
+        }
     }
 
     async fn serve(
@@ -106,24 +120,53 @@ impl Frontend for MqttFrontend {
             })
             .collect();
         let mut connections = tokio::task::JoinSet::new();
+        // Decided at accept, before a byte is read: sockets open at once (with or without
+        // CONNECT), per address, and new connections per second per address.
+        let gate = ConnectionGate::new(self.config.connection_limits());
+        let admit = |addr: SocketAddr| match gate.admit(Some(addr.ip()), Instant::now()) {
+            Ok(admitted) => {
+                broker.metrics.sockets.inc();
+                Some(admitted)
+            }
+            Err(refusal) => {
+                broker
+                    .metrics
+                    .errors
+                    .with_label_values(&[refusal.label()])
+                    .inc();
+                None
+            }
+        };
+        let handshake_timeout = Duration::from_secs(self.config.connect_timeout_secs.max(1));
+        let ws_frame_limit = self.config.max_packet_size as usize;
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, addr)) = accepted else { continue };
+                    let Some(admitted) = admit(addr) else { continue };
                     let _ = stream.set_nodelay(true);
                     let peer = Peer { addr: Some(addr), transport: "tcp" };
-                    connections.spawn(connection::serve(stream, peer, broker.clone(), shutdown.clone()));
+                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, peer, broker.clone(), shutdown).await;
+                        drop(admitted);
+                        broker.metrics.sockets.dec();
+                    });
                 }
                 accepted = accept_ws(ws_listener.as_ref()) => {
                     let Ok((stream, addr)) = accepted else { continue };
+                    let Some(admitted) = admit(addr) else { continue };
                     let _ = stream.set_nodelay(true);
                     let peer = Peer { addr: Some(addr), transport: "websocket" };
                     let (broker, shutdown) = (broker.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        match tokio::time::timeout(Duration::from_secs(10), websocket::accept(stream)).await {
-                            Ok(Ok(ws)) => connection::serve(ws, peer, broker, shutdown).await,
+                        let handshake = websocket::accept(stream, ws_frame_limit);
+                        match tokio::time::timeout(handshake_timeout, handshake).await {
+                            Ok(Ok(ws)) => connection::serve(ws, peer, broker.clone(), shutdown).await,
                             _ => broker.metrics.errors.with_label_values(&["websocket_handshake"]).inc(),
                         }
+                        drop(admitted);
+                        broker.metrics.sockets.dec();
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -11,6 +11,8 @@ mod frontend;
 pub mod message;
 pub mod metrics;
 pub mod persist;
+pub mod retained;
+pub mod rules;
 pub mod session;
 pub mod store;
 pub mod topic;

@@ -10,10 +10,14 @@ use prometheus::{
 #[allow(missing_docs)]
 pub struct MqttMetrics {
     pub connections: IntGauge,
+    /// Sockets open on the MQTT listeners, with or without a completed CONNECT.
+    pub sockets: IntGauge,
     pub connects: IntCounter,
     pub sessions: IntGauge,
     pub subscriptions: IntGauge,
     pub retained: IntGauge,
+    /// Bytes (topics and payloads) of the retained messages.
+    pub retained_bytes: IntGauge,
     /// PUBLISH packets received, indexed by QoS.
     pub messages_in: [IntCounter; 3],
     /// PUBLISH packets sent, indexed by QoS.
@@ -37,11 +41,15 @@ pub struct MqttMetrics {
 }
 
 /// Every reason a message is dropped for, so each series exists from the start.
-const DROP_REASONS: [&str; 7] = [
+const DROP_REASONS: [&str; 11] = [
+    "delayed_full",
     "expired",
     "queue_full",
     "queue_full_oldest",
     "queue_full_refused",
+    "retained_bytes",
+    "retained_count",
+    "retained_per_subscribe",
     "rule",
     "store_failed",
     "too_large_for_client",
@@ -103,10 +111,18 @@ impl MqttMetrics {
         };
         MqttMetrics {
             connections: gauge("strata_mqtt_connections", "Open MQTT connections."),
+            sockets: gauge(
+                "strata_mqtt_sockets",
+                "Sockets open on the MQTT listeners, CONNECT completed or not.",
+            ),
             connects: counter("strata_mqtt_connects_total", "Accepted CONNECTs."),
             sessions: gauge("strata_mqtt_sessions", "MQTT sessions, connected or not."),
             subscriptions: gauge("strata_mqtt_subscriptions", "MQTT subscriptions."),
             retained: gauge("strata_mqtt_retained_messages", "Retained messages."),
+            retained_bytes: gauge(
+                "strata_mqtt_retained_bytes",
+                "Bytes (topics and payloads) of the retained messages.",
+            ),
             messages_in: by_qos(vec(
                 "strata_mqtt_messages_received_total",
                 "PUBLISH packets received.",
@@ -156,7 +172,8 @@ impl MqttMetrics {
             ),
             errors: vec(
                 "strata_mqtt_errors_total",
-                "Connections ended by an error, by reason code.",
+                "Connections ended, or requests refused, by an error or a bound: by reason \
+                 code or bound.",
                 "reason",
             ),
             inflight: gauge(

@@ -131,24 +131,7 @@ pub fn parse_filter<'a>(
     })
 }
 
-/// Whether `filter` matches topic `name`. Topics starting with `$` are not matched by a
-/// filter starting with a wildcard [MQTT-4.7.2-1].
-pub fn matches(filter: &str, name: &str) -> bool {
-    if name.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut n = name.split('/');
-    loop {
-        match (f.next(), n.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+pub use strata_frontend::topic_filter::{filters_overlap, matches};
 
 #[cfg(test)]
 mod tests {
@@ -188,28 +171,5 @@ mod tests {
         for bad in ["$share/g1", "$share//a", "$share/g+/a", "$share/g/"] {
             assert!(parse_filter(bad, &l).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn matching_follows_the_specification() {
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches(
-            "sport/tennis/player1/#",
-            "sport/tennis/player1/ranking"
-        ));
-        assert!(matches("sport/#", "sport"));
-        assert!(matches("#", "a/b/c"));
-        assert!(matches("sport/+/player1", "sport/tennis/player1"));
-        assert!(!matches("sport/+", "sport/tennis/player1"));
-        assert!(matches("sport/+", "sport/"));
-        assert!(matches("+/+", "/finance"));
-        assert!(matches("/+", "/finance"));
-        assert!(!matches("+", "/finance"));
-        assert!(!matches("#", "$SYS/broker"));
-        assert!(!matches("+/monitor/Clients", "$SYS/monitor/Clients"));
-        assert!(matches("$SYS/#", "$SYS/monitor/Clients"));
-        assert!(matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
-        assert!(!matches("a/b", "a/b/c"));
-        assert!(!matches("a/b/c", "a/b"));
     }
 }

@@ -13,11 +13,19 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// Room above the largest MQTT packet in one WebSocket frame: a frame may end with the
+/// first bytes of the next packet.
+const FRAME_SLACK: usize = 64 * 1024;
+
 /// Accepts the WebSocket handshake, agreeing on the `mqtt` subprotocol when the client
-/// offers it (MQTT 5.0 section 6: the client MUST offer "mqtt").
-pub async fn accept(stream: TcpStream) -> Result<WsBytes, WsError> {
+/// offers it (MQTT 5.0 section 6: the client MUST offer "mqtt"). Frames and messages
+/// larger than `max_packet` (plus room for a second packet's start) are refused by the
+/// WebSocket layer before they are buffered: MQTT's own packet limit applies to bytes the
+/// server already holds.
+pub async fn accept(stream: TcpStream, max_packet: usize) -> Result<WsBytes, WsError> {
     // The callback's signature, large error response included, is the library's.
     #[allow(clippy::result_large_err)]
     let choose = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -34,7 +42,11 @@ pub async fn accept(stream: TcpStream) -> Result<WsBytes, WsError> {
         }
         Ok(resp)
     };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, choose).await?;
+    let limit = max_packet.saturating_add(FRAME_SLACK);
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(limit))
+        .max_message_size(Some(limit));
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, choose, Some(config)).await?;
     Ok(WsBytes {
         ws,
         pending: Bytes::new(),

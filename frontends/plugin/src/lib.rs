@@ -4,8 +4,12 @@
 use std::net::SocketAddr;
 
 pub mod admin;
+pub mod admission;
 pub mod kv;
 pub mod log_select;
+pub mod owned;
+pub mod security;
+pub mod topic_filter;
 
 use async_trait::async_trait;
 use strata_journal::Journal;
@@ -22,6 +26,8 @@ pub struct NodeContext {
     pub registry: prometheus::Registry,
     /// Where a frontend reports its listeners, so the node can log and announce them.
     pub events: mpsc::UnboundedSender<FrontendEvent>,
+    /// Streams owned by a frontend, claimed before any frontend serves.
+    pub owned: owned::OwnedStreams,
 }
 
 /// What a frontend tells the node while it starts.
@@ -118,6 +124,10 @@ pub enum FrontendError {
 pub trait Frontend: Send + Sync {
     /// Short name, also the config section (`mqtt`, `kafka`...).
     fn name(&self) -> &'static str;
+
+    /// Claims the streams this frontend owns. Called for every frontend before any of
+    /// them serves.
+    fn claim_streams(&self, _owned: &owned::OwnedStreams) {}
 
     /// Runs the frontend until shutdown.
     async fn serve(

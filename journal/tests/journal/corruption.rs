@@ -151,3 +151,41 @@ async fn damaged_or_missing_indexes_are_rebuilt() {
     );
     assert!(files[1].with_extension("timeindex").exists());
 }
+
+/// A stream whose definition is damaged does not stop the journal from opening: it is
+/// listed as failed (and counted), the others serve, and it is never created anew over
+/// its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_open_leaves_the_others_serving() {
+    let h = Harness::new(StorageClass::Segment);
+    fill(&h).await;
+    {
+        let j = h.open();
+        j.create_stream(h.stream(&j, "broken", 1)).await.unwrap();
+        j.close().await.unwrap();
+    }
+    let def = h
+        .dir
+        .path()
+        .join("streams")
+        .join("broken")
+        .join("stream.json");
+    std::fs::write(&def, b"{ not json").unwrap();
+
+    let j = h.open();
+    let failed = j.failed_streams();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "broken");
+    assert!(failed[0].1.contains("does not parse"), "{failed:?}");
+    assert_eq!(j.metrics().streams_failed.get(), 1);
+    let s = j.stream("s").unwrap();
+    assert_eq!(read_all(s.partition(0).unwrap(), 0).await.len(), 600);
+    assert!(j.stream("broken").is_err());
+    let again = j.create_stream(h.stream(&j, "broken", 1)).await;
+    assert!(
+        matches!(again, Err(JournalError::StreamExists(_))),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read(&def).unwrap(), b"{ not json");
+    j.close().await.unwrap();
+}

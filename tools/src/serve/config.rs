@@ -102,7 +102,7 @@ pub struct AdminSettings {
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9180)),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9180)),
             token: None,
         }
     }
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(config.log.level, "info");
         assert_eq!(
             config.admin.listen,
-            "0.0.0.0:9180".parse().expect("valid address")
+            "127.0.0.1:9180".parse().expect("valid address")
         );
     }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use prometheus::Registry;
 use strata_frontend::kv::KvStore;
+use strata_frontend::owned::OwnedStreams;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
@@ -106,6 +107,7 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
     std::fs::create_dir_all(&journal_dir)
         .with_context(|| format!("cannot create data directory {}", journal_dir.display()))?;
 
+    raise_open_files_limit();
     info!(data_dir = %data_dir.display(), "opening journal");
     let options = JournalOptions::new(journal_dir.clone(), config.journal.clone(), registry)
         .with_object_store()
@@ -118,7 +120,25 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
         .context("journal open task failed")?
         .with_context(|| format!("cannot open journal in {}", journal_dir.display()))?;
     info!("journal open");
+    for (stream, reason) in journal.failed_streams() {
+        error!(stream, reason, "stream not served: it could not be opened");
+    }
     Ok(journal)
+}
+
+/// Raises the soft limit on open files to the hard limit: every segment partition keeps
+/// files open, and a node that runs out of descriptors refuses connections and streams.
+/// The bounds on topics and connections are what keep a client from exhausting it.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => debug!(from = soft, to = hard, "open files limit raised"),
+            Err(e) => warn!(error = %e, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 /// Opens the key-value store under `<data_dir>/kv`; its writes are fsynced when the
@@ -174,15 +194,20 @@ async fn start_frontends(
         kv: kv.clone(),
         registry: admin.metrics.registry().clone(),
         events,
+        owned: OwnedStreams::default(),
     };
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
+    let kafka = KafkaFrontend::new(config.kafka.clone());
+    let mqtt = MqttFrontend::new(config.mqtt.clone());
+    // Every claim is made before any frontend serves a request; a disabled frontend's
+    // streams stay its own (their data is still there).
+    kafka.claim_streams(&ctx.owned);
+    mqtt.claim_streams(&ctx.owned);
     if config.kafka.enabled {
-        let kafka = KafkaFrontend::new(config.kafka.clone());
         admin.kafka = Some(kafka.admin());
         enabled.push(Box::new(kafka));
     }
     if config.mqtt.enabled {
-        let mqtt = MqttFrontend::new(config.mqtt.clone());
         admin.mqtt = Some(mqtt.admin());
         enabled.push(Box::new(mqtt));
     }

@@ -13,7 +13,7 @@ use crate::codec::{
 };
 use crate::message::Message;
 use crate::session::Subscription;
-use crate::topic::{matches, parse_filter, validate_name};
+use crate::topic::{parse_filter, validate_name};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Handles one packet; an `Err` reason code ends the connection with that code.
@@ -81,21 +81,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    fn rule_refuses(&self, topic: &str, publish: bool) -> Option<u8> {
-        self.broker
-            .config
-            .rules
-            .iter()
-            .find(|r| {
-                (if publish {
-                    r.deny_publish
-                } else {
-                    r.deny_subscribe
-                }) && (matches(&r.filter, topic) || r.filter == topic)
-            })
-            .map(|r| r.reason_code)
-    }
-
     /// First half of a PUBLISH: alias resolution, validation, duplicate QoS 2 detection,
     /// receive maximum and topic rules. `None` when nothing more is to be done (a resent
     /// QoS 2 PUBLISH, answered here).
@@ -147,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             st.incoming_qos2.insert(id);
         }
-        let refused = self.rule_refuses(&p.topic, true).map(ReasonCode);
+        let refused = self.broker.rules.publish_refused(&p.topic).map(ReasonCode);
         if refused.is_some() {
             metrics.dropped.with_label_values(&["rule"]).inc();
             tracing::debug!(topic = %p.topic, "publish refused by a topic rule");
@@ -206,6 +191,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), ReasonCode> {
         let v5 = self.version.is_v5();
+        let config = &self.broker.config;
+        if s.filters.len() > config.max_subscribe_filters {
+            self.broker
+                .metrics
+                .errors
+                .with_label_values(&["subscribe_filters"])
+                .inc();
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        let max_subscriptions = config.max_subscriptions_per_session;
+        let mut retained_budget = config.max_retained_per_subscribe;
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -224,10 +220,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if parsed.group.is_some() && options.no_local {
                 return Err(ReasonCode::PROTOCOL_ERROR);
             }
-            if let Some(code) = self.rule_refuses(parsed.filter, false) {
+            if let Some(code) = self.broker.rules.subscribe_refused(parsed.filter) {
                 tracing::debug!(topic = %raw, "subscription refused by a topic rule");
                 reasons.push(if v5 {
                     ReasonCode(code)
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
+            let (held, replaces) = {
+                let st = self.session.state.lock();
+                (
+                    st.subscriptions.len(),
+                    st.subscriptions.contains_key(raw.as_str()),
+                )
+            };
+            if !replaces && held >= max_subscriptions {
+                self.broker
+                    .metrics
+                    .errors
+                    .with_label_values(&["subscriptions_per_session"])
+                    .inc();
+                reasons.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED
                 } else {
                     ReasonCode(0x80)
                 });
@@ -238,7 +254,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 id: sub_id,
             };
             let new = self.broker.subscribe(&self.session, raw, sub);
-            retained.extend(self.broker.retained_for(raw, &sub, new));
+            retained.extend(
+                self.broker
+                    .retained_for(raw, &sub, new, &mut retained_budget),
+            );
             reasons.push(ReasonCode(options.qos as u8));
         }
         self.broker.save_session(&self.session);

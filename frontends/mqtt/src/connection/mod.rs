@@ -22,8 +22,6 @@ use crate::session::{ConnectionInfo, Phase, Session};
 use crate::store;
 use crate::topic::validate_name;
 
-/// How long a new connection may take to send CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for its last writes and for the client to close.
 const LINGER: Duration = Duration::from_secs(1);
 /// Bytes reserved before a socket read while a connection is quiet, and the most reserved
@@ -123,10 +121,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut shutdown: Shutdown,
 ) {
     let mut rbuf = BytesMut::new();
-    let max = broker.config.max_packet_size as usize;
+    // Before CONNECT the client is nobody: it may make the server hold one CONNECT's worth
+    // of bytes, for `connect_timeout_secs`.
+    let max = broker
+        .config
+        .max_packet_size
+        .min(broker.config.max_connect_bytes) as usize;
+    let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs.max(1));
     // The phases before and after the main loop run boxed: a future is as large as its
     // largest state, and every idle connection would carry their states otherwise.
-    let first = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let first = Box::pin(tokio::time::timeout(connect_timeout, async {
         loop {
             match codec::decode(&mut rbuf, None, max) {
                 Ok(Some(Packet::Connect(c))) => return Ok(c),
@@ -238,11 +242,21 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await;
         return None;
     }
-    if let Some(w) = &c.will
-        && validate_name(&w.topic, &broker.limits).is_err()
-    {
-        send_connack(&mut stream, v, refuse(ReasonCode::TOPIC_NAME_INVALID, 0x02)).await;
-        return None;
+    if let Some(w) = &c.will {
+        if validate_name(&w.topic, &broker.limits).is_err() {
+            send_connack(&mut stream, v, refuse(ReasonCode::TOPIC_NAME_INVALID, 0x02)).await;
+            return None;
+        }
+        // A will is a publish made later on the client's behalf: the same rules apply.
+        if let Some(code) = broker.rules.publish_refused(&w.topic) {
+            broker
+                .metrics
+                .errors
+                .with_label_values(&["will_refused"])
+                .inc();
+            send_connack(&mut stream, v, refuse(ReasonCode(code), 0x05)).await;
+            return None;
+        }
     }
     if broker.metrics.connections.get() as usize >= broker.config.max_connections {
         send_connack(&mut stream, v, refuse(ReasonCode::SERVER_BUSY, 0x03)).await;
@@ -277,7 +291,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         connected_at: std::time::SystemTime::now(),
         evicted: std::sync::atomic::AtomicBool::new(false),
     });
-    let attached = broker.connect(&client_id, c.clean_start, expiry, info);
+    let attached = match broker.connect(&client_id, c.clean_start, expiry, info) {
+        Ok(a) => a,
+        Err(code) => {
+            send_connack(&mut stream, v, refuse(code, 0x03)).await;
+            return None;
+        }
+    };
     if v.is_v5() {
         props.assigned_client_identifier = assigned;
         props.receive_maximum = Some(cfg.receive_maximum);
@@ -413,8 +433,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return false;
         }
         let n = self.wbuf.len();
-        let ok =
-            self.stream.write_all(&self.wbuf).await.is_ok() && self.stream.flush().await.is_ok();
+        // A client that stopped reading holds this write: bounded, so it cannot hold its
+        // connection, session and buffers forever.
+        let limit = Duration::from_secs(self.broker.config.write_timeout_secs.max(1));
+        let write = async {
+            self.stream.write_all(&self.wbuf).await.is_ok() && self.stream.flush().await.is_ok()
+        };
+        let ok = match tokio::time::timeout(limit, write).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                self.broker
+                    .metrics
+                    .errors
+                    .with_label_values(&["write_timeout"])
+                    .inc();
+                false
+            }
+        };
         if self.wbuf.capacity() > READ_MAX {
             // Give back what a burst grew, so idle connections stay small.
             self.wbuf = BytesMut::new();

@@ -26,10 +26,21 @@ pub struct NodeStatus {
     pub data_dir: String,
     /// Number of journal streams.
     pub streams: usize,
+    /// Streams found at start-up that could not be opened, and are not served.
+    pub failed_streams: Vec<FailedStream>,
     /// Frontends enabled (`mqtt`, `kafka`).
     pub frontends: Vec<String>,
     /// Bound listeners.
     pub listeners: Vec<Listener>,
+}
+
+/// A stream that could not be opened at start-up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailedStream {
+    /// Its directory's name.
+    pub name: String,
+    /// Why it could not be opened.
+    pub reason: String,
 }
 
 /// A bound listener.
@@ -153,6 +164,12 @@ pub async fn status(State(s): State<AdminState>) -> Json<NodeStatus> {
         pid: std::process::id(),
         data_dir,
         streams: s.journal.list_streams().len(),
+        failed_streams: s
+            .journal
+            .failed_streams()
+            .into_iter()
+            .map(|(name, reason)| FailedStream { name, reason })
+            .collect(),
         frontends,
         listeners,
     })

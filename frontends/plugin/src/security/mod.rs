@@ -1,0 +1,700 @@
+//! Who may connect and what they may do, shared by every frontend: users with argon2id
+//! password hashes, the ACL, the ban list and flapping detection. Users, ACL rules and bans
+//! come from the configuration (`[auth]`, fixed) and from the admin API (kept in the node's
+//! key-value store, applied at once, no restart).
+
+pub mod acl;
+pub mod bans;
+pub mod password;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::kv::{KvError, KvOp, KvSpace};
+use acl::{Access, Acl, AclRule, Who};
+use bans::{Ban, BanKind, BanList, FlappingConfig, FlappingDetector};
+use password::PasswordVerifier;
+
+/// Namespace of the security state in the node's key-value store.
+pub const SPACE: &str = "security";
+const USER_PREFIX: &[u8] = b"u/";
+const BAN_PREFIX: &[u8] = b"b/";
+const ACL_KEY: &[u8] = b"acl";
+
+/// When anonymous clients (no username) may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnonymousPolicy {
+    /// As long as no user exists.
+    #[default]
+    Auto,
+    /// Always.
+    Allow,
+    /// Never.
+    Deny,
+}
+
+/// A user given in the configuration: a name and an argon2 hash (`strata admin users
+/// hash` makes one), never a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredUser {
+    /// The username.
+    pub name: String,
+    /// The argon2 PHC hash of the password.
+    pub password_hash: String,
+}
+
+/// The `[auth]` section of the node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When clients without a username may connect.
+    pub anonymous: AnonymousPolicy,
+    /// What the ACL decides when no rule applies.
+    pub acl_default: acl::Permission,
+    /// Users from the configuration (the admin API adds others).
+    pub users: Vec<ConfiguredUser>,
+    /// ACL rules from the configuration, checked before those of the admin API.
+    pub acl: Vec<AclRule>,
+    /// Password verifications (argon2) running at once; more wait their turn.
+    pub password_verifications: usize,
+    /// Flapping detection.
+    pub flapping: FlappingConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous: AnonymousPolicy::Auto,
+            acl_default: acl::Permission::Allow,
+            users: Vec::new(),
+            acl: Vec::new(),
+            password_verifications: 2,
+            flapping: FlappingConfig::default(),
+        }
+    }
+}
+
+/// A stored user (the admin API's view never carries the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUser {
+    /// The username.
+    pub name: String,
+    /// The argon2 PHC hash of the password.
+    pub password_hash: String,
+    /// Where it comes from: `config` or `api`.
+    pub source: String,
+}
+
+/// A user as the admin API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    /// The username.
+    pub name: String,
+    /// `config` (fixed) or `api`.
+    pub source: String,
+}
+
+/// The outcome of authenticating a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticated {
+    /// A known user with the right password.
+    User(String),
+    /// No username, and anonymous clients are allowed.
+    Anonymous,
+    /// Unknown user or wrong password (MQTT 5 0x86, 3.1.1 0x04).
+    BadCredentials,
+    /// No username while anonymous clients are refused (MQTT 5 0x87, 3.1.1 0x05).
+    NotAuthorized,
+}
+
+/// Why a security change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// A configured entry, which only the configuration changes.
+    #[error("{0}")]
+    Fixed(String),
+    /// The store failed; nothing changed.
+    #[error("store: {0}")]
+    Store(#[from] KvError),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of the security decisions, by outcome.
+#[derive(Debug, Clone)]
+pub struct SecurityMetrics {
+    /// Authentications by result (`ok`, `anonymous`, `bad_credentials`, `not_authorized`).
+    pub authentications: prometheus::IntCounterVec,
+    /// ACL refusals by action (`publish`, `subscribe`).
+    pub acl_denied: prometheus::IntCounterVec,
+    /// Connections refused by a ban, by kind (`client_id`, `username`, `ip`).
+    pub banned: prometheus::IntCounterVec,
+    /// Bans added by flapping detection.
+    pub flapping_bans: prometheus::IntCounter,
+}
+
+impl SecurityMetrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let vec = |name: &str, help: &str, label: &str| {
+            let v = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label])
+                .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+            if let Err(e) = registry.register(Box::new(v.clone())) {
+                tracing::debug!(error = %e, "security metric already registered");
+            }
+            v
+        };
+        let flapping_bans = prometheus::IntCounter::new(
+            "strata_security_flapping_bans_total",
+            "Bans added by flapping detection.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        if let Err(e) = registry.register(Box::new(flapping_bans.clone())) {
+            tracing::debug!(error = %e, "security metric already registered");
+        }
+        let m = SecurityMetrics {
+            authentications: vec(
+                "strata_security_authentications_total",
+                "Client authentications by result.",
+                "result",
+            ),
+            acl_denied: vec(
+                "strata_security_acl_denied_total",
+                "Actions the ACL refused, by action.",
+                "action",
+            ),
+            banned: vec(
+                "strata_security_banned_total",
+                "Connections refused by a ban, by what was banned.",
+                "kind",
+            ),
+            flapping_bans,
+        };
+        for r in ["ok", "anonymous", "bad_credentials", "not_authorized"] {
+            m.authentications.with_label_values(&[r]);
+        }
+        for a in ["publish", "subscribe"] {
+            m.acl_denied.with_label_values(&[a]);
+        }
+        for k in ["client_id", "username", "ip"] {
+            m.banned.with_label_values(&[k]);
+        }
+        m
+    }
+}
+
+struct Inner {
+    config: AuthConfig,
+    store: Option<KvSpace>,
+    users: RwLock<BTreeMap<String, StoredUser>>,
+    /// Configured rules, then the admin API's, with the default: swapped whole.
+    acl: RwLock<Arc<Acl>>,
+    api_rules: RwLock<Vec<AclRule>>,
+    bans: RwLock<BanList>,
+    flapping: Mutex<FlappingDetector>,
+    /// Bumped at every change of the ACL, so callers can cache decisions.
+    generation: AtomicU64,
+    passwords: PasswordVerifier,
+    metrics: SecurityMetrics,
+    /// Serializes changes, so the store and memory agree.
+    changes: Mutex<()>,
+}
+
+/// The node's security state. Cheap to clone.
+#[derive(Clone)]
+pub struct Security(Arc<Inner>);
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("users", &self.0.users.read().len())
+            .finish()
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, SecurityError> {
+    serde_json::to_vec(v).map_err(|e| SecurityError::Invalid(e.to_string()))
+}
+
+impl Security {
+    /// Loads the configured users and rules and what the store holds (`None`: memory only).
+    pub fn open(
+        config: AuthConfig,
+        store: Option<KvSpace>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, SecurityError> {
+        let mut users = BTreeMap::new();
+        for u in &config.users {
+            if !password::is_valid_hash(&u.password_hash) {
+                return Err(SecurityError::Invalid(format!(
+                    "auth.users: the password_hash of `{}` is not an argon2 hash",
+                    u.name
+                )));
+            }
+            users.insert(
+                u.name.clone(),
+                StoredUser {
+                    name: u.name.clone(),
+                    password_hash: u.password_hash.clone(),
+                    source: "config".into(),
+                },
+            );
+        }
+        let mut api_rules = Vec::new();
+        let mut bans = BanList::default();
+        if let Some(kv) = &store {
+            for (_, value) in kv.scan_prefix(USER_PREFIX)? {
+                match serde_json::from_slice::<StoredUser>(&value) {
+                    Ok(u) if !users.contains_key(&u.name) => {
+                        users.insert(u.name.clone(), u);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "stored user does not parse; skipped"),
+                }
+            }
+            if let Some(raw) = kv.get(ACL_KEY)? {
+                api_rules = serde_json::from_slice(&raw).map_err(|e| {
+                    SecurityError::Invalid(format!("stored ACL does not parse: {e}"))
+                })?;
+            }
+            for (_, value) in kv.scan_prefix(BAN_PREFIX)? {
+                match serde_json::from_slice::<Ban>(&value) {
+                    Ok(b) => {
+                        if let Err(e) = bans.insert(b) {
+                            tracing::error!(error = %e, "stored ban refused; skipped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "stored ban does not parse; skipped"),
+                }
+            }
+        }
+        let security = Security(Arc::new(Inner {
+            passwords: PasswordVerifier::new(config.password_verifications),
+            metrics: SecurityMetrics::new(registry),
+            config,
+            store,
+            users: RwLock::new(users),
+            acl: RwLock::new(Arc::new(Acl::default())),
+            api_rules: RwLock::new(api_rules),
+            bans: RwLock::new(bans),
+            flapping: Mutex::new(FlappingDetector::default()),
+            generation: AtomicU64::new(0),
+            changes: Mutex::new(()),
+        }));
+        security.rebuild_acl();
+        Ok(security)
+    }
+
+    /// The metrics of security decisions.
+    pub fn metrics(&self) -> &SecurityMetrics {
+        &self.0.metrics
+    }
+
+    fn rebuild_acl(&self) {
+        let i = &self.0;
+        let mut rules = i.config.acl.clone();
+        rules.extend(i.api_rules.read().iter().cloned());
+        *i.acl.write() = Arc::new(Acl {
+            rules,
+            default_allow: i.config.acl_default == acl::Permission::Allow,
+        });
+        i.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether anonymous clients may connect now.
+    pub fn anonymous_allowed(&self) -> bool {
+        match self.0.config.anonymous {
+            AnonymousPolicy::Allow => true,
+            AnonymousPolicy::Deny => false,
+            AnonymousPolicy::Auto => self.0.users.read().is_empty(),
+        }
+    }
+
+    /// Checks a username and password. The password is never logged or kept.
+    pub async fn authenticate(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Authenticated {
+        let outcome = self.check_password(username, password).await;
+        let label = match &outcome {
+            Authenticated::User(_) => "ok",
+            Authenticated::Anonymous => "anonymous",
+            Authenticated::BadCredentials => "bad_credentials",
+            Authenticated::NotAuthorized => "not_authorized",
+        };
+        self.0
+            .metrics
+            .authentications
+            .with_label_values(&[label])
+            .inc();
+        outcome
+    }
+
+    async fn check_password(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Authenticated {
+        let Some(name) = username else {
+            return if self.anonymous_allowed() {
+                Authenticated::Anonymous
+            } else {
+                Authenticated::NotAuthorized
+            };
+        };
+        let hash = self
+            .0
+            .users
+            .read()
+            .get(name)
+            .map(|u| u.password_hash.clone());
+        let (Some(hash), Some(password)) = (hash, password) else {
+            return Authenticated::BadCredentials;
+        };
+        let Ok(password) = std::str::from_utf8(password) else {
+            return Authenticated::BadCredentials;
+        };
+        if self.0.passwords.verify(&hash, password).await {
+            Authenticated::User(name.to_string())
+        } else {
+            Authenticated::BadCredentials
+        }
+    }
+
+    /// Whether any user exists (authentication is on).
+    pub fn has_users(&self) -> bool {
+        !self.0.users.read().is_empty()
+    }
+
+    /// The ACL as of now, and its generation (changes whenever the rules do).
+    pub fn acl(&self) -> (Arc<Acl>, u64) {
+        let acl = self.0.acl.read().clone();
+        (acl, self.0.generation.load(Ordering::Acquire))
+    }
+
+    /// The generation of the ACL: a cached decision is good while it has not moved.
+    pub fn acl_generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `who` may do `access`, counting refusals.
+    pub fn allows(&self, who: &Who, access: Access) -> bool {
+        let allowed = self.0.acl.read().allows(who, access);
+        if !allowed {
+            self.count_denied(access);
+        }
+        allowed
+    }
+
+    /// Counts an ACL refusal (for callers deciding from a cached ACL).
+    pub fn count_denied(&self, access: Access) {
+        let action = match access {
+            Access::Publish { .. } => "publish",
+            Access::Subscribe(_) => "subscribe",
+        };
+        self.0.metrics.acl_denied.with_label_values(&[action]).inc();
+    }
+
+    /// Every user, without hashes.
+    pub fn users(&self) -> Vec<UserView> {
+        self.0
+            .users
+            .read()
+            .values()
+            .map(|u| UserView {
+                name: u.name.clone(),
+                source: u.source.clone(),
+            })
+            .collect()
+    }
+
+    /// Creates a user or sets its password (hashed here; the password is not kept).
+    pub async fn put_user(&self, name: &str, password: &str) -> Result<bool, SecurityError> {
+        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            return Err(SecurityError::Invalid(
+                "a username is 1 to 256 characters, none of them control characters".into(),
+            ));
+        }
+        if password.len() < 8 || password.len() > 1024 {
+            return Err(SecurityError::Invalid(
+                "a password is 8 to 1024 bytes".into(),
+            ));
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| SecurityError::Invalid(e.to_string()))?
+            .map_err(SecurityError::Invalid)?;
+        let _change = self.0.changes.lock();
+        if self
+            .0
+            .users
+            .read()
+            .get(name)
+            .is_some_and(|u| u.source == "config")
+        {
+            return Err(SecurityError::Fixed(format!(
+                "user `{name}` is defined in the configuration"
+            )));
+        }
+        let user = StoredUser {
+            name: name.to_string(),
+            password_hash: hash,
+            source: "api".into(),
+        };
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Put(user_key(name), encode(&user)?)])?;
+        }
+        Ok(self
+            .0
+            .users
+            .write()
+            .insert(name.to_string(), user)
+            .is_none())
+    }
+
+    /// Removes a user created through the admin API.
+    pub fn delete_user(&self, name: &str) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        match self.0.users.read().get(name) {
+            None => return Err(SecurityError::NotFound(format!("no user `{name}`"))),
+            Some(u) if u.source == "config" => {
+                return Err(SecurityError::Fixed(format!(
+                    "user `{name}` is defined in the configuration"
+                )));
+            }
+            Some(_) => {}
+        }
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Delete(user_key(name))])?;
+        }
+        self.0.users.write().remove(name);
+        Ok(())
+    }
+
+    /// The configured rules and the admin API's, in evaluation order.
+    pub fn acl_rules(&self) -> (Vec<AclRule>, Vec<AclRule>) {
+        (self.0.config.acl.clone(), self.0.api_rules.read().clone())
+    }
+
+    /// Replaces the admin API's rules (checked after the configured ones).
+    pub fn set_acl_rules(&self, rules: Vec<AclRule>) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Put(ACL_KEY.to_vec(), encode(&rules)?)])?;
+        }
+        *self.0.api_rules.write() = rules;
+        self.rebuild_acl();
+        Ok(())
+    }
+
+    /// Every ban in force.
+    pub fn bans(&self) -> Vec<Ban> {
+        let now = now_ms();
+        let mut list = self.0.bans.write();
+        let gone = list.prune(now);
+        drop(list);
+        if !gone.is_empty()
+            && let Some(kv) = &self.0.store
+        {
+            let ops: Vec<KvOp> = gone
+                .iter()
+                .map(|b| KvOp::Delete(ban_key(b.kind, &b.value)))
+                .collect();
+            if let Err(e) = kv.write(ops) {
+                tracing::warn!(error = %e, "expired bans not removed from the store");
+            }
+        }
+        self.0.bans.read().list()
+    }
+
+    /// Adds or replaces a ban.
+    pub fn add_ban(&self, ban: Ban) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        let mut trial = BanList::default();
+        trial.insert(ban.clone()).map_err(SecurityError::Invalid)?;
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Put(ban_key(ban.kind, &ban.value), encode(&ban)?)])?;
+        }
+        self.0
+            .bans
+            .write()
+            .insert(ban)
+            .map_err(SecurityError::Invalid)
+    }
+
+    /// Lifts a ban.
+    pub fn remove_ban(&self, kind: BanKind, value: &str) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Delete(ban_key(kind, value))])?;
+        }
+        if self.0.bans.write().remove(kind, value) {
+            Ok(())
+        } else {
+            Err(SecurityError::NotFound(format!("no ban on `{value}`")))
+        }
+    }
+
+    /// Whether connections from `ip` are refused; counted.
+    pub fn ip_banned(&self, ip: IpAddr) -> bool {
+        let banned = self.0.bans.read().ip_banned(ip, now_ms());
+        if banned {
+            self.0.metrics.banned.with_label_values(&["ip"]).inc();
+        }
+        banned
+    }
+
+    /// Whether a client id or username is banned; counted.
+    pub fn client_banned(&self, client_id: &str, username: Option<&str>) -> bool {
+        let banned = self
+            .0
+            .bans
+            .read()
+            .client_banned(client_id, username, now_ms());
+        if banned {
+            let kind = if self.0.bans.read().client_banned(client_id, None, now_ms()) {
+                "client_id"
+            } else {
+                "username"
+            };
+            self.0.metrics.banned.with_label_values(&[kind]).inc();
+        }
+        banned
+    }
+
+    /// Records a connection of `kind`/`value` for flapping detection; bans it (for
+    /// `ban_secs`) when it connects too often. True when it was banned now.
+    pub fn record_connect(&self, kind: BanKind, value: &str) -> bool {
+        let config = self.0.config.flapping;
+        if !config.enabled {
+            return false;
+        }
+        let now = now_ms();
+        let flapping = self
+            .0
+            .flapping
+            .lock()
+            .record(&config, (kind, value.to_string()), now);
+        if !flapping {
+            return false;
+        }
+        self.0.metrics.flapping_bans.inc();
+        tracing::warn!(?kind, value, "flapping: banned for {} s", config.ban_secs);
+        let ban = Ban {
+            kind,
+            value: value.to_string(),
+            until_ms: Some(now + config.ban_secs * 1000),
+            reason: format!(
+                "flapping: more than {} connections in {} s",
+                config.max_connects, config.window_secs
+            ),
+        };
+        if let Err(e) = self.add_ban(ban) {
+            tracing::warn!(error = %e, "flapping ban not stored");
+        }
+        true
+    }
+}
+
+fn user_key(name: &str) -> Vec<u8> {
+    [USER_PREFIX, name.as_bytes()].concat()
+}
+
+fn ban_key(kind: BanKind, value: &str) -> Vec<u8> {
+    let k = match kind {
+        BanKind::ClientId => "c",
+        BanKind::Username => "u",
+        BanKind::Ip => "i",
+    };
+    [BAN_PREFIX, k.as_bytes(), b"/", value.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn users_authenticate_and_anonymous_follows_the_policy() {
+        let s = Security::open(AuthConfig::default(), None, &prometheus::Registry::new()).unwrap();
+        assert_eq!(s.authenticate(None, None).await, Authenticated::Anonymous);
+        assert!(s.put_user("alice", "alice-password").await.unwrap());
+        assert_eq!(
+            s.authenticate(None, None).await,
+            Authenticated::NotAuthorized
+        );
+        assert_eq!(
+            s.authenticate(Some("alice"), Some(b"alice-password")).await,
+            Authenticated::User("alice".into())
+        );
+        assert_eq!(
+            s.authenticate(Some("alice"), Some(b"wrong")).await,
+            Authenticated::BadCredentials
+        );
+        assert_eq!(
+            s.authenticate(Some("bob"), Some(b"x")).await,
+            Authenticated::BadCredentials
+        );
+        assert!(s.put_user("short", "x").await.is_err());
+        s.delete_user("alice").unwrap();
+        assert_eq!(s.authenticate(None, None).await, Authenticated::Anonymous);
+    }
+
+    #[tokio::test]
+    async fn changes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = crate::kv::KvStore::open(dir.path(), false).unwrap();
+        let space = kv.space(SPACE).unwrap();
+        let reg = prometheus::Registry::new();
+        {
+            let s = Security::open(AuthConfig::default(), Some(space.clone()), &reg).unwrap();
+            s.put_user("alice", "alice-password").await.unwrap();
+            s.set_acl_rules(vec![AclRule {
+                permission: acl::Permission::Deny,
+                action: acl::AclAction::All,
+                topic: "#".into(),
+                username: None,
+                client_id: None,
+                ip: None,
+            }])
+            .unwrap();
+            s.add_ban(Ban {
+                kind: BanKind::Ip,
+                value: "10.0.0.0/8".into(),
+                until_ms: None,
+                reason: "test".into(),
+            })
+            .unwrap();
+        }
+        let s = Security::open(AuthConfig::default(), Some(space), &reg).unwrap();
+        assert_eq!(s.users().len(), 1);
+        assert_eq!(s.acl_rules().1.len(), 1);
+        assert!(s.ip_banned(IpAddr::from([10, 0, 0, 1])));
+        let who = Who {
+            username: None,
+            client_id: "c",
+            ip: None,
+        };
+        assert!(!s.allows(&who, Access::Subscribe("a")));
+    }
+}
