@@ -14,7 +14,8 @@ class Client:
     """A paho client that queues received messages and acknowledgements."""
 
     def __init__(self, port, v5=True, client_id=None, clean=True, expiry=None, will=None,
-                 keepalive=60, connect=True, properties=None, transport="tcp"):
+                 keepalive=60, connect=True, properties=None, transport="tcp",
+                 username=None, password=None):
         self.v5 = v5
         self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
@@ -29,6 +30,8 @@ class Client:
         self.c.on_subscribe = lambda c, u, mid, codes, p: self.subacks.put(codes)
         self.c.on_disconnect = lambda c, u, flags, rc, p: self.disconnects.put(rc)
         self.c.on_connect = lambda c, u, flags, rc, p: self.connacks.put((flags, rc, p))
+        if username is not None:
+            self.c.username_pw_set(username, password)
         if will:
             topic, payload, qos, retain, wprops = will
             self.c.will_set(topic, payload, qos, retain, properties=wprops)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::OwnedStreams;
+use strata_frontend::security::Security;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Journal;
 
@@ -54,6 +55,8 @@ pub struct Kafka {
     pub advertised: (String, i32),
     /// Streams other frontends own.
     pub owned: OwnedStreams,
+    /// Users, ACL and bans.
+    pub security: Security,
 }
 
 /// The node id this broker announces (a single node for now).
@@ -90,6 +93,7 @@ impl Frontend for KafkaFrontend {
             journal: ctx.journal.clone(),
             advertised,
             owned: ctx.owned.clone(),
+            security: ctx.security.clone(),
         });
         self.admin.attach(state.clone());
         // Ready once the admin API can answer for this frontend too.
@@ -105,6 +109,10 @@ impl Frontend for KafkaFrontend {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
+                    if state.security.ip_banned(peer.ip()) {
+                        state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
+                        continue;
+                    }
                     let admitted = match gate.admit(Some(peer.ip()), Instant::now()) {
                         Ok(a) => a,
                         Err(refusal) => {

@@ -29,6 +29,7 @@ use crate::store;
 use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
 use crate::trie::SubscriptionTree;
 use strata_frontend::kv::{KvError, KvOp};
+use strata_frontend::security::Security;
 
 /// Members of one shared subscription (`$share/{group}/{filter}`), served round robin.
 #[derive(Debug, Default)]
@@ -71,6 +72,8 @@ pub struct Broker {
     pub(crate) retained: RwLock<RetainedMessages>,
     /// The topic rules, applied to every way a message enters.
     pub rules: TopicRules,
+    /// Users, ACL and bans.
+    pub security: Security,
     /// Pending wills by client id: when each is due, and the message.
     pub(crate) wills: Mutex<HashMap<Arc<str>, PendingWill>>,
     generation: AtomicU64,
@@ -115,6 +118,7 @@ impl Broker {
             shared: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedMessages::default()),
             rules,
+            security: Security::open_everything(),
             wills: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             started: Instant::now(),
@@ -248,6 +252,7 @@ impl Broker {
                 let mut st = session.state.lock();
                 // A session kept by a node with a higher cap (or none) gets today's.
                 st.expiry_secs = record.expiry_secs.min(self.config.max_session_expiry);
+                st.owner = record.owner.as_deref().map(Arc::from);
                 st.disconnected_at =
                     Some(now.checked_sub(record.disconnected_for()).unwrap_or(now));
             }
@@ -390,13 +395,16 @@ impl Broker {
     }
 
     /// Attaches a connection to the session of `client_id`, creating it or, with
-    /// `clean_start`, replacing it. A connection already attached is kicked off.
+    /// `clean_start`, replacing it. A connection already attached is kicked off. A session
+    /// created by an authenticated user belongs to that user: another principal (or an
+    /// anonymous client) may neither take it over nor replace it (`NOT_AUTHORIZED`).
     pub fn connect(
         &self,
         client_id: &str,
         clean_start: bool,
         expiry_secs: u32,
         info: Arc<ConnectionInfo>,
+        principal: Option<&str>,
     ) -> Result<Attached, ReasonCode> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let kick = Arc::new(Notify::new());
@@ -405,7 +413,17 @@ impl Broker {
         let (session, present, replaced) = {
             let mut sessions = self.sessions.lock();
             match sessions.get(client_id) {
-                Some(s) => (s.clone(), !clean_start, clean_start),
+                Some(s) => {
+                    let owner = s.state.lock().owner.clone();
+                    if owner.is_some() && owner.as_deref() != principal {
+                        self.metrics
+                            .errors
+                            .with_label_values(&["client_id_owned"])
+                            .inc();
+                        return Err(ReasonCode::NOT_AUTHORIZED);
+                    }
+                    (s.clone(), !clean_start, clean_start)
+                }
                 None if sessions.len() >= self.config.max_sessions => {
                     self.metrics
                         .errors
@@ -428,6 +446,9 @@ impl Broker {
         let old = {
             let mut st = session.state.lock();
             st.expiry_secs = expiry_secs;
+            if st.owner.is_none() {
+                st.owner = principal.map(Arc::from);
+            }
             let durable = self.persist.is_some() && expiry_secs > 0;
             if !durable && st.durable.is_some() {
                 st.forget_stored();

@@ -81,6 +81,7 @@ impl Frontend for MqttFrontend {
             MqttMetrics::new(&ctx.registry),
             Some(store),
         );
+        broker.security = ctx.security.clone();
         broker.bridges = Bridges::open(&ctx.journal, &self.config.bridge_to_stream)
             .await
             .map_err(fail)?;
@@ -123,18 +124,21 @@ impl Frontend for MqttFrontend {
         // Decided at accept, before a byte is read: sockets open at once (with or without
         // CONNECT), per address, and new connections per second per address.
         let gate = ConnectionGate::new(self.config.connection_limits());
-        let admit = |addr: SocketAddr| match gate.admit(Some(addr.ip()), Instant::now()) {
-            Ok(admitted) => {
-                broker.metrics.sockets.inc();
-                Some(admitted)
+        let admit = |addr: SocketAddr| {
+            if broker.security.ip_banned(addr.ip()) {
+                broker.metrics.errors.with_label_values(&["banned"]).inc();
+                return None;
             }
-            Err(refusal) => {
-                broker
-                    .metrics
-                    .errors
-                    .with_label_values(&[refusal.label()])
-                    .inc();
-                None
+            match gate.admit(Some(addr.ip()), Instant::now()) {
+                Ok(admitted) => {
+                    broker.metrics.sockets.inc();
+                    Some(admitted)
+                }
+                Err(refusal) => {
+                    let label = refusal.label();
+                    broker.metrics.errors.with_label_values(&[label]).inc();
+                    None
+                }
             }
         };
         let handshake_timeout = Duration::from_secs(self.config.connect_timeout_secs.max(1));

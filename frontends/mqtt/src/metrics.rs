@@ -41,7 +41,8 @@ pub struct MqttMetrics {
 }
 
 /// Every reason a message is dropped for, so each series exists from the start.
-const DROP_REASONS: [&str; 11] = [
+const DROP_REASONS: [&str; 12] = [
+    "acl",
     "delayed_full",
     "expired",
     "queue_full",

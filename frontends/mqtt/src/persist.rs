@@ -38,6 +38,10 @@ pub struct SessionRecord {
     /// Subscriptions: filter (with any `$share/` prefix), options byte (MQTT 5 layout),
     /// subscription identifier.
     pub subscriptions: Vec<(String, u8, Option<u32>)>,
+    /// The user the client id belongs to (the one that created the session), when it was
+    /// created by an authenticated client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl SessionRecord {
@@ -57,6 +61,7 @@ impl SessionRecord {
             expiry_secs: state.expiry_secs,
             disconnected_ms,
             subscriptions,
+            owner: state.owner.as_deref().map(str::to_string),
         }
     }
 
@@ -304,6 +309,7 @@ mod tests {
             expiry_secs: 1,
             disconnected_ms: Some(wall_ms() - 5_000),
             subscriptions: Vec::new(),
+            owner: None,
         };
         assert!(gone.expired());
     }

@@ -224,6 +224,8 @@ pub struct SessionState {
     /// Store writes that the changes so far need, in order. The broker moves them to its
     /// pending writes under this state's lock, so writes of one key keep their order.
     pub ops: Vec<KvOp>,
+    /// The user the client id belongs to: only that user may take the session over.
+    pub owner: Option<Arc<str>>,
 }
 
 impl SessionState {

@@ -28,6 +28,8 @@ pub struct NodeContext {
     pub events: mpsc::UnboundedSender<FrontendEvent>,
     /// Streams owned by a frontend, claimed before any frontend serves.
     pub owned: owned::OwnedStreams,
+    /// Users, ACL and bans, shared by every frontend.
+    pub security: security::Security,
 }
 
 /// What a frontend tells the node while it starts.

@@ -1,6 +1,7 @@
 //! `strata admin ...`: a running node's admin API from the command line, as tables or (with
 //! `--json`) as the API's JSON.
 
+mod auth;
 mod client;
 mod table;
 
@@ -58,6 +59,15 @@ enum AdminCommand {
     /// The log level and per-client / per-topic overrides.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Users (MQTT and Kafka clients' passwords).
+    #[command(subcommand)]
+    Users(auth::UsersCommand),
+    /// ACL rules.
+    #[command(subcommand)]
+    Acl(auth::AclCommand),
+    /// Banned client ids, usernames and addresses.
+    #[command(subcommand)]
+    Ban(auth::BanCommand),
 }
 
 #[derive(Subcommand)]
@@ -244,6 +254,9 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
         AdminCommand::Mqtt(m) => mqtt(c, m).await?,
         AdminCommand::Kafka(k) => kafka(c, k).await?,
         AdminCommand::Log(l) => log(c, l).await?,
+        AdminCommand::Users(u) => auth::users(c, u).await?,
+        AdminCommand::Acl(a) => auth::acl(c, a).await?,
+        AdminCommand::Ban(b) => auth::ban(c, b).await?,
     };
     Ok(if json { pretty(&value) } else { show(&value) })
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+use strata_frontend::security::AuthConfig;
 use strata_journal::JournalConfig;
 use strata_kafka::KafkaConfig;
 use strata_mqtt::MqttConfig;
@@ -33,6 +34,8 @@ pub struct NodeConfig {
     pub mqtt: MqttConfig,
     /// The Kafka frontend; owned and documented by `strata-kafka`.
     pub kafka: KafkaConfig,
+    /// Users, ACL, anonymous access and flapping detection, for every frontend.
+    pub auth: AuthConfig,
 }
 
 /// `[node]`: where this node keeps its data.

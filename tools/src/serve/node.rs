@@ -9,7 +9,8 @@ use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use prometheus::Registry;
 use strata_frontend::kv::KvStore;
-use strata_frontend::owned::OwnedStreams;
+use strata_frontend::owned::{OwnedStreams, Ownership};
+use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
@@ -56,6 +57,13 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     };
 
     let kv_sync = sync_kv_periodically(&config, &kv);
+    let security = match open_security(&config, &kv, metrics.registry()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = close_journal(&journal, maintenance).await;
+            return Err(e);
+        }
+    };
 
     let (stop, stopping) = watch::channel(false);
     let listeners = Arc::new(Mutex::new(Vec::new()));
@@ -68,9 +76,10 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         kafka: None,
         listeners: listeners.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
+        security: security.clone(),
     };
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
-    let started = start_frontends(&config, &journal, &kv, &mut admin, stopping).await;
+    let started = start_frontends(&config, &journal, &kv, &security, &mut admin, stopping).await;
     let served = match started {
         Ok(mut frontends) => {
             let served =
@@ -141,6 +150,18 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Loads users, ACL rules and bans: those of `[auth]` and those the admin API stored.
+fn open_security(
+    config: &NodeConfig,
+    kv: &KvStore,
+    registry: &Registry,
+) -> anyhow::Result<Security> {
+    let space = kv
+        .space(SECURITY_SPACE)
+        .context("cannot open the security store")?;
+    Security::open(config.auth.clone(), Some(space), registry).context("auth")
+}
+
 /// Opens the key-value store under `<data_dir>/kv`; its writes are fsynced when the
 /// journal's default is `fsync = always`.
 async fn open_kv(config: &NodeConfig) -> anyhow::Result<KvStore> {
@@ -185,6 +206,7 @@ async fn start_frontends(
     config: &NodeConfig,
     journal: &Journal,
     kv: &KvStore,
+    security: &Security,
     admin: &mut AdminState,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<Frontends> {
@@ -195,7 +217,11 @@ async fn start_frontends(
         registry: admin.metrics.registry().clone(),
         events,
         owned: OwnedStreams::default(),
+        security: security.clone(),
     };
+    // The audit log is the node's own: no frontend may delete, write or read it.
+    ctx.owned
+        .claim(admin::audit::STREAM, "admin", Ownership::Internal);
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
     let kafka = KafkaFrontend::new(config.kafka.clone());
     let mqtt = MqttFrontend::new(config.mqtt.clone());

@@ -12,8 +12,10 @@ use crate::codec::{
     UnsubAck, Unsubscribe,
 };
 use crate::message::Message;
+use crate::rules::delayed_target;
 use crate::session::Subscription;
 use crate::topic::{parse_filter, validate_name};
+use strata_frontend::security::acl::{Access, Who};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Handles one packet; an `Err` reason code ends the connection with that code.
@@ -88,7 +90,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         mut p: Publish,
     ) -> Result<Option<Accepted>, ReasonCode> {
-        let metrics = &self.broker.metrics;
         self.inbound.record(p.qos as usize, p.payload.len());
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
@@ -132,10 +133,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             st.incoming_qos2.insert(id);
         }
-        let refused = self.broker.rules.publish_refused(&p.topic).map(ReasonCode);
+        let target = delayed_target(&p.topic).unwrap_or(&p.topic).to_string();
+        let access = Access::Publish {
+            topic: &target,
+            retain: p.retain,
+        };
+        let by_rule = self.broker.rules.publish_refused(&p.topic).map(ReasonCode);
+        let by_acl = by_rule.is_none() && !self.acl_allows(access);
+        let refused = by_rule.or(by_acl.then_some(ReasonCode::NOT_AUTHORIZED));
         if refused.is_some() {
-            metrics.dropped.with_label_values(&["rule"]).inc();
-            tracing::debug!(topic = %p.topic, "publish refused by a topic rule");
+            let reason = if by_acl { "acl" } else { "rule" };
+            self.broker
+                .metrics
+                .dropped
+                .with_label_values(&[reason])
+                .inc();
+            tracing::debug!(topic = %p.topic, reason, "publish refused");
         }
         let (qos, topic) = (p.qos, p.topic.clone());
         let publisher = Some(self.session.client_id.clone());
@@ -220,7 +233,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if parsed.group.is_some() && options.no_local {
                 return Err(ReasonCode::PROTOCOL_ERROR);
             }
-            if let Some(code) = self.broker.rules.subscribe_refused(parsed.filter) {
+            let refused = self
+                .broker
+                .rules
+                .subscribe_refused(parsed.filter)
+                .or_else(|| (!self.acl_allows(Access::Subscribe(parsed.filter))).then_some(0x87));
+            if let Some(code) = refused {
                 tracing::debug!(topic = %raw, "subscription refused by a topic rule");
                 reasons.push(if v5 {
                     ReasonCode(code)
@@ -270,6 +288,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.broker.deliver(&self.session, out);
         }
         Ok(())
+    }
+
+    /// Whether the ACL lets this connection's client do `access` (decisions remembered
+    /// per connection until the ACL changes).
+    fn acl_allows(&mut self, access: Access) -> bool {
+        if self.broker.security.acl_is_open() {
+            return true;
+        }
+        let who = Who {
+            username: self.principal.as_deref(),
+            client_id: &self.session.client_id,
+            ip: self.ip,
+        };
+        self.acl
+            .get_or_insert_default()
+            .allows(&self.broker.security, &who, access)
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {

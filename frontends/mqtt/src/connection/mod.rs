@@ -21,6 +21,10 @@ use crate::message::{Message, Outgoing};
 use crate::session::{ConnectionInfo, Phase, Session};
 use crate::store;
 use crate::topic::validate_name;
+use strata_frontend::security::Authenticated;
+use strata_frontend::security::acl::{Access, Who};
+use strata_frontend::security::bans::BanKind;
+use strata_frontend::security::cache::DecisionCache;
 
 /// How long a closing connection waits for its last writes and for the client to close.
 const LINGER: Duration = Duration::from_secs(1);
@@ -78,6 +82,12 @@ struct Conn<S> {
     /// Bytes to reserve before the next read: doubles while reads fill the buffer, halves
     /// when they do not.
     read_hint: usize,
+    /// The authenticated user, if any.
+    principal: Option<Arc<str>>,
+    /// The client's address, for ACL rules by network.
+    ip: Option<std::net::IpAddr>,
+    /// ACL decisions already made for this connection (allocated on first use).
+    acl: Option<Box<DecisionCache>>,
 }
 
 /// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
@@ -242,13 +252,58 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await;
         return None;
     }
+    let security = &broker.security;
+    if security.client_banned(&client_id, c.username.as_deref()) {
+        send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
+        return None;
+    }
+    let principal: Option<Arc<str>> = match security
+        .authenticate(c.username.as_deref(), c.password.as_deref())
+        .await
+    {
+        Authenticated::User(name) => Some(Arc::from(name)),
+        Authenticated::Anonymous => None,
+        Authenticated::BadCredentials => {
+            tracing::debug!(client_id, "bad user name or password");
+            send_connack(
+                &mut stream,
+                v,
+                refuse(ReasonCode::BAD_USER_NAME_OR_PASSWORD, 0x04),
+            )
+            .await;
+            return None;
+        }
+        Authenticated::NotAuthorized => {
+            send_connack(&mut stream, v, refuse(ReasonCode::NOT_AUTHORIZED, 0x05)).await;
+            return None;
+        }
+    };
+    // A client id that reconnects too often is banned for a while, this attempt included.
+    if security.record_connect(BanKind::ClientId, &client_id) {
+        send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
+        return None;
+    }
+    let ip = peer.addr.map(|a| a.ip());
+    let who = Who {
+        username: principal.as_deref(),
+        client_id: &client_id,
+        ip,
+    };
     if let Some(w) = &c.will {
         if validate_name(&w.topic, &broker.limits).is_err() {
             send_connack(&mut stream, v, refuse(ReasonCode::TOPIC_NAME_INVALID, 0x02)).await;
             return None;
         }
         // A will is a publish made later on the client's behalf: the same rules apply.
-        if let Some(code) = broker.rules.publish_refused(&w.topic) {
+        let access = Access::Publish {
+            topic: &w.topic,
+            retain: w.retain,
+        };
+        let refused = broker
+            .rules
+            .publish_refused(&w.topic)
+            .or_else(|| (!security.allows(&who, access)).then_some(0x87));
+        if let Some(code) = refused {
             broker
                 .metrics
                 .errors
@@ -286,15 +341,31 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         peer: peer.addr,
         transport: peer.transport,
         protocol_level: v.level(),
-        username: c.username.clone(),
+        username: principal
+            .as_deref()
+            .map(str::to_string)
+            .or(c.username.clone()),
         keep_alive_secs: keep_alive,
         connected_at: std::time::SystemTime::now(),
         evicted: std::sync::atomic::AtomicBool::new(false),
     });
-    let attached = match broker.connect(&client_id, c.clean_start, expiry, info) {
+    let attached = match broker.connect(
+        &client_id,
+        c.clean_start,
+        expiry,
+        info,
+        principal.as_deref(),
+    ) {
         Ok(a) => a,
         Err(code) => {
-            send_connack(&mut stream, v, refuse(code, 0x03)).await;
+            // 3.1.1 has fewer codes: not authorized stays so, anything else is
+            // "server unavailable".
+            let v3 = if code == ReasonCode::NOT_AUTHORIZED {
+                0x05
+            } else {
+                0x03
+            };
+            send_connack(&mut stream, v, refuse(code, v3)).await;
             return None;
         }
     };
@@ -357,6 +428,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         delivery: None,
         log_guard: MessageLogGuard::default(),
         inbound: traffic_stats::Inbound::default(),
+        principal,
+        ip,
+        acl: None,
     };
     let ack = ConnAck {
         session_present: attached.present,

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod bans;
+pub mod cache;
 pub mod password;
 
 use std::collections::BTreeMap;
@@ -212,6 +213,8 @@ struct Inner {
     flapping: Mutex<FlappingDetector>,
     /// Bumped at every change of the ACL, so callers can cache decisions.
     generation: AtomicU64,
+    /// No rule and a default of allow: every check is skipped.
+    open: std::sync::atomic::AtomicBool,
     passwords: PasswordVerifier,
     metrics: SecurityMetrics,
     /// Serializes changes, so the store and memory agree.
@@ -297,10 +300,17 @@ impl Security {
             bans: RwLock::new(bans),
             flapping: Mutex::new(FlappingDetector::default()),
             generation: AtomicU64::new(0),
+            open: std::sync::atomic::AtomicBool::new(false),
             changes: Mutex::new(()),
         }));
         security.rebuild_acl();
         Ok(security)
+    }
+
+    /// Everything allowed, nothing stored: for brokers built outside a node (tests, tools).
+    pub fn open_everything() -> Self {
+        Self::open(AuthConfig::default(), None, &prometheus::Registry::new())
+            .unwrap_or_else(|e| unreachable!("the default configuration is valid: {e}"))
     }
 
     /// The metrics of security decisions.
@@ -312,11 +322,19 @@ impl Security {
         let i = &self.0;
         let mut rules = i.config.acl.clone();
         rules.extend(i.api_rules.read().iter().cloned());
+        let default_allow = i.config.acl_default == acl::Permission::Allow;
+        i.open
+            .store(rules.is_empty() && default_allow, Ordering::Release);
         *i.acl.write() = Arc::new(Acl {
             rules,
-            default_allow: i.config.acl_default == acl::Permission::Allow,
+            default_allow,
         });
         i.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// True when the ACL allows everything (no rule, default allow).
+    pub fn acl_is_open(&self) -> bool {
+        self.0.open.load(Ordering::Acquire)
     }
 
     /// Whether anonymous clients may connect now.

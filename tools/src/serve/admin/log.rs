@@ -197,6 +197,7 @@ pub async fn set_level(
         .set_level(&body.level)
         .map_err(ApiError::bad_request)?;
     tracing::info!(level = %body.level, "log level changed by the admin API");
+    s.audit("log.level.set", &body.level).await;
     Ok(Json(current(&s)))
 }
 
@@ -223,6 +224,7 @@ pub async fn add_override(
     };
     let o = s.log.add_override(selector, level.into(), ttl);
     tracing::info!(id = o.id, "log override added by the admin API");
+    s.audit("log.override.add", &o.id.to_string()).await;
     Ok((StatusCode::CREATED, Json(view(&o))))
 }
 
@@ -238,6 +240,7 @@ pub async fn remove_override(
     ApiPath(id): ApiPath<u64>,
 ) -> Result<StatusCode, ApiError> {
     if s.log.remove_override(id) {
+        s.audit("log.override.remove", &id.to_string()).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no log override {id}")))

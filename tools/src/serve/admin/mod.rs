@@ -2,6 +2,8 @@
 //! node, its streams, the MQTT and Kafka frontends and the log level. Every error is JSON:
 //! `{"code": "...", "message": "..."}`.
 
+pub mod audit;
+mod auth;
 mod extract;
 mod kafka;
 mod log;
@@ -20,6 +22,7 @@ use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
 use strata_frontend::admin::AdminError;
+use strata_frontend::security::Security;
 use strata_journal::Journal;
 use strata_kafka::KafkaAdmin;
 use strata_mqtt::MqttAdmin;
@@ -48,6 +51,15 @@ pub struct AdminState {
     pub listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
     /// The bearer token `/api/v1/...` requires, if any.
     pub token: Option<Arc<str>>,
+    /// Users, ACL and bans.
+    pub security: Security,
+}
+
+impl AdminState {
+    /// Records a change made through the admin API in the audit log.
+    pub async fn audit(&self, action: &str, target: &str) {
+        audit::record(&self.journal, action, target, "admin").await;
+    }
 }
 
 /// Builds the admin routes.
@@ -78,6 +90,14 @@ pub fn router(state: AdminState) -> Router {
             "/mqtt/retained/{topic}",
             get(mqtt::retained_message).delete(mqtt::delete_retained),
         )
+        .route("/auth/users", get(auth::users))
+        .route(
+            "/auth/users/{name}",
+            put(auth::put_user).delete(auth::delete_user),
+        )
+        .route("/auth/acl", get(auth::acl).put(auth::set_acl))
+        .route("/auth/bans", get(auth::bans).post(auth::add_ban))
+        .route("/auth/bans/{kind}/{value}", delete(auth::remove_ban))
         .route("/kafka/groups", get(kafka::groups))
         .route("/kafka/groups/{group_id}", get(kafka::group))
         .route("/log", get(log::state))

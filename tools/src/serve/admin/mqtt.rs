@@ -57,6 +57,7 @@ pub async fn disconnect(
     ApiPath(client_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     mqtt(&s)?.disconnect(&client_id)?;
+    s.audit("mqtt.client.disconnect", &client_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -102,6 +103,7 @@ pub async fn discard_session(
     ApiPath(client_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     mqtt(&s)?.discard_session(&client_id)?;
+    s.audit("mqtt.session.discard", &client_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,5 +162,6 @@ pub async fn delete_retained(
     ApiPath(topic): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     mqtt(&s)?.delete_retained(&topic)?;
+    s.audit("mqtt.retained.delete", &topic).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -34,6 +34,14 @@ use utoipa::OpenApi;
         super::mqtt::retained,
         super::mqtt::retained_message,
         super::mqtt::delete_retained,
+        super::auth::users,
+        super::auth::put_user,
+        super::auth::delete_user,
+        super::auth::acl,
+        super::auth::set_acl,
+        super::auth::bans,
+        super::auth::add_ban,
+        super::auth::remove_ban,
         super::kafka::groups,
         super::kafka::group,
         super::log::state,
@@ -48,6 +56,7 @@ use utoipa::OpenApi;
         (name = "mqtt", description = "The MQTT frontend"),
         (name = "kafka", description = "The Kafka frontend"),
         (name = "log", description = "Logging at runtime"),
+        (name = "auth", description = "Users, ACL rules and bans"),
     )
 )]
 struct AdminApi;

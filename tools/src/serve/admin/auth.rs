@@ -1,0 +1,165 @@
+//! `/api/v1/auth/...`: users (passwords hashed with argon2id on arrival, never returned),
+//! the ACL rules and the ban list. Changes apply at once to every frontend and are kept in
+//! the node's key-value store; entries from the configuration can only be read here.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use strata_frontend::security::acl::AclRule;
+use strata_frontend::security::bans::{Ban, BanKind};
+use strata_frontend::security::{SecurityError, UserView};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiPath};
+use super::{AdminState, ApiError, ApiResult, ErrorBody};
+
+impl From<SecurityError> for ApiError {
+    fn from(e: SecurityError) -> Self {
+        match e {
+            SecurityError::Invalid(m) => ApiError::bad_request(m),
+            SecurityError::NotFound(m) => ApiError::not_found(m),
+            SecurityError::Fixed(m) => ApiError::new(StatusCode::CONFLICT, "configured", m),
+            SecurityError::Store(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// Every user (names and where they are defined; never a password or hash).
+#[utoipa::path(get, path = "/api/v1/auth/users", tag = "auth",
+    responses((status = 200, description = "The users", body = [UserView])))]
+pub async fn users(State(s): State<AdminState>) -> Json<Vec<UserView>> {
+    Json(s.security.users())
+}
+
+/// A user's new password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// 8 to 1024 bytes; stored as an argon2id hash only.
+    pub password: String,
+}
+
+/// Creates a user or changes its password.
+#[utoipa::path(put, path = "/api/v1/auth/users/{name}", tag = "auth",
+    params(("name" = String, Path, description = "Username")),
+    request_body = SetPassword,
+    responses(
+        (status = 201, description = "Created"),
+        (status = 204, description = "Password changed"),
+        (status = 400, description = "Bad name or password", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody)))]
+pub async fn put_user(
+    State(s): State<AdminState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<SetPassword>,
+) -> Result<StatusCode, ApiError> {
+    let created = s.security.put_user(&name, &body.password).await?;
+    s.audit("auth.user.put", &name).await;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Removes a user.
+#[utoipa::path(delete, path = "/api/v1/auth/users/{name}", tag = "auth",
+    params(("name" = String, Path, description = "Username")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody)))]
+pub async fn delete_user(
+    State(s): State<AdminState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.security.delete_user(&name)?;
+    s.audit("auth.user.delete", &name).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The ACL: the configured rules, then the admin API's, first match wins.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AclView {
+    /// Rules from the configuration (`[[auth.acl]]`), checked first; read-only here.
+    #[serde(default)]
+    pub configured: Vec<AclRule>,
+    /// Rules set through this API, checked after those.
+    pub rules: Vec<AclRule>,
+}
+
+/// The ACL rules.
+#[utoipa::path(get, path = "/api/v1/auth/acl", tag = "auth",
+    responses((status = 200, description = "The rules", body = AclView)))]
+pub async fn acl(State(s): State<AdminState>) -> Json<AclView> {
+    let (configured, rules) = s.security.acl_rules();
+    Json(AclView { configured, rules })
+}
+
+/// The admin API's rules, replaced whole.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAcl {
+    /// The new list, in order.
+    pub rules: Vec<AclRule>,
+}
+
+/// Replaces the admin API's ACL rules; every connection sees them at its next check.
+#[utoipa::path(put, path = "/api/v1/auth/acl", tag = "auth", request_body = SetAcl,
+    responses(
+        (status = 200, description = "The rules now in force", body = AclView),
+        (status = 400, description = "Bad rules", body = ErrorBody)))]
+pub async fn set_acl(
+    State(s): State<AdminState>,
+    ApiJson(body): ApiJson<SetAcl>,
+) -> ApiResult<AclView> {
+    let count = body.rules.len();
+    s.security.set_acl_rules(body.rules)?;
+    s.audit("auth.acl.set", &format!("{count} rules")).await;
+    let (configured, rules) = s.security.acl_rules();
+    Ok(Json(AclView { configured, rules }))
+}
+
+/// Bans in force.
+#[utoipa::path(get, path = "/api/v1/auth/bans", tag = "auth",
+    responses((status = 200, description = "The bans", body = [Ban])))]
+pub async fn bans(State(s): State<AdminState>) -> Json<Vec<Ban>> {
+    Json(s.security.bans())
+}
+
+/// Adds or replaces a ban; connections of what it names are refused from now on.
+#[utoipa::path(post, path = "/api/v1/auth/bans", tag = "auth", request_body = Ban,
+    responses(
+        (status = 204, description = "In force"),
+        (status = 400, description = "Bad ban", body = ErrorBody)))]
+pub async fn add_ban(
+    State(s): State<AdminState>,
+    ApiJson(ban): ApiJson<Ban>,
+) -> Result<StatusCode, ApiError> {
+    let what = format!("{:?} {}", ban.kind, ban.value);
+    s.security.add_ban(ban)?;
+    s.audit("auth.ban.add", &what).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lifts a ban.
+#[utoipa::path(delete, path = "/api/v1/auth/bans/{kind}/{value}", tag = "auth",
+    params(
+        ("kind" = BanKind, Path, description = "client_id, username or ip"),
+        ("value" = String, Path, description = "What is banned")),
+    responses(
+        (status = 204, description = "Lifted"),
+        (status = 404, description = "No such ban", body = ErrorBody)))]
+pub async fn remove_ban(
+    State(s): State<AdminState>,
+    ApiPath((kind, value)): ApiPath<(BanKind, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.security.remove_ban(kind, &value)?;
+    s.audit("auth.ban.remove", &value).await;
+    Ok(StatusCode::NO_CONTENT)
+}
