@@ -121,6 +121,23 @@ fn decode_cursor(cursor: &str) -> Result<String, AdminError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A JSON integer, which JSON Schema lets a client write as `30` or `30.0`.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(v) = n.as_u64() {
+        return Ok(Some(v));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

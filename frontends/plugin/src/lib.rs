@@ -9,6 +9,7 @@ pub mod kv;
 pub mod log_select;
 pub mod owned;
 pub mod security;
+pub mod tls;
 pub mod topic_filter;
 
 use async_trait::async_trait;

@@ -56,11 +56,41 @@ pub struct AclRule {
     /// Only for this client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Only for clients from this network (`10.0.0.0/8`, `::1/128`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    /// Only for clients from this address or network (`10.0.0.0/8`, `::1/128`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ip_or_net")]
+    #[schema(value_type = Option<IpText>)]
     pub ip: Option<IpNet>,
 }
+
+/// An address or a network, as text (`10.1.2.3` or `10.0.0.0/8`).
+mod ip_or_net {
+    use std::net::IpAddr;
+
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<IpNet>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(|n| n.to_string()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpNet>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(Some)
+            .map_err(|_| {
+                serde::de::Error::custom(format!("`{text}` is not an address or a network"))
+            })
+    }
+}
+
+/// An address or a network as the admin API's documents describe it (`10.1.2.3`,
+/// `10.0.0.0/8`, `::1/128`).
+#[derive(Debug, Clone, ToSchema)]
+#[schema(value_type = String, pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(/(3[0-2]|[12]?[0-9]))?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$")]
+pub struct IpText(pub String);
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]

@@ -39,6 +39,87 @@ pub struct Ban {
     pub reason: String,
 }
 
+/// A new ban as the admin API takes it: what it is on decides what its value may be.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BanRequest {
+    /// A client id.
+    ClientId {
+        /// The client id.
+        #[schema(min_length = 1)]
+        value: String,
+        /// Until when (Unix milliseconds); none: until removed.
+        #[serde(default, deserialize_with = "crate::admin::whole_number")]
+        #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+        until_ms: Option<u64>,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// A username.
+    Username {
+        /// The username.
+        #[schema(min_length = 1)]
+        value: String,
+        /// Until when (Unix milliseconds); none: until removed.
+        #[serde(default, deserialize_with = "crate::admin::whole_number")]
+        #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+        until_ms: Option<u64>,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// An address or a network.
+    Ip {
+        /// `10.1.2.3`, `10.0.0.0/8`, `::1`.
+        #[schema(value_type = super::acl::IpText)]
+        value: String,
+        /// Until when (Unix milliseconds); none: until removed.
+        #[serde(default, deserialize_with = "crate::admin::whole_number")]
+        #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+        until_ms: Option<u64>,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+impl TryFrom<BanRequest> for Ban {
+    type Error = String;
+
+    fn try_from(r: BanRequest) -> Result<Ban, String> {
+        let (kind, value, until_ms, reason) = match r {
+            BanRequest::ClientId {
+                value,
+                until_ms,
+                reason,
+            } => (BanKind::ClientId, value, until_ms, reason),
+            BanRequest::Username {
+                value,
+                until_ms,
+                reason,
+            } => (BanKind::Username, value, until_ms, reason),
+            BanRequest::Ip {
+                value,
+                until_ms,
+                reason,
+            } => (BanKind::Ip, value, until_ms, reason),
+        };
+        if value.is_empty() {
+            return Err("a ban needs a value".into());
+        }
+        if until_ms.is_some_and(|t| t > i64::MAX as u64) {
+            return Err("until_ms is beyond the largest time".into());
+        }
+        Ok(Ban {
+            kind,
+            value,
+            until_ms,
+            reason,
+        })
+    }
+}
+
 impl Ban {
     /// Whether it is still in force at `now_ms`.
     pub fn active(&self, now_ms: u64) -> bool {

@@ -372,6 +372,11 @@ impl Security {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Authenticated {
+        // Without users there is nothing to check a name against: while anonymous
+        // clients are allowed, a client naming itself is one of them.
+        if self.0.users.read().is_empty() && self.anonymous_allowed() {
+            return Authenticated::Anonymous;
+        }
         let Some(name) = username else {
             return if self.anonymous_allowed() {
                 Authenticated::Anonymous
@@ -447,14 +452,14 @@ impl Security {
 
     /// Creates a user or sets its password (hashed here; the password is not kept).
     pub async fn put_user(&self, name: &str, password: &str) -> Result<bool, SecurityError> {
-        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
             return Err(SecurityError::Invalid(
                 "a username is 1 to 256 characters, none of them control characters".into(),
             ));
         }
-        if password.len() < 8 || password.len() > 1024 {
+        if !(8..=1024).contains(&password.chars().count()) {
             return Err(SecurityError::Invalid(
-                "a password is 8 to 1024 bytes".into(),
+                "a password is 8 to 1024 characters".into(),
             ));
         }
         let pw = password.to_string();

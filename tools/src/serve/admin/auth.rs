@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_frontend::security::acl::AclRule;
-use strata_frontend::security::bans::{Ban, BanKind};
+use strata_frontend::security::bans::{Ban, BanKind, BanRequest};
 use strata_frontend::security::{SecurityError, UserView};
 use utoipa::ToSchema;
 
@@ -40,18 +40,21 @@ pub async fn users(State(s): State<AdminState>) -> Json<Vec<UserView>> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPassword {
-    /// 8 to 1024 bytes; stored as an argon2id hash only.
+    /// 8 to 1024 characters; stored as an argon2id hash only.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
 /// Creates a user or changes its password.
 #[utoipa::path(put, path = "/api/v1/auth/users/{name}", tag = "auth",
-    params(("name" = String, Path, description = "Username")),
+    params(("name" = String, Path, description = "Username: 1 to 256 characters, no control character",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     request_body = SetPassword,
     responses(
         (status = 201, description = "Created"),
         (status = 204, description = "Password changed"),
         (status = 400, description = "Bad name or password", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 409, description = "Defined in the configuration", body = ErrorBody)))]
 pub async fn put_user(
     State(s): State<AdminState>,
@@ -106,6 +109,7 @@ pub async fn acl(State(s): State<AdminState>) -> Json<AclView> {
 #[serde(deny_unknown_fields)]
 pub struct SetAcl {
     /// The new list, in order.
+    #[schema(max_items = 100000)]
     pub rules: Vec<AclRule>,
 }
 
@@ -113,7 +117,8 @@ pub struct SetAcl {
 #[utoipa::path(put, path = "/api/v1/auth/acl", tag = "auth", request_body = SetAcl,
     responses(
         (status = 200, description = "The rules now in force", body = AclView),
-        (status = 400, description = "Bad rules", body = ErrorBody)))]
+        (status = 400, description = "Bad rules", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody)))]
 pub async fn set_acl(
     State(s): State<AdminState>,
     ApiJson(body): ApiJson<SetAcl>,
@@ -133,14 +138,16 @@ pub async fn bans(State(s): State<AdminState>) -> Json<Vec<Ban>> {
 }
 
 /// Adds or replaces a ban; connections of what it names are refused from now on.
-#[utoipa::path(post, path = "/api/v1/auth/bans", tag = "auth", request_body = Ban,
+#[utoipa::path(post, path = "/api/v1/auth/bans", tag = "auth", request_body = BanRequest,
     responses(
         (status = 204, description = "In force"),
-        (status = 400, description = "Bad ban", body = ErrorBody)))]
+        (status = 400, description = "Bad ban", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody)))]
 pub async fn add_ban(
     State(s): State<AdminState>,
-    ApiJson(ban): ApiJson<Ban>,
+    ApiJson(ban): ApiJson<BanRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let ban = Ban::try_from(ban).map_err(ApiError::bad_request)?;
     let what = format!("{:?} {}", ban.kind, ban.value);
     s.security.add_ban(ban)?;
     s.audit("auth.ban.add", &what).await;
@@ -154,6 +161,7 @@ pub async fn add_ban(
         ("value" = String, Path, description = "What is banned")),
     responses(
         (status = 204, description = "Lifted"),
+        (status = 400, description = "Not a kind of ban", body = ErrorBody),
         (status = 404, description = "No such ban", body = ErrorBody)))]
 pub async fn remove_ban(
     State(s): State<AdminState>,

@@ -97,7 +97,7 @@ pub struct ClientOverride {
     level: Level,
     /// Lapse after this many seconds (default: never).
     #[schema(minimum = 1, maximum = 604800)]
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "strata_frontend::admin::whole_number")]
     ttl_secs: Option<u64>,
 }
 
@@ -111,24 +111,8 @@ pub struct TopicOverride {
     level: Level,
     /// Lapse after this many seconds (default: never).
     #[schema(minimum = 1, maximum = 604800)]
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "strata_frontend::admin::whole_number")]
     ttl_secs: Option<u64>,
-}
-
-/// A JSON integer, which JSON Schema lets a client write as `30` or `30.0`.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if let Some(v) = n.as_u64() {
-        return Ok(Some(v));
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} is not a whole number of seconds"
-        ))),
-    }
 }
 
 /// Whether `s` matches [`DIRECTIVES_PATTERN`].
