@@ -18,6 +18,13 @@ pub struct KafkaConfig {
     pub advertised_host: Option<String>,
     /// Port clients are told to connect to (default: the bound port).
     pub advertised_port: Option<u16>,
+    /// TLS: when set, an SSL listener on `tls_listen` beside the plaintext one (SASL, when
+    /// configured, is required on both: SASL_SSL there).
+    pub tls: Option<strata_frontend::tls::TlsSettings>,
+    /// The SSL listener.
+    pub tls_listen: SocketAddr,
+    /// Port clients of the SSL listener are told to connect to (default: its bound port).
+    pub advertised_tls_port: Option<u16>,
     /// Create a topic when a client asks for metadata of (or produces to) one that does
     /// not exist.
     pub auto_create_topics: bool,
@@ -75,6 +82,9 @@ impl Default for KafkaConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
             advertised_host: None,
             advertised_port: None,
+            tls: None,
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 9093)),
+            advertised_tls_port: None,
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use strata_frontend::Shutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::frontend::Kafka;
@@ -21,14 +20,21 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Serves requests until the client closes, sends something unparseable, or the node stops.
 /// Its events carry the client's address and, once a request names it, its client id.
-pub async fn serve(stream: TcpStream, k: Arc<Kafka>, shutdown: Shutdown) {
-    let peer = stream.peer_addr().ok();
+/// `tls` is set for connections of the SSL listener, with the username a verified client
+/// certificate gives, if any.
+pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    peer: Option<std::net::SocketAddr>,
+    tls: Option<Option<String>>,
+    k: Arc<Kafka>,
+    shutdown: Shutdown,
+) {
     let span = tracing::info_span!(
         "kafka",
         client_id = tracing::field::Empty,
         peer = tracing::field::debug(peer)
     );
-    serve_requests(stream, peer, k, shutdown)
+    serve_requests(stream, peer, tls, k, shutdown)
         .instrument(span)
         .await;
 }
@@ -42,19 +48,27 @@ fn count(k: &Kafka, reason: &str) {
         .inc();
 }
 
-async fn serve_requests(
-    stream: TcpStream,
+async fn serve_requests<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     peer: Option<std::net::SocketAddr>,
+    tls: Option<Option<String>>,
     k: Arc<Kafka>,
     mut shutdown: Shutdown,
 ) {
     k.metrics.connections.inc();
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut session = Session {
         authenticated: k.config.sasl_plain_users.is_empty(),
         peer,
+        tls: tls.is_some(),
         ..Session::default()
     };
+    // Without SASL, a verified client certificate names the principal.
+    if let Some(Some(user)) = tls
+        && session.authenticated
+    {
+        session.user = Some(user);
+    }
     let idle = Duration::from_millis(k.config.connections_max_idle_ms.max(1));
     let write_timeout = Duration::from_millis(k.config.write_timeout_ms.max(1));
     loop {

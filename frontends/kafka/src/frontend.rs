@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::OwnedStreams;
 use strata_frontend::security::Security;
+use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Journal;
 
@@ -53,10 +54,22 @@ pub struct Kafka {
     pub producers: Producers,
     /// Host and port clients are told to use.
     pub advertised: (String, i32),
+    /// Host and port clients of the SSL listener are told to use.
+    pub advertised_tls: Option<(String, i32)>,
     /// Streams other frontends own.
     pub owned: OwnedStreams,
     /// Users, ACL and bans.
     pub security: Security,
+}
+
+impl Kafka {
+    /// The host and port a client of this session's listener is told to use.
+    pub fn advertised_for(&self, session: &crate::handlers::Session) -> (&str, i32) {
+        match (&self.advertised_tls, session.tls) {
+            (Some((host, port)), true) => (host, *port),
+            _ => (&self.advertised.0, self.advertised.1),
+        }
+    }
 }
 
 /// The node id this broker announces (a single node for now).
@@ -82,6 +95,27 @@ impl Frontend for KafkaFrontend {
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let advertised = advertised(&self.config, bound);
+        let tls = match &self.config.tls {
+            Some(settings) => Some(
+                TlsAcceptor::new(settings.clone())
+                    .map_err(|e| FrontendError::Failed(format!("kafka: {e}")))?,
+            ),
+            None => None,
+        };
+        let tls_listener = match &tls {
+            Some(_) => Some(ctx.bind("kafka-tls", self.config.tls_listen).await?),
+            None => None,
+        };
+        let advertised_tls = match &tls_listener {
+            Some(l) => {
+                let bound = l
+                    .local_addr()
+                    .map_err(|e| FrontendError::Failed(e.to_string()))?;
+                let port = self.config.advertised_tls_port.unwrap_or(bound.port());
+                Some((advertised.0.clone(), i32::from(port)))
+            }
+            None => None,
+        };
         let state = Arc::new(Kafka {
             groups: Coordinator::new(
                 kv.clone(),
@@ -92,6 +126,7 @@ impl Frontend for KafkaFrontend {
             config: self.config,
             journal: ctx.journal.clone(),
             advertised,
+            advertised_tls,
             owned: ctx.owned.clone(),
             security: ctx.security.clone(),
         });
@@ -105,6 +140,8 @@ impl Frontend for KafkaFrontend {
         let mut connections = tokio::task::JoinSet::new();
         // Decided at accept, before a byte is read.
         let gate = ConnectionGate::new(state.config.connection_limits());
+        let handshake =
+            Duration::from_millis(state.config.connections_max_idle_ms.clamp(1, 10_000));
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -123,7 +160,32 @@ impl Frontend for KafkaFrontend {
                     let _ = stream.set_nodelay(true);
                     let (state, shutdown) = (state.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        connection::serve(stream, state, shutdown).await;
+                        connection::serve(stream, Some(peer), None, state, shutdown).await;
+                        drop(admitted);
+                    });
+                }
+                accepted = accept_tls(tls_listener.as_ref()) => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    if state.security.ip_banned(peer.ip()) {
+                        state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
+                        continue;
+                    }
+                    let admitted = match gate.admit(Some(peer.ip()), Instant::now()) {
+                        Ok(a) => a,
+                        Err(refusal) => {
+                            state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (state, shutdown, tls) = (state.clone(), shutdown.clone(), tls.clone());
+                    connections.spawn(async move {
+                        if let Some(tls) = tls {
+                            match tls.accept(stream, handshake).await {
+                                Ok((s, user)) => connection::serve(s, Some(peer), Some(user), state, shutdown).await,
+                                Err(_) => state.metrics.errors.with_label_values(&["connection", "tls_handshake"]).inc(),
+                            }
+                        }
                         drop(admitted);
                     });
                 }
@@ -135,6 +197,16 @@ impl Frontend for KafkaFrontend {
         strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         sweeper.abort();
         Ok(())
+    }
+}
+
+/// Accepts on the SSL listener, or never when there is none.
+async fn accept_tls(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Session {
     /// Set when the connection must close once the response is written (a failed
     /// authentication).
     pub close_after_response: bool,
+    /// The connection came in on the SSL listener.
+    pub tls: bool,
 }
 
 /// Encodes a response frame: length, header, body.
@@ -215,7 +217,7 @@ pub async fn handle(
         RequestKind::Fetch(r) => respond(corr, version, &fetch(k, session, r).await)?,
         RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, session, r).await)?,
         RequestKind::FindCoordinator(r) => {
-            respond(corr, version, &find_coordinator(k, r, version))?
+            respond(corr, version, &find_coordinator(k, session, r, version))?
         }
         RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
         RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
@@ -352,8 +354,8 @@ async fn metadata(
         .with_brokers(vec![
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(NODE_ID))
-                .with_host(str(&k.advertised.0))
-                .with_port(k.advertised.1),
+                .with_host(str(k.advertised_for(session).0))
+                .with_port(k.advertised_for(session).1),
         ])
         .with_cluster_id(Some(str("strata")))
         .with_controller_id(BrokerId(NODE_ID))
@@ -641,8 +643,14 @@ async fn record_timestamp(log: &Arc<dyn PartitionLog>, offset: u64) -> Option<i6
         .map(|r| r.timestamp)
 }
 
-fn find_coordinator(k: &Kafka, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let (host, port) = (str(&k.advertised.0), k.advertised.1);
+fn find_coordinator(
+    k: &Kafka,
+    session: &Session,
+    r: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = k.advertised_for(session);
+    let (host, port) = (str(host), port);
     if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             r.coordinator_keys

@@ -52,6 +52,15 @@ pub struct MqttConfig {
     pub ws_enabled: bool,
     /// WebSocket listener (subprotocol `mqtt`).
     pub ws_listen: SocketAddr,
+    /// TLS: when set, MQTT over TLS on `tls_listen` and (with `ws_enabled`) WebSocket over
+    /// TLS on `wss_listen`, beside the plaintext listeners.
+    pub tls: Option<strata_frontend::tls::TlsSettings>,
+    /// MQTT over TLS listener.
+    pub tls_listen: SocketAddr,
+    /// WebSocket over TLS listener.
+    pub wss_listen: SocketAddr,
+    /// Run the plaintext listeners (`listen`, `ws_listen`); turn off to serve TLS only.
+    pub plaintext: bool,
     /// Largest packet accepted from clients, in bytes (announced to MQTT 5 clients).
     pub max_packet_size: u32,
     /// Receive maximum announced to MQTT 5 clients: QoS 1/2 publishes a client may have
@@ -135,6 +144,10 @@ impl Default for MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             ws_enabled: true,
             ws_listen: SocketAddr::from(([0, 0, 0, 0], 8083)),
+            tls: None,
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            wss_listen: SocketAddr::from(([0, 0, 0, 0], 8084)),
+            plaintext: true,
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
             max_inflight: 1024,

@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use strata_frontend::admission::Admitted;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::{OwnedStreams, Ownership};
+use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use strata_journal::Stream;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::admin::MqttAdmin;
 use crate::bridge::{self, Bridges};
@@ -69,11 +72,33 @@ impl Frontend for MqttFrontend {
         ctx: NodeContext,
         mut shutdown: Shutdown,
     ) -> Result<(), FrontendError> {
-        let listener = ctx.bind("mqtt", self.config.listen).await?;
-        let ws_listener = match self.config.ws_enabled {
-            true => Some(ctx.bind("mqtt-ws", self.config.ws_listen).await?),
-            false => None,
+        let config = &self.config;
+        let mut bound = Vec::new();
+        if config.plaintext {
+            bound.push((Transport::Tcp, ctx.bind("mqtt", config.listen).await?));
+            if config.ws_enabled {
+                bound.push((Transport::Ws, ctx.bind("mqtt-ws", config.ws_listen).await?));
+            }
+        }
+        let tls = match &config.tls {
+            Some(settings) => Some(
+                TlsAcceptor::new(settings.clone())
+                    .map_err(|e| FrontendError::Failed(format!("mqtt: {e}")))?,
+            ),
+            None => None,
         };
+        if tls.is_some() {
+            bound.push((
+                Transport::Tls,
+                ctx.bind("mqtt-tls", config.tls_listen).await?,
+            ));
+            if config.ws_enabled {
+                bound.push((
+                    Transport::Wss,
+                    ctx.bind("mqtt-wss", config.wss_listen).await?,
+                ));
+            }
+        }
         ctx.ready();
         let store = open_store(&ctx, self.config.journal_partitions).await?;
         let mut broker = Broker::new(
@@ -122,53 +147,29 @@ impl Frontend for MqttFrontend {
             .collect();
         let mut connections = tokio::task::JoinSet::new();
         // Decided at accept, before a byte is read: sockets open at once (with or without
-        // CONNECT), per address, and new connections per second per address.
+        // CONNECT), per address, and new connections per second per address. One gate for
+        // every listener; one accept task per listener hands admitted sockets over.
         let gate = ConnectionGate::new(self.config.connection_limits());
-        let admit = |addr: SocketAddr| {
-            if broker.security.ip_banned(addr.ip()) {
-                broker.metrics.errors.with_label_values(&["banned"]).inc();
-                return None;
-            }
-            match gate.admit(Some(addr.ip()), Instant::now()) {
-                Ok(admitted) => {
-                    broker.metrics.sockets.inc();
-                    Some(admitted)
-                }
-                Err(refusal) => {
-                    let label = refusal.label();
-                    broker.metrics.errors.with_label_values(&[label]).inc();
-                    None
-                }
-            }
-        };
-        let handshake_timeout = Duration::from_secs(self.config.connect_timeout_secs.max(1));
-        let ws_frame_limit = self.config.max_packet_size as usize;
+        let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::channel(1024);
+        let acceptors: Vec<_> = bound
+            .into_iter()
+            .map(|(transport, listener)| {
+                let (gate, broker, tx) = (gate.clone(), broker.clone(), admitted_tx.clone());
+                tokio::spawn(accept_loop(transport, listener, gate, broker, tx))
+            })
+            .collect();
+        drop(admitted_tx);
+        let spawn = Arc::new(Spawn {
+            tls,
+            handshake_timeout: Duration::from_secs(self.config.connect_timeout_secs.max(1)),
+            ws_frame_limit: self.config.max_packet_size as usize,
+        });
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, addr)) = accepted else { continue };
-                    let Some(admitted) = admit(addr) else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let peer = Peer { addr: Some(addr), transport: "tcp" };
-                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
+                Some((transport, stream, addr, admitted)) = admitted_rx.recv() => {
+                    let (broker, shutdown, spawn) = (broker.clone(), shutdown.clone(), spawn.clone());
                     connections.spawn(async move {
-                        connection::serve(stream, peer, broker.clone(), shutdown).await;
-                        drop(admitted);
-                        broker.metrics.sockets.dec();
-                    });
-                }
-                accepted = accept_ws(ws_listener.as_ref()) => {
-                    let Ok((stream, addr)) = accepted else { continue };
-                    let Some(admitted) = admit(addr) else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let peer = Peer { addr: Some(addr), transport: "websocket" };
-                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
-                    connections.spawn(async move {
-                        let handshake = websocket::accept(stream, ws_frame_limit);
-                        match tokio::time::timeout(handshake_timeout, handshake).await {
-                            Ok(Ok(ws)) => connection::serve(ws, peer, broker.clone(), shutdown).await,
-                            _ => broker.metrics.errors.with_label_values(&["websocket_handshake"]).inc(),
-                        }
+                        spawn.serve(transport, stream, addr, broker.clone(), shutdown).await;
                         drop(admitted);
                         broker.metrics.sockets.dec();
                     });
@@ -177,7 +178,9 @@ impl Frontend for MqttFrontend {
                 _ = shutdown.wait() => break,
             }
         }
-        drop((listener, ws_listener));
+        for a in acceptors {
+            a.abort();
+        }
         // Connections see the same signal, send DISCONNECT 0x8B (MQTT 5) and end.
         strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         housekeeping.abort();
@@ -199,13 +202,115 @@ async fn open_store(ctx: &NodeContext, partitions: u32) -> Result<Arc<Stream>, F
     })
 }
 
-/// Accepts on the WebSocket listener, or never when there is none.
-async fn accept_ws(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+/// The kind of listener a socket came in on.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Tcp,
+    Ws,
+    Tls,
+    Wss,
+}
+
+/// A socket past admission, with its place in the gate.
+type AdmittedSocket = (Transport, TcpStream, SocketAddr, Admitted);
+
+/// Accepts on one listener: banned addresses and sockets beyond the gate's bounds are
+/// closed at once (and counted); the others go to the frontend's loop.
+async fn accept_loop(
+    transport: Transport,
+    listener: TcpListener,
+    gate: ConnectionGate,
+    broker: Arc<Broker>,
+    tx: tokio::sync::mpsc::Sender<AdmittedSocket>,
+) {
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            continue;
+        };
+        if broker.security.ip_banned(addr.ip()) {
+            broker.metrics.errors.with_label_values(&["banned"]).inc();
+            continue;
+        }
+        let admitted = match gate.admit(Some(addr.ip()), Instant::now()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let label = refusal.label();
+                broker.metrics.errors.with_label_values(&[label]).inc();
+                continue;
+            }
+        };
+        broker.metrics.sockets.inc();
+        let _ = stream.set_nodelay(true);
+        if tx.send((transport, stream, addr, admitted)).await.is_err() {
+            broker.metrics.sockets.dec();
+            return;
+        }
+    }
+}
+
+/// What serving a socket of any transport needs besides the broker.
+struct Spawn {
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    ws_frame_limit: usize,
+}
+
+impl Spawn {
+    /// Runs the transport's handshakes (TLS, WebSocket, each within the CONNECT timeout),
+    /// then serves the MQTT connection.
+    async fn serve(
+        &self,
+        transport: Transport,
+        stream: TcpStream,
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        shutdown: Shutdown,
+    ) {
+        let peer = |transport, cert_user| Peer {
+            addr: Some(addr),
+            transport,
+            cert_user,
+        };
+        let failed = |what: &str| broker.metrics.errors.with_label_values(&[what]).inc();
+        match (transport, &self.tls) {
+            (Transport::Tcp, _) => {
+                connection::serve(stream, peer("tcp", None), broker.clone(), shutdown).await
+            }
+            (Transport::Ws, _) => match self.websocket(stream).await {
+                Some(ws) => {
+                    connection::serve(ws, peer("websocket", None), broker.clone(), shutdown).await
+                }
+                None => failed("websocket_handshake"),
+            },
+            (Transport::Tls | Transport::Wss, None) => {}
+            (Transport::Tls, Some(tls)) => match tls.accept(stream, self.handshake_timeout).await {
+                Ok((s, user)) => {
+                    connection::serve(s, peer("tls", user), broker.clone(), shutdown).await
+                }
+                Err(_) => failed("tls_handshake"),
+            },
+            (Transport::Wss, Some(tls)) => match tls.accept(stream, self.handshake_timeout).await {
+                Ok((s, user)) => match self.websocket(s).await {
+                    Some(ws) => {
+                        connection::serve(ws, peer("websocket-tls", user), broker.clone(), shutdown)
+                            .await
+                    }
+                    None => failed("websocket_handshake"),
+                },
+                Err(_) => failed("tls_handshake"),
+            },
+        }
+    }
+
+    async fn websocket<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+    ) -> Option<websocket::WsBytes<S>> {
+        let handshake = websocket::accept(stream, self.ws_frame_limit);
+        tokio::time::timeout(self.handshake_timeout, handshake)
+            .await
+            .ok()?
+            .ok()
     }
 }
 

@@ -9,7 +9,6 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -25,7 +24,10 @@ const FRAME_SLACK: usize = 64 * 1024;
 /// larger than `max_packet` (plus room for a second packet's start) are refused by the
 /// WebSocket layer before they are buffered: MQTT's own packet limit applies to bytes the
 /// server already holds.
-pub async fn accept(stream: TcpStream, max_packet: usize) -> Result<WsBytes, WsError> {
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    max_packet: usize,
+) -> Result<WsBytes<S>, WsError> {
     // The callback's signature, large error response included, is the library's.
     #[allow(clippy::result_large_err)]
     let choose = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -55,8 +57,8 @@ pub async fn accept(stream: TcpStream, max_packet: usize) -> Result<WsBytes, WsE
 
 /// A WebSocket seen as a stream of bytes.
 #[derive(Debug)]
-pub struct WsBytes {
-    ws: WebSocketStream<TcpStream>,
+pub struct WsBytes<S> {
+    ws: WebSocketStream<S>,
     pending: Bytes,
 }
 
@@ -64,7 +66,7 @@ fn to_io(e: WsError) -> io::Error {
     io::Error::other(e)
 }
 
-impl AsyncRead for WsBytes {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsBytes<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -94,7 +96,7 @@ impl AsyncRead for WsBytes {
     }
 }
 
-impl AsyncWrite for WsBytes {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

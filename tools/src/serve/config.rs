@@ -100,6 +100,8 @@ pub struct AdminSettings {
     /// When set, every `/api/v1/...` request must carry `Authorization: Bearer <token>`
     /// (`/health` and `/metrics` stay open).
     pub token: Option<String>,
+    /// When set, the admin API is served over HTTPS only.
+    pub tls: Option<strata_frontend::tls::TlsSettings>,
 }
 
 impl Default for AdminSettings {
@@ -107,6 +109,7 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9180)),
             token: None,
+            tls: None,
         }
     }
 }

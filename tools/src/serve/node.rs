@@ -11,6 +11,7 @@ use prometheus::Registry;
 use strata_frontend::kv::KvStore;
 use strata_frontend::owned::{OwnedStreams, Ownership};
 use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
+use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
@@ -64,6 +65,13 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let admin_tls = match config.admin.tls.clone().map(TlsAcceptor::new).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            let _ = close_journal(&journal, maintenance).await;
+            return Err(anyhow!(e).context("admin.tls"));
+        }
+    };
 
     let (stop, stopping) = watch::channel(false);
     let listeners = Arc::new(Mutex::new(Vec::new()));
@@ -82,8 +90,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let started = start_frontends(&config, &journal, &kv, &security, &mut admin, stopping).await;
     let served = match started {
         Ok(mut frontends) => {
-            let served =
-                serve_admin(config.admin.listen, admin, &mut signals, &mut frontends).await;
+            let served = serve_admin(
+                config.admin.listen,
+                admin_tls,
+                admin,
+                &mut signals,
+                &mut frontends,
+            )
+            .await;
             stop.send_replace(true);
             let stopped = stop_frontends(frontends).await;
             served.and(stopped)
@@ -301,6 +315,7 @@ async fn stop_frontends(mut frontends: Frontends) -> anyhow::Result<()> {
 /// Binds the admin listener, serves until a signal (or a frontend failing), then drains.
 async fn serve_admin(
     listen: SocketAddr,
+    tls: Option<TlsAcceptor>,
     state: AdminState,
     signals: &mut ShutdownSignals,
     frontends: &mut Frontends,
@@ -320,7 +335,15 @@ async fn serve_admin(
         // Completes on a send or when the sender is dropped; either means stop.
         let _ = stopped.await;
     };
-    let mut server = tokio::spawn(admin::serve(listener, admin::router(state), stopped));
+    let router = admin::router(state);
+    let mut server = match tls {
+        None => tokio::spawn(admin::serve(listener, router, stopped)),
+        Some(tls) => {
+            let listener = admin::tls_listener::TlsListener::new(listener, tls)
+                .context("cannot start the admin HTTPS listener")?;
+            tokio::spawn(admin::serve(listener, router, stopped))
+        }
+    };
 
     tokio::select! {
         signal = signals.recv() => info!(signal, "stopping: no longer accepting admin connections"),

@@ -115,12 +115,14 @@ mod handlers;
 mod traffic_stats;
 
 /// Where a connection comes from: the client's address and the transport.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address, when the transport has one.
     pub addr: Option<std::net::SocketAddr>,
-    /// `tcp` or `websocket`.
+    /// `tcp`, `tls`, `websocket` or `websocket-tls`.
     pub transport: &'static str,
+    /// The username a verified client certificate gives (mTLS), if any.
+    pub cert_user: Option<String>,
 }
 
 /// Serves one connection until it ends.
@@ -257,10 +259,16 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
         return None;
     }
-    let principal: Option<Arc<str>> = match security
-        .authenticate(c.username.as_deref(), c.password.as_deref())
-        .await
-    {
+    // A verified client certificate names the user; no password is needed then.
+    let authenticated = match &peer.cert_user {
+        Some(user) => Authenticated::User(user.clone()),
+        None => {
+            security
+                .authenticate(c.username.as_deref(), c.password.as_deref())
+                .await
+        }
+    };
+    let principal: Option<Arc<str>> = match authenticated {
         Authenticated::User(name) => Some(Arc::from(name)),
         Authenticated::Anonymous => None,
         Authenticated::BadCredentials => {
@@ -958,6 +966,7 @@ mod tests {
         let peer = super::Peer {
             addr: None,
             transport: "tcp",
+            cert_user: None,
         };
         let future = super::serve(
             tokio::io::empty(),

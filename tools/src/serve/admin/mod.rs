@@ -10,6 +10,7 @@ mod log;
 mod mqtt;
 mod node;
 mod openapi;
+pub mod tls_listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use strata_frontend::security::Security;
 use strata_journal::Journal;
 use strata_kafka::KafkaAdmin;
 use strata_mqtt::MqttAdmin;
-use tokio::net::TcpListener;
 use utoipa::ToSchema;
 
 use super::log_filter::LogControl;
@@ -204,11 +204,15 @@ async fn count_request(
 
 /// Serves `router` on `listener` until `stop` completes, then stops accepting and waits for
 /// in-flight requests. The caller bounds that wait: an idle client can hold it open.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
