@@ -181,7 +181,7 @@ def test_connections_per_address_are_bounded(node_with):
     n = node_with("[mqtt]\nmax_connections_per_ip = 2\n")
     held = [Client(n.port) for _ in range(2)]
     third = socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE)
-    assert third.recv(1) == b""
+    assert closed(third)
     assert n.metrics()['strata_mqtt_errors_total{reason="max_connections_per_ip"}'] == 1
     for c in held:
         c.close()
@@ -192,10 +192,10 @@ def test_the_connection_rate_per_address_is_bounded(node_with):
     socks = [socket.create_connection(("127.0.0.1", n2.port), timeout=DEADLINE) for _ in range(5)]
     refused = 0
     for sock in socks:
-        sock.sendall(connect(client_id=f"rate-{id(sock)}"))
         try:
+            sock.sendall(connect(client_id=f"rate-{id(sock)}"))
             refused += sock.recv(1) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             refused += 1
     assert refused == 2
     assert n2.metrics()['strata_mqtt_errors_total{reason="connection_rate"}'] == 2
