@@ -137,6 +137,25 @@ def test_delayed_publishes_are_bounded(node_with):
         assert first == 0x40
         codes.append(body[2] if len(body) > 2 else 0)
     assert codes == [0, 0, 0x97]
+    # A delay beyond max_delay_secs (7 days) is refused too.
+    r2 = Raw(n.port)
+    assert r2.connect(client_id="far")[1] == 0
+    r2.send(publish("$delayed/999999999/later", b"p", qos=1, packet_id=1))
+    first, body = r2.read_packet()
+    assert first == 0x40 and body[2] == 0x97
+
+
+def test_clients_cannot_publish_to_broker_topics(node):
+    r = Raw(node.port)
+    assert r.connect(client_id="sys-forger")[1] == 0
+    for i in range(1, 4):
+        r.send(publish(f"$SYS/broker/forged{i}", b"x" * 1000, qos=1, packet_id=i))
+        first, body = r.read_packet()
+        assert first == 0x40 and body[2] == 0x87
+    r.send(publish("$other/x", b"x", qos=1, packet_id=9))
+    first, body = r.read_packet()
+    assert first == 0x40 and body[2] == 0x87
+    assert node.metrics()['strata_mqtt_dropped_messages_total{reason="rule"}'] == 4
 
 
 def test_persistent_sessions_expire_at_the_cap(node_with):
@@ -164,7 +183,8 @@ def test_sockets_without_connect_are_bounded(node_with):
     wait_for("three sockets admitted", lambda: n.metrics()["strata_mqtt_sockets"] == 3)
     fourth = socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE)
     assert closed(fourth)
-    assert n.metrics()['strata_mqtt_errors_total{reason="max_connections"}'] == 1
+    key = 'strata_mqtt_errors_total{reason="max_connections"}'
+    wait_for("the refusal to be counted", lambda: n.metrics().get(key) == 1)
     for sock in idle:
         sock.close()
     wait_for("the sockets to be released", lambda: n.metrics()["strata_mqtt_sockets"] == 0)

@@ -145,12 +145,15 @@ impl Frontend for KafkaFrontend {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    if state.security.ip_banned(peer.ip()) {
+                    let Ok((stream, peer)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if state.security.ip_banned(peer.ip().to_canonical()) {
                         state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
                         continue;
                     }
-                    let admitted = match gate.admit(Some(peer.ip()), Instant::now()) {
+                    let admitted = match gate.admit(Some(peer.ip().to_canonical()), Instant::now()) {
                         Ok(a) => a,
                         Err(refusal) => {
                             state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();
@@ -165,12 +168,15 @@ impl Frontend for KafkaFrontend {
                     });
                 }
                 accepted = accept_tls(tls_listener.as_ref()) => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    if state.security.ip_banned(peer.ip()) {
+                    let Ok((stream, peer)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if state.security.ip_banned(peer.ip().to_canonical()) {
                         state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
                         continue;
                     }
-                    let admitted = match gate.admit(Some(peer.ip()), Instant::now()) {
+                    let admitted = match gate.admit(Some(peer.ip().to_canonical()), Instant::now()) {
                         Ok(a) => a,
                         Err(refusal) => {
                             state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();

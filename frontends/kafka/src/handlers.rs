@@ -170,9 +170,16 @@ pub async fn handle(
         tracing::Span::current().record("client_id", id.as_str());
     }
     let api = api_name(key);
+    // The version label only for versions this broker accepts: a client cannot grow the
+    // series by sending made-up versions.
+    let version_label = if accepted(key, version) {
+        version.to_string()
+    } else {
+        "unsupported".to_string()
+    };
     k.metrics
         .requests
-        .with_label_values(&[&api, &version.to_string()])
+        .with_label_values(&[&api, &version_label])
         .inc();
     if !accepted(key, version) {
         k.metrics.error(&api, code::UNSUPPORTED_VERSION);
@@ -686,7 +693,10 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
             .with_num_partitions(partitions)
             .with_replication_factor(1);
         let mut message = None;
-        let code = if k.journal.stream(&t.name).is_ok() {
+        let code = if guard::may_alter(k, &t.name).is_err() {
+            message = Some("a name another frontend owns".to_string());
+            code::TOPIC_AUTHORIZATION_FAILED
+        } else if k.journal.stream(&t.name).is_ok() {
             code::TOPIC_ALREADY_EXISTS
         } else if partitions == 0 || partitions > 65536 {
             code::INVALID_PARTITIONS
@@ -925,7 +935,7 @@ fn sasl_authenticate(
                 .config
                 .sasl_plain_users
                 .get(&user)
-                .is_some_and(|p| p.as_bytes() == *pass);
+                .is_some_and(|p| constant_time_eq(p.as_bytes(), pass));
             if good {
                 session.user = Some(user);
             }
@@ -948,4 +958,10 @@ fn sasl_authenticate(
                 "Authentication failed: invalid username or password",
             )))
     }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how much of
+/// a guessed password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

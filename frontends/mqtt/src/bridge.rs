@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use strata_frontend::security::acl::{Access, Who};
 
 use serde::{Deserialize, Serialize};
 use strata_frontend::Shutdown;
@@ -237,9 +238,25 @@ async fn follow_partition(
                         .errors
                         .with_label_values(&["bridge_bad_topic"])
                         .inc();
-                } else if broker.rules.publish_refused(&message.topic).is_some() {
-                    // A record is a publish like any other: the topic rules apply.
+                } else if message.topic.starts_with('$')
+                    || broker.rules.publish_refused(&message.topic).is_some()
+                {
+                    // A record is a publish like any other: the topic rules apply (and `$`
+                    // topics are the broker's).
                     broker.metrics.dropped.with_label_values(&["rule"]).inc();
+                } else if !broker.security.allows(
+                    &Who {
+                        username: None,
+                        client_id: BRIDGE_PUBLISHER,
+                        ip: None,
+                    },
+                    Access::Publish {
+                        topic: &message.topic,
+                        retain: message.retain,
+                    },
+                ) {
+                    // The ACL judges bridged records as published by client id `$bridge`.
+                    broker.metrics.dropped.with_label_values(&["acl"]).inc();
                 } else {
                     broker.publish_stored(Arc::new(message)).await;
                 }

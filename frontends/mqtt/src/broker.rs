@@ -100,6 +100,8 @@ pub struct Broker {
     /// number, with their store key.
     delayed: Mutex<BTreeMap<(u64, u64), DelayedPublish>>,
     delayed_seq: AtomicU64,
+    /// Bytes (topics and payloads) of the delayed publishes waiting.
+    delayed_bytes: AtomicU64,
 }
 
 impl Broker {
@@ -132,6 +134,7 @@ impl Broker {
             delayed: Mutex::new(BTreeMap::new()),
             // Numbers from the clock, so they never repeat those of an earlier run.
             delayed_seq: AtomicU64::new(persist::now_wall_ms() << 16),
+            delayed_bytes: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +163,17 @@ impl Broker {
         if validate_name(topic, &self.limits).is_err() || topic.starts_with('$') {
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
+        let size = (topic.len() + message.payload.len()) as u64;
+        if secs > self.config.max_delay_secs
+            || self.delayed_bytes.load(Ordering::Relaxed) + size > self.config.max_delayed_bytes
+        {
+            self.metrics
+                .dropped
+                .with_label_values(&["delayed_full"])
+                .inc();
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        self.delayed_bytes.fetch_add(size, Ordering::Relaxed);
         let mut m = message.clone();
         m.topic = topic.to_string();
         m.stored = None;
@@ -294,6 +308,8 @@ impl Broker {
             let mut delayed = self.delayed.lock();
             for (key, at, m) in persist.delayed()? {
                 let seq = persist::seq_of(&key).unwrap_or(0);
+                self.delayed_bytes
+                    .fetch_add((m.topic.len() + m.payload.len()) as u64, Ordering::Relaxed);
                 delayed.insert((at, seq), (key, Arc::new(m)));
             }
         }
@@ -392,6 +408,16 @@ impl Broker {
             };
             st.ops.push(op);
         });
+    }
+
+    /// Whether `principal` may use `client_id`: no session, a session without owner, or
+    /// its owner.
+    pub fn may_own(&self, client_id: &str, principal: Option<&str>) -> bool {
+        let session = self.sessions.lock().get(client_id).cloned();
+        session.is_none_or(|s| {
+            let owner = s.state.lock().owner.clone();
+            owner.is_none() || owner.as_deref() == principal
+        })
     }
 
     /// Attaches a connection to the session of `client_id`, creating it or, with
@@ -722,7 +748,7 @@ impl Broker {
             let refused = if message.payload.is_empty() {
                 retained.remove(&message.topic);
                 None
-            } else if message.topic.starts_with("$SYS/") {
+            } else if message.topic.starts_with("$SYS/") && message.publisher.is_none() {
                 // The broker's own, a fixed set of topics: outside the bound.
                 retained.insert(message.clone());
                 None
@@ -938,6 +964,8 @@ impl Broker {
                     break;
                 }
                 let (key, m) = entry.remove();
+                let size = (m.topic.len() + m.payload.len()) as u64;
+                self.delayed_bytes.fetch_sub(size, Ordering::Relaxed);
                 due.push((m, key));
             }
         }

@@ -118,6 +118,12 @@ pub struct MqttConfig {
     pub max_retained_per_subscribe: usize,
     /// Delayed publishes (`$delayed/...`) waiting at once; more are refused (0x97).
     pub max_delayed_messages: usize,
+    /// Bytes (topics and payloads) of the delayed publishes waiting at once.
+    pub max_delayed_bytes: u64,
+    /// Longest delay a `$delayed/{seconds}/...` publish may ask for.
+    pub max_delay_secs: u32,
+    /// Longest client identifier accepted (bytes); longer gets CONNACK 0x85 / 0x02.
+    pub max_client_id_length: usize,
     /// Maximum topic levels.
     pub max_topic_levels: usize,
     /// Maximum topic length in bytes.
@@ -172,6 +178,9 @@ impl Default for MqttConfig {
             max_retained_bytes: 256 * 1024 * 1024,
             max_retained_per_subscribe: 10_000,
             max_delayed_messages: 100_000,
+            max_delayed_bytes: 256 * 1024 * 1024,
+            max_delay_secs: 7 * 24 * 3600,
+            max_client_id_length: 1024,
             max_topic_levels: 32,
             max_topic_length: 4096,
             sys_interval_secs: 10,

@@ -224,14 +224,22 @@ async fn accept_loop(
     tx: tokio::sync::mpsc::Sender<AdmittedSocket>,
 ) {
     loop {
-        let Ok((stream, addr)) = listener.accept().await else {
-            continue;
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                broker.metrics.errors.with_label_values(&["accept"]).inc();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        if broker.security.ip_banned(addr.ip()) {
+        let ip = addr.ip().to_canonical();
+        if broker.security.ip_banned(ip) {
             broker.metrics.errors.with_label_values(&["banned"]).inc();
             continue;
         }
-        let admitted = match gate.admit(Some(addr.ip()), Instant::now()) {
+        let admitted = match gate.admit(Some(ip), Instant::now()) {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 let label = refusal.label();

@@ -30,6 +30,7 @@ fn size(m: &Message) -> u64 {
 }
 
 fn is_sys(topic: &str) -> bool {
+    // Only the broker publishes `$SYS/` topics (clients cannot publish to `$` topics).
     topic.starts_with("$SYS/")
 }
 

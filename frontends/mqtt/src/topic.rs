@@ -118,6 +118,8 @@ pub fn parse_filter<'a>(
         if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
             return Err(TopicError::Shared(raw.into()));
         }
+        // The whole filter, group included, is bounded like any topic.
+        check_limits(raw, limits)?;
         validate_filter(filter, limits)?;
         return Ok(ParsedFilter {
             group: Some(group),

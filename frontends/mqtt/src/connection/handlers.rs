@@ -138,7 +138,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             topic: &target,
             retain: p.retain,
         };
-        let by_rule = self.broker.rules.publish_refused(&p.topic).map(ReasonCode);
+        // `$` topics are the server's [MQTT-4.7.2]: a client publishes only `$delayed/`.
+        let reserved = p.topic.starts_with('$') && delayed_target(&p.topic).is_none();
+        let by_rule = if reserved {
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            self.broker.rules.publish_refused(&p.topic).map(ReasonCode)
+        };
         let by_acl = by_rule.is_none() && !self.acl_allows(access);
         let refused = by_rule.or(by_acl.then_some(ReasonCode::NOT_AUTHORIZED));
         if refused.is_some() {

@@ -244,6 +244,15 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         c.client_id.clone()
     };
+    if client_id.len() > broker.config.max_client_id_length {
+        send_connack(
+            &mut stream,
+            v,
+            refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, 0x02),
+        )
+        .await;
+        return None;
+    }
     if c.properties.authentication_method.is_some() {
         // No enhanced authentication method is configured [MQTT-4.12.0-1].
         send_connack(
@@ -255,17 +264,25 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         return None;
     }
     let security = &broker.security;
-    if security.client_banned(&client_id, c.username.as_deref()) {
-        send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
-        return None;
-    }
-    // A verified client certificate names the user; no password is needed then.
+    // A verified client certificate names the user; no password is needed then. Waiting
+    // for a password check is bounded like the CONNECT itself.
+    let limit = Duration::from_secs(broker.config.connect_timeout_secs.max(1));
     let authenticated = match &peer.cert_user {
         Some(user) => Authenticated::User(user.clone()),
         None => {
-            security
-                .authenticate(c.username.as_deref(), c.password.as_deref())
-                .await
+            let check = security.authenticate(c.username.as_deref(), c.password.as_deref());
+            match tokio::time::timeout(limit, check).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    broker
+                        .metrics
+                        .errors
+                        .with_label_values(&["auth_timeout"])
+                        .inc();
+                    send_connack(&mut stream, v, refuse(ReasonCode::SERVER_BUSY, 0x03)).await;
+                    return None;
+                }
+            }
         }
     };
     let principal: Option<Arc<str>> = match authenticated {
@@ -286,12 +303,28 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
+    // Bans apply to the authenticated user (or, anonymous, to none) and the client id.
+    let banned_name = principal.as_deref().or(c.username.as_deref());
+    if security.client_banned(&client_id, banned_name) {
+        send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
+        return None;
+    }
+    // Someone else's client id is refused before it can count towards a flapping ban.
+    if !broker.may_own(&client_id, principal.as_deref()) {
+        broker
+            .metrics
+            .errors
+            .with_label_values(&["client_id_owned"])
+            .inc();
+        send_connack(&mut stream, v, refuse(ReasonCode::NOT_AUTHORIZED, 0x05)).await;
+        return None;
+    }
     // A client id that reconnects too often is banned for a while, this attempt included.
     if security.record_connect(BanKind::ClientId, &client_id) {
         send_connack(&mut stream, v, refuse(ReasonCode::BANNED, 0x05)).await;
         return None;
     }
-    let ip = peer.addr.map(|a| a.ip());
+    let ip = peer.addr.map(|a| a.ip().to_canonical());
     let who = Who {
         username: principal.as_deref(),
         client_id: &client_id,
@@ -423,7 +456,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             .properties
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
-        client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
+        // Aliases this server assigns: as many as the client takes, within the server's own
+        // maximum (each holds a topic).
+        client_alias_max: c
+            .properties
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(cfg.topic_alias_maximum),
         out_aliases: HashMap::new(),
         in_aliases: HashMap::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),

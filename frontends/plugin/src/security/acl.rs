@@ -120,7 +120,7 @@ pub enum Access<'a> {
 /// A `%u`/`%c` placeholder stands for a value only when the value cannot widen the filter
 /// (no wildcard, no level separator): otherwise the rule does not apply.
 fn substitute(topic: &str, who: &Who) -> Option<String> {
-    let safe = |v: &str| !v.is_empty() && !v.contains(['+', '#', '/']);
+    let safe = |v: &str| !v.is_empty() && !v.contains(['+', '#', '/', '%']);
     let mut out = topic.to_string();
     if out.contains("%u") {
         let u = who.username.filter(|u| safe(u))?;
@@ -157,7 +157,11 @@ impl AclRule {
         if !(self.action == action || self.action == AclAction::All) || !self.applies_to(who) {
             return None;
         }
-        let filter = substitute(&self.topic, who)?;
+        let Some(filter) = substitute(&self.topic, who) else {
+            // A deny rule whose placeholder has no safe value denies: refusing is the safe
+            // reading. An allow rule then allows nothing.
+            return (self.permission == Permission::Deny).then_some(Permission::Deny);
+        };
         let hit = match (subscribe, self.permission) {
             (false, _) => matches(&filter, target),
             (true, Permission::Deny) => filters_overlap(&filter, target),

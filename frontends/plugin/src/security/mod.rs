@@ -7,6 +7,7 @@ pub mod acl;
 pub mod bans;
 pub mod cache;
 pub mod password;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ pub const SPACE: &str = "security";
 const USER_PREFIX: &[u8] = b"u/";
 const BAN_PREFIX: &[u8] = b"b/";
 const ACL_KEY: &[u8] = b"acl";
+const TOKEN_PREFIX: &[u8] = b"t/";
 
 /// When anonymous clients (no username) may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -210,6 +212,7 @@ struct Inner {
     acl: RwLock<Arc<Acl>>,
     api_rules: RwLock<Vec<AclRule>>,
     bans: RwLock<BanList>,
+    tokens: RwLock<tokens::Tokens>,
     flapping: Mutex<FlappingDetector>,
     /// Bumped at every change of the ACL, so callers can cache decisions.
     generation: AtomicU64,
@@ -263,7 +266,16 @@ impl Security {
         }
         let mut api_rules = Vec::new();
         let mut bans = BanList::default();
+        let mut admin_tokens = tokens::Tokens::default();
         if let Some(kv) = &store {
+            for (_, value) in kv.scan_prefix(TOKEN_PREFIX)? {
+                match serde_json::from_slice::<tokens::StoredToken>(&value) {
+                    Ok(t) => admin_tokens.insert(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "stored admin token does not parse; skipped")
+                    }
+                }
+            }
             for (_, value) in kv.scan_prefix(USER_PREFIX)? {
                 match serde_json::from_slice::<StoredUser>(&value) {
                     Ok(u) if !users.contains_key(&u.name) => {
@@ -298,6 +310,7 @@ impl Security {
             acl: RwLock::new(Arc::new(Acl::default())),
             api_rules: RwLock::new(api_rules),
             bans: RwLock::new(bans),
+            tokens: RwLock::new(admin_tokens),
             flapping: Mutex::new(FlappingDetector::default()),
             generation: AtomicU64::new(0),
             open: std::sync::atomic::AtomicBool::new(false),
@@ -390,13 +403,14 @@ impl Security {
             .read()
             .get(name)
             .map(|u| u.password_hash.clone());
-        let (Some(hash), Some(password)) = (hash, password) else {
-            return Authenticated::BadCredentials;
-        };
-        let Ok(password) = std::str::from_utf8(password) else {
-            return Authenticated::BadCredentials;
-        };
-        if self.0.passwords.verify(&hash, password).await {
+        let known = hash.is_some();
+        // An unknown user costs the same verification as a known one, so timing does not
+        // tell which usernames exist.
+        let hash = hash.unwrap_or_else(|| password::dummy_hash().to_string());
+        let password = password
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or("");
+        if self.0.passwords.verify(&hash, password).await && known {
             Authenticated::User(name.to_string())
         } else {
             Authenticated::BadCredentials
@@ -533,6 +547,7 @@ impl Security {
     /// Every ban in force.
     pub fn bans(&self) -> Vec<Ban> {
         let now = now_ms();
+        let _change = self.0.changes.lock();
         let mut list = self.0.bans.write();
         let gone = list.prune(now);
         drop(list);
@@ -637,6 +652,66 @@ impl Security {
         }
         true
     }
+}
+
+impl Security {
+    /// Creates (or replaces, by name) an admin API token; returns its secret, which is not
+    /// kept and cannot be shown again.
+    pub fn create_token(&self, name: &str, role: tokens::Role) -> Result<String, SecurityError> {
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+            return Err(SecurityError::Invalid(
+                "a token name is 1 to 128 characters, none of them control characters".into(),
+            ));
+        }
+        let secret = tokens::new_secret();
+        let token = tokens::StoredToken {
+            name: name.to_string(),
+            role,
+            sha256: tokens::digest(&secret),
+        };
+        let _change = self.0.changes.lock();
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Put(token_key(name), encode(&token)?)])?;
+        }
+        self.0.tokens.write().insert(token);
+        Ok(secret)
+    }
+
+    /// Revokes a token.
+    pub fn revoke_token(&self, name: &str) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Delete(token_key(name))])?;
+        }
+        if self.0.tokens.write().remove(name) {
+            Ok(())
+        } else {
+            Err(SecurityError::NotFound(format!("no token `{name}`")))
+        }
+    }
+
+    /// Every admin token (names and roles).
+    pub fn tokens(&self) -> Vec<tokens::TokenView> {
+        self.0.tokens.read().list()
+    }
+
+    /// Whether any admin token was created.
+    pub fn has_tokens(&self) -> bool {
+        !self.0.tokens.read().is_empty()
+    }
+
+    /// The name and role of the token whose secret is `secret`.
+    pub fn check_token(&self, secret: &str) -> Option<(String, tokens::Role)> {
+        self.0
+            .tokens
+            .read()
+            .find(secret)
+            .map(|t| (t.name.clone(), t.role))
+    }
+}
+
+fn token_key(name: &str) -> Vec<u8> {
+    [TOKEN_PREFIX, name.as_bytes()].concat()
 }
 
 fn user_key(name: &str) -> Vec<u8> {

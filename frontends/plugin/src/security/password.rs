@@ -26,6 +26,17 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
+/// A hash of a random password, verified in place of an unknown user's: same cost, never a
+/// match.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let random: [u8; 16] = rand::random();
+        let text: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        hash(&text).unwrap_or_default()
+    })
+}
+
 /// Whether `phc` is an argon2 hash this build can verify.
 pub fn is_valid_hash(phc: &str) -> bool {
     phc.starts_with("$argon2") && argon2::password_hash::phc::PasswordHash::new(phc).is_ok()
