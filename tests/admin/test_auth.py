@@ -195,3 +195,35 @@ def test_changes_are_audited_and_passwords_never_logged(node_with, tmp_path):
     text = log.read_text()
     assert "auth.user.put" in text
     assert ALICE not in text
+
+
+def test_admin_tokens_and_roles(node_with):
+    n = node_with()
+    api = Api(n).started()
+    # Open until the first token exists (the API listens on loopback by default).
+    status, viewer = api.post("auth", "tokens", body={"name": "dashboards", "role": "viewer"})
+    assert status == 201 and len(viewer["token"]) == 64
+    assert api.get("node")[0] == 401, "a token is needed from now on"
+    code, out, err = admin_cli(n, "tokens", "create", "ops", "--role", "administrator",
+                               token=viewer["token"])
+    assert code != 0 and "forbidden" in err, "a viewer cannot create tokens"
+    as_viewer = Api(n, token=viewer["token"])
+    assert as_viewer.get("node")[0] == 200
+    status, body = as_viewer.put("auth", "users", "eve", body={"password": "eve-password-1"})
+    assert status == 403 and body["code"] == "forbidden"
+    assert "token" not in json.dumps(as_viewer.ok("auth", "tokens"))
+    # The audit log records the token's creation.
+    status, body = as_viewer.get("streams", "strata.audit")
+    assert status == 200 and body["partitions"][0]["end_offset"] >= 1
+
+
+def test_configured_token_is_an_administrator(node_with):
+    secret = "configured-admin-token-0123456789"
+    n = node_with(f'[admin]\ntoken = "{secret}"\n')
+    admin = Api(n, token=secret).started()
+    status, ops = admin.post("auth", "tokens", body={"name": "ops", "role": "administrator"})
+    assert status == 201
+    assert Api(n, token=ops["token"]).put("auth", "users", "eve",
+                                          body={"password": "eve-password-1"})[0] == 201
+    assert admin.delete("auth", "tokens", "ops")[0] == 204
+    assert Api(n, token=ops["token"]).get("node")[0] == 401, "revoked"

@@ -183,3 +183,47 @@ pub async fn ban(c: &AdminClient, command: BanCommand) -> anyhow::Result<Shown> 
         }
     })
 }
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Admin API tokens (names and roles).
+    List,
+    /// Create (or replace) a token; its secret is printed this once.
+    Create {
+        name: String,
+        /// `viewer` (reads only) or `administrator`.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Revoke a token.
+    Revoke { name: String },
+}
+
+pub async fn tokens(c: &AdminClient, command: TokensCommand) -> anyhow::Result<Shown> {
+    Ok(match command {
+        TokensCommand::List => (
+            c.get(&["auth", "tokens"], &[]).await?,
+            Box::new(|v| {
+                render(
+                    v.as_array().map_or(&[][..], Vec::as_slice),
+                    &[("TOKEN", "/name"), ("ROLE", "/role")],
+                )
+            }),
+        ),
+        TokensCommand::Create { name, role } => {
+            let url = c.url(&["auth", "tokens"], &[]);
+            let v = c
+                .call(Method::POST, url, Some(json!({"name": name, "role": role})))
+                .await?;
+            (
+                v,
+                Box::new(|v| v["token"].as_str().unwrap_or_default().to_string()),
+            )
+        }
+        TokensCommand::Revoke { name } => {
+            let url = c.url(&["auth", "tokens", &name], &[]);
+            c.call(Method::DELETE, url, None).await?;
+            (Value::Null, done(format!("token {name} revoked")))
+        }
+    })
+}

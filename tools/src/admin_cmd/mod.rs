@@ -68,6 +68,9 @@ enum AdminCommand {
     /// Banned client ids, usernames and addresses.
     #[command(subcommand)]
     Ban(auth::BanCommand),
+    /// Admin API tokens and their roles.
+    #[command(subcommand)]
+    Tokens(auth::TokensCommand),
 }
 
 #[derive(Subcommand)]
@@ -257,6 +260,7 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
         AdminCommand::Users(u) => auth::users(c, u).await?,
         AdminCommand::Acl(a) => auth::acl(c, a).await?,
         AdminCommand::Ban(b) => auth::ban(c, b).await?,
+        AdminCommand::Tokens(t) => auth::tokens(c, t).await?,
     };
     Ok(if json { pretty(&value) } else { show(&value) })
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_frontend::security::acl::AclRule;
 use strata_frontend::security::bans::{Ban, BanKind, BanRequest};
+use strata_frontend::security::tokens::{Role, TokenView};
 use strata_frontend::security::{SecurityError, UserView};
 use utoipa::ToSchema;
 
@@ -169,5 +170,76 @@ pub async fn remove_ban(
 ) -> Result<StatusCode, ApiError> {
     s.security.remove_ban(kind, &value)?;
     s.audit("auth.ban.remove", &value).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Admin API tokens (names and roles; never a secret).
+#[utoipa::path(get, path = "/api/v1/auth/tokens", tag = "auth",
+    responses((status = 200, description = "The tokens", body = [TokenView])))]
+pub async fn tokens(State(s): State<AdminState>) -> Json<Vec<TokenView>> {
+    Json(s.security.tokens())
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Its name: 1 to 128 characters, no control character.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
+    pub name: String,
+    /// `viewer` (reads only) or `administrator`.
+    pub role: Role,
+}
+
+/// A created token: its secret is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The secret to send as `Authorization: Bearer <token>`; kept only as a hash.
+    pub token: String,
+}
+
+/// Creates (or replaces, by name) a token. Once any token exists, every `/api/v1` request
+/// needs one.
+#[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", request_body = NewToken,
+    responses(
+        (status = 201, description = "Created; the secret is in the answer only", body = CreatedToken),
+        (status = 400, description = "Bad name or role", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody)))]
+pub async fn create_token(
+    State(s): State<AdminState>,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let token = s.security.create_token(&body.name, body.role)?;
+    s.audit("auth.token.create", &body.name).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            name: body.name,
+            role: body.role,
+            token,
+        }),
+    ))
+}
+
+/// Revokes a token.
+#[utoipa::path(delete, path = "/api/v1/auth/tokens/{name}", tag = "auth",
+    params(("name" = String, Path, description = "Token name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such token", body = ErrorBody)))]
+pub async fn revoke_token(
+    State(s): State<AdminState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.security.revoke_token(&name)?;
+    s.audit("auth.token.revoke", &name).await;
     Ok(StatusCode::NO_CONTENT)
 }

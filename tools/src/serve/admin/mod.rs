@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use strata_frontend::admin::AdminError;
 use strata_frontend::security::Security;
+use strata_frontend::security::tokens::Role;
 use strata_journal::Journal;
 use strata_kafka::KafkaAdmin;
 use strata_mqtt::MqttAdmin;
@@ -55,10 +56,19 @@ pub struct AdminState {
     pub security: Security,
 }
 
+tokio::task_local! {
+    /// The name of the token the current request came with (`anonymous` without one).
+    static ACTOR: String;
+}
+
 impl AdminState {
-    /// Records a change made through the admin API in the audit log.
+    /// Records a change made through the admin API in the audit log, with the token that
+    /// made it.
     pub async fn audit(&self, action: &str, target: &str) {
-        audit::record(&self.journal, action, target, "admin").await;
+        let actor = ACTOR
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| "anonymous".to_string());
+        audit::record(&self.journal, action, target, &actor).await;
     }
 }
 
@@ -105,8 +115,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/log/overrides", post(log::add_override))
         .route("/log/overrides/{id}", delete(log::remove_override))
         .route("/openapi.json", get(openapi::document))
+        .route("/auth/tokens", get(auth::tokens).post(auth::create_token))
+        .route("/auth/tokens/{name}", delete(auth::revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.token.clone(),
+            state.clone(),
             require_token,
         ));
     let requests = request_counter(state.metrics.registry());
@@ -122,22 +134,40 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Refuses `/api/v1/...` requests without the configured bearer token (401, JSON error).
+/// Refuses `/api/v1/...` requests without a valid bearer token once the node has one
+/// (`[admin] token`, an administrator, or tokens created through the API): 401 without
+/// one, 403 for a viewer's request that is not a read. Every request runs with its
+/// token's name as the audit actor.
 async fn require_token(
-    State(token): State<Option<Arc<str>>>,
+    State(state): State<AdminState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(token) = token else {
-        return next.run(req).await;
-    };
+    if state.token.is_none() && !state.security.has_tokens() {
+        return ACTOR.scope("anonymous".to_string(), next.run(req)).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-        return next.run(req).await;
+    let found = given.and_then(|g| match &state.token {
+        Some(t) if constant_time_eq(g.as_bytes(), t.as_bytes()) => {
+            Some(("config".to_string(), Role::Administrator))
+        }
+        _ => state.security.check_token(g),
+    });
+    if let Some((name, role)) = found {
+        let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+        if role == Role::Viewer && !reads {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("token `{name}` is a viewer's: it may only read"),
+            )
+            .into_response();
+        }
+        return ACTOR.scope(name, next.run(req)).await;
     }
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,

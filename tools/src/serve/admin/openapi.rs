@@ -42,6 +42,9 @@ use utoipa::OpenApi;
         super::auth::bans,
         super::auth::add_ban,
         super::auth::remove_ban,
+        super::auth::tokens,
+        super::auth::create_token,
+        super::auth::revoke_token,
         super::kafka::groups,
         super::kafka::group,
         super::log::state,
@@ -67,6 +70,7 @@ pub fn spec() -> &'static utoipa::openapi::OpenApi {
     SPEC.get_or_init(|| {
         let mut spec = AdminApi::openapi();
         spec.info.version = super::VERSION.to_owned();
+        with_token_answers(&mut spec);
         spec
     })
 }
@@ -76,4 +80,43 @@ pub fn spec() -> &'static utoipa::openapi::OpenApi {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(spec())
+}
+
+/// Every `/api/v1` operation may answer 401 (a token is needed and none or a wrong one was
+/// given) and 403 (a viewer's token for a change): added to each, once.
+fn with_token_answers(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let answer = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in spec.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            responses
+                .entry("401".into())
+                .or_insert_with(|| answer("A token is needed (`Authorization: Bearer <token>`)"));
+            responses
+                .entry("403".into())
+                .or_insert_with(|| answer("The token is a viewer's and this is not a read"));
+        }
+    }
 }
