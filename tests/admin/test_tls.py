@@ -207,3 +207,39 @@ def test_kafka_sasl_plain_over_ssl(node_with, tmp_path):
         pass
     key = 'strata_kafka_errors_total{api="connection",code="authentication_failed"}'
     wait_until("the failed login", lambda: n.metrics().get(key, 0) >= 1)
+
+
+def test_the_documented_secure_example_runs(node_with, tmp_path):
+    """docs/examples/secure.toml, with this test's certificates and data directory: TLS
+    only, anonymous refused, the example user and ACL in force."""
+    from admin_support import ROOT
+    pki = make_pki(tmp_path / "pki")
+    (pki / "clients-ca.pem").write_bytes((pki / "ca.pem").read_bytes())
+    text = open(f"{ROOT}/docs/examples/secure.toml").read()
+    # Listeners and the data directory come from the test node's environment, which wins.
+    text = text.replace("/etc/strata/tls", str(pki))
+    n = node_with(text)
+    assert "mqtt" not in n.ports and "mqtt-tls" in n.ports, n.ports
+    port = n.ports["mqtt-tls"]
+    common = ["-h", "127.0.0.1", "-p", str(port), "--cafile", str(pki / "ca.pem")]
+    anonymous = subprocess.run(["mosquitto_pub", *common, "-t", "x", "-m", "x"],
+                               capture_output=True, timeout=DEADLINE)
+    assert anonymous.returncode != 0
+    gw = subprocess.Popen(["mosquitto_sub", *common, "-u", "device-gateway", "-P", "change-me-now",
+                           "-t", "telemetry/#", "-C", "1", "-W", "30"], stdout=subprocess.PIPE,
+                          text=True)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+
+    def subscribed():
+        text = urllib.request.urlopen(f"https://127.0.0.1:{n.admin_port}/metrics", context=ctx,
+                                      timeout=DEADLINE).read().decode()
+        return any(line.startswith("strata_mqtt_subscriptions ") and not line.endswith(" 0")
+                   for line in text.splitlines())
+    wait_until("the gateway's subscription", subscribed)
+    # A device (its certificate names it `alice`) publishes under its client id only.
+    device = ["mosquitto_pub", *common, "--cert", str(pki / "client.pem"), "--key",
+              str(pki / "client.key"), "-i", "sensor-7", "-q", "1"]
+    subprocess.run(device + ["-t", "telemetry/sensor-7/t", "-m", "21.5"], check=True,
+                   timeout=DEADLINE)
+    out, _ = gw.communicate(timeout=DEADLINE)
+    assert out.strip() == "21.5"

@@ -150,4 +150,42 @@ mod tests {
             assert!(!filter_covers(rule, f), "{rule} does not cover {f}");
         }
     }
+
+    /// Filters and names from a few levels, wildcards placed as MQTT allows.
+    fn filter() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let level = prop_oneof![Just("a"), Just("b"), Just("$x"), Just(""), Just("+")];
+        (proptest::collection::vec(level, 1..4), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut f = levels.join("/");
+            if hash {
+                f = if f.is_empty() {
+                    "#".into()
+                } else {
+                    format!("{f}/#")
+                };
+            }
+            f
+        })
+    }
+
+    fn name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let level = prop_oneof![Just("a"), Just("b"), Just("$x"), Just("")];
+        proptest::collection::vec(level, 1..5).prop_map(|l| l.join("/"))
+    }
+
+    proptest::proptest! {
+        /// What the ACL relies on: a covering filter matches every name the covered one
+        /// does, and two filters matching one name overlap.
+        #[test]
+        fn cover_and_overlap_agree_with_matching(a in filter(), b in filter(), t in name()) {
+            if filter_covers(&a, &b) && matches(&b, &t) {
+                proptest::prop_assert!(matches(&a, &t), "{a} covers {b} but not {t}");
+            }
+            if matches(&a, &t) && matches(&b, &t) {
+                proptest::prop_assert!(filters_overlap(&a, &b), "{a} and {b} both match {t}");
+            }
+            proptest::prop_assert_eq!(filters_overlap(&a, &b), filters_overlap(&b, &a));
+        }
+    }
 }
