@@ -334,3 +334,32 @@ qos = 0
     assert (got[0].topic, got[0].payload) == ("public/y", b"fine")
     c.expect_none()
     assert n.metrics()['strata_mqtt_dropped_messages_total{reason="rule"}'] == 1
+
+
+def test_a_client_ahead_of_its_rate_is_read_slower_and_loses_nothing(node_with):
+    n = node_with("[mqtt]\nmax_messages_per_sec = 100.0\nrate_hard_cap_secs = 60.0\n")
+    sub = Client(n.port)
+    sub.subscribe("rated", 0)
+    fast = Client(n.port)
+    for i in range(300):
+        fast.publish("rated", str(i).encode(), 0)
+    got = [int(m.payload) for m in sub.expect(300)]
+    assert got == list(range(300))
+    assert n.metrics()['strata_mqtt_errors_total{reason="throttled"}'] >= 1
+    # Another client is not slowed down by it.
+    other = Client(n.port)
+    other.publish("rated", b"other", 1)
+
+
+def test_a_burst_far_beyond_the_rate_is_cut_with_0x96(node_with):
+    n = node_with("[mqtt]\nmax_messages_per_sec = 5.0\nrate_hard_cap_secs = 1.0\n")
+    r = Raw(n.port)
+    assert r.connect(client_id="flooder")[1] == 0
+    r.send(b"".join(publish("flood", b"x", qos=0) for _ in range(2000)))
+    while True:
+        p = r.read_packet()
+        assert p is not None, "closed without DISCONNECT"
+        if p[0] == 0xE0:
+            assert p[1][0] == 0x96
+            break
+    assert n.metrics()['strata_mqtt_errors_total{reason="0x96"}'] == 1

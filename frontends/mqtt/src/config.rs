@@ -124,6 +124,14 @@ pub struct MqttConfig {
     pub max_delay_secs: u32,
     /// Longest client identifier accepted (bytes); longer gets CONNACK 0x85 / 0x02.
     pub max_client_id_length: usize,
+    /// PUBLISH packets per second one client may send (0: no bound); a client ahead of it
+    /// is read more slowly.
+    pub max_messages_per_sec: f64,
+    /// Payload bytes per second one client may send (0: no bound).
+    pub max_bytes_per_sec: f64,
+    /// How many seconds ahead of its rates a client may get in one burst before it is
+    /// disconnected (MQTT 5: 0x96).
+    pub rate_hard_cap_secs: f64,
     /// Maximum topic levels.
     pub max_topic_levels: usize,
     /// Maximum topic length in bytes.
@@ -181,6 +189,9 @@ impl Default for MqttConfig {
             max_delayed_bytes: 256 * 1024 * 1024,
             max_delay_secs: 7 * 24 * 3600,
             max_client_id_length: 1024,
+            max_messages_per_sec: 0.0,
+            max_bytes_per_sec: 0.0,
+            rate_hard_cap_secs: 10.0,
             max_topic_levels: 32,
             max_topic_length: 4096,
             sys_interval_secs: 10,

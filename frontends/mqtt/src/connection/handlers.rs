@@ -133,9 +133,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             st.incoming_qos2.insert(id);
         }
-        let target = delayed_target(&p.topic).unwrap_or(&p.topic).to_string();
+        let target = delayed_target(&p.topic).unwrap_or(&p.topic);
         let access = Access::Publish {
-            topic: &target,
+            topic: target,
             retain: p.retain,
         };
         // `$` topics are the server's [MQTT-4.7.2]: a client publishes only `$delayed/`.

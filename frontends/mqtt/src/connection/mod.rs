@@ -88,6 +88,8 @@ struct Conn<S> {
     ip: Option<std::net::IpAddr>,
     /// ACL decisions already made for this connection (allocated on first use).
     acl: Option<Box<DecisionCache>>,
+    /// The client's message and byte rates, when bounded.
+    rate: Option<Box<rate::RateLimiter>>,
 }
 
 /// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
@@ -112,6 +114,7 @@ impl Accepted {
 }
 
 mod handlers;
+mod rate;
 mod traffic_stats;
 
 /// Where a connection comes from: the client's address and the transport.
@@ -478,6 +481,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         principal,
         ip,
         acl: None,
+        rate: rate::RateLimiter::new(cfg, Instant::now()),
     };
     let ack = ConnAck {
         session_present: attached.present,
@@ -778,8 +782,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             self.rbuf.reserve(self.read_hint);
             let room = self.rbuf.capacity() - self.rbuf.len();
+            // Boxed and only when throttled: idle connections carry no timer for it.
+            let throttled = self.rate.as_ref().and_then(|r| r.until);
+            let timer = throttled.map(|t| Box::pin(tokio::time::sleep_until(t.into())));
+            let throttle = async {
+                match timer {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                read = self.stream.read_buf(&mut self.rbuf) => {
+                _ = throttle => {
+                    if let Some(r) = self.rate.as_mut() {
+                        r.until = None;
+                    }
+                    // Its silence was ours: the keep alive counts from here.
+                    deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+                }
+                read = self.stream.read_buf(&mut self.rbuf), if throttled.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal,
                         Ok(n) => {
@@ -864,8 +884,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// routed and acknowledged; any other packet first completes those before it.
     async fn drain_packets(&mut self) -> Option<End> {
         let end = self.drain_read().await;
+        let (messages, bytes) = self.inbound.totals();
         self.inbound.flush(&self.broker.metrics);
-        end
+        if end.is_some() {
+            return end;
+        }
+        let now = Instant::now();
+        let verdict = self.rate.as_mut().map(|r| r.charge(messages, bytes, now));
+        match verdict {
+            Some(rate::Verdict::Cut) => {
+                return Some(self.fail(ReasonCode::MESSAGE_RATE_TOO_HIGH));
+            }
+            Some(rate::Verdict::Wait(_)) => {
+                self.broker
+                    .metrics
+                    .errors
+                    .with_label_values(&["throttled"])
+                    .inc();
+            }
+            _ => {}
+        }
+        None
     }
 
     /// [`Conn::drain_packets`] without the counter flush.

@@ -92,6 +92,12 @@ impl Inbound {
         self.bytes[qos] += bytes as u64;
     }
 
+    /// PUBLISH packets and payload bytes counted since the last flush.
+    pub(super) fn totals(&self) -> (u64, u64) {
+        let packets: u32 = self.packets.iter().sum();
+        (u64::from(packets), self.bytes.iter().sum())
+    }
+
     /// Adds what was counted to the shared metrics and starts again.
     pub(super) fn flush(&mut self, metrics: &MqttMetrics) {
         let Inbound { packets, bytes } = std::mem::take(self);
