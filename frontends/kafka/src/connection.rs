@@ -58,7 +58,9 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Send + 'static>(
     k.metrics.connections.inc();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut session = Session {
-        authenticated: k.config.sasl_plain_users.is_empty(),
+        // SASL is required when PLAIN users are configured or the node refuses anonymous
+        // clients (users exist, or `[auth] anonymous = "deny"`).
+        authenticated: k.config.sasl_plain_users.is_empty() && k.security.anonymous_allowed(),
         peer,
         tls: tls.is_some(),
         ..Session::default()

@@ -95,8 +95,10 @@ fn accepted(key: ApiKey, version: i16) -> bool {
 pub struct Session {
     /// True once SASL succeeded (or when SASL is off).
     pub authenticated: bool,
-    /// A SaslHandshake chose PLAIN.
-    pub handshaken: bool,
+    /// The mechanism a SaslHandshake chose.
+    pub mechanism: Option<crate::sasl::SaslMechanism>,
+    /// A SCRAM exchange between its two rounds.
+    pub scram: Option<Box<strata_frontend::security::scram::ServerExchange>>,
     /// Principal after authentication.
     pub user: Option<String>,
     /// The client's address.
@@ -233,10 +235,14 @@ pub async fn handle(
         RequestKind::DescribeConfigs(r) => {
             respond(corr, version, &describe_configs(k, session, r))?
         }
-        RequestKind::SaslHandshake(r) => respond(corr, version, &sasl_handshake(session, r))?,
-        RequestKind::SaslAuthenticate(r) => {
-            respond(corr, version, &sasl_authenticate(k, session, r))?
+        RequestKind::SaslHandshake(r) => {
+            respond(corr, version, &crate::sasl::handshake(session, r))?
         }
+        RequestKind::SaslAuthenticate(r) => respond(
+            corr,
+            version,
+            &crate::sasl::authenticate(k, session, r).await,
+        )?,
         RequestKind::JoinGroup(r) => {
             respond(corr, version, &groups::join(k, session, r, version).await)?
         }
@@ -900,68 +906,4 @@ fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
-}
-
-fn sasl_handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshakeResponse {
-    let plain = r.mechanism.as_str() == "PLAIN";
-    session.handshaken = plain;
-    SaslHandshakeResponse::default()
-        .with_error_code(if plain {
-            code::NONE
-        } else {
-            code::UNSUPPORTED_SASL_MECHANISM
-        })
-        .with_mechanisms(vec![str("PLAIN")])
-}
-
-fn sasl_authenticate(
-    k: &Kafka,
-    session: &mut Session,
-    r: SaslAuthenticateRequest,
-) -> SaslAuthenticateResponse {
-    if !session.handshaken {
-        k.metrics
-            .error("SaslAuthenticate", code::ILLEGAL_SASL_STATE);
-        return SaslAuthenticateResponse::default()
-            .with_error_code(code::ILLEGAL_SASL_STATE)
-            .with_error_message(Some(str("SaslHandshake must come first")));
-    }
-    // PLAIN: [authzid] NUL authcid NUL passwd
-    let parts: Vec<&[u8]> = r.auth_bytes.split(|&b| b == 0).collect();
-    let ok = match parts.as_slice() {
-        [_, user, pass] => {
-            let user = String::from_utf8_lossy(user).to_string();
-            let good = k
-                .config
-                .sasl_plain_users
-                .get(&user)
-                .is_some_and(|p| constant_time_eq(p.as_bytes(), pass));
-            if good {
-                session.user = Some(user);
-            }
-            good
-        }
-        _ => false,
-    };
-    if ok {
-        session.authenticated = true;
-        SaslAuthenticateResponse::default()
-    } else {
-        // Kafka closes the connection after a failed authentication, once the client has
-        // its error.
-        session.close_after_response = true;
-        k.metrics
-            .error("SaslAuthenticate", code::SASL_AUTHENTICATION_FAILED);
-        SaslAuthenticateResponse::default()
-            .with_error_code(code::SASL_AUTHENTICATION_FAILED)
-            .with_error_message(Some(str(
-                "Authentication failed: invalid username or password",
-            )))
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how much of
-/// a guessed password was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

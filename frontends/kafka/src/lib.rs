@@ -12,6 +12,7 @@ mod guard;
 mod handlers;
 mod metrics;
 mod producers;
+mod sasl;
 
 pub use admin::KafkaAdmin;
 pub use config::KafkaConfig;

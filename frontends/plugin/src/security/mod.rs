@@ -7,6 +7,7 @@ pub mod acl;
 pub mod bans;
 pub mod cache;
 pub mod password;
+pub mod scram;
 pub mod tokens;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,10 @@ pub struct StoredUser {
     pub password_hash: String,
     /// Where it comes from: `config` or `api`.
     pub source: String,
+    /// SCRAM credentials (Kafka SASL/SCRAM), derived when the password is set through the
+    /// admin API: salt, iterations, StoredKey and ServerKey, never the password.
+    #[serde(default)]
+    pub scram: Vec<scram::ScramCredential>,
 }
 
 /// A user as the admin API shows it.
@@ -261,6 +266,7 @@ impl Security {
                     name: u.name.clone(),
                     password_hash: u.password_hash.clone(),
                     source: "config".into(),
+                    scram: Vec::new(),
                 },
             );
         }
@@ -417,6 +423,20 @@ impl Security {
         }
     }
 
+    /// The SCRAM credential of `name` for `mechanism`, if the user has one.
+    pub fn scram_credential(
+        &self,
+        name: &str,
+        mechanism: scram::Mechanism,
+    ) -> Option<scram::ScramCredential> {
+        let users = self.0.users.read();
+        let user = users.get(name)?;
+        user.scram
+            .iter()
+            .find(|c| c.mechanism == mechanism)
+            .cloned()
+    }
+
     /// Whether any user exists (authentication is on).
     pub fn has_users(&self) -> bool {
         !self.0.users.read().is_empty()
@@ -477,10 +497,14 @@ impl Security {
             ));
         }
         let pw = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-            .await
-            .map_err(|e| SecurityError::Invalid(e.to_string()))?
-            .map_err(SecurityError::Invalid)?;
+        let (hash, scram) = tokio::task::spawn_blocking(move || {
+            let scram = [scram::Mechanism::Sha256, scram::Mechanism::Sha512]
+                .map(|m| scram::ScramCredential::derive(m, &pw));
+            password::hash(&pw).map(|h| (h, scram.to_vec()))
+        })
+        .await
+        .map_err(|e| SecurityError::Invalid(e.to_string()))?
+        .map_err(SecurityError::Invalid)?;
         let _change = self.0.changes.lock();
         if self
             .0
@@ -497,6 +521,7 @@ impl Security {
             name: name.to_string(),
             password_hash: hash,
             source: "api".into(),
+            scram,
         };
         if let Some(kv) = &self.0.store {
             kv.write([KvOp::Put(user_key(name), encode(&user)?)])?;
