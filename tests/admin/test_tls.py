@@ -109,15 +109,10 @@ def test_paho_over_tls_and_websocket_tls(node_with, tmp_path):
         c.loop_stop()
 
 
-def test_kafka_over_ssl(node_with, tmp_path):
-    n, pki = tls_node(node_with, tmp_path)
-    conf = {"bootstrap.servers": f"127.0.0.1:{n.ports['kafka-tls']}", "security.protocol": "SSL",
-            "ssl.ca.location": str(pki / "ca.pem")}
-    p = Producer(conf)
-    p.produce("secure", b"encrypted")
-    assert p.flush(DEADLINE) == 0
-    c = Consumer({**conf, "group.id": "g", "auto.offset.reset": "earliest"})
-    c.subscribe(["secure"])
+def first_message(conf, topic):
+    """The value of the first message a confluent-kafka consumer with `conf` reads."""
+    c = Consumer(conf)
+    c.subscribe([topic])
     deadline = time.time() + DEADLINE
     m = None
     while time.time() < deadline:
@@ -125,7 +120,19 @@ def test_kafka_over_ssl(node_with, tmp_path):
         if m is not None and not m.error():
             break
     c.close()
-    assert m is not None and m.value() == b"encrypted"
+    assert m is not None and not m.error(), m
+    return m.value()
+
+
+def test_kafka_over_ssl(node_with, tmp_path):
+    n, pki = tls_node(node_with, tmp_path)
+    conf = {"bootstrap.servers": f"127.0.0.1:{n.ports['kafka-tls']}", "security.protocol": "SSL",
+            "ssl.ca.location": str(pki / "ca.pem")}
+    p = Producer(conf)
+    p.produce("secure", b"encrypted")
+    assert p.flush(DEADLINE) == 0
+    assert first_message({**conf, "group.id": "g", "auto.offset.reset": "earliest"},
+                         "secure") == b"encrypted"
 
 
 def test_old_tls_versions_are_refused(node_with, tmp_path):
@@ -185,16 +192,7 @@ def test_kafka_sasl_plain_over_ssl(node_with, tmp_path):
             "ssl.ca.location": str(pki / "ca.pem"), "sasl.mechanisms": "PLAIN",
             "sasl.username": "carol", "sasl.password": "carol-password",
             "group.id": "g", "auto.offset.reset": "earliest"}
-    c = Consumer(conf)
-    c.subscribe(["plain-ssl"])
-    deadline = time.time() + DEADLINE
-    m = None
-    while time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            break
-    c.close()
-    assert m is not None and m.value() == b"kafka-python over SASL_SSL"
+    assert first_message(conf, "plain-ssl") == b"kafka-python over SASL_SSL"
     # A wrong password fails the login, and the broker closes that connection.
     try:
         bad = KafkaProducer(bootstrap_servers=bootstrap, security_protocol="SASL_SSL",

@@ -111,15 +111,11 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// The admission limits of the Kafka listener.
     pub fn connection_limits(&self) -> strata_frontend::admission::ConnectionLimits {
-        strata_frontend::admission::ConnectionLimits {
-            max_sockets: self.max_connections,
-            max_per_ip: self.max_connections_per_ip,
-            rate_per_ip: self.max_connection_rate_per_ip,
-            burst_per_ip: if self.connection_burst_per_ip > 0.0 {
-                self.connection_burst_per_ip
-            } else {
-                self.max_connection_rate_per_ip
-            },
-        }
+        strata_frontend::admission::ConnectionLimits::new(
+            self.max_connections,
+            self.max_connections_per_ip,
+            self.max_connection_rate_per_ip,
+            self.connection_burst_per_ip,
+        )
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use strata_frontend::admission::ConnectionGate;
@@ -143,61 +143,46 @@ impl Frontend for KafkaFrontend {
         let handshake =
             Duration::from_millis(state.config.connections_max_idle_ms.clamp(1, 10_000));
         loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    if state.security.ip_banned(peer.ip().to_canonical()) {
-                        state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
-                        continue;
-                    }
-                    let admitted = match gate.admit(Some(peer.ip().to_canonical()), Instant::now()) {
-                        Ok(a) => a,
-                        Err(refusal) => {
-                            state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let (state, shutdown) = (state.clone(), shutdown.clone());
-                    connections.spawn(async move {
-                        connection::serve(stream, Some(peer), None, state, shutdown).await;
-                        drop(admitted);
-                    });
-                }
-                accepted = accept_tls(tls_listener.as_ref()) => {
-                    let Ok((stream, peer)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    if state.security.ip_banned(peer.ip().to_canonical()) {
-                        state.metrics.errors.with_label_values(&["connection", "banned"]).inc();
-                        continue;
-                    }
-                    let admitted = match gate.admit(Some(peer.ip().to_canonical()), Instant::now()) {
-                        Ok(a) => a,
-                        Err(refusal) => {
-                            state.metrics.errors.with_label_values(&["connection", refusal.label()]).inc();
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let (state, shutdown, tls) = (state.clone(), shutdown.clone(), tls.clone());
-                    connections.spawn(async move {
-                        if let Some(tls) = tls {
-                            match tls.accept(stream, handshake).await {
-                                Ok((s, user)) => connection::serve(s, Some(peer), Some(user), state, shutdown).await,
-                                Err(_) => state.metrics.errors.with_label_values(&["connection", "tls_handshake"]).inc(),
-                            }
-                        }
-                        drop(admitted);
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            let (accepted, secure) = tokio::select! {
+                accepted = listener.accept() => (accepted, false),
+                accepted = accept_tls(tls_listener.as_ref()) => (accepted, true),
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 _ = shutdown.wait() => break,
-            }
+            };
+            let Ok((stream, peer)) = accepted else {
+                // Out of file descriptors, say: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let refused = |why| {
+                let errors = &state.metrics.errors;
+                errors.with_label_values(&["connection", why]).inc();
+            };
+            let Some(admitted) = gate.admit_unbanned(&state.security, peer, refused) else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (state, shutdown, tls) = (state.clone(), shutdown.clone(), tls.clone());
+            connections.spawn(async move {
+                match (secure, tls) {
+                    (false, _) => {
+                        connection::serve(stream, Some(peer), None, state, shutdown).await
+                    }
+                    (true, Some(tls)) => match tls.accept(stream, handshake).await {
+                        Ok((s, user)) => {
+                            connection::serve(s, Some(peer), Some(user), state, shutdown).await
+                        }
+                        Err(_) => {
+                            let errors = &state.metrics.errors;
+                            errors
+                                .with_label_values(&["connection", "tls_handshake"])
+                                .inc();
+                        }
+                    },
+                    (true, None) => {}
+                }
+                drop(admitted);
+            });
         }
         drop(listener);
         strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;

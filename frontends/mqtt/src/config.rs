@@ -206,17 +206,12 @@ impl Default for MqttConfig {
 impl MqttConfig {
     /// The admission limits of the MQTT listeners (TCP and WebSocket together).
     pub fn connection_limits(&self) -> strata_frontend::admission::ConnectionLimits {
-        strata_frontend::admission::ConnectionLimits {
-            max_sockets: self
-                .max_connections
+        strata_frontend::admission::ConnectionLimits::new(
+            self.max_connections
                 .saturating_add(self.max_pending_connects),
-            max_per_ip: self.max_connections_per_ip,
-            rate_per_ip: self.max_connection_rate_per_ip,
-            burst_per_ip: if self.connection_burst_per_ip > 0.0 {
-                self.connection_burst_per_ip
-            } else {
-                self.max_connection_rate_per_ip
-            },
-        }
+            self.max_connections_per_ip,
+            self.max_connection_rate_per_ip,
+            self.connection_burst_per_ip,
+        )
     }
 }

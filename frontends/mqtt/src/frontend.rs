@@ -234,18 +234,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ip = addr.ip().to_canonical();
-        if broker.security.ip_banned(ip) {
-            broker.metrics.errors.with_label_values(&["banned"]).inc();
+        let refused = |why| broker.metrics.errors.with_label_values(&[why]).inc();
+        let Some(admitted) = gate.admit_unbanned(&broker.security, addr, refused) else {
             continue;
-        }
-        let admitted = match gate.admit(Some(ip), Instant::now()) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                let label = refusal.label();
-                broker.metrics.errors.with_label_values(&[label]).inc();
-                continue;
-            }
         };
         broker.metrics.sockets.inc();
         let _ = stream.set_nodelay(true);

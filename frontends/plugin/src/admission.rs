@@ -96,7 +96,45 @@ impl Drop for Admitted {
     }
 }
 
+impl ConnectionLimits {
+    /// Limits from a frontend's settings; a burst of 0 means the rate itself.
+    pub fn new(max_sockets: usize, max_per_ip: usize, rate_per_ip: f64, burst_per_ip: f64) -> Self {
+        ConnectionLimits {
+            max_sockets,
+            max_per_ip,
+            rate_per_ip,
+            burst_per_ip: if burst_per_ip > 0.0 {
+                burst_per_ip
+            } else {
+                rate_per_ip
+            },
+        }
+    }
+}
+
 impl ConnectionGate {
+    /// Admits a connection from `addr` unless its address is banned or a bound refuses
+    /// it; `refused` is told why (`banned` or the bound's label).
+    pub fn admit_unbanned(
+        &self,
+        security: &crate::security::Security,
+        addr: std::net::SocketAddr,
+        refused: impl FnOnce(&'static str),
+    ) -> Option<Admitted> {
+        let ip = addr.ip().to_canonical();
+        if security.ip_banned(ip) {
+            refused("banned");
+            return None;
+        }
+        match self.admit(Some(ip), Instant::now()) {
+            Ok(admitted) => Some(admitted),
+            Err(refusal) => {
+                refused(refusal.label());
+                None
+            }
+        }
+    }
+
     /// A gate with these limits.
     pub fn new(limits: ConnectionLimits) -> Self {
         ConnectionGate {
