@@ -154,6 +154,17 @@ def test_acl_rules_apply_without_a_restart(node_with, tmp_path):
 
 def test_bans_and_flapping(node_with):
     n, api = with_users(node_with, "[auth.flapping]\nmax_connects = 3\nwindow_secs = 60\nban_secs = 600\n")
+    # A ban reaches a client already connected: closed as by an operator (0x98).
+    online = socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE)
+    body = s("MQTT") + bytes([5, 0x02 | 0x80 | 0x40]) + (60).to_bytes(2, "big") + b"\x00"
+    body += s("online") + s("bob") + s(BOB)
+    online.sendall(bytes([0x10, len(body)]) + body)
+    head = online.recv(2)
+    ack = online.recv(head[1])
+    assert head[0] == 0x20 and ack[1] == 0, "connected"
+    assert api.post("auth", "bans", body={"kind": "username", "value": "bob"})[0] == 204
+    assert online.recv(3) == b"\xe0\x01\x98", "DISCONNECT 0x98 administrative action"
+    assert api.delete("auth", "bans", "username", "bob")[0] == 204
     code, _, err = admin_cli(n, "ban", "add", "client_id", "evil", "--reason", "test")
     assert code == 0, err
     assert connack(n.port, "evil", "alice", ALICE) == 0x8A

@@ -975,6 +975,34 @@ impl Broker {
         due
     }
 
+    /// Closes the connections a ban added since `seen` covers (as an operator's
+    /// disconnect: MQTT 5 DISCONNECT 0x98). Returns the bans' generation now.
+    pub fn close_banned(&self, seen: u64) -> u64 {
+        let generation = self.security.bans_generation();
+        if generation == seen {
+            return generation;
+        }
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            let st = s.state.lock();
+            let Some(link) = st.connection.as_ref() else {
+                continue;
+            };
+            let info = &link.info;
+            let ip = info.peer.map(|p| p.ip());
+            if self
+                .security
+                .connection_banned(&s.client_id, info.username.as_deref(), ip)
+            {
+                info.evicted.store(true, Ordering::Release);
+                link.kick.notify_one();
+                self.metrics.errors.with_label_values(&["banned"]).inc();
+                tracing::info!(client_id = %s.client_id, "connection closed: banned");
+            }
+        }
+        generation
+    }
+
     /// Publishes wills and delayed publishes that fell due, ends sessions whose expiry
     /// passed and refreshes the in-flight gauge. Called about once a second by the
     /// frontend. A due message leaves the store only once it is routed.

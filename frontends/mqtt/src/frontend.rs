@@ -322,6 +322,7 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let sys_every = broker.config.sys_interval_secs;
     let mut last_sys: Option<Instant> = None;
+    let mut bans_seen = broker.security.bans_generation();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -329,6 +330,7 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
         }
         let now = Instant::now();
         broker.housekeep(now).await;
+        bans_seen = broker.close_banned(bans_seen);
         if sys_every > 0
             && last_sys.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(sys_every))
         {

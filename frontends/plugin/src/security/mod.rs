@@ -223,6 +223,8 @@ struct Inner {
     generation: AtomicU64,
     /// No rule and a default of allow: every check is skipped.
     open: std::sync::atomic::AtomicBool,
+    /// Bumped whenever a ban is added: connected clients are then checked again.
+    bans_generation: AtomicU64,
     passwords: PasswordVerifier,
     metrics: SecurityMetrics,
     /// Serializes changes, so the store and memory agree.
@@ -320,6 +322,7 @@ impl Security {
             flapping: Mutex::new(FlappingDetector::default()),
             generation: AtomicU64::new(0),
             open: std::sync::atomic::AtomicBool::new(false),
+            bans_generation: AtomicU64::new(0),
             changes: Mutex::new(()),
         }));
         security.rebuild_acl();
@@ -602,7 +605,28 @@ impl Security {
             .bans
             .write()
             .insert(ban)
-            .map_err(SecurityError::Invalid)
+            .map_err(SecurityError::Invalid)?;
+        self.0.bans_generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Changes whenever a ban is added: frontends then close the connections it covers.
+    pub fn bans_generation(&self) -> u64 {
+        self.0.bans_generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a connection of `client_id`, user `username`, from `ip` is covered by a ban
+    /// now (not counted: for re-checking connections already open).
+    pub fn connection_banned(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> bool {
+        let now = now_ms();
+        let bans = self.0.bans.read();
+        bans.client_banned(client_id, username, now)
+            || ip.is_some_and(|ip| bans.ip_banned(ip.to_canonical(), now))
     }
 
     /// Lifts a ban.
