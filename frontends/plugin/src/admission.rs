@@ -143,11 +143,6 @@ impl ConnectionGate {
         }
     }
 
-    /// Sockets admitted and still open.
-    pub fn open(&self) -> usize {
-        self.state.lock().open
-    }
-
     /// Admits a connection from `ip` (None: a transport without addresses) at `now`.
     pub fn admit(&self, ip: Option<IpAddr>, now: Instant) -> Result<Admitted, Refusal> {
         let l = &self.limits;

@@ -265,7 +265,8 @@ impl FlappingDetector {
         false
     }
 
-    /// Keys tracked (for the bound's tests and metrics).
+    /// Keys tracked (for the bound's tests).
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.recent.len()
     }

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use super::Security;
 use super::acl::{Access, Who};
 
-/// Decisions remembered per connection before the memory starts over.
-const REMEMBERED: usize = 256;
+/// Decisions remembered per connection before the memory starts over, and the longest
+/// topic remembered: at most 16 KiB of keys per connection.
+const REMEMBERED: usize = 64;
+const LONGEST: usize = 256;
 
 /// Remembered decisions of one connection, by topic or filter.
 #[derive(Debug, Default)]
@@ -40,6 +42,9 @@ impl DecisionCache {
             return known;
         }
         let allowed = security.allows(who, access);
+        if key.len() > LONGEST {
+            return allowed;
+        }
         if self.decisions.len() >= REMEMBERED && !self.decisions.contains_key(key) {
             self.decisions.clear();
         }

@@ -335,11 +335,6 @@ impl Security {
             .unwrap_or_else(|e| unreachable!("the default configuration is valid: {e}"))
     }
 
-    /// The metrics of security decisions.
-    pub fn metrics(&self) -> &SecurityMetrics {
-        &self.0.metrics
-    }
-
     fn rebuild_acl(&self) {
         let i = &self.0;
         let mut rules = i.config.acl.clone();
@@ -438,17 +433,6 @@ impl Security {
             .iter()
             .find(|c| c.mechanism == mechanism)
             .cloned()
-    }
-
-    /// Whether any user exists (authentication is on).
-    pub fn has_users(&self) -> bool {
-        !self.0.users.read().is_empty()
-    }
-
-    /// The ACL as of now, and its generation (changes whenever the rules do).
-    pub fn acl(&self) -> (Arc<Acl>, u64) {
-        let acl = self.0.acl.read().clone();
-        (acl, self.0.generation.load(Ordering::Acquire))
     }
 
     /// The generation of the ACL: a cached decision is good while it has not moved.
@@ -651,22 +635,21 @@ impl Security {
         banned
     }
 
-    /// Whether a client id or username is banned; counted.
+    /// Whether a client id or username is banned; counted by what is banned.
     pub fn client_banned(&self, client_id: &str, username: Option<&str>) -> bool {
-        let banned = self
-            .0
-            .bans
-            .read()
-            .client_banned(client_id, username, now_ms());
-        if banned {
-            let kind = if self.0.bans.read().client_banned(client_id, None, now_ms()) {
+        let now = now_ms();
+        let kind = {
+            let bans = self.0.bans.read();
+            if bans.client_banned(client_id, None, now) {
                 "client_id"
-            } else {
+            } else if bans.client_banned(client_id, username, now) {
                 "username"
-            };
-            self.0.metrics.banned.with_label_values(&[kind]).inc();
-        }
-        banned
+            } else {
+                return false;
+            }
+        };
+        self.0.metrics.banned.with_label_values(&[kind]).inc();
+        true
     }
 
     /// Records a connection of `kind`/`value` for flapping detection; bans it (for
