@@ -72,6 +72,12 @@ if ! python3 -c 'import confluent_kafka, kafka; assert confluent_kafka.version()
   python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.0" "kafka-python==3.0.12"
 fi
 
+# PyJWT (with cryptography) signs the tokens the JWT tests connect with.
+if ! python3 -c 'import jwt, cryptography; assert jwt.__version__ == "2.10.1"' 2>/dev/null; then
+  echo "install-deps: installing PyJWT and cryptography from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "PyJWT[crypto]==2.10.1"
+fi
+
 # schemathesis runs against the admin API's OpenAPI document.
 if ! python3 -c 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' 2>/dev/null; then
   echo "install-deps: installing schemathesis from PyPI" >&2

@@ -3,6 +3,7 @@ MQTT (paho-mqtt) and Kafka (confluent-kafka) clients, and a small HTTP client fo
 admin API that returns status and JSON body."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -113,3 +114,45 @@ def admin_cli(node, *args, token=None):
     p = subprocess.run([strata_bin(), "admin", *args], env=env, capture_output=True,
                        text=True, timeout=DEADLINE)
     return p.returncode, p.stdout, p.stderr
+
+
+def s(text):
+    b = text.encode() if isinstance(text, str) else text
+    return len(b).to_bytes(2, "big") + b
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        n, b = divmod(n, 128)
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connack(port, client_id, username=None, password=None, v5=True, clean=True, will=None):
+    """Sends a raw CONNECT and returns the CONNACK's reason code."""
+    flags = 0x02 if clean else 0
+    payload = s(client_id)
+    if will:
+        flags |= 0x04
+        payload += (b"\x00" if v5 else b"") + s(will) + s(b"w")
+    if username is not None:
+        flags |= 0x80
+        payload += s(username)
+    if password is not None:
+        flags |= 0x40
+        payload += s(password)
+    body = s("MQTT") + bytes([5 if v5 else 4, flags]) + (60).to_bytes(2, "big")
+    body += (b"\x00" if v5 else b"") + payload
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    try:
+        sock.sendall(b"\x10" + varint(len(body)) + body)
+        data = sock.recv(64)
+    except (ConnectionResetError, BrokenPipeError):
+        data = b""  # closed at accept
+    sock.close()
+    if not data:
+        return None
+    assert data[0] == 0x20, data
+    return data[3]

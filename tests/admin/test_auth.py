@@ -7,42 +7,10 @@ import json
 import socket
 import subprocess
 
-from admin_support import DEADLINE, Api, Client, admin_cli, node_with, wait_until  # noqa: F401
+from admin_support import (DEADLINE, Api, Client, admin_cli, connack, node_with,  # noqa: F401
+                           wait_until)
 
 ALICE, BOB = "alice-s3cret-pw", "bob-s3cret-pw"
-
-
-def s(text):
-    b = text.encode() if isinstance(text, str) else text
-    return len(b).to_bytes(2, "big") + b
-
-
-def connack(port, client_id, username=None, password=None, v5=True, clean=True, will=None):
-    """Sends a raw CONNECT and returns the CONNACK's reason code."""
-    flags = 0x02 if clean else 0
-    payload = s(client_id)
-    if will:
-        flags |= 0x04
-        payload += (b"\x00" if v5 else b"") + s(will) + s(b"w")
-    if username is not None:
-        flags |= 0x80
-        payload += s(username)
-    if password is not None:
-        flags |= 0x40
-        payload += s(password)
-    body = s("MQTT") + bytes([5 if v5 else 4, flags]) + (60).to_bytes(2, "big")
-    body += (b"\x00" if v5 else b"") + payload
-    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-    try:
-        sock.sendall(bytes([0x10, len(body)]) + body)
-        data = sock.recv(64)
-    except (ConnectionResetError, BrokenPipeError):
-        data = b""  # closed at accept
-    sock.close()
-    if not data:
-        return None
-    assert data[0] == 0x20, data
-    return data[3]
 
 
 def with_users(node_with, config="", **env):

@@ -215,3 +215,91 @@ def test_a_stream_that_cannot_open_does_not_stop_the_node(node_with):
     c = Consumer({"bootstrap.servers": again.bootstrap, "group.id": "g"})
     assert c.get_watermark_offsets(TopicPartition("good", 0), timeout=DEADLINE) == (0, 1)
     c.close()
+
+
+def test_quotas_throttle_without_dropping(node_with):
+    """A producer and a consumer ahead of their byte quotas get throttle_time_ms (librdkafka
+    reports it through throttle_cb) and are slowed, and every message arrives."""
+    n = node_with("[kafka]\nproducer_byte_rate = 200000\nconsumer_byte_rate = 200000\n")
+    throttles = []
+    on_throttle = lambda ev: throttles.append(ev.throttle_time)  # noqa: E731
+    p = Producer({"bootstrap.servers": n.bootstrap, "throttle_cb": on_throttle,
+                  "linger.ms": 5})
+    delivered = []
+    for i in range(100):
+        p.produce("quota", b"%06d" % i + b"x" * 10_000,
+                  on_delivery=lambda err, msg: delivered.append(err))
+        p.poll(0)
+    assert p.flush(DEADLINE * 4) == 0
+    assert len(delivered) == 100 and all(e is None for e in delivered)
+    assert throttles and max(throttles) > 0, "the producer was told to slow down"
+    produced = len(throttles)
+    c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": "quota-reader",
+                  "auto.offset.reset": "earliest", "throttle_cb": on_throttle,
+                  "fetch.max.bytes": 1_100_000, "message.max.bytes": 1_000_000,
+                  "max.partition.fetch.bytes": 100_000})
+    c.subscribe(["quota"])
+    seen = set()
+    end = time.time() + DEADLINE * 4
+    while len(seen) < 100 and time.time() < end:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            seen.add(m.value()[:6])
+    c.close()
+    assert len(seen) == 100, "every message read"
+    assert len(throttles) > produced, "the consumer was told to slow down"
+    m = n.metrics()
+    assert m['strata_kafka_throttle_milliseconds_total{api="Produce"}'] > 0
+    assert m['strata_kafka_throttle_milliseconds_total{api="Fetch"}'] > 0
+
+
+def test_consumer_groups_are_bounded(node_with):
+    """Groups per node, members per group, session timeouts and offset metadata have
+    bounds, answered with Kafka's codes."""
+    n = node_with("[kafka]\nmax_groups = 2\nmax_group_members = 1\n")
+    admin = AdminClient({"bootstrap.servers": n.bootstrap})
+    list(admin.create_topics([NewTopic("g", 1)]).values())[0].result(DEADLINE)
+
+    def first_error(group, **more):
+        conf = {"bootstrap.servers": n.bootstrap, "group.id": group,
+                "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+        conf.update(more)
+        c = Consumer(conf)
+        c.subscribe(["g"])
+        try:
+            end = time.time() + DEADLINE
+            while time.time() < end:
+                m = c.poll(0.2)
+                if m is not None and m.error():
+                    return c, m.error().code()
+                if c.assignment():
+                    return c, None
+            return c, "timeout"
+        except KafkaException as e:
+            return c, e.args[0].code()
+
+    a, err = first_error("g1")
+    assert err is None
+    b, err = first_error("g2")
+    assert err is None
+    third, err = first_error("g3")
+    assert err == KafkaError.POLICY_VIOLATION, err
+    # A second member of g1 is one too many.
+    extra, err = first_error("g1")
+    assert err == KafkaError.GROUP_MAX_SIZE_REACHED, err
+    # A session timeout outside Kafka's bounds.
+    odd, err = first_error("g2", **{"session.timeout.ms": 3000})
+    assert err == KafkaError.INVALID_SESSION_TIMEOUT, err
+    for c in (a, b, third, extra, odd):
+        c.close()
+    # Offset metadata of more than 4096 bytes is refused; within it, kept.
+    c = Consumer({"bootstrap.servers": n.bootstrap, "group.id": "g1"})
+    big = TopicPartition("g", 0, 1, metadata="m" * 5000)
+    try:
+        code = c.commit(offsets=[big], asynchronous=False)[0].error.code()
+    except KafkaException as e:
+        code = e.args[0].code()
+    assert code == KafkaError.OFFSET_METADATA_TOO_LARGE
+    small = TopicPartition("g", 0, 1, metadata="m" * 100)
+    assert c.commit(offsets=[small], asynchronous=False)[0].error is None
+    c.close()

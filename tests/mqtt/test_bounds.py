@@ -180,14 +180,14 @@ def test_sockets_without_connect_are_bounded(node_with):
     n = node_with("[mqtt]\nmax_connections = 1\nmax_pending_connects = 2\nconnect_timeout_secs = 600\n")
     idle = [socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE) for _ in range(3)]
     # Three sockets are allowed (1 + 2); the fourth is closed before a byte is read.
-    wait_for("three sockets admitted", lambda: n.metrics()["strata_mqtt_sockets"] == 3)
+    wait_for("three sockets admitted", lambda: n.metrics().get("strata_mqtt_sockets") == 3)
     fourth = socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE)
     assert closed(fourth)
     key = 'strata_mqtt_errors_total{reason="max_connections"}'
     wait_for("the refusal to be counted", lambda: n.metrics().get(key) == 1)
     for sock in idle:
         sock.close()
-    wait_for("the sockets to be released", lambda: n.metrics()["strata_mqtt_sockets"] == 0)
+    wait_for("the sockets to be released", lambda: n.metrics().get("strata_mqtt_sockets") == 0)
 
 
 def test_a_socket_without_connect_is_timed_out(node_with):

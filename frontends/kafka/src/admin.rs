@@ -276,7 +276,12 @@ impl Collector for GroupCollector {
             ] {
                 groups.with_label_values(&[state]).set(0);
             }
-            for id in k.groups.group_ids() {
+            for id in k
+                .groups
+                .group_ids()
+                .into_iter()
+                .take(k.config.max_group_metrics)
+            {
                 let detail = group_detail(&k, &id);
                 groups.with_label_values(&[&detail.group.state]).inc();
                 members

@@ -73,6 +73,37 @@ pub struct KafkaConfig {
     /// Principals (SASL user names; `ANONYMOUS` without SASL) allowed to read streams a
     /// frontend keeps for itself, such as `mqtt.messages`. Nobody by default.
     pub internal_stream_readers: Vec<String>,
+    /// Enforce Kafka ACLs (CreateAcls and friends) on every request. Off: every
+    /// authenticated client may do everything but touch internal streams.
+    pub authorizer: bool,
+    /// Principals (SASL user names; `ANONYMOUS`) the ACLs do not restrict.
+    pub super_users: Vec<String>,
+    /// With the authorizer on, whether a resource no ACL names is open to everyone
+    /// (Kafka's `allow.everyone.if.no.acl.found`). Refused by default.
+    pub allow_if_no_acl: bool,
+    /// Consumer groups the node keeps (in memory, and with committed offsets); at the
+    /// bound a group without members makes room, or JoinGroup/OffsetCommit answer
+    /// POLICY_VIOLATION.
+    pub max_groups: usize,
+    /// Members of one group; more get GROUP_MAX_SIZE_REACHED.
+    pub max_group_members: usize,
+    /// Protocol names and metadata one member may make the coordinator keep.
+    pub max_member_metadata_bytes: usize,
+    /// Session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms` and
+    /// `group.max.session.timeout.ms`); outside, INVALID_SESSION_TIMEOUT.
+    pub group_min_session_timeout_ms: i64,
+    /// See `group_min_session_timeout_ms`.
+    pub group_max_session_timeout_ms: i64,
+    /// Producers whose idempotence state one partition keeps; past it, the producer unseen
+    /// the longest is forgotten.
+    pub max_producers_per_partition: usize,
+    /// Groups whose members and lag are metric series (their ids are labels).
+    pub max_group_metrics: usize,
+    /// Produce quota: record bytes per second one connection may send (0: none). Ahead
+    /// of it, responses carry `throttle_time_ms` and the connection is muted as long.
+    pub producer_byte_rate: f64,
+    /// Fetch quota: record bytes per second one connection may receive (0: none).
+    pub consumer_byte_rate: f64,
 }
 
 impl Default for KafkaConfig {
@@ -104,6 +135,18 @@ impl Default for KafkaConfig {
             max_connection_rate_per_ip: 0.0,
             connection_burst_per_ip: 0.0,
             internal_stream_readers: Vec::new(),
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_if_no_acl: false,
+            max_groups: 10_000,
+            max_group_members: 1_000,
+            max_member_metadata_bytes: 1024 * 1024,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            max_producers_per_partition: 10_000,
+            max_group_metrics: 1_000,
+            producer_byte_rate: 0.0,
+            consumer_byte_rate: 0.0,
         }
     }
 }

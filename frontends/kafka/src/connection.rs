@@ -63,6 +63,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Send + 'static>(
         authenticated: k.config.sasl_plain_users.is_empty() && k.security.anonymous_allowed(),
         peer,
         tls: tls.is_some(),
+        quotas: crate::quota::Quotas::new(&k.config),
         ..Session::default()
     };
     // Without SASL, a verified client certificate names the principal.
@@ -127,6 +128,13 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Send + 'static>(
         if session.close_after_response {
             count(&k, "authentication_failed");
             break;
+        }
+        // A client ahead of its quota is muted: its next request is read only later.
+        if let Some(until) = session.quotas.as_mut().and_then(|q| q.mute_until.take()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = shutdown.wait() => break,
+            }
         }
     }
     k.metrics.connections.dec();

@@ -121,7 +121,7 @@ impl Frontend for KafkaFrontend {
                 kv.clone(),
                 Duration::from_millis(self.config.group_initial_rebalance_delay_ms),
             ),
-            producers: Producers::new(kv.clone()),
+            producers: Producers::new(kv.clone(), self.config.max_producers_per_partition),
             metrics: KafkaMetrics::new(&ctx.registry),
             config: self.config,
             journal: ctx.journal.clone(),

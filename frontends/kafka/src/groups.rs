@@ -31,7 +31,9 @@ use strata_frontend::kv::{KvOp, KvSpace};
 use tokio::sync::oneshot;
 
 use crate::frontend::Kafka;
+use crate::guard;
 use crate::handlers::{Session, code};
+use strata_frontend::security::kafka_acl::{Operation, ResourceType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -111,7 +113,16 @@ pub struct Coordinator {
     initial_delay: Duration,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
+    /// Groups with committed offsets (read from the store at first use): bounded like
+    /// the groups themselves.
+    offset_groups: Mutex<Option<std::collections::HashSet<String>>>,
 }
+
+/// The longest group id kept (Kafka bounds it by its storage format; 255 is plenty).
+const MAX_GROUP_ID: usize = 255;
+/// The longest metadata kept with a committed offset (Kafka's
+/// `offset.metadata.max.bytes`).
+const MAX_OFFSET_METADATA: usize = 4096;
 
 fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
     let mut k = format!("o/{group}\0{topic}\0").into_bytes();
@@ -130,7 +141,31 @@ impl Coordinator {
             initial_delay,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
+            offset_groups: Mutex::new(None),
         }
+    }
+
+    /// Whether `group` may keep committed offsets: one that has some may, a new one while
+    /// fewer than `max` groups have.
+    fn may_store_offsets(&self, group: &str, max: usize) -> bool {
+        let mut known = self.offset_groups.lock();
+        let known = known.get_or_insert_with(|| {
+            let mut ids = std::collections::HashSet::new();
+            for (key, _) in self.kv.scan_prefix(b"o/").unwrap_or_default() {
+                if let Some(end) = key[2..].iter().position(|&b| b == 0) {
+                    ids.insert(String::from_utf8_lossy(&key[2..2 + end]).into_owned());
+                }
+            }
+            ids
+        });
+        if known.contains(group) {
+            return true;
+        }
+        if known.len() >= max {
+            return false;
+        }
+        known.insert(group.to_string());
+        true
     }
 
     /// Starts a rebalance: every member must join again.
@@ -292,12 +327,62 @@ pub async fn join(
             .with_generation_id(-1)
             .with_member_id(s(member))
     };
+    if let Err(c) = guard::on_group(k, session, Operation::Read, &r.group_id) {
+        return fail(c, &r.member_id);
+    }
     if r.group_id.is_empty() || r.protocols.is_empty() {
         return fail(code::INCONSISTENT_GROUP_PROTOCOL, &r.member_id);
+    }
+    let cfg = &k.config;
+    if r.group_id.len() > MAX_GROUP_ID {
+        return fail(code::INVALID_GROUP_ID, &r.member_id);
+    }
+    if !(cfg.group_min_session_timeout_ms..=cfg.group_max_session_timeout_ms)
+        .contains(&i64::from(r.session_timeout_ms))
+    {
+        return fail(code::INVALID_SESSION_TIMEOUT, &r.member_id);
+    }
+    let metadata: usize = r
+        .protocols
+        .iter()
+        .map(|p| p.name.len() + p.metadata.len())
+        .sum();
+    if metadata > cfg.max_member_metadata_bytes {
+        k.metrics
+            .errors
+            .with_label_values(&["JoinGroup", "member_metadata"])
+            .inc();
+        return fail(code::POLICY_VIOLATION, &r.member_id);
     }
     let rx = {
         let now = Instant::now();
         let mut groups = c.groups.lock();
+        if !groups.contains_key(r.group_id.as_str()) && groups.len() >= cfg.max_groups {
+            // Groups without members make room; otherwise the node is full.
+            let idle = groups
+                .iter()
+                .find(|(_, g)| g.members.is_empty())
+                .map(|(id, _)| id.clone());
+            match idle {
+                Some(id) => {
+                    groups.remove(&id);
+                }
+                None => {
+                    k.metrics
+                        .errors
+                        .with_label_values(&["JoinGroup", "max_groups"])
+                        .inc();
+                    return fail(code::POLICY_VIOLATION, &r.member_id);
+                }
+            }
+        }
+        if r.member_id.is_empty()
+            && groups
+                .get(r.group_id.as_str())
+                .is_some_and(|g| g.members.len() >= cfg.max_group_members)
+        {
+            return fail(code::GROUP_MAX_SIZE_REACHED, &r.member_id);
+        }
         let g = groups
             .entry(r.group_id.to_string())
             .or_insert_with(Group::new);
@@ -365,7 +450,7 @@ pub async fn join(
     }
 }
 
-pub async fn sync(k: &Kafka, r: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync(k: &Kafka, session: &Session, r: SyncGroupRequest) -> SyncGroupResponse {
     let c = &k.groups;
     let reply = |code: i16, assignment: Bytes, g: Option<(&str, Option<&str>)>| {
         k.metrics.error("SyncGroup", code);
@@ -379,6 +464,9 @@ pub async fn sync(k: &Kafka, r: SyncGroupRequest) -> SyncGroupResponse {
         }
         resp
     };
+    if let Err(c) = guard::on_group(k, session, Operation::Read, &r.group_id) {
+        return reply(c, Bytes::new(), None);
+    }
     let rx = {
         let mut groups = c.groups.lock();
         let Some(g) = groups.get_mut(r.group_id.as_str()) else {
@@ -427,7 +515,11 @@ pub async fn sync(k: &Kafka, r: SyncGroupRequest) -> SyncGroupResponse {
     }
 }
 
-pub fn heartbeat(k: &Kafka, r: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(k: &Kafka, session: &Session, r: HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(c) = guard::on_group(k, session, Operation::Read, &r.group_id) {
+        k.metrics.error("Heartbeat", c);
+        return HeartbeatResponse::default().with_error_code(c);
+    }
     let mut groups = k.groups.groups.lock();
     let code = match groups.get_mut(r.group_id.as_str()) {
         None => code::UNKNOWN_MEMBER_ID,
@@ -449,7 +541,11 @@ pub fn heartbeat(k: &Kafka, r: HeartbeatRequest) -> HeartbeatResponse {
     HeartbeatResponse::default().with_error_code(code)
 }
 
-pub fn leave(k: &Kafka, r: LeaveGroupRequest) -> LeaveGroupResponse {
+pub fn leave(k: &Kafka, session: &Session, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    if let Err(c) = guard::on_group(k, session, Operation::Read, &r.group_id) {
+        k.metrics.error("LeaveGroup", c);
+        return LeaveGroupResponse::default().with_error_code(c);
+    }
     let c = &k.groups;
     let ids: Vec<String> = if r.members.is_empty() {
         vec![r.member_id.to_string()]
@@ -502,10 +598,52 @@ pub fn leave(k: &Kafka, r: LeaveGroupRequest) -> LeaveGroupResponse {
         })
 }
 
-pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let c = &k.groups;
     let group = r.group_id.to_string();
-    let check = if r.generation_id_or_member_epoch < 0 {
+    // Committing takes Read on the group, and Read on each topic; only partitions that
+    // exist are kept, with at most MAX_OFFSET_METADATA bytes of metadata. A partition
+    // refused gets its own code; the others are committed.
+    let refusals: Vec<Vec<Option<i16>>> = r
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = guard::may_read(k, session, &t.name).and_then(|()| {
+                k.journal
+                    .stream(&t.name)
+                    .map(|s| s.config().partitions)
+                    .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+            });
+            t.partitions
+                .iter()
+                .map(|p| match partitions {
+                    Err(c) => Some(c),
+                    Ok(n) if p.partition_index < 0 || p.partition_index as u32 >= n => {
+                        Some(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    }
+                    Ok(_)
+                        if p.committed_metadata
+                            .as_ref()
+                            .is_some_and(|m| m.len() > MAX_OFFSET_METADATA) =>
+                    {
+                        Some(code::OFFSET_METADATA_TOO_LARGE)
+                    }
+                    Ok(_) => None,
+                })
+                .collect()
+        })
+        .collect();
+    let check = if let Err(c) = guard::on_group(k, session, Operation::Read, &group) {
+        Err(c)
+    } else if group.is_empty() || group.len() > MAX_GROUP_ID {
+        Err(code::INVALID_GROUP_ID)
+    } else if !c.may_store_offsets(&group, k.config.max_groups) {
+        k.metrics
+            .errors
+            .with_label_values(&["OffsetCommit", "max_groups"])
+            .inc();
+        Err(code::POLICY_VIOLATION)
+    } else if r.generation_id_or_member_epoch < 0 {
         Ok(())
     } else {
         let groups = c.groups.lock();
@@ -519,8 +657,13 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
     };
     let mut ops = Vec::new();
     if check.is_ok() {
-        for t in &r.topics {
-            for p in &t.partitions {
+        for (t, refused) in r.topics.iter().zip(&refusals) {
+            for (p, _) in t
+                .partitions
+                .iter()
+                .zip(refused)
+                .filter(|(_, r)| r.is_none())
+            {
                 let value = serde_json::to_vec(&Committed {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
@@ -547,13 +690,22 @@ pub fn offset_commit(k: &Kafka, r: OffsetCommitRequest) -> OffsetCommitResponse 
     OffsetCommitResponse::default().with_topics(
         r.topics
             .iter()
-            .map(|t| {
+            .zip(&refusals)
+            .map(|(t, refused)| {
                 OffsetCommitResponseTopic::default()
                     .with_name(t.name.clone())
                     .with_partitions(
                         t.partitions
                             .iter()
-                            .map(|p| {
+                            .zip(refused)
+                            .map(|(p, refused)| {
+                                let code = match (code, refused) {
+                                    (code::NONE, Some(c)) => {
+                                        k.metrics.error("OffsetCommit", *c);
+                                        *c
+                                    }
+                                    (code, _) => code,
+                                };
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(code)
@@ -611,38 +763,113 @@ pub(crate) fn committed(
     }
 }
 
-pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+/// One topic of an OffsetFetch answer: its partitions' offsets, or the partitions asked for
+/// and the error they all get.
+type Found = Result<Vec<PartitionOffset>, (Vec<i32>, i16)>;
+
+/// The committed offsets of `group` a connection may see: topics it may not describe are
+/// left out of a full listing and refused (`Err`) when asked for by name.
+fn visible_offsets(
+    k: &Kafka,
+    session: &Session,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Found)> {
+    let Some(wanted) = wanted else {
+        return committed(&k.groups.kv, group, None)
+            .into_iter()
+            .filter(|(t, _)| guard::may_describe(k, session, t).is_ok())
+            .map(|(t, parts)| (t, Ok(parts)))
+            .collect();
+    };
+    let (allowed, refused): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .map(|(t, parts)| (guard::may_describe(k, session, &t), t, parts))
+        .partition(|(ok, _, _)| ok.is_ok());
+    let mut out: Vec<_> = committed(
+        &k.groups.kv,
+        group,
+        Some(allowed.into_iter().map(|(_, t, p)| (t, p)).collect()),
+    )
+    .into_iter()
+    .map(|(t, parts)| (t, Ok(parts)))
+    .collect();
+    for (why, t, parts) in refused {
+        let error = why.err().unwrap_or(code::TOPIC_AUTHORIZATION_FAILED);
+        k.metrics.error("OffsetFetch", error);
+        out.push((t, Err((parts, error))));
+    }
+    out
+}
+
+/// A partition of an OffsetFetch answer: its committed offset, or the error.
+fn fetched_partition(
+    p: i32,
+    c: Result<Option<Committed>, i16>,
+) -> (i32, i64, i32, Option<StrBytes>, i16) {
+    match c {
+        Ok(c) => (
+            p,
+            c.as_ref().map_or(-1, |c| c.offset),
+            c.as_ref().map_or(-1, |c| c.leader_epoch),
+            c.and_then(|c| c.metadata).map(StrBytes::from_string),
+            code::NONE,
+        ),
+        Err(e) => (p, -1, -1, None, e),
+    }
+}
+
+/// Every partition of one topic's answer, from what `visible_offsets` found.
+fn topic_partitions(found: Found) -> Vec<(i32, i64, i32, Option<StrBytes>, i16)> {
+    match found {
+        Ok(parts) => parts
+            .into_iter()
+            .map(|(p, c)| fetched_partition(p, Ok(c)))
+            .collect(),
+        Err((parts, e)) => parts
+            .into_iter()
+            .map(|p| fetched_partition(p, Err(e)))
+            .collect(),
+    }
+}
+
+pub fn offset_fetch(
+    k: &Kafka,
+    session: &Session,
+    r: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = r
             .groups
             .iter()
             .map(|g| {
+                if let Err(c) = guard::on_group(k, session, Operation::Describe, &g.group_id) {
+                    k.metrics.error("OffsetFetch", c);
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(c);
+                }
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let topics = committed(&k.groups.kv, &g.group_id, wanted)
+                let topics = visible_offsets(k, session, &g.group_id, wanted)
                     .into_iter()
-                    .map(|(topic, parts)| {
+                    .map(|(topic, found)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(s(&topic)))
                             .with_partitions(
-                                parts
+                                topic_partitions(found)
                                     .into_iter()
-                                    .map(|(p, c)| {
+                                    .map(|(p, offset, epoch, metadata, error)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
-                                            .with_committed_offset(
-                                                c.as_ref().map_or(-1, |c| c.offset),
-                                            )
-                                            .with_committed_leader_epoch(
-                                                c.as_ref().map_or(-1, |c| c.leader_epoch),
-                                            )
-                                            .with_metadata(
-                                                c.and_then(|c| c.metadata)
-                                                    .map(StrBytes::from_string),
-                                            )
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(metadata)
+                                            .with_error_code(error)
                                     })
                                     .collect(),
                             )
@@ -655,29 +882,30 @@ pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFet
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if let Err(c) = guard::on_group(k, session, Operation::Describe, &r.group_id) {
+        k.metrics.error("OffsetFetch", c);
+        return OffsetFetchResponse::default().with_error_code(c);
+    }
     let wanted = r.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let topics = committed(&k.groups.kv, &r.group_id, wanted)
+    let topics = visible_offsets(k, session, &r.group_id, wanted)
         .into_iter()
-        .map(|(topic, parts)| {
+        .map(|(topic, found)| {
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(s(&topic)))
                 .with_partitions(
-                    parts
+                    topic_partitions(found)
                         .into_iter()
-                        .map(|(p, c)| {
+                        .map(|(p, offset, epoch, metadata, error)| {
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
-                                .with_committed_offset(c.as_ref().map_or(-1, |c| c.offset))
-                                .with_committed_leader_epoch(
-                                    c.as_ref().map_or(-1, |c| c.leader_epoch),
-                                )
-                                .with_metadata(
-                                    c.and_then(|c| c.metadata).map(StrBytes::from_string),
-                                )
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(metadata)
+                                .with_error_code(error)
                         })
                         .collect(),
                 )
@@ -686,11 +914,23 @@ pub fn offset_fetch(k: &Kafka, r: OffsetFetchRequest, version: i16) -> OffsetFet
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub fn list(k: &Kafka) -> ListGroupsResponse {
+/// ListGroups: every group with Describe on the cluster, otherwise those the connection
+/// may describe.
+pub fn list(k: &Kafka, session: &Session) -> ListGroupsResponse {
+    let all = guard::allowed(
+        k,
+        session,
+        Operation::Describe,
+        ResourceType::Cluster,
+        strata_frontend::security::kafka_acl::CLUSTER,
+    );
     let groups = k.groups.groups.lock();
     ListGroupsResponse::default().with_groups(
         groups
             .iter()
+            .filter(|(id, _)| {
+                all || guard::allowed(k, session, Operation::Describe, ResourceType::Group, id)
+            })
             .map(|(id, g)| {
                 ListedGroup::default()
                     .with_group_id(GroupId(s(id)))
@@ -702,12 +942,19 @@ pub fn list(k: &Kafka) -> ListGroupsResponse {
     )
 }
 
-pub fn describe(k: &Kafka, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn describe(k: &Kafka, session: &Session, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = k.groups.groups.lock();
     DescribeGroupsResponse::default().with_groups(
         r.groups
             .into_iter()
             .map(|id| match groups.get(id.as_str()) {
+                _ if guard::on_group(k, session, Operation::Describe, &id).is_err() => {
+                    k.metrics
+                        .error("DescribeGroups", code::GROUP_AUTHORIZATION_FAILED);
+                    DescribedGroup::default()
+                        .with_group_id(id)
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                }
                 None => DescribedGroup::default()
                     .with_group_id(id)
                     .with_group_state(s("Dead")),

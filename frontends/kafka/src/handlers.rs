@@ -26,9 +26,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_name};
 
+use crate::acls;
 use crate::frontend::{Kafka, NODE_ID};
 use crate::groups;
 use crate::guard::{self, CreationBudget};
+use crate::quota::Kind;
+use strata_frontend::security::kafka_acl::{CLUSTER, Operation, ResourceType};
 
 /// Kafka error codes used here.
 pub mod code {
@@ -52,6 +55,14 @@ pub mod code {
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    pub const SECURITY_DISABLED: i16 = 54;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const POLICY_VIOLATION: i16 = 44;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -83,6 +94,9 @@ const APIS: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 1, 4),
     (ApiKey::SaslAuthenticate, 0, 0, 2),
     (ApiKey::CreatePartitions, 0, 0, 3),
+    (ApiKey::DescribeAcls, 1, 1, 3),
+    (ApiKey::CreateAcls, 1, 1, 3),
+    (ApiKey::DeleteAcls, 1, 1, 3),
 ];
 
 fn accepted(key: ApiKey, version: i16) -> bool {
@@ -110,6 +124,8 @@ pub struct Session {
     pub close_after_response: bool,
     /// The connection came in on the SSL listener.
     pub tls: bool,
+    /// Produce and Fetch byte quotas, when configured.
+    pub quotas: Option<Box<crate::quota::Quotas>>,
 }
 
 /// Encodes a response frame: length, header, body.
@@ -217,21 +233,47 @@ pub async fn handle(
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = produce(k, r).await;
+            let bytes: usize = r
+                .topic_data
+                .iter()
+                .flat_map(|t| &t.partition_data)
+                .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                .sum();
+            let mut resp = produce(k, session, r).await;
+            resp.throttle_time_ms = throttle(k, session, Kind::Produce, bytes);
             if acks == 0 {
                 return Ok(None);
             }
             respond(corr, version, &resp)?
         }
-        RequestKind::Fetch(r) => respond(corr, version, &fetch(k, session, r).await)?,
+        RequestKind::Fetch(r) => {
+            let mut resp = fetch(k, session, r).await;
+            let bytes: usize = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                .sum();
+            resp.throttle_time_ms = throttle(k, session, Kind::Fetch, bytes);
+            respond(corr, version, &resp)?
+        }
         RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, session, r).await)?,
         RequestKind::FindCoordinator(r) => {
             respond(corr, version, &find_coordinator(k, session, r, version))?
         }
-        RequestKind::InitProducerId(_) => respond(corr, version, &k.producers.init())?,
-        RequestKind::CreateTopics(r) => respond(corr, version, &create_topics(k, r).await)?,
-        RequestKind::DeleteTopics(r) => respond(corr, version, &delete_topics(k, r).await)?,
-        RequestKind::CreatePartitions(r) => respond(corr, version, &create_partitions(k, r).await)?,
+        RequestKind::InitProducerId(r) => respond(corr, version, &init_producer_id(k, session, r))?,
+        RequestKind::CreateTopics(r) => {
+            respond(corr, version, &create_topics(k, session, r).await)?
+        }
+        RequestKind::DeleteTopics(r) => {
+            respond(corr, version, &delete_topics(k, session, r).await)?
+        }
+        RequestKind::CreatePartitions(r) => {
+            respond(corr, version, &create_partitions(k, session, r).await)?
+        }
+        RequestKind::DescribeAcls(r) => respond(corr, version, &acls::describe(k, session, r))?,
+        RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r))?,
+        RequestKind::DeleteAcls(r) => respond(corr, version, &acls::delete(k, session, r))?,
         RequestKind::DescribeConfigs(r) => {
             respond(corr, version, &describe_configs(k, session, r))?
         }
@@ -246,18 +288,39 @@ pub async fn handle(
         RequestKind::JoinGroup(r) => {
             respond(corr, version, &groups::join(k, session, r, version).await)?
         }
-        RequestKind::SyncGroup(r) => respond(corr, version, &groups::sync(k, r).await)?,
-        RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, r))?,
-        RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, r))?,
-        RequestKind::OffsetCommit(r) => respond(corr, version, &groups::offset_commit(k, r))?,
-        RequestKind::OffsetFetch(r) => {
-            respond(corr, version, &groups::offset_fetch(k, r, version))?
+        RequestKind::SyncGroup(r) => respond(corr, version, &groups::sync(k, session, r).await)?,
+        RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, session, r))?,
+        RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, session, r))?,
+        RequestKind::OffsetCommit(r) => {
+            respond(corr, version, &groups::offset_commit(k, session, r))?
         }
-        RequestKind::ListGroups(_) => respond(corr, version, &groups::list(k))?,
-        RequestKind::DescribeGroups(r) => respond(corr, version, &groups::describe(k, r))?,
+        RequestKind::OffsetFetch(r) => {
+            respond(corr, version, &groups::offset_fetch(k, session, r, version))?
+        }
+        RequestKind::ListGroups(_) => respond(corr, version, &groups::list(k, session))?,
+        RequestKind::DescribeGroups(r) => respond(corr, version, &groups::describe(k, session, r))?,
         _ => bail!("{api} is not handled"),
     };
     Ok(Some(out))
+}
+
+/// Charges a quota; the throttle time to answer with (counted).
+fn throttle(k: &Kafka, session: &mut Session, kind: Kind, bytes: usize) -> i32 {
+    let Some(q) = session.quotas.as_mut() else {
+        return 0;
+    };
+    let ms = q.charge(kind, bytes, Instant::now());
+    if ms > 0 {
+        let api = match kind {
+            Kind::Produce => "Produce",
+            Kind::Fetch => "Fetch",
+        };
+        k.metrics
+            .throttle_ms
+            .with_label_values(&[api])
+            .inc_by(ms as u64);
+    }
+    ms
 }
 
 fn str(s: &str) -> StrBytes {
@@ -338,9 +401,8 @@ async fn metadata(
     let mut topics = Vec::new();
     if all {
         for c in k.journal.list_streams() {
-            // Streams the principal may not read are not listed, as Kafka lists only
-            // topics a client is authorized to describe.
-            if guard::may_read(k, session, &c.name).is_err() {
+            // Topics the principal may not describe are not listed, as Kafka does.
+            if guard::may_describe(k, session, &c.name).is_err() {
                 continue;
             }
             topics.push(metadata_topic(
@@ -353,8 +415,13 @@ async fn metadata(
         let mut budget = CreationBudget::new(k);
         for t in r.topics.iter().flatten() {
             let Some(name) = &t.name else { continue };
-            let stream = match guard::may_read(k, session, name) {
-                Ok(()) => topic_stream(k, name, create.then_some(&mut budget)).await,
+            let stream = match guard::may_describe(k, session, name) {
+                Ok(()) => {
+                    // Creating a missing topic takes Create on the cluster or the topic;
+                    // without it the topic is reported unknown, as Kafka does.
+                    let create = create && guard::may_create(k, session, name);
+                    topic_stream(k, name, create.then_some(&mut budget)).await
+                }
                 Err(c) => Err(c),
             };
             if let Err(c) = stream {
@@ -435,12 +502,26 @@ async fn produce_partition(
     (code::NONE, first, log.offsets().log_start as i64)
 }
 
-async fn produce(k: &Kafka, r: ProduceRequest) -> ProduceResponse {
+async fn produce(k: &Kafka, session: &Session, r: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::new();
     let mut budget = CreationBudget::new(k);
+    if let Some(id) = &r.transactional_id
+        && !guard::allowed(
+            k,
+            session,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id,
+        )
+    {
+        return refuse_produce(k, r, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
     for t in r.topic_data {
-        let stream = match guard::may_write(k, &t.name) {
-            Ok(()) => topic_stream(k, &t.name, Some(&mut budget)).await,
+        let stream = match guard::may_write(k, session, &t.name) {
+            Ok(()) => {
+                let create = guard::may_create(k, session, &t.name);
+                topic_stream(k, &t.name, create.then_some(&mut budget)).await
+            }
             Err(c) => Err(c),
         };
         let mut partitions = Vec::new();
@@ -465,6 +546,69 @@ async fn produce(k: &Kafka, r: ProduceRequest) -> ProduceResponse {
         );
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// Every partition of a Produce answered with `error`.
+fn refuse_produce(k: &Kafka, r: ProduceRequest, error: i16) -> ProduceResponse {
+    k.metrics.error("Produce", error);
+    ProduceResponse::default().with_responses(
+        r.topic_data
+            .into_iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(error)
+                                    .with_base_offset(-1)
+                                    .with_log_start_offset(-1)
+                            })
+                            .collect(),
+                    )
+                    .with_name(t.name)
+            })
+            .collect(),
+    )
+}
+
+/// InitProducerId: idempotence takes IdempotentWrite on the cluster or Write on some
+/// topic (as Kafka 3 allows), a transactional id Write on that id.
+fn init_producer_id(
+    k: &Kafka,
+    session: &Session,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let refused = match &r.transactional_id {
+        Some(id) => (!guard::allowed(
+            k,
+            session,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id,
+        ))
+        .then_some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        None => (!guard::allowed(
+            k,
+            session,
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER,
+        ) && !guard::writes_some_topic(k, session))
+        .then_some(code::CLUSTER_AUTHORIZATION_FAILED),
+    };
+    match refused {
+        Some(c) => {
+            k.metrics.error("InitProducerId", c);
+            InitProducerIdResponse::default()
+                .with_error_code(c)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+        None => k.producers.init(),
+    }
 }
 
 /// The partition log of `topic`/`partition`, or the Kafka error code.
@@ -500,10 +644,10 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
         let mut slots = Vec::new();
         let mut total = 0usize;
         for (ti, t) in r.topics.iter().enumerate() {
+            let readable = guard::may_read(k, session, &t.topic);
             for p in &t.partitions {
                 let mut data = PartitionData::default().with_partition_index(p.partition);
-                let log = guard::may_read(k, session, &t.topic)
-                    .and_then(|()| partition_log(k, &t.topic, p.partition));
+                let log = readable.and_then(|()| partition_log(k, &t.topic, p.partition));
                 let log = match log {
                     Ok(log) => log,
                     Err(c) => {
@@ -606,7 +750,7 @@ async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> Li
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let log = guard::may_read(k, session, &t.name)
+            let log = guard::may_describe(k, session, &t.name)
                 .and_then(|()| partition_log(k, &t.name, p.partition_index));
             match log {
                 Err(c) => {
@@ -664,28 +808,56 @@ fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = k.advertised_for(session);
     let (host, port) = (str(host), port);
+    // Finding a group's coordinator takes Describe on the group; a transaction's, Describe
+    // on its transactional id.
+    let refused = |key: &str| {
+        let (resource, error) = match r.key_type {
+            1 => (
+                ResourceType::TransactionalId,
+                code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            ),
+            _ => (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED),
+        };
+        let refused = !guard::allowed(k, session, Operation::Describe, resource, key);
+        if refused {
+            k.metrics.error("FindCoordinator", error);
+        }
+        refused.then_some(error)
+    };
     if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             r.coordinator_keys
-                .into_iter()
+                .iter()
                 .map(|key| {
-                    CoordinatorEntry::default()
-                        .with_key(key)
-                        .with_node_id(BrokerId(NODE_ID))
-                        .with_host(host.clone())
-                        .with_port(port)
+                    let entry = CoordinatorEntry::default().with_key(key.clone());
+                    match refused(key) {
+                        Some(error) => entry.with_error_code(error).with_node_id(BrokerId(-1)),
+                        None => entry
+                            .with_node_id(BrokerId(NODE_ID))
+                            .with_host(host.clone())
+                            .with_port(port),
+                    }
                 })
                 .collect(),
         )
     } else {
-        FindCoordinatorResponse::default()
-            .with_node_id(BrokerId(NODE_ID))
-            .with_host(host)
-            .with_port(port)
+        match refused(&r.key) {
+            Some(error) => FindCoordinatorResponse::default()
+                .with_error_code(error)
+                .with_node_id(BrokerId(-1)),
+            None => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(host)
+                .with_port(port),
+        }
     }
 }
 
-async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(
+    k: &Kafka,
+    session: &Session,
+    r: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut topics = Vec::new();
     let mut budget = CreationBudget::new(k);
     for t in r.topics {
@@ -699,8 +871,10 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
             .with_num_partitions(partitions)
             .with_replication_factor(1);
         let mut message = None;
-        let code = if guard::may_alter(k, &t.name).is_err() {
+        let code = if k.owned.get(&t.name).is_some() {
             message = Some("a name another frontend owns".to_string());
+            code::TOPIC_AUTHORIZATION_FAILED
+        } else if !guard::may_create(k, session, &t.name) {
             code::TOPIC_AUTHORIZATION_FAILED
         } else if k.journal.stream(&t.name).is_ok() {
             code::TOPIC_ALREADY_EXISTS
@@ -732,7 +906,11 @@ async fn create_topics(k: &Kafka, r: CreateTopicsRequest) -> CreateTopicsRespons
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(
+    k: &Kafka,
+    session: &Session,
+    r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let names: Vec<TopicName> = r
         .topic_names
         .into_iter()
@@ -740,15 +918,20 @@ async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsRespons
         .collect();
     let mut responses = Vec::new();
     for name in names {
-        let deleted = match guard::may_alter(k, &name) {
+        let deleted = match guard::may_alter(k, session, &name, Operation::Delete) {
             Ok(()) => k.journal.delete_stream(&name).await,
             Err(c) => {
                 k.metrics.error("DeleteTopics", c);
+                let why = if k.owned.get(&name).is_some() {
+                    "owned by another frontend"
+                } else {
+                    "not authorized"
+                };
                 responses.push(
                     DeletableTopicResult::default()
                         .with_name(Some(name))
                         .with_error_code(c)
-                        .with_error_message(Some(str("owned by another frontend"))),
+                        .with_error_message(Some(str(why))),
                 );
                 continue;
             }
@@ -771,12 +954,20 @@ async fn delete_topics(k: &Kafka, r: DeleteTopicsRequest) -> DeleteTopicsRespons
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-async fn create_partitions(k: &Kafka, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+async fn create_partitions(
+    k: &Kafka,
+    session: &Session,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in r.topics {
+        let alterable = guard::may_alter(k, session, &t.name, Operation::Alter);
         let (code, message) = match k.journal.stream(&t.name) {
+            _ if alterable.is_err() && k.owned.get(&t.name).is_none() => {
+                (code::TOPIC_AUTHORIZATION_FAILED, None)
+            }
             Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
-            Ok(_) if guard::may_alter(k, &t.name).is_err() => (
+            Ok(_) if alterable.is_err() => (
                 code::TOPIC_AUTHORIZATION_FAILED,
                 Some("owned by another frontend".to_string()),
             ),
@@ -833,11 +1024,25 @@ fn describe_configs(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let entries: Vec<(String, String)> = match res.resource_type {
-                TOPIC => match guard::may_read(k, session, &res.resource_name).and_then(|()| {
-                    k.journal
-                        .stream(&res.resource_name)
-                        .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
-                }) {
+                TOPIC => match guard::may_describe(k, session, &res.resource_name)
+                    .and_then(|()| {
+                        if guard::allowed(
+                            k,
+                            session,
+                            Operation::DescribeConfigs,
+                            ResourceType::Topic,
+                            &res.resource_name,
+                        ) {
+                            Ok(())
+                        } else {
+                            Err(code::TOPIC_AUTHORIZATION_FAILED)
+                        }
+                    })
+                    .and_then(|()| {
+                        k.journal
+                            .stream(&res.resource_name)
+                            .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+                    }) {
                     Ok(s) => {
                         let c = s.config();
                         vec![
@@ -865,6 +1070,12 @@ fn describe_configs(
                         Vec::new()
                     }
                 },
+                BROKER if guard::on_cluster(k, session, Operation::DescribeConfigs).is_err() => {
+                    result = result
+                        .clone()
+                        .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED);
+                    Vec::new()
+                }
                 BROKER => vec![
                     (
                         "auto.create.topics.enable".into(),

@@ -3,6 +3,7 @@
 //! Kafka offset a journal offset; Produce stores the record batches as received and Fetch
 //! answers with the stored bytes.
 
+mod acls;
 pub mod admin;
 mod config;
 mod connection;
@@ -12,6 +13,7 @@ mod guard;
 mod handlers;
 mod metrics;
 mod producers;
+mod quota;
 mod sasl;
 
 pub use admin::KafkaAdmin;

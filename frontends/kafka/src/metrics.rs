@@ -17,6 +17,8 @@ pub struct KafkaMetrics {
     pub produced_records: IntCounter,
     /// Record bytes returned by Fetch requests.
     pub fetched_bytes: IntCounter,
+    /// Milliseconds of throttling answered (quotas), by API.
+    pub throttle_ms: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -75,6 +77,11 @@ impl KafkaMetrics {
                     "Record bytes returned by Fetch requests",
                 )
                 .unwrap_or_else(|e| unreachable!("metric fetched: {e}")),
+            ),
+            throttle_ms: vec(
+                "strata_kafka_throttle_milliseconds_total",
+                "Milliseconds of throttle_time_ms answered to clients ahead of their quota, by API",
+                &["api"],
             ),
         }
     }

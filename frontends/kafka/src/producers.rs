@@ -28,6 +28,8 @@ struct Sent {
 struct ProducerState {
     epoch: i16,
     sent: VecDeque<Sent>,
+    /// When it last produced here (the partition's own count of appends).
+    last_used: u64,
 }
 
 /// The producers of one partition; `loaded` once rebuilt from the partition's tail.
@@ -35,6 +37,31 @@ struct ProducerState {
 struct PartitionProducers {
     loaded: bool,
     by_id: HashMap<i64, ProducerState>,
+    /// Appends with a producer id so far.
+    clock: u64,
+}
+
+impl PartitionProducers {
+    /// The state of `pid`, made room for: past `max` producers, the one unseen the longest
+    /// is forgotten (its next retry of an old batch would be stored again, as after
+    /// Kafka's producer id expiration).
+    fn producer(&mut self, pid: i64, max: usize) -> &mut ProducerState {
+        self.clock += 1;
+        if !self.by_id.contains_key(&pid)
+            && self.by_id.len() >= max.max(1)
+            && let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(id, _)| *id)
+        {
+            self.by_id.remove(&oldest);
+        }
+        let clock = self.clock;
+        let p = self.by_id.entry(pid).or_default();
+        p.last_used = clock;
+        p
+    }
 }
 
 /// Offsets at the end of a partition scanned to rebuild producer state after a restart.
@@ -46,6 +73,8 @@ type ByPartition = HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProduc
 #[derive(Debug)]
 pub struct Producers {
     kv: KvSpace,
+    /// Producers whose state one partition keeps.
+    max_per_partition: usize,
     next: AtomicI64,
     partitions: parking_lot::Mutex<ByPartition>,
 }
@@ -60,7 +89,7 @@ fn storage_code(e: &JournalError) -> i16 {
 
 impl Producers {
     /// Loads the next producer id.
-    pub fn new(kv: KvSpace) -> Self {
+    pub fn new(kv: KvSpace, max_per_partition: usize) -> Self {
         let next = kv
             .get(NEXT_ID)
             .ok()
@@ -69,6 +98,7 @@ impl Producers {
             .map_or(1000, i64::from_be_bytes);
         Producers {
             kv,
+            max_per_partition,
             next: AtomicI64::new(next),
             partitions: parking_lot::Mutex::new(HashMap::new()),
         }
@@ -114,9 +144,9 @@ impl Producers {
             .clone();
         let mut producers = state.lock().await;
         if !producers.loaded {
-            rebuild(&mut producers, log).await;
+            rebuild(&mut producers, log, self.max_per_partition).await;
         }
-        let p = producers.by_id.entry(pid).or_default();
+        let p = producers.producer(pid, self.max_per_partition);
         if epoch < p.epoch {
             return Err(code::INVALID_PRODUCER_EPOCH);
         }
@@ -156,7 +186,7 @@ impl Producers {
 
 /// Rebuilds the producers' last sequences from the batches at the end of the partition, so
 /// that a retry sent before a restart is still recognised after it.
-async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn PartitionLog>) {
+async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn PartitionLog>, max: usize) {
     let offsets = log.offsets();
     let mut next = offsets
         .end
@@ -173,7 +203,7 @@ async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn PartitionLog>
             if pid < 0 {
                 continue;
             }
-            let p = producers.by_id.entry(pid).or_default();
+            let p = producers.producer(pid, max);
             if epoch > p.epoch {
                 p.epoch = epoch;
                 p.sent.clear();

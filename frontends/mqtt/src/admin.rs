@@ -12,6 +12,7 @@ use strata_frontend::admin::{AdminError, Page, PageRequest};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::broker::Broker;
+use crate::codec::ReasonCode;
 use crate::session::{ConnectionInfo, Session, SessionState};
 use crate::topic::{matches, parse_filter};
 
@@ -392,7 +393,8 @@ fn prefixed(id: &str, prefix: &Option<String>) -> bool {
 }
 
 fn evict(info: &ConnectionInfo, kick: &tokio::sync::Notify) {
-    info.evicted.store(true, Ordering::Release);
+    info.evicted
+        .store(ReasonCode::ADMINISTRATIVE_ACTION.0, Ordering::Release);
     kick.notify_one();
 }
 

@@ -1,14 +1,14 @@
 //! The broker's shared state: sessions, the subscription trees, retained messages and
 //! pending wills; and routing a message to every session that should get it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Maps on the routing path: client ids are hashed for every delivery, so with foldhash
 /// (fast, and seeded per process so client-chosen ids cannot force collisions).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use strata_journal::Stream;
@@ -30,6 +30,7 @@ use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
 use crate::trie::SubscriptionTree;
 use strata_frontend::kv::{KvError, KvOp};
 use strata_frontend::security::Security;
+use strata_frontend::security::acl::{Access, AclRule, Who};
 
 /// Members of one shared subscription (`$share/{group}/{filter}`), served round robin.
 #[derive(Debug, Default)]
@@ -102,6 +103,8 @@ pub struct Broker {
     delayed_seq: AtomicU64,
     /// Bytes (topics and payloads) of the delayed publishes waiting.
     delayed_bytes: AtomicU64,
+    /// Connections whose credentials (tokens) stop being good, by when: closed then.
+    expiries: Mutex<BTreeSet<(SystemTime, Arc<str>)>>,
 }
 
 impl Broker {
@@ -135,6 +138,7 @@ impl Broker {
             // Numbers from the clock, so they never repeat those of an earlier run.
             delayed_seq: AtomicU64::new(persist::now_wall_ms() << 16),
             delayed_bytes: AtomicU64::new(0),
+            expiries: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -498,6 +502,9 @@ impl Broker {
         if let Some(old) = old {
             old.kick.notify_one();
         }
+        if let Some(t) = info.expires_at {
+            self.expiries.lock().insert((t, session.client_id.clone()));
+        }
         self.save_session(&session);
         Ok(Attached {
             session,
@@ -524,7 +531,9 @@ impl Broker {
             if st.connection.as_ref().map(|c| c.generation) != Some(generation) {
                 return;
             }
-            st.connection = None;
+            if let Some(t) = st.connection.take().and_then(|c| c.info.expires_at) {
+                self.expiries.lock().remove(&(t, session.client_id.clone()));
+            }
             st.disconnected_at = Some(Instant::now());
             let expired = st.expiry_secs == 0;
             let publish_now = match will {
@@ -692,7 +701,7 @@ impl Broker {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut over = 0u64;
-        for m in self.retained.read().values() {
+        for m in self.retained.read().candidates(parsed.filter) {
             if !matches(parsed.filter, &m.topic) || m.expired(now) {
                 continue;
             }
@@ -994,13 +1003,128 @@ impl Broker {
                 .security
                 .connection_banned(&s.client_id, info.username.as_deref(), ip)
             {
-                info.evicted.store(true, Ordering::Release);
+                info.evicted
+                    .store(ReasonCode::ADMINISTRATIVE_ACTION.0, Ordering::Release);
                 link.kick.notify_one();
                 self.metrics.errors.with_label_values(&["banned"]).inc();
                 tracing::info!(client_id = %s.client_id, "connection closed: banned");
             }
         }
         generation
+    }
+
+    /// Drops the subscriptions of `session` that `who` (with its own `rules`) may no longer
+    /// make, as the ACL reads now; returns how many. Run when the ACL changes and when a
+    /// client resumes a session.
+    pub fn recheck_subscriptions(
+        &self,
+        session: &Session,
+        who: &Who,
+        rules: Option<&[AclRule]>,
+    ) -> usize {
+        let own = rules.unwrap_or_default();
+        if own.is_empty() && self.security.acl_is_open() {
+            return 0;
+        }
+        let filters: Vec<String> = session.state.lock().subscriptions.keys().cloned().collect();
+        let mut dropped = 0;
+        for raw in filters {
+            let Ok(parsed) = parse_filter(&raw, &self.limits) else {
+                continue;
+            };
+            if !self
+                .security
+                .allows_with(own, who, Access::Subscribe(parsed.filter))
+            {
+                self.unsubscribe(session, &raw);
+                self.metrics
+                    .errors
+                    .with_label_values(&["subscription_revoked"])
+                    .inc();
+                tracing::info!(client_id = %session.client_id, filter = raw, "subscription dropped: the ACL no longer allows it");
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.save_session(session);
+        }
+        dropped
+    }
+
+    /// After an ACL change (its generation moved from `seen.0`), re-checks the
+    /// subscriptions of connected clients; after a user was deleted (`seen.1`), closes
+    /// that user's connections ("not authorized", 0x87). Sessions without a connection are
+    /// re-checked when they are resumed. Returns the generations now.
+    pub fn revoke(&self, seen: (u64, u64)) -> (u64, u64) {
+        let now = (
+            self.security.acl_generation(),
+            self.security.users_generation(),
+        );
+        if now == seen {
+            return now;
+        }
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            let Some((info, kick)) = s
+                .state
+                .lock()
+                .connection
+                .as_ref()
+                .map(|l| (l.info.clone(), l.kick.clone()))
+            else {
+                continue;
+            };
+            if now.1 != seen.1
+                && info.account
+                && info
+                    .principal
+                    .as_deref()
+                    .is_some_and(|p| !self.security.has_user(p))
+            {
+                info.evicted
+                    .store(ReasonCode::NOT_AUTHORIZED.0, Ordering::Release);
+                kick.notify_one();
+                tracing::info!(client_id = %s.client_id, "connection closed: its user was deleted");
+                continue;
+            }
+            if now.0 != seen.0 {
+                let who = Who {
+                    username: info.principal.as_deref(),
+                    client_id: &s.client_id,
+                    ip: info.peer.map(|p| p.ip().to_canonical()),
+                };
+                self.recheck_subscriptions(&s, &who, info.acl_rules.as_deref());
+            }
+        }
+        now
+    }
+
+    /// Closes the connections whose credentials (tokens) stopped being good by `now`,
+    /// with "not authorized" (MQTT 5 DISCONNECT 0x87).
+    pub fn close_expired(&self, now: SystemTime) {
+        let due: Vec<Arc<str>> = {
+            let mut expiries = self.expiries.lock();
+            let mut due = Vec::new();
+            while expiries.first().is_some_and(|(t, _)| *t <= now) {
+                due.extend(expiries.pop_first().map(|(_, client)| client));
+            }
+            due
+        };
+        for client in due {
+            let Some(s) = self.sessions.lock().get(&client).cloned() else {
+                continue;
+            };
+            let st = s.state.lock();
+            if let Some(link) = st.connection.as_ref()
+                && link.info.expires_at.is_some_and(|t| t <= now)
+            {
+                link.info
+                    .evicted
+                    .store(ReasonCode::NOT_AUTHORIZED.0, Ordering::Release);
+                link.kick.notify_one();
+                tracing::info!(client_id = %client, "connection closed: its token expired");
+            }
+        }
     }
 
     /// Publishes wills and delayed publishes that fell due, ends sessions whose expiry

@@ -323,6 +323,10 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let sys_every = broker.config.sys_interval_secs;
     let mut last_sys: Option<Instant> = None;
     let mut bans_seen = broker.security.bans_generation();
+    let mut revoked_seen = (
+        broker.security.acl_generation(),
+        broker.security.users_generation(),
+    );
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -331,6 +335,8 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: Shutdown) {
         let now = Instant::now();
         broker.housekeep(now).await;
         bans_seen = broker.close_banned(bans_seen);
+        broker.close_expired(std::time::SystemTime::now());
+        revoked_seen = broker.revoke(revoked_seen);
         if sys_every > 0
             && last_sys.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(sys_every))
         {

@@ -79,6 +79,31 @@ impl RetainedMessages {
     }
 }
 
+impl RetainedMessages {
+    /// The retained messages `filter` may match: those under its literal prefix (the
+    /// levels before its first wildcard), found by range in topic order, not by reading
+    /// every retained message.
+    pub fn candidates<'a>(
+        &'a self,
+        filter: &str,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Message>> + 'a> {
+        let literal = filter
+            .split('/')
+            .take_while(|l| *l != "+" && *l != "#")
+            .collect::<Vec<_>>()
+            .join("/");
+        if literal.len() == filter.len() {
+            return Box::new(self.by_topic.get(filter).into_iter());
+        }
+        Box::new(
+            self.by_topic
+                .range(literal.clone()..)
+                .take_while(move |(t, _)| t.starts_with(literal.as_str()))
+                .map(|(_, m)| m),
+        )
+    }
+}
+
 impl Deref for RetainedMessages {
     type Target = BTreeMap<String, Arc<Message>>;
 

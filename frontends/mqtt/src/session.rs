@@ -4,13 +4,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU8;
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use strata_frontend::kv::KvOp;
+use strata_frontend::security::acl::AclRule;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Outgoing;
@@ -174,9 +175,21 @@ pub struct ConnectionInfo {
     pub keep_alive_secs: u16,
     /// When CONNECT was accepted.
     pub connected_at: SystemTime,
-    /// Set before `kick` is notified when an operator closes the connection, so it ends
-    /// with "administrative action" rather than "session taken over".
-    pub evicted: AtomicBool,
+    /// The authenticated user (none for anonymous clients, whatever CONNECT's username).
+    pub principal: Option<Arc<str>>,
+    /// Whether the principal is one of the node's users (a password or SCRAM): deleting
+    /// the user closes the connection.
+    pub account: bool,
+    /// ACL rules of the client's own (a token's), checked before the node's.
+    pub acl_rules: Option<Arc<[AclRule]>>,
+    /// When the credentials it connected with (a token) stop being good, if they do: the
+    /// connection is closed then.
+    pub expires_at: Option<SystemTime>,
+    /// Set (to the MQTT 5 reason code to end with) before `kick` is notified when the
+    /// node closes the connection: an operator's "administrative action" (0x98), a ban,
+    /// expired credentials ("not authorized", 0x87). 0 when another connection took the
+    /// session over.
+    pub evicted: AtomicU8,
 }
 
 impl Default for ConnectionInfo {
@@ -188,7 +201,11 @@ impl Default for ConnectionInfo {
             username: None,
             keep_alive_secs: 0,
             connected_at: SystemTime::now(),
-            evicted: AtomicBool::new(false),
+            principal: None,
+            account: false,
+            acl_rules: None,
+            expires_at: None,
+            evicted: AtomicU8::new(0),
         }
     }
 }

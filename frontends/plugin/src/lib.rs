@@ -8,6 +8,7 @@ pub mod admission;
 pub mod kv;
 pub mod log_select;
 pub mod owned;
+pub mod rate;
 pub mod security;
 pub mod tls;
 pub mod topic_filter;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use strata_frontend::log_select::LOG_SELECTORS;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Accepted, Conn, End};
+use super::{Accepted, Conn, End, enhanced_auth};
 use crate::codec::{
     Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe,
@@ -15,6 +15,7 @@ use crate::message::Message;
 use crate::rules::delayed_target;
 use crate::session::Subscription;
 use crate::topic::{parse_filter, validate_name};
+use strata_frontend::security::Authenticated;
 use strata_frontend::security::acl::{Access, Who};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -72,9 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(d),
-            // No enhanced authentication method was agreed at CONNECT, so AUTH is a
-            // protocol error [MQTT-4.12.0-1].
-            Packet::Auth(Auth { .. }) => Err(ReasonCode::PROTOCOL_ERROR),
+            Packet::Auth(a) => self.on_auth(a),
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -299,7 +298,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Whether the ACL lets this connection's client do `access` (decisions remembered
     /// per connection until the ACL changes).
     fn acl_allows(&mut self, access: Access) -> bool {
-        if self.broker.security.acl_is_open() {
+        let own_rules = self.acl.as_ref().is_some_and(|c| c.has_own_rules());
+        if !own_rules && self.broker.security.acl_is_open() {
             return true;
         }
         let who = Who {
@@ -310,6 +310,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.acl
             .get_or_insert_default()
             .allows(&self.broker.security, &who, access)
+    }
+
+    /// Re-authentication [MQTT-4.12.1]: only with the method of CONNECT (without one,
+    /// AUTH is a protocol error), for the same user. A failure ends the connection.
+    fn on_auth(&mut self, a: Auth) -> Result<(), ReasonCode> {
+        let Some(pending) = self.reauth.as_mut() else {
+            return Err(ReasonCode::PROTOCOL_ERROR);
+        };
+        if a.properties.authentication_method.as_deref() != Some(pending.method.as_str()) {
+            return Err(ReasonCode::PROTOCOL_ERROR);
+        }
+        let mechanism =
+            enhanced_auth::mechanism(&pending.method).ok_or(ReasonCode::PROTOCOL_ERROR)?;
+        let reply = match (a.reason, pending.exchange.take()) {
+            (ReasonCode::RE_AUTHENTICATE, None) => {
+                let data = a.properties.authentication_data.unwrap_or_default();
+                let (exchange, reply) =
+                    enhanced_auth::start(&self.broker.security, &pending.method, mechanism, &data)?;
+                pending.exchange = Some(exchange);
+                reply
+            }
+            (ReasonCode::CONTINUE_AUTHENTICATION, Some(exchange)) => {
+                let proof = enhanced_auth::continuation(&a, &pending.method)?;
+                let outcome = match exchange.finish(&proof) {
+                    Ok(last) if Some(exchange.username()) == self.principal.as_deref() => Ok(last),
+                    Ok(_) => Err(ReasonCode::NOT_AUTHORIZED),
+                    Err(_) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                };
+                let security = &self.broker.security;
+                match outcome {
+                    Ok(last) => {
+                        security.record(&Authenticated::User(exchange.username().into()));
+                        enhanced_auth::auth_packet(ReasonCode::SUCCESS, &pending.method, last)
+                    }
+                    Err(code) => {
+                        security.record(&Authenticated::BadCredentials);
+                        return Err(code);
+                    }
+                }
+            }
+            _ => return Err(ReasonCode::PROTOCOL_ERROR),
+        };
+        self.put(&reply);
+        Ok(())
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {

@@ -22,7 +22,7 @@ use crate::session::{ConnectionInfo, Phase, Session};
 use crate::store;
 use crate::topic::validate_name;
 use strata_frontend::security::Authenticated;
-use strata_frontend::security::acl::{Access, Who};
+use strata_frontend::security::acl::{Access, AclRule, Who};
 use strata_frontend::security::bans::BanKind;
 use strata_frontend::security::cache::DecisionCache;
 
@@ -90,6 +90,8 @@ struct Conn<S> {
     acl: Option<Box<DecisionCache>>,
     /// The client's message and byte rates, when bounded.
     rate: Option<Box<rate::RateLimiter>>,
+    /// The enhanced authentication method of CONNECT, and a re-authentication under way.
+    reauth: Option<Box<enhanced_auth::Pending>>,
 }
 
 /// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
@@ -113,6 +115,7 @@ impl Accepted {
     }
 }
 
+mod enhanced_auth;
 mod handlers;
 mod rate;
 mod traffic_stats;
@@ -138,10 +141,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::new();
     // Before CONNECT the client is nobody: it may make the server hold one CONNECT's worth
     // of bytes, for `connect_timeout_secs`.
-    let max = broker
-        .config
-        .max_packet_size
-        .min(broker.config.max_connect_bytes) as usize;
+    let max = cfg_connect_bytes(&broker);
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs.max(1));
     // The phases before and after the main loop run boxed: a future is as large as its
     // largest state, and every idle connection would carry their states otherwise.
@@ -256,23 +256,68 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await;
         return None;
     }
-    if c.properties.authentication_method.is_some() {
-        // No enhanced authentication method is configured [MQTT-4.12.0-1].
-        send_connack(
-            &mut stream,
-            v,
-            refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, 0x05),
-        )
-        .await;
-        return None;
-    }
     let security = &broker.security;
-    // A verified client certificate names the user; no password is needed then. Waiting
-    // for a password check is bounded like the CONNECT itself.
+    // Waiting for a password check or an exchange is bounded like the CONNECT itself.
     let limit = Duration::from_secs(broker.config.connect_timeout_secs.max(1));
-    let authenticated = match &peer.cert_user {
-        Some(user) => Authenticated::User(user.clone()),
-        None => {
+    // MQTT 5 enhanced authentication: a SCRAM exchange before CONNACK, whose last message
+    // CONNACK carries. Any other method is refused [MQTT-4.12.0-1].
+    let mut scram: Option<(String, Vec<u8>)> = None;
+    let mut rbuf = rbuf;
+    if let Some(method) = c.properties.authentication_method.as_deref() {
+        let Some(mechanism) = enhanced_auth::mechanism(method) else {
+            send_connack(
+                &mut stream,
+                v,
+                refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, 0x05),
+            )
+            .await;
+            return None;
+        };
+        let first = c.properties.authentication_data.clone().unwrap_or_default();
+        let max = cfg_connect_bytes(&broker);
+        let exchange = Box::pin(enhanced_auth::at_connect(
+            &mut stream,
+            &mut rbuf,
+            max,
+            security,
+            method,
+            mechanism,
+            &first,
+        ));
+        let outcome = tokio::time::timeout(limit, exchange)
+            .await
+            .unwrap_or(Err(ReasonCode::NOT_AUTHORIZED));
+        match outcome {
+            Ok((user, _)) if c.username.as_deref().is_some_and(|u| u != user) => {
+                security.record(&Authenticated::BadCredentials);
+                send_connack(
+                    &mut stream,
+                    v,
+                    refuse(ReasonCode::BAD_USER_NAME_OR_PASSWORD, 0x04),
+                )
+                .await;
+                return None;
+            }
+            Ok(done) => scram = Some(done),
+            Err(code) => {
+                if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD {
+                    security.record(&Authenticated::BadCredentials);
+                }
+                tracing::debug!(client_id, code = code.0, "enhanced authentication failed");
+                send_connack(&mut stream, v, refuse(code, 0x05)).await;
+                return None;
+            }
+        }
+    }
+    // A verified client certificate names the user; no password is needed then.
+    let authenticated = match (&scram, &peer.cert_user) {
+        (Some((user, _)), _) => {
+            let outcome = Authenticated::User(user.clone());
+            security.record(&outcome);
+            outcome
+        }
+        (None, Some(user)) => Authenticated::User(user.clone()),
+        (None, None) => {
             let check = security.authenticate(c.username.as_deref(), c.password.as_deref());
             match tokio::time::timeout(limit, check).await {
                 Ok(outcome) => outcome,
@@ -288,8 +333,20 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
+    // A token brings ACL rules of its own and an end of validity.
+    let mut token_rules: Option<Arc<[AclRule]>> = None;
+    let mut expires_at = None;
+    // A user of the node's (a password or SCRAM, not a certificate): deleting it closes
+    // the connection.
+    let account = matches!(authenticated, Authenticated::User(_)) && peer.cert_user.is_none()
+        || scram.is_some();
     let principal: Option<Arc<str>> = match authenticated {
         Authenticated::User(name) => Some(Arc::from(name)),
+        Authenticated::Token(grant) => {
+            token_rules = (!grant.rules.is_empty()).then_some(grant.rules);
+            expires_at = grant.expires_at;
+            Some(Arc::from(grant.username))
+        }
         Authenticated::Anonymous => None,
         Authenticated::BadCredentials => {
             tracing::debug!(client_id, "bad user name or password");
@@ -343,10 +400,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             topic: &w.topic,
             retain: w.retain,
         };
-        let refused = broker
-            .rules
-            .publish_refused(&w.topic)
-            .or_else(|| (!security.allows(&who, access)).then_some(0x87));
+        let refused = broker.rules.publish_refused(&w.topic).or_else(|| {
+            let own = token_rules.as_deref().unwrap_or_default();
+            (!security.allows_with(own, &who, access)).then_some(0x87)
+        });
         if let Some(code) = refused {
             broker
                 .metrics
@@ -391,7 +448,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             .or(c.username.clone()),
         keep_alive_secs: keep_alive,
         connected_at: std::time::SystemTime::now(),
-        evicted: std::sync::atomic::AtomicBool::new(false),
+        principal: principal.clone(),
+        account,
+        acl_rules: token_rules.clone(),
+        expires_at,
+        evicted: std::sync::atomic::AtomicU8::new(0),
     });
     let attached = match broker.connect(
         &client_id,
@@ -413,8 +474,16 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
+    if attached.present {
+        // What a resumed session subscribed to is judged again by the ACL as it reads now.
+        broker.recheck_subscriptions(&attached.session, &who, token_rules.as_deref());
+    }
     if v.is_v5() {
         props.assigned_client_identifier = assigned;
+        if let Some((_, server_final)) = &scram {
+            props.authentication_method = c.properties.authentication_method.clone();
+            props.authentication_data = Some(server_final.clone().into());
+        }
         props.receive_maximum = Some(cfg.receive_maximum);
         props.maximum_packet_size = Some(cfg.max_packet_size);
         props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
@@ -480,7 +549,17 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         inbound: traffic_stats::Inbound::default(),
         principal,
         ip,
-        acl: None,
+        acl: token_rules.map(|r| Box::new(DecisionCache::with_rules(r))),
+        reauth: scram.is_some().then(|| {
+            Box::new(enhanced_auth::Pending {
+                method: c
+                    .properties
+                    .authentication_method
+                    .clone()
+                    .unwrap_or_default(),
+                exchange: None,
+            })
+        }),
         rate: rate::RateLimiter::new(cfg, Instant::now()),
     };
     let ack = ConnAck {
@@ -493,6 +572,14 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         conn.resend();
     }
     Some((conn, attached))
+}
+
+/// The most bytes a packet may have before the client is authenticated.
+fn cfg_connect_bytes(broker: &Broker) -> usize {
+    broker
+        .config
+        .max_packet_size
+        .min(broker.config.max_connect_bytes) as usize
 }
 
 async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, v: ProtocolVersion, ack: ConnAck) {
@@ -757,7 +844,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 biased;
                 pumped = self.pump_and_flush() => pumped,
                 _ = attached.kick.notified() => {
-                    return if self.evicted(attached) { End::Abnormal } else { End::Replaced };
+                    return if self.evicted(attached).is_some() { End::Abnormal } else { End::Replaced };
                 }
             };
             if !pumped {
@@ -831,8 +918,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // its will is published (unless the session was discarded, which
                     // detached it first); a takeover ends it without the will.
                     let (reason, end) = match self.evicted(attached) {
-                        true => (ReasonCode::ADMINISTRATIVE_ACTION, End::Abnormal),
-                        false => (ReasonCode::SESSION_TAKEN_OVER, End::Replaced),
+                        Some(reason) => (reason, End::Abnormal),
+                        None => (ReasonCode::SESSION_TAKEN_OVER, End::Replaced),
                     };
                     self.disconnect_with(reason);
                     let _ = tokio::time::timeout(LINGER, self.flush()).await;
@@ -853,21 +940,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// After a kick: whether an operator closed the connection (counted) rather than
-    /// another connection taking the session over.
-    fn evicted(&self, attached: &Attached) -> bool {
-        let evicted = attached
+    /// After a kick: the reason the node closed the connection (an operator, a ban,
+    /// expired credentials; counted), or `None` when another connection took the session
+    /// over.
+    fn evicted(&self, attached: &Attached) -> Option<ReasonCode> {
+        let code = attached
             .info
             .evicted
             .load(std::sync::atomic::Ordering::Acquire);
-        if evicted {
-            self.broker
-                .metrics
-                .errors
-                .with_label_values(&["administrative_action"])
-                .inc();
+        if code == 0 {
+            return None;
         }
-        evicted
+        let label = match ReasonCode(code) {
+            ReasonCode::NOT_AUTHORIZED => "credentials_expired",
+            _ => "administrative_action",
+        };
+        self.broker.metrics.errors.with_label_values(&[label]).inc();
+        Some(ReasonCode(code))
     }
 
     fn disconnect_with(&mut self, reason: ReasonCode) {

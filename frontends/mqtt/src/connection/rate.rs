@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use strata_frontend::rate::TokenBucket;
+
 use crate::config::MqttConfig;
 
 /// What to do after a read.
@@ -24,32 +26,10 @@ pub(super) enum Verdict {
 pub(super) struct RateLimiter {
     /// No socket read before this (the client is ahead of its rates).
     pub(super) until: Option<Instant>,
-    messages: Bucket,
-    bytes: Bucket,
+    messages: TokenBucket,
+    bytes: TokenBucket,
     hard_cap_secs: f64,
     at: Instant,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-}
-
-impl Bucket {
-    fn new(rate: f64) -> Self {
-        Bucket { rate, tokens: rate }
-    }
-
-    /// Refills for `secs`, takes `n`; seconds of debt afterwards (0 when none).
-    fn charge(&mut self, secs: f64, n: f64) -> f64 {
-        if self.rate <= 0.0 {
-            return 0.0;
-        }
-        // One second of burst at most.
-        self.tokens = (self.tokens + secs * self.rate).min(self.rate) - n;
-        (-self.tokens / self.rate).max(0.0)
-    }
 }
 
 impl RateLimiter {
@@ -60,8 +40,8 @@ impl RateLimiter {
         }
         Some(Box::new(RateLimiter {
             until: None,
-            messages: Bucket::new(config.max_messages_per_sec),
-            bytes: Bucket::new(config.max_bytes_per_sec),
+            messages: TokenBucket::new(config.max_messages_per_sec),
+            bytes: TokenBucket::new(config.max_bytes_per_sec),
             hard_cap_secs: config.rate_hard_cap_secs.max(0.001),
             at: now,
         }))

@@ -181,21 +181,35 @@ pub struct Acl {
 }
 
 impl Acl {
-    fn first(&self, who: &Who, action: AclAction, target: &str, subscribe: bool) -> bool {
-        self.rules
-            .iter()
+    /// The first of `own` (a client's own rules, such as a token's) and then of the
+    /// node's rules that applies decides; none does, the default.
+    fn first(
+        &self,
+        own: &[AclRule],
+        who: &Who,
+        action: AclAction,
+        target: &str,
+        subscribe: bool,
+    ) -> bool {
+        own.iter()
+            .chain(&self.rules)
             .find_map(|r| r.decide(who, action, target, subscribe))
             .map_or(self.default_allow, |p| p == Permission::Allow)
     }
 
     /// Whether `who` may do `access`.
     pub fn allows(&self, who: &Who, access: Access) -> bool {
+        self.allows_with(&[], who, access)
+    }
+
+    /// Whether `who`, whose own rules are `own` (checked first), may do `access`.
+    pub fn allows_with(&self, own: &[AclRule], who: &Who, access: Access) -> bool {
         match access {
             Access::Publish { topic, retain } => {
-                self.first(who, AclAction::Publish, topic, false)
-                    && (!retain || self.first(who, AclAction::Retain, topic, false))
+                self.first(own, who, AclAction::Publish, topic, false)
+                    && (!retain || self.first(own, who, AclAction::Retain, topic, false))
             }
-            Access::Subscribe(filter) => self.first(who, AclAction::Subscribe, filter, true),
+            Access::Subscribe(filter) => self.first(own, who, AclAction::Subscribe, filter, true),
         }
     }
 }

@@ -3,9 +3,10 @@
 //! Forgotten whenever the ACL changes (its generation moves) and when it fills.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::Security;
-use super::acl::{Access, Who};
+use super::acl::{Access, AclRule, Who};
 
 /// Decisions remembered per connection before the memory starts over, and the longest
 /// topic remembered: at most 16 KiB of keys per connection.
@@ -15,15 +16,31 @@ const LONGEST: usize = 256;
 /// Remembered decisions of one connection, by topic or filter.
 #[derive(Debug, Default)]
 pub struct DecisionCache {
+    /// The client's own rules (a token's), checked before the node's.
+    own: Option<Arc<[AclRule]>>,
     generation: u64,
     /// Per topic: publish, publish with retain, subscribe (None: not asked yet).
     decisions: HashMap<String, [Option<bool>; 3]>,
 }
 
 impl DecisionCache {
+    /// A memory for a client with rules of its own (a token's), checked before the node's.
+    pub fn with_rules(own: Arc<[AclRule]>) -> Self {
+        DecisionCache {
+            own: (!own.is_empty()).then_some(own),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the client has rules of its own (then even an open ACL is consulted).
+    pub fn has_own_rules(&self) -> bool {
+        self.own.is_some()
+    }
+
     /// Whether `who` may do `access`, from memory when the ACL has not changed since.
     pub fn allows(&mut self, security: &Security, who: &Who, access: Access) -> bool {
-        if security.acl_is_open() {
+        let own = self.own.as_deref().unwrap_or_default();
+        if own.is_empty() && security.acl_is_open() {
             return true;
         }
         let generation = security.acl_generation();
@@ -41,7 +58,7 @@ impl DecisionCache {
             }
             return known;
         }
-        let allowed = security.allows(who, access);
+        let allowed = security.allows_with(own, who, access);
         if key.len() > LONGEST {
             return allowed;
         }

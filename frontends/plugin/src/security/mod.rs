@@ -6,6 +6,8 @@
 pub mod acl;
 pub mod bans;
 pub mod cache;
+pub mod jwt;
+pub mod kafka_acl;
 pub mod password;
 pub mod scram;
 pub mod tokens;
@@ -31,6 +33,9 @@ const USER_PREFIX: &[u8] = b"u/";
 const BAN_PREFIX: &[u8] = b"b/";
 const ACL_KEY: &[u8] = b"acl";
 const TOKEN_PREFIX: &[u8] = b"t/";
+const KAFKA_ACL_KEY: &[u8] = b"kafka_acl";
+/// The most Kafka ACL bindings a node keeps.
+pub const MAX_KAFKA_ACLS: usize = 100_000;
 
 /// When anonymous clients (no username) may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -72,6 +77,8 @@ pub struct AuthConfig {
     pub password_verifications: usize,
     /// Flapping detection.
     pub flapping: FlappingConfig,
+    /// JSON Web Tokens accepted as passwords (`[auth.jwt]`), if any.
+    pub jwt: Option<jwt::JwtConfig>,
 }
 
 impl Default for AuthConfig {
@@ -83,6 +90,7 @@ impl Default for AuthConfig {
             acl: Vec::new(),
             password_verifications: 2,
             flapping: FlappingConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -116,6 +124,8 @@ pub struct UserView {
 pub enum Authenticated {
     /// A known user with the right password.
     User(String),
+    /// A good token (`[auth.jwt]`): its user, its own ACL rules and its expiry.
+    Token(jwt::Grant),
     /// No username, and anonymous clients are allowed.
     Anonymous,
     /// Unknown user or wrong password (MQTT 5 0x86, 3.1.1 0x04).
@@ -196,7 +206,13 @@ impl SecurityMetrics {
             ),
             flapping_bans,
         };
-        for r in ["ok", "anonymous", "bad_credentials", "not_authorized"] {
+        for r in [
+            "ok",
+            "token",
+            "anonymous",
+            "bad_credentials",
+            "not_authorized",
+        ] {
             m.authentications.with_label_values(&[r]);
         }
         for a in ["publish", "subscribe"] {
@@ -217,6 +233,7 @@ struct Inner {
     acl: RwLock<Arc<Acl>>,
     api_rules: RwLock<Vec<AclRule>>,
     bans: RwLock<BanList>,
+    kafka_acl: RwLock<Arc<kafka_acl::KafkaAcl>>,
     tokens: RwLock<tokens::Tokens>,
     flapping: Mutex<FlappingDetector>,
     /// Bumped at every change of the ACL, so callers can cache decisions.
@@ -225,7 +242,10 @@ struct Inner {
     open: std::sync::atomic::AtomicBool,
     /// Bumped whenever a ban is added: connected clients are then checked again.
     bans_generation: AtomicU64,
+    /// Bumped whenever a user is deleted.
+    users_generation: AtomicU64,
     passwords: PasswordVerifier,
+    jwt: Option<jwt::JwtVerifier>,
     metrics: SecurityMetrics,
     /// Serializes changes, so the store and memory agree.
     changes: Mutex<()>,
@@ -309,7 +329,22 @@ impl Security {
                 }
             }
         }
+        let mut kafka_bindings = Vec::new();
+        if let Some(kv) = &store
+            && let Some(raw) = kv.get(KAFKA_ACL_KEY)?
+        {
+            kafka_bindings = serde_json::from_slice(&raw).map_err(|e| {
+                SecurityError::Invalid(format!("stored Kafka ACLs do not parse: {e}"))
+            })?;
+        }
+        let jwt = config
+            .jwt
+            .clone()
+            .map(jwt::JwtVerifier::new)
+            .transpose()
+            .map_err(|e| SecurityError::Invalid(format!("auth.jwt: {e}")))?;
         let security = Security(Arc::new(Inner {
+            jwt,
             passwords: PasswordVerifier::new(config.password_verifications),
             metrics: SecurityMetrics::new(registry),
             config,
@@ -318,11 +353,13 @@ impl Security {
             acl: RwLock::new(Arc::new(Acl::default())),
             api_rules: RwLock::new(api_rules),
             bans: RwLock::new(bans),
+            kafka_acl: RwLock::new(Arc::new(kafka_acl::KafkaAcl::new(kafka_bindings))),
             tokens: RwLock::new(admin_tokens),
             flapping: Mutex::new(FlappingDetector::default()),
             generation: AtomicU64::new(0),
             open: std::sync::atomic::AtomicBool::new(false),
             bans_generation: AtomicU64::new(0),
+            users_generation: AtomicU64::new(0),
             changes: Mutex::new(()),
         }));
         security.rebuild_acl();
@@ -359,7 +396,7 @@ impl Security {
         match self.0.config.anonymous {
             AnonymousPolicy::Allow => true,
             AnonymousPolicy::Deny => false,
-            AnonymousPolicy::Auto => self.0.users.read().is_empty(),
+            AnonymousPolicy::Auto => self.0.users.read().is_empty() && self.0.jwt.is_none(),
         }
     }
 
@@ -370,8 +407,15 @@ impl Security {
         password: Option<&[u8]>,
     ) -> Authenticated {
         let outcome = self.check_password(username, password).await;
-        let label = match &outcome {
+        self.record(&outcome);
+        outcome
+    }
+
+    /// Counts an authentication's outcome (for exchanges decided elsewhere, like SCRAM).
+    pub fn record(&self, outcome: &Authenticated) {
+        let label = match outcome {
             Authenticated::User(_) => "ok",
+            Authenticated::Token(_) => "token",
             Authenticated::Anonymous => "anonymous",
             Authenticated::BadCredentials => "bad_credentials",
             Authenticated::NotAuthorized => "not_authorized",
@@ -381,7 +425,6 @@ impl Security {
             .authentications
             .with_label_values(&[label])
             .inc();
-        outcome
     }
 
     async fn check_password(
@@ -389,6 +432,18 @@ impl Security {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Authenticated {
+        if let Some(jwt) = &self.0.jwt
+            && let Some(token) = password.filter(|p| jwt::looks_like_token(p))
+        {
+            let token = std::str::from_utf8(token).unwrap_or_default();
+            return match jwt.verify(token, username) {
+                Ok(grant) => Authenticated::Token(grant),
+                Err(e) => {
+                    tracing::debug!(error = %e, "token refused");
+                    Authenticated::BadCredentials
+                }
+            };
+        }
         // Without users there is nothing to check a name against: while anonymous
         // clients are allowed, a client naming itself is one of them.
         if self.0.users.read().is_empty() && self.anonymous_allowed() {
@@ -442,7 +497,16 @@ impl Security {
 
     /// Whether `who` may do `access`, counting refusals.
     pub fn allows(&self, who: &Who, access: Access) -> bool {
-        let allowed = self.0.acl.read().allows(who, access);
+        self.allows_with(&[], who, access)
+    }
+
+    /// Whether `who`, with rules of its own (a token's) checked first, may do `access`,
+    /// counting refusals.
+    pub fn allows_with(&self, own: &[AclRule], who: &Who, access: Access) -> bool {
+        if own.is_empty() && self.acl_is_open() {
+            return true;
+        }
+        let allowed = self.0.acl.read().allows_with(own, who, access);
         if !allowed {
             self.count_denied(access);
         }
@@ -456,6 +520,55 @@ impl Security {
             Access::Subscribe(_) => "subscribe",
         };
         self.0.metrics.acl_denied.with_label_values(&[action]).inc();
+    }
+
+    /// The Kafka ACL bindings now.
+    pub fn kafka_acl(&self) -> Arc<kafka_acl::KafkaAcl> {
+        self.0.kafka_acl.read().clone()
+    }
+
+    /// Adds Kafka ACL bindings (one already there is not added twice), kept in the store.
+    pub fn add_kafka_acls(&self, new: &[kafka_acl::AclBinding]) -> Result<(), SecurityError> {
+        let _change = self.0.changes.lock();
+        let mut bindings = self.kafka_acl().bindings().to_vec();
+        for b in new {
+            b.validate().map_err(SecurityError::Invalid)?;
+            if !bindings.contains(b) {
+                bindings.push(b.clone());
+            }
+        }
+        if bindings.len() > MAX_KAFKA_ACLS {
+            return Err(SecurityError::Invalid(format!(
+                "at most {MAX_KAFKA_ACLS} Kafka ACL bindings"
+            )));
+        }
+        self.store_kafka_acls(bindings)
+    }
+
+    /// Removes the Kafka ACL bindings `filter` matches; returns them.
+    pub fn delete_kafka_acls(
+        &self,
+        filter: &kafka_acl::BindingFilter,
+    ) -> Result<Vec<kafka_acl::AclBinding>, SecurityError> {
+        let _change = self.0.changes.lock();
+        let (gone, kept): (Vec<_>, Vec<_>) = self
+            .kafka_acl()
+            .bindings()
+            .iter()
+            .cloned()
+            .partition(|b| filter.matches(b));
+        if !gone.is_empty() {
+            self.store_kafka_acls(kept)?;
+        }
+        Ok(gone)
+    }
+
+    fn store_kafka_acls(&self, bindings: Vec<kafka_acl::AclBinding>) -> Result<(), SecurityError> {
+        if let Some(kv) = &self.0.store {
+            kv.write([KvOp::Put(KAFKA_ACL_KEY.to_vec(), encode(&bindings)?)])?;
+        }
+        *self.0.kafka_acl.write() = Arc::new(kafka_acl::KafkaAcl::new(bindings));
+        Ok(())
     }
 
     /// Every user, without hashes.
@@ -537,7 +650,18 @@ impl Security {
             kv.write([KvOp::Delete(user_key(name))])?;
         }
         self.0.users.write().remove(name);
+        self.0.users_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Bumped whenever a user is deleted: connections of deleted users are then closed.
+    pub fn users_generation(&self) -> u64 {
+        self.0.users_generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `name` is one of the node's users.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.0.users.read().contains_key(name)
     }
 
     /// The configured rules and the admin API's, in evaluation order.

@@ -2,6 +2,8 @@
 //! subscribe, publish with a QoS 1 window, and a receive loop that acknowledges.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
@@ -9,14 +11,67 @@ use strata_mqtt::codec::{
     self, Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 const MAX: usize = 16 * 1024 * 1024;
 
+/// A byte stream to the broker: plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How connections reach the broker: plain TCP, or TLS trusting one CA (`--tls-ca`).
+#[derive(Clone)]
+pub struct Dialer {
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Dialer {
+    /// Plain TCP without `ca`; TLS verifying the broker against `ca` as `server_name`
+    /// otherwise.
+    pub fn new(ca: Option<&Path>, server_name: &str) -> anyhow::Result<Self> {
+        let Some(ca) = ca else {
+            return Ok(Dialer { tls: None });
+        };
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in
+            CertificateDer::pem_file_iter(ca).with_context(|| format!("read {}", ca.display()))?
+        {
+            roots.add(cert.with_context(|| format!("parse {}", ca.display()))?)?;
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(server_name.to_string())
+            .with_context(|| format!("server name {server_name}"))?;
+        Ok(Dialer {
+            tls: Some((TlsConnector::from(Arc::new(config)), name)),
+        })
+    }
+
+    /// The stream over `tcp`: TLS after a handshake when configured.
+    pub async fn wrap(&self, tcp: TcpStream) -> anyhow::Result<Box<dyn Io>> {
+        tcp.set_nodelay(true)?;
+        Ok(match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .context("TLS handshake")?,
+            ),
+        })
+    }
+}
+
 /// One connection.
 pub struct BenchClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     next_id: u16,
@@ -24,11 +79,16 @@ pub struct BenchClient {
 
 impl BenchClient {
     /// Connects with MQTT 3.1.1, with a clean session or (`clean` false) a persistent one.
-    pub async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr)
+    pub async fn connect(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        client_id: &str,
+        clean: bool,
+    ) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
+        let stream = dialer.wrap(tcp).await?;
         let mut c = BenchClient {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -143,7 +203,7 @@ impl BenchClient {
     }
 
     /// Splits into halves for concurrent reading and writing.
-    pub fn into_stream(self) -> (TcpStream, BytesMut) {
+    pub fn into_stream(self) -> (Box<dyn Io>, BytesMut) {
         (self.stream, self.rbuf)
     }
 }

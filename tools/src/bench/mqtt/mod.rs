@@ -24,7 +24,7 @@ use super::report::{Latency, cpu_of};
 fn broker_cpu(pid: u32) -> Option<f64> {
     cpu_of(&pid.to_string()).map(|d| d.as_secs_f64())
 }
-use client::BenchClient;
+use client::{BenchClient, Dialer};
 
 /// Load shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +93,18 @@ pub struct MqttBenchArgs {
     /// Storm: connections being opened at once.
     #[arg(long, default_value_t = 512)]
     concurrency: usize,
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry (with `--tls-ca`).
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
+}
+
+impl MqttBenchArgs {
+    fn dialer(&self) -> anyhow::Result<Dialer> {
+        Dialer::new(self.tls_ca.as_deref(), &self.tls_server_name)
+    }
 }
 
 fn qos(n: u8) -> QoS {
@@ -119,6 +131,7 @@ async fn subscriber(
     ready: Arc<Semaphore>,
 ) -> anyhow::Result<u64> {
     let mut c = BenchClient::connect(
+        &args.dialer()?,
         args.broker,
         &format!("bench-sub-{id}-{}", std::process::id()),
         !args.persistent,
@@ -172,6 +185,7 @@ async fn publisher(
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     let c = BenchClient::connect(
+        &args.dialer()?,
         args.broker,
         &format!("bench-pub-{id}-{}", std::process::id()),
         !args.persistent,
@@ -184,7 +198,7 @@ async fn publisher(
         args.inflight
     }));
     let (stream, mut rbuf) = c.into_stream();
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     // Acknowledgements free window slots; QoS 2 PUBRECs are answered with PUBREL.
     let (rel_tx, mut rel_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
     let acks = {
@@ -310,6 +324,7 @@ async fn storm(args: MqttBenchArgs) -> anyhow::Result<()> {
     use strata_mqtt::codec::{self as c, Connect, Properties, ProtocolVersion};
     let rss0 = args.pid.and_then(rss_kib);
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let dialer = args.dialer()?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let bar = ProgressBar::new(args.clients as u64);
@@ -319,10 +334,11 @@ async fn storm(args: MqttBenchArgs) -> anyhow::Result<()> {
             std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(args.sources.max(1))) as u8);
         let broker = args.broker;
         let bar = bar.clone();
+        let dialer = dialer.clone();
         tasks.spawn(async move {
             let socket = tokio::net::TcpSocket::new_v4()?;
             socket.bind(SocketAddr::from((source, 0)))?;
-            let mut stream = socket.connect(broker).await?;
+            let mut stream = dialer.wrap(socket.connect(broker).await?).await?;
             let mut out = BytesMut::new();
             let connect = Connect {
                 version: ProtocolVersion::V311,
