@@ -8,7 +8,7 @@ import socket
 import subprocess
 
 from admin_support import (DEADLINE, Api, Client, admin_cli, connack, node_with,  # noqa: F401
-                           wait_until)
+                           s, varint, wait_until)
 
 ALICE, BOB = "alice-s3cret-pw", "bob-s3cret-pw"
 
@@ -118,6 +118,42 @@ def test_acl_rules_apply_without_a_restart(node_with, tmp_path):
     m = n.metrics()
     assert m['strata_security_acl_denied_total{action="subscribe"}'] >= 2
     assert m['strata_mqtt_dropped_messages_total{reason="acl"}'] >= 2
+
+
+def test_revocation_reaches_live_connections_and_resumed_sessions(node_with):
+    n, api = with_users(node_with)
+    live = Client(n.port, client_id="alice-live", username="alice", password=ALICE)
+    assert live.subscribe("secret/#", 1)[0].value == 1
+    away = Client(n.port, client_id="alice-away", username="alice", password=ALICE,
+                  expiry=3600, clean=False)
+    assert away.subscribe("secret/#", 1)[0].value == 1
+    away.close()
+    n.wait_connections(1)
+    assert api.put("auth", "acl", body={"rules": ACL})[0] == 200
+    # The live subscription is judged again and dropped; nothing secret reaches it.
+    wait_until("the live subscription revoked",
+               lambda: n.metrics().get('strata_mqtt_errors_total{reason="subscription_revoked"}')
+               == 1)
+    bob = Client(n.port, username="bob", password=BOB)
+    refused = bob.c.publish("secret/x", b"no", 1)  # refused by the ACL for bob too
+    refused.wait_for_publish(DEADLINE)
+    live.expect_none()
+    # The session that was away is judged when it comes back.
+    back = Client(n.port, client_id="alice-away", username="alice", password=ALICE,
+                  expiry=3600, clean=False)
+    assert n.metrics()['strata_mqtt_errors_total{reason="subscription_revoked"}'] == 2
+    back.expect_none()
+    # Deleting a user closes its connections (MQTT 5: DISCONNECT 0x87).
+    raw = socket.create_connection(("127.0.0.1", n.port), timeout=DEADLINE)
+    body = (s("MQTT") + bytes([5, 0xC2]) + (60).to_bytes(2, "big") + b"\x00" + s("bob-raw")
+            + s("bob") + s(BOB))
+    raw.sendall(b"\x10" + varint(len(body)) + body)
+    ack = raw.recv(64)
+    assert ack[0] == 0x20 and ack[3] == 0, ack
+    assert api.delete("auth", "users", "bob")[0] == 204
+    assert raw.recv(3) == b"\xe0\x01\x87"
+    for c in (live, back, bob):
+        c.close()
 
 
 def test_bans_and_flapping(node_with):
