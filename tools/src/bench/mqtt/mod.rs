@@ -40,6 +40,10 @@ pub enum Scenario {
     /// N connections opened as fast as the broker takes them and held idle: connect rate
     /// and broker memory per connection.
     Storm,
+    /// Connection attempts at `--rate` per second, `--messages` of them, each a CONNECT
+    /// dropped as soon as it is answered (or refused): a connection flood from one address,
+    /// to run beside another benchmark.
+    Flood,
     /// One publisher to `bench/fill` and no subscriber: fills the queues of persistent
     /// sessions subscribed there (for restart measurements); the rate is acknowledged
     /// publishes per second.
@@ -319,6 +323,82 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Opens and drops connections at `--rate` per second: how many the broker answered with
+/// CONNACK 0, how many it refused or closed, and the rate reached.
+async fn flood(args: MqttBenchArgs) -> anyhow::Result<()> {
+    let dialer = args.dialer()?;
+    let rate = args.rate.max(1);
+    let total = args.messages;
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut connect = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(strata_mqtt::codec::Connect {
+            version: ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: String::new(),
+            will: None,
+            username: None,
+            password: None,
+            properties: strata_mqtt::codec::Properties::default(),
+        })),
+        ProtocolVersion::V311,
+        usize::MAX,
+        &mut connect,
+    )?;
+    let connect = connect.freeze();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        // Paced: attempt i starts at i / rate seconds.
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = gate.clone().try_acquire_owned() else {
+            // As many attempts in flight as allowed: this one counts as refused.
+            refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let (dialer, connect, broker) = (dialer.clone(), connect.clone(), args.broker);
+        let (accepted, refused) = (accepted.clone(), refused.clone());
+        tasks.spawn(async move {
+            let attempt = async {
+                let tcp = tokio::net::TcpStream::connect(broker).await?;
+                let mut stream = dialer.wrap(tcp).await?;
+                stream.write_all(&connect).await?;
+                let mut ack = [0u8; 4];
+                stream.read_exact(&mut ack).await?;
+                anyhow::ensure!(ack == [0x20, 0x02, 0x00, 0x00], "CONNACK {ack:?}");
+                anyhow::Ok(())
+            };
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(5), attempt).await,
+                Ok(Ok(()))
+            );
+            if ok { &accepted } else { &refused }.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let (ok, no) = (accepted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"scenario": "Flood", "attempts": total, "accepted": ok,
+                "refused": no, "seconds": elapsed, "attempts_per_sec": total as f64 / elapsed})
+        );
+    } else {
+        println!(
+            "flood: {total} attempts in {elapsed:.1} s ({:.0}/s): {ok} accepted, {no} refused or closed",
+            total as f64 / elapsed
+        );
+    }
+    Ok(())
+}
+
 /// Opens `--clients` MQTT connections and holds them: connect rate and broker memory.
 async fn storm(args: MqttBenchArgs) -> anyhow::Result<()> {
     use strata_mqtt::codec::{self as c, Connect, Properties, ProtocolVersion};
@@ -419,6 +499,9 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Storm {
         return storm(args).await;
     }
+    if args.scenario == Scenario::Flood {
+        return flood(args).await;
+    }
     anyhow::ensure!(
         args.payload >= 8,
         "--payload must be at least 8 bytes (a send timestamp)"
@@ -449,7 +532,7 @@ pub async fn run(args: MqttBenchArgs) -> anyhow::Result<()> {
             0,
         ),
         Scenario::Publish => (Vec::new(), vec!["bench/fill".to_string()], 0),
-        Scenario::Storm => unreachable!("handled above"),
+        Scenario::Storm | Scenario::Flood => unreachable!("handled above"),
     };
     let expected_total = match args.scenario {
         Scenario::Shared | Scenario::Publish => args.messages,

@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""What security costs, side by side in one run, each pair alternating run by run, the broker
+pinned to core 0 and the load generator to core 1 (medians of --runs):
+
+  tls         MQTT p2p QoS 1 (strata bench mqtt) over plaintext and over TLS, one node with
+              both listeners;
+  handshakes  TLS connections per second (strata bench mqtt --scenario storm) into Strata
+              and into mosquitto 2 (Debian's), with the same certificate;
+  kafka       Kafka's own kafka-producer-perf-test into Strata's PLAINTEXT and SASL_SSL
+              (PLAIN) listeners;
+  acl         MQTT p2p QoS 1 with no ACL, and with 10,000 ACL rules and 100,000 users loaded
+              (rules name other users: every decision reads them all, once per topic and
+              connection);
+  flood       100 publishers at QoS 1 (p2p pairs), quiet and while one address attempts
+              10,000 connections per second (refused by its per-address rate), and the
+              node's RSS after the flood.
+
+Prints Markdown tables with the ratios. Broker CPU-seconds per million messages are
+reported beside throughput (the load generator often saturates first).
+
+Usage: benches/security.py [--runs N] [--only tls,handshakes,kafka,acl,flood]
+                           [--strata PATH] [--messages N]
+Build first: cargo build --release -p strata. mosquitto: apt-get install mosquitto. Kafka's
+tools: scripts/install-kafka.sh.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from journal import default_strata  # noqa: E402
+
+ARGON2 = None  # one hash reused for every generated user (verifying it is not measured)
+
+
+def sh(*cmd, cwd=None):
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, timeout=120)
+
+
+def make_pki(d):
+    os.makedirs(d, exist_ok=True)
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA", cwd=d)
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
+    sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+       "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    return d
+
+
+class Strata:
+    """`strata serve` on core 0 with `config`, every listener on a free loopback port."""
+
+    def __init__(self, a, config="", env_extra=None):
+        self.tmp = tempfile.mkdtemp(prefix="strata-sec-bench-")
+        cfg = os.path.join(self.tmp, "strata.toml")
+        with open(cfg, "w") as f:
+            f.write(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        env.update({"STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
+                    "STRATA_LOG__LEVEL": "warn",
+                    **{f"STRATA_{k}": "127.0.0.1:0" for k in (
+                        "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN",
+                        "MQTT__TLS_LISTEN", "MQTT__WSS_LISTEN", "KAFKA__TLS_LISTEN")}})
+        env.update(env_extra or {})
+        self.proc = subprocess.Popen(["taskset", "-c", "0", a.strata, "serve", "--config", cfg],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self.ports = {}
+        deadline = time.time() + 120
+        while "admin" not in self.ports:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("strata serve exited before listening")
+            if line.startswith("strata: ") and " listening on " in line:
+                self.ports[line[len("strata: "):].split(" ", 1)[0]] = int(line.rsplit(":", 1)[1])
+            if time.time() > deadline:
+                raise RuntimeError("strata serve did not start")
+        self.pid = self.proc.pid
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Mosquitto:
+    """mosquitto 2 on core 0 with one TLS listener."""
+
+    def __init__(self, pki, port):
+        self.tmp = tempfile.mkdtemp(prefix="mosquitto-bench-")
+        conf = os.path.join(self.tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+                    f"cafile {pki}/ca.pem\ncertfile {pki}/server.pem\nkeyfile {pki}/server.key\n"
+                    "persistence false\nlog_dest none\n")
+        self.proc = subprocess.Popen(["taskset", "-c", "0", "mosquitto", "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid, self.port = self.proc.pid, port
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True,
+                              text=True).stdout.count("LISTEN"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def bench(a, port, pid, *extra):
+    out = subprocess.run(["taskset", "-c", "1", a.strata, "bench", "mqtt", "--broker",
+                          f"127.0.0.1:{port}", "--pid", str(pid), "--json", *extra],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"strata bench mqtt {' '.join(extra)}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def p2p(a, port, pid, *extra):
+    r = bench(a, port, pid, "--scenario", "p2p", "--qos", "1", "--messages", str(a.messages), *extra)
+    if r["lost"]:
+        raise RuntimeError(f"p2p lost {r['lost']} messages")
+    return r
+
+
+def med(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+
+def row(label, base, other, key, unit, cpu=True):
+    b, o = med(base, key), med(other, key)
+    line = f"| {label} | {b:,.0f} {unit} | {o:,.0f} {unit} | **{o / b:.2f}x** |"
+    if cpu:
+        line += (f" {med(base, 'broker_cpu_seconds_per_million'):.2f} / "
+                 f"{med(other, 'broker_cpu_seconds_per_million'):.2f} |")
+    return line
+
+
+def tls(a, pki):
+    n = Strata(a, f'[mqtt.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n')
+    plain, secure = [], []
+    try:
+        for run in range(a.runs):
+            plain.append(p2p(a, n.ports["mqtt"], n.pid))
+            secure.append(p2p(a, n.ports["mqtt-tls"], n.pid, "--tls-ca", f"{pki}/ca.pem"))
+            print(f"tls run {run + 1}: plaintext {plain[-1]['msgs_per_s']:.0f}/s, "
+                  f"TLS {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+    finally:
+        n.stop()
+    return ["| MQTT p2p QoS 1, 1 pair | plaintext | TLS 1.3 | TLS / plaintext | CPU-s/M (plain / TLS) |",
+            "|---|---:|---:|---:|---:|",
+            row(f"{a.messages:,} msgs of 100 B", plain, secure, "msgs_per_s", "msg/s"),
+            f"| p99 latency | {med(plain, 'p99_us'):,.0f} µs | {med(secure, 'p99_us'):,.0f} µs | | |"]
+
+
+def handshakes(a, pki):
+    strata, mosq = [], []
+    storm = ["--scenario", "storm", "--clients", str(a.connections), "--concurrency", "64",
+             "--tls-ca", f"{pki}/ca.pem"]
+    for run in range(a.runs):
+        n = Strata(a, f'[mqtt.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
+                      '[mqtt]\nmax_connection_rate_per_ip = 0.0\n')
+        try:
+            strata.append(bench(a, n.ports["mqtt-tls"], n.pid, *storm))
+        finally:
+            n.stop()
+        m = Mosquitto(pki, 28883)
+        try:
+            mosq.append(bench(a, m.port, m.pid, *storm))
+        finally:
+            m.stop()
+        print(f"handshakes run {run + 1}: strata {strata[-1]['connects_per_s']:.0f}/s, "
+              f"mosquitto {mosq[-1]['connects_per_s']:.0f}/s", file=sys.stderr)
+    return ["| TLS connections (CONNECT + CONNACK), 64 at once | mosquitto | Strata | Strata / mosquitto |",
+            "|---|---:|---:|---:|",
+            row(f"{a.connections:,} connections", mosq, strata, "connects_per_s", "conn/s", cpu=False)]
+
+
+def kafka(a, pki):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kafka_bench", os.path.join(HERE, "kafka.py"))
+    kb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kb)
+    a.libs, a.tool_errors, a.java, a.timeout = kb.kafka_libs(), [], "java", 600
+    work = tempfile.mkdtemp(prefix="sec-bench-kafka-")
+    a.log4j = os.path.join(work, "log4j2.properties")
+    with open(a.log4j, "w") as f:
+        f.write(kb.LOG4J)
+    client = os.path.join(work, "client.properties")
+    with open(client, "w") as f:
+        f.write("security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n"
+                "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+                'username="bench" password="bench-password";\n'
+                f"ssl.truststore.type=PEM\nssl.truststore.location={pki}/ca.pem\n")
+    empty = os.path.join(work, "empty.properties")
+    open(empty, "w").close()
+    secure_config = (f'[kafka.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
+                     '[kafka.sasl_plain_users]\nbench = "bench-password"\n')
+
+    def produce(n, port, props):
+        bs = f"127.0.0.1:{port}"
+        kb.tool(a, "kafka-topics", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs,
+                "--command-config", props, "--create", "--topic", "bench", "--partitions", "1")
+        cpu0 = kb.cpu_seconds(n.pid)
+        out = kb.tool(a, "producer-perf", "org.apache.kafka.tools.ProducerPerformance", "--topic", "bench",
+                      "--num-records", str(a.kafka_records), "--record-size", "1024", "--throughput", "-1",
+                      "--producer.config", props, "--command-property", f"bootstrap.servers={bs}",
+                      "acks=1", "linger.ms=5", "batch.size=65536")
+        cpu = (kb.cpu_seconds(n.pid) - cpu0) * 1e6 / a.kafka_records
+        m = list(kb.PRODUCE.finditer(out))[-1]
+        return {"msgs_per_s": float(m[2]), "mb_per_s": float(m[3]), "p99_ms": int(m[8]),
+                "broker_cpu_seconds_per_million": cpu}
+
+    plain, secure = [], []
+    try:
+        for run in range(a.runs):
+            n = Strata(a, "", {"STRATA_MQTT__ENABLED": "false"})
+            try:
+                plain.append(produce(n, n.ports["kafka"], empty))
+            finally:
+                n.stop()
+            n = Strata(a, secure_config, {"STRATA_MQTT__ENABLED": "false"})
+            try:
+                secure.append(produce(n, n.ports["kafka-tls"], client))
+            finally:
+                n.stop()
+            print(f"kafka run {run + 1}: PLAINTEXT {plain[-1]['msgs_per_s']:.0f}/s, "
+                  f"SASL_SSL {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ["| kafka-producer-perf-test, 1 KiB, acks=1 | PLAINTEXT | SASL_SSL (PLAIN) | ratio | CPU-s/M |",
+            "|---|---:|---:|---:|---:|",
+            row(f"{a.kafka_records:,} records", plain, secure, "msgs_per_s", "rec/s"),
+            f"| p99 latency | {med(plain, 'p99_ms')} ms | {med(secure, 'p99_ms')} ms | | |"]
+
+
+def acl(a, pki):
+    users = "".join(f'[[auth.users]]\nname = "user-{i}"\npassword_hash = "{ARGON2}"\n'
+                    for i in range(100_000))
+    rules = "".join(f'[[auth.acl]]\npermission = "allow"\naction = "all"\ntopic = "bench/{i}/#"\n'
+                    f'username = "user-{i}"\n' for i in range(10_000))
+    loaded = '[auth]\nanonymous = "allow"\n' + users + rules
+    none, full = [], []
+    for run in range(a.runs):
+        for config, out in (("", none), (loaded, full)):
+            n = Strata(a, config)
+            try:
+                out.append(p2p(a, n.ports["mqtt"], n.pid))
+            finally:
+                n.stop()
+        print(f"acl run {run + 1}: none {none[-1]['msgs_per_s']:.0f}/s, "
+              f"10k rules + 100k users {full[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+    return ["| MQTT p2p QoS 1, 1 pair | no ACL, no users | 10,000 rules, 100,000 users | ratio | CPU-s/M |",
+            "|---|---:|---:|---:|---:|",
+            row(f"{a.messages:,} msgs of 100 B", none, full, "msgs_per_s", "msg/s")]
+
+
+def flood(a, pki):
+    config = ("[mqtt]\nmax_connection_rate_per_ip = 100.0\nconnection_burst_per_ip = 200.0\n"
+              "max_connections_per_ip = 1000\n")
+    quiet, loud, rss, floods = [], [], [], []
+    load = ["--clients", "100", "--messages", str(a.messages // 100)]
+    for run in range(a.runs):
+        n = Strata(a, config)
+        try:
+            quiet.append(p2p(a, n.ports["mqtt"], n.pid, *load))
+        finally:
+            n.stop()
+        n = Strata(a, config)
+        try:
+            flooder = subprocess.Popen(
+                ["taskset", "-c", "1", a.strata, "bench", "mqtt", "--broker",
+                 f"127.0.0.1:{n.ports['mqtt']}", "--scenario", "flood", "--rate", "10000",
+                 "--messages", str(10_000 * a.flood_secs), "--concurrency", "256", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            time.sleep(1)  # the flood is under way before the measured load starts
+            loud.append(p2p(a, n.ports["mqtt"], n.pid, *load))
+            out, _ = flooder.communicate(timeout=a.flood_secs * 3 + 60)
+            floods.append(json.loads(out.strip().splitlines()[-1]))
+            rss.append(n.rss_kib())
+        finally:
+            n.stop()
+        print(f"flood run {run + 1}: quiet {quiet[-1]['msgs_per_s']:.0f}/s p99 {quiet[-1]['p99_us']} µs, "
+              f"flooded {loud[-1]['msgs_per_s']:.0f}/s p99 {loud[-1]['p99_us']} µs, "
+              f"flood {floods[-1]['attempts_per_sec']:.0f}/s ({floods[-1]['accepted']} accepted), "
+              f"RSS {rss[-1] / 1024:.0f} MiB", file=sys.stderr)
+    return ["| 100 publishers, QoS 1 p2p | quiet | 10,000 attempts/s from one address | ratio | CPU-s/M |",
+            "|---|---:|---:|---:|---:|",
+            row("throughput", quiet, loud, "msgs_per_s", "msg/s"),
+            row("p99 latency", quiet, loud, "p99_us", "µs", cpu=False),
+            f"| flood reached | | {statistics.median(f['attempts_per_sec'] for f in floods):,.0f} attempts/s, "
+            f"{statistics.median(f['accepted'] for f in floods):,.0f} accepted | | |",
+            f"| node RSS after | | {statistics.median(rss) / 1024:,.0f} MiB | | |"]
+
+
+def main():
+    global ARGON2
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="tls,handshakes,kafka,acl,flood")
+    ap.add_argument("--kafka-records", type=int, default=300_000)
+    ap.add_argument("--strata", default=None)
+    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--connections", type=int, default=2000)
+    ap.add_argument("--flood-secs", type=int, default=10)
+    a = ap.parse_args()
+    a.strata = a.strata or default_strata()
+    ARGON2 = subprocess.run([a.strata, "admin", "users", "hash"],
+                            input="bench-password\n", capture_output=True, text=True,
+                            check=True).stdout.strip()
+    pki = make_pki(tempfile.mkdtemp(prefix="sec-bench-pki-"))
+    sections = {"tls": tls, "handshakes": handshakes, "kafka": kafka, "acl": acl, "flood": flood}
+    tables = []
+    for name in a.only.split(","):
+        tables.append(f"\n### {name}\n")
+        tables.extend(sections[name](a, pki))
+    print("\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
