@@ -14,7 +14,7 @@ import uuid
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 
-from admin_support import DEADLINE, Api, node_with, wait_until  # noqa: F401
+from admin_support import DEADLINE, ROOT, Api, node_with, wait_until  # noqa: F401
 
 PASSWORD = "tls-user-password"
 
@@ -83,12 +83,12 @@ def test_mqtt_over_tls_with_client_certificates_and_passwords(node_with, tmp_pat
     assert plain.returncode == 0
 
 
-def paho_tls(port, pki, transport="tcp"):
+def paho_tls(port, pki, transport="tcp", username="bob", password=PASSWORD):
     got = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"p-{uuid.uuid4().hex[:8]}",
                     protocol=mqtt.MQTTv5, transport=transport)
     c.tls_set(ca_certs=str(pki / "ca.pem"))
-    c.username_pw_set("bob", PASSWORD)
+    c.username_pw_set(username, password)
     c.on_message = lambda c, u, m: got.append(m.payload)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -215,6 +215,12 @@ def test_the_documented_secure_example_runs(node_with, tmp_path):
     from admin_support import ROOT
     pki = make_pki(tmp_path / "pki")
     (pki / "clients-ca.pem").write_bytes((pki / "ca.pem").read_bytes())
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    issuer_key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(issuer_key.public_key()))
+    jwk.update({"kid": "fleet-1", "alg": "ES256"})
+    (pki / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     text = open(f"{ROOT}/docs/examples/secure.toml").read()
     # Listeners and the data directory come from the test node's environment, which wins.
     text = text.replace("/etc/strata/tls", str(pki))
@@ -243,6 +249,66 @@ def test_the_documented_secure_example_runs(node_with, tmp_path):
                    timeout=DEADLINE)
     out, _ = gw.communicate(timeout=DEADLINE)
     assert out.strip() == "21.5"
+    # A fleet device with a token from the issuer.
+    token = jwt.encode({"sub": "sensor-8", "iss": "https://fleet.example",
+                        "exp": int(time.time()) + 300}, issuer_key, algorithm="ES256",
+                       headers={"kid": "fleet-1"})
+    subprocess.run(["mosquitto_pub", *common, "-i", "sensor-8", "-u", "sensor-8", "-P", token,
+                    "-q", "1", "-t", "telemetry/sensor-8/t", "-m", "19"], check=True,
+                   timeout=DEADLINE)
+    forged = jwt.encode({"sub": "sensor-9", "iss": "https://elsewhere",
+                         "exp": int(time.time()) + 300}, issuer_key, algorithm="ES256",
+                        headers={"kid": "fleet-1"})
+    refused = subprocess.run(["mosquitto_pub", *common, "-i", "sensor-9", "-u", "sensor-9", "-P",
+                              forged, "-t", "telemetry/sensor-9/t", "-m", "x"],
+                             capture_output=True, timeout=DEADLINE)
+    assert refused.returncode != 0
+
+
+def test_paho_over_tls_and_websocket_tls_with_tokens(node_with, tmp_path):
+    """JWTs as passwords over MQTT-TLS and WebSocket-TLS; a token's own ACL rules apply."""
+    import jwt
+    pki = make_pki(tmp_path / "pki")
+    secret = "a-shared-secret-of-at-least-32-bytes!"
+    (tmp_path / "secret").write_text(secret)
+    n = node_with(tls_section("mqtt", pki) + '[auth]\nacl_default = "deny"\n'
+                  f'[auth.jwt]\nalgorithm = "HS256"\nsecret_file = "{tmp_path / "secret"}"\n')
+    rules = [{"permission": "allow", "action": "all", "topic": "w/#"}]
+    token = jwt.encode({"sub": "tess", "exp": int(time.time()) + 300, "acl": rules}, secret,
+                       algorithm="HS256")
+    ws, got = paho_tls(n.ports["mqtt-wss"], pki, transport="websockets", username="tess",
+                       password=token)
+    ws.subscribe("w/#", 1)
+    wait_until("the WebSocket-TLS subscriber", lambda: n.metrics()["strata_mqtt_subscriptions"] >= 1)
+    tcp, _ = paho_tls(n.ports["mqtt-tls"], pki, username="tess", password=token)
+    tcp.publish("w/1", b"token over TLS", 1).wait_for_publish(DEADLINE)
+    wait_until("the message over WebSocket-TLS", lambda: got == [b"token over TLS"])
+    assert n.metrics()['strata_security_authentications_total{result="token"}'] == 2
+    for c in (ws, tcp):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_java_client_with_scram_over_ssl(node_with, tmp_path):
+    """The Java kafka-clients producer, consumer group and admin client with SCRAM-SHA-512
+    over SASL_SSL, trusting the node's CA as a PEM trust store."""
+    pki = make_pki(tmp_path / "pki")
+    n = node_with(tls_section("kafka", pki) + '[auth]\nanonymous = "deny"\n')
+    api = Api(n).started()
+    assert api.put("auth", "users", "erin", body={"password": "erin-scram-pw"})[0] == 201
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="erin" password="erin-scram-pw";\n'
+        f"ssl.truststore.type=PEM\nssl.truststore.location={pki / 'ca.pem'}\n")
+    java_check = os.path.join(ROOT, "tests", "kafka", "clients", "JavaClientCheck.java")
+    libs = os.path.expanduser("~/.cache/strata/tools/kafka-4.4.0/libs")
+    out = subprocess.run(["java", "-cp", os.path.join(libs, "*"), java_check,
+                          f"localhost:{n.ports['kafka-tls']}", "java-scram", "500", str(props)],
+                         capture_output=True, text=True, timeout=DEADLINE * 6)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "OK 500"
 
 
 def test_kafka_scram_over_sasl_ssl_and_plaintext(node_with, tmp_path):

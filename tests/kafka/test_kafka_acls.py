@@ -2,6 +2,8 @@
 confluent-kafka's AdminClient (CreateAcls, DescribeAcls, DeleteAcls), and enforced on
 Produce, Fetch, Metadata, consumer groups, topic administration and the ACL APIs
 themselves with the *_AUTHORIZATION_FAILED codes. Users log in with SASL/PLAIN."""
+import json
+import urllib.request
 import uuid
 
 import pytest
@@ -115,6 +117,10 @@ def test_acls_are_administered_through_kafka(node_with):
     gone = list(admin.delete_acls([bob_reads]).values())[0].result(DEADLINE)
     assert len(gone) == 2
     assert len(admin.describe_acls(everything).result(DEADLINE)) == 3
+    # Every change is in the node's audit stream: 5 created, 2 deleted.
+    url = f"http://127.0.0.1:{n.admin_port}/api/v1/streams/strata.audit"
+    audit = json.load(urllib.request.urlopen(url, timeout=DEADLINE))
+    assert audit["partitions"][0]["end_offset"] == 7
 
 
 def test_acls_are_enforced_on_data_and_groups(node_with):

@@ -303,3 +303,25 @@ def test_consumer_groups_are_bounded(node_with):
     small = TopicPartition("g", 0, 1, metadata="m" * 100)
     assert c.commit(offsets=[small], asynchronous=False)[0].error is None
     c.close()
+    # DeleteGroups frees a slot: g2 (no members now) goes; a group that is not there is
+    # GROUP_ID_NOT_FOUND; then a third group fits.
+    deleted = admin.delete_consumer_groups(["g2", "nope"], request_timeout=DEADLINE)
+    deleted["g2"].result(DEADLINE)
+    with pytest.raises(KafkaException) as e:
+        deleted["nope"].result(DEADLINE)
+    assert e.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
+    again, err = first_error("g3")
+    assert err is None
+    again.close()
+
+
+def test_made_up_producer_ids_are_refused(node):
+    """Idempotence state is kept only for producer ids this node handed out: a batch with a
+    made-up id gets UNKNOWN_PRODUCER_ID (59) and is not stored."""
+    raw = Raw(node.kafka_port)
+    error, _ = produce_v3(raw, "pids", batch(123_456_789, 0, (b"forged",)))
+    assert error == 59
+    data = raw.request(22, 0, struct.pack(">hi", -1, 60000))
+    error, pid, _ = struct.unpack(">ihqh", data[:16])[1:]
+    assert error == 0
+    assert produce_v3(raw, "pids", batch(pid, 0, (b"real",))) == (0, 0)

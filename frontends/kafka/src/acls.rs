@@ -13,7 +13,7 @@ use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeA
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_frontend::security::kafka_acl::{
-    AclBinding, AclPermission, BindingFilter, Operation, PatternType, ResourceType,
+    AclBinding, AclPermission, BindingFilter, CLUSTER, Operation, PatternType, ResourceType,
 };
 
 use crate::frontend::Kafka;
@@ -32,9 +32,16 @@ fn refused(k: &Kafka, session: &Session, api: &str, operation: Operation) -> Opt
             "no authorizer is configured ([kafka] authorizer = false)".to_string(),
         ))
     } else {
-        guard::on_cluster(k, session, operation)
-            .err()
-            .map(|c| (c, "not authorized on the cluster".to_string()))
+        // Never open by default: with `allow_if_no_acl`, a cluster no binding names would
+        // let anyone grant themselves everything.
+        (!guard::allowed_strictly(k, session, operation, ResourceType::Cluster, CLUSTER)).then(
+            || {
+                (
+                    code::CLUSTER_AUTHORIZATION_FAILED,
+                    "not authorized on the cluster".to_string(),
+                )
+            },
+        )
     };
     if let Some((c, _)) = &refusal {
         k.metrics.error(api, *c);
@@ -116,7 +123,7 @@ fn binding(
 }
 
 /// CreateAcls: each creation is checked on its own; the valid ones are stored together.
-pub fn create(k: &Kafka, session: &Session, r: CreateAclsRequest) -> CreateAclsResponse {
+pub async fn create(k: &Kafka, session: &Session, r: CreateAclsRequest) -> CreateAclsResponse {
     if let Some((c, why)) = refused(k, session, "CreateAcls", Operation::Alter) {
         return CreateAclsResponse::default().with_results(
             r.creations
@@ -135,18 +142,18 @@ pub fn create(k: &Kafka, session: &Session, r: CreateAclsRequest) -> CreateAclsR
         .filter_map(|b| b.as_ref().ok().cloned())
         .collect();
     let stored = k.security.add_kafka_acls(&valid).map_err(|e| e.to_string());
+    if stored.is_ok() {
+        for b in &valid {
+            audit(k, session, "kafka.acl.create", b).await;
+        }
+    }
     let results = parsed
         .into_iter()
         .map(|b| {
             let outcome = match (b, &stored) {
                 (Err(why), _) => Err((code::INVALID_REQUEST, why)),
                 (Ok(_), Err(why)) => Err((code::UNKNOWN_SERVER_ERROR, why.clone())),
-                (Ok(b), Ok(())) => {
-                    tracing::info!(principal = %b.principal, resource = %b.resource_name,
-                        operation = ?b.operation, permission = ?b.permission,
-                        by = guard::principal(session), "Kafka ACL created");
-                    Ok(())
-                }
+                (Ok(_), Ok(())) => Ok(()),
             };
             match outcome {
                 Ok(()) => AclCreationResult::default(),
@@ -163,8 +170,9 @@ pub fn create(k: &Kafka, session: &Session, r: CreateAclsRequest) -> CreateAclsR
 }
 
 /// DeleteAcls: removes what each filter matches, and lists it.
-pub fn delete(k: &Kafka, session: &Session, r: DeleteAclsRequest) -> DeleteAclsResponse {
+pub async fn delete(k: &Kafka, session: &Session, r: DeleteAclsRequest) -> DeleteAclsResponse {
     let refusal = refused(k, session, "DeleteAcls", Operation::Alter);
+    let mut removed = Vec::new();
     let results = r
         .filters
         .iter()
@@ -190,13 +198,7 @@ pub fn delete(k: &Kafka, session: &Session, r: DeleteAclsRequest) -> DeleteAclsR
             };
             match k.security.delete_kafka_acls(&filter) {
                 Ok(gone) => {
-                    if !gone.is_empty() {
-                        tracing::info!(
-                            removed = gone.len(),
-                            by = guard::principal(session),
-                            "Kafka ACLs deleted"
-                        );
-                    }
+                    removed.extend(gone.iter().cloned());
                     DeleteAclsFilterResult::default().with_matching_acls(
                         gone.iter()
                             .map(|b| {
@@ -221,5 +223,24 @@ pub fn delete(k: &Kafka, session: &Session, r: DeleteAclsRequest) -> DeleteAclsR
             }
         })
         .collect();
+    for b in &removed {
+        audit(k, session, "kafka.acl.delete", b).await;
+    }
     DeleteAclsResponse::default().with_filter_results(results)
+}
+
+/// Records an ACL change in the node's audit log, with the Kafka principal that made it.
+async fn audit(k: &Kafka, session: &Session, action: &str, b: &AclBinding) {
+    let target = format!(
+        "{:?} {:?} {:?}:{} for {} from {} on {:?}",
+        b.permission,
+        b.operation,
+        b.pattern_type,
+        b.resource_name,
+        b.principal,
+        b.host,
+        b.resource_type
+    );
+    let actor = format!("kafka:{}", guard::principal(session));
+    strata_frontend::audit::record(&k.journal, action, &target, &actor).await;
 }

@@ -89,6 +89,9 @@ pub struct KafkaConfig {
     pub max_group_members: usize,
     /// Protocol names and metadata one member may make the coordinator keep.
     pub max_member_metadata_bytes: usize,
+    /// Protocol names and metadata all members of all groups may make the coordinator
+    /// keep; a JoinGroup past it answers POLICY_VIOLATION.
+    pub max_group_metadata_bytes: usize,
     /// Session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms` and
     /// `group.max.session.timeout.ms`); outside, INVALID_SESSION_TIMEOUT.
     pub group_min_session_timeout_ms: i64,
@@ -140,7 +143,8 @@ impl Default for KafkaConfig {
             allow_if_no_acl: false,
             max_groups: 10_000,
             max_group_members: 1_000,
-            max_member_metadata_bytes: 1024 * 1024,
+            max_member_metadata_bytes: 128 * 1024,
+            max_group_metadata_bytes: 256 * 1024 * 1024,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             max_producers_per_partition: 10_000,

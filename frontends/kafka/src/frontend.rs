@@ -60,6 +60,8 @@ pub struct Kafka {
     pub owned: OwnedStreams,
     /// Users, ACL and bans.
     pub security: Security,
+    /// Produce and Fetch quotas, per principal.
+    pub quotas: crate::quota::QuotaBook,
 }
 
 impl Kafka {
@@ -129,6 +131,7 @@ impl Frontend for KafkaFrontend {
             advertised_tls,
             owned: ctx.owned.clone(),
             security: ctx.security.clone(),
+            quotas: crate::quota::QuotaBook::default(),
         });
         self.admin.attach(state.clone());
         // Ready once the admin API can answer for this frontend too.

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -66,6 +67,29 @@ struct Member {
     last_seen: Instant,
     pending_join: Option<oneshot::Sender<JoinGroupResponse>>,
     pending_sync: Option<oneshot::Sender<(i16, Bytes)>>,
+    /// Its protocol names and metadata, counted in the coordinator's total while it exists.
+    metered: Metered,
+}
+
+/// Bytes counted in a shared total while this exists.
+#[derive(Debug)]
+struct Metered {
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Metered {
+    fn set(&mut self, bytes: usize) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +140,8 @@ pub struct Coordinator {
     /// Groups with committed offsets (read from the store at first use): bounded like
     /// the groups themselves.
     offset_groups: Mutex<Option<std::collections::HashSet<String>>>,
+    /// Bytes of protocol metadata all members hold.
+    metadata_bytes: Arc<AtomicUsize>,
 }
 
 /// The longest group id kept (Kafka bounds it by its storage format; 255 is plenty).
@@ -142,14 +168,30 @@ impl Coordinator {
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
             offset_groups: Mutex::new(None),
+            metadata_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Whether `group` may keep committed offsets: one that has some may, a new one while
-    /// fewer than `max` groups have.
+    /// fewer than `max` groups have. The group counts once its offsets are stored
+    /// ([`Coordinator::stored_offsets`]).
     fn may_store_offsets(&self, group: &str, max: usize) -> bool {
         let mut known = self.offset_groups.lock();
-        let known = known.get_or_insert_with(|| {
+        let known = self.known_groups(&mut known);
+        known.contains(group) || known.len() < max
+    }
+
+    /// Counts `group` among the groups with stored offsets.
+    fn stored_offsets(&self, group: &str) {
+        let mut known = self.offset_groups.lock();
+        self.known_groups(&mut known).insert(group.to_string());
+    }
+
+    fn known_groups<'a>(
+        &self,
+        known: &'a mut Option<std::collections::HashSet<String>>,
+    ) -> &'a mut std::collections::HashSet<String> {
+        known.get_or_insert_with(|| {
             let mut ids = std::collections::HashSet::new();
             for (key, _) in self.kv.scan_prefix(b"o/").unwrap_or_default() {
                 if let Some(end) = key[2..].iter().position(|&b| b == 0) {
@@ -157,15 +199,7 @@ impl Coordinator {
                 }
             }
             ids
-        });
-        if known.contains(group) {
-            return true;
-        }
-        if known.len() >= max {
-            return false;
-        }
-        known.insert(group.to_string());
-        true
+        })
     }
 
     /// Starts a rebalance: every member must join again.
@@ -354,6 +388,13 @@ pub async fn join(
             .inc();
         return fail(code::POLICY_VIOLATION, &r.member_id);
     }
+    if c.metadata_bytes.load(Ordering::Relaxed) + metadata > cfg.max_group_metadata_bytes {
+        k.metrics
+            .errors
+            .with_label_values(&["JoinGroup", "group_metadata"])
+            .inc();
+        return fail(code::POLICY_VIOLATION, &r.member_id);
+    }
     let rx = {
         let now = Instant::now();
         let mut groups = c.groups.lock();
@@ -419,7 +460,12 @@ pub async fn join(
                 last_seen: now,
                 pending_join: None,
                 pending_sync: None,
+                metered: Metered {
+                    bytes: 0,
+                    total: c.metadata_bytes.clone(),
+                },
             });
+        member.metered.set(metadata);
         member.client_id.clone_from(&session.client_id);
         member.client_host = session
             .peer
@@ -678,6 +724,7 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
         }
     }
     // One atomic, durable write for the whole request.
+    let any = !ops.is_empty();
     let stored = match check {
         Err(code) => Err(code),
         Ok(()) => c.kv.write(ops).map_err(|e| {
@@ -685,6 +732,9 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
             code::KAFKA_STORAGE_ERROR
         }),
     };
+    if stored.is_ok() && any {
+        c.stored_offsets(&group);
+    }
     let code = stored.err().unwrap_or(code::NONE);
     k.metrics.error("OffsetCommit", code);
     OffsetCommitResponse::default().with_topics(
@@ -924,31 +974,50 @@ pub fn list(k: &Kafka, session: &Session) -> ListGroupsResponse {
         ResourceType::Cluster,
         strata_frontend::security::kafka_acl::CLUSTER,
     );
-    let groups = k.groups.groups.lock();
+    // Listed under the coordinator's lock, authorized outside it.
+    let listed: Vec<ListedGroup> = k
+        .groups
+        .groups
+        .lock()
+        .iter()
+        .map(|(id, g)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(s(id)))
+                .with_protocol_type(s(&g.protocol_type))
+                .with_group_state(s(g.state.name()))
+                .with_group_type(s("classic"))
+        })
+        .collect();
     ListGroupsResponse::default().with_groups(
-        groups
-            .iter()
-            .filter(|(id, _)| {
-                all || guard::allowed(k, session, Operation::Describe, ResourceType::Group, id)
-            })
-            .map(|(id, g)| {
-                ListedGroup::default()
-                    .with_group_id(GroupId(s(id)))
-                    .with_protocol_type(s(&g.protocol_type))
-                    .with_group_state(s(g.state.name()))
-                    .with_group_type(s("classic"))
+        listed
+            .into_iter()
+            .filter(|g| {
+                all || guard::allowed(
+                    k,
+                    session,
+                    Operation::Describe,
+                    ResourceType::Group,
+                    &g.group_id,
+                )
             })
             .collect(),
     )
 }
 
 pub fn describe(k: &Kafka, session: &Session, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    // Authorized before the coordinator's lock is taken.
+    let allowed: Vec<bool> = r
+        .groups
+        .iter()
+        .map(|id| guard::on_group(k, session, Operation::Describe, id).is_ok())
+        .collect();
     let groups = k.groups.groups.lock();
     DescribeGroupsResponse::default().with_groups(
         r.groups
             .into_iter()
-            .map(|id| match groups.get(id.as_str()) {
-                _ if guard::on_group(k, session, Operation::Describe, &id).is_err() => {
+            .zip(allowed)
+            .map(|(id, allowed)| match groups.get(id.as_str()) {
+                _ if !allowed => {
                     k.metrics
                         .error("DescribeGroups", code::GROUP_AUTHORIZATION_FAILED);
                     DescribedGroup::default()
@@ -985,6 +1054,63 @@ pub fn describe(k: &Kafka, session: &Session, r: DescribeGroupsRequest) -> Descr
             })
             .collect(),
     )
+}
+
+/// DeleteGroups: a group without members goes, with its committed offsets (Delete on the
+/// group); GROUP_NOT_EMPTY while it has members, GROUP_ID_NOT_FOUND when there is nothing.
+pub fn delete_groups(k: &Kafka, session: &Session, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let c = &k.groups;
+    let results = r
+        .groups_names
+        .into_iter()
+        .map(|id| {
+            let code = if let Err(e) = guard::on_group(k, session, Operation::Delete, &id) {
+                e
+            } else {
+                c.delete_group(&id)
+            };
+            k.metrics.error("DeleteGroups", code);
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code)
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+impl Coordinator {
+    fn delete_group(&self, id: &str) -> i16 {
+        let mut groups = self.groups.lock();
+        let in_memory = match groups.get(id) {
+            Some(g) if !g.members.is_empty() => return code::GROUP_NOT_EMPTY,
+            Some(_) => true,
+            None => false,
+        };
+        let prefix = format!("o/{id}\0").into_bytes();
+        let offsets: Vec<KvOp> = match self.kv.scan_prefix(&prefix) {
+            Ok(found) => found
+                .into_iter()
+                .map(|(key, _)| KvOp::Delete(key))
+                .collect(),
+            Err(e) => {
+                tracing::error!(group = id, error = %e, "cannot read committed offsets");
+                return code::KAFKA_STORAGE_ERROR;
+            }
+        };
+        if !in_memory && offsets.is_empty() {
+            return code::GROUP_ID_NOT_FOUND;
+        }
+        if let Err(e) = self.kv.write(offsets) {
+            tracing::error!(group = id, error = %e, "cannot delete committed offsets");
+            return code::KAFKA_STORAGE_ERROR;
+        }
+        groups.remove(id);
+        if let Some(known) = self.offset_groups.lock().as_mut() {
+            known.remove(id);
+        }
+        tracing::info!(group = id, "group deleted");
+        code::NONE
+    }
 }
 
 /// A group as the admin API shows it.

@@ -21,6 +21,36 @@ pub fn allowed(
     resource: ResourceType,
     name: &str,
 ) -> bool {
+    decide(
+        k,
+        session,
+        operation,
+        resource,
+        name,
+        k.config.allow_if_no_acl,
+    )
+}
+
+/// As [`allowed`], but a resource no binding names is refused even with
+/// `allow_if_no_acl` (the ACL APIs themselves).
+pub fn allowed_strictly(
+    k: &Kafka,
+    session: &Session,
+    operation: Operation,
+    resource: ResourceType,
+    name: &str,
+) -> bool {
+    decide(k, session, operation, resource, name, false)
+}
+
+fn decide(
+    k: &Kafka,
+    session: &Session,
+    operation: Operation,
+    resource: ResourceType,
+    name: &str,
+    allow_if_no_acl: bool,
+) -> bool {
     if !k.config.authorizer {
         return true;
     }
@@ -34,7 +64,7 @@ pub fn allowed(
         operation,
         resource,
         name,
-        k.config.allow_if_no_acl,
+        allow_if_no_acl,
     );
     if !ok {
         k.metrics

@@ -51,6 +51,7 @@ pub mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const ILLEGAL_SASL_STATE: i16 = 34;
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
@@ -60,6 +61,8 @@ pub mod code {
     pub const INVALID_GROUP_ID: i16 = 24;
     pub const INVALID_SESSION_TIMEOUT: i16 = 26;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const GROUP_NOT_EMPTY: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     pub const SECURITY_DISABLED: i16 = 54;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
@@ -94,6 +97,7 @@ const APIS: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 1, 4),
     (ApiKey::SaslAuthenticate, 0, 0, 2),
     (ApiKey::CreatePartitions, 0, 0, 3),
+    (ApiKey::DeleteGroups, 0, 0, 2),
     (ApiKey::DescribeAcls, 1, 1, 3),
     (ApiKey::CreateAcls, 1, 1, 3),
     (ApiKey::DeleteAcls, 1, 1, 3),
@@ -271,9 +275,12 @@ pub async fn handle(
         RequestKind::CreatePartitions(r) => {
             respond(corr, version, &create_partitions(k, session, r).await)?
         }
+        RequestKind::DeleteGroups(r) => {
+            respond(corr, version, &groups::delete_groups(k, session, r))?
+        }
         RequestKind::DescribeAcls(r) => respond(corr, version, &acls::describe(k, session, r))?,
-        RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r))?,
-        RequestKind::DeleteAcls(r) => respond(corr, version, &acls::delete(k, session, r))?,
+        RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r).await)?,
+        RequestKind::DeleteAcls(r) => respond(corr, version, &acls::delete(k, session, r).await)?,
         RequestKind::DescribeConfigs(r) => {
             respond(corr, version, &describe_configs(k, session, r))?
         }
@@ -309,7 +316,20 @@ fn throttle(k: &Kafka, session: &mut Session, kind: Kind, bytes: usize) -> i32 {
     let Some(q) = session.quotas.as_mut() else {
         return 0;
     };
-    let ms = q.charge(kind, bytes, Instant::now());
+    // Per SASL user, or per address without SASL, as Kafka keys quotas.
+    let principal = match (&session.user, session.peer) {
+        (Some(user), _) => format!("User:{user}"),
+        (None, Some(peer)) => format!("ip:{}", peer.ip().to_canonical()),
+        (None, None) => "User:ANONYMOUS".to_string(),
+    };
+    let ms = q.charge(
+        &k.quotas,
+        &k.config,
+        &principal,
+        kind,
+        bytes,
+        Instant::now(),
+    );
     if ms > 0 {
         let api = match kind {
             Kind::Produce => "Produce",

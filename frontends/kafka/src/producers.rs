@@ -14,6 +14,8 @@ use crate::handlers::code;
 
 /// Key of the next producer id in the key-value store.
 const NEXT_ID: &[u8] = b"p/next";
+/// The first producer id handed out.
+const FIRST_ID: i64 = 1000;
 /// Batches remembered per producer and partition (Kafka keeps five).
 const REMEMBERED: usize = 5;
 
@@ -39,6 +41,8 @@ struct PartitionProducers {
     by_id: HashMap<i64, ProducerState>,
     /// Appends with a producer id so far.
     clock: u64,
+    /// Producer ids by when they last produced here, oldest first.
+    by_use: std::collections::BTreeMap<u64, i64>,
 }
 
 impl PartitionProducers {
@@ -49,17 +53,17 @@ impl PartitionProducers {
         self.clock += 1;
         if !self.by_id.contains_key(&pid)
             && self.by_id.len() >= max.max(1)
-            && let Some(oldest) = self
-                .by_id
-                .iter()
-                .min_by_key(|(_, p)| p.last_used)
-                .map(|(id, _)| *id)
+            && let Some((_, oldest)) = self.by_use.pop_first()
         {
             self.by_id.remove(&oldest);
         }
         let clock = self.clock;
         let p = self.by_id.entry(pid).or_default();
+        if p.last_used != 0 {
+            self.by_use.remove(&p.last_used);
+        }
         p.last_used = clock;
+        self.by_use.insert(clock, pid);
         p
     }
 }
@@ -95,7 +99,7 @@ impl Producers {
             .ok()
             .flatten()
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map_or(1000, i64::from_be_bytes);
+            .map_or(FIRST_ID, i64::from_be_bytes);
         Producers {
             kv,
             max_per_partition,
@@ -129,6 +133,10 @@ impl Producers {
         batch: PendingBatch,
     ) -> Result<i64, i16> {
         let (pid, epoch, first_seq) = batch.producer();
+        if pid >= 0 && !(FIRST_ID..self.next.load(Ordering::SeqCst)).contains(&pid) {
+            // Only ids this node handed out: made-up ones would fill the state of others.
+            return Err(code::UNKNOWN_PRODUCER_ID);
+        }
         if pid < 0 {
             return log
                 .append(batch)

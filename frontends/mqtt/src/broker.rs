@@ -58,6 +58,9 @@ pub struct Attached {
     pub info: Arc<ConnectionInfo>,
 }
 
+/// A client id kept for its owner until the instant.
+type Reservation = (Arc<str>, Instant);
+
 /// The broker.
 #[derive(Debug)]
 pub struct Broker {
@@ -105,6 +108,9 @@ pub struct Broker {
     delayed_bytes: AtomicU64,
     /// Connections whose credentials (tokens) stop being good, by when: closed then.
     expiries: Mutex<BTreeSet<(SystemTime, Arc<str>)>>,
+    /// Client ids whose owned session ended, kept for their owner until the instant given
+    /// (`client_id_reservation_secs`), so nobody else takes them meanwhile.
+    reserved: Mutex<HashMap<Arc<str>, Reservation>>,
 }
 
 impl Broker {
@@ -139,6 +145,7 @@ impl Broker {
             delayed_seq: AtomicU64::new(persist::now_wall_ms() << 16),
             delayed_bytes: AtomicU64::new(0),
             expiries: Mutex::new(BTreeSet::new()),
+            reserved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -418,10 +425,52 @@ impl Broker {
     /// its owner.
     pub fn may_own(&self, client_id: &str, principal: Option<&str>) -> bool {
         let session = self.sessions.lock().get(client_id).cloned();
-        session.is_none_or(|s| {
-            let owner = s.state.lock().owner.clone();
-            owner.is_none() || owner.as_deref() == principal
-        })
+        match session {
+            Some(s) => {
+                let owner = s.state.lock().owner.clone();
+                owner.is_none() || owner.as_deref() == principal
+            }
+            None => {
+                let mut reserved = self.reserved.lock();
+                match reserved.get(client_id) {
+                    Some((owner, until)) if *until > Instant::now() => Some(&**owner) == principal,
+                    Some(_) => {
+                        reserved.remove(client_id);
+                        true
+                    }
+                    None => true,
+                }
+            }
+        }
+    }
+
+    /// Keeps the client id of an ended session for its owner a while (bounded like the
+    /// sessions: past `max_sessions` reservations, the oldest make room).
+    fn reserve(&self, session: &Session) {
+        let secs = self.config.client_id_reservation_secs;
+        let Some(owner) = session.state.lock().owner.clone() else {
+            return;
+        };
+        if secs == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut reserved = self.reserved.lock();
+        if reserved.len() >= self.config.max_sessions {
+            reserved.retain(|_, (_, until)| *until > now);
+            if reserved.len() >= self.config.max_sessions
+                && let Some(oldest) = reserved
+                    .iter()
+                    .min_by_key(|(_, (_, until))| *until)
+                    .map(|(id, _)| id.clone())
+            {
+                reserved.remove(&oldest);
+            }
+        }
+        reserved.insert(
+            session.client_id.clone(),
+            (owner, now + Duration::from_secs(secs)),
+        );
     }
 
     /// Attaches a connection to the session of `client_id`, creating it or, with
@@ -488,6 +537,7 @@ impl Broker {
             }
             self.collect(&mut st);
             st.disconnected_at = None;
+            st.last_connection = Some(info.clone());
             st.connection.replace(ConnectionLink {
                 generation,
                 kick: kick.clone(),
@@ -570,7 +620,10 @@ impl Broker {
 
     fn end_session(&self, client_id: &str) {
         match self.remove_session(client_id) {
-            Some(s) => self.forget_session(&s),
+            Some(s) => {
+                self.reserve(&s);
+                self.forget_session(&s);
+            }
             None => self.push_op(Persist::delete_session(client_id)),
         }
     }
@@ -1052,9 +1105,9 @@ impl Broker {
     }
 
     /// After an ACL change (its generation moved from `seen.0`), re-checks the
-    /// subscriptions of connected clients; after a user was deleted (`seen.1`), closes
-    /// that user's connections ("not authorized", 0x87). Sessions without a connection are
-    /// re-checked when they are resumed. Returns the generations now.
+    /// subscriptions of every session (one without a connection as its last connection
+    /// made them; again when it is resumed); after a user was deleted (`seen.1`), closes
+    /// that user's connections ("not authorized", 0x87). Returns the generations now.
     pub fn revoke(&self, seen: (u64, u64)) -> (u64, u64) {
         let now = (
             self.security.acl_generation(),
@@ -1065,13 +1118,32 @@ impl Broker {
         }
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
-            let Some((info, kick)) = s
-                .state
-                .lock()
-                .connection
-                .as_ref()
-                .map(|l| (l.info.clone(), l.kick.clone()))
-            else {
+            let (link, last, owner) = {
+                let st = s.state.lock();
+                (
+                    st.connection
+                        .as_ref()
+                        .map(|l| (l.info.clone(), l.kick.clone())),
+                    st.last_connection.clone(),
+                    st.owner.clone(),
+                )
+            };
+            let Some((info, kick)) = link else {
+                if now.0 != seen.0 {
+                    // Restored from the store, a session knows only its owner.
+                    let who = Who {
+                        username: last
+                            .as_ref()
+                            .and_then(|i| i.principal.as_deref())
+                            .or(owner.as_deref()),
+                        client_id: &s.client_id,
+                        ip: last
+                            .as_ref()
+                            .and_then(|i| i.peer.map(|p| p.ip().to_canonical())),
+                    };
+                    let rules = last.as_ref().and_then(|i| i.acl_rules.as_deref());
+                    self.recheck_subscriptions(&s, &who, rules);
+                }
                 continue;
             };
             if now.1 != seen.1

@@ -83,6 +83,10 @@ pub struct MqttConfig {
     /// Session expiry ceiling in seconds, for MQTT 5 expiry intervals and for MQTT 3
     /// persistent sessions (which ask for no expiry).
     pub max_session_expiry: u32,
+    /// Seconds a client id whose owned session ended stays reserved for its owner (the
+    /// authenticated user that created it), so another user cannot take it meanwhile.
+    /// 0: not reserved.
+    pub client_id_reservation_secs: u64,
     /// Concurrent connections accepted (CONNACK 0x89 / 0x03 beyond).
     pub max_connections: usize,
     /// Sockets that have not completed CONNECT, on top of `max_connections`: beyond
@@ -171,6 +175,7 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             max_keep_alive: u16::MAX,
             max_session_expiry: 7 * 24 * 3600,
+            client_id_reservation_secs: 24 * 3600,
             max_connections: 100_000,
             max_pending_connects: 1000,
             max_connections_per_ip: 0,

@@ -243,6 +243,9 @@ pub struct SessionState {
     pub ops: Vec<KvOp>,
     /// The user the client id belongs to: only that user may take the session over.
     pub owner: Option<Arc<str>>,
+    /// Who its last connection was (user, address, a token's rules): an ACL change judges
+    /// the subscriptions of a session without a connection as made by it.
+    pub last_connection: Option<Arc<ConnectionInfo>>,
 }
 
 impl SessionState {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod kv;
 pub mod log_select;
 pub mod owned;

@@ -2,6 +2,8 @@
 // (idempotent producer, acks=all, cooperative-sticky assignor): produce N records with each
 // codec, consume them in a group, commit, check the committed offsets. Usage:
 //   java -cp '<kafka libs>/*' JavaClientCheck.java <bootstrap> <topic> <count>
+//   java -cp '<kafka libs>/*' JavaClientCheck.java <bootstrap> <topic> <count> <client.properties>
+// The properties file, when given, adds client settings (security.protocol, SASL, TLS).
 // Prints "OK <count>" on success; exits non-zero with the reason otherwise.
 import java.time.Duration;
 import java.util.*;
@@ -17,6 +19,11 @@ public class JavaClientCheck {
         int count = Integer.parseInt(args[2]);
         Properties common = new Properties();
         common.put("bootstrap.servers", bootstrap);
+        if (args.length > 3) {
+            try (var in = new java.io.FileInputStream(args[3])) {
+                common.load(in);
+            }
+        }
         try (Admin admin = Admin.create(common)) {
             admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get();
         }

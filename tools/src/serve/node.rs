@@ -235,7 +235,7 @@ async fn start_frontends(
     };
     // The audit log is the node's own: no frontend may delete, write or read it.
     ctx.owned
-        .claim(admin::audit::STREAM, "admin", Ownership::Internal);
+        .claim(strata_frontend::audit::STREAM, "admin", Ownership::Internal);
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
     let kafka = KafkaFrontend::new(config.kafka.clone());
     let mqtt = MqttFrontend::new(config.mqtt.clone());

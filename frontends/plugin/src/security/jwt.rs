@@ -146,6 +146,12 @@ impl JwtVerifier {
             ));
         }
         let keys = load_keys(&config)?;
+        if config.audience.is_none() {
+            tracing::warn!(
+                "auth.jwt has no audience: any token its keys signed is an MQTT credential, \
+                 whatever application it was issued for"
+            );
+        }
         let mut validation = Validation::new(config.algorithm);
         validation.leeway = config.leeway_secs;
         validation.validate_nbf = true;
@@ -220,13 +226,16 @@ impl JwtVerifier {
                 self.config.max_acl_rules
             )));
         }
-        let expires_at = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_u64)
-            .map(|exp| {
+        let expires_at = match claims.get("exp").and_then(serde_json::Value::as_u64) {
+            None => None,
+            Some(exp) => Some(
                 SystemTime::UNIX_EPOCH
-                    + Duration::from_secs(exp.saturating_add(self.config.leeway_secs))
-            });
+                    .checked_add(Duration::from_secs(
+                        exp.saturating_add(self.config.leeway_secs),
+                    ))
+                    .ok_or_else(|| JwtError::Invalid("exp out of range".into()))?,
+            ),
+        };
         Ok(Grant {
             username: name.to_string(),
             rules: rules.into(),

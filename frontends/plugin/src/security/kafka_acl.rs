@@ -119,6 +119,11 @@ pub struct AclBinding {
     pub permission: AclPermission,
 }
 
+fn normalize_host(host: &str) -> String {
+    host.parse::<std::net::IpAddr>()
+        .map_or_else(|_| host.to_string(), |ip| ip.to_canonical().to_string())
+}
+
 /// The name of the cluster resource.
 pub const CLUSTER: &str = "kafka-cluster";
 
@@ -144,6 +149,13 @@ impl AclBinding {
             return Err("a host is `*` or an address".into());
         }
         Ok(())
+    }
+
+    /// The binding with its host written as clients' addresses are compared
+    /// (`::ffff:10.0.0.5` is `10.0.0.5`, IPv6 in lower case).
+    pub fn normalized(mut self) -> Self {
+        self.host = normalize_host(&self.host);
+        self
     }
 
     fn names(&self, name: &str) -> bool {
@@ -233,7 +245,7 @@ impl BindingFilter {
             resource_name: resource_name.map(str::to_string),
             pattern,
             principal: principal.map(str::to_string),
-            host: host.map(str::to_string),
+            host: host.map(normalize_host),
             operation,
             permission,
         })

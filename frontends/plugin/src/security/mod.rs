@@ -531,16 +531,19 @@ impl Security {
     pub fn add_kafka_acls(&self, new: &[kafka_acl::AclBinding]) -> Result<(), SecurityError> {
         let _change = self.0.changes.lock();
         let mut bindings = self.kafka_acl().bindings().to_vec();
-        for b in new {
-            b.validate().map_err(SecurityError::Invalid)?;
-            if !bindings.contains(b) {
-                bindings.push(b.clone());
-            }
-        }
-        if bindings.len() > MAX_KAFKA_ACLS {
+        if bindings.len() + new.len() > MAX_KAFKA_ACLS {
             return Err(SecurityError::Invalid(format!(
                 "at most {MAX_KAFKA_ACLS} Kafka ACL bindings"
             )));
+        }
+        let mut known: std::collections::HashSet<kafka_acl::AclBinding> =
+            bindings.iter().cloned().collect();
+        for b in new {
+            b.validate().map_err(SecurityError::Invalid)?;
+            let b = b.clone().normalized();
+            if known.insert(b.clone()) {
+                bindings.push(b);
+            }
         }
         self.store_kafka_acls(bindings)
     }

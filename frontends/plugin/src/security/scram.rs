@@ -174,7 +174,14 @@ impl ServerExchange {
         let nonce = format!("{client_nonce}{hex}");
         let (salt, iterations) = match &credential {
             Some(c) => (c.salt.clone(), c.iterations),
-            None => (B64.encode(mechanism.hash(username.as_bytes())), ITERATIONS),
+            // Looks like a real salt (24 bytes), stays the same for the same name, and
+            // cannot be computed by the client (keyed with a secret of this process).
+            None => {
+                static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+                let key = KEY.get_or_init(rand::random);
+                let made_up = mechanism.hmac(key, username.as_bytes());
+                (B64.encode(&made_up[..24]), ITERATIONS)
+            }
         };
         let credential = credential.filter(|c| c.mechanism == mechanism);
         let server_first = format!("r={nonce},s={salt},i={iterations}");

@@ -383,7 +383,10 @@ async fn flood(args: MqttBenchArgs) -> anyhow::Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
-    let (ok, no) = (accepted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let (ok, no) = (
+        accepted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
     if args.json {
         println!(
             "{}",

@@ -2,7 +2,6 @@
 //! node, its streams, the MQTT and Kafka frontends and the log level. Every error is JSON:
 //! `{"code": "...", "message": "..."}`.
 
-pub mod audit;
 mod auth;
 mod extract;
 mod kafka;
@@ -68,7 +67,7 @@ impl AdminState {
         let actor = ACTOR
             .try_with(Clone::clone)
             .unwrap_or_else(|_| "anonymous".to_string());
-        audit::record(&self.journal, action, target, &actor).await;
+        strata_frontend::audit::record(&self.journal, action, target, &actor).await;
     }
 }
 

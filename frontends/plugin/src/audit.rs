@@ -1,4 +1,5 @@
-//! The audit log: every change made through the admin API, appended to the journal stream
+//! The audit log: every change made through the admin API (or a protocol's own
+//! administration, such as Kafka's CreateAcls), appended to the journal stream
 //! `strata.audit` (one record per change: key = action, value = JSON with the time, the
 //! action, what it was about and who made it). Never a secret: a password change records
 //! the username only. The stream is internal: Kafka clients cannot delete or write it.
@@ -20,7 +21,7 @@ struct AuditRecord<'a> {
 /// Appends one audit record, creating the stream on first use. Logged too (target
 /// `strata::audit`), so a failed append still leaves a trace.
 pub async fn record(journal: &Journal, action: &str, target: &str, actor: &str) {
-    tracing::info!(target: "strata::audit", action, target_name = target, actor, "admin change");
+    tracing::info!(target: "strata::audit", action, target_name = target, actor, "change");
     if let Err(e) = append(journal, action, target, actor).await {
         tracing::error!(action, error = %e, "audit record not stored");
     }
