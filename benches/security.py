@@ -11,9 +11,9 @@ pinned to core 0 and the load generator to core 1 (medians of --runs):
   acl         MQTT p2p QoS 1 with no ACL, and with 10,000 ACL rules and 100,000 users loaded
               (rules name other users: every decision reads them all, once per topic and
               connection);
-  flood       100 publishers at QoS 1 (p2p pairs), quiet and while one address attempts
-              10,000 connections per second (refused by its per-address rate), and the
-              node's RSS after the flood.
+  flood       100 publishers at QoS 1 (p2p pairs, from 127.0.0.1), quiet and while another
+              address (127.0.0.2) attempts 10,000 connections per second (refused by its
+              per-address rate), and the node's RSS after the flood.
 
 Prints Markdown tables with the ratios. Broker CPU-seconds per million messages are
 reported beside throughput (the load generator often saturates first).
@@ -111,7 +111,7 @@ class Mosquitto:
         with open(conf, "w") as f:
             f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
                     f"cafile {pki}/ca.pem\ncertfile {pki}/server.pem\nkeyfile {pki}/server.key\n"
-                    "persistence false\nlog_dest none\n")
+                    "persistence false\nlog_dest none\nuser root\n")
         self.proc = subprocess.Popen(["taskset", "-c", "0", "mosquitto", "-c", conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid, self.port = self.proc.pid, port
@@ -138,8 +138,9 @@ def bench(a, port, pid, *extra):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def p2p(a, port, pid, *extra):
-    r = bench(a, port, pid, "--scenario", "p2p", "--qos", "1", "--messages", str(a.messages), *extra)
+def p2p(a, port, pid, *extra, messages=None):
+    r = bench(a, port, pid, "--scenario", "p2p", "--qos", "1", "--messages",
+              str(messages or a.messages), *extra)
     if r["lost"]:
         raise RuntimeError(f"p2p lost {r['lost']} messages")
     return r
@@ -281,11 +282,12 @@ def flood(a, pki):
     config = ("[mqtt]\nmax_connection_rate_per_ip = 100.0\nconnection_burst_per_ip = 200.0\n"
               "max_connections_per_ip = 1000\n")
     quiet, loud, rss, floods = [], [], [], []
-    load = ["--clients", "100", "--messages", str(a.messages // 100)]
+    load = ["--clients", "100"]
+    per_client = max(a.messages // 100, 100)
     for run in range(a.runs):
         n = Strata(a, config)
         try:
-            quiet.append(p2p(a, n.ports["mqtt"], n.pid, *load))
+            quiet.append(p2p(a, n.ports["mqtt"], n.pid, *load, messages=per_client))
         finally:
             n.stop()
         n = Strata(a, config)
@@ -293,10 +295,11 @@ def flood(a, pki):
             flooder = subprocess.Popen(
                 ["taskset", "-c", "1", a.strata, "bench", "mqtt", "--broker",
                  f"127.0.0.1:{n.ports['mqtt']}", "--scenario", "flood", "--rate", "10000",
-                 "--messages", str(10_000 * a.flood_secs), "--concurrency", "256", "--json"],
+                 "--messages", str(10_000 * a.flood_secs), "--concurrency", "256", "--json",
+                 "--bind", "127.0.0.2"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             time.sleep(1)  # the flood is under way before the measured load starts
-            loud.append(p2p(a, n.ports["mqtt"], n.pid, *load))
+            loud.append(p2p(a, n.ports["mqtt"], n.pid, *load, messages=per_client))
             out, _ = flooder.communicate(timeout=a.flood_secs * 3 + 60)
             floods.append(json.loads(out.strip().splitlines()[-1]))
             rss.append(n.rss_kib())

@@ -97,6 +97,10 @@ pub struct MqttBenchArgs {
     /// Storm: connections being opened at once.
     #[arg(long, default_value_t = 512)]
     concurrency: usize,
+    /// Flood: the local address the attempts come from (another loopback address than
+    /// the load's, such as 127.0.0.2, so per-address bounds tell them apart).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::Ipv4Addr,
     /// Connect over TLS, trusting the CA certificates in this PEM file.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
@@ -361,10 +365,12 @@ async fn flood(args: MqttBenchArgs) -> anyhow::Result<()> {
             continue;
         };
         let (dialer, connect, broker) = (dialer.clone(), connect.clone(), args.broker);
-        let (accepted, refused) = (accepted.clone(), refused.clone());
+        let (accepted, refused, bind) = (accepted.clone(), refused.clone(), args.bind);
         tasks.spawn(async move {
             let attempt = async {
-                let tcp = tokio::net::TcpStream::connect(broker).await?;
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((bind, 0)))?;
+                let tcp = socket.connect(broker).await?;
                 let mut stream = dialer.wrap(tcp).await?;
                 stream.write_all(&connect).await?;
                 let mut ack = [0u8; 4];
