@@ -25,6 +25,13 @@ CONFIG = ("[kafka]\nauthorizer = true\nsuper_users = [\"admin\"]\n[kafka.sasl_pl
           + "".join(f'{u} = "{p}"\n' for u, p in USERS.items()))
 
 
+# kafka-python's filter for every binding.
+EVERY_ACL = ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
+                      permission_type=ACLPermissionType.ANY,
+                      resource_pattern=ResourcePatternFilter(KResourceType.ANY, None,
+                                                             ACLResourcePatternType.ANY))
+
+
 def conf(n, user, **more):
     c = {"bootstrap.servers": n.bootstrap, "security.protocol": "SASL_PLAINTEXT",
          "sasl.mechanisms": "PLAIN", "sasl.username": user, "sasl.password": USERS[user]}
@@ -98,10 +105,7 @@ def test_acls_are_administered_through_kafka(node_with):
                           sasl_mechanism="PLAIN", sasl_plain_username="alice",
                           sasl_plain_password=USERS["alice"])
     with pytest.raises(ClusterAuthorizationFailedError):
-        kp.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
-                                   permission_type=ACLPermissionType.ANY,
-                                   resource_pattern=ResourcePatternFilter(
-                                       KResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        kp.describe_acls(EVERY_ACL)
     kp.close()
     with pytest.raises(KafkaException) as e:
         list(alice.create_acls([bindings[1]]).values())[0].result(DEADLINE)
@@ -185,10 +189,7 @@ def test_acl_apis_without_an_authorizer(node_with):
     n = node_with()
     kp = KafkaAdminClient(bootstrap_servers=n.bootstrap)
     with pytest.raises(SecurityDisabledError):
-        kp.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
-                                   permission_type=ACLPermissionType.ANY,
-                                   resource_pattern=ResourcePatternFilter(
-                                       KResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        kp.describe_acls(EVERY_ACL)
     kp.close()
     # And every client may do everything (but touch internal streams).
     topic = f"free-{uuid.uuid4().hex[:6]}"
