@@ -181,6 +181,18 @@ impl Coordinator {
         known.contains(group) || known.len() < max
     }
 
+    /// The groups that have committed offsets in the store (keys `o/{group}\0...`).
+    fn offset_group_ids(&self) -> impl Iterator<Item = String> {
+        self.kv
+            .scan_prefix(b"o/")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let end = key[2..].iter().position(|&b| b == 0)?;
+                Some(String::from_utf8_lossy(&key[2..2 + end]).into_owned())
+            })
+    }
+
     /// Counts `group` among the groups with stored offsets.
     fn stored_offsets(&self, group: &str) {
         let mut known = self.offset_groups.lock();
@@ -191,15 +203,7 @@ impl Coordinator {
         &self,
         known: &'a mut Option<std::collections::HashSet<String>>,
     ) -> &'a mut std::collections::HashSet<String> {
-        known.get_or_insert_with(|| {
-            let mut ids = std::collections::HashSet::new();
-            for (key, _) in self.kv.scan_prefix(b"o/").unwrap_or_default() {
-                if let Some(end) = key[2..].iter().position(|&b| b == 0) {
-                    ids.insert(String::from_utf8_lossy(&key[2..2 + end]).into_owned());
-                }
-            }
-            ids
-        })
+        known.get_or_insert_with(|| self.offset_group_ids().collect())
     }
 
     /// Starts a rebalance: every member must join again.
@@ -1139,11 +1143,7 @@ impl Coordinator {
     pub(crate) fn group_ids(&self) -> std::collections::BTreeSet<String> {
         let mut ids: std::collections::BTreeSet<String> =
             self.groups.lock().keys().cloned().collect();
-        for (key, _) in self.kv.scan_prefix(b"o/").unwrap_or_default() {
-            if let Some(end) = key[2..].iter().position(|&b| b == 0) {
-                ids.insert(String::from_utf8_lossy(&key[2..2 + end]).into_owned());
-            }
-        }
+        ids.extend(self.offset_group_ids());
         ids
     }
 
