@@ -8,17 +8,25 @@ pinned to core 0 and the load generator to core 1 (medians of --runs):
               and into mosquitto 2 (Debian's), with the same certificate;
   kafka       Kafka's own kafka-producer-perf-test into Strata's PLAINTEXT and SASL_SSL
               (PLAIN) listeners;
+  kcat        the same with kcat (librdkafka and OpenSSL), --kcat-records of 1 KiB from a
+              file, timed from start to its exit after the last acknowledgement, with how
+              much of its core kcat and the broker used;
   acl         MQTT p2p QoS 1 with no ACL, and with 10,000 ACL rules and 100,000 users loaded
               (rules name other users: every decision reads them all, once per topic and
               connection);
   flood       100 publishers at QoS 1 (p2p pairs, from 127.0.0.1), quiet and while another
               address (127.0.0.2) attempts 10,000 connections per second (refused by its
-              per-address rate), and the node's RSS after the flood.
+              per-address rate), and the node's RSS after the flood;
+  ratelimit   100 publishers at QoS 1 (p2p pairs) paced at each of --rl-rates per second
+              (below the per-client limit, max_messages_per_sec = 1000), quiet and beside one
+              paho-mqtt client
+              (benches/mqtt_abuser.py) attempting ten times the limit: the others' throughput
+              and p99, and what the abuser got acknowledged.
 
 Prints Markdown tables with the ratios. Broker CPU-seconds per million messages are
 reported beside throughput (the load generator often saturates first).
 
-Usage: benches/security.py [--runs N] [--only tls,handshakes,kafka,acl,flood]
+Usage: benches/security.py [--runs N] [--only tls,handshakes,kafka,kcat,acl,flood,ratelimit]
                            [--strata PATH] [--messages N]
 Build first: cargo build --release -p strata. mosquitto: apt-get install mosquitto. Kafka's
 tools: scripts/install-kafka.sh.
@@ -27,6 +35,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -199,11 +208,17 @@ def handshakes(a, pki):
             row(f"{a.connections:,} connections", mosq, strata, "connects_per_s", "conn/s", cpu=False)]
 
 
-def kafka(a, pki):
+def kafka_bench():
+    """benches/kafka.py (by path: `kafka` is also kafka-python's package name)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("kafka_bench", os.path.join(HERE, "kafka.py"))
     kb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kb)
+    return kb
+
+
+def kafka(a, pki):
+    kb = kafka_bench()
     a.libs, a.tool_errors, a.java, a.timeout = kb.kafka_libs(), [], "java", 600
     work = tempfile.mkdtemp(prefix="sec-bench-kafka-")
     a.log4j = os.path.join(work, "log4j2.properties")
@@ -255,6 +270,59 @@ def kafka(a, pki):
             "|---|---:|---:|---:|---:|",
             row(f"{a.kafka_records:,} records", plain, secure, "msgs_per_s", "rec/s"),
             f"| p99 latency | {med(plain, 'p99_ms')} ms | {med(secure, 'p99_ms')} ms | | |"]
+
+
+def kcat(a, pki):
+    cpu_seconds = kafka_bench().cpu_seconds
+    work = tempfile.mkdtemp(prefix="sec-bench-kcat-")
+    records = os.path.join(work, "records")
+    with open(records, "w") as f:
+        for i in range(a.kcat_records):
+            f.write(f"{i:08d}" + "x" * 1015 + "\n")  # 1,023 bytes and the delimiter
+    secure_config = (f'[kafka.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
+                     '[kafka.sasl_plain_users]\nbench = "bench-password"\n')
+    sasl = ["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=PLAIN",
+            "-X", "sasl.username=bench", "-X", "sasl.password=bench-password",
+            "-X", f"ssl.ca.location={pki}/ca.pem"]
+
+    def produce(n, port, extra):
+        cmd = ["taskset", "-c", "1", "kcat", "-P", "-b", f"127.0.0.1:{port}", "-t", "bench",
+               "-X", "acks=1", "-X", "linger.ms=5", "-X", "batch.size=65536", *extra]
+        # The topic exists (and the connection is warm) before the clock starts.
+        subprocess.run(cmd, input="warm\n", text=True, check=True, timeout=120,
+                       capture_output=True)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0, t0 = cpu_seconds(n.pid), time.monotonic()
+        subprocess.run([*cmd, "-l", records], check=True, timeout=900, capture_output=True)
+        secs = time.monotonic() - t0
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kcat_cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+        return {"msgs_per_s": a.kcat_records / secs, "kcat_core": kcat_cpu / secs,
+                "broker_core": (cpu_seconds(n.pid) - cpu0) / secs,
+                "broker_cpu_seconds_per_million": (cpu_seconds(n.pid) - cpu0) * 1e6 / a.kcat_records}
+
+    plain, secure = [], []
+    try:
+        for run in range(a.runs):
+            n = Strata(a, "", {"STRATA_MQTT__ENABLED": "false"})
+            try:
+                plain.append(produce(n, n.ports["kafka"], []))
+            finally:
+                n.stop()
+            n = Strata(a, secure_config, {"STRATA_MQTT__ENABLED": "false"})
+            try:
+                secure.append(produce(n, n.ports["kafka-tls"], sasl))
+            finally:
+                n.stop()
+            print(f"kcat run {run + 1}: PLAINTEXT {plain[-1]['msgs_per_s']:.0f}/s, "
+                  f"SASL_SSL {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ["| kcat -P, 1 KiB, acks=1 | PLAINTEXT | SASL_SSL (PLAIN) | ratio | CPU-s/M |",
+            "|---|---:|---:|---:|---:|",
+            row(f"{a.kcat_records:,} records", plain, secure, "msgs_per_s", "rec/s"),
+            f"| kcat's use of its core | {med(plain, 'kcat_core'):.2f} | {med(secure, 'kcat_core'):.2f} | | |",
+            f"| broker's use of its core | {med(plain, 'broker_core'):.2f} | {med(secure, 'broker_core'):.2f} | | |"]
 
 
 def acl(a, pki):
@@ -318,12 +386,62 @@ def flood(a, pki):
             f"| node RSS after | | {statistics.median(rss) / 1024:,.0f} MiB | | |"]
 
 
+def ratelimit(a, pki):
+    limit = 1000
+    config = f"[mqtt]\nmax_messages_per_sec = {limit}.0\n"
+    secs = 10
+    table = [f"| 100 publishers, QoS 1 p2p, limit {limit}/s per client | quiet | beside one client "
+             f"attempting {limit * 10:,}/s | ratio | CPU-s/M |",
+             "|---|---:|---:|---:|---:|"]
+    for rate in (int(r) for r in a.rl_rates.split(",")):
+        # Paced publishers: `rate` per publisher, `secs` seconds of messages each.
+        load = ["--clients", "100", "--rate", str(rate)]
+        quiet, loud, abusers, rss = [], [], [], []
+        for run in range(a.runs):
+            n = Strata(a, config)
+            try:
+                quiet.append(p2p(a, n.ports["mqtt"], n.pid, *load, messages=rate * secs))
+            finally:
+                n.stop()
+            n = Strata(a, config)
+            try:
+                abuser = subprocess.Popen(
+                    ["taskset", "-c", "1", sys.executable, os.path.join(HERE, "mqtt_abuser.py"),
+                     f"127.0.0.1:{n.ports['mqtt']}", "--rate", str(limit * 10),
+                     "--secs", str(secs + 2)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                time.sleep(1)  # the abuser is under way before the measured load starts
+                loud.append(p2p(a, n.ports["mqtt"], n.pid, *load, messages=rate * secs))
+                out, err = abuser.communicate(timeout=secs * 3 + 60)
+                if abuser.returncode != 0:
+                    raise RuntimeError(f"mqtt_abuser.py: {err[-2000:]}")
+                abusers.append(json.loads(out.strip().splitlines()[-1]))
+                rss.append(n.rss_kib())
+            finally:
+                n.stop()
+            print(f"ratelimit {rate}/s run {run + 1}: quiet {quiet[-1]['msgs_per_s']:.0f}/s p99 "
+                  f"{quiet[-1]['p99_us']} µs, beside abuser {loud[-1]['msgs_per_s']:.0f}/s p99 "
+                  f"{loud[-1]['p99_us']} µs, abuser {abusers[-1]['attempted_per_s']:.0f}/s "
+                  f"attempted, {abusers[-1]['acked_per_s']:.0f}/s acknowledged, disconnect "
+                  f"{abusers[-1]['disconnect_reason']}, RSS {rss[-1] / 1024:.0f} MiB", file=sys.stderr)
+        cuts = sorted({str(x["disconnect_reason"]) for x in abusers})
+        table += [row(f"{rate}/s each: throughput", quiet, loud, "msgs_per_s", "msg/s"),
+                  row(f"{rate}/s each: p99 latency", quiet, loud, "p99_us", "µs", cpu=False),
+                  f"| {rate}/s each: abuser attempted / acknowledged | | "
+                  f"{med(abusers, 'attempted_per_s'):,.0f} / {med(abusers, 'acked_per_s'):,.0f} msg/s "
+                  f"(disconnect reason: {', '.join(cuts)}) | | |",
+                  f"| {rate}/s each: node RSS after | | {statistics.median(rss) / 1024:,.0f} MiB | | |"]
+    return table
+
+
 def main():
     global ARGON2
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="tls,handshakes,kafka,acl,flood")
+    ap.add_argument("--only", default="tls,handshakes,kafka,kcat,acl,flood,ratelimit")
     ap.add_argument("--kafka-records", type=int, default=300_000)
+    ap.add_argument("--rl-rates", default="200,500")
+    ap.add_argument("--kcat-records", type=int, default=1_000_000)
     ap.add_argument("--strata", default=None)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--connections", type=int, default=2000)
@@ -334,7 +452,8 @@ def main():
                             input="bench-password\n", capture_output=True, text=True,
                             check=True).stdout.strip()
     pki = make_pki(tempfile.mkdtemp(prefix="sec-bench-pki-"))
-    sections = {"tls": tls, "handshakes": handshakes, "kafka": kafka, "acl": acl, "flood": flood}
+    sections = {"tls": tls, "handshakes": handshakes, "kafka": kafka, "kcat": kcat, "acl": acl, "flood": flood,
+                "ratelimit": ratelimit}
     tables = []
     for name in a.only.split(","):
         tables.append(f"\n### {name}\n")
