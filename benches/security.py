@@ -217,6 +217,25 @@ def kafka_bench():
     return kb
 
 
+def kafka_pairs(a, name, pki, produce, plain_client, secure_client):
+    """`produce(node, port, client)` into a PLAINTEXT node and a SASL_SSL (PLAIN, user
+    `bench`) node, alternating, --runs times; the two lists of results."""
+    secure_config = (f'[kafka.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
+                     '[kafka.sasl_plain_users]\nbench = "bench-password"\n')
+    plain, secure = [], []
+    for run in range(a.runs):
+        for config, port, client, out in (("", "kafka", plain_client, plain),
+                                           (secure_config, "kafka-tls", secure_client, secure)):
+            n = Strata(a, config, {"STRATA_MQTT__ENABLED": "false"})
+            try:
+                out.append(produce(n, n.ports[port], client))
+            finally:
+                n.stop()
+        print(f"{name} run {run + 1}: PLAINTEXT {plain[-1]['msgs_per_s']:.0f}/s, "
+              f"SASL_SSL {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+    return plain, secure
+
+
 def kafka(a, pki):
     kb = kafka_bench()
     a.libs, a.tool_errors, a.java, a.timeout = kb.kafka_libs(), [], "java", 600
@@ -232,8 +251,6 @@ def kafka(a, pki):
                 f"ssl.truststore.type=PEM\nssl.truststore.location={pki}/ca.pem\n")
     empty = os.path.join(work, "empty.properties")
     open(empty, "w").close()
-    secure_config = (f'[kafka.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
-                     '[kafka.sasl_plain_users]\nbench = "bench-password"\n')
 
     def produce(n, port, props):
         bs = f"127.0.0.1:{port}"
@@ -249,21 +266,8 @@ def kafka(a, pki):
         return {"msgs_per_s": float(m[2]), "mb_per_s": float(m[3]), "p99_ms": int(m[8]),
                 "broker_cpu_seconds_per_million": cpu}
 
-    plain, secure = [], []
     try:
-        for run in range(a.runs):
-            n = Strata(a, "", {"STRATA_MQTT__ENABLED": "false"})
-            try:
-                plain.append(produce(n, n.ports["kafka"], empty))
-            finally:
-                n.stop()
-            n = Strata(a, secure_config, {"STRATA_MQTT__ENABLED": "false"})
-            try:
-                secure.append(produce(n, n.ports["kafka-tls"], client))
-            finally:
-                n.stop()
-            print(f"kafka run {run + 1}: PLAINTEXT {plain[-1]['msgs_per_s']:.0f}/s, "
-                  f"SASL_SSL {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+        plain, secure = kafka_pairs(a, "kafka", pki, produce, empty, client)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ["| kafka-producer-perf-test, 1 KiB, acks=1 | PLAINTEXT | SASL_SSL (PLAIN) | ratio | CPU-s/M |",
@@ -279,8 +283,6 @@ def kcat(a, pki):
     with open(records, "w") as f:
         for i in range(a.kcat_records):
             f.write(f"{i:08d}" + "x" * 1015 + "\n")  # 1,023 bytes and the delimiter
-    secure_config = (f'[kafka.tls]\ncert_file = "{pki}/server.pem"\nkey_file = "{pki}/server.key"\n'
-                     '[kafka.sasl_plain_users]\nbench = "bench-password"\n')
     sasl = ["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=PLAIN",
             "-X", "sasl.username=bench", "-X", "sasl.password=bench-password",
             "-X", f"ssl.ca.location={pki}/ca.pem"]
@@ -301,21 +303,8 @@ def kcat(a, pki):
                 "broker_core": (cpu_seconds(n.pid) - cpu0) / secs,
                 "broker_cpu_seconds_per_million": (cpu_seconds(n.pid) - cpu0) * 1e6 / a.kcat_records}
 
-    plain, secure = [], []
     try:
-        for run in range(a.runs):
-            n = Strata(a, "", {"STRATA_MQTT__ENABLED": "false"})
-            try:
-                plain.append(produce(n, n.ports["kafka"], []))
-            finally:
-                n.stop()
-            n = Strata(a, secure_config, {"STRATA_MQTT__ENABLED": "false"})
-            try:
-                secure.append(produce(n, n.ports["kafka-tls"], sasl))
-            finally:
-                n.stop()
-            print(f"kcat run {run + 1}: PLAINTEXT {plain[-1]['msgs_per_s']:.0f}/s, "
-                  f"SASL_SSL {secure[-1]['msgs_per_s']:.0f}/s", file=sys.stderr)
+        plain, secure = kafka_pairs(a, "kcat", pki, produce, [], sasl)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ["| kcat -P, 1 KiB, acks=1 | PLAINTEXT | SASL_SSL (PLAIN) | ratio | CPU-s/M |",
