@@ -351,6 +351,20 @@ def test_a_client_ahead_of_its_rate_is_read_slower_and_loses_nothing(node_with):
     other.publish("rated", b"other", 1)
 
 
+def test_a_client_held_back_longer_than_its_keep_alive_is_not_timed_out(node_with):
+    # 60 publishes at 10/s are 5 s of reading; the keep alive of 1 s allows 1.5 s of
+    # silence. The silence while the broker holds the client back is the broker's own.
+    n = node_with("[mqtt]\nmax_messages_per_sec = 10.0\nrate_hard_cap_secs = 30.0\n")
+    r = Raw(n.port)
+    assert r.connect(client_id="held", keep_alive=1)[1] == 0
+    start = time.monotonic()
+    r.send(b"".join(publish("held", b"x", qos=0) for _ in range(60)) + packet(0xC0, b""))
+    first, _ = r.read_packet()
+    assert first == 0xD0, f"PINGRESP, not {first:#x}"
+    assert time.monotonic() - start > 1.5, "the client was held back beyond its keep alive"
+    assert n.metrics().get('strata_mqtt_errors_total{reason="keep_alive_timeout"}', 0) == 0
+
+
 def test_a_burst_far_beyond_the_rate_is_cut_with_0x96(node_with):
     n = node_with("[mqtt]\nmax_messages_per_sec = 5.0\nrate_hard_cap_secs = 1.0\n")
     r = Raw(n.port)

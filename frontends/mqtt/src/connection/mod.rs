@@ -878,6 +878,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => std::future::pending().await,
                 }
             };
+            // A client behind its rates is read in small pieces (see `rate::BEHIND_READ`).
+            let cap = self.rate.as_ref().map_or(usize::MAX, |r| r.read_cap());
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            let read = async move { stream.read_buf(&mut bytes::BufMut::limit(rbuf, cap)).await };
             tokio::select! {
                 _ = throttle => {
                     if let Some(r) = self.rate.as_mut() {
@@ -886,12 +890,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     // Its silence was ours: the keep alive counts from here.
                     deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
                 }
-                read = self.stream.read_buf(&mut self.rbuf), if throttled.is_none() => {
+                read = read, if throttled.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return End::Abnormal,
                         Ok(n) => {
                             self.broker.metrics.bytes_in.inc_by(n as u64);
-                            self.read_hint = if n >= room {
+                            // A capped read filled what it was allowed, not the buffer.
+                            self.read_hint = if n >= room.min(cap) {
                                 (self.read_hint * 2).min(READ_MAX)
                             } else {
                                 (self.read_hint / 2).max(READ_MIN)
@@ -925,7 +930,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let _ = tokio::time::timeout(LINGER, self.flush()).await;
                     return end;
                 }
-                _ = keep_alive => {
+                // While we hold the client back its silence is ours: no keep-alive then.
+                _ = keep_alive, if throttled.is_none() => {
                     self.broker.metrics.errors.with_label_values(&["keep_alive_timeout"]).inc();
                     self.disconnect_with(ReasonCode::KEEP_ALIVE_TIMEOUT);
                     let _ = self.flush().await;

@@ -21,11 +21,19 @@ pub(super) enum Verdict {
     Cut,
 }
 
+/// The most a socket read takes while its client is behind its rates: small enough that
+/// one turn of the runtime handles a few dozen publishes, not a whole socket buffer (which
+/// would stall the other connections on that worker for milliseconds every throttle).
+pub(super) const BEHIND_READ: usize = 2 * 1024;
+
 /// The buckets of one connection.
 #[derive(Debug)]
 pub(super) struct RateLimiter {
     /// No socket read before this (the client is ahead of its rates).
     pub(super) until: Option<Instant>,
+    /// The last read that completed publishes put the client behind its rates: read in
+    /// small pieces until one completes publishes within them.
+    behind: bool,
     messages: TokenBucket,
     bytes: TokenBucket,
     hard_cap_secs: f64,
@@ -40,6 +48,7 @@ impl RateLimiter {
         }
         Some(Box::new(RateLimiter {
             until: None,
+            behind: false,
             messages: TokenBucket::new(config.max_messages_per_sec),
             bytes: TokenBucket::new(config.max_bytes_per_sec),
             hard_cap_secs: config.rate_hard_cap_secs.max(0.001),
@@ -55,6 +64,10 @@ impl RateLimiter {
             .messages
             .charge(secs, messages as f64)
             .max(self.bytes.charge(secs, bytes as f64));
+        // A read that completed no PUBLISH says nothing about the client's pace: only one
+        // that completed some within the rates ends the small reads (otherwise a client
+        // could split its packets so the capped read completes none, and be read whole).
+        self.behind = debt > 0.0 || (self.behind && messages == 0 && bytes == 0);
         if debt > self.hard_cap_secs {
             Verdict::Cut
         } else if debt > 0.0 {
@@ -64,6 +77,12 @@ impl RateLimiter {
         } else {
             Verdict::Go
         }
+    }
+
+    /// The most the next socket read may take ([`BEHIND_READ`] while the client is behind
+    /// its rates, otherwise no bound beyond the connection's own).
+    pub(super) fn read_cap(&self) -> usize {
+        if self.behind { BEHIND_READ } else { usize::MAX }
     }
 }
 
@@ -108,5 +127,22 @@ mod tests {
         let t0 = l.at;
         assert_eq!(l.charge(1, 1000, t0), Verdict::Go);
         assert!(matches!(l.charge(1, 2000, t0), Verdict::Wait(_)));
+    }
+
+    #[test]
+    fn reads_are_small_while_behind_and_whole_again_after() {
+        let mut l = limiter(10.0, 0.0);
+        let t0 = l.at;
+        assert_eq!(l.read_cap(), usize::MAX);
+        assert_eq!(
+            l.charge(15, 0, t0),
+            Verdict::Wait(Duration::from_millis(500))
+        );
+        assert_eq!(l.read_cap(), BEHIND_READ);
+        // A read that completes no PUBLISH (a packet split across reads) stays small.
+        assert_eq!(l.charge(0, 0, t0 + Duration::from_secs(2)), Verdict::Go);
+        assert_eq!(l.read_cap(), BEHIND_READ);
+        assert_eq!(l.charge(1, 0, t0 + Duration::from_secs(2)), Verdict::Go);
+        assert_eq!(l.read_cap(), usize::MAX);
     }
 }
