@@ -315,6 +315,31 @@ def test_consumer_groups_are_bounded(node_with):
     again.close()
 
 
+def test_a_group_id_with_nul_is_refused(node):
+    """Committed offsets are stored under keys whose parts NUL separates: a group id with
+    NUL in it is INVALID_GROUP_ID (24), so no group can pass for another after a restart
+    (and slip past `max_groups`)."""
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    list(admin.create_topics([NewTopic("nul", 1)]).values())[0].result(DEADLINE)
+    raw = Raw(node.kafka_port)
+
+    def commit_v2(group):
+        body = (string(group) + struct.pack(">i", -1) + string("") + struct.pack(">q", -1)
+                + struct.pack(">i", 1) + string("nul")
+                + struct.pack(">iiqh", 1, 0, 1, -1))
+        data = raw.request(8, 2, body)
+        (topics,) = struct.unpack(">i", data[:4])
+        assert topics == 1
+        name_len = struct.unpack(">h", data[4:6])[0]
+        rest = data[6 + name_len:]
+        (partitions,) = struct.unpack(">i", rest[:4])
+        assert partitions == 1
+        return struct.unpack(">ih", rest[4:10])[1]
+
+    assert commit_v2("a\0b") == 24
+    assert commit_v2("ab") == 0
+
+
 def test_made_up_producer_ids_are_refused(node):
     """Idempotence state is kept only for producer ids this node handed out: a batch with a
     made-up id gets UNKNOWN_PRODUCER_ID (59) and is not stored."""

@@ -146,6 +146,12 @@ pub struct Coordinator {
 
 /// The longest group id kept (Kafka bounds it by its storage format; 255 is plenty).
 const MAX_GROUP_ID: usize = 255;
+/// Whether a group id may name a group: not empty, at most [`MAX_GROUP_ID`] bytes, and
+/// without NUL (which separates the parts of the keys its offsets are stored under; a
+/// group `a\0b` would read as group `a` after a restart).
+fn valid_group_id(group: &str) -> bool {
+    !group.is_empty() && group.len() <= MAX_GROUP_ID && !group.contains('\0')
+}
 /// The longest metadata kept with a committed offset (Kafka's
 /// `offset.metadata.max.bytes`).
 const MAX_OFFSET_METADATA: usize = 4096;
@@ -372,7 +378,7 @@ pub async fn join(
         return fail(code::INCONSISTENT_GROUP_PROTOCOL, &r.member_id);
     }
     let cfg = &k.config;
-    if r.group_id.len() > MAX_GROUP_ID {
+    if !valid_group_id(&r.group_id) {
         return fail(code::INVALID_GROUP_ID, &r.member_id);
     }
     if !(cfg.group_min_session_timeout_ms..=cfg.group_max_session_timeout_ms)
@@ -685,7 +691,7 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
         .collect();
     let check = if let Err(c) = guard::on_group(k, session, Operation::Read, &group) {
         Err(c)
-    } else if group.is_empty() || group.len() > MAX_GROUP_ID {
+    } else if !valid_group_id(&group) {
         Err(code::INVALID_GROUP_ID)
     } else if !c.may_store_offsets(&group, k.config.max_groups) {
         k.metrics
