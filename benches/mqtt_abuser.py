@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """One MQTT client (paho-mqtt, not the project's own load generator) that publishes QoS 1
 at a fixed attempted rate for a fixed time, one packet per write, and reports as one JSON
-line how many of its publishes the broker acknowledged and at what rate, and whether and
-why it was disconnected. Used by benches/security.py (`ratelimit`) as the client that
+line how many of its publishes the broker acknowledged and at what rate, whether and
+why it was disconnected, and how much CPU it used itself (it shares a core with the load
+generator in benches/security.py). Used by benches/security.py (`ratelimit`) as the client that
 sends ten times its rate limit beside well-behaved ones.
 
 Usage: benches/mqtt_abuser.py HOST:PORT --rate N --secs S [--topic T] [--payload BYTES]
 """
 import argparse
 import json
+import resource
 import threading
 import time
 
@@ -68,9 +70,11 @@ def main():
     cut = reason["code"]
     c.disconnect()
     c.loop_stop()
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = use.ru_utime + use.ru_stime
     print(json.dumps({"attempted": attempted, "attempted_per_s": attempted / elapsed,
                       "acked": done, "acked_per_s": done / elapsed, "secs": elapsed,
-                      "disconnect_reason": cut}))
+                      "disconnect_reason": cut, "cpu_s": cpu, "core_use": cpu / elapsed}))
 
 
 if __name__ == "__main__":
