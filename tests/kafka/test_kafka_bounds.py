@@ -315,6 +315,36 @@ def test_consumer_groups_are_bounded(node_with):
     again.close()
 
 
+def commit_v2(raw, group, topic):
+    """OffsetCommit v2 from outside any group (generation -1) of offset 1 of `topic`
+    partition 0; returns the partition's error code."""
+    body = (string(group) + struct.pack(">i", -1) + string("") + struct.pack(">q", -1)
+            + struct.pack(">i", 1) + string(topic) + struct.pack(">iiqh", 1, 0, 1, -1))
+    data = raw.request(8, 2, body)
+    (topics,) = struct.unpack(">i", data[:4])
+    assert topics == 1
+    name_len = struct.unpack(">h", data[4:6])[0]
+    rest = data[6 + name_len:]
+    (partitions,) = struct.unpack(">i", rest[:4])
+    assert partitions == 1
+    return struct.unpack(">ih", rest[4:10])[1]
+
+
+def test_a_commit_from_outside_cannot_rewind_an_active_group(node):
+    """As Kafka: a commit without a generation is UNKNOWN_MEMBER_ID (25) while the group
+    has members, and allowed once it has none."""
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    list(admin.create_topics([NewTopic("busy", 1)]).values())[0].result(DEADLINE)
+    c = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "busy",
+                  "session.timeout.ms": 6000})
+    c.subscribe(["busy"])
+    wait_until("the assignment", lambda: c.poll(0.2) is None and bool(c.assignment()))
+    raw = Raw(node.kafka_port)
+    assert commit_v2(raw, "busy", "busy") == 25
+    c.close()
+    assert commit_v2(raw, "busy", "busy") == 0
+
+
 def test_a_group_id_with_nul_is_refused(node):
     """Committed offsets are stored under keys whose parts NUL separates: a group id with
     NUL in it is INVALID_GROUP_ID (24), so no group can pass for another after a restart
@@ -322,22 +352,20 @@ def test_a_group_id_with_nul_is_refused(node):
     admin = AdminClient({"bootstrap.servers": node.bootstrap})
     list(admin.create_topics([NewTopic("nul", 1)]).values())[0].result(DEADLINE)
     raw = Raw(node.kafka_port)
+    assert commit_v2(raw, "a\0b", "nul") == 24
+    assert commit_v2(raw, "ab", "nul") == 0
 
-    def commit_v2(group):
-        body = (string(group) + struct.pack(">i", -1) + string("") + struct.pack(">q", -1)
-                + struct.pack(">i", 1) + string("nul")
-                + struct.pack(">iiqh", 1, 0, 1, -1))
-        data = raw.request(8, 2, body)
-        (topics,) = struct.unpack(">i", data[:4])
-        assert topics == 1
-        name_len = struct.unpack(">h", data[4:6])[0]
-        rest = data[6 + name_len:]
-        (partitions,) = struct.unpack(">i", rest[:4])
-        assert partitions == 1
-        return struct.unpack(">ih", rest[4:10])[1]
-
-    assert commit_v2("a\0b") == 24
-    assert commit_v2("ab") == 0
+    # DeleteGroups v0 of `ab\0nul` would be the prefix of group `ab`'s offsets of `nul`.
+    data = raw.request(42, 0, struct.pack(">i", 1) + string("ab\0nul"))
+    throttle, count, name_len = struct.unpack(">iih", data[:10])
+    assert count == 1
+    assert struct.unpack(">h", data[10 + name_len:12 + name_len])[0] == 24
+    # Group `ab` still has its offset (OffsetFetch v1: offset 1 of `nul` partition 0).
+    data = raw.request(9, 1, string("ab") + struct.pack(">i", 1) + string("nul")
+                       + struct.pack(">ii", 1, 0))
+    topics, name_len = struct.unpack(">ih", data[:6])
+    partition, offset = struct.unpack(">iq", data[10 + name_len:22 + name_len])
+    assert (topics, partition, offset) == (1, 0, 1)
 
 
 def test_made_up_producer_ids_are_refused(node):

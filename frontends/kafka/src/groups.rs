@@ -700,7 +700,12 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
             .inc();
         Err(code::POLICY_VIOLATION)
     } else if r.generation_id_or_member_epoch < 0 {
-        Ok(())
+        // A commit from outside the group (an admin tool's, a standalone consumer's), as
+        // Kafka: only while the group has no members, so it cannot rewind theirs.
+        match c.groups.lock().get(&group) {
+            Some(g) if !g.members.is_empty() => Err(code::UNKNOWN_MEMBER_ID),
+            _ => Ok(()),
+        }
     } else {
         let groups = c.groups.lock();
         match groups.get(&group) {
@@ -801,6 +806,9 @@ pub(crate) fn committed(
                 (topic, found)
             })
             .collect(),
+        // No offsets are stored under an invalid id, and its prefix would reach into
+        // another group's (`a\0topic` covers group `a`'s offsets of `topic`).
+        None if !valid_group_id(group) => Vec::new(),
         None => {
             let prefix = format!("o/{group}\0").into_bytes();
             let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
@@ -1090,6 +1098,10 @@ pub fn delete_groups(k: &Kafka, session: &Session, r: DeleteGroupsRequest) -> De
 
 impl Coordinator {
     fn delete_group(&self, id: &str) -> i16 {
+        // Its key prefix would cover another group's offsets (`a\0topic` is group `a`'s).
+        if !valid_group_id(id) {
+            return code::INVALID_GROUP_ID;
+        }
         let mut groups = self.groups.lock();
         let in_memory = match groups.get(id) {
             Some(g) if !g.members.is_empty() => return code::GROUP_NOT_EMPTY,
