@@ -358,7 +358,10 @@ def test_a_client_held_back_longer_than_its_keep_alive_is_not_timed_out(node_wit
     r = Raw(n.port)
     assert r.connect(client_id="held", keep_alive=1)[1] == 0
     start = time.monotonic()
-    r.send(b"".join(publish("held", b"x", qos=0) for _ in range(60)) + packet(0xC0, b""))
+    r.send(b"".join(publish("held", b"x", qos=0) for _ in range(60)))
+    wait_for("the client to be held back", lambda: n.metrics().get(
+        'strata_mqtt_errors_total{reason="throttled"}', 0) >= 1)
+    r.send(packet(0xC0, b""))
     first, _ = r.read_packet()
     assert first == 0xD0, f"PINGRESP, not {first:#x}"
     assert time.monotonic() - start > 1.5, "the client was held back beyond its keep alive"

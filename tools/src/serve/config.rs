@@ -146,6 +146,24 @@ impl NodeConfig {
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
         }
+        let cap = self.mqtt.rate_hard_cap_secs;
+        if !(cap.is_finite() && cap > 0.0 && cap <= 3600.0) {
+            return Err(ConfigError::invalid(
+                "mqtt.rate_hard_cap_secs",
+                "must be more than 0 and at most 3600 seconds",
+            ));
+        }
+        for (key, rate) in [
+            ("mqtt.max_messages_per_sec", self.mqtt.max_messages_per_sec),
+            ("mqtt.max_bytes_per_sec", self.mqtt.max_bytes_per_sec),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be 0 (off) or a positive rate",
+                ));
+            }
+        }
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid(
                 "admin.token",
@@ -190,6 +208,15 @@ mod tests {
             config.log.level, "info",
             "keys not in the file keep their default"
         );
+    }
+
+    #[test]
+    fn rate_bounds_must_be_finite() {
+        let err = from_toml("[mqtt]\nrate_hard_cap_secs = inf\n").expect_err("no end");
+        assert_eq!(err.key(), Some("mqtt.rate_hard_cap_secs"));
+        let err = from_toml("[mqtt]\nmax_messages_per_sec = -1.0\n").expect_err("negative");
+        assert_eq!(err.key(), Some("mqtt.max_messages_per_sec"));
+        assert!(from_toml("[mqtt]\nrate_hard_cap_secs = 30.0\n").is_ok());
     }
 
     #[test]

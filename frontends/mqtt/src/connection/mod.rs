@@ -867,7 +867,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // Give back what a burst grew, so idle connections stay small.
                 self.rbuf = BytesMut::new();
             }
-            self.rbuf.reserve(self.read_hint);
+            // A client behind its rates is read in small pieces (see `rate::BEHIND_READ`).
+            let cap = self.rate.as_ref().map_or(usize::MAX, |r| r.read_cap());
+            self.rbuf.reserve(self.read_hint.min(cap));
             let room = self.rbuf.capacity() - self.rbuf.len();
             // Boxed and only when throttled: idle connections carry no timer for it.
             let throttled = self.rate.as_ref().and_then(|r| r.until);
@@ -878,8 +880,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => std::future::pending().await,
                 }
             };
-            // A client behind its rates is read in small pieces (see `rate::BEHIND_READ`).
-            let cap = self.rate.as_ref().map_or(usize::MAX, |r| r.read_cap());
             let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
             let read = async move { stream.read_buf(&mut bytes::BufMut::limit(rbuf, cap)).await };
             tokio::select! {
@@ -895,12 +895,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Ok(0) | Err(_) => return End::Abnormal,
                         Ok(n) => {
                             self.broker.metrics.bytes_in.inc_by(n as u64);
-                            // A capped read filled what it was allowed, not the buffer.
-                            self.read_hint = if n >= room.min(cap) {
-                                (self.read_hint * 2).min(READ_MAX)
-                            } else {
-                                (self.read_hint / 2).max(READ_MIN)
-                            };
+                            if let Some(r) = self.rate.as_mut() {
+                                r.read(n);
+                            }
+                            // Capped reads say nothing about the size the client needs.
+                            if cap == usize::MAX {
+                                self.read_hint = if n >= room {
+                                    (self.read_hint * 2).min(READ_MAX)
+                                } else {
+                                    (self.read_hint / 2).max(READ_MIN)
+                                };
+                            }
                         }
                     }
                     deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);

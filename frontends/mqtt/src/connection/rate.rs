@@ -31,9 +31,11 @@ pub(super) const BEHIND_READ: usize = 2 * 1024;
 pub(super) struct RateLimiter {
     /// No socket read before this (the client is ahead of its rates).
     pub(super) until: Option<Instant>,
-    /// The last read that completed publishes put the client behind its rates: read in
-    /// small pieces until one completes publishes within them.
+    /// The last charge put the client behind its rates: read in small pieces until a read
+    /// that drained the socket (shorter than the cap) finds it within them.
     behind: bool,
+    /// The last read was shorter than its cap: the socket had no more then.
+    drained: bool,
     messages: TokenBucket,
     bytes: TokenBucket,
     hard_cap_secs: f64,
@@ -49,6 +51,7 @@ impl RateLimiter {
         Some(Box::new(RateLimiter {
             until: None,
             behind: false,
+            drained: false,
             messages: TokenBucket::new(config.max_messages_per_sec),
             bytes: TokenBucket::new(config.max_bytes_per_sec),
             hard_cap_secs: config.rate_hard_cap_secs.max(0.001),
@@ -64,10 +67,10 @@ impl RateLimiter {
             .messages
             .charge(secs, messages as f64)
             .max(self.bytes.charge(secs, bytes as f64));
-        // A read that completed no PUBLISH says nothing about the client's pace: only one
-        // that completed some within the rates ends the small reads (otherwise a client
-        // could split its packets so the capped read completes none, and be read whole).
-        self.behind = debt > 0.0 || (self.behind && messages == 0 && bytes == 0);
+        // Only a read that drained the socket ends the small reads: a full capped read says
+        // more is waiting, whatever it completed (a client could otherwise put one small
+        // PUBLISH first and have the rest of its backlog read whole).
+        self.behind = debt > 0.0 || (self.behind && !self.drained);
         if debt > self.hard_cap_secs {
             Verdict::Cut
         } else if debt > 0.0 {
@@ -77,6 +80,11 @@ impl RateLimiter {
         } else {
             Verdict::Go
         }
+    }
+
+    /// Notes a socket read of `n` bytes (before the packets it completed are charged).
+    pub(super) fn read(&mut self, n: usize) {
+        self.drained = n < self.read_cap();
     }
 
     /// The most the next socket read may take ([`BEHIND_READ`] while the client is behind
@@ -139,10 +147,13 @@ mod tests {
             Verdict::Wait(Duration::from_millis(500))
         );
         assert_eq!(l.read_cap(), BEHIND_READ);
-        // A read that completes no PUBLISH (a packet split across reads) stays small.
-        assert_eq!(l.charge(0, 0, t0 + Duration::from_secs(2)), Verdict::Go);
-        assert_eq!(l.read_cap(), BEHIND_READ);
+        // A full capped read, even one within the rates, says more is waiting: still small.
+        l.read(BEHIND_READ);
         assert_eq!(l.charge(1, 0, t0 + Duration::from_secs(2)), Verdict::Go);
+        assert_eq!(l.read_cap(), BEHIND_READ);
+        // A read that drained the socket within the rates ends it.
+        l.read(100);
+        assert_eq!(l.charge(0, 0, t0 + Duration::from_secs(2)), Verdict::Go);
         assert_eq!(l.read_cap(), usize::MAX);
     }
 }
