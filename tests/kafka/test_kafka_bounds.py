@@ -357,7 +357,7 @@ def test_a_group_id_with_nul_is_refused(node):
 
     # DeleteGroups v0 of `ab\0nul` would be the prefix of group `ab`'s offsets of `nul`.
     data = raw.request(42, 0, struct.pack(">i", 1) + string("ab\0nul"))
-    throttle, count, name_len = struct.unpack(">iih", data[:10])
+    _throttle, count, name_len = struct.unpack(">iih", data[:10])
     assert count == 1
     assert struct.unpack(">h", data[10 + name_len:12 + name_len])[0] == 24
     # Group `ab` still has its offset (OffsetFetch v1: offset 1 of `nul` partition 0).

@@ -156,6 +156,13 @@ fn valid_group_id(group: &str) -> bool {
 /// `offset.metadata.max.bytes`).
 const MAX_OFFSET_METADATA: usize = 4096;
 
+/// The prefix of every offset `group` has committed, or `None` for an id no group can have
+/// (a NUL in it would make it the prefix of another group's keys: `a\0topic` is group
+/// `a`'s offsets of `topic`).
+fn offsets_prefix(group: &str) -> Option<Vec<u8>> {
+    valid_group_id(group).then(|| format!("o/{group}\0").into_bytes())
+}
+
 fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
     let mut k = format!("o/{group}\0{topic}\0").into_bytes();
     k.extend_from_slice(&partition.to_be_bytes());
@@ -806,11 +813,10 @@ pub(crate) fn committed(
                 (topic, found)
             })
             .collect(),
-        // No offsets are stored under an invalid id, and its prefix would reach into
-        // another group's (`a\0topic` covers group `a`'s offsets of `topic`).
-        None if !valid_group_id(group) => Vec::new(),
         None => {
-            let prefix = format!("o/{group}\0").into_bytes();
+            let Some(prefix) = offsets_prefix(group) else {
+                return Vec::new();
+            };
             let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
             for (key, value) in kv.scan_prefix(&prefix).unwrap_or_default() {
                 let rest = &key[prefix.len()..];
@@ -1098,17 +1104,15 @@ pub fn delete_groups(k: &Kafka, session: &Session, r: DeleteGroupsRequest) -> De
 
 impl Coordinator {
     fn delete_group(&self, id: &str) -> i16 {
-        // Its key prefix would cover another group's offsets (`a\0topic` is group `a`'s).
-        if !valid_group_id(id) {
+        let Some(prefix) = offsets_prefix(id) else {
             return code::INVALID_GROUP_ID;
-        }
+        };
         let mut groups = self.groups.lock();
         let in_memory = match groups.get(id) {
             Some(g) if !g.members.is_empty() => return code::GROUP_NOT_EMPTY,
             Some(_) => true,
             None => false,
         };
-        let prefix = format!("o/{id}\0").into_bytes();
         let offsets: Vec<KvOp> = match self.kv.scan_prefix(&prefix) {
             Ok(found) => found
                 .into_iter()
