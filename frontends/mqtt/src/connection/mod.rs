@@ -896,7 +896,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Ok(n) => {
                             self.broker.metrics.bytes_in.inc_by(n as u64);
                             if let Some(r) = self.rate.as_mut() {
-                                r.read(n);
+                                r.read(n, room.min(cap));
                             }
                             // Capped reads say nothing about the size the client needs.
                             if cap == usize::MAX {

@@ -21,9 +21,11 @@ pub(super) enum Verdict {
     Cut,
 }
 
-/// The most a socket read takes while its client is behind its rates: small enough that
-/// one turn of the runtime handles a few dozen publishes, not a whole socket buffer (which
-/// would stall the other connections on that worker for milliseconds every throttle).
+/// The most a socket read takes while its client is behind its rates: one turn of the
+/// runtime then handles at most a few hundred minimal publishes (a few dozen of typical
+/// size), not a whole socket buffer (which would stall the other connections on that
+/// worker for milliseconds every throttle). A read before the client first falls behind
+/// is not capped: the charge comes after the read's packets are handled.
 pub(super) const BEHIND_READ: usize = 2 * 1024;
 
 /// The buckets of one connection.
@@ -34,7 +36,7 @@ pub(super) struct RateLimiter {
     /// The last charge put the client behind its rates: read in small pieces until a read
     /// that drained the socket (shorter than the cap) finds it within them.
     behind: bool,
-    /// The last read was shorter than its cap: the socket had no more then.
+    /// The last read took less than it had room for: the socket had no more then.
     drained: bool,
     messages: TokenBucket,
     bytes: TokenBucket,
@@ -54,7 +56,12 @@ impl RateLimiter {
             drained: false,
             messages: TokenBucket::new(config.max_messages_per_sec),
             bytes: TokenBucket::new(config.max_bytes_per_sec),
-            hard_cap_secs: config.rate_hard_cap_secs.max(0.001),
+            // The node refuses other values; kept finite here whoever configures it.
+            hard_cap_secs: if config.rate_hard_cap_secs.is_nan() {
+                3600.0
+            } else {
+                config.rate_hard_cap_secs.clamp(0.001, 3600.0)
+            },
             at: now,
         }))
     }
@@ -82,9 +89,10 @@ impl RateLimiter {
         }
     }
 
-    /// Notes a socket read of `n` bytes (before the packets it completed are charged).
-    pub(super) fn read(&mut self, n: usize) {
-        self.drained = n < self.read_cap();
+    /// Notes a socket read of `n` bytes into `room` free bytes (at most [`Self::read_cap`]),
+    /// before the packets it completed are charged.
+    pub(super) fn read(&mut self, n: usize, room: usize) {
+        self.drained = n < room;
     }
 
     /// The most the next socket read may take ([`BEHIND_READ`] while the client is behind
@@ -148,11 +156,15 @@ mod tests {
         );
         assert_eq!(l.read_cap(), BEHIND_READ);
         // A full capped read, even one within the rates, says more is waiting: still small.
-        l.read(BEHIND_READ);
+        l.read(BEHIND_READ, BEHIND_READ);
+        assert_eq!(l.charge(1, 0, t0 + Duration::from_secs(2)), Verdict::Go);
+        assert_eq!(l.read_cap(), BEHIND_READ);
+        // So is a read that filled a smaller buffer.
+        l.read(512, 512);
         assert_eq!(l.charge(1, 0, t0 + Duration::from_secs(2)), Verdict::Go);
         assert_eq!(l.read_cap(), BEHIND_READ);
         // A read that drained the socket within the rates ends it.
-        l.read(100);
+        l.read(100, BEHIND_READ);
         assert_eq!(l.charge(0, 0, t0 + Duration::from_secs(2)), Verdict::Go);
         assert_eq!(l.read_cap(), usize::MAX);
     }
