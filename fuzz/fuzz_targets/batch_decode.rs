@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strata_journal::{Batch, BatchHeader, PendingBatch};
+use strata_batch::{Batch, BatchHeader, PendingBatch};
 
 fuzz_target!(|data: &[u8]| {
     let _ = BatchHeader::parse(data);
@@ -26,5 +26,5 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn crc(bytes: &[u8]) -> u32 {
-    strata_journal::batch::frame_crc_of_tail(bytes)
+    strata_batch::frame_crc_of_tail(bytes)
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 use libfuzzer_sys::fuzz_target;
-use strata_journal::PendingBatch;
+use strata_batch::PendingBatch;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(RequestKind::Produce(p)) = RequestKind::decode(key, &mut frame, version) {
         for t in p.topic_data {
             for part in t.partition_data {
-                if let Ok(batches) = PendingBatch::split_kafka(&part.records.unwrap_or_default()) {
+                if let Ok(batches) = strata_kafka::record_batches::split(&part.records.unwrap_or_default()) {
                     for b in batches {
                         let _ = PendingBatch::from_kafka(&b);
                     }

@@ -111,3 +111,14 @@ impl From<rocksdb::Error> for JournalError {
         JournalError::RocksDb(e.into_string())
     }
 }
+
+impl From<strata_batch::BatchError> for JournalError {
+    fn from(e: strata_batch::BatchError) -> Self {
+        match e {
+            strata_batch::BatchError::Invalid(reason) => JournalError::InvalidBatch(reason),
+            strata_batch::BatchError::UnsupportedCodec(codec) => {
+                JournalError::UnsupportedCodec(codec)
+            }
+        }
+    }
+}

@@ -23,11 +23,11 @@ use crate::fs::{FileSystem, StdFs, read_file, write_file_atomic};
 use crate::log::PartitionLog;
 use crate::memory::MemoryLog;
 use crate::metrics::JournalMetrics;
-use crate::record::now_ms;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::{RocksLog, RocksStore};
 use crate::segment::{Remote, SegmentLog};
 use crate::stream::Stream;
+use strata_batch::now_ms;
 use strata_tiered::{BlockCache, ObjectStore, TierMetrics};
 
 /// File name of a stream definition.

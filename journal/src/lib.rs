@@ -3,7 +3,6 @@
 //!
 //! The journal knows nothing of any protocol: it speaks streams, offsets and bytes.
 
-pub mod batch;
 mod config;
 mod error;
 pub mod fs;
@@ -15,14 +14,12 @@ mod metrics;
 mod notify;
 pub mod offline;
 pub mod policy;
-mod record;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 pub mod segment;
 mod stream;
 mod tail;
 
-pub use batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
 pub use config::{
     CacheConfig, FsyncPolicy, JournalConfig, ObjectAck, ObjectSettings, ObjectStoreConfig,
     OffloadSettings, Retention, SegmentSettings, StorageClass, StreamConfig, validate_name,
@@ -35,7 +32,11 @@ pub use journal::{
 pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
 pub use metrics::JournalMetrics;
 pub use notify::EndWatch;
-pub use record::{Record, RecordHeader, now_ms};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStore;
+/// The stored batch format (its own crate, so frontends and tools can build and read
+/// batches without the storage engine).
+pub use strata_batch as batch;
+pub use strata_batch::{Batch, BatchBuilder, BatchHeader, Codec, PendingBatch};
+pub use strata_batch::{Record, RecordHeader, now_ms};
 pub use stream::Stream;

@@ -146,7 +146,7 @@ impl PartitionLog for MemoryLog {
                 st.log_start,
             )
         };
-        first_offset_at_time(&batches, timestamp_ms, log_start)
+        Ok(first_offset_at_time(&batches, timestamp_ms, log_start)?)
     }
 
     async fn delete_before(&self, offset: u64) -> Result<u64> {

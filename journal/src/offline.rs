@@ -14,11 +14,11 @@ use crate::fs::{FileSystem, StdFs, read_file};
 #[cfg(feature = "rocksdb")]
 use crate::journal::ROCKSDB_DIR;
 use crate::journal::{STREAMS_DIR, list_definitions};
-use crate::record::Record;
 #[cfg(feature = "rocksdb")]
 use crate::rocks::RocksStore;
 use crate::segment::scan::{ScanStop, read_header, scan};
 use crate::segment::{MANIFEST_FILE, SegmentIndex, index_path, log_path, time_index_path};
+use strata_batch::Record;
 use strata_tiered::manifest::{Entry, parse as parse_manifest};
 
 /// What a header scan found in one segment file.

@@ -475,7 +475,7 @@ async fn produce_partition(
     else {
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
     };
-    let Ok(batches) = PendingBatch::split_kafka(&records.unwrap_or_default()) else {
+    let Ok(batches) = crate::record_batches::split(&records.unwrap_or_default()) else {
         return (code::CORRUPT_MESSAGE, -1, -1);
     };
     if batches.is_empty() {

@@ -14,6 +14,7 @@ mod handlers;
 mod metrics;
 mod producers;
 mod quota;
+pub mod record_batches;
 mod sasl;
 
 pub use admin::KafkaAdmin;

@@ -1222,7 +1222,7 @@ impl Broker {
         {
             let appended = match store::batch([&*message]) {
                 Ok(batch) => stream.append(0, batch).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             match appended {
                 Ok(a) => Arc::make_mut(&mut message).stored = Some((0, a.base_offset)),

@@ -3,7 +3,7 @@
 //! The record key is the topic and the value the payload; headers carry QoS, retain, the
 //! publisher and the MQTT 5 properties, so other frontends can read the same records.
 
-use strata_journal::{BatchBuilder, PendingBatch, Result as JournalResult, now_ms};
+use strata_batch::{BatchBuilder, PendingBatch, Result as BatchResult, now_ms};
 
 use crate::message::Message;
 
@@ -25,7 +25,7 @@ pub mod header {
 }
 
 /// Builds one journal batch holding `messages`.
-pub fn batch<'a>(messages: impl IntoIterator<Item = &'a Message>) -> JournalResult<PendingBatch> {
+pub fn batch<'a>(messages: impl IntoIterator<Item = &'a Message>) -> BatchResult<PendingBatch> {
     let mut b = BatchBuilder::new();
     let now = now_ms();
     let now_instant = std::time::Instant::now();
@@ -72,7 +72,7 @@ pub fn batch<'a>(messages: impl IntoIterator<Item = &'a Message>) -> JournalResu
 
 /// The message a record of this stream holds, as of `now`: `None` when the record is not
 /// an MQTT message or its message expiry interval has passed since it was stored.
-pub fn message_of(r: &strata_journal::Record, now: std::time::Instant) -> Option<Message> {
+pub fn message_of(r: &strata_batch::Record, now: std::time::Instant) -> Option<Message> {
     use crate::codec::{Properties, QoS};
     let topic = std::str::from_utf8(r.key.as_deref()?).ok()?.to_string();
     let mut qos = QoS::AtMostOnce;

@@ -10,6 +10,7 @@ pub mod kv;
 pub mod log_select;
 pub mod owned;
 pub mod rate;
+pub mod seams;
 pub mod security;
 pub mod tls;
 pub mod topic_filter;

@@ -27,7 +27,7 @@ use super::remote::{RemoteSegment, encode_trailer};
 use crate::config::OffloadSettings;
 use crate::error::{JournalError, Result};
 use crate::policy::SegmentSummary;
-use crate::record::now_ms;
+use strata_batch::now_ms;
 
 /// File of a partition's manifest of uploaded segments.
 pub const MANIFEST_FILE: &str = "manifest.json";

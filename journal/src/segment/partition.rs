@@ -21,8 +21,8 @@ use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, Segmen
 use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
 use crate::policy;
-use crate::record::now_ms;
 use crate::tail::TailCache;
+use strata_batch::now_ms;
 
 const CLASS: &str = "segment";
 

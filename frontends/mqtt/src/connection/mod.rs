@@ -1074,7 +1074,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     }
                 }),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             },
         };
         let stored = match stored {

@@ -1,4 +1,5 @@
-//! The stored batch format: a 8-byte Strata frame around a Kafka v2 `RecordBatch`.
+//! The stored batch format: a 8-byte Strata frame around a Kafka v2 `RecordBatch`, and its
+//! records. Pure code (no I/O): the journal stores these batches, frontends build and read them.
 //!
 //! ```text
 //! frame   0  u32  crc      CRC-32 (IEEE, crc32fast) of every byte after this field
@@ -24,15 +25,17 @@
 //! be answered by slicing stored bytes.
 
 mod builder;
+mod error;
+mod record;
 mod records;
 pub mod varint;
 
 pub use builder::{BatchBuilder, PendingBatch};
+pub use error::{BatchError, Result};
+pub use record::{Record, RecordHeader, now_ms};
 pub use records::RecordIter;
 
 use bytes::Bytes;
-
-use crate::error::{JournalError, Result};
 
 /// Size of the Strata frame before the Kafka batch.
 pub const FRAME_PREFIX: usize = 8;
@@ -225,7 +228,8 @@ impl Batch {
     }
 
     /// Wraps bytes the journal itself produced and already trusts.
-    pub(crate) fn trusted(header: BatchHeader, bytes: Bytes) -> Batch {
+    #[doc(hidden)]
+    pub fn trusted(header: BatchHeader, bytes: Bytes) -> Batch {
         Batch { header, bytes }
     }
 
@@ -307,6 +311,6 @@ pub fn first_offset_at_time(
     Ok(None)
 }
 
-pub(crate) fn invalid(reason: impl Into<String>) -> JournalError {
-    JournalError::InvalidBatch(reason.into())
+pub(crate) fn invalid(reason: impl Into<String>) -> BatchError {
+    BatchError::Invalid(reason.into())
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::varint::{get_varint, get_varlong};
 use super::{BatchHeader, Codec, HEADER_LEN, invalid};
-use crate::error::{JournalError, Result};
+use crate::error::{BatchError, Result};
 use crate::record::{Record, RecordHeader};
 
 /// Decompressed records larger than this are refused (a guard against zstd bombs).
@@ -39,7 +39,7 @@ impl RecordIter {
                 }
                 Bytes::from(out)
             }
-            Codec::Other(n) => return Err(JournalError::UnsupportedCodec(n)),
+            Codec::Other(n) => return Err(BatchError::UnsupportedCodec(n)),
         };
         Ok(RecordIter {
             data,

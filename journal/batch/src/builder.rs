@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::varint::{put_varint, put_varlong, varlong_len};
 use super::{BatchHeader, Codec, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, KAFKA_MAGIC, invalid};
-use crate::error::Result;
+use crate::error::{BatchError, Result};
 
 /// Collects records and encodes them in the stored batch format.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl BatchBuilder {
                 buf.extend_from_slice(&compressed);
                 buf
             }
-            Codec::Other(n) => return Err(crate::JournalError::UnsupportedCodec(n)),
+            Codec::Other(n) => return Err(BatchError::UnsupportedCodec(n)),
         };
         let total = buf.len();
         if total > super::MAX_BATCH_BYTES {
@@ -239,32 +239,6 @@ impl PendingBatch {
         Ok(PendingBatch::new(buf))
     }
 
-    /// Splits the records of a Kafka Produce request into the record batches it holds
-    /// (each `[base offset: 8][length: 4][length bytes]`), without copying.
-    pub fn split_kafka(records: &Bytes) -> Result<Vec<Bytes>> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < records.len() {
-            if records.len() - pos < 12 {
-                return Err(invalid("truncated record batch"));
-            }
-            let len = i32::from_be_bytes([
-                records[pos + 8],
-                records[pos + 9],
-                records[pos + 10],
-                records[pos + 11],
-            ]);
-            let end = usize::try_from(len)
-                .ok()
-                .and_then(|l| (pos + 12).checked_add(l))
-                .filter(|&e| e <= records.len())
-                .ok_or_else(|| invalid("record batch runs past the records"))?;
-            out.push(records.slice(pos..end));
-            pos = end;
-        }
-        Ok(out)
-    }
-
     /// Producer id, epoch and base sequence (Kafka idempotence); -1s when none.
     pub fn producer(&self) -> (i64, i16, i32) {
         let b = &self.buf;
@@ -323,7 +297,7 @@ impl PendingBatch {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::batch::Batch;
+    use crate::Batch;
 
     #[test]
     fn kafka_batches_are_taken_as_received_and_checked() {

@@ -1,0 +1,130 @@
+//! The catalog: which streams exist, how many partitions each has, and where each
+//! partition is led. Reads are answered from what this node knows now (no I/O); changes
+//! are asynchronous, since in a cluster they go through the meta service.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use super::error::{StoreError, StoreResult};
+
+/// A node of the cluster, by its configured id.
+pub type NodeId = u64;
+
+/// A stream to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Name: 1-200 characters of `[A-Za-z0-9._-]`, not starting with a dot.
+    pub name: String,
+    /// Number of partitions, at least one.
+    pub partitions: u32,
+}
+
+impl StreamSpec {
+    /// A spec for `name` with `partitions` partitions (at least one).
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        StreamSpec {
+            name: name.into(),
+            partitions: partitions.max(1),
+        }
+    }
+}
+
+/// A stream as the catalog holds it. Settings are what the stream was created with (the
+/// node's defaults unless the spec said otherwise); protocols report them as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// The storage class (`memory`, `segment`, `rocksdb`, `object`).
+    pub storage_class: String,
+    /// Durability of appends (`always`, `never`, `interval:<ms>`).
+    pub fsync: String,
+    /// History kept per partition, in bytes (`None`: unbounded).
+    pub retention_bytes: Option<u64>,
+    /// History kept, in milliseconds (`None`: unbounded).
+    pub retention_ms: Option<u64>,
+    /// Segment roll size.
+    pub segment_bytes: u64,
+    /// Segment roll age.
+    pub segment_ms: u64,
+}
+
+/// Where a partition lives and who leads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The node that accepts appends, if one does now.
+    pub leader: Option<NodeId>,
+    /// The leader epoch: it grows every time leadership moves.
+    pub epoch: u64,
+    /// Every node holding a replica, the leader included.
+    pub replicas: Vec<NodeId>,
+}
+
+/// Streams, partitions, placement and leaders.
+///
+/// Contract (checked by [`super::conformance::catalog`]):
+/// - `create_stream` makes a stream visible to `stream`, `streams` and the router before it
+///   returns; `StreamExists` when the name is taken, `Invalid` for a bad name or count.
+/// - `delete_stream` removes it (`UnknownStream` when absent); handles on its partitions
+///   then answer `Closed` or `UnknownStream`.
+/// - `add_partitions` only grows a stream (`Invalid` otherwise).
+/// - `placement` names a leader and epoch for every partition of every stream.
+#[async_trait]
+pub trait Catalog: Send + Sync + Debug {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+
+    /// One stream.
+    fn stream(&self, name: &str) -> Option<StreamInfo>;
+
+    /// Every stream, by name.
+    fn streams(&self) -> Vec<StreamInfo>;
+
+    /// Creates a stream.
+    async fn create_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo>;
+
+    /// Deletes a stream and its data.
+    async fn delete_stream(&self, name: &str) -> StoreResult<()>;
+
+    /// Grows a stream to `partitions` partitions.
+    async fn add_partitions(&self, name: &str, partitions: u32) -> StoreResult<StreamInfo>;
+
+    /// Where a partition lives; `None` for an unknown stream or partition.
+    fn placement(&self, stream: &str, partition: u32) -> Option<Placement>;
+}
+
+/// The stream named in `spec`, created when it does not exist yet (racing creators both
+/// get it). The one get-or-create every frontend uses.
+pub async fn ensure_stream(catalog: &dyn Catalog, spec: StreamSpec) -> StoreResult<StreamInfo> {
+    if let Some(info) = catalog.stream(&spec.name) {
+        return Ok(info);
+    }
+    let name = spec.name.clone();
+    match catalog.create_stream(spec).await {
+        Err(StoreError::StreamExists(_)) => {
+            catalog.stream(&name).ok_or(StoreError::UnknownStream(name))
+        }
+        other => other,
+    }
+}
+
+/// Checks that `name` can name a stream: 1-200 characters of `[A-Za-z0-9._-]`, not starting
+/// with a dot (it becomes a directory and an object-store prefix).
+pub fn validate_stream_name(name: &str) -> StoreResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "stream name {name:?} must be 1-200 characters of [A-Za-z0-9._-] and not start with '.'"
+        )))
+    }
+}
