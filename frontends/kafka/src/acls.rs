@@ -242,5 +242,5 @@ async fn audit(k: &Kafka, session: &Session, action: &str, b: &AclBinding) {
         b.resource_type
     );
     let actor = format!("kafka:{}", guard::principal(session));
-    strata_frontend::audit::record(&k.journal, action, &target, &actor).await;
+    strata_frontend::audit::record(&k.storage, action, &target, &actor).await;
 }

@@ -1,6 +1,7 @@
 //! The Kafka frontend's admin surface: consumer groups with their members, assignments,
 //! committed offsets and lag, for the node's HTTP API and its `/metrics`.
 
+use futures_util::FutureExt;
 use std::sync::{Arc, OnceLock, Weak};
 
 use kafka_protocol::messages::ConsumerProtocolAssignment;
@@ -166,16 +167,22 @@ fn group_detail(k: &Kafka, group_id: &str) -> GroupDetail {
     }
 }
 
+/// The end offset of a partition when it is known without waiting: a partition served
+/// here answers at once; one that would need a round trip is left out (no lag reported)
+/// rather than holding up a metrics scrape or an admin page.
+fn known_end(k: &Kafka, topic: &str, partition: i32) -> Option<i64> {
+    let partition = u32::try_from(partition).ok()?;
+    let log = k.storage.partition(topic, partition).now_or_never()?.ok()?;
+    let offsets = log.offsets().now_or_never()?.ok()?;
+    i64::try_from(offsets.end).ok()
+}
+
 fn offsets(k: &Kafka, group_id: &str) -> Vec<OffsetView> {
     let mut out = Vec::new();
     for (topic, partitions) in k.groups.committed_offsets(group_id) {
-        let stream = k.journal.stream(&topic).ok();
         for (partition, committed) in partitions {
             let Some(c) = committed else { continue };
-            let end = stream.as_ref().and_then(|s| {
-                let log = s.partitions().get(usize::try_from(partition).ok()?)?;
-                i64::try_from(log.offsets().end).ok()
-            });
+            let end = known_end(k, &topic, partition);
             out.push(OffsetView {
                 topic: topic.clone(),
                 partition,

@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::OwnedStreams;
+use strata_frontend::seams::Storage;
 use strata_frontend::security::Security;
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
-use strata_journal::Journal;
 
 use crate::admin::{GroupCollector, KafkaAdmin};
 use crate::config::KafkaConfig;
@@ -48,7 +48,7 @@ impl KafkaFrontend {
 #[derive(Debug)]
 pub struct Kafka {
     pub config: KafkaConfig,
-    pub journal: Journal,
+    pub storage: Storage,
     pub metrics: KafkaMetrics,
     pub groups: Coordinator,
     pub producers: Producers,
@@ -93,7 +93,8 @@ impl Frontend for KafkaFrontend {
             .local_addr()
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let kv = ctx
-            .kv
+            .storage
+            .state
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let advertised = advertised(&self.config, bound);
@@ -126,7 +127,7 @@ impl Frontend for KafkaFrontend {
             producers: Producers::new(kv.clone(), self.config.max_producers_per_partition),
             metrics: KafkaMetrics::new(&ctx.registry),
             config: self.config,
-            journal: ctx.journal.clone(),
+            storage: ctx.storage.clone(),
             advertised,
             advertised_tls,
             owned: ctx.owned.clone(),

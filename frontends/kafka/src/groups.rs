@@ -28,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_frontend::Shutdown;
-use strata_frontend::kv::{KvOp, KvSpace};
+use strata_frontend::seams::{StateOp, StateSpace};
 use tokio::sync::oneshot;
 
 use crate::frontend::Kafka;
@@ -133,7 +133,7 @@ pub(crate) struct Committed {
 /// The coordinator of every group.
 #[derive(Debug)]
 pub struct Coordinator {
-    kv: KvSpace,
+    kv: StateSpace,
     initial_delay: Duration,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
@@ -174,7 +174,7 @@ fn s(v: &str) -> StrBytes {
 }
 
 impl Coordinator {
-    pub fn new(kv: KvSpace, initial_delay: Duration) -> Self {
+    pub fn new(kv: StateSpace, initial_delay: Duration) -> Self {
         Coordinator {
             kv,
             initial_delay,
@@ -672,10 +672,11 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
         .iter()
         .map(|t| {
             let partitions = guard::may_read(k, session, &t.name).and_then(|()| {
-                k.journal
+                k.storage
+                    .catalog
                     .stream(&t.name)
-                    .map(|s| s.config().partitions)
-                    .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+                    .map(|s| s.partitions)
+                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
             });
             t.partitions
                 .iter()
@@ -738,7 +739,7 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 })
                 .unwrap_or_default();
-                ops.push(KvOp::Put(
+                ops.push(StateOp::Put(
                     offset_key(&group, &t.name, p.partition_index),
                     value,
                 ));
@@ -749,7 +750,7 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
     let any = !ops.is_empty();
     let stored = match check {
         Err(code) => Err(code),
-        Ok(()) => c.kv.write(ops).map_err(|e| {
+        Ok(()) => c.kv.write(&ops).map_err(|e| {
             tracing::error!(group, error = %e, "cannot store committed offsets");
             code::KAFKA_STORAGE_ERROR
         }),
@@ -794,7 +795,7 @@ pub(crate) type PartitionOffset = (i32, Option<Committed>);
 
 /// Committed offsets of `group`: for the listed topics and partitions, or all stored.
 pub(crate) fn committed(
-    kv: &KvSpace,
+    kv: &StateSpace,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<PartitionOffset>)> {
@@ -1113,10 +1114,10 @@ impl Coordinator {
             Some(_) => true,
             None => false,
         };
-        let offsets: Vec<KvOp> = match self.kv.scan_prefix(&prefix) {
+        let offsets: Vec<StateOp> = match self.kv.scan_prefix(&prefix) {
             Ok(found) => found
                 .into_iter()
-                .map(|(key, _)| KvOp::Delete(key))
+                .map(|(key, _)| StateOp::Delete(key))
                 .collect(),
             Err(e) => {
                 tracing::error!(group = id, error = %e, "cannot read committed offsets");
@@ -1126,7 +1127,7 @@ impl Coordinator {
         if !in_memory && offsets.is_empty() {
             return code::GROUP_ID_NOT_FOUND;
         }
-        if let Err(e) = self.kv.write(offsets) {
+        if let Err(e) = self.kv.write(&offsets) {
             tracing::error!(group = id, error = %e, "cannot delete committed offsets");
             return code::KAFKA_STORAGE_ERROR;
         }

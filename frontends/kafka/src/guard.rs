@@ -237,7 +237,7 @@ impl CreationBudget {
 /// Checks that `partitions` more partitions (in a new stream when `new_stream`) fit the
 /// node's bounds.
 pub fn node_room(k: &Kafka, partitions: u64, new_stream: bool) -> Result<(), String> {
-    let streams = k.journal.list_streams();
+    let streams = k.storage.catalog.streams();
     if new_stream && streams.len() >= k.config.max_topics {
         k.metrics
             .errors

@@ -24,7 +24,10 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use strata_journal::{JournalError, PartitionLog, PendingBatch, Stream, validate_name};
+use strata_batch::PendingBatch;
+use strata_frontend::seams::{Partition, StoreError, StreamInfo, StreamSpec, validate_stream_name};
+
+use crate::producers::storage_code;
 
 use crate::acls;
 use crate::frontend::{Kafka, NODE_ID};
@@ -39,6 +42,7 @@ pub mod code {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const INVALID_TOPIC: i16 = 17;
     pub const ILLEGAL_GENERATION: i16 = 22;
@@ -353,10 +357,10 @@ async fn topic_stream(
     k: &Kafka,
     topic: &str,
     create: Option<&mut CreationBudget>,
-) -> Result<Arc<Stream>, i16> {
-    match k.journal.stream(topic) {
-        Ok(s) => Ok(s),
-        Err(_) if k.config.auto_create_topics && create.is_some() => {
+) -> Result<StreamInfo, i16> {
+    match k.storage.catalog.stream(topic) {
+        Some(s) => Ok(s),
+        None if k.config.auto_create_topics && create.is_some() => {
             let partitions = k.config.default_partitions;
             if let Some(budget) = create
                 && let Err(why) = budget.take(k, partitions)
@@ -366,22 +370,21 @@ async fn topic_stream(
             }
             create_topic(k, topic, partitions).await
         }
-        Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+        None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
     }
 }
 
-async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<Arc<Stream>, i16> {
-    if validate_name(topic).is_err() || topic.len() > 249 {
+async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<StreamInfo, i16> {
+    if validate_stream_name(topic).is_err() || topic.len() > 249 {
         return Err(code::INVALID_TOPIC);
     }
-    let config = k.journal.stream_config(topic, partitions.max(1));
-    match k.journal.create_stream(config).await {
+    // Created meanwhile by another request: that topic is the answer.
+    match k
+        .storage
+        .ensure_stream(StreamSpec::new(topic, partitions))
+        .await
+    {
         Ok(s) => Ok(s),
-        // Created meanwhile by another request.
-        Err(JournalError::StreamExists(_)) => k
-            .journal
-            .stream(topic)
-            .map_err(|_| code::UNKNOWN_SERVER_ERROR),
         Err(e) => {
             tracing::warn!(topic, error = %e, "cannot create topic");
             Err(code::UNKNOWN_SERVER_ERROR)
@@ -389,11 +392,11 @@ async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<Arc<Str
     }
 }
 
-fn metadata_topic(name: &str, stream: Result<Arc<Stream>, i16>) -> MetadataResponseTopic {
+fn metadata_topic(name: &str, stream: Result<StreamInfo, i16>) -> MetadataResponseTopic {
     let t = MetadataResponseTopic::default().with_name(Some(TopicName(str(name))));
     match stream {
         Ok(s) => t.with_partitions(
-            (0..s.config().partitions as i32)
+            (0..s.partitions as i32)
                 .map(|p| {
                     MetadataResponsePartition::default()
                         .with_partition_index(p)
@@ -420,15 +423,12 @@ async fn metadata(
     };
     let mut topics = Vec::new();
     if all {
-        for c in k.journal.list_streams() {
+        for c in k.storage.catalog.streams() {
             // Topics the principal may not describe are not listed, as Kafka does.
             if guard::may_describe(k, session, &c.name).is_err() {
                 continue;
             }
-            topics.push(metadata_topic(
-                &c.name,
-                k.journal.stream(&c.name).map_err(|_| 3),
-            ));
+            topics.push(metadata_topic(&c.name.clone(), Ok(c)));
         }
     } else {
         let create = version < 4 || r.allow_auto_topic_creation;
@@ -465,15 +465,13 @@ async fn metadata(
 /// Stores the batches of one partition; returns (error, base offset of the first).
 async fn produce_partition(
     k: &Kafka,
-    stream: &Arc<Stream>,
+    stream: &StreamInfo,
     partition: i32,
     records: Option<Bytes>,
 ) -> (i16, i64, i64) {
-    let Some(log) = usize::try_from(partition)
-        .ok()
-        .and_then(|p| stream.partitions().get(p))
-    else {
-        return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+    let log = match partition_log(k, &stream.name, partition).await {
+        Ok(log) => log,
+        Err(c) => return (c, -1, -1),
     };
     let Ok(batches) = crate::record_batches::split(&records.unwrap_or_default()) else {
         return (code::CORRUPT_MESSAGE, -1, -1);
@@ -496,7 +494,7 @@ async fn produce_partition(
     for p in pending {
         let records = u64::from(p.record_count());
         let bytes = p.len() as u64;
-        let result = k.producers.append(stream.name(), partition, log, p).await;
+        let result = k.producers.append(&stream.name, partition, &log, p).await;
         match result {
             Ok(base) => {
                 if first < 0 {
@@ -505,7 +503,7 @@ async fn produce_partition(
                 k.metrics.produced_records.inc_by(records);
                 k.metrics.produced_bytes.inc_by(bytes);
                 tracing::debug!(
-                    topic = stream.name(),
+                    topic = stream.name,
                     partition,
                     base,
                     records,
@@ -514,12 +512,13 @@ async fn produce_partition(
                 );
             }
             Err(code) => {
-                tracing::debug!(topic = stream.name(), partition, code, "produce refused");
+                tracing::debug!(topic = stream.name, partition, code, "produce refused");
                 return (code, -1, -1);
             }
         }
     }
-    (code::NONE, first, log.offsets().log_start as i64)
+    let log_start = log.offsets().await.map_or(-1, |o| o.log_start as i64);
+    (code::NONE, first, log_start)
 }
 
 async fn produce(k: &Kafka, session: &Session, r: ProduceRequest) -> ProduceResponse {
@@ -632,20 +631,17 @@ fn init_producer_id(
 }
 
 /// The partition log of `topic`/`partition`, or the Kafka error code.
-fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn PartitionLog>, i16> {
-    let stream = k
-        .journal
-        .stream(topic)
-        .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
-    usize::try_from(partition)
-        .ok()
-        .and_then(|p| stream.partitions().get(p).cloned())
-        .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
+async fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn Partition>, i16> {
+    let partition = u32::try_from(partition).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    k.storage
+        .partition(topic, partition)
+        .await
+        .map_err(|e| storage_code(&e))
 }
 
 struct FetchSlot {
     topic: usize,
-    log: Option<Arc<dyn PartitionLog>>,
+    log: Option<Arc<dyn Partition>>,
     data: PartitionData,
 }
 
@@ -667,7 +663,10 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
             let readable = guard::may_read(k, session, &t.topic);
             for p in &t.partitions {
                 let mut data = PartitionData::default().with_partition_index(p.partition);
-                let log = readable.and_then(|()| partition_log(k, &t.topic, p.partition));
+                let log = match readable {
+                    Ok(()) => partition_log(k, &t.topic, p.partition).await,
+                    Err(c) => Err(c),
+                };
                 let log = match log {
                     Ok(log) => log,
                     Err(c) => {
@@ -680,7 +679,19 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
                         continue;
                     }
                 };
-                let offsets = log.offsets();
+                let offsets = match log.offsets().await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let c = storage_code(&e);
+                        k.metrics.error("Fetch", c);
+                        slots.push(FetchSlot {
+                            topic: ti,
+                            log: None,
+                            data: data.with_error_code(c).with_high_watermark(-1),
+                        });
+                        continue;
+                    }
+                };
                 data = data
                     .with_high_watermark(offsets.end as i64)
                     .with_last_stable_offset(offsets.end as i64)
@@ -715,13 +726,14 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
                             );
                             data = data.with_records(Some(records));
                         }
-                        Err(JournalError::OffsetOutOfRange { .. }) => {
+                        Err(StoreError::OffsetOutOfRange { .. }) => {
                             data = data.with_error_code(code::OFFSET_OUT_OF_RANGE);
                         }
                         Err(e) => {
                             tracing::warn!(topic = %t.topic.0, partition = p.partition, error = %e, "fetch read failed");
-                            k.metrics.error("Fetch", code::KAFKA_STORAGE_ERROR);
-                            data = data.with_error_code(code::KAFKA_STORAGE_ERROR);
+                            let c = storage_code(&e);
+                            k.metrics.error("Fetch", c);
+                            data = data.with_error_code(c);
                         }
                     }
                 }
@@ -770,32 +782,34 @@ async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> Li
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let log = guard::may_describe(k, session, &t.name)
-                .and_then(|()| partition_log(k, &t.name, p.partition_index));
+            let log = match guard::may_describe(k, session, &t.name) {
+                Ok(()) => partition_log(k, &t.name, p.partition_index).await,
+                Err(c) => Err(c),
+            };
             match log {
                 Err(c) => {
                     k.metrics.error("ListOffsets", c);
                     out = out.with_error_code(c);
                 }
-                Ok(log) => {
-                    let offsets = log.offsets();
-                    match p.timestamp {
-                        -1 => out = out.with_offset(offsets.end as i64),
-                        -2 => out = out.with_offset(offsets.log_start as i64),
-                        ts => match log.offset_for_timestamp(ts).await {
-                            Ok(Some(o)) => {
-                                out = out
-                                    .with_offset(o as i64)
-                                    .with_timestamp(record_timestamp(&log, o).await.unwrap_or(ts))
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "offset for timestamp failed");
-                                out = out.with_error_code(code::KAFKA_STORAGE_ERROR);
-                            }
-                        },
-                    }
-                }
+                Ok(log) => match p.timestamp {
+                    -1 | -2 => match log.offsets().await {
+                        Ok(o) if p.timestamp == -1 => out = out.with_offset(o.end as i64),
+                        Ok(o) => out = out.with_offset(o.log_start as i64),
+                        Err(e) => out = out.with_error_code(storage_code(&e)),
+                    },
+                    ts => match log.offset_for_timestamp(ts).await {
+                        Ok(Some(o)) => {
+                            out = out
+                                .with_offset(o as i64)
+                                .with_timestamp(record_timestamp(&log, o).await.unwrap_or(ts))
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "offset for timestamp failed");
+                            out = out.with_error_code(storage_code(&e));
+                        }
+                    },
+                },
             }
             partitions.push(out);
         }
@@ -809,7 +823,7 @@ async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> Li
 }
 
 /// The timestamp of the record at `offset` (when its batch can be decoded here).
-async fn record_timestamp(log: &Arc<dyn PartitionLog>, offset: u64) -> Option<i64> {
+async fn record_timestamp(log: &Arc<dyn Partition>, offset: u64) -> Option<i64> {
     let batches = log.read(offset, 1).await.ok()?;
     let batch = batches.first()?;
     batch
@@ -896,11 +910,11 @@ async fn create_topics(
             code::TOPIC_AUTHORIZATION_FAILED
         } else if !guard::may_create(k, session, &t.name) {
             code::TOPIC_AUTHORIZATION_FAILED
-        } else if k.journal.stream(&t.name).is_ok() {
+        } else if k.storage.catalog.stream(&t.name).is_some() {
             code::TOPIC_ALREADY_EXISTS
         } else if partitions == 0 || partitions > 65536 {
             code::INVALID_PARTITIONS
-        } else if validate_name(&t.name).is_err() || t.name.len() > 249 {
+        } else if validate_stream_name(&t.name).is_err() || t.name.len() > 249 {
             code::INVALID_TOPIC
         } else if let Err(why) = budget.take(k, partitions as u32) {
             message = Some(why);
@@ -939,7 +953,7 @@ async fn delete_topics(
     let mut responses = Vec::new();
     for name in names {
         let deleted = match guard::may_alter(k, session, &name, Operation::Delete) {
-            Ok(()) => k.journal.delete_stream(&name).await,
+            Ok(()) => k.storage.catalog.delete_stream(&name).await,
             Err(c) => {
                 k.metrics.error("DeleteTopics", c);
                 let why = if k.owned.get(&name).is_some() {
@@ -958,7 +972,7 @@ async fn delete_topics(
         };
         let code = match deleted {
             Ok(()) => code::NONE,
-            Err(JournalError::UnknownStream(_)) => code::UNKNOWN_TOPIC_OR_PARTITION,
+            Err(StoreError::UnknownStream(_)) => code::UNKNOWN_TOPIC_OR_PARTITION,
             Err(e) => {
                 tracing::warn!(topic = %name.0, error = %e, "cannot delete topic");
                 code::UNKNOWN_SERVER_ERROR
@@ -982,38 +996,40 @@ async fn create_partitions(
     let mut results = Vec::new();
     for t in r.topics {
         let alterable = guard::may_alter(k, session, &t.name, Operation::Alter);
-        let (code, message) = match k.journal.stream(&t.name) {
+        let (code, message) = match k.storage.catalog.stream(&t.name) {
             _ if alterable.is_err() && k.owned.get(&t.name).is_none() => {
                 (code::TOPIC_AUTHORIZATION_FAILED, None)
             }
-            Err(_) => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
-            Ok(_) if alterable.is_err() => (
+            None => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
+            Some(_) if alterable.is_err() => (
                 code::TOPIC_AUTHORIZATION_FAILED,
                 Some("owned by another frontend".to_string()),
             ),
-            Ok(s)
-                if t.count > s.config().partitions as i32
-                    && let Err(why) = guard::node_room(
-                        k,
-                        (t.count as u32 - s.config().partitions) as u64,
-                        false,
-                    ) =>
+            Some(s)
+                if t.count > s.partitions as i32
+                    && let Err(why) =
+                        guard::node_room(k, (t.count as u32 - s.partitions) as u64, false) =>
             {
                 (code::POLICY_VIOLATION, Some(why))
             }
-            Ok(s) if t.count <= s.config().partitions as i32 => (
+            Some(s) if t.count <= s.partitions as i32 => (
                 code::INVALID_PARTITIONS,
                 Some(format!(
                     "topic has {} partitions; the count can only grow",
-                    s.config().partitions
+                    s.partitions
                 )),
             ),
-            Ok(_) if t.count > 65536 => (
+            Some(_) if t.count > 65536 => (
                 code::INVALID_PARTITIONS,
                 Some("at most 65536 partitions".to_string()),
             ),
-            Ok(_) if r.validate_only => (code::NONE, None),
-            Ok(_) => match k.journal.add_partitions(&t.name, t.count as u32).await {
+            Some(_) if r.validate_only => (code::NONE, None),
+            Some(_) => match k
+                .storage
+                .catalog
+                .add_partitions(&t.name, t.count as u32)
+                .await
+            {
                 Ok(_) => (code::NONE, None),
                 Err(e) => (code::INVALID_PARTITIONS, Some(e.to_string())),
             },
@@ -1059,30 +1075,30 @@ fn describe_configs(
                         }
                     })
                     .and_then(|()| {
-                        k.journal
+                        k.storage
+                            .catalog
                             .stream(&res.resource_name)
-                            .map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
                     }) {
-                    Ok(s) => {
-                        let c = s.config();
+                    Ok(c) => {
                         vec![
                             ("cleanup.policy".into(), "delete".into()),
                             (
                                 "retention.ms".into(),
-                                c.retention.max_age_ms.map_or(-1, |v| v as i64).to_string(),
+                                c.retention_ms.map_or(-1, |v| v as i64).to_string(),
                             ),
                             (
                                 "retention.bytes".into(),
-                                c.retention.max_bytes.map_or(-1, |v| v as i64).to_string(),
+                                c.retention_bytes.map_or(-1, |v| v as i64).to_string(),
                             ),
-                            ("segment.bytes".into(), c.segment.segment_bytes.to_string()),
-                            ("segment.ms".into(), c.segment.segment_ms.to_string()),
+                            ("segment.bytes".into(), c.segment_bytes.to_string()),
+                            ("segment.ms".into(), c.segment_ms.to_string()),
                             (
                                 "max.message.bytes".into(),
                                 k.config.max_message_bytes.to_string(),
                             ),
-                            ("strata.storage.class".into(), c.class.to_string()),
-                            ("strata.fsync".into(), c.fsync.to_string()),
+                            ("strata.storage.class".into(), c.storage_class.clone()),
+                            ("strata.fsync".into(), c.fsync.clone()),
                         ]
                     }
                     Err(c) => {

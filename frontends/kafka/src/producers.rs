@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use kafka_protocol::messages::{InitProducerIdResponse, ProducerId};
-use strata_frontend::kv::KvSpace;
-use strata_journal::{JournalError, PartitionLog, PendingBatch};
+use strata_batch::PendingBatch;
+use strata_frontend::seams::StateSpace;
+use strata_frontend::seams::{Partition, StoreError};
 
 use crate::handlers::code;
 
@@ -76,24 +77,30 @@ type ByPartition = HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProduc
 /// Producer ids handed out and the idempotence state of every partition.
 #[derive(Debug)]
 pub struct Producers {
-    kv: KvSpace,
+    kv: StateSpace,
     /// Producers whose state one partition keeps.
     max_per_partition: usize,
     next: AtomicI64,
     partitions: parking_lot::Mutex<ByPartition>,
 }
 
-fn storage_code(e: &JournalError) -> i16 {
+/// The Kafka error code for a storage error.
+pub fn storage_code(e: &StoreError) -> i16 {
     match e {
-        JournalError::InvalidBatch(_) | JournalError::UnsupportedCodec(_) => code::CORRUPT_MESSAGE,
-        JournalError::Full { .. } => code::MESSAGE_TOO_LARGE,
+        StoreError::InvalidBatch(_) | StoreError::UnsupportedCodec(_) => code::CORRUPT_MESSAGE,
+        StoreError::Full { .. } => code::MESSAGE_TOO_LARGE,
+        StoreError::UnknownStream(_) | StoreError::UnknownPartition { .. } => {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        }
+        StoreError::NotLeader { .. } => code::NOT_LEADER_OR_FOLLOWER,
+        StoreError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         _ => code::KAFKA_STORAGE_ERROR,
     }
 }
 
 impl Producers {
     /// Loads the next producer id.
-    pub fn new(kv: KvSpace, max_per_partition: usize) -> Self {
+    pub fn new(kv: StateSpace, max_per_partition: usize) -> Self {
         let next = kv
             .get(NEXT_ID)
             .ok()
@@ -129,7 +136,7 @@ impl Producers {
         &self,
         stream: &str,
         partition: i32,
-        log: &Arc<dyn PartitionLog>,
+        log: &Arc<dyn Partition>,
         batch: PendingBatch,
     ) -> Result<i64, i16> {
         let (pid, epoch, first_seq) = batch.producer();
@@ -194,8 +201,10 @@ impl Producers {
 
 /// Rebuilds the producers' last sequences from the batches at the end of the partition, so
 /// that a retry sent before a restart is still recognised after it.
-async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn PartitionLog>, max: usize) {
-    let offsets = log.offsets();
+async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn Partition>, max: usize) {
+    let Ok(offsets) = log.offsets().await else {
+        return;
+    };
     let mut next = offsets
         .end
         .saturating_sub(REBUILD_OFFSETS)

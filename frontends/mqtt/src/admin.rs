@@ -524,9 +524,9 @@ impl Broker {
         // Its queued and in-flight messages go too.
         self.with_state(&session, |st| st.clear());
         if self.wills.lock().remove(client_id).is_some() {
-            self.push_op(strata_frontend::kv::KvOp::Delete(crate::persist::will_key(
-                client_id,
-            )));
+            self.push_op(strata_frontend::seams::StateOp::Delete(
+                crate::persist::will_key(client_id),
+            ));
         }
         self.sync_durable().map_err(|e| {
             AdminError::Unavailable(format!(

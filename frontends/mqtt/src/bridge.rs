@@ -18,8 +18,9 @@ use strata_frontend::security::acl::{Access, Who};
 
 use serde::{Deserialize, Serialize};
 use strata_frontend::Shutdown;
-use strata_frontend::kv::KvSpace;
-use strata_journal::{Journal, JournalError, PartitionLog, Stream};
+use strata_frontend::seams::{
+    Partition, StateSpace, Storage, StoreError, StreamHandles, StreamSpec,
+};
 
 use crate::broker::Broker;
 use crate::codec::QoS;
@@ -60,26 +61,20 @@ fn one() -> u8 {
 /// The streams MQTT publishes are copied to.
 #[derive(Debug, Default)]
 pub struct Bridges {
-    to: Vec<(String, Arc<Stream>)>,
+    to: Vec<(String, StreamHandles)>,
 }
 
-/// The stream `name`, created with one partition when missing.
-pub async fn stream(journal: &Journal, name: &str) -> Result<Arc<Stream>, JournalError> {
-    if let Ok(s) = journal.stream(name) {
-        return Ok(s);
-    }
-    match journal.create_stream(journal.stream_config(name, 1)).await {
-        Err(JournalError::StreamExists(_)) => journal.stream(name),
-        other => other,
-    }
+/// The partitions of stream `name`, created with one partition when missing.
+pub async fn stream(storage: &Storage, name: &str) -> Result<StreamHandles, StoreError> {
+    StreamHandles::open(storage, StreamSpec::new(name, 1)).await
 }
 
 impl Bridges {
     /// Opens (creating when missing) the streams of the `to` bridges.
-    pub async fn open(journal: &Journal, to: &[ToStream]) -> Result<Self, JournalError> {
+    pub async fn open(storage: &Storage, to: &[ToStream]) -> Result<Self, StoreError> {
         let mut out = Vec::new();
         for b in to {
-            out.push((b.filter.clone(), stream(journal, &b.stream).await?));
+            out.push((b.filter.clone(), stream(storage, &b.stream).await?));
         }
         Ok(Bridges { to: out })
     }
@@ -93,31 +88,24 @@ impl Bridges {
 
     /// Appends each of `messages` to every stream whose filter it matches; returns once
     /// all are stored.
-    pub async fn forward(&self, messages: &[&Message]) -> Result<(), JournalError> {
+    pub async fn forward(&self, messages: &[&Message]) -> Result<(), StoreError> {
         for (filter, stream) in &self.to {
-            let n = stream.partitions().len().max(1) as u64;
-            let mut by_partition: Vec<Vec<&Message>> = vec![Vec::new(); n as usize];
+            let mut by_partition: Vec<Vec<&Message>> = vec![Vec::new(); stream.len() as usize];
             for m in messages {
                 if m.publisher.as_deref() != Some(BRIDGE_PUBLISHER)
                     && topic::matches(filter, &m.topic)
                 {
-                    by_partition[(fnv(m.topic.as_bytes()) % n) as usize].push(m);
+                    by_partition[stream.partition_for_key(m.topic.as_bytes()) as usize].push(m);
                 }
             }
-            for (p, ms) in by_partition.into_iter().enumerate() {
+            for (partition, ms) in stream.all().iter().zip(by_partition) {
                 if !ms.is_empty() {
-                    stream.append(p as u32, store::batch(ms)?).await?;
+                    partition.append(store::batch(ms)?).await?;
                 }
             }
         }
         Ok(())
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn position_key(stream: &str, partition: usize) -> Vec<u8> {
@@ -127,13 +115,13 @@ fn position_key(stream: &str, partition: usize) -> Vec<u8> {
 /// Publishes the records of every partition of `from.stream` to MQTT until shutdown.
 pub async fn run_from_stream(
     broker: Arc<Broker>,
-    kv: KvSpace,
+    kv: StateSpace,
     from: FromStream,
-    stream: Arc<Stream>,
+    stream: StreamHandles,
     shutdown: Shutdown,
 ) {
     let mut tasks = Vec::new();
-    for (p, log) in stream.partitions().iter().enumerate() {
+    for (p, log) in stream.all().iter().enumerate() {
         tasks.push(tokio::spawn(follow_partition(
             broker.clone(),
             kv.clone(),
@@ -150,10 +138,10 @@ pub async fn run_from_stream(
 
 async fn follow_partition(
     broker: Arc<Broker>,
-    kv: KvSpace,
+    kv: StateSpace,
     from: FromStream,
     partition: usize,
-    log: Arc<dyn PartitionLog>,
+    log: Arc<dyn Partition>,
     mut shutdown: Shutdown,
 ) {
     let key = position_key(&from.stream, partition);
@@ -165,7 +153,13 @@ async fn follow_partition(
         }
         _ => {
             // First start: from the end, and remember it.
-            let end = log.offsets().end;
+            let end = match log.offsets().await {
+                Ok(o) => o.end,
+                Err(e) => {
+                    tracing::warn!(stream = from.stream, partition, error = %e, "bridge cannot start");
+                    return;
+                }
+            };
             let _ = kv.put(&key, &end.to_be_bytes());
             end
         }
@@ -179,8 +173,9 @@ async fn follow_partition(
         if next_batch.is_err() {
             return;
         }
-        let start = log.offsets().log_start;
-        next = next.max(start);
+        if let Ok(o) = log.offsets().await {
+            next = next.max(o.log_start);
+        }
         let batches = match log.read(next, 1 << 20).await {
             Ok(b) => b,
             Err(e) => {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
-use strata_journal::Stream;
+use strata_frontend::seams::{StoreError, StreamHandles};
 use tokio::sync::Notify;
 
 use crate::codec::{QoS, ReasonCode, RetainHandling};
@@ -28,7 +28,7 @@ use crate::session::{
 use crate::store;
 use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
 use crate::trie::SubscriptionTree;
-use strata_frontend::kv::{KvError, KvOp};
+use strata_frontend::seams::{StateError, StateOp};
 use strata_frontend::security::Security;
 use strata_frontend::security::acl::{Access, AclRule, Who};
 
@@ -84,14 +84,14 @@ pub struct Broker {
     /// When the broker started.
     pub started: Instant,
     /// Where messages that must be kept are appended before they are acknowledged.
-    pub store: Option<Arc<Stream>>,
+    pub store: Option<Arc<StreamHandles>>,
     /// Streams MQTT publishes are copied to (bridges to Kafka topics).
     pub bridges: crate::bridge::Bridges,
     /// Where persistent sessions and retained messages are kept across restarts.
     pub(crate) persist: Option<Persist>,
     /// Store writes of durable sessions not written yet, in the order they were made, and
     /// how many writes were ever made.
-    pending: Mutex<(Vec<KvOp>, u64)>,
+    pending: Mutex<(Vec<StateOp>, u64)>,
     /// How many of the writes ever made are in the store.
     written: AtomicU64,
     /// Held (shared) while one publisher's group of writes is being made: a sync takes it
@@ -115,7 +115,11 @@ pub struct Broker {
 
 impl Broker {
     /// A broker with no sessions.
-    pub fn new(config: MqttConfig, metrics: MqttMetrics, store: Option<Arc<Stream>>) -> Self {
+    pub fn new(
+        config: MqttConfig,
+        metrics: MqttMetrics,
+        store: Option<Arc<StreamHandles>>,
+    ) -> Self {
         let rules = TopicRules::new(config.rules.clone());
         Broker {
             limits: TopicLimits {
@@ -150,7 +154,7 @@ impl Broker {
     }
 
     /// Adds a store write that belongs to no session's state (wills, delayed publishes).
-    pub(crate) fn push_op(&self, op: KvOp) {
+    pub(crate) fn push_op(&self, op: StateOp) {
         if self.persist.is_some() {
             let mut pending = self.pending.lock();
             pending.1 += 1;
@@ -191,7 +195,7 @@ impl Broker {
         let due = persist::now_wall_ms() + u64::from(secs) * 1000;
         let seq = self.delayed_seq.fetch_add(1, Ordering::Relaxed);
         let key = persist::delayed_key(due, seq);
-        self.push_op(KvOp::Put(
+        self.push_op(StateOp::Put(
             key.clone(),
             persist::encode_due(due, &m, Instant::now()),
         ));
@@ -228,7 +232,7 @@ impl Broker {
     /// Every write made before the call is in the store when it returns, including writes
     /// that another connection's sync took and is still writing: waiting on the count of
     /// written writes, not on the pending list being empty, covers those.
-    pub fn sync_durable(&self) -> Result<(), KvError> {
+    pub fn sync_durable(&self) -> Result<(), StateError> {
         let Some(persist) = &self.persist else {
             return Ok(());
         };
@@ -263,7 +267,7 @@ impl Broker {
     /// holds: sessions whose expiry has not passed (disconnected, with their
     /// subscriptions) and retained messages that have not expired. Returns how many
     /// sessions and retained messages were loaded.
-    pub fn recover(&mut self, persist: Persist) -> Result<(usize, usize), KvError> {
+    pub fn recover(&mut self, persist: Persist) -> Result<(usize, usize), StateError> {
         let now = Instant::now();
         let mut sessions = 0;
         let mut messages = StoredMessages::new(self.store.clone(), now);
@@ -329,7 +333,7 @@ impl Broker {
         let runtime = tokio::runtime::Handle::current();
         for (m, client) in due {
             runtime.block_on(self.publish_stored(m));
-            self.push_op(KvOp::Delete(persist::will_key(&client)));
+            self.push_op(StateOp::Delete(persist::will_key(&client)));
         }
         self.sync_durable()?;
         Ok((sessions, count))
@@ -343,14 +347,14 @@ impl Broker {
         persist: &Persist,
         session: &Session,
         messages: &mut StoredMessages,
-    ) -> Result<(), KvError> {
+    ) -> Result<(), StateError> {
         let client = session.client_id.clone();
         let mut st = session.state.lock();
         st.durable = Some(client.clone());
         let mut gone = Vec::new();
         for (key, value) in persist.scan(&persist::queue_prefix(&client))? {
             let (Some(seq), Some(e)) = (persist::seq_of(&key), QueueEntry::decode(&value)) else {
-                gone.push(KvOp::Delete(key));
+                gone.push(StateOp::Delete(key));
                 continue;
             };
             st.next_seq = st.next_seq.max(seq);
@@ -360,7 +364,7 @@ impl Broker {
                 None if e.phase == EntryPhase::AwaitComp => messages.placeholder(),
                 None => {
                     self.metrics.dropped.with_label_values(&["expired"]).inc();
-                    gone.push(KvOp::Delete(key));
+                    gone.push(StateOp::Delete(key));
                     continue;
                 }
             };
@@ -547,7 +551,7 @@ impl Broker {
         // After the link changed: an old connection registering its will now would see the
         // new link and register nothing; one that registered before is cancelled here.
         if self.wills.lock().remove(client_id).is_some() {
-            self.push_op(KvOp::Delete(persist::will_key(client_id)));
+            self.push_op(StateOp::Delete(persist::will_key(client_id)));
         }
         if let Some(old) = old {
             old.kick.notify_one();
@@ -591,7 +595,7 @@ impl Broker {
                 Some((m, delay)) if !delay.is_zero() && !expired => {
                     if self.persist.is_some() {
                         let due = persist::now_wall_ms() + delay.as_millis() as u64;
-                        st.ops.push(KvOp::Put(
+                        st.ops.push(StateOp::Put(
                             persist::will_key(&session.client_id),
                             persist::encode_due(due, &m, Instant::now()),
                         ));
@@ -1205,7 +1209,7 @@ impl Broker {
     pub async fn housekeep(&self, now: Instant) {
         for (m, key) in self.tick(now) {
             self.publish_stored(m).await;
-            self.push_op(KvOp::Delete(key));
+            self.push_op(StateOp::Delete(key));
         }
         let _ = self.sync_durable();
     }
@@ -1220,12 +1224,19 @@ impl Broker {
         if let Some(stream) = &self.store
             && (message.qos != QoS::AtMostOnce || message.retain)
         {
-            let appended = match store::batch([&*message]) {
-                Ok(batch) => stream.append(0, batch).await,
-                Err(e) => Err(e.into()),
+            // Like a client's messages, by the same rule: the broker's own publish under
+            // one topic stay in one partition, in order.
+            let p = stream.partition_for_key(message.topic.as_bytes());
+            let appended = match (store::batch([&*message]), stream.get(p)) {
+                (Ok(batch), Some(partition)) => partition.append(batch).await,
+                (Err(e), _) => Err(e.into()),
+                (_, None) => Err(StoreError::UnknownPartition {
+                    stream: stream.name().to_string(),
+                    partition: p,
+                }),
             };
             match appended {
-                Ok(a) => Arc::make_mut(&mut message).stored = Some((0, a.base_offset)),
+                Ok(a) => Arc::make_mut(&mut message).stored = Some((p, a.base_offset)),
                 Err(e) => {
                     self.metrics
                         .errors
@@ -1245,14 +1256,14 @@ type DelayedPublish = (Vec<u8>, Arc<Message>);
 
 /// Messages referenced by recovered deliveries, read from the journal once each.
 struct StoredMessages {
-    store: Option<Arc<Stream>>,
+    store: Option<Arc<StreamHandles>>,
     now: Instant,
     found: HashMap<(u32, u64), Option<Arc<Message>>>,
     placeholder: Option<Arc<Message>>,
 }
 
 impl StoredMessages {
-    fn new(store: Option<Arc<Stream>>, now: Instant) -> Self {
+    fn new(store: Option<Arc<StreamHandles>>, now: Instant) -> Self {
         StoredMessages {
             store,
             now,
@@ -1267,11 +1278,10 @@ impl StoredMessages {
         if let Some(m) = self.found.get(&(partition, offset)) {
             return m.clone();
         }
-        let stream = self.store.as_ref()?;
+        let log = self.store.as_ref()?.get(partition)?;
         // Deliveries mostly refer to consecutive offsets: one read of about 1 MiB resolves
         // thousands of them.
-        let read =
-            tokio::runtime::Handle::current().block_on(stream.read(partition, offset, 1 << 20));
+        let read = tokio::runtime::Handle::current().block_on(log.read(offset, 1 << 20));
         match read {
             Ok(batches) => {
                 for b in batches {

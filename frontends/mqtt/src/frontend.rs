@@ -10,9 +10,9 @@ use bytes::Bytes;
 use strata_frontend::admission::Admitted;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::{OwnedStreams, Ownership};
+use strata_frontend::seams::{StreamHandles, StreamSpec};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
-use strata_journal::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -107,17 +107,17 @@ impl Frontend for MqttFrontend {
             Some(store),
         );
         broker.security = ctx.security.clone();
-        broker.bridges = Bridges::open(&ctx.journal, &self.config.bridge_to_stream)
+        broker.bridges = Bridges::open(&ctx.storage, &self.config.bridge_to_stream)
             .await
             .map_err(fail)?;
         let mut from_streams = Vec::new();
         for from in &self.config.bridge_from_stream {
-            let s = bridge::stream(&ctx.journal, &from.stream)
+            let s = bridge::stream(&ctx.storage, &from.stream)
                 .await
                 .map_err(fail)?;
             from_streams.push((from.clone(), s));
         }
-        let space = ctx.kv.space(persist::SPACE).map_err(fail)?;
+        let space = ctx.storage.state.space(persist::SPACE).map_err(fail)?;
         let bridge_space = space.clone();
         // Reading every stored session is synchronous RocksDB work: off the async workers.
         let broker = tokio::task::spawn_blocking(move || {
@@ -192,14 +192,16 @@ impl Frontend for MqttFrontend {
 }
 
 /// The journal stream MQTT messages are kept in, created on first start.
-async fn open_store(ctx: &NodeContext, partitions: u32) -> Result<Arc<Stream>, FrontendError> {
-    if let Ok(s) = ctx.journal.stream(store::STREAM) {
-        return Ok(s);
-    }
-    let config = ctx.journal.stream_config(store::STREAM, partitions.max(1));
-    ctx.journal.create_stream(config).await.map_err(|e| {
-        FrontendError::Failed(format!("cannot create the {} stream: {e}", store::STREAM))
-    })
+async fn open_store(
+    ctx: &NodeContext,
+    partitions: u32,
+) -> Result<Arc<StreamHandles>, FrontendError> {
+    StreamHandles::open(&ctx.storage, StreamSpec::new(store::STREAM, partitions))
+        .await
+        .map(Arc::new)
+        .map_err(|e| {
+            FrontendError::Failed(format!("cannot open the {} stream: {e}", store::STREAM))
+        })
 }
 
 /// The kind of listener a socket came in on.

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
-use strata_frontend::kv::{KvError, KvOp, KvSpace};
-use strata_journal::now_ms;
+use strata_batch::now_ms;
+use strata_frontend::seams::{StateError, StateOp, StateSpace};
 
 use crate::codec::{self, Packet, ProtocolVersion, PublishRef, SubscriptionOptions};
 use crate::message::Message;
@@ -94,7 +94,7 @@ impl SessionRecord {
 /// The frontend's view of the key-value store.
 #[derive(Debug, Clone)]
 pub struct Persist {
-    space: KvSpace,
+    space: StateSpace,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -110,35 +110,38 @@ fn key(prefix: &[u8], name: &str) -> Vec<u8> {
 
 impl Persist {
     /// Uses `space` (the frontend's namespace).
-    pub fn new(space: KvSpace) -> Self {
+    pub fn new(space: StateSpace) -> Self {
         Persist { space }
     }
 
     /// The write that stores the session of `client_id`.
-    pub fn save_session(client_id: &str, record: &SessionRecord) -> KvOp {
-        KvOp::Put(
+    pub fn save_session(client_id: &str, record: &SessionRecord) -> StateOp {
+        StateOp::Put(
             key(SESSION, client_id),
             serde_json::to_vec(record).unwrap_or_default(),
         )
     }
 
     /// Applies `ops` atomically.
-    pub fn write(&self, ops: &[KvOp]) -> Result<(), KvError> {
+    pub fn write(&self, ops: &[StateOp]) -> Result<(), StateError> {
         self.space.write(ops)
     }
 
     /// Every key under `prefix` with its value.
-    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<strata_frontend::kv::KvPair>, KvError> {
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<strata_frontend::seams::StatePair>, StateError> {
         self.space.scan_prefix(prefix)
     }
 
     /// The write that forgets the session of `client_id`.
-    pub fn delete_session(client_id: &str) -> KvOp {
-        KvOp::Delete(key(SESSION, client_id))
+    pub fn delete_session(client_id: &str) -> StateOp {
+        StateOp::Delete(key(SESSION, client_id))
     }
 
     /// Every stored session; records that cannot be read are reported and skipped.
-    pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, KvError> {
+    pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, StateError> {
         let mut out = Vec::new();
         for (k, v) in self.space.scan_prefix(SESSION)? {
             let id = String::from_utf8_lossy(&k[SESSION.len()..]).into_owned();
@@ -154,7 +157,7 @@ impl Persist {
 
     /// Stores `m` as the retained message of its topic, or clears the topic's when its
     /// payload is empty.
-    pub fn save_retained(&self, m: &Message) -> Result<(), KvError> {
+    pub fn save_retained(&self, m: &Message) -> Result<(), StateError> {
         if m.payload.is_empty() {
             return self.delete_retained(&m.topic);
         }
@@ -163,12 +166,12 @@ impl Persist {
     }
 
     /// Deletes the stored retained message of `topic`, if any.
-    pub fn delete_retained(&self, topic: &str) -> Result<(), KvError> {
+    pub fn delete_retained(&self, topic: &str) -> Result<(), StateError> {
         self.space.delete(&key(RETAINED, topic))
     }
 
     /// Every stored retained message that has not expired.
-    pub fn retained(&self) -> Result<Vec<Message>, KvError> {
+    pub fn retained(&self) -> Result<Vec<Message>, StateError> {
         let now = Instant::now();
         let mut out = Vec::new();
         for (k, v) in self.space.scan_prefix(RETAINED)? {
@@ -503,7 +506,7 @@ pub fn now_wall_ms() -> u64 {
 impl Persist {
     /// Pending wills: client id, due time (wall-clock ms) and message. Unreadable or
     /// expired ones are skipped.
-    pub fn wills(&self) -> Result<Vec<(String, u64, Message)>, KvError> {
+    pub fn wills(&self) -> Result<Vec<(String, u64, Message)>, StateError> {
         Ok(self
             .due(b"w/")?
             .into_iter()
@@ -512,12 +515,12 @@ impl Persist {
     }
 
     /// Delayed publishes: key, due time (wall-clock ms) and message.
-    pub fn delayed(&self) -> Result<Vec<(Vec<u8>, u64, Message)>, KvError> {
+    pub fn delayed(&self) -> Result<Vec<(Vec<u8>, u64, Message)>, StateError> {
         self.due(b"d/")
     }
 
     /// Every readable, unexpired [`encode_due`] record under `prefix`, with its key.
-    fn due(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, u64, Message)>, KvError> {
+    fn due(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, u64, Message)>, StateError> {
         let now = Instant::now();
         Ok(self
             .space

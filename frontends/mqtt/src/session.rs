@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use strata_frontend::kv::KvOp;
+use strata_frontend::seams::StateOp;
 use strata_frontend::security::acl::AclRule;
 
 use crate::codec::{QoS, SubscriptionOptions};
@@ -240,7 +240,7 @@ pub struct SessionState {
     pub next_seq: u64,
     /// Store writes that the changes so far need, in order. The broker moves them to its
     /// pending writes under this state's lock, so writes of one key keep their order.
-    pub ops: Vec<KvOp>,
+    pub ops: Vec<StateOp>,
     /// The user the client id belongs to: only that user may take the session over.
     pub owner: Option<Arc<str>>,
     /// Who its last connection was (user, address, a token's rules): an ACL change judges
@@ -267,7 +267,7 @@ impl SessionState {
             offset,
             subscription_ids: out.subscription_ids.clone(),
         };
-        self.ops.push(KvOp::Put(
+        self.ops.push(StateOp::Put(
             persist::queue_key(client, out.seq),
             entry.encode(),
         ));
@@ -278,7 +278,8 @@ impl SessionState {
         if let Some(client) = &self.durable
             && seq != 0
         {
-            self.ops.push(KvOp::Delete(persist::queue_key(client, seq)));
+            self.ops
+                .push(StateOp::Delete(persist::queue_key(client, seq)));
         }
     }
 
@@ -458,7 +459,7 @@ impl SessionState {
     pub fn record_incoming(&mut self, id: u16) {
         if let Some(client) = &self.durable {
             self.ops
-                .push(KvOp::Put(persist::incoming_key(client, id), Vec::new()));
+                .push(StateOp::Put(persist::incoming_key(client, id), Vec::new()));
         }
     }
 
@@ -468,7 +469,7 @@ impl SessionState {
         let known = self.incoming_qos2.remove(&id);
         if known && let Some(client) = &self.durable {
             self.ops
-                .push(KvOp::Delete(persist::incoming_key(client, id)));
+                .push(StateOp::Delete(persist::incoming_key(client, id)));
         }
         known
     }

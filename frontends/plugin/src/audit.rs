@@ -5,7 +5,9 @@
 //! the username only. The stream is internal: Kafka clients cannot delete or write it.
 
 use serde::Serialize;
-use strata_journal::{BatchBuilder, Journal, JournalError, now_ms};
+use strata_batch::{BatchBuilder, now_ms};
+
+use crate::seams::{Storage, StoreError, StreamSpec};
 
 /// The stream audit records go to.
 pub const STREAM: &str = "strata.audit";
@@ -20,30 +22,20 @@ struct AuditRecord<'a> {
 
 /// Appends one audit record, creating the stream on first use. Logged too (target
 /// `strata::audit`), so a failed append still leaves a trace.
-pub async fn record(journal: &Journal, action: &str, target: &str, actor: &str) {
+pub async fn record(storage: &Storage, action: &str, target: &str, actor: &str) {
     tracing::info!(target: "strata::audit", action, target_name = target, actor, "change");
-    if let Err(e) = append(journal, action, target, actor).await {
+    if let Err(e) = append(storage, action, target, actor).await {
         tracing::error!(action, error = %e, "audit record not stored");
     }
 }
 
 async fn append(
-    journal: &Journal,
+    storage: &Storage,
     action: &str,
     target: &str,
     actor: &str,
-) -> Result<(), JournalError> {
-    let stream = match journal.stream(STREAM) {
-        Ok(s) => s,
-        Err(_) => match journal
-            .create_stream(journal.stream_config(STREAM, 1))
-            .await
-        {
-            Ok(s) => s,
-            Err(JournalError::StreamExists(_)) => journal.stream(STREAM)?,
-            Err(e) => return Err(e),
-        },
-    };
+) -> Result<(), StoreError> {
+    storage.ensure_stream(StreamSpec::new(STREAM, 1)).await?;
     let time_ms = now_ms();
     let value = serde_json::to_vec(&AuditRecord {
         time_ms,
@@ -54,6 +46,10 @@ async fn append(
     .unwrap_or_default();
     let mut b = BatchBuilder::new();
     b.push(time_ms, Some(action.as_bytes()), Some(&value), &[]);
-    stream.append(0, b.build()?).await?;
+    storage
+        .partition(STREAM, 0)
+        .await?
+        .append(b.build()?)
+        .await?;
     Ok(())
 }

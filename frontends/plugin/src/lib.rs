@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 pub mod admin;
 pub mod admission;
 pub mod audit;
-pub mod kv;
 pub mod log_select;
 pub mod owned;
 pub mod rate;
@@ -16,16 +15,13 @@ pub mod tls;
 pub mod topic_filter;
 
 use async_trait::async_trait;
-use strata_journal::Journal;
 use tokio::sync::{mpsc, watch};
 
 /// What the node hands every frontend.
 #[derive(Debug, Clone)]
 pub struct NodeContext {
-    /// The storage engine.
-    pub journal: Journal,
-    /// The node's key-value store (RocksDB under `<data_dir>/kv`).
-    pub kv: kv::KvStore,
+    /// Streams, partitions and frontend state, wherever they live.
+    pub storage: seams::Storage,
     /// The registry behind the node's `/metrics`.
     pub registry: prometheus::Registry,
     /// Where a frontend reports its listeners, so the node can log and announce them.

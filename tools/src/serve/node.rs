@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use prometheus::Registry;
-use strata_frontend::kv::KvStore;
 use strata_frontend::owned::{OwnedStreams, Ownership};
+use strata_frontend::seams::{StateStore, Storage};
 use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
+use strata_local::{KvStore, LocalStreams};
 use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -78,6 +79,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let mut admin = AdminState {
         metrics,
         journal: journal.clone(),
+        storage: storage(&journal, &kv),
         config: Arc::new(effective_config(&config)),
         log,
         mqtt: None,
@@ -164,6 +166,16 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The seams frontends see: this node's journal and key-value store.
+pub fn storage(journal: &Journal, kv: &KvStore) -> Storage {
+    let streams = LocalStreams::new(journal.clone(), 0);
+    Storage {
+        catalog: Arc::new(streams.clone()),
+        router: Arc::new(streams),
+        state: Arc::new(kv.clone()),
+    }
+}
+
 /// Loads users, ACL rules and bans: those of `[auth]` and those the admin API stored.
 fn open_security(
     config: &NodeConfig,
@@ -226,8 +238,7 @@ async fn start_frontends(
 ) -> anyhow::Result<Frontends> {
     let (events, mut announced) = mpsc::unbounded_channel();
     let ctx = NodeContext {
-        journal: journal.clone(),
-        kv: kv.clone(),
+        storage: storage(journal, kv),
         registry: admin.metrics.registry().clone(),
         events,
         owned: OwnedStreams::default(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strata_frontend::Shutdown;
+use strata_frontend::seams::{StoreError, StreamHandles};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
@@ -590,12 +591,8 @@ async fn send_connack<S: AsyncWrite + Unpin>(stream: &mut S, v: ProtocolVersion,
     }
 }
 
-fn partition_for(client: &str, store: Option<&strata_journal::Stream>) -> u32 {
-    use std::hash::{Hash, Hasher};
-    let n = store.map_or(1, |s| s.partitions().len().max(1)) as u64;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    client.hash(&mut h);
-    (h.finish() % n) as u32
+fn partition_for(client: &str, store: Option<&StreamHandles>) -> u32 {
+    store.map_or(0, |s| s.partition_for_key(client.as_bytes()))
 }
 
 /// 64 random bits for assigned client identifiers: `RandomState` is seeded randomly per
@@ -1066,15 +1063,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut batch: Vec<Accepted> = std::mem::take(pending);
         let stored = match &self.broker.store {
             None => Ok(()),
-            Some(stream) => match store::batch(batch.iter().map(|a| &*a.message)) {
-                Ok(b) => stream.append(self.partition, b).await.map(|appended| {
+            Some(stream) => match (
+                store::batch(batch.iter().map(|a| &*a.message)),
+                stream.get(self.partition),
+            ) {
+                (Ok(b), Some(partition)) => partition.append(b).await.map(|appended| {
                     for (i, a) in batch.iter_mut().enumerate() {
                         if let Some(m) = Arc::get_mut(&mut a.message) {
                             m.stored = Some((self.partition, appended.base_offset + i as u64));
                         }
                     }
                 }),
-                Err(e) => Err(e.into()),
+                (Err(e), _) => Err(e.into()),
+                (_, None) => Err(StoreError::UnknownPartition {
+                    stream: stream.name().to_string(),
+                    partition: self.partition,
+                }),
             },
         };
         let stored = match stored {

@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod conformance;
 mod error;
+mod handles;
 pub mod memory;
 pub mod router;
 pub mod state;
@@ -18,5 +19,41 @@ pub use catalog::{
     Catalog, NodeId, Placement, StreamInfo, StreamSpec, ensure_stream, validate_stream_name,
 };
 pub use error::{StoreError, StoreResult};
+pub use handles::{StreamHandles, partition_for_key};
 pub use router::{Appended, Offsets, Partition, PartitionRouter};
 pub use state::{SpaceBackend, StateError, StateOp, StatePair, StateSpace, StateStore};
+
+use std::sync::Arc;
+
+/// The three seams together, as the node hands them to every frontend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Streams, partitions, placement.
+    pub catalog: Arc<dyn Catalog>,
+    /// Partitions, wherever they are.
+    pub router: Arc<dyn PartitionRouter>,
+    /// Frontend state.
+    pub state: Arc<dyn StateStore>,
+}
+
+impl Storage {
+    /// Everything in memory: for tests and tools that need no disk.
+    pub fn in_memory() -> Self {
+        let streams = memory::MemoryStreams::new();
+        Storage {
+            catalog: Arc::new(streams.clone()),
+            router: Arc::new(streams),
+            state: Arc::new(memory::MemoryState::new()),
+        }
+    }
+
+    /// The stream named in `spec`, created when missing (see [`ensure_stream`]).
+    pub async fn ensure_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo> {
+        ensure_stream(self.catalog.as_ref(), spec).await
+    }
+
+    /// A handle on one partition.
+    pub async fn partition(&self, stream: &str, partition: u32) -> StoreResult<Arc<dyn Partition>> {
+        self.router.partition(stream, partition).await
+    }
+}

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::kv::{KvError, KvOp, KvSpace};
+use crate::seams::{StateError, StateOp, StateSpace};
 use acl::{Access, Acl, AclRule, Who};
 use bans::{Ban, BanKind, BanList, FlappingConfig, FlappingDetector};
 use password::PasswordVerifier;
@@ -148,7 +148,7 @@ pub enum SecurityError {
     Fixed(String),
     /// The store failed; nothing changed.
     #[error("store: {0}")]
-    Store(#[from] KvError),
+    Store(#[from] StateError),
 }
 
 fn now_ms() -> u64 {
@@ -227,7 +227,7 @@ impl SecurityMetrics {
 
 struct Inner {
     config: AuthConfig,
-    store: Option<KvSpace>,
+    store: Option<StateSpace>,
     users: RwLock<BTreeMap<String, StoredUser>>,
     /// Configured rules, then the admin API's, with the default: swapped whole.
     acl: RwLock<Arc<Acl>>,
@@ -271,7 +271,7 @@ impl Security {
     /// Loads the configured users and rules and what the store holds (`None`: memory only).
     pub fn open(
         config: AuthConfig,
-        store: Option<KvSpace>,
+        store: Option<StateSpace>,
         registry: &prometheus::Registry,
     ) -> Result<Self, SecurityError> {
         let mut users = BTreeMap::new();
@@ -568,7 +568,7 @@ impl Security {
 
     fn store_kafka_acls(&self, bindings: Vec<kafka_acl::AclBinding>) -> Result<(), SecurityError> {
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Put(KAFKA_ACL_KEY.to_vec(), encode(&bindings)?)])?;
+            kv.write(&[StateOp::Put(KAFKA_ACL_KEY.to_vec(), encode(&bindings)?)])?;
         }
         *self.0.kafka_acl.write() = Arc::new(kafka_acl::KafkaAcl::new(bindings));
         Ok(())
@@ -627,7 +627,7 @@ impl Security {
             scram,
         };
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Put(user_key(name), encode(&user)?)])?;
+            kv.write(&[StateOp::Put(user_key(name), encode(&user)?)])?;
         }
         Ok(self
             .0
@@ -650,7 +650,7 @@ impl Security {
             Some(_) => {}
         }
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Delete(user_key(name))])?;
+            kv.write(&[StateOp::Delete(user_key(name))])?;
         }
         self.0.users.write().remove(name);
         self.0.users_generation.fetch_add(1, Ordering::Release);
@@ -676,7 +676,7 @@ impl Security {
     pub fn set_acl_rules(&self, rules: Vec<AclRule>) -> Result<(), SecurityError> {
         let _change = self.0.changes.lock();
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Put(ACL_KEY.to_vec(), encode(&rules)?)])?;
+            kv.write(&[StateOp::Put(ACL_KEY.to_vec(), encode(&rules)?)])?;
         }
         *self.0.api_rules.write() = rules;
         self.rebuild_acl();
@@ -693,11 +693,11 @@ impl Security {
         if !gone.is_empty()
             && let Some(kv) = &self.0.store
         {
-            let ops: Vec<KvOp> = gone
+            let ops: Vec<StateOp> = gone
                 .iter()
-                .map(|b| KvOp::Delete(ban_key(b.kind, &b.value)))
+                .map(|b| StateOp::Delete(ban_key(b.kind, &b.value)))
                 .collect();
-            if let Err(e) = kv.write(ops) {
+            if let Err(e) = kv.write(&ops) {
                 tracing::warn!(error = %e, "expired bans not removed from the store");
             }
         }
@@ -710,7 +710,7 @@ impl Security {
         let mut trial = BanList::default();
         trial.insert(ban.clone()).map_err(SecurityError::Invalid)?;
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Put(ban_key(ban.kind, &ban.value), encode(&ban)?)])?;
+            kv.write(&[StateOp::Put(ban_key(ban.kind, &ban.value), encode(&ban)?)])?;
         }
         self.0
             .bans
@@ -744,7 +744,7 @@ impl Security {
     pub fn remove_ban(&self, kind: BanKind, value: &str) -> Result<(), SecurityError> {
         let _change = self.0.changes.lock();
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Delete(ban_key(kind, value))])?;
+            kv.write(&[StateOp::Delete(ban_key(kind, value))])?;
         }
         if self.0.bans.write().remove(kind, value) {
             Ok(())
@@ -830,7 +830,7 @@ impl Security {
         };
         let _change = self.0.changes.lock();
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Put(token_key(name), encode(&token)?)])?;
+            kv.write(&[StateOp::Put(token_key(name), encode(&token)?)])?;
         }
         self.0.tokens.write().insert(token);
         Ok(secret)
@@ -840,7 +840,7 @@ impl Security {
     pub fn revoke_token(&self, name: &str) -> Result<(), SecurityError> {
         let _change = self.0.changes.lock();
         if let Some(kv) = &self.0.store {
-            kv.write([KvOp::Delete(token_key(name))])?;
+            kv.write(&[StateOp::Delete(token_key(name))])?;
         }
         if self.0.tokens.write().remove(name) {
             Ok(())
@@ -919,8 +919,8 @@ mod tests {
 
     #[tokio::test]
     async fn changes_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let kv = crate::kv::KvStore::open(dir.path(), false).unwrap();
+        use crate::seams::StateStore;
+        let kv = crate::seams::memory::MemoryState::new();
         let space = kv.space(SPACE).unwrap();
         let reg = prometheus::Registry::new();
         {

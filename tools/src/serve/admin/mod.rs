@@ -39,6 +39,8 @@ pub struct AdminState {
     pub metrics: Arc<NodeMetrics>,
     /// The storage engine.
     pub journal: Journal,
+    /// The seams the frontends see (the audit log is appended through them).
+    pub storage: strata_frontend::seams::Storage,
     /// The effective configuration, secrets masked.
     pub config: Arc<serde_json::Value>,
     /// The runtime log filter.
@@ -67,7 +69,7 @@ impl AdminState {
         let actor = ACTOR
             .try_with(Clone::clone)
             .unwrap_or_else(|_| "anonymous".to_string());
-        strata_frontend::audit::record(&self.journal, action, target, &actor).await;
+        strata_frontend::audit::record(&self.storage, action, target, &actor).await;
     }
 }
 

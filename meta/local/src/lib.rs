@@ -1,0 +1,14 @@
+//! The seams of `strata_frontend::seams` served by this node alone: the catalog and the
+//! partition router over the local [`strata_journal::Journal`] ([`LocalStreams`]), and the
+//! state store in a RocksDB instance under the data directory ([`KvStore`]). A cluster
+//! wraps these: a partition this node leads is served by them.
+
+mod errors;
+mod partition;
+mod state;
+mod streams;
+
+pub use errors::store_error;
+pub use partition::LocalPartition;
+pub use state::KvStore;
+pub use streams::LocalStreams;
