@@ -25,7 +25,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use strata_batch::PendingBatch;
-use strata_frontend::seams::{Partition, StoreError, StreamInfo, StreamSpec, validate_stream_name};
+use strata_frontend::seams::{
+    Offsets, Partition, StoreError, StreamInfo, StreamSpec, validate_stream_name,
+};
 
 use crate::producers::storage_code;
 
@@ -639,6 +641,20 @@ async fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn
         .map_err(|e| storage_code(&e))
 }
 
+/// The partition a fetch may read (`readable`: the ACL's answer for its topic), with its
+/// offsets now, or the Kafka error code.
+async fn fetchable(
+    k: &Kafka,
+    readable: Result<(), i16>,
+    topic: &str,
+    partition: i32,
+) -> Result<(Arc<dyn Partition>, Offsets), i16> {
+    readable?;
+    let log = partition_log(k, topic, partition).await?;
+    let offsets = log.offsets().await.map_err(|e| storage_code(&e))?;
+    Ok((log, offsets))
+}
+
 struct FetchSlot {
     topic: usize,
     log: Option<Arc<dyn Partition>>,
@@ -663,26 +679,9 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
             let readable = guard::may_read(k, session, &t.topic);
             for p in &t.partitions {
                 let mut data = PartitionData::default().with_partition_index(p.partition);
-                let log = match readable {
-                    Ok(()) => partition_log(k, &t.topic, p.partition).await,
-                    Err(c) => Err(c),
-                };
-                let log = match log {
-                    Ok(log) => log,
+                let (log, offsets) = match fetchable(k, readable, &t.topic, p.partition).await {
+                    Ok(found) => found,
                     Err(c) => {
-                        k.metrics.error("Fetch", c);
-                        slots.push(FetchSlot {
-                            topic: ti,
-                            log: None,
-                            data: data.with_error_code(c).with_high_watermark(-1),
-                        });
-                        continue;
-                    }
-                };
-                let offsets = match log.offsets().await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        let c = storage_code(&e);
                         k.metrics.error("Fetch", c);
                         slots.push(FetchSlot {
                             topic: ti,

@@ -1,15 +1,14 @@
 //! The conformance suites against the in-memory implementations.
 
-use strata_frontend::seams::conformance;
-use strata_frontend::seams::memory::{MemoryState, MemoryStreams};
+use strata_frontend::seams::{Storage, conformance};
 
 #[tokio::test]
 async fn memory_streams_conform() {
-    let streams = MemoryStreams::new();
-    conformance::catalog_and_router(&streams, &streams).await;
+    let storage = Storage::in_memory();
+    conformance::catalog_and_router(storage.catalog.as_ref(), storage.router.as_ref()).await;
 }
 
 #[test]
 fn memory_state_conforms() {
-    conformance::state_store(&MemoryState::new());
+    conformance::state_store(Storage::in_memory().state.as_ref());
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use strata_frontend::seams::{
     Catalog, NodeId, Partition, PartitionRouter, Placement, StoreError, StoreResult, StreamInfo,
-    StreamSpec, validate_stream_name,
+    StreamSpec,
 };
 use strata_journal::{Journal, StreamConfig};
 
@@ -60,7 +60,7 @@ impl Catalog for LocalStreams {
     }
 
     async fn create_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo> {
-        validate_stream_name(&spec.name)?;
+        // The journal checks the name and the count (`Invalid` when either is bad).
         let config = self.journal.stream_config(&spec.name, spec.partitions);
         let stream = self
             .journal

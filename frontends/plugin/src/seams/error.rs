@@ -76,16 +76,6 @@ pub enum StoreError {
     Storage(String),
 }
 
-impl StoreError {
-    /// True when the same call may succeed later, here or at the leader it names.
-    pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::NotLeader { .. } | StoreError::Unavailable(_) | StoreError::Storage(_)
-        )
-    }
-}
-
 impl From<strata_batch::BatchError> for StoreError {
     fn from(e: strata_batch::BatchError) -> Self {
         match e {
