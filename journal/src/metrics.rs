@@ -1,9 +1,7 @@
 //! The journal's Prometheus metrics.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    exponential_buckets,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use strata_metrics::{counter, counter_vec, doubling, gauge};
 
 /// Counters, gauges and histograms for every journal operation. Labels are the storage
 /// class only, so cardinality stays fixed however many streams exist.
@@ -45,40 +43,12 @@ pub struct JournalMetrics {
     pub streams_failed: IntGauge,
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), &["class"])
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(registry, Box::new(c.clone()));
-    c
-}
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(registry, Box::new(c.clone()));
-    c
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(registry, Box::new(g.clone()));
-    g
+fn by_class(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    counter_vec(registry, name, help, &["class"])
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, start: f64) -> Histogram {
-    let buckets = exponential_buckets(start, 2.0, 20).unwrap_or_default();
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(registry, Box::new(h.clone()));
-    h
-}
-
-fn register(registry: &Registry, c: Box<dyn prometheus::core::Collector>) {
-    // A second journal on the same registry (tests) keeps the first one's series.
-    if let Err(e) = registry.register(c) {
-        tracing::debug!(error = %e, "journal metric already registered");
-    }
+    strata_metrics::histogram(registry, name, help, doubling(start, 20))
 }
 
 /// The per-class counters of one storage class, resolved once so hot paths skip the
@@ -116,24 +86,24 @@ impl JournalMetrics {
     pub fn new(registry: &Registry) -> Self {
         let r = registry;
         JournalMetrics {
-            appends: counter_vec(r, "strata_journal_appends_total", "Batches appended."),
-            append_bytes: counter_vec(r, "strata_journal_append_bytes_total", "Bytes appended."),
-            append_records: counter_vec(
+            appends: by_class(r, "strata_journal_appends_total", "Batches appended."),
+            append_bytes: by_class(r, "strata_journal_append_bytes_total", "Bytes appended."),
+            append_records: by_class(
                 r,
                 "strata_journal_append_records_total",
                 "Records appended.",
             ),
-            append_errors: counter_vec(
+            append_errors: by_class(
                 r,
                 "strata_journal_append_errors_total",
                 "Appends that failed.",
             ),
-            reads: counter_vec(
+            reads: by_class(
                 r,
                 "strata_journal_read_batches_total",
                 "Batches returned to readers.",
             ),
-            read_bytes: counter_vec(
+            read_bytes: by_class(
                 r,
                 "strata_journal_read_bytes_total",
                 "Bytes returned to readers.",

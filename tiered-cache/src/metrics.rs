@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    exponential_buckets,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
 };
+use strata_metrics::{counter, counter_vec, doubling, gauge, histogram, register};
 
 /// Counters, gauges and histograms of the tier; cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,42 +41,14 @@ pub struct TierMetrics {
     pub local_deleted: IntCounter,
 }
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    // A second journal on the same registry (tests) keeps the first one's series.
-    if let Err(e) = registry.register(Box::new(c.clone())) {
-        tracing::debug!(error = %e, "tier metric already registered");
-    }
-    c
-}
-
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    register(
-        r,
-        IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}")),
-    )
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    register(
-        r,
-        IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}")),
-    )
-}
-
 fn buckets() -> Vec<f64> {
-    exponential_buckets(0.000_01, 2.0, 24).unwrap_or_default()
+    doubling(0.000_01, 24)
 }
 
 impl TierMetrics {
     /// Registers the tier's metrics in `r`.
     pub fn new(r: &Registry) -> Self {
-        let by_tier = |name: &str, help: &str| {
-            register(
-                r,
-                IntCounterVec::new(Opts::new(name, help), &["tier"])
-                    .unwrap_or_else(|e| unreachable!("metric {name}: {e}")),
-            )
-        };
+        let by_tier = |name: &str, help: &str| counter_vec(r, name, help, &["tier"]);
         TierMetrics {
             reads: by_tier(
                 "strata_tier_block_reads_total",
@@ -115,14 +87,7 @@ impl TierMetrics {
                 "strata_tier_upload_failures_total",
                 "Uploads that failed (retried with backoff)",
             ),
-            upload_seconds: register(
-                r,
-                Histogram::with_opts(
-                    HistogramOpts::new("strata_tier_upload_seconds", "Upload latency")
-                        .buckets(buckets()),
-                )
-                .unwrap_or_else(|e| unreachable!("metric upload_seconds: {e}")),
-            ),
+            upload_seconds: histogram(r, "strata_tier_upload_seconds", "Upload latency", buckets()),
             upload_backlog_bytes: gauge(
                 r,
                 "strata_tier_upload_backlog_bytes",

@@ -16,9 +16,10 @@ use strata_frontend::security::kafka_acl::{
     AclBinding, AclPermission, BindingFilter, CLUSTER, Operation, PatternType, ResourceType,
 };
 
-use crate::frontend::Kafka;
+use crate::code;
 use crate::guard;
-use crate::handlers::{Session, code};
+use crate::session::Session;
+use crate::state::Kafka;
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())

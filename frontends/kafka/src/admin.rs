@@ -2,7 +2,7 @@
 //! committed offsets and lag, for the node's HTTP API and its `/metrics`.
 
 use futures_util::FutureExt;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
@@ -10,16 +10,24 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntGaugeVec, Opts};
 use serde::Serialize;
-use strata_frontend::admin::AdminError;
+use strata_frontend::admin::{AdminError, Live};
 use utoipa::ToSchema;
 
-use crate::frontend::Kafka;
 use crate::groups::GroupSnapshot;
+use crate::state::Kafka;
 
 /// A cloneable handle on the running Kafka frontend for the admin API.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KafkaAdmin {
-    kafka: Arc<OnceLock<Arc<Kafka>>>,
+    kafka: Live<Kafka>,
+}
+
+impl Default for KafkaAdmin {
+    fn default() -> Self {
+        KafkaAdmin {
+            kafka: Live::new("Kafka"),
+        }
+    }
 }
 
 /// A consumer group.
@@ -99,13 +107,11 @@ pub struct OffsetView {
 impl KafkaAdmin {
     /// Connects the handle to the running frontend (done once by the frontend).
     pub(crate) fn attach(&self, kafka: Arc<Kafka>) {
-        let _ = self.kafka.set(kafka);
+        self.kafka.attach(kafka);
     }
 
     fn kafka(&self) -> Result<&Arc<Kafka>, AdminError> {
-        self.kafka
-            .get()
-            .ok_or_else(|| AdminError::Unavailable("the Kafka frontend is still starting".into()))
+        self.kafka.get()
     }
 
     /// Every group with members or committed offsets, by group id.

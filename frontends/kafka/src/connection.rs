@@ -12,8 +12,9 @@ use strata_frontend::Shutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
-use crate::frontend::Kafka;
-use crate::handlers::{self, Session};
+use crate::handlers;
+use crate::session::Session;
+use crate::state::Kafka;
 
 /// Bytes read into a request's buffer at a time.
 const READ_CHUNK: usize = 64 * 1024;

@@ -1,14 +1,13 @@
-//! The Kafka frontend: the listener and the state every connection shares.
+//! The Kafka frontend: its listeners and the connections they accept.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use strata_frontend::accept::{Accepted, Acceptor};
+use strata_frontend::admin::http::AdminApi;
 use strata_frontend::admission::ConnectionGate;
-use strata_frontend::owned::OwnedStreams;
-use strata_frontend::seams::Storage;
-use strata_frontend::security::Security;
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
@@ -18,6 +17,7 @@ use crate::connection;
 use crate::groups::Coordinator;
 use crate::metrics::KafkaMetrics;
 use crate::producers::Producers;
+use crate::state::Kafka;
 
 /// Namespace of the Kafka frontend in the node's key-value store.
 pub const SPACE: &str = "kafka";
@@ -44,43 +44,14 @@ impl KafkaFrontend {
     }
 }
 
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Kafka {
-    pub config: KafkaConfig,
-    pub storage: Storage,
-    pub metrics: KafkaMetrics,
-    pub groups: Coordinator,
-    pub producers: Producers,
-    /// Host and port clients are told to use.
-    pub advertised: (String, i32),
-    /// Host and port clients of the SSL listener are told to use.
-    pub advertised_tls: Option<(String, i32)>,
-    /// Streams other frontends own.
-    pub owned: OwnedStreams,
-    /// Users, ACL and bans.
-    pub security: Security,
-    /// Produce and Fetch quotas, per principal.
-    pub quotas: crate::quota::QuotaBook,
-}
-
-impl Kafka {
-    /// The host and port a client of this session's listener is told to use.
-    pub fn advertised_for(&self, session: &crate::handlers::Session) -> (&str, i32) {
-        match (&self.advertised_tls, session.tls) {
-            (Some((host, port)), true) => (host, *port),
-            _ => (&self.advertised.0, self.advertised.1),
-        }
-    }
-}
-
-/// The node id this broker announces (a single node for now).
-pub const NODE_ID: i32 = 0;
-
 #[async_trait]
 impl Frontend for KafkaFrontend {
     fn name(&self) -> &'static str {
         "kafka"
+    }
+
+    fn admin_api(&self, _ctx: &NodeContext) -> Option<AdminApi> {
+        Some(crate::admin_api::api(self.admin.clone()))
     }
 
     async fn serve(
@@ -137,37 +108,36 @@ impl Frontend for KafkaFrontend {
         self.admin.attach(state.clone());
         // Ready once the admin API can answer for this frontend too.
         ctx.ready();
-        if let Err(e) = ctx.registry.register(Box::new(GroupCollector::new(&state))) {
-            tracing::debug!(error = %e, "kafka group metrics already registered");
-        }
-        let sweeper = tokio::spawn(Coordinator::sweep(state.clone(), shutdown.clone()));
+        strata_metrics::register_collector(&ctx.registry, Box::new(GroupCollector::new(&state)));
+        let sweeper = {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move { state.groups.sweep(shutdown).await })
+        };
         let mut connections = tokio::task::JoinSet::new();
         // Decided at accept, before a byte is read.
         let gate = ConnectionGate::new(state.config.connection_limits());
         let handshake =
             Duration::from_millis(state.config.connections_max_idle_ms.clamp(1, 10_000));
+        let mut listeners = vec![(false, listener)];
+        listeners.extend(tls_listener.map(|l| (true, l)));
+        let errors = state.metrics.errors.clone();
+        let mut acceptor = Acceptor::start(listeners, gate, state.security.clone(), move |why| {
+            errors.with_label_values(&["connection", why]).inc();
+        });
         loop {
-            let (accepted, secure) = tokio::select! {
-                accepted = listener.accept() => (accepted, false),
-                accepted = accept_tls(tls_listener.as_ref()) => (accepted, true),
+            let socket = tokio::select! {
+                socket = acceptor.next() => socket,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 _ = shutdown.wait() => break,
             };
-            let Ok((stream, peer)) = accepted else {
-                // Out of file descriptors, say: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let refused = |why| {
-                let errors = &state.metrics.errors;
-                errors.with_label_values(&["connection", why]).inc();
-            };
-            let Some(admitted) = gate.admit_unbanned(&state.security, peer, refused) else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
             let (state, shutdown, tls) = (state.clone(), shutdown.clone(), tls.clone());
             connections.spawn(async move {
+                let Accepted {
+                    kind: secure,
+                    stream,
+                    addr: peer,
+                    admitted,
+                } = socket;
                 match (secure, tls) {
                     (false, _) => {
                         connection::serve(stream, Some(peer), None, state, shutdown).await
@@ -188,20 +158,10 @@ impl Frontend for KafkaFrontend {
                 drop(admitted);
             });
         }
-        drop(listener);
+        drop(acceptor);
         strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         sweeper.abort();
         Ok(())
-    }
-}
-
-/// Accepts on the SSL listener, or never when there is none.
-async fn accept_tls(
-    listener: Option<&tokio::net::TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
     }
 }
 

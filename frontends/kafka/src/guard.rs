@@ -4,8 +4,9 @@
 use strata_frontend::owned::Ownership;
 use strata_frontend::security::kafka_acl::{CLUSTER, Operation, ResourceType};
 
-use crate::frontend::Kafka;
-use crate::handlers::{Session, code};
+use crate::code;
+use crate::session::Session;
+use crate::state::Kafka;
 
 /// The principal a Kafka connection acts as: its SASL user, or `ANONYMOUS`.
 pub fn principal(session: &Session) -> &str {

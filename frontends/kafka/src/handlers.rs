@@ -32,50 +32,13 @@ use strata_frontend::seams::{
 use crate::producers::storage_code;
 
 use crate::acls;
-use crate::frontend::{Kafka, NODE_ID};
+use crate::code;
 use crate::groups;
 use crate::guard::{self, CreationBudget};
 use crate::quota::Kind;
+use crate::session::Session;
+use crate::state::{Kafka, NODE_ID};
 use strata_frontend::security::kafka_acl::{CLUSTER, Operation, ResourceType};
-
-/// Kafka error codes used here.
-pub mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const INVALID_TOPIC: i16 = 17;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
-    pub const ILLEGAL_SASL_STATE: i16 = 34;
-    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
-    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const GROUP_NOT_EMPTY: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
-    pub const SECURITY_DISABLED: i16 = 54;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-}
 
 /// Versions this broker answers, per API: (key, lowest advertised, lowest accepted,
 /// highest). Produce is advertised from 0 (older librdkafka turns compression off
@@ -112,30 +75,6 @@ const APIS: &[(ApiKey, i16, i16, i16)] = &[
 fn accepted(key: ApiKey, version: i16) -> bool {
     APIS.iter()
         .any(|&(k, _, min, max)| k == key && (min..=max).contains(&version))
-}
-
-/// Per-connection state.
-#[derive(Debug, Default)]
-pub struct Session {
-    /// True once SASL succeeded (or when SASL is off).
-    pub authenticated: bool,
-    /// The mechanism a SaslHandshake chose.
-    pub mechanism: Option<crate::sasl::SaslMechanism>,
-    /// A SCRAM exchange between its two rounds.
-    pub scram: Option<Box<strata_frontend::security::scram::ServerExchange>>,
-    /// Principal after authentication.
-    pub user: Option<String>,
-    /// The client's address.
-    pub peer: Option<std::net::SocketAddr>,
-    /// Client id from the last request header.
-    pub client_id: String,
-    /// Set when the connection must close once the response is written (a failed
-    /// authentication).
-    pub close_after_response: bool,
-    /// The connection came in on the SSL listener.
-    pub tls: bool,
-    /// Produce and Fetch byte quotas, when configured.
-    pub quotas: Option<Box<crate::quota::Quotas>>,
 }
 
 /// Encodes a response frame: length, header, body.
@@ -282,7 +221,7 @@ pub async fn handle(
             respond(corr, version, &create_partitions(k, session, r).await)?
         }
         RequestKind::DeleteGroups(r) => {
-            respond(corr, version, &groups::delete_groups(k, session, r))?
+            respond(corr, version, &groups::api::delete_groups(k, session, r))?
         }
         RequestKind::DescribeAcls(r) => respond(corr, version, &acls::describe(k, session, r))?,
         RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r).await)?,
@@ -298,20 +237,30 @@ pub async fn handle(
             version,
             &crate::sasl::authenticate(k, session, r).await,
         )?,
-        RequestKind::JoinGroup(r) => {
-            respond(corr, version, &groups::join(k, session, r, version).await)?
+        RequestKind::JoinGroup(r) => respond(
+            corr,
+            version,
+            &groups::api::join(k, session, r, version).await,
+        )?,
+        RequestKind::SyncGroup(r) => {
+            respond(corr, version, &groups::api::sync(k, session, r).await)?
         }
-        RequestKind::SyncGroup(r) => respond(corr, version, &groups::sync(k, session, r).await)?,
-        RequestKind::Heartbeat(r) => respond(corr, version, &groups::heartbeat(k, session, r))?,
-        RequestKind::LeaveGroup(r) => respond(corr, version, &groups::leave(k, session, r))?,
+        RequestKind::Heartbeat(r) => {
+            respond(corr, version, &groups::api::heartbeat(k, session, r))?
+        }
+        RequestKind::LeaveGroup(r) => respond(corr, version, &groups::api::leave(k, session, r))?,
         RequestKind::OffsetCommit(r) => {
-            respond(corr, version, &groups::offset_commit(k, session, r))?
+            respond(corr, version, &groups::api::offset_commit(k, session, r))?
         }
-        RequestKind::OffsetFetch(r) => {
-            respond(corr, version, &groups::offset_fetch(k, session, r, version))?
+        RequestKind::OffsetFetch(r) => respond(
+            corr,
+            version,
+            &groups::api::offset_fetch(k, session, r, version),
+        )?,
+        RequestKind::ListGroups(_) => respond(corr, version, &groups::api::list(k, session))?,
+        RequestKind::DescribeGroups(r) => {
+            respond(corr, version, &groups::api::describe(k, session, r))?
         }
-        RequestKind::ListGroups(_) => respond(corr, version, &groups::list(k, session))?,
-        RequestKind::DescribeGroups(r) => respond(corr, version, &groups::describe(k, session, r))?,
         _ => bail!("{api} is not handled"),
     };
     Ok(Some(out))

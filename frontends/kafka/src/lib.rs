@@ -5,6 +5,8 @@
 
 mod acls;
 pub mod admin;
+mod admin_api;
+mod code;
 mod config;
 mod connection;
 mod frontend;
@@ -16,6 +18,8 @@ mod producers;
 mod quota;
 pub mod record_batches;
 mod sasl;
+mod session;
+mod state;
 
 pub use admin::KafkaAdmin;
 pub use config::KafkaConfig;

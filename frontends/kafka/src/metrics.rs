@@ -1,6 +1,7 @@
 //! The Kafka frontend's Prometheus metrics.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use strata_metrics::{counter, counter_vec, gauge};
 
 /// Counters of requests, errors and connections.
 #[derive(Debug, Clone)]
@@ -21,62 +22,36 @@ pub struct KafkaMetrics {
     pub throttle_ms: IntCounterVec,
 }
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::debug!(error = %e, "kafka metric already registered");
-    }
-    c
-}
-
 impl KafkaMetrics {
     /// Registers the metrics in `r`.
     pub fn new(r: &Registry) -> Self {
-        let vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                r,
-                IntCounterVec::new(Opts::new(name, help), labels)
-                    .unwrap_or_else(|e| unreachable!("metric {name}: {e}")),
-            )
-        };
+        let vec = |name: &str, help: &str, labels: &[&str]| counter_vec(r, name, help, labels);
         KafkaMetrics {
             requests: vec(
                 "strata_kafka_requests_total",
                 "Kafka requests by API and version",
                 &["api", "version"],
             ),
-            produced_bytes: register(
+            produced_bytes: counter(
                 r,
-                IntCounter::new(
-                    "strata_kafka_produced_bytes_total",
-                    "Bytes of record batches stored by Produce requests",
-                )
-                .unwrap_or_else(|e| unreachable!("metric produced bytes: {e}")),
+                "strata_kafka_produced_bytes_total",
+                "Bytes of record batches stored by Produce requests",
             ),
             errors: vec(
                 "strata_kafka_errors_total",
                 "Kafka error codes returned, by API and code (and malformed requests as code \"malformed\")",
                 &["api", "code"],
             ),
-            connections: register(
+            connections: gauge(r, "strata_kafka_connections", "Open Kafka connections"),
+            produced_records: counter(
                 r,
-                IntGauge::new("strata_kafka_connections", "Open Kafka connections")
-                    .unwrap_or_else(|e| unreachable!("metric connections: {e}")),
+                "strata_kafka_produced_records_total",
+                "Records stored by Produce requests",
             ),
-            produced_records: register(
+            fetched_bytes: counter(
                 r,
-                IntCounter::new(
-                    "strata_kafka_produced_records_total",
-                    "Records stored by Produce requests",
-                )
-                .unwrap_or_else(|e| unreachable!("metric produced: {e}")),
-            ),
-            fetched_bytes: register(
-                r,
-                IntCounter::new(
-                    "strata_kafka_fetched_bytes_total",
-                    "Record bytes returned by Fetch requests",
-                )
-                .unwrap_or_else(|e| unreachable!("metric fetched: {e}")),
+                "strata_kafka_fetched_bytes_total",
+                "Record bytes returned by Fetch requests",
             ),
             throttle_ms: vec(
                 "strata_kafka_throttle_milliseconds_total",

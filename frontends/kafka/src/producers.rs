@@ -11,7 +11,7 @@ use strata_batch::PendingBatch;
 use strata_frontend::seams::StateSpace;
 use strata_frontend::seams::{Partition, StoreError};
 
-use crate::handlers::code;
+use crate::code;
 
 /// Key of the next producer id in the key-value store.
 const NEXT_ID: &[u8] = b"p/next";

@@ -10,17 +10,9 @@ use kafka_protocol::protocol::StrBytes;
 use strata_frontend::security::Authenticated;
 use strata_frontend::security::scram::{Mechanism, ServerExchange, client_first};
 
-use crate::frontend::Kafka;
-use crate::handlers::{Session, code};
-
-/// A SASL mechanism this broker offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaslMechanism {
-    /// PLAIN.
-    Plain,
-    /// SCRAM-SHA-256 or SCRAM-SHA-512.
-    Scram(Mechanism),
-}
+use crate::code;
+use crate::session::{SaslMechanism, Session};
+use crate::state::Kafka;
 
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 

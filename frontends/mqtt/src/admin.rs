@@ -2,13 +2,13 @@
 //! retained messages as the node's HTTP API shows them, and the operator's actions on
 //! them (close a connection, discard a session, delete a retained message).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use strata_frontend::admin::{AdminError, Page, PageRequest};
+use strata_frontend::admin::{AdminError, Live, Page, PageRequest};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::broker::Broker;
@@ -17,9 +17,17 @@ use crate::session::{ConnectionInfo, Session, SessionState};
 use crate::topic::{matches, parse_filter};
 
 /// A cloneable handle on the running MQTT frontend for the admin API.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MqttAdmin {
-    broker: Arc<OnceLock<Arc<Broker>>>,
+    broker: Live<Broker>,
+}
+
+impl Default for MqttAdmin {
+    fn default() -> Self {
+        MqttAdmin {
+            broker: Live::new("MQTT"),
+        }
+    }
 }
 
 /// A session, with its connection while one is attached.
@@ -235,13 +243,11 @@ fn page(cursor: &Option<String>, limit: Option<usize>) -> PageRequest {
 impl MqttAdmin {
     /// Connects the handle to the running broker (done once by the frontend).
     pub(crate) fn attach(&self, broker: Arc<Broker>) {
-        let _ = self.broker.set(broker);
+        self.broker.attach(broker);
     }
 
     fn broker(&self) -> Result<&Arc<Broker>, AdminError> {
-        self.broker
-            .get()
-            .ok_or_else(|| AdminError::Unavailable("the MQTT frontend is still starting".into()))
+        self.broker.get()
     }
 
     /// Connected clients matching `q`, a page of them.
@@ -525,7 +531,7 @@ impl Broker {
         self.with_state(&session, |st| st.clear());
         if self.wills.lock().remove(client_id).is_some() {
             self.push_op(strata_frontend::seams::StateOp::Delete(
-                crate::persist::will_key(client_id),
+                crate::stored::will_key(client_id),
             ));
         }
         self.sync_durable().map_err(|e| {

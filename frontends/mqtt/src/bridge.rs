@@ -10,53 +10,19 @@
 //!   starts at the stream's end the first time.
 //!
 //! Messages published from a stream are marked (publisher `$bridge`) and never go back to a
-//! stream, so a pair of bridges cannot loop.
+//! stream, so a pair of bridges cannot loop. This module is the way to a stream and what
+//! both ways share; the way from a stream, which publishes through the broker, is in
+//! `bridge_from.rs`.
 
-use std::sync::Arc;
-use std::time::Instant;
-use strata_frontend::security::acl::{Access, Who};
+use strata_frontend::seams::{Storage, StoreError, StreamHandles, StreamSpec};
 
-use serde::{Deserialize, Serialize};
-use strata_frontend::Shutdown;
-use strata_frontend::seams::{
-    Partition, StateSpace, Storage, StoreError, StreamHandles, StreamSpec,
-};
-
-use crate::broker::Broker;
-use crate::codec::QoS;
+use crate::config::ToStream;
 use crate::message::Message;
 use crate::store;
 use crate::topic;
 
 /// Publisher name of messages that came from a stream.
 pub const BRIDGE_PUBLISHER: &str = "$bridge";
-
-/// MQTT publishes matching `filter` are appended to `stream`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToStream {
-    /// MQTT topic filter (wildcards allowed).
-    pub filter: String,
-    /// Journal stream (Kafka topic); created with one partition when missing.
-    pub stream: String,
-}
-
-/// Records of `stream` are published to MQTT under `prefix`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FromStream {
-    /// Journal stream (Kafka topic); created with one partition when missing.
-    pub stream: String,
-    /// Prefix of the MQTT topic; the record key follows it.
-    pub prefix: String,
-    /// QoS of the MQTT publishes (unless the record carries an MQTT QoS header).
-    #[serde(default = "one")]
-    pub qos: u8,
-}
-
-fn one() -> u8 {
-    1
-}
 
 /// The streams MQTT publishes are copied to.
 #[derive(Debug, Default)]
@@ -105,162 +71,5 @@ impl Bridges {
             }
         }
         Ok(())
-    }
-}
-
-fn position_key(stream: &str, partition: usize) -> Vec<u8> {
-    format!("b/{stream}\0{partition}").into_bytes()
-}
-
-/// Publishes the records of every partition of `from.stream` to MQTT until shutdown.
-pub async fn run_from_stream(
-    broker: Arc<Broker>,
-    kv: StateSpace,
-    from: FromStream,
-    stream: StreamHandles,
-    shutdown: Shutdown,
-) {
-    let mut tasks = Vec::new();
-    for (p, log) in stream.all().iter().enumerate() {
-        tasks.push(tokio::spawn(follow_partition(
-            broker.clone(),
-            kv.clone(),
-            from.clone(),
-            p,
-            log.clone(),
-            shutdown.clone(),
-        )));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-async fn follow_partition(
-    broker: Arc<Broker>,
-    kv: StateSpace,
-    from: FromStream,
-    partition: usize,
-    log: Arc<dyn Partition>,
-    mut shutdown: Shutdown,
-) {
-    let key = position_key(&from.stream, partition);
-    let mut next = match kv.get(&key) {
-        Ok(Some(v)) if v.len() == 8 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&v);
-            u64::from_be_bytes(b)
-        }
-        _ => {
-            // First start: from the end, and remember it.
-            let end = match log.offsets().await {
-                Ok(o) => o.end,
-                Err(e) => {
-                    tracing::warn!(stream = from.stream, partition, error = %e, "bridge cannot start");
-                    return;
-                }
-            };
-            let _ = kv.put(&key, &end.to_be_bytes());
-            end
-        }
-    };
-    let qos = QoS::from_bits(from.qos.min(2)).unwrap_or(QoS::AtLeastOnce);
-    loop {
-        let next_batch = tokio::select! {
-            r = log.wait_for(next) => r,
-            _ = shutdown.wait() => return,
-        };
-        if next_batch.is_err() {
-            return;
-        }
-        if let Ok(o) = log.offsets().await {
-            next = next.max(o.log_start);
-        }
-        let batches = match log.read(next, 1 << 20).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(stream = from.stream, partition, error = %e, "bridge read failed");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        for batch in &batches {
-            let Ok(records) = batch.records() else {
-                // A codec this build cannot decode (Kafka producers' gzip, snappy, lz4).
-                broker
-                    .metrics
-                    .errors
-                    .with_label_values(&["bridge_undecodable"])
-                    .inc();
-                next = batch.last_offset() + 1;
-                continue;
-            };
-            for r in records.flatten() {
-                if r.offset < next {
-                    continue;
-                }
-                let key = r
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .unwrap_or("");
-                let topic = if key.is_empty() {
-                    from.prefix.trim_end_matches('/').to_string()
-                } else {
-                    format!("{}{key}", from.prefix)
-                };
-                let mut message =
-                    store::message_of(&r, Instant::now()).unwrap_or_else(|| Message {
-                        topic: topic.clone(),
-                        payload: r.value.clone().unwrap_or_default(),
-                        qos,
-                        retain: false,
-                        properties: crate::message::forwarded(Default::default()),
-                        expires_at: None,
-                        publisher: None,
-                        stored: None,
-                        received: Instant::now(),
-                    });
-                if !r.headers.iter().any(|h| h.key == store::header::QOS) {
-                    message.qos = qos;
-                }
-                message.topic = topic;
-                message.publisher = Some(Arc::from(BRIDGE_PUBLISHER));
-                message.stored = None;
-                if crate::topic::validate_name(&message.topic, &broker.limits).is_err() {
-                    broker
-                        .metrics
-                        .errors
-                        .with_label_values(&["bridge_bad_topic"])
-                        .inc();
-                } else if message.topic.starts_with('$')
-                    || broker.rules.publish_refused(&message.topic).is_some()
-                {
-                    // A record is a publish like any other: the topic rules apply (and `$`
-                    // topics are the broker's).
-                    broker.metrics.dropped.with_label_values(&["rule"]).inc();
-                } else if !broker.security.allows(
-                    &Who {
-                        username: None,
-                        client_id: BRIDGE_PUBLISHER,
-                        ip: None,
-                    },
-                    Access::Publish {
-                        topic: &message.topic,
-                        retain: message.retain,
-                    },
-                ) {
-                    // The ACL judges bridged records as published by client id `$bridge`.
-                    broker.metrics.dropped.with_label_values(&["acl"]).inc();
-                } else {
-                    broker.publish_stored(Arc::new(message)).await;
-                }
-                next = r.offset + 1;
-            }
-            next = next.max(batch.last_offset() + 1);
-        }
-        if let Err(e) = kv.put(&key, &next.to_be_bytes()) {
-            tracing::warn!(error = %e, "cannot store the bridge position");
-        }
     }
 }

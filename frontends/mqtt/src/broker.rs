@@ -18,7 +18,7 @@ use crate::codec::{QoS, ReasonCode, RetainHandling};
 use crate::config::{MqttConfig, QueueFullPolicy};
 use crate::message::{Message, Outgoing};
 use crate::metrics::MqttMetrics;
-use crate::persist::{self, EntryPhase, Persist, QueueEntry, SessionRecord};
+use crate::persist::{Persist, SessionRecord};
 use crate::retained::{RetainRefused, RetainedMessages};
 use crate::rules::TopicRules;
 use crate::session::{
@@ -26,6 +26,7 @@ use crate::session::{
     Subscription,
 };
 use crate::store;
+use crate::stored::{self, EntryPhase, QueueEntry};
 use crate::topic::{TopicLimits, matches, parse_filter, validate_name};
 use crate::trie::SubscriptionTree;
 use strata_frontend::seams::{StateError, StateOp};
@@ -146,7 +147,7 @@ impl Broker {
             writer: Mutex::new(()),
             delayed: Mutex::new(BTreeMap::new()),
             // Numbers from the clock, so they never repeat those of an earlier run.
-            delayed_seq: AtomicU64::new(persist::now_wall_ms() << 16),
+            delayed_seq: AtomicU64::new(stored::now_wall_ms() << 16),
             delayed_bytes: AtomicU64::new(0),
             expiries: Mutex::new(BTreeSet::new()),
             reserved: Mutex::new(HashMap::new()),
@@ -192,12 +193,12 @@ impl Broker {
         let mut m = message.clone();
         m.topic = topic.to_string();
         m.stored = None;
-        let due = persist::now_wall_ms() + u64::from(secs) * 1000;
+        let due = stored::now_wall_ms() + u64::from(secs) * 1000;
         let seq = self.delayed_seq.fetch_add(1, Ordering::Relaxed);
-        let key = persist::delayed_key(due, seq);
+        let key = stored::delayed_key(due, seq);
         self.push_op(StateOp::Put(
             key.clone(),
-            persist::encode_due(due, &m, Instant::now()),
+            stored::encode_due(due, &m, Instant::now()),
         ));
         self.delayed.lock().insert((due, seq), (key, Arc::new(m)));
         Ok(())
@@ -305,7 +306,7 @@ impl Broker {
             self.metrics.retained.set(map.len() as i64);
             self.metrics.retained_bytes.set(map.bytes() as i64);
         }
-        let now_wall = persist::now_wall_ms();
+        let now_wall = stored::now_wall_ms();
         let mut due = Vec::new();
         for (client, at, m) in persist.wills()? {
             let m = Arc::new(m);
@@ -322,7 +323,7 @@ impl Broker {
         {
             let mut delayed = self.delayed.lock();
             for (key, at, m) in persist.delayed()? {
-                let seq = persist::seq_of(&key).unwrap_or(0);
+                let seq = stored::seq_of(&key).unwrap_or(0);
                 self.delayed_bytes
                     .fetch_add((m.topic.len() + m.payload.len()) as u64, Ordering::Relaxed);
                 delayed.insert((at, seq), (key, Arc::new(m)));
@@ -333,7 +334,7 @@ impl Broker {
         let runtime = tokio::runtime::Handle::current();
         for (m, client) in due {
             runtime.block_on(self.publish_stored(m));
-            self.push_op(StateOp::Delete(persist::will_key(&client)));
+            self.push_op(StateOp::Delete(stored::will_key(&client)));
         }
         self.sync_durable()?;
         Ok((sessions, count))
@@ -352,8 +353,8 @@ impl Broker {
         let mut st = session.state.lock();
         st.durable = Some(client.clone());
         let mut gone = Vec::new();
-        for (key, value) in persist.scan(&persist::queue_prefix(&client))? {
-            let (Some(seq), Some(e)) = (persist::seq_of(&key), QueueEntry::decode(&value)) else {
+        for (key, value) in persist.scan(&stored::queue_prefix(&client))? {
+            let (Some(seq), Some(e)) = (stored::seq_of(&key), QueueEntry::decode(&value)) else {
                 gone.push(StateOp::Delete(key));
                 continue;
             };
@@ -391,7 +392,7 @@ impl Broker {
                 phase,
             });
         }
-        for (key, _) in persist.scan(&persist::incoming_prefix(&client))? {
+        for (key, _) in persist.scan(&stored::incoming_prefix(&client))? {
             if let Some(id) = key
                 .len()
                 .checked_sub(2)
@@ -551,7 +552,7 @@ impl Broker {
         // After the link changed: an old connection registering its will now would see the
         // new link and register nothing; one that registered before is cancelled here.
         if self.wills.lock().remove(client_id).is_some() {
-            self.push_op(StateOp::Delete(persist::will_key(client_id)));
+            self.push_op(StateOp::Delete(stored::will_key(client_id)));
         }
         if let Some(old) = old {
             old.kick.notify_one();
@@ -594,10 +595,10 @@ impl Broker {
                 // Due at its delay or when the session ends, whichever comes first.
                 Some((m, delay)) if !delay.is_zero() && !expired => {
                     if self.persist.is_some() {
-                        let due = persist::now_wall_ms() + delay.as_millis() as u64;
+                        let due = stored::now_wall_ms() + delay.as_millis() as u64;
                         st.ops.push(StateOp::Put(
-                            persist::will_key(&session.client_id),
-                            persist::encode_due(due, &m, Instant::now()),
+                            stored::will_key(&session.client_id),
+                            stored::encode_due(due, &m, Instant::now()),
                         ));
                         self.collect(&mut st);
                     }
@@ -1018,12 +1019,12 @@ impl Broker {
                 .collect();
             for c in ids {
                 if let Some((_, m)) = wills.remove(&c) {
-                    due.push((m, persist::will_key(&c)));
+                    due.push((m, stored::will_key(&c)));
                 }
             }
         }
         {
-            let wall = persist::now_wall_ms();
+            let wall = stored::now_wall_ms();
             let mut delayed = self.delayed.lock();
             while let Some(entry) = delayed.first_entry() {
                 if entry.key().0 > wall {

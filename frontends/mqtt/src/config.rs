@@ -149,10 +149,10 @@ pub struct MqttConfig {
     /// MQTT publishes matching a filter are also appended to a journal stream (a Kafka
     /// topic): record key = MQTT topic, value = payload, headers = QoS, retain, publisher
     /// and MQTT 5 properties.
-    pub bridge_to_stream: Vec<crate::bridge::ToStream>,
+    pub bridge_to_stream: Vec<ToStream>,
     /// Records appended to a journal stream (a Kafka topic) are published to MQTT topic
     /// `prefix` + record key.
-    pub bridge_from_stream: Vec<crate::bridge::FromStream>,
+    pub bridge_from_stream: Vec<FromStream>,
 }
 
 impl Default for MqttConfig {
@@ -219,4 +219,31 @@ impl MqttConfig {
             self.connection_burst_per_ip,
         )
     }
+}
+
+/// MQTT publishes matching `filter` are appended to `stream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToStream {
+    /// MQTT topic filter (wildcards allowed).
+    pub filter: String,
+    /// Journal stream (Kafka topic); created with one partition when missing.
+    pub stream: String,
+}
+
+/// Records of `stream` are published to MQTT under `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromStream {
+    /// Journal stream (Kafka topic); created with one partition when missing.
+    pub stream: String,
+    /// Prefix of the MQTT topic; the record key follows it.
+    pub prefix: String,
+    /// QoS of the MQTT publishes (unless the record carries an MQTT QoS header).
+    #[serde(default = "one")]
+    pub qos: u8,
+}
+
+fn one() -> u8 {
+    1
 }

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use strata_frontend::admission::Admitted;
+use strata_frontend::accept::{Accepted, Acceptor};
+use strata_frontend::admin::http::AdminApi;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::{OwnedStreams, Ownership};
 use strata_frontend::seams::{StreamHandles, StreamSpec};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::admin::MqttAdmin;
 use crate::bridge::{self, Bridges};
@@ -65,6 +66,13 @@ impl Frontend for MqttFrontend {
         for from in &self.config.bridge_from_stream {
             owned.claim(&from.stream, "mqtt", Ownership::Shared);
         }
+    }
+
+    fn admin_api(&self, ctx: &NodeContext) -> Option<AdminApi> {
+        Some(crate::admin_api::api(
+            self.admin.clone(),
+            ctx.storage.clone(),
+        ))
     }
 
     async fn serve(
@@ -136,7 +144,7 @@ impl Frontend for MqttFrontend {
         let bridges: Vec<_> = from_streams
             .into_iter()
             .map(|(from, stream)| {
-                tokio::spawn(bridge::run_from_stream(
+                tokio::spawn(crate::bridge_from::run_from_stream(
                     broker.clone(),
                     bridge_space.clone(),
                     from,
@@ -148,17 +156,12 @@ impl Frontend for MqttFrontend {
         let mut connections = tokio::task::JoinSet::new();
         // Decided at accept, before a byte is read: sockets open at once (with or without
         // CONNECT), per address, and new connections per second per address. One gate for
-        // every listener; one accept task per listener hands admitted sockets over.
+        // every listener.
         let gate = ConnectionGate::new(self.config.connection_limits());
-        let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::channel(1024);
-        let acceptors: Vec<_> = bound
-            .into_iter()
-            .map(|(transport, listener)| {
-                let (gate, broker, tx) = (gate.clone(), broker.clone(), admitted_tx.clone());
-                tokio::spawn(accept_loop(transport, listener, gate, broker, tx))
-            })
-            .collect();
-        drop(admitted_tx);
+        let errors = broker.metrics.errors.clone();
+        let mut acceptor = Acceptor::start(bound, gate, broker.security.clone(), move |why| {
+            errors.with_label_values(&[why]).inc();
+        });
         let spawn = Arc::new(Spawn {
             tls,
             handshake_timeout: Duration::from_secs(self.config.connect_timeout_secs.max(1)),
@@ -166,10 +169,12 @@ impl Frontend for MqttFrontend {
         });
         loop {
             tokio::select! {
-                Some((transport, stream, addr, admitted)) = admitted_rx.recv() => {
+                socket = acceptor.next() => {
                     let (broker, shutdown, spawn) = (broker.clone(), shutdown.clone(), spawn.clone());
+                    broker.metrics.sockets.inc();
                     connections.spawn(async move {
-                        spawn.serve(transport, stream, addr, broker.clone(), shutdown).await;
+                        let Accepted { kind, stream, addr, admitted } = socket;
+                        spawn.serve(kind, stream, addr, broker.clone(), shutdown).await;
                         drop(admitted);
                         broker.metrics.sockets.dec();
                     });
@@ -178,9 +183,7 @@ impl Frontend for MqttFrontend {
                 _ = shutdown.wait() => break,
             }
         }
-        for a in acceptors {
-            a.abort();
-        }
+        drop(acceptor);
         // Connections see the same signal, send DISCONNECT 0x8B (MQTT 5) and end.
         strata_frontend::drain(&mut connections, Duration::from_secs(10)).await;
         housekeeping.abort();
@@ -211,42 +214,6 @@ enum Transport {
     Ws,
     Tls,
     Wss,
-}
-
-/// A socket past admission, with its place in the gate.
-type AdmittedSocket = (Transport, TcpStream, SocketAddr, Admitted);
-
-/// Accepts on one listener: banned addresses and sockets beyond the gate's bounds are
-/// closed at once (and counted); the others go to the frontend's loop.
-async fn accept_loop(
-    transport: Transport,
-    listener: TcpListener,
-    gate: ConnectionGate,
-    broker: Arc<Broker>,
-    tx: tokio::sync::mpsc::Sender<AdmittedSocket>,
-) {
-    loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, say: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                broker.metrics.errors.with_label_values(&["accept"]).inc();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let refused = |why| broker.metrics.errors.with_label_values(&[why]).inc();
-        let Some(admitted) = gate.admit_unbanned(&broker.security, addr, refused) else {
-            continue;
-        };
-        broker.metrics.sockets.inc();
-        let _ = stream.set_nodelay(true);
-        if tx.send((transport, stream, addr, admitted)).await.is_err() {
-            broker.metrics.sockets.dec();
-            return;
-        }
-    }
 }
 
 /// What serving a socket of any transport needs besides the broker.

@@ -2,7 +2,9 @@
 //! sessions, the broker's routing core and the connection handler.
 
 pub mod admin;
+mod admin_api;
 pub mod bridge;
+mod bridge_from;
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod retained;
 pub mod rules;
 pub mod session;
 pub mod store;
+pub mod stored;
 pub mod topic;
 pub mod trie;
 mod websocket;

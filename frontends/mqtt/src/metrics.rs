@@ -1,9 +1,7 @@
 //! The MQTT frontend's Prometheus metrics.
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    exponential_buckets,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry, exponential_buckets};
+use strata_metrics::{counter, counter_vec, gauge, histogram};
 
 /// Counters and gauges of the MQTT frontend.
 #[derive(Debug, Clone)]
@@ -76,13 +74,6 @@ const PACKET_TYPES: [&str; 16] = [
     "auth",
 ];
 
-fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::debug!(error = %e, "mqtt metric already registered");
-    }
-    c
-}
-
 /// The counters of a `qos`-labelled vector, resolved once: looking a label up hashes it,
 /// which costs more than the increment on the delivery path.
 fn by_qos(v: IntCounterVec) -> [IntCounter; 3] {
@@ -92,24 +83,9 @@ fn by_qos(v: IntCounterVec) -> [IntCounter; 3] {
 impl MqttMetrics {
     /// Creates the metrics in `r`.
     pub fn new(r: &Registry) -> Self {
-        let counter = |n: &str, h: &str| {
-            reg(
-                r,
-                IntCounter::new(n, h).unwrap_or_else(|e| unreachable!("{e}")),
-            )
-        };
-        let gauge = |n: &str, h: &str| {
-            reg(
-                r,
-                IntGauge::new(n, h).unwrap_or_else(|e| unreachable!("{e}")),
-            )
-        };
-        let vec = |n: &str, h: &str, l: &str| {
-            reg(
-                r,
-                IntCounterVec::new(Opts::new(n, h), &[l]).unwrap_or_else(|e| unreachable!("{e}")),
-            )
-        };
+        let counter = |n: &str, h: &str| counter(r, n, h);
+        let gauge = |n: &str, h: &str| gauge(r, n, h);
+        let vec = |n: &str, h: &str, l: &str| counter_vec(r, n, h, &[l]);
         MqttMetrics {
             connections: gauge("strata_mqtt_connections", "Open MQTT connections."),
             sockets: gauge(
@@ -152,19 +128,14 @@ impl MqttMetrics {
                 "Payload bytes of the PUBLISH packets sent.",
                 "qos",
             )),
-            delivery: reg(
+            delivery: histogram(
                 r,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "strata_mqtt_delivery_seconds",
-                        "Time from a message's arrival (a will's or delayed publish's \
-                         release) to its PUBLISH being written to a subscriber's connection; \
-                         deliveries with the retain flag are not counted.",
-                    )
-                    // 10 µs to about 84 s.
-                    .buckets(exponential_buckets(0.000_01, 4.0, 12).unwrap_or_default()),
-                )
-                .unwrap_or_else(|e| unreachable!("{e}")),
+                "strata_mqtt_delivery_seconds",
+                "Time from a message's arrival (a will's or delayed publish's \
+                 release) to its PUBLISH being written to a subscriber's connection; \
+                 deliveries with the retain flag are not counted.",
+                // 10 µs to about 84 s.
+                exponential_buckets(0.000_01, 4.0, 12).unwrap_or_default(),
             ),
             dropped: vec(
                 "strata_mqtt_dropped_messages_total",
@@ -196,15 +167,12 @@ impl MqttMetrics {
     }
 
     fn with_packet_counters(mut self, r: &Registry) -> Self {
-        let packets = IntCounterVec::new(
-            Opts::new(
-                "strata_mqtt_packets_total",
-                "MQTT packets by direction and type.",
-            ),
+        let packets = counter_vec(
+            r,
+            "strata_mqtt_packets_total",
+            "MQTT packets by direction and type.",
             &["direction", "type"],
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let packets = reg(r, packets);
+        );
         self.packets_in = PACKET_TYPES
             .iter()
             .map(|t| packets.with_label_values(&["in", t]))

@@ -15,7 +15,7 @@ use strata_frontend::security::acl::AclRule;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Outgoing;
-use crate::persist::{self, EntryPhase, QueueEntry};
+use crate::stored::{self, EntryPhase, QueueEntry};
 
 /// One subscription of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +268,7 @@ impl SessionState {
             subscription_ids: out.subscription_ids.clone(),
         };
         self.ops.push(StateOp::Put(
-            persist::queue_key(client, out.seq),
+            stored::queue_key(client, out.seq),
             entry.encode(),
         ));
     }
@@ -279,7 +279,7 @@ impl SessionState {
             && seq != 0
         {
             self.ops
-                .push(StateOp::Delete(persist::queue_key(client, seq)));
+                .push(StateOp::Delete(stored::queue_key(client, seq)));
         }
     }
 
@@ -459,7 +459,7 @@ impl SessionState {
     pub fn record_incoming(&mut self, id: u16) {
         if let Some(client) = &self.durable {
             self.ops
-                .push(StateOp::Put(persist::incoming_key(client, id), Vec::new()));
+                .push(StateOp::Put(stored::incoming_key(client, id), Vec::new()));
         }
     }
 
@@ -469,7 +469,7 @@ impl SessionState {
         let known = self.incoming_qos2.remove(&id);
         if known && let Some(client) = &self.durable {
             self.ops
-                .push(StateOp::Delete(persist::incoming_key(client, id)));
+                .push(StateOp::Delete(stored::incoming_key(client, id)));
         }
         known
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+pub mod accept;
 pub mod admin;
 pub mod admission;
 pub mod audit;
@@ -130,6 +131,13 @@ pub trait Frontend: Send + Sync {
     /// Claims the streams this frontend owns. Called for every frontend before any of
     /// them serves.
     fn claim_streams(&self, _owned: &owned::OwnedStreams) {}
+
+    /// The frontend's part of the node's admin API, served under `/api/v1/<name>`. Asked
+    /// of every frontend, enabled or not: a disabled frontend's routes answer 404
+    /// `disabled`, and its operations stay in the OpenAPI document.
+    fn admin_api(&self, _ctx: &NodeContext) -> Option<admin::http::AdminApi> {
+        None
+    }
 
     /// Runs the frontend until shutdown.
     async fn serve(

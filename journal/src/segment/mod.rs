@@ -7,10 +7,11 @@ mod open;
 mod partition;
 pub mod remote;
 pub mod scan;
+mod tier;
 
 pub use file::{index_path, log_path, time_index_path};
 pub use index::{OffsetEntry, SegmentIndex, TimeEntry};
-pub use offload::MANIFEST_FILE;
-pub(crate) use offload::Remote;
 pub use open::{LOG_START_FILE, list_segments};
 pub(crate) use partition::SegmentLog;
+pub use tier::MANIFEST_FILE;
+pub(crate) use tier::Remote;

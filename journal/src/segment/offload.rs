@@ -1,5 +1,4 @@
-//! Offload of sealed segments to object storage, and reads of segments that are only
-//! there.
+//! Offload of sealed segments to object storage.
 //!
 //! One background task per offloading partition uploads sealed segments oldest first:
 //! object first, then a manifest entry (fsynced), and only then may the local copy go —
@@ -10,27 +9,18 @@
 //! for object storage, while `object` partitions with `ack = object` wait for their
 //! object and fail (with nothing kept) when it cannot be stored.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use strata_tiered::BlockCache;
-use strata_tiered::manifest::{Entry, Manifest};
-use tokio::sync::{Notify, watch};
+use strata_tiered::manifest::Entry;
 
 use super::file::Segment;
-use super::partition::{SegmentLog, State};
+use super::partition::SegmentLog;
 use super::remote::{RemoteSegment, encode_trailer};
-use crate::config::OffloadSettings;
+use super::tier::{Remote, manifest_error};
 use crate::error::{JournalError, Result};
-use crate::policy::SegmentSummary;
 use strata_batch::now_ms;
-
-/// File of a partition's manifest of uploaded segments.
-pub const MANIFEST_FILE: &str = "manifest.json";
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -39,177 +29,6 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Staging segments up to this size are uploaded from memory (and put in the cache);
 /// larger segments stream from their file.
 const UPLOAD_FROM_MEMORY: u64 = 64 * 1024 * 1024;
-/// How many following remote segments a sequential reader's read-ahead may reach into.
-const READ_AHEAD_SEGMENTS: usize = 8;
-
-/// What appends waiting for their object watch.
-#[derive(Debug, Clone, Copy, Default)]
-struct Acks {
-    /// Offsets below this are stored in objects.
-    uploaded_end: u64,
-    /// Bumped each time staged appends are discarded after a failed upload.
-    discards: u64,
-    closed: bool,
-}
-
-/// A partition's link to object storage.
-#[derive(Debug)]
-pub(crate) struct Remote {
-    cache: BlockCache,
-    /// Key prefix of the partition's objects, ending in `/`.
-    prefix: String,
-    manifest: Arc<Mutex<Manifest>>,
-    settings: OffloadSettings,
-    pub(super) wake: Notify,
-    acks: watch::Sender<Acks>,
-    /// Where the last remote read ended, to recognise sequential readers.
-    next_sequential: AtomicU64,
-}
-
-impl Remote {
-    /// Loads the manifest of the partition in `dir`.
-    pub(crate) fn open(
-        cache: BlockCache,
-        prefix: String,
-        dir: &Path,
-        settings: OffloadSettings,
-    ) -> Result<Remote> {
-        std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let path = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::load(&path).map_err(|e| manifest_error(&path, e))?;
-        let uploaded_end = manifest.end();
-        Ok(Remote {
-            cache,
-            prefix,
-            manifest: Arc::new(Mutex::new(manifest)),
-            settings,
-            wake: Notify::new(),
-            acks: watch::Sender::new(Acks {
-                uploaded_end,
-                ..Acks::default()
-            }),
-            next_sequential: AtomicU64::new(u64::MAX),
-        })
-    }
-
-    /// Segments recorded in the manifest that lie below the first local segment.
-    pub(super) fn remote_below(&self, first_local: u64) -> Vec<Arc<RemoteSegment>> {
-        self.manifest
-            .lock()
-            .entries()
-            .filter(|e| e.base_offset < first_local)
-            .map(|e| Arc::new(RemoteSegment::new(e.clone())))
-            .collect()
-    }
-
-    /// Offset below which everything is uploaded, given the first local segment.
-    pub(super) fn uploaded_end(&self, first_local: u64) -> u64 {
-        let m = self.manifest.lock();
-        if m.is_empty() { first_local } else { m.end() }
-    }
-
-    /// The object holding the uploaded segment starting at `base`.
-    pub(super) fn key_of(&self, base: u64) -> Option<String> {
-        self.manifest
-            .lock()
-            .find(base)
-            .filter(|e| e.base_offset == base)
-            .map(|e| e.key.clone())
-    }
-
-    /// Drops the manifest entries below `offset` durably and deletes their objects in
-    /// the background (a failed delete leaves an orphan for the next cleanup).
-    pub(super) fn forget_before(&self, offset: u64) -> Result<()> {
-        let gone = {
-            let mut m = self.manifest.lock();
-            let path = m.path().to_path_buf();
-            m.remove_before(offset)
-                .map_err(|e| manifest_error(&path, e))?
-        };
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let cache = self.cache.clone();
-        tokio::spawn(async move {
-            for e in gone {
-                match cache.store().delete(&e.key).await {
-                    Ok(()) => cache.metrics().objects_deleted.inc(),
-                    Err(err) => {
-                        tracing::warn!(object = e.key, error = %err, "could not delete an expired object")
-                    }
-                }
-            }
-        });
-        Ok(())
-    }
-
-    /// Waits until the object holding `last_offset` is stored; fails when the staged
-    /// append was discarded after a failed upload.
-    pub(super) async fn wait_uploaded(&self, last_offset: u64) -> Result<()> {
-        let mut rx = self.acks.subscribe();
-        let discards = rx.borrow().discards;
-        let acks = *rx
-            .wait_for(|a| a.uploaded_end > last_offset || a.discards != discards || a.closed)
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        if acks.uploaded_end > last_offset {
-            Ok(())
-        } else if acks.closed {
-            Err(JournalError::Closed)
-        } else {
-            Err(JournalError::Unavailable(
-                "the object holding this append could not be stored; nothing was kept, retry"
-                    .into(),
-            ))
-        }
-    }
-
-    pub(super) fn close(&self) {
-        self.acks.send_modify(|a| a.closed = true);
-        self.wake.notify_one();
-    }
-
-    /// Deletes objects under the partition's prefix that the manifest does not name.
-    async fn delete_orphans(&self) -> Result<()> {
-        let listed = self.cache.store().list(&self.prefix).await?;
-        let orphans: Vec<String> = {
-            let m = self.manifest.lock();
-            m.orphans(&listed).into_iter().map(str::to_string).collect()
-        };
-        for key in orphans {
-            self.cache.store().delete(&key).await?;
-            self.cache.metrics().orphans_deleted.inc();
-            tracing::info!(object = key, "deleted an orphaned object");
-        }
-        Ok(())
-    }
-}
-
-fn manifest_error(path: &Path, e: strata_tiered::manifest::ManifestError) -> JournalError {
-    match e {
-        strata_tiered::manifest::ManifestError::Io { source, .. } => JournalError::io(path, source),
-        strata_tiered::manifest::ManifestError::Damaged { reason, .. } => {
-            JournalError::Corruption {
-                file: path.to_path_buf(),
-                position: 0,
-                reason,
-            }
-        }
-    }
-}
-
-impl RemoteSegment {
-    /// The figures retention needs.
-    pub(super) fn summary(&self) -> SegmentSummary {
-        SegmentSummary {
-            base_offset: self.entry.base_offset,
-            end_offset: self.end_offset(),
-            size: self.entry.data_len(),
-            max_timestamp: Some(self.entry.max_timestamp),
-            first_append_ms: None,
-        }
-    }
-}
 
 /// A sealed segment picked for upload.
 struct Upload {
@@ -221,141 +40,6 @@ struct Upload {
 }
 
 impl SegmentLog {
-    fn remote_ref(&self) -> Result<&Remote> {
-        self.remote
-            .as_ref()
-            .ok_or_else(|| JournalError::InvalidConfig("partition has no object storage".into()))
-    }
-
-    /// Reads from segments that are only in object storage, going on into the following
-    /// ones (and the local segments) while the budget lasts; a sequential reader's next
-    /// blocks are fetched ahead.
-    pub(super) async fn read_remote(
-        &self,
-        from: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<crate::batch::Batch>> {
-        let r = self.remote_ref()?;
-        let (segments, visible, first_local) = {
-            let st = self.state.lock();
-            let i = st
-                .remote
-                .partition_point(|s| s.entry.base_offset <= from)
-                .checked_sub(1)
-                .filter(|&i| from <= st.remote[i].entry.last_offset)
-                .ok_or_else(|| {
-                    JournalError::Unavailable(format!(
-                        "offset {from} is neither local nor in the manifest"
-                    ))
-                })?;
-            (
-                st.remote[i..].to_vec(),
-                self.visible_end(&st),
-                st.segments[0].base_offset,
-            )
-        };
-        let mut out = Vec::new();
-        let mut used = 0;
-        let mut next = from;
-        let mut last = (0, 0);
-        for (i, segment) in segments.iter().enumerate() {
-            let (n, end_pos) = segment
-                .read_into(&r.cache, next, visible, max_bytes - used, &mut out)
-                .await
-                .inspect_err(|e| {
-                    if matches!(e, JournalError::Corruption { .. }) {
-                        self.metrics.corruptions.inc();
-                    }
-                })?;
-            used += n;
-            last = (i, end_pos);
-            next = out.last().map_or(next, |b| b.last_offset() + 1);
-            if used >= max_bytes || end_pos < segment.entry.data_len() || next >= visible {
-                break;
-            }
-        }
-        let sequential = r.next_sequential.load(Ordering::Relaxed) == from;
-        r.next_sequential.store(next, Ordering::Relaxed);
-        if sequential {
-            let mut budget = r.cache.read_ahead_bytes();
-            let mut pos = last.1;
-            for s in segments[last.0..].iter().take(READ_AHEAD_SEGMENTS) {
-                let e = &s.entry;
-                let upto = (pos + budget).min(e.data_len());
-                r.cache.prefetch(&e.key, e.size, pos..upto);
-                budget -= upto.saturating_sub(pos).min(budget);
-                pos = 0;
-                if budget == 0 {
-                    break;
-                }
-            }
-        }
-        self.count_read(&out);
-        if used < max_bytes && next == first_local && next < visible {
-            use crate::log::PartitionLog;
-            match self.read(next, max_bytes - used).await {
-                Ok(more) => out.extend(more),
-                // What was read stands; the caller reads on from where it ends.
-                Err(e) => tracing::debug!(error = %e, "read past the remote segments failed"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The earliest offset at or after `ts` among segments only in object storage.
-    pub(super) async fn remote_offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
-        let Some(r) = &self.remote else {
-            return Ok(None);
-        };
-        let (segments, log_start) = {
-            let st = self.state.lock();
-            (st.remote.clone(), st.log_start)
-        };
-        for s in segments {
-            if let Some(found) = s.offset_for_timestamp(&r.cache, ts).await? {
-                return Ok(Some(found.max(log_start)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Drops every staged segment at or beyond the uploaded end and starts a fresh one
-    /// there; their appends fail (`ack = object` after a failed upload, or at open).
-    pub(super) fn discard_unuploaded(&self, st: &mut State) -> Result<()> {
-        let keep = st.uploaded_end;
-        if st.next_offset <= keep && st.active().base_offset >= keep {
-            return Ok(());
-        }
-        let doomed: Vec<Arc<Segment>> = st
-            .segments
-            .iter()
-            .filter(|s| s.base_offset >= keep)
-            .cloned()
-            .collect();
-        st.segments.retain(|s| s.base_offset < keep);
-        for s in &doomed {
-            s.remove_files(&*self.fs)?;
-            self.metrics.segments.dec();
-        }
-        if !doomed.is_empty() {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                from = keep,
-                to = st.next_offset,
-                "discarded staged appends that were never stored in an object"
-            );
-        }
-        st.segments
-            .push(Arc::new(Segment::create(&*self.fs, &self.dir, keep)?));
-        self.metrics.segments.inc();
-        st.next_offset = keep;
-        st.tail.truncate(keep);
-        if let Some(r) = &self.remote {
-            r.acks.send_modify(|a| a.discards += 1);
-        }
-        Ok(())
-    }
-
     /// The oldest sealed segment not yet uploaded.
     fn next_upload(&self) -> Option<Upload> {
         let st = self.state.lock();

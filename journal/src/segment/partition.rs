@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::file::Segment;
-use super::offload::Remote;
 use super::open::{LOG_START_FILE, open_partition};
 use super::remote::RemoteSegment;
+use super::tier::Remote;
 use crate::batch::{Batch, PendingBatch, first_offset_at_time};
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{JournalError, Result};
@@ -681,5 +681,106 @@ impl SegmentLog {
         let bytes: usize = batches.iter().map(Batch::len).sum();
         self.class.reads.inc_by(batches.len() as u64);
         self.class.read_bytes.inc_by(bytes as u64);
+    }
+}
+
+impl SegmentLog {
+    fn remote_ref(&self) -> Result<&Remote> {
+        self.remote
+            .as_ref()
+            .ok_or_else(|| JournalError::InvalidConfig("partition has no object storage".into()))
+    }
+
+    /// Reads from segments that are only in object storage, going on into the following
+    /// ones (and the local segments) while the budget lasts.
+    async fn read_remote(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        let r = self.remote_ref()?;
+        let (segments, visible, first_local) = {
+            let st = self.state.lock();
+            let i = st
+                .remote
+                .partition_point(|s| s.entry.base_offset <= from)
+                .checked_sub(1)
+                .filter(|&i| from <= st.remote[i].entry.last_offset)
+                .ok_or_else(|| {
+                    JournalError::Unavailable(format!(
+                        "offset {from} is neither local nor in the manifest"
+                    ))
+                })?;
+            (
+                st.remote[i..].to_vec(),
+                self.visible_end(&st),
+                st.segments[0].base_offset,
+            )
+        };
+        let (mut out, used, next) = r
+            .read(
+                &segments,
+                from,
+                visible,
+                max_bytes,
+                &self.metrics.corruptions,
+            )
+            .await?;
+        self.count_read(&out);
+        if used < max_bytes && next == first_local && next < visible {
+            match self.read(next, max_bytes - used).await {
+                Ok(more) => out.extend(more),
+                // What was read stands; the caller reads on from where it ends.
+                Err(e) => tracing::debug!(error = %e, "read past the remote segments failed"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest offset at or after `ts` among segments only in object storage.
+    async fn remote_offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let Some(r) = &self.remote else {
+            return Ok(None);
+        };
+        let (segments, log_start) = {
+            let st = self.state.lock();
+            (st.remote.clone(), st.log_start)
+        };
+        Ok(r.offset_for_timestamp(&segments, ts)
+            .await?
+            .map(|found| found.max(log_start)))
+    }
+
+    /// Drops every staged segment at or beyond the uploaded end and starts a fresh one
+    /// there; their appends fail (`ack = object` after a failed upload, or at open).
+    pub(super) fn discard_unuploaded(&self, st: &mut State) -> Result<()> {
+        let keep = st.uploaded_end;
+        if st.next_offset <= keep && st.active().base_offset >= keep {
+            return Ok(());
+        }
+        let doomed: Vec<Arc<Segment>> = st
+            .segments
+            .iter()
+            .filter(|s| s.base_offset >= keep)
+            .cloned()
+            .collect();
+        st.segments.retain(|s| s.base_offset < keep);
+        for s in &doomed {
+            s.remove_files(&*self.fs)?;
+            self.metrics.segments.dec();
+        }
+        if !doomed.is_empty() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                from = keep,
+                to = st.next_offset,
+                "discarded staged appends that were never stored in an object"
+            );
+        }
+        st.segments
+            .push(Arc::new(Segment::create(&*self.fs, &self.dir, keep)?));
+        self.metrics.segments.inc();
+        st.next_offset = keep;
+        st.tail.truncate(keep);
+        if let Some(r) = &self.remote {
+            r.acks.send_modify(|a| a.discards += 1);
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use super::admin::{self, AdminState};
+use super::admin::{self, AdminState, FrontendApi};
 use super::config::NodeConfig;
 use super::log_filter::LogControl;
 use super::metrics::NodeMetrics;
@@ -82,8 +82,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         storage: storage(&journal, &kv),
         config: Arc::new(effective_config(&config)),
         log,
-        mqtt: None,
-        kafka: None,
+        frontends: Arc::from([]),
         listeners: listeners.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         security: security.clone(),
@@ -91,11 +90,12 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
     let started = start_frontends(&config, &journal, &kv, &security, &mut admin, stopping).await;
     let served = match started {
-        Ok(mut frontends) => {
+        Ok((mut frontends, apis)) => {
             let served = serve_admin(
                 config.admin.listen,
                 admin_tls,
-                admin,
+                admin::router(admin, apis),
+                &listeners,
                 &mut signals,
                 &mut frontends,
             )
@@ -225,9 +225,24 @@ fn sync_kv_periodically(config: &NodeConfig, kv: &KvStore) -> Option<JoinHandle<
 
 type Frontends = JoinSet<Result<(), FrontendError>>;
 
+/// Every frontend this build has, each with whether the configuration enables it. Adding
+/// a frontend is one line here (and its section in [`NodeConfig`]).
+fn registered_frontends(config: &NodeConfig) -> Vec<(Box<dyn Frontend>, bool)> {
+    vec![
+        (
+            Box::new(MqttFrontend::new(config.mqtt.clone())),
+            config.mqtt.enabled,
+        ),
+        (
+            Box::new(KafkaFrontend::new(config.kafka.clone())),
+            config.kafka.enabled,
+        ),
+    ]
+}
+
 /// Starts every frontend the configuration enables and waits until each has bound its
 /// listeners (printing `strata: <name> listening on <addr>` for each) or failed.
-/// Their admin handles go into `admin`.
+/// Returns them with every frontend's admin routes (a disabled one's answer `disabled`).
 async fn start_frontends(
     config: &NodeConfig,
     journal: &Journal,
@@ -235,7 +250,7 @@ async fn start_frontends(
     security: &Security,
     admin: &mut AdminState,
     stopping: watch::Receiver<bool>,
-) -> anyhow::Result<Frontends> {
+) -> anyhow::Result<(Frontends, Vec<FrontendApi>)> {
     let (events, mut announced) = mpsc::unbounded_channel();
     let ctx = NodeContext {
         storage: storage(journal, kv),
@@ -248,20 +263,23 @@ async fn start_frontends(
     ctx.owned
         .claim(strata_frontend::audit::STREAM, "admin", Ownership::Internal);
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
-    let kafka = KafkaFrontend::new(config.kafka.clone());
-    let mqtt = MqttFrontend::new(config.mqtt.clone());
-    // Every claim is made before any frontend serves a request; a disabled frontend's
-    // streams stay its own (their data is still there).
-    kafka.claim_streams(&ctx.owned);
-    mqtt.claim_streams(&ctx.owned);
-    if config.kafka.enabled {
-        admin.kafka = Some(kafka.admin());
-        enabled.push(Box::new(kafka));
+    let mut apis = Vec::new();
+    for (frontend, on) in registered_frontends(config) {
+        // Every claim is made before any frontend serves a request; a disabled frontend's
+        // streams stay its own (their data is still there).
+        frontend.claim_streams(&ctx.owned);
+        if let Some(api) = frontend.admin_api(&ctx) {
+            apis.push(FrontendApi {
+                name: frontend.name(),
+                enabled: on,
+                api,
+            });
+        }
+        if on {
+            enabled.push(frontend);
+        }
     }
-    if config.mqtt.enabled {
-        admin.mqtt = Some(mqtt.admin());
-        enabled.push(Box::new(mqtt));
-    }
+    admin.frontends = enabled.iter().map(|f| f.name()).collect();
     let mut waiting = enabled.len();
     let mut frontends = JoinSet::new();
     for f in enabled {
@@ -298,7 +316,7 @@ async fn start_frontends(
             }
         }
     }
-    Ok(frontends)
+    Ok((frontends, apis))
 }
 
 /// Waits for the frontends to close their connections after the stop signal.
@@ -327,7 +345,8 @@ async fn stop_frontends(mut frontends: Frontends) -> anyhow::Result<()> {
 async fn serve_admin(
     listen: SocketAddr,
     tls: Option<TlsAcceptor>,
-    state: AdminState,
+    router: axum::Router,
+    listeners: &Mutex<Vec<(String, SocketAddr)>>,
     signals: &mut ShutdownSignals,
     frontends: &mut Frontends,
 ) -> anyhow::Result<()> {
@@ -339,14 +358,13 @@ async fn serve_admin(
         .context("cannot read the admin listener's address")?;
     info!("admin listening on {bound}");
     announce(&format!("admin listening on {bound}"));
-    state.listeners.lock().push(("admin".to_owned(), bound));
+    listeners.lock().push(("admin".to_owned(), bound));
 
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = async move {
         // Completes on a send or when the sender is dropped; either means stop.
         let _ = stopped.await;
     };
-    let router = admin::router(state);
     let mut server = match tls {
         None => tokio::spawn(admin::serve(listener, router, stopped)),
         Some(tls) => {

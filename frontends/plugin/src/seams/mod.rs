@@ -12,6 +12,7 @@ pub mod conformance;
 mod error;
 mod handles;
 pub mod memory;
+pub mod positions;
 pub mod router;
 pub mod state;
 

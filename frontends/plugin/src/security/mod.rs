@@ -173,21 +173,13 @@ pub struct SecurityMetrics {
 impl SecurityMetrics {
     fn new(registry: &prometheus::Registry) -> Self {
         let vec = |name: &str, help: &str, label: &str| {
-            let v = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label])
-                .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-            if let Err(e) = registry.register(Box::new(v.clone())) {
-                tracing::debug!(error = %e, "security metric already registered");
-            }
-            v
+            strata_metrics::counter_vec(registry, name, help, &[label])
         };
-        let flapping_bans = prometheus::IntCounter::new(
+        let flapping_bans = strata_metrics::counter(
+            registry,
             "strata_security_flapping_bans_total",
             "Bans added by flapping detection.",
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        if let Err(e) = registry.register(Box::new(flapping_bans.clone())) {
-            tracing::debug!(error = %e, "security metric already registered");
-        }
+        );
         let m = SecurityMetrics {
             authentications: vec(
                 "strata_security_authentications_total",

@@ -6,29 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use strata_frontend::security::UserView;
 use strata_frontend::security::acl::AclRule;
 use strata_frontend::security::bans::{Ban, BanKind, BanRequest};
 use strata_frontend::security::tokens::{Role, TokenView};
-use strata_frontend::security::{SecurityError, UserView};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiPath};
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
-
-impl From<SecurityError> for ApiError {
-    fn from(e: SecurityError) -> Self {
-        match e {
-            SecurityError::Invalid(m) => ApiError::bad_request(m),
-            SecurityError::NotFound(m) => ApiError::not_found(m),
-            SecurityError::Fixed(m) => ApiError::new(StatusCode::CONFLICT, "configured", m),
-            SecurityError::Store(e) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
-        }
-    }
-}
+use strata_frontend::admin::extract::{ApiJson, ApiPath};
 
 /// Every user (names and where they are defined; never a password or hash).
 #[utoipa::path(get, path = "/api/v1/auth/users", tag = "auth",

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiPath};
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
+use strata_frontend::admin::extract::{ApiJson, ApiPath};
 use tracing::level_filters::LevelFilter;
 
 use crate::serve::log_filter::{Override, Selector};

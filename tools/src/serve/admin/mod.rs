@@ -1,12 +1,9 @@
 //! The admin HTTP API: health, `/metrics`, the OpenAPI document, and `/api/v1/...` for the
-//! node, its streams, the MQTT and Kafka frontends and the log level. Every error is JSON:
-//! `{"code": "...", "message": "..."}`.
+//! node, its streams, users and the log level, plus the routes each frontend contributes
+//! under `/api/v1/<frontend>`. Every error is JSON: `{"code": "...", "message": "..."}`.
 
 mod auth;
-mod extract;
-mod kafka;
 mod log;
-mod mqtt;
 mod node;
 mod openapi;
 pub mod tls_listener;
@@ -21,12 +18,10 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
-use strata_frontend::admin::AdminError;
+use strata_frontend::admin::http::{ACTOR, AdminApi, ApiError, ApiResult, ErrorBody};
 use strata_frontend::security::Security;
 use strata_frontend::security::tokens::Role;
 use strata_journal::Journal;
-use strata_kafka::KafkaAdmin;
-use strata_mqtt::MqttAdmin;
 use utoipa::ToSchema;
 
 use super::log_filter::LogControl;
@@ -45,10 +40,8 @@ pub struct AdminState {
     pub config: Arc<serde_json::Value>,
     /// The runtime log filter.
     pub log: LogControl,
-    /// The MQTT frontend, when enabled.
-    pub mqtt: Option<MqttAdmin>,
-    /// The Kafka frontend, when enabled.
-    pub kafka: Option<KafkaAdmin>,
+    /// The frontends this node runs, by name.
+    pub frontends: Arc<[&'static str]>,
     /// Every listener the node bound (name, address), the admin one included.
     pub listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
     /// The bearer token `/api/v1/...` requires, if any.
@@ -57,25 +50,29 @@ pub struct AdminState {
     pub security: Security,
 }
 
-tokio::task_local! {
-    /// The name of the token the current request came with (`anonymous` without one).
-    static ACTOR: String;
-}
-
 impl AdminState {
     /// Records a change made through the admin API in the audit log, with the token that
     /// made it.
     pub async fn audit(&self, action: &str, target: &str) {
-        let actor = ACTOR
-            .try_with(Clone::clone)
-            .unwrap_or_else(|_| "anonymous".to_string());
-        strata_frontend::audit::record(&self.storage, action, target, &actor).await;
+        strata_frontend::admin::http::audit(&self.storage, action, target).await;
     }
 }
 
-/// Builds the admin routes.
-pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
+/// A frontend's admin routes, as the node mounts them.
+#[derive(Debug)]
+pub struct FrontendApi {
+    /// The frontend's name: its routes are under `/api/v1/<name>`.
+    pub name: &'static str,
+    /// Whether this node runs it; a disabled frontend's routes answer 404 `disabled`.
+    pub enabled: bool,
+    /// Its routes and their document.
+    pub api: AdminApi,
+}
+
+/// Builds the admin routes: the node's own and those of every frontend.
+pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
+    let document = openapi::spec(frontends.iter().map(|f| f.api.openapi.clone()));
+    let mut api: Router = Router::new()
         .route("/node", get(node::status))
         .route("/node/config", get(node::config))
         .route("/streams", get(node::streams))
@@ -83,23 +80,6 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/streams/{name}/partitions/{partition}",
             get(node::partition),
-        )
-        .route("/mqtt/clients", get(mqtt::clients))
-        .route("/mqtt/clients/{client_id}", get(mqtt::client))
-        .route(
-            "/mqtt/clients/{client_id}/disconnect",
-            post(mqtt::disconnect),
-        )
-        .route("/mqtt/sessions", get(mqtt::sessions))
-        .route(
-            "/mqtt/sessions/{client_id}",
-            get(mqtt::session).delete(mqtt::discard_session),
-        )
-        .route("/mqtt/subscriptions", get(mqtt::subscriptions))
-        .route("/mqtt/retained", get(mqtt::retained))
-        .route(
-            "/mqtt/retained/{topic}",
-            get(mqtt::retained_message).delete(mqtt::delete_retained),
         )
         .route("/auth/users", get(auth::users))
         .route(
@@ -109,30 +89,41 @@ pub fn router(state: AdminState) -> Router {
         .route("/auth/acl", get(auth::acl).put(auth::set_acl))
         .route("/auth/bans", get(auth::bans).post(auth::add_ban))
         .route("/auth/bans/{kind}/{value}", delete(auth::remove_ban))
-        .route("/kafka/groups", get(kafka::groups))
-        .route("/kafka/groups/{group_id}", get(kafka::group))
         .route("/log", get(log::state))
         .route("/log/level", put(log::set_level))
         .route("/log/overrides", post(log::add_override))
         .route("/log/overrides/{id}", delete(log::remove_override))
-        .route("/openapi.json", get(openapi::document))
         .route("/auth/tokens", get(auth::tokens).post(auth::create_token))
         .route("/auth/tokens/{name}", delete(auth::revoke_token))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
+        .with_state(state.clone())
+        .route(
+            "/openapi.json",
+            get(openapi::document).with_state(openapi::serialized(&document)),
+        );
+    for f in frontends {
+        let routes = if f.enabled {
+            f.api.router
+        } else {
+            let name = f.name;
+            Router::new().fallback(move || async move { ApiError::disabled(name) })
+        };
+        api = api.nest(&format!("/{}", f.name), routes);
+    }
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
     let requests = request_counter(state.metrics.registry());
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .with_state(state)
         .nest("/api/v1", api)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(move |req, next| {
             count_request(requests.clone(), req, next)
         }))
-        .with_state(state)
 }
 
 /// Refuses `/api/v1/...` requests without a valid bearer token once the node has one
@@ -192,18 +183,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `strata_admin_requests_total{method, route, status}`: every admin request, bad ones
 /// included (`route` is the matched pattern, `unmatched` for unknown paths).
 fn request_counter(registry: &prometheus::Registry) -> prometheus::IntCounterVec {
-    let counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
-            "strata_admin_requests_total",
-            "Admin API requests by method, route and HTTP status.",
-        ),
+    strata_metrics::counter_vec(
+        registry,
+        "strata_admin_requests_total",
+        "Admin API requests by method, route and HTTP status.",
         &["method", "route", "status"],
     )
-    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-    if let Err(e) = registry.register(Box::new(counter.clone())) {
-        tracing::debug!(error = %e, "admin metric already registered");
-    }
-    counter
 }
 
 async fn count_request(
@@ -306,67 +291,3 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         message,
     )
 }
-
-/// The error every admin endpoint answers with. `code` is stable and meant for programs
-/// (`not_found`, `bad_request`, `unavailable`, `disabled`, `internal`, ...); `message` is
-/// for people.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable error code.
-    code: &'static str,
-    /// What went wrong.
-    message: String,
-}
-
-/// An [`ErrorBody`] with its HTTP status.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
-        Self {
-            status,
-            body: ErrorBody { code, message },
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message.into())
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message.into())
-    }
-
-    fn disabled(frontend: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "disabled",
-            format!("the {frontend} frontend is not enabled on this node"),
-        )
-    }
-}
-
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> Self {
-        match e {
-            AdminError::NotFound(m) => Self::not_found(m),
-            AdminError::BadRequest(m) => Self::bad_request(m),
-            AdminError::Unavailable(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
-
-/// What handlers return.
-type ApiResult<T> = Result<Json<T>, ApiError>;

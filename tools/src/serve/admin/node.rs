@@ -9,9 +9,9 @@ use serde::Serialize;
 use strata_journal::{PartitionInfo, SegmentInfo, Stream};
 use utoipa::ToSchema;
 
-use super::extract::ApiPath;
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
 use crate::serve::metrics::VERSION;
+use strata_frontend::admin::extract::ApiPath;
 
 /// The node.
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,13 +136,7 @@ pub struct SegmentView {
 #[utoipa::path(get, path = "/api/v1/node", tag = "node",
     responses((status = 200, description = "The node", body = NodeStatus)))]
 pub async fn status(State(s): State<AdminState>) -> Json<NodeStatus> {
-    let mut frontends = Vec::new();
-    if s.mqtt.is_some() {
-        frontends.push("mqtt".to_owned());
-    }
-    if s.kafka.is_some() {
-        frontends.push("kafka".to_owned());
-    }
+    let frontends = s.frontends.iter().map(|f| (*f).to_owned()).collect();
     let listeners = s
         .listeners
         .lock()

@@ -1,18 +1,20 @@
-//! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations and
-//! served at `/api/v1/openapi.json`.
+//! The OpenAPI 3.1 document of the admin API, generated from the handlers' annotations
+//! (the node's and those each frontend contributes) and served at `/api/v1/openapi.json`.
 
-use std::sync::OnceLock;
-
-use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Strata admin API",
-        description = "Node status and configuration, streams and partitions, MQTT clients, \
-            sessions, subscriptions and retained messages, Kafka consumer groups, and the log \
-            level. Errors are JSON objects with a `code` and a `message`. When the node sets \
+        description = "Node status and configuration, streams and partitions, users and \
+            ACLs, the log level, and what each frontend adds under `/api/v1/<frontend>` (MQTT \
+            clients, sessions, subscriptions and retained messages; Kafka consumer groups). \
+            Errors are JSON objects with a `code` and a `message`. When the node sets \
             `[admin] token`, every `/api/v1` request needs `Authorization: Bearer <token>` \
             and gets 401 `unauthorized` without it."
     ),
@@ -24,16 +26,6 @@ use utoipa::OpenApi;
         super::node::streams,
         super::node::stream,
         super::node::partition,
-        super::mqtt::clients,
-        super::mqtt::client,
-        super::mqtt::disconnect,
-        super::mqtt::sessions,
-        super::mqtt::session,
-        super::mqtt::discard_session,
-        super::mqtt::subscriptions,
-        super::mqtt::retained,
-        super::mqtt::retained_message,
-        super::mqtt::delete_retained,
         super::auth::users,
         super::auth::put_user,
         super::auth::delete_user,
@@ -45,8 +37,6 @@ use utoipa::OpenApi;
         super::auth::tokens,
         super::auth::create_token,
         super::auth::revoke_token,
-        super::kafka::groups,
-        super::kafka::group,
         super::log::state,
         super::log::set_level,
         super::log::add_override,
@@ -56,30 +46,41 @@ use utoipa::OpenApi;
     tags(
         (name = "node", description = "The node"),
         (name = "streams", description = "Journal streams and partitions"),
-        (name = "mqtt", description = "The MQTT frontend"),
-        (name = "kafka", description = "The Kafka frontend"),
         (name = "log", description = "Logging at runtime"),
         (name = "auth", description = "Users, ACL rules and bans"),
     )
 )]
 struct AdminApi;
 
-/// The document, built once.
-pub fn spec() -> &'static utoipa::openapi::OpenApi {
-    static SPEC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let mut spec = AdminApi::openapi();
-        spec.info.version = super::VERSION.to_owned();
-        with_token_answers(&mut spec);
-        spec
-    })
+/// The document: the node's operations and those of every frontend.
+pub fn spec(
+    frontends: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
+    let mut spec = AdminApi::openapi();
+    for doc in frontends {
+        spec.merge(doc);
+    }
+    spec.info.version = super::VERSION.to_owned();
+    with_token_answers(&mut spec);
+    spec
 }
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "node",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
-    Json(spec())
+pub async fn document(State(doc): State<Bytes>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc)
+}
+
+/// The document as served: serialized once.
+pub fn serialized(spec: &utoipa::openapi::OpenApi) -> Bytes {
+    match serde_json::to_vec(spec) {
+        Ok(json) => Bytes::from(json),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+            Bytes::from_static(b"{}")
+        }
+    }
 }
 
 /// Every `/api/v1` operation may answer 401 (a token is needed and none or a wrong one was

@@ -1,8 +1,54 @@
-//! What frontends offer the node's admin API: its error type and cursor paging.
+//! What frontends offer the node's admin API: its error type, cursor paging, the HTTP
+//! vocabulary of its routes ([`http`], [`extract`]) and the handle through which routes
+//! reach a running frontend ([`Live`]).
 //!
-//! A frontend exposes a cloneable admin handle (for instance `MqttAdmin`) that the node's
-//! HTTP API calls; the handle answers from the frontend's live state and fails with
+//! A frontend exposes a cloneable admin handle (for instance `MqttAdmin`) that its admin
+//! routes call; the handle answers from the frontend's live state and fails with
 //! [`AdminError::Unavailable`] until the frontend has started.
+
+pub mod extract;
+pub mod http;
+
+use std::sync::{Arc, OnceLock};
+
+/// A frontend's running state as its admin handle sees it: empty until the frontend has
+/// started and attached it, then the state for good.
+#[derive(Debug)]
+pub struct Live<T> {
+    what: &'static str,
+    state: Arc<OnceLock<Arc<T>>>,
+}
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Live {
+            what: self.what,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<T> Live<T> {
+    /// An empty handle on the frontend named `what` (for messages: `MQTT`, `Kafka`...).
+    pub fn new(what: &'static str) -> Self {
+        Live {
+            what,
+            state: Arc::default(),
+        }
+    }
+
+    /// Connects the handle to the running frontend (once; later calls are ignored).
+    pub fn attach(&self, state: Arc<T>) {
+        let _ = self.state.set(state);
+    }
+
+    /// The running frontend, or [`AdminError::Unavailable`] while it starts.
+    pub fn get(&self) -> Result<&Arc<T>, AdminError> {
+        self.state.get().ok_or_else(|| {
+            AdminError::Unavailable(format!("the {} frontend is still starting", self.what))
+        })
+    }
+}
 
 /// Most items one page returns when the caller does not say.
 pub const DEFAULT_PAGE_LIMIT: usize = 100;

@@ -1,19 +1,67 @@
-//! `/api/v1/mqtt/...`: clients, sessions, subscriptions and retained messages.
+//! `/api/v1/mqtt/...`, the MQTT frontend's part of the node's admin API: clients,
+//! sessions, subscriptions and retained messages.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use strata_mqtt::MqttAdmin;
-use strata_mqtt::admin::{
-    ClientQuery, RetainedDetail, RetainedPage, RetainedQuery, SessionDetail, SessionPage,
-    SessionQuery, SubscriptionPage, SubscriptionQuery,
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use strata_frontend::admin::extract::{ApiPath, ApiQuery};
+use strata_frontend::admin::http::{AdminApi, ApiError, ApiResult, ErrorBody, audit};
+use strata_frontend::seams::Storage;
+use utoipa::OpenApi;
+
+use crate::admin::{
+    ClientQuery, MqttAdmin, RetainedDetail, RetainedPage, RetainedQuery, SessionDetail,
+    SessionPage, SessionQuery, SubscriptionPage, SubscriptionQuery,
 };
 
-use super::extract::{ApiPath, ApiQuery};
-use super::{AdminState, ApiError, ApiResult, ErrorBody};
+/// What the routes act on.
+#[derive(Clone)]
+struct Api {
+    admin: MqttAdmin,
+    storage: Storage,
+}
 
-fn mqtt(s: &AdminState) -> Result<&MqttAdmin, ApiError> {
-    s.mqtt.as_ref().ok_or_else(|| ApiError::disabled("MQTT"))
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        clients,
+        client,
+        disconnect,
+        sessions,
+        session,
+        discard_session,
+        subscriptions,
+        retained,
+        retained_message,
+        delete_retained,
+    ),
+    tags((name = "mqtt", description = "The MQTT frontend"))
+)]
+struct Doc;
+
+/// The routes under `/api/v1/mqtt` and their document.
+pub(crate) fn api(admin: MqttAdmin, storage: Storage) -> AdminApi {
+    let router = Router::new()
+        .route("/clients", get(clients))
+        .route("/clients/{client_id}", get(client))
+        .route("/clients/{client_id}/disconnect", post(disconnect))
+        .route("/sessions", get(sessions))
+        .route(
+            "/sessions/{client_id}",
+            get(session).delete(discard_session),
+        )
+        .route("/subscriptions", get(subscriptions))
+        .route("/retained", get(retained))
+        .route(
+            "/retained/{topic}",
+            get(retained_message).delete(delete_retained),
+        )
+        .with_state(Api { admin, storage });
+    AdminApi {
+        router,
+        openapi: Doc::openapi(),
+    }
 }
 
 /// Connected MQTT clients, filtered and paged by client id.
@@ -23,11 +71,11 @@ fn mqtt(s: &AdminState) -> Result<&MqttAdmin, ApiError> {
         (status = 400, description = "Bad filter, cursor or limit", body = ErrorBody),
         (status = 404, description = "MQTT is not enabled", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn clients(
-    State(s): State<AdminState>,
+async fn clients(
+    State(s): State<Api>,
     ApiQuery(q): ApiQuery<ClientQuery>,
 ) -> ApiResult<SessionPage> {
-    Ok(Json(mqtt(&s)?.clients(&q)?))
+    Ok(Json(s.admin.clients(&q)?))
 }
 
 /// One client's session, connection and subscriptions (connected or not).
@@ -37,11 +85,11 @@ pub async fn clients(
         (status = 200, description = "The client", body = SessionDetail),
         (status = 404, description = "No such client", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn client(
-    State(s): State<AdminState>,
+async fn client(
+    State(s): State<Api>,
     ApiPath(client_id): ApiPath<String>,
 ) -> ApiResult<SessionDetail> {
-    Ok(Json(mqtt(&s)?.session(&client_id)?))
+    Ok(Json(s.admin.session(&client_id)?))
 }
 
 /// Closes a client's connection (MQTT 5: DISCONNECT 0x98, administrative action). Its
@@ -52,12 +100,12 @@ pub async fn client(
         (status = 204, description = "The connection is being closed"),
         (status = 404, description = "No such connected client", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn disconnect(
-    State(s): State<AdminState>,
+async fn disconnect(
+    State(s): State<Api>,
     ApiPath(client_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    mqtt(&s)?.disconnect(&client_id)?;
-    s.audit("mqtt.client.disconnect", &client_id).await;
+    s.admin.disconnect(&client_id)?;
+    audit(&s.storage, "mqtt.client.disconnect", &client_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -68,11 +116,11 @@ pub async fn disconnect(
         (status = 400, description = "Bad filter, cursor or limit", body = ErrorBody),
         (status = 404, description = "MQTT is not enabled", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn sessions(
-    State(s): State<AdminState>,
+async fn sessions(
+    State(s): State<Api>,
     ApiQuery(q): ApiQuery<SessionQuery>,
 ) -> ApiResult<SessionPage> {
-    Ok(Json(mqtt(&s)?.sessions(&q)?))
+    Ok(Json(s.admin.sessions(&q)?))
 }
 
 /// One session with its subscriptions.
@@ -82,11 +130,11 @@ pub async fn sessions(
         (status = 200, description = "The session", body = SessionDetail),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn session(
-    State(s): State<AdminState>,
+async fn session(
+    State(s): State<Api>,
     ApiPath(client_id): ApiPath<String>,
 ) -> ApiResult<SessionDetail> {
-    Ok(Json(mqtt(&s)?.session(&client_id)?))
+    Ok(Json(s.admin.session(&client_id)?))
 }
 
 /// Discards a session before answering: it leaves routing, its connection is closed
@@ -98,12 +146,12 @@ pub async fn session(
         (status = 204, description = "The session is discarded"),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 503, description = "MQTT is still starting, or the store write failed", body = ErrorBody)))]
-pub async fn discard_session(
-    State(s): State<AdminState>,
+async fn discard_session(
+    State(s): State<Api>,
     ApiPath(client_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    mqtt(&s)?.discard_session(&client_id)?;
-    s.audit("mqtt.session.discard", &client_id).await;
+    s.admin.discard_session(&client_id)?;
+    audit(&s.storage, "mqtt.session.discard", &client_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -115,11 +163,11 @@ pub async fn discard_session(
         (status = 400, description = "Bad cursor or limit", body = ErrorBody),
         (status = 404, description = "MQTT is not enabled", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn subscriptions(
-    State(s): State<AdminState>,
+async fn subscriptions(
+    State(s): State<Api>,
     ApiQuery(q): ApiQuery<SubscriptionQuery>,
 ) -> ApiResult<SubscriptionPage> {
-    Ok(Json(mqtt(&s)?.subscriptions(&q)?))
+    Ok(Json(s.admin.subscriptions(&q)?))
 }
 
 /// Retained messages whose topic matches a filter, paged.
@@ -129,11 +177,11 @@ pub async fn subscriptions(
         (status = 400, description = "Bad filter, cursor or limit", body = ErrorBody),
         (status = 404, description = "MQTT is not enabled", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn retained(
-    State(s): State<AdminState>,
+async fn retained(
+    State(s): State<Api>,
     ApiQuery(q): ApiQuery<RetainedQuery>,
 ) -> ApiResult<RetainedPage> {
-    Ok(Json(mqtt(&s)?.retained(&q)?))
+    Ok(Json(s.admin.retained(&q)?))
 }
 
 /// The retained message of a topic, with its payload.
@@ -143,11 +191,11 @@ pub async fn retained(
         (status = 200, description = "The retained message", body = RetainedDetail),
         (status = 404, description = "No retained message on that topic", body = ErrorBody),
         (status = 503, description = "MQTT is still starting", body = ErrorBody)))]
-pub async fn retained_message(
-    State(s): State<AdminState>,
+async fn retained_message(
+    State(s): State<Api>,
     ApiPath(topic): ApiPath<String>,
 ) -> ApiResult<RetainedDetail> {
-    Ok(Json(mqtt(&s)?.retained_message(&topic)?))
+    Ok(Json(s.admin.retained_message(&topic)?))
 }
 
 /// Deletes a topic's retained message, without publishing anything.
@@ -157,11 +205,11 @@ pub async fn retained_message(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No retained message on that topic", body = ErrorBody),
         (status = 503, description = "MQTT is still starting or the store failed", body = ErrorBody)))]
-pub async fn delete_retained(
-    State(s): State<AdminState>,
+async fn delete_retained(
+    State(s): State<Api>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    mqtt(&s)?.delete_retained(&topic)?;
-    s.audit("mqtt.retained.delete", &topic).await;
+    s.admin.delete_retained(&topic)?;
+    audit(&s.storage, "mqtt.retained.delete", &topic).await;
     Ok(StatusCode::NO_CONTENT)
 }

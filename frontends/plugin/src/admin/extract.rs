@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::http::ApiError;
 
 /// `Query<T>` answering a bad query string with a 400 JSON error.
 #[derive(Debug)]
