@@ -1,0 +1,592 @@
+//! The cluster's metadata as the meta service's state machine holds it, and the commands
+//! that change it. Pure: [`MetaState::apply`] takes a command and returns its outcome and
+//! the objects it touched; the store writes those. Every node applies the same commands
+//! in the same order, so every node computes the same placement.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+
+/// How to reach a node's meta service (openraft's node type).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// `host:port` of the node-to-node listener.
+    pub rpc: String,
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rpc)
+    }
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its node-to-node address.
+    pub rpc: String,
+    /// Each client listener's advertised address, by name (`kafka`, `mqtt`, ...).
+    pub listeners: BTreeMap<String, String>,
+    /// `active`, or `leaving` once removal started (it gets no new partitions).
+    pub state: NodeState,
+    /// Wall-clock milliseconds of its last heartbeat.
+    pub heartbeat_ms: i64,
+}
+
+/// Whether a node takes partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Takes partitions.
+    Active,
+    /// Being removed: its partitions move away.
+    Leaving,
+}
+
+/// A stream as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Its name.
+    pub name: String,
+    /// How many partitions.
+    pub partitions: u32,
+    /// Storage class (`segment`, `memory`, `rocksdb`, `object`).
+    pub storage_class: String,
+    /// Copies of each partition (1 until replication exists).
+    pub replication_factor: u32,
+    /// Bytes kept per partition, if bounded.
+    pub retention_bytes: Option<u64>,
+    /// Milliseconds kept, if bounded.
+    pub retention_ms: Option<u64>,
+}
+
+/// Where a partition lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPlacement {
+    /// The node that serves it; none while no node is active.
+    pub leader: Option<NodeId>,
+    /// Raised each time the leader changes.
+    pub epoch: u64,
+    /// The nodes holding a copy (the leader first).
+    pub replicas: Vec<NodeId>,
+}
+
+/// One uploaded segment of a partition (its object and the offsets it holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// First offset.
+    pub base_offset: u64,
+    /// Last offset.
+    pub last_offset: u64,
+    /// The object's key.
+    pub key: String,
+    /// The object's size in bytes.
+    pub size: u64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+}
+
+/// A change to the metadata, written to the meta service's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Adds a node, or updates its addresses.
+    AddNode {
+        /// Its id.
+        id: NodeId,
+        /// Its node-to-node address.
+        rpc: String,
+        /// Its client listeners.
+        listeners: BTreeMap<String, String>,
+    },
+    /// Starts removing a node: it takes no partitions and its own move away.
+    RemoveNode {
+        /// Its id.
+        id: NodeId,
+    },
+    /// A node says it is alive.
+    Heartbeat {
+        /// Its id.
+        id: NodeId,
+        /// Wall-clock milliseconds.
+        at_ms: i64,
+    },
+    /// Creates a stream and places its partitions.
+    CreateStream(StreamMeta),
+    /// Deletes a stream, its placement and its manifest.
+    DeleteStream {
+        /// Its name.
+        name: String,
+    },
+    /// Grows a stream to `total` partitions.
+    AddPartitions {
+        /// Its name.
+        name: String,
+        /// Partitions after the change.
+        total: u32,
+    },
+    /// Recomputes placement so partitions and leaders are spread evenly.
+    Rebalance,
+    /// Records an uploaded segment.
+    AppendManifest {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// The segment.
+        entry: ManifestEntry,
+    },
+    /// Forgets the uploaded segments that end below `offset`.
+    TrimManifest {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// Entries whose last offset is below it go.
+        offset: u64,
+    },
+    /// Names the node coordinating a consumer group.
+    SetCoordinator {
+        /// The group.
+        group: String,
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// What applying a command gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done.
+    Done,
+    /// The stream as created (or as it already was: `existed`).
+    Stream {
+        /// The stream.
+        stream: StreamMeta,
+        /// It existed before this command.
+        existed: bool,
+    },
+    /// Nothing by that name.
+    NotFound(String),
+    /// The command cannot apply as asked.
+    Invalid(String),
+}
+
+/// An object a command changed, for the store to write (or delete when gone).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    /// A node.
+    Node(NodeId),
+    /// A stream and its placement.
+    Stream(String),
+    /// A partition's manifest.
+    Manifest(String, u32),
+    /// A group's coordinator.
+    Coordinator(String),
+}
+
+/// The whole metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Members by id.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Streams by name.
+    pub streams: BTreeMap<String, StreamMeta>,
+    /// Each stream's partitions, in partition order.
+    pub placement: BTreeMap<String, Vec<PartitionPlacement>>,
+    /// Uploaded segments per stream and partition.
+    pub manifests: BTreeMap<String, BTreeMap<u32, Vec<ManifestEntry>>>,
+    /// Consumer group coordinators.
+    pub coordinators: BTreeMap<String, NodeId>,
+}
+
+impl MetaState {
+    /// Applies `command`: its outcome and what it changed.
+    pub fn apply(&mut self, command: &Command) -> (Outcome, Vec<Touched>) {
+        match command {
+            Command::AddNode { id, rpc, listeners } => {
+                let heartbeat_ms = self.nodes.get(id).map_or(0, |n| n.heartbeat_ms);
+                let fresh = !self.nodes.contains_key(id);
+                self.nodes.insert(
+                    *id,
+                    NodeInfo {
+                        id: *id,
+                        rpc: rpc.clone(),
+                        listeners: listeners.clone(),
+                        state: NodeState::Active,
+                        heartbeat_ms,
+                    },
+                );
+                let mut touched = vec![Touched::Node(*id)];
+                if fresh {
+                    touched.extend(self.rebalance());
+                }
+                (Outcome::Done, touched)
+            }
+            Command::RemoveNode { id } => match self.nodes.get_mut(id) {
+                None => (Outcome::NotFound(format!("no node {id}")), Vec::new()),
+                Some(n) => {
+                    n.state = NodeState::Leaving;
+                    let mut touched = vec![Touched::Node(*id)];
+                    touched.extend(self.rebalance());
+                    (Outcome::Done, touched)
+                }
+            },
+            Command::Heartbeat { id, at_ms } => match self.nodes.get_mut(id) {
+                None => (Outcome::NotFound(format!("no node {id}")), Vec::new()),
+                Some(n) => {
+                    n.heartbeat_ms = n.heartbeat_ms.max(*at_ms);
+                    (Outcome::Done, vec![Touched::Node(*id)])
+                }
+            },
+            Command::CreateStream(spec) => {
+                if let Some(existing) = self.streams.get(&spec.name) {
+                    let stream = existing.clone();
+                    return (
+                        Outcome::Stream {
+                            stream,
+                            existed: true,
+                        },
+                        Vec::new(),
+                    );
+                }
+                if spec.partitions == 0 || spec.replication_factor == 0 {
+                    return (
+                        Outcome::Invalid(
+                            "a stream needs at least one partition and one copy".into(),
+                        ),
+                        Vec::new(),
+                    );
+                }
+                self.streams.insert(spec.name.clone(), spec.clone());
+                let placed = self.place_new(spec.partitions as usize);
+                self.placement.insert(spec.name.clone(), placed);
+                (
+                    Outcome::Stream {
+                        stream: spec.clone(),
+                        existed: false,
+                    },
+                    vec![Touched::Stream(spec.name.clone())],
+                )
+            }
+            Command::DeleteStream { name } => {
+                if self.streams.remove(name).is_none() {
+                    return (Outcome::NotFound(format!("no stream `{name}`")), Vec::new());
+                }
+                self.placement.remove(name);
+                let mut touched = vec![Touched::Stream(name.clone())];
+                if let Some(parts) = self.manifests.remove(name) {
+                    touched.extend(
+                        parts
+                            .into_keys()
+                            .map(|p| Touched::Manifest(name.clone(), p)),
+                    );
+                }
+                (Outcome::Done, touched)
+            }
+            Command::AddPartitions { name, total } => {
+                let Some(stream) = self.streams.get(name) else {
+                    return (Outcome::NotFound(format!("no stream `{name}`")), Vec::new());
+                };
+                if *total <= stream.partitions {
+                    return (
+                        Outcome::Invalid(format!(
+                            "`{name}` has {} partitions; a stream only grows",
+                            stream.partitions
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let more = (*total - stream.partitions) as usize;
+                let placed = self.place_new(more);
+                if let Some(s) = self.streams.get_mut(name) {
+                    s.partitions = *total;
+                }
+                self.placement
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(placed);
+                (Outcome::Done, vec![Touched::Stream(name.clone())])
+            }
+            Command::Rebalance => (Outcome::Done, self.rebalance()),
+            Command::AppendManifest {
+                stream,
+                partition,
+                entry,
+            } => {
+                if !self.streams.contains_key(stream) {
+                    return (
+                        Outcome::NotFound(format!("no stream `{stream}`")),
+                        Vec::new(),
+                    );
+                }
+                let entries = self
+                    .manifests
+                    .entry(stream.clone())
+                    .or_default()
+                    .entry(*partition)
+                    .or_default();
+                if entries
+                    .last()
+                    .is_some_and(|e| e.last_offset >= entry.base_offset)
+                {
+                    return (
+                        Outcome::Invalid(format!(
+                            "segment at {} overlaps the manifest of {stream}/{partition}",
+                            entry.base_offset
+                        )),
+                        Vec::new(),
+                    );
+                }
+                entries.push(entry.clone());
+                (
+                    Outcome::Done,
+                    vec![Touched::Manifest(stream.clone(), *partition)],
+                )
+            }
+            Command::TrimManifest {
+                stream,
+                partition,
+                offset,
+            } => {
+                if let Some(entries) = self
+                    .manifests
+                    .get_mut(stream)
+                    .and_then(|m| m.get_mut(partition))
+                {
+                    entries.retain(|e| e.last_offset >= *offset);
+                }
+                (
+                    Outcome::Done,
+                    vec![Touched::Manifest(stream.clone(), *partition)],
+                )
+            }
+            Command::SetCoordinator { group, node } => {
+                self.coordinators.insert(group.clone(), *node);
+                (Outcome::Done, vec![Touched::Coordinator(group.clone())])
+            }
+        }
+    }
+
+    /// Nodes that take partitions, by id.
+    fn active(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.state == NodeState::Active)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// How many partitions each active node leads.
+    fn loads(&self) -> BTreeMap<NodeId, usize> {
+        let mut loads: BTreeMap<NodeId, usize> =
+            self.active().into_iter().map(|id| (id, 0)).collect();
+        for p in self.placement.values().flatten() {
+            if let Some(n) = p.leader.and_then(|l| loads.get_mut(&l)) {
+                *n += 1;
+            }
+        }
+        loads
+    }
+
+    /// Places `count` new partitions on the least loaded active nodes (lowest id first
+    /// among equals).
+    fn place_new(&self, count: usize) -> Vec<PartitionPlacement> {
+        let mut loads = self.loads();
+        (0..count)
+            .map(|_| {
+                let leader = least_loaded(&loads);
+                if let Some(n) = leader.and_then(|l| loads.get_mut(&l)) {
+                    *n += 1;
+                }
+                PartitionPlacement {
+                    leader,
+                    epoch: 0,
+                    replicas: leader.into_iter().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Spreads partitions evenly over the active nodes, moving as few as it can: a
+    /// partition stays where it is while its node is active and below its fair share;
+    /// the rest go to the least loaded nodes. A partition whose leader changes gets a new
+    /// epoch. Returns the streams whose placement changed.
+    fn rebalance(&mut self) -> Vec<Touched> {
+        let active = self.active();
+        let total: usize = self.placement.values().map(Vec::len).sum();
+        let mut loads: BTreeMap<NodeId, usize> = active.iter().map(|&id| (id, 0)).collect();
+        if active.is_empty() {
+            let mut touched = Vec::new();
+            for (name, parts) in &mut self.placement {
+                let mut changed = false;
+                for p in parts.iter_mut().filter(|p| p.leader.is_some()) {
+                    p.leader = None;
+                    p.replicas.clear();
+                    p.epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    touched.push(Touched::Stream(name.clone()));
+                }
+            }
+            return touched;
+        }
+        let fair = total.div_ceil(active.len());
+        // First pass: keep what may stay.
+        let mut moving = Vec::new();
+        for (name, parts) in &self.placement {
+            for (i, p) in parts.iter().enumerate() {
+                match p.leader.and_then(|l| loads.get_mut(&l).map(|n| (l, n))) {
+                    Some((_, n)) if *n < fair => *n += 1,
+                    _ => moving.push((name.clone(), i)),
+                }
+            }
+        }
+        let mut touched = std::collections::BTreeSet::new();
+        for (name, i) in moving {
+            let leader = least_loaded(&loads);
+            if let Some(n) = leader.and_then(|l| loads.get_mut(&l)) {
+                *n += 1;
+            }
+            if let Some(p) = self.placement.get_mut(&name).and_then(|v| v.get_mut(i))
+                && p.leader != leader
+            {
+                p.leader = leader;
+                p.replicas = leader.into_iter().collect();
+                p.epoch += 1;
+                touched.insert(Touched::Stream(name));
+            }
+        }
+        touched.into_iter().collect()
+    }
+}
+
+fn least_loaded(loads: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
+    loads
+        .iter()
+        .min_by_key(|&(id, n)| (*n, *id))
+        .map(|(&id, _)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: NodeId) -> Command {
+        Command::AddNode {
+            id,
+            rpc: format!("127.0.0.1:{}", 9000 + id),
+            listeners: BTreeMap::new(),
+        }
+    }
+
+    fn stream(name: &str, partitions: u32) -> Command {
+        Command::CreateStream(StreamMeta {
+            name: name.into(),
+            partitions,
+            storage_class: "segment".into(),
+            replication_factor: 1,
+            retention_bytes: None,
+            retention_ms: None,
+        })
+    }
+
+    fn leaders(s: &MetaState) -> BTreeMap<NodeId, usize> {
+        let mut out = BTreeMap::new();
+        for p in s.placement.values().flatten() {
+            *out.entry(p.leader.unwrap_or(u64::MAX)).or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn partitions_spread_evenly_and_follow_joins_and_leaves() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        for i in 0..10 {
+            s.apply(&stream(&format!("t{i}"), 3));
+        }
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 30)]));
+        s.apply(&node(2));
+        s.apply(&node(3));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 10), (2, 10), (3, 10)]));
+        // Moving a partition raises its epoch; those that stayed keep theirs.
+        let moved = s
+            .placement
+            .values()
+            .flatten()
+            .filter(|p| p.epoch > 0)
+            .count();
+        assert_eq!(moved, 20);
+        s.apply(&Command::RemoveNode { id: 2 });
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 15), (3, 15)]));
+        s.apply(&stream("late", 4));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 17), (3, 17)]));
+    }
+
+    #[test]
+    fn creating_twice_answers_the_first_and_streams_only_grow() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        let (first, touched) = s.apply(&stream("a", 2));
+        assert!(matches!(first, Outcome::Stream { existed: false, .. }));
+        assert_eq!(touched, vec![Touched::Stream("a".into())]);
+        let (again, touched) = s.apply(&stream("a", 5));
+        assert!(
+            matches!(again, Outcome::Stream { existed: true, ref stream } if stream.partitions == 2)
+        );
+        assert!(touched.is_empty());
+        let shrink = Command::AddPartitions {
+            name: "a".into(),
+            total: 1,
+        };
+        assert!(matches!(s.apply(&shrink).0, Outcome::Invalid(_)));
+        let grow = Command::AddPartitions {
+            name: "a".into(),
+            total: 4,
+        };
+        assert_eq!(s.apply(&grow).0, Outcome::Done);
+        assert_eq!(s.placement["a"].len(), 4);
+        assert_eq!(
+            s.apply(&Command::DeleteStream { name: "a".into() }).0,
+            Outcome::Done
+        );
+        assert!(s.placement.is_empty());
+    }
+
+    #[test]
+    fn manifests_only_grow_forward_and_trim_from_the_start() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", 1));
+        let entry = |base, last| ManifestEntry {
+            base_offset: base,
+            last_offset: last,
+            key: format!("a/0/{base}"),
+            size: 10,
+            max_timestamp: 0,
+        };
+        let append = |e| Command::AppendManifest {
+            stream: "a".into(),
+            partition: 0,
+            entry: e,
+        };
+        assert_eq!(s.apply(&append(entry(0, 9))).0, Outcome::Done);
+        assert_eq!(s.apply(&append(entry(10, 19))).0, Outcome::Done);
+        assert!(matches!(
+            s.apply(&append(entry(15, 30))).0,
+            Outcome::Invalid(_)
+        ));
+        s.apply(&Command::TrimManifest {
+            stream: "a".into(),
+            partition: 0,
+            offset: 10,
+        });
+        assert_eq!(s.manifests["a"][&0], vec![entry(10, 19)]);
+    }
+}

@@ -1,0 +1,166 @@
+//! The meta service over real sockets: one node alone, three nodes electing a leader,
+//! writes through a follower, the leader stopped and a new one elected, a node restarted
+//! from its store. Deadlines are generous; nothing waits a fixed time.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use strata_meta::model::{Command, Outcome, StreamMeta};
+use strata_meta::{MetaConfig, MetaNode};
+use tokio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn stream(name: &str, partitions: u32) -> Command {
+    Command::CreateStream(StreamMeta {
+        name: name.into(),
+        partitions,
+        storage_class: "segment".into(),
+        replication_factor: 1,
+        retention_bytes: None,
+        retention_ms: None,
+    })
+}
+
+fn add_node(id: u64) -> Command {
+    Command::AddNode {
+        id,
+        rpc: format!("node-{id}"),
+        listeners: BTreeMap::from([("kafka".to_string(), format!("127.0.0.1:{}", 19000 + id))]),
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+fn config(id: u64, dir: &std::path::Path, voters: &BTreeMap<u64, String>) -> MetaConfig {
+    let mut c = MetaConfig::single(id, dir.join(format!("n{id}")), voters[&id].clone());
+    c.voters = voters.clone();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_is_a_cluster_of_one_and_keeps_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap().to_string();
+    let config = MetaConfig::single(1, dir.path().join("meta"), addr);
+    let node = MetaNode::start(config.clone(), l).await.unwrap();
+    assert_eq!(node.write(add_node(1)).await.unwrap(), Outcome::Done);
+    let created = node.write(stream("orders", 3)).await.unwrap();
+    assert!(matches!(created, Outcome::Stream { existed: false, .. }));
+    let state = node.state();
+    assert_eq!(state.placement["orders"].len(), 3);
+    assert!(
+        state.placement["orders"]
+            .iter()
+            .all(|p| p.leader == Some(1))
+    );
+    node.shutdown().await;
+
+    // Restarted from its store, on another port: the same metadata, and it still writes.
+    let l = listener().await;
+    let mut config = config;
+    config.advertised = l.local_addr().unwrap().to_string();
+    config.voters = BTreeMap::from([(1, config.advertised.clone())]);
+    let node = MetaNode::start(config, l).await.unwrap();
+    assert_eq!(node.state().streams["orders"].partitions, 3);
+    let again = node.write(stream("orders", 3)).await.unwrap();
+    assert!(matches!(again, Outcome::Stream { existed: true, .. }));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, listener().await);
+    }
+    let voters: BTreeMap<u64, String> = listeners
+        .iter()
+        .map(|(&id, l)| (id, l.local_addr().unwrap().to_string()))
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(
+            id,
+            MetaNode::start(config(id, dir.path(), &voters), l)
+                .await
+                .unwrap(),
+        );
+    }
+    wait_for("a leader all three agree on", || {
+        let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    let leader = nodes[&1].leader().unwrap();
+    let follower = *nodes.keys().find(|&&id| id != leader).unwrap();
+
+    // Written through a follower: handed to the leader, applied everywhere.
+    for id in 1..=3 {
+        nodes[&follower].write(add_node(id)).await.unwrap();
+    }
+    for i in 0..10 {
+        nodes[&follower]
+            .write(stream(&format!("t{i}"), 3))
+            .await
+            .unwrap();
+    }
+    wait_for("every node to apply the streams", || {
+        nodes.values().all(|n| n.state().streams.len() == 10)
+    })
+    .await;
+    let state = nodes[&leader].state();
+    for n in nodes.values() {
+        assert_eq!(n.state(), state, "node {} differs", n.id());
+    }
+    let mut per_node = BTreeMap::new();
+    for p in state.placement.values().flatten() {
+        *per_node.entry(p.leader.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(per_node, BTreeMap::from([(1, 10), (2, 10), (3, 10)]));
+
+    // The leader stops: the others elect a new one and take writes.
+    let stopped_at = Instant::now();
+    let old = nodes.remove(&leader).unwrap();
+    let old_dir_config = config(leader, dir.path(), &voters);
+    let stopping = tokio::spawn(old.shutdown());
+    wait_for("a new leader", || {
+        nodes
+            .values()
+            .all(|n| n.leader().is_some_and(|l| l != leader))
+    })
+    .await;
+    let survivor = nodes.values().next().unwrap();
+    survivor.write(stream("after", 1)).await.unwrap();
+    eprintln!(
+        "meta leader failover: {:?} from stop to the first write by the new leader",
+        stopped_at.elapsed()
+    );
+
+    // The old leader comes back from its store and catches up.
+    stopping.await.unwrap();
+    let l = TcpListener::bind(voters[&leader].as_str()).await.unwrap();
+    let back = MetaNode::start(old_dir_config, l).await.unwrap();
+    wait_for("the restarted node to catch up", || {
+        back.state().streams.contains_key("after")
+    })
+    .await;
+    back.shutdown().await;
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
