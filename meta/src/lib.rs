@@ -7,6 +7,7 @@
 // design; the helpers here return what those traits need.
 #![allow(clippy::result_large_err)]
 
+pub mod config;
 pub mod model;
 mod network;
 pub mod store;
@@ -79,6 +80,31 @@ pub struct MetaConfig {
 }
 
 impl MetaConfig {
+    /// The settings of `[cluster]` for a node whose data is in `data_dir` and whose
+    /// node-to-node listener is bound at `bound`.
+    pub fn from_cluster(
+        cluster: &config::ClusterConfig,
+        data_dir: &std::path::Path,
+        bound: SocketAddr,
+    ) -> Result<Self, String> {
+        let advertised = cluster
+            .advertised
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let mut voters = cluster.voters()?;
+        if voters.is_empty() {
+            voters.insert(cluster.node_id, advertised.clone());
+        }
+        Ok(MetaConfig {
+            id: cluster.node_id,
+            dir: data_dir.join("meta"),
+            advertised,
+            voters,
+            heartbeat: Duration::from_millis(cluster.heartbeat_ms),
+            election_timeout: Duration::from_millis(cluster.election_timeout_ms),
+        })
+    }
+
     /// A single node: its own only voter.
     pub fn single(id: NodeId, dir: PathBuf, advertised: String) -> Self {
         MetaConfig {
@@ -95,11 +121,12 @@ impl MetaConfig {
 /// This node's part of the meta service.
 pub struct MetaNode {
     id: NodeId,
+    advertised: String,
     raft: MetaRaft,
     view: Arc<RwLock<Applied>>,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<()>,
+    stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+    server: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// The store, to know when everything holding it has let go.
     db: std::sync::Weak<rocksdb::DB>,
 }
@@ -169,11 +196,12 @@ impl MetaNode {
         });
         let node = MetaNode {
             id: config.id,
+            advertised: config.advertised.clone(),
             raft,
             view,
             addr,
-            stop: Some(stop),
-            server,
+            stop: parking_lot::Mutex::new(Some(stop)),
+            server: parking_lot::Mutex::new(Some(server)),
             db: weak_db,
         };
         let initialized = node
@@ -198,6 +226,11 @@ impl MetaNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The address other nodes reach this one at.
+    pub fn advertised(&self) -> &str {
+        &self.advertised
     }
 
     /// Where this node serves node-to-node RPC.
@@ -277,22 +310,23 @@ impl MetaNode {
 
     /// Stops serving and leaves the group's work to the others. Returns once the store
     /// is closed (so the node may open it again), or after [`STOP_TIMEOUT`] with a warning.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(&self) {
+        if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(());
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "meta Raft did not stop cleanly");
         }
         // Peers may hold their connections open: the server gets a moment, then goes.
-        if tokio::time::timeout(STOP_TIMEOUT, &mut self.server)
-            .await
-            .is_err()
+        let server = self.server.lock().take();
+        if let Some(mut server) = server
+            && tokio::time::timeout(STOP_TIMEOUT, &mut server)
+                .await
+                .is_err()
         {
-            self.server.abort();
+            server.abort();
         }
         let db = self.db.clone();
-        drop(self);
         let started = Instant::now();
         while db.strong_count() > 0 {
             if started.elapsed() > STOP_TIMEOUT {

@@ -137,7 +137,7 @@ async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let stopped_at = Instant::now();
     let old = nodes.remove(&leader).unwrap();
     let old_dir_config = config(leader, dir.path(), &voters);
-    let stopping = tokio::spawn(old.shutdown());
+    let stopping = tokio::spawn(async move { old.shutdown().await });
     wait_for("a new leader", || {
         nodes
             .values()

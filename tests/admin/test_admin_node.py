@@ -206,3 +206,20 @@ def test_log_level_raised_for_one_client_and_one_topic(node_with, tmp_path):
     finally:
         noisy.close()
         quiet.close()
+
+
+def test_a_node_alone_is_a_cluster_of_one(node):
+    """Without [cluster] the node runs the meta service as its only voter, leads it, and
+    registers itself with its client listeners."""
+    api = Api(node)
+    wait_until("the node to register with the meta service",
+               lambda: api.ok("cluster", "nodes")["nodes"])
+    cluster = api.ok("cluster", "nodes")
+    assert cluster["node_id"] == 1 and cluster["leader"] == 1 and cluster["term"] >= 1
+    [me] = cluster["nodes"]
+    assert me["id"] == 1 and me["state"] == "active"
+    assert me["listeners"]["kafka"] == f"127.0.0.1:{node.kafka_port}"
+    assert me["listeners"]["mqtt"] == f"127.0.0.1:{node.port}"
+    assert (node.data_dir / "meta").is_dir()
+    code, out, err = admin_cli(node, "cluster", "nodes")
+    assert code == 0 and "meta leader 1" in out and str(node.kafka_port) in out, err

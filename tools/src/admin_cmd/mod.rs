@@ -71,6 +71,15 @@ enum AdminCommand {
     /// Admin API tokens and their roles.
     #[command(subcommand)]
     Tokens(auth::TokensCommand),
+    /// The cluster's nodes and its meta service.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every node with its addresses, state and the partitions it leads; the meta leader.
+    Nodes,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +270,27 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
         AdminCommand::Acl(a) => auth::acl(c, a).await?,
         AdminCommand::Ban(b) => auth::ban(c, b).await?,
         AdminCommand::Tokens(t) => auth::tokens(c, t).await?,
+        AdminCommand::Cluster(ClusterCommand::Nodes) => (
+            c.get(&["cluster", "nodes"], &[]).await?,
+            Box::new(|v| {
+                let mut text = format!(
+                    "node {}, meta leader {}, term {}\n",
+                    v["node_id"], v["leader"], v["term"]
+                );
+                text.push_str(&render(
+                    v["nodes"].as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("ID", "/id"),
+                        ("STATE", "/state"),
+                        ("RPC", "/rpc"),
+                        ("LEADS", "/partitions_led"),
+                        ("KAFKA", "/listeners/kafka"),
+                        ("MQTT", "/listeners/mqtt"),
+                    ],
+                ));
+                text
+            }),
+        ),
     };
     Ok(if json { pretty(&value) } else { show(&value) })
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata_frontend::security::AuthConfig;
 use strata_journal::JournalConfig;
 use strata_kafka::KafkaConfig;
+use strata_meta::config::ClusterConfig;
 use strata_mqtt::MqttConfig;
 
 use super::config_error::ConfigError;
@@ -36,6 +37,8 @@ pub struct NodeConfig {
     pub kafka: KafkaConfig,
     /// Users, ACL, anonymous access and flapping detection, for every frontend.
     pub auth: AuthConfig,
+    /// The node's place in the cluster; owned and documented by `strata-meta`.
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]`: where this node keeps its data.
@@ -163,6 +166,9 @@ impl NodeConfig {
                     "must be 0 (off) or a positive rate",
                 ));
             }
+        }
+        if let Err(e) = self.cluster.validate() {
+            return Err(ConfigError::invalid("cluster", e));
         }
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid(

@@ -16,6 +16,8 @@ use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutd
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
 use strata_local::{KvStore, LocalStreams};
+use strata_meta::model::{Command, NodeId};
+use strata_meta::{MetaConfig, MetaNode};
 use strata_mqtt::MqttFrontend;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,6 +75,13 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             return Err(anyhow!(e).context("admin.tls"));
         }
     };
+    let meta = match start_meta(&config).await {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = close_journal(&journal, maintenance).await;
+            return Err(e);
+        }
+    };
 
     let (stop, stopping) = watch::channel(false);
     let listeners = Arc::new(Mutex::new(Vec::new()));
@@ -86,11 +95,17 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         listeners: listeners.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         security: security.clone(),
+        meta: meta.clone(),
     };
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
     let started = start_frontends(&config, &journal, &kv, &security, &mut admin, stopping).await;
     let served = match started {
         Ok((mut frontends, apis)) => {
+            let registering = tokio::spawn(register(
+                meta.clone(),
+                config.cluster.node_id,
+                listeners.clone(),
+            ));
             let served = serve_admin(
                 config.admin.listen,
                 admin_tls,
@@ -100,12 +115,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
                 &mut frontends,
             )
             .await;
+            registering.abort();
             stop.send_replace(true);
             let stopped = stop_frontends(frontends).await;
             served.and(stopped)
         }
         Err(e) => Err(e),
     };
+    meta.shutdown().await;
     let closed = close_journal(&journal, maintenance).await;
     if let Some(task) = kv_sync {
         task.abort();
@@ -163,6 +180,53 @@ fn raise_open_files_limit() {
         },
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
+}
+
+/// Starts this node's part of the meta service (`[cluster]`; without it, a cluster of one)
+/// with its store under `<data_dir>/meta`.
+async fn start_meta(config: &NodeConfig) -> anyhow::Result<Arc<MetaNode>> {
+    let cluster = &config.cluster;
+    let listener = TcpListener::bind(cluster.listen)
+        .await
+        .with_context(|| format!("cannot bind the cluster listener on {}", cluster.listen))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the cluster listener's address")?;
+    let meta_config = MetaConfig::from_cluster(cluster, &config.node.data_dir, bound)
+        .map_err(|e| anyhow!(e).context("cluster"))?;
+    let meta = MetaNode::start(meta_config, listener)
+        .await
+        .context("cannot start the meta service")?;
+    info!(node_id = cluster.node_id, "cluster listening on {bound}");
+    Ok(Arc::new(meta))
+}
+
+/// Registers this node and its client listeners with the meta service, once a leader
+/// takes the write (at once for a cluster of one; retried while no leader answers).
+async fn register(
+    meta: Arc<MetaNode>,
+    id: NodeId,
+    listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+) {
+    let listeners: std::collections::BTreeMap<String, String> = listeners
+        .lock()
+        .iter()
+        .map(|(name, addr)| (name.clone(), addr.to_string()))
+        .collect();
+    let command = Command::AddNode {
+        id,
+        rpc: meta.advertised().to_owned(),
+        listeners,
+    };
+    loop {
+        match meta.write(command.clone()).await {
+            Ok(_) => {
+                info!(node_id = id, "registered with the meta service");
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot register with the meta service yet"),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! under `/api/v1/<frontend>`. Every error is JSON: `{"code": "...", "message": "..."}`.
 
 mod auth;
+mod cluster;
 mod log;
 mod node;
 mod openapi;
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// Users, ACL and bans.
     pub security: Security,
+    /// This node's part of the meta service.
+    pub meta: Arc<strata_meta::MetaNode>,
 }
 
 impl AdminState {
@@ -95,6 +98,7 @@ pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
         .route("/log/overrides/{id}", delete(log::remove_override))
         .route("/auth/tokens", get(auth::tokens).post(auth::create_token))
         .route("/auth/tokens/{name}", delete(auth::revoke_token))
+        .route("/cluster/nodes", get(cluster::nodes))
         .with_state(state.clone())
         .route(
             "/openapi.json",

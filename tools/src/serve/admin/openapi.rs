@@ -37,6 +37,7 @@ use utoipa::OpenApi;
         super::auth::tokens,
         super::auth::create_token,
         super::auth::revoke_token,
+        super::cluster::nodes,
         super::log::state,
         super::log::set_level,
         super::log::add_override,
@@ -48,6 +49,7 @@ use utoipa::OpenApi;
         (name = "streams", description = "Journal streams and partitions"),
         (name = "log", description = "Logging at runtime"),
         (name = "auth", description = "Users, ACL rules and bans"),
+        (name = "cluster", description = "The cluster's nodes and its meta service"),
     )
 )]
 struct AdminApi;
