@@ -25,6 +25,9 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// Election timeout, milliseconds (each election waits between this and twice this).
     pub election_timeout_ms: u64,
+    /// The secret node-to-node requests carry, the same on every node (at least 16
+    /// characters). Required with `initial_voters`; alone, a node makes up its own.
+    pub secret: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -36,6 +39,7 @@ impl Default for ClusterConfig {
             initial_voters: Vec::new(),
             heartbeat_ms: 100,
             election_timeout_ms: 300,
+            secret: None,
         }
     }
 }
@@ -47,7 +51,19 @@ impl ClusterConfig {
         if self.node_id == 0 {
             return Err("node_id must be at least 1".into());
         }
-        self.voters()?;
+        let voters = self.voters()?;
+        match &self.secret {
+            Some(s) if s.len() < 16 || !s.is_ascii() => {
+                return Err("secret must be at least 16 ASCII characters".into());
+            }
+            None if !voters.is_empty() => {
+                return Err(
+                    "secret is required with initial_voters: node-to-node requests must be authenticated"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_timeout_ms {
             return Err(format!(
                 "heartbeat_ms ({}) must be at least 1 and at most half of election_timeout_ms ({})",
@@ -93,6 +109,10 @@ mod tests {
             initial_voters: vec!["1@127.0.0.1:7001".into(), "2@n2:7001".into()],
             ..ClusterConfig::default()
         };
+        assert!(c.validate().unwrap_err().contains("secret"));
+        c.secret = Some("short".into());
+        assert!(c.validate().unwrap_err().contains("16"));
+        c.secret = Some("a-long-enough-cluster-secret".into());
         assert_eq!(c.voters().unwrap()[&2], "n2:7001");
         assert!(c.validate().is_ok());
         for bad in ["x@a:1", "1@a", "0@a:1", "1a:1", "1@:1"] {

@@ -77,6 +77,8 @@ pub struct MetaConfig {
     pub heartbeat: Duration,
     /// Election timeout; each election waits between this and twice this.
     pub election_timeout: Duration,
+    /// The secret every node-to-node request carries and every node checks.
+    pub secret: String,
 }
 
 impl MetaConfig {
@@ -102,6 +104,8 @@ impl MetaConfig {
             voters,
             heartbeat: Duration::from_millis(cluster.heartbeat_ms),
             election_timeout: Duration::from_millis(cluster.election_timeout_ms),
+            // Alone, the node makes one up: nobody else needs to reach it.
+            secret: cluster.secret.clone().unwrap_or_else(random_secret),
         })
     }
 
@@ -114,21 +118,31 @@ impl MetaConfig {
             advertised,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(300),
+            secret: random_secret(),
         }
     }
+}
+
+/// 32 random bytes as hex: the secret of a node that has no peers to share one with.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// This node's part of the meta service.
 pub struct MetaNode {
     id: NodeId,
+    secret: network::Secret,
     advertised: String,
     raft: MetaRaft,
     view: Arc<RwLock<Applied>>,
     addr: SocketAddr,
     stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
     server: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// The store, to know when everything holding it has let go.
-    db: std::sync::Weak<rocksdb::DB>,
+    /// Rises once the store is closed.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -152,14 +166,13 @@ impl MetaNode {
     /// first to reach the others wins and the rest find the group initialized).
     pub async fn start(config: MetaConfig, listener: TcpListener) -> Result<MetaNode, MetaError> {
         let dir = config.dir.clone();
-        let db = tokio::task::spawn_blocking(move || {
+        let (db, closed) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             store::open(&dir).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| MetaError::Store(e.to_string()))?
         .map_err(MetaError::Store)?;
-        let weak_db = Arc::downgrade(&db);
         let log = LogStore::new(db.clone());
         let sm = StateMachine::open(db).map_err(|e| MetaError::Store(e.to_string()))?;
         let view = sm.view();
@@ -173,15 +186,24 @@ impl MetaNode {
         }
         .validate()
         .map_err(|e| MetaError::Store(e.to_string()))?;
-        let raft = Raft::new(config.id, Arc::new(raft_config), network::Network, log, sm)
-            .await
-            .map_err(|e| MetaError::Store(e.to_string()))?;
+        let secret = network::Secret::new(&config.secret);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network::Network(secret.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| MetaError::Store(e.to_string()))?;
         let addr = listener
             .local_addr()
             .map_err(|e| MetaError::Listener(e.to_string()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service =
-            network::rpc::meta_server::MetaServer::new(network::Service { raft: raft.clone() });
+        let service = network::rpc::meta_server::MetaServer::with_interceptor(
+            network::Service { raft: raft.clone() },
+            network::Check(secret.clone()),
+        );
         let server = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
             let served = tonic::transport::Server::builder()
@@ -196,13 +218,14 @@ impl MetaNode {
         });
         let node = MetaNode {
             id: config.id,
+            secret,
             advertised: config.advertised.clone(),
             raft,
             view,
             addr,
             stop: parking_lot::Mutex::new(Some(stop)),
             server: parking_lot::Mutex::new(Some(server)),
-            db: weak_db,
+            closed,
         };
         let initialized = node
             .raft
@@ -269,7 +292,7 @@ impl MetaNode {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
                         Some(node) if f.leader_id != Some(self.id) => {
-                            match network::forward(&node.rpc, &command).await {
+                            match network::forward(&node.rpc, &self.secret, &command).await {
                                 Ok(outcome) => return Ok(outcome),
                                 Err(e) => last = e,
                             }
@@ -326,14 +349,49 @@ impl MetaNode {
         {
             server.abort();
         }
-        let db = self.db.clone();
         let started = Instant::now();
-        while db.strong_count() > 0 {
+        while !self.closed.load(std::sync::atomic::Ordering::Acquire) {
             if started.elapsed() > STOP_TIMEOUT {
                 tracing::warn!("the meta store is still open after shutdown");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_without_the_cluster_secret_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = MetaConfig::single(1, dir.path().join("meta"), addr.clone());
+        config.secret = "the-right-secret-0123".into();
+        let node = MetaNode::start(config, listener).await.unwrap();
+        let command = Command::Heartbeat { id: 1, at_ms: 1 };
+        for wrong in ["the-wrong-secret-0123", ""] {
+            let refused = network::forward(&addr, &network::Secret::new(wrong), &command).await;
+            assert!(refused.unwrap_err().contains("cluster secret"));
+        }
+        // With the secret the request reaches Raft (no node 1 registered yet: NotFound).
+        let right = network::Secret::new("the-right-secret-0123");
+        let started = Instant::now();
+        let answered = loop {
+            match network::forward(&addr, &right, &command).await {
+                Ok(outcome) => break outcome,
+                // Until the node has elected itself, the write is refused as not the leader's.
+                Err(e) if !e.contains("cluster secret") && started.elapsed() < WRITE_DEADLINE => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(matches!(answered, Outcome::NotFound(_)));
+        node.shutdown().await;
     }
 }

@@ -3,6 +3,7 @@
 //! prost [`Frame`] holding the JSON of openraft's request or of the answer (a `Result`, so
 //! a Raft error on the far side comes back as that error, not as a transport failure).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
@@ -13,6 +14,9 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::model::{Command, NodeAddr, NodeId, Outcome};
@@ -44,6 +48,69 @@ fn frame<T: Serialize>(value: &T) -> Result<Frame, tonic::Status> {
 
 fn unframe<T: DeserializeOwned>(f: &Frame) -> Result<T, tonic::Status> {
     serde_json::from_slice(&f.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+}
+
+/// The cluster secret every node-to-node request carries (`authorization: Bearer ...`),
+/// and checks on the requests it serves.
+#[derive(Clone)]
+pub(crate) struct Secret(Arc<str>);
+
+impl Secret {
+    pub(crate) fn new(secret: &str) -> Self {
+        Secret(Arc::from(secret))
+    }
+
+    fn header(&self) -> Result<MetadataValue<Ascii>, tonic::Status> {
+        format!("Bearer {}", self.0)
+            .parse()
+            .map_err(|_| tonic::Status::internal("the cluster secret is not ASCII"))
+    }
+}
+
+/// Adds the secret to a request this node sends.
+impl Interceptor for Secret {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.header()?);
+        Ok(request)
+    }
+}
+
+/// Checks the secret of a request this node serves; a request without it, or with
+/// another, is refused (UNAUTHENTICATED) before it reaches Raft.
+#[derive(Clone)]
+pub(crate) struct Check(pub(crate) Secret);
+
+impl Interceptor for Check {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let expected = self.0.header()?;
+        let given = request.metadata().get("authorization");
+        let same = given.is_some_and(|g| {
+            let (a, b) = (g.as_bytes(), expected.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        });
+        if same {
+            Ok(request)
+        } else {
+            tracing::warn!("node-to-node request refused: wrong or missing cluster secret");
+            Err(tonic::Status::unauthenticated(
+                "wrong or missing cluster secret",
+            ))
+        }
+    }
+}
+
+/// A client of another node's meta service.
+pub(crate) type Client = rpc::meta_client::MetaClient<InterceptedService<Channel, Secret>>;
+
+fn client(addr: &str, secret: &Secret) -> Option<Client> {
+    channel(addr)
+        .ok()
+        .map(|c| rpc::meta_client::MetaClient::with_interceptor(c, secret.clone()))
 }
 
 /// A lazily connected channel to `addr` (reconnects by itself).
@@ -103,9 +170,12 @@ impl rpc::meta_server::Meta for Service {
 }
 
 /// Sends a command to the meta service on `addr` (the leader, as far as the caller knows).
-pub(crate) async fn forward(addr: &str, command: &Command) -> Result<Outcome, String> {
-    let channel = channel(addr).map_err(|e| e.to_string())?;
-    let mut client = rpc::meta_client::MetaClient::new(channel);
+pub(crate) async fn forward(
+    addr: &str,
+    secret: &Secret,
+    command: &Command,
+) -> Result<Outcome, String> {
+    let mut client = client(addr, secret).ok_or_else(|| format!("bad address {addr}"))?;
     let request = frame(command).map_err(|e| e.to_string())?;
     let answer = client
         .write(request)
@@ -115,7 +185,7 @@ pub(crate) async fn forward(addr: &str, command: &Command) -> Result<Outcome, St
 }
 
 /// Makes clients for openraft.
-pub(crate) struct Network;
+pub(crate) struct Network(pub(crate) Secret);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -123,10 +193,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Self::Network {
         Connection {
             target,
-            client: channel(&node.rpc)
-                .ok()
-                .map(rpc::meta_client::MetaClient::new),
+            client: client(&node.rpc, &self.0),
             addr: node.rpc.clone(),
+            secret: self.0.clone(),
         }
     }
 }
@@ -135,17 +204,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct Connection {
     target: NodeId,
     addr: String,
-    client: Option<rpc::meta_client::MetaClient<Channel>>,
+    client: Option<Client>,
+    secret: Secret,
 }
 
 type Rpc<T, E> = Result<T, RPCError<NodeId, NodeAddr, E>>;
 
 impl Connection {
-    fn client<E: std::error::Error>(&mut self) -> Rpc<rpc::meta_client::MetaClient<Channel>, E> {
+    fn client<E: std::error::Error>(&mut self) -> Rpc<Client, E> {
         if self.client.is_none() {
-            self.client = channel(&self.addr)
-                .ok()
-                .map(rpc::meta_client::MetaClient::new);
+            self.client = client(&self.addr, &self.secret);
         }
         self.client.clone().ok_or_else(|| {
             RPCError::Network(NetworkError::new(&std::io::Error::other(format!(

@@ -47,13 +47,48 @@ fn synced() -> WriteOptions {
     w
 }
 
-/// Opens (creating) the meta store in `dir`.
-pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+/// The open store. Dropping the last handle closes RocksDB and only then raises
+/// `closed`, so whoever waits for it may open the store again at once.
+#[derive(Debug)]
+pub struct Db {
+    db: Option<DB>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        // `db` is only taken in `drop`.
+        self.db
+            .as_ref()
+            .expect("the meta store is open until dropped")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Opens (creating) the meta store in `dir`; the flag rises once it is closed.
+pub fn open(dir: &Path) -> Result<(Arc<Db>, Arc<std::sync::atomic::AtomicBool>), rocksdb::Error> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     let cfs = [LOG, RAFT, SM].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-    DB::open_cf_descriptors(&options, dir, cfs).map(Arc::new)
+    let db = DB::open_cf_descriptors(&options, dir, cfs)?;
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Ok((
+        Arc::new(Db {
+            db: Some(db),
+            closed: closed.clone(),
+        }),
+        closed,
+    ))
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::ColumnFamily> {
@@ -98,12 +133,12 @@ fn put_json<T: Serialize>(
 /// The Raft log.
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    db: Arc<DB>,
+    db: Arc<Db>,
 }
 
 impl LogStore {
     /// The log in `db`.
-    pub fn new(db: Arc<DB>) -> Self {
+    pub fn new(db: Arc<Db>) -> Self {
         LogStore { db }
     }
 }
@@ -260,7 +295,7 @@ pub struct Applied {
 /// The state machine: the metadata in memory, each change written to `sm`.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
-    db: Arc<DB>,
+    db: Arc<Db>,
     applied: Arc<RwLock<Applied>>,
     snapshots: u64,
 }
@@ -299,7 +334,7 @@ fn value_of(state: &MetaState, t: &Touched) -> Result<Option<Vec<u8>>, serde_jso
 
 impl StateMachine {
     /// Loads the state machine stored in `db`.
-    pub fn open(db: Arc<DB>) -> StorageResult<Self> {
+    pub fn open(db: Arc<Db>) -> StorageResult<Self> {
         let applied = load(&db)?;
         Ok(StateMachine {
             db,
@@ -522,7 +557,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Builds a snapshot of the state machine as it is when asked.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
+    db: Arc<Db>,
     applied: Arc<RwLock<Applied>>,
     number: u64,
 }

@@ -47,6 +47,7 @@ async fn listener() -> TcpListener {
 fn config(id: u64, dir: &std::path::Path, voters: &BTreeMap<u64, String>) -> MetaConfig {
     let mut c = MetaConfig::single(id, dir.join(format!("n{id}")), voters[&id].clone());
     c.voters = voters.clone();
+    c.secret = "the-cluster-secret-of-this-test".into();
     c
 }
 
