@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::NodeId;
 
 /// `[cluster]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster (1 or more).
@@ -28,6 +28,21 @@ pub struct ClusterConfig {
     /// The secret node-to-node requests carry, the same on every node (at least 16
     /// characters). Required with `initial_voters`; alone, a node makes up its own.
     pub secret: Option<String>,
+}
+
+/// Hides the secret.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("listen", &self.listen)
+            .field("advertised", &self.advertised)
+            .field("initial_voters", &self.initial_voters)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("election_timeout_ms", &self.election_timeout_ms)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -53,8 +68,8 @@ impl ClusterConfig {
         }
         let voters = self.voters()?;
         match &self.secret {
-            Some(s) if s.len() < 16 || !s.is_ascii() => {
-                return Err("secret must be at least 16 ASCII characters".into());
+            Some(s) if s.len() < 16 || !s.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err("secret must be at least 16 visible ASCII characters".into());
             }
             None if !voters.is_empty() => {
                 return Err(
@@ -64,7 +79,10 @@ impl ClusterConfig {
             }
             _ => {}
         }
-        if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_timeout_ms {
+        if self.heartbeat_ms == 0
+            || self.election_timeout_ms > 60_000
+            || self.heartbeat_ms * 2 > self.election_timeout_ms
+        {
             return Err(format!(
                 "heartbeat_ms ({}) must be at least 1 and at most half of election_timeout_ms ({})",
                 self.heartbeat_ms, self.election_timeout_ms

@@ -62,7 +62,7 @@ pub enum MetaError {
 }
 
 /// How a node takes part in the meta service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MetaConfig {
     /// This node's id.
     pub id: NodeId,
@@ -79,6 +79,21 @@ pub struct MetaConfig {
     pub election_timeout: Duration,
     /// The secret every node-to-node request carries and every node checks.
     pub secret: String,
+}
+
+/// Hides the secret.
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaConfig")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .field("advertised", &self.advertised)
+            .field("voters", &self.voters)
+            .field("heartbeat", &self.heartbeat)
+            .field("election_timeout", &self.election_timeout)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 impl MetaConfig {
@@ -154,7 +169,7 @@ impl std::fmt::Debug for MetaNode {
     }
 }
 
-/// How long stopping waits for the RPC server and the store to close.
+/// How long stopping waits for the store to close.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a write keeps looking for a leader.
@@ -182,6 +197,10 @@ impl MetaNode {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: timeout,
             election_timeout_max: timeout * 2,
+            // Snapshot chunks travel as JSON (a byte may take four characters) in one
+            // gRPC message each: kept far below the message limit.
+            snapshot_max_chunk_size: network::SNAPSHOT_CHUNK,
+            install_snapshot_timeout: 5_000,
             ..Config::default()
         }
         .validate()
@@ -200,8 +219,12 @@ impl MetaNode {
             .local_addr()
             .map_err(|e| MetaError::Listener(e.to_string()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = network::rpc::meta_server::MetaServer::with_interceptor(
-            network::Service { raft: raft.clone() },
+        let service =
+            network::rpc::meta_server::MetaServer::new(network::Service { raft: raft.clone() })
+                .max_decoding_message_size(network::MAX_MESSAGE)
+                .max_encoding_message_size(network::MAX_MESSAGE);
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
             network::Check(secret.clone()),
         );
         let server = tokio::spawn(async move {
@@ -340,13 +363,9 @@ impl MetaNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "meta Raft did not stop cleanly");
         }
-        // Peers may hold their connections open: the server gets a moment, then goes.
-        let server = self.server.lock().take();
-        if let Some(mut server) = server
-            && tokio::time::timeout(STOP_TIMEOUT, &mut server)
-                .await
-                .is_err()
-        {
+        // Raft has stopped: nothing is left to answer. Peers hold their connections open,
+        // so a graceful stop would only wait for them.
+        if let Some(server) = self.server.lock().take() {
             server.abort();
         }
         let started = Instant::now();

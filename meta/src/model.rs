@@ -254,13 +254,8 @@ impl MetaState {
                         Vec::new(),
                     );
                 }
-                if spec.partitions == 0 || spec.replication_factor == 0 {
-                    return (
-                        Outcome::Invalid(
-                            "a stream needs at least one partition and one copy".into(),
-                        ),
-                        Vec::new(),
-                    );
+                if let Err(why) = check_stream(spec) {
+                    return (Outcome::Invalid(why), Vec::new());
                 }
                 self.streams.insert(spec.name.clone(), spec.clone());
                 let placed = self.place_new(spec.partitions as usize);
@@ -292,6 +287,12 @@ impl MetaState {
                 let Some(stream) = self.streams.get(name) else {
                     return (Outcome::NotFound(format!("no stream `{name}`")), Vec::new());
                 };
+                if *total > MAX_PARTITIONS {
+                    return (
+                        Outcome::Invalid(format!("at most {MAX_PARTITIONS} partitions per stream")),
+                        Vec::new(),
+                    );
+                }
                 if *total <= stream.partitions {
                     return (
                         Outcome::Invalid(format!(
@@ -318,11 +319,20 @@ impl MetaState {
                 partition,
                 entry,
             } => {
-                if !self.streams.contains_key(stream) {
-                    return (
-                        Outcome::NotFound(format!("no stream `{stream}`")),
-                        Vec::new(),
-                    );
+                match self.streams.get(stream) {
+                    None => {
+                        return (
+                            Outcome::NotFound(format!("no stream `{stream}`")),
+                            Vec::new(),
+                        );
+                    }
+                    Some(s) if *partition >= s.partitions => {
+                        return (
+                            Outcome::NotFound(format!("no partition {partition} in `{stream}`")),
+                            Vec::new(),
+                        );
+                    }
+                    Some(_) => {}
                 }
                 let entries = self
                     .manifests
@@ -466,6 +476,31 @@ impl MetaState {
     }
 }
 
+/// Most partitions one stream may have. Checked when a command applies, so every node
+/// refuses the same commands (a command that allocated without bound would take down every
+/// node that replays it).
+pub const MAX_PARTITIONS: u32 = 100_000;
+/// Longest stream name, in bytes.
+pub const MAX_NAME: usize = 249;
+/// Most copies of a partition.
+pub const MAX_REPLICAS: u32 = 7;
+
+/// Why a new stream cannot be created as asked.
+fn check_stream(spec: &StreamMeta) -> Result<(), String> {
+    if spec.name.is_empty() || spec.name.len() > MAX_NAME || spec.name.contains('\0') {
+        return Err(format!(
+            "a stream name is 1 to {MAX_NAME} bytes without NUL"
+        ));
+    }
+    if spec.partitions == 0 || spec.partitions > MAX_PARTITIONS {
+        return Err(format!("a stream has 1 to {MAX_PARTITIONS} partitions"));
+    }
+    if spec.replication_factor == 0 || spec.replication_factor > MAX_REPLICAS {
+        return Err(format!("a stream has 1 to {MAX_REPLICAS} copies"));
+    }
+    Ok(())
+}
+
 fn least_loaded(loads: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
     loads
         .iter()
@@ -557,6 +592,34 @@ mod tests {
             Outcome::Done
         );
         assert!(s.placement.is_empty());
+    }
+
+    #[test]
+    fn oversized_or_badly_named_streams_are_refused_by_every_node_alike() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        for bad in [stream("huge", u32::MAX), stream("a\0b", 1), stream("", 1)] {
+            assert!(matches!(s.apply(&bad).0, Outcome::Invalid(_)), "{bad:?}");
+        }
+        s.apply(&stream("a", 1));
+        let grow = Command::AddPartitions {
+            name: "a".into(),
+            total: u32::MAX,
+        };
+        assert!(matches!(s.apply(&grow).0, Outcome::Invalid(_)));
+        let outside = Command::AppendManifest {
+            stream: "a".into(),
+            partition: 5,
+            entry: ManifestEntry {
+                base_offset: 0,
+                last_offset: 1,
+                key: "k".into(),
+                size: 1,
+                max_timestamp: 0,
+            },
+        };
+        assert!(matches!(s.apply(&outside).0, Outcome::NotFound(_)));
+        assert_eq!(s.streams.len(), 1);
     }
 
     #[test]

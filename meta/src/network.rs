@@ -35,6 +35,11 @@ pub(crate) mod rpc {
     include!(concat!(env!("OUT_DIR"), "/strata.meta.Meta.rs"));
 }
 
+/// Largest gRPC message either way (tonic's default is 4 MiB).
+pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest snapshot chunk, in bytes before JSON (which may write a byte as four characters).
+pub(crate) const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+
 /// How long a node waits to connect to another.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one RPC may take at most (snapshots are small: the metadata).
@@ -108,9 +113,11 @@ impl Interceptor for Check {
 pub(crate) type Client = rpc::meta_client::MetaClient<InterceptedService<Channel, Secret>>;
 
 fn client(addr: &str, secret: &Secret) -> Option<Client> {
-    channel(addr)
-        .ok()
-        .map(|c| rpc::meta_client::MetaClient::with_interceptor(c, secret.clone()))
+    channel(addr).ok().map(|c| {
+        rpc::meta_client::MetaClient::with_interceptor(c, secret.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    })
 }
 
 /// A lazily connected channel to `addr` (reconnects by itself).

@@ -223,3 +223,15 @@ def test_a_node_alone_is_a_cluster_of_one(node):
     assert (node.data_dir / "meta").is_dir()
     code, out, err = admin_cli(node, "cluster", "nodes")
     assert code == 0 and "meta leader 1" in out and str(node.kafka_port) in out, err
+
+
+def test_a_disabled_frontends_routes_say_so_behind_the_token(node_with):
+    token = "s3cret-admin-token-0123"
+    n = node_with(f'[admin]\ntoken = "{token}"\n[kafka]\nenabled = false\n')
+    assert n.kafka_port is None
+    api = Api(n, token)
+    assert api.ok("node")["frontends"] == ["mqtt"]
+    for path in (("kafka", "groups"), ("kafka", "groups", "g1"), ("kafka",)):
+        assert_error(api.get(*path), 404, "disabled")
+        assert_error(Api(n).get(*path), 401, "unauthorized")
+    assert_error(api.delete("kafka", "groups", "g1"), 404, "disabled")

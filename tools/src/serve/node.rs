@@ -45,9 +45,9 @@ const FRONTEND_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let mut signals =
         ShutdownSignals::install().context("cannot install SIGTERM/SIGINT handlers")?;
-    if let Ok(effective) = serde_json::to_string(&config) {
-        debug!(config = %effective, "effective configuration");
-    }
+    // Masked, as the admin API shows it: passwords, keys, tokens and secrets never reach
+    // the log.
+    debug!(config = %effective_config(&config), "effective configuration");
     let metrics = Arc::new(NodeMetrics::new().context("cannot register node metrics")?);
 
     let journal = open_journal(&config, metrics.registry().clone()).await?;
@@ -219,14 +219,21 @@ async fn register(
         rpc: meta.advertised().to_owned(),
         listeners,
     };
+    let mut backoff = Duration::from_millis(100);
     loop {
         match meta.write(command.clone()).await {
             Ok(_) => {
                 info!(node_id = id, "registered with the meta service");
                 return;
             }
+            Err(e @ strata_meta::MetaError::Stopped(_)) => {
+                error!(error = %e, "cannot register with the meta service: it stopped");
+                return;
+            }
             Err(e) => warn!(error = %e, "cannot register with the meta service yet"),
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -108,8 +108,13 @@ pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
         let routes = if f.enabled {
             f.api.router
         } else {
+            // Real routes, not a fallback: a nested router's fallback is dropped when the
+            // API is nested under `/api/v1`, and fallbacks escape the token check.
             let name = f.name;
-            Router::new().fallback(move || async move { ApiError::disabled(name) })
+            let disabled = move || async move { ApiError::disabled(name) };
+            Router::new()
+                .route("/", any(disabled))
+                .route("/{*rest}", any(disabled))
         };
         api = api.nest(&format!("/{}", f.name), routes);
     }
