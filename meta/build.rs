@@ -19,6 +19,21 @@ fn main() {
         .method(method("vote", "Vote"))
         .method(method("install_snapshot", "InstallSnapshot"))
         .method(method("write", "Write"))
+        .method(method("change_voters", "ChangeVoters"))
         .build();
-    tonic_build::manual::Builder::new().compile(&[service]);
+    // The data plane: a partition led by another node, reached through it.
+    let partitions = tonic_build::manual::Service::builder()
+        .name("Partitions")
+        .package("strata.meta")
+        .method(
+            tonic_build::manual::Method::builder()
+                .name("call")
+                .route_name("Call")
+                .input_type("crate::partitions::PartitionRequest")
+                .output_type("crate::partitions::PartitionReply")
+                .codec_path("tonic_prost::ProstCodec")
+                .build(),
+        )
+        .build();
+    tonic_build::manual::Builder::new().compile(&[service, partitions]);
 }

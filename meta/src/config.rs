@@ -60,11 +60,12 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Checks the settings: a node id of at least 1, voters that parse, a heartbeat well
+    /// Checks the settings: a node id from 1 to 2^31-1, voters that parse, a heartbeat well
     /// inside the election timeout.
     pub fn validate(&self) -> Result<(), String> {
-        if self.node_id == 0 {
-            return Err("node_id must be at least 1".into());
+        // Kafka clients see node ids as 32-bit broker ids.
+        if self.node_id == 0 || self.node_id > i32::MAX as u64 {
+            return Err(format!("node_id must be 1 to {}", i32::MAX));
         }
         let voters = self.voters()?;
         match &self.secret {

@@ -102,6 +102,9 @@ pub enum Command {
         rpc: String,
         /// Its client listeners.
         listeners: BTreeMap<String, String>,
+        /// Wall-clock milliseconds when it registered: registering counts as a heartbeat.
+        #[serde(default)]
+        at_ms: i64,
     },
     /// Starts removing a node: it takes no partitions and its own move away.
     RemoveNode {
@@ -117,6 +120,15 @@ pub enum Command {
     },
     /// Creates a stream and places its partitions.
     CreateStream(StreamMeta),
+    /// Records a stream that already holds data on node `node` (one that was there before
+    /// the node joined a cluster): every partition is placed there. A no-op when the
+    /// stream exists.
+    AdoptStream {
+        /// The stream.
+        stream: StreamMeta,
+        /// The node holding its data.
+        node: NodeId,
+    },
     /// Deletes a stream, its placement and its manifest.
     DeleteStream {
         /// Its name.
@@ -172,6 +184,14 @@ pub enum Outcome {
     },
     /// Nothing by that name.
     NotFound(String),
+    /// The node was removed from the cluster.
+    Removed,
+    /// The node takes no new partitions but still leads `partitions`, which stay until
+    /// they can move with their data.
+    Leaving {
+        /// How many partitions it leads.
+        partitions: u64,
+    },
     /// The command cannot apply as asked.
     Invalid(String),
 }
@@ -208,16 +228,25 @@ impl MetaState {
     /// Applies `command`: its outcome and what it changed.
     pub fn apply(&mut self, command: &Command) -> (Outcome, Vec<Touched>) {
         match command {
-            Command::AddNode { id, rpc, listeners } => {
-                let heartbeat_ms = self.nodes.get(id).map_or(0, |n| n.heartbeat_ms);
-                let fresh = !self.nodes.contains_key(id);
+            Command::AddNode {
+                id,
+                rpc,
+                listeners,
+                at_ms,
+            } => {
+                // A node that registers again (every start does) keeps its state: one
+                // that is leaving stays leaving.
+                let (heartbeat_ms, state, fresh) = match self.nodes.get(id) {
+                    Some(n) => (n.heartbeat_ms.max(*at_ms), n.state, false),
+                    None => (*at_ms, NodeState::Active, true),
+                };
                 self.nodes.insert(
                     *id,
                     NodeInfo {
                         id: *id,
                         rpc: rpc.clone(),
                         listeners: listeners.clone(),
-                        state: NodeState::Active,
+                        state,
                         heartbeat_ms,
                     },
                 );
@@ -227,15 +256,34 @@ impl MetaState {
                 }
                 (Outcome::Done, touched)
             }
-            Command::RemoveNode { id } => match self.nodes.get_mut(id) {
-                None => (Outcome::NotFound(format!("no node {id}")), Vec::new()),
-                Some(n) => {
-                    n.state = NodeState::Leaving;
-                    let mut touched = vec![Touched::Node(*id)];
-                    touched.extend(self.rebalance());
-                    (Outcome::Done, touched)
+            Command::RemoveNode { id } => {
+                if !self.nodes.contains_key(id) {
+                    return (Outcome::NotFound(format!("no node {id}")), Vec::new());
                 }
-            },
+                if self.active() == [*id] {
+                    return (
+                        Outcome::Invalid(format!(
+                            "node {id} is the last active node: the cluster would have none"
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let led = self.led_by(*id);
+                if led == 0 {
+                    self.nodes.remove(id);
+                    return (Outcome::Removed, vec![Touched::Node(*id)]);
+                }
+                // With one copy per partition, a partition moves only with its data, which
+                // replication brings: until then the node stays, leading what it has, and
+                // takes nothing new.
+                if let Some(n) = self.nodes.get_mut(id) {
+                    n.state = NodeState::Leaving;
+                }
+                (
+                    Outcome::Leaving { partitions: led },
+                    vec![Touched::Node(*id)],
+                )
+            }
             Command::Heartbeat { id, at_ms } => match self.nodes.get_mut(id) {
                 None => (Outcome::NotFound(format!("no node {id}")), Vec::new()),
                 Some(n) => {
@@ -243,31 +291,8 @@ impl MetaState {
                     (Outcome::Done, vec![Touched::Node(*id)])
                 }
             },
-            Command::CreateStream(spec) => {
-                if let Some(existing) = self.streams.get(&spec.name) {
-                    let stream = existing.clone();
-                    return (
-                        Outcome::Stream {
-                            stream,
-                            existed: true,
-                        },
-                        Vec::new(),
-                    );
-                }
-                if let Err(why) = check_stream(spec) {
-                    return (Outcome::Invalid(why), Vec::new());
-                }
-                self.streams.insert(spec.name.clone(), spec.clone());
-                let placed = self.place_new(spec.partitions as usize);
-                self.placement.insert(spec.name.clone(), placed);
-                (
-                    Outcome::Stream {
-                        stream: spec.clone(),
-                        existed: false,
-                    },
-                    vec![Touched::Stream(spec.name.clone())],
-                )
-            }
+            Command::CreateStream(spec) => self.create(spec, None),
+            Command::AdoptStream { stream, node } => self.create(stream, Some(*node)),
             Command::DeleteStream { name } => {
                 if self.streams.remove(name).is_none() {
                     return (Outcome::NotFound(format!("no stream `{name}`")), Vec::new());
@@ -382,6 +407,56 @@ impl MetaState {
         }
     }
 
+    /// Creates `spec` (placed on `on`, or spread when `None`) unless it exists.
+    fn create(&mut self, spec: &StreamMeta, on: Option<NodeId>) -> (Outcome, Vec<Touched>) {
+        if let Some(existing) = self.streams.get(&spec.name) {
+            let stream = existing.clone();
+            return (
+                Outcome::Stream {
+                    stream,
+                    existed: true,
+                },
+                Vec::new(),
+            );
+        }
+        if let Err(why) = check_stream(spec) {
+            return (Outcome::Invalid(why), Vec::new());
+        }
+        let placed = match on {
+            None => self.place_new(spec.partitions as usize),
+            Some(node) => (0..spec.partitions)
+                .map(|_| PartitionPlacement {
+                    leader: Some(node),
+                    epoch: 0,
+                    replicas: vec![node],
+                })
+                .collect(),
+        };
+        self.streams.insert(spec.name.clone(), spec.clone());
+        self.placement.insert(spec.name.clone(), placed);
+        (
+            Outcome::Stream {
+                stream: spec.clone(),
+                existed: false,
+            },
+            vec![Touched::Stream(spec.name.clone())],
+        )
+    }
+
+    /// How many partitions node `id` leads.
+    pub fn led_by(&self, id: NodeId) -> u64 {
+        self.placement
+            .values()
+            .flatten()
+            .filter(|p| p.leader == Some(id))
+            .count() as u64
+    }
+
+    /// Whether new partitions may go to node `id` now (see `candidates`).
+    pub fn takes_partitions(&self, id: NodeId) -> bool {
+        self.candidates().contains(&id)
+    }
+
     /// Nodes that take partitions, by id.
     fn active(&self) -> Vec<NodeId> {
         self.nodes
@@ -391,10 +466,34 @@ impl MetaState {
             .collect()
     }
 
-    /// How many partitions each active node leads.
+    /// The nodes new partitions may go to: the active ones that are up, taken as those
+    /// whose last heartbeat is at most [`LIVENESS_MS`] older than the newest any node
+    /// sent (a time every node reads the same from the log, unlike its own clock); every
+    /// active node when none is.
+    fn candidates(&self) -> Vec<NodeId> {
+        let active = self.active();
+        let newest = self
+            .nodes
+            .values()
+            .map(|n| n.heartbeat_ms)
+            .max()
+            .unwrap_or(0);
+        let up: Vec<NodeId> = active
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nodes
+                    .get(id)
+                    .is_some_and(|n| n.heartbeat_ms >= newest.saturating_sub(LIVENESS_MS))
+            })
+            .collect();
+        if up.is_empty() { active } else { up }
+    }
+
+    /// How many partitions each node that may take new ones leads.
     fn loads(&self) -> BTreeMap<NodeId, usize> {
         let mut loads: BTreeMap<NodeId, usize> =
-            self.active().into_iter().map(|id| (id, 0)).collect();
+            self.candidates().into_iter().map(|id| (id, 0)).collect();
         for p in self.placement.values().flatten() {
             if let Some(n) = p.leader.and_then(|l| loads.get_mut(&l)) {
                 *n += 1;
@@ -422,59 +521,38 @@ impl MetaState {
             .collect()
     }
 
-    /// Spreads partitions evenly over the active nodes, moving as few as it can: a
-    /// partition stays where it is while its node is active and below its fair share;
-    /// the rest go to the least loaded nodes. A partition whose leader changes gets a new
-    /// epoch. Returns the streams whose placement changed.
+    /// Places every partition that has no leader, or whose leader is no longer a member,
+    /// on the least loaded active nodes; each one placed gets a new epoch. A partition whose
+    /// node is still a member stays: with one copy per partition its records are on that
+    /// node, and moving the partition without them would lose them (moves come with
+    /// replication). New partitions go to the least loaded nodes, so leaders even out as
+    /// streams are created. Returns the streams whose placement changed.
     fn rebalance(&mut self) -> Vec<Touched> {
-        let active = self.active();
-        let total: usize = self.placement.values().map(Vec::len).sum();
-        let mut loads: BTreeMap<NodeId, usize> = active.iter().map(|&id| (id, 0)).collect();
-        if active.is_empty() {
-            let mut touched = Vec::new();
-            for (name, parts) in &mut self.placement {
-                let mut changed = false;
-                for p in parts.iter_mut().filter(|p| p.leader.is_some()) {
-                    p.leader = None;
-                    p.replicas.clear();
-                    p.epoch += 1;
-                    changed = true;
-                }
-                if changed {
-                    touched.push(Touched::Stream(name.clone()));
-                }
-            }
-            return touched;
-        }
-        let fair = total.div_ceil(active.len());
-        // First pass: keep what may stay.
-        let mut moving = Vec::new();
-        for (name, parts) in &self.placement {
-            for (i, p) in parts.iter().enumerate() {
-                match p.leader.and_then(|l| loads.get_mut(&l).map(|n| (l, n))) {
-                    Some((_, n)) if *n < fair => *n += 1,
-                    _ => moving.push((name.clone(), i)),
-                }
-            }
-        }
+        let mut loads = self.loads();
         let mut touched = std::collections::BTreeSet::new();
-        for (name, i) in moving {
-            let leader = least_loaded(&loads);
-            if let Some(n) = leader.and_then(|l| loads.get_mut(&l)) {
-                *n += 1;
-            }
-            if let Some(p) = self.placement.get_mut(&name).and_then(|v| v.get_mut(i))
-                && p.leader != leader
-            {
+        for (name, parts) in &mut self.placement {
+            for p in parts.iter_mut() {
+                if p.leader.is_some_and(|l| self.nodes.contains_key(&l)) {
+                    continue;
+                }
+                let leader = least_loaded(&loads);
+                let Some(l) = leader else { continue };
+                if let Some(n) = loads.get_mut(&l) {
+                    *n += 1;
+                }
                 p.leader = leader;
-                p.replicas = leader.into_iter().collect();
+                p.replicas = vec![l];
                 p.epoch += 1;
-                touched.insert(Touched::Stream(name));
+                touched.insert(Touched::Stream(name.clone()));
             }
         }
         touched.into_iter().collect()
     }
 }
+
+/// A node whose last heartbeat is this much older than the newest is taken for down: new
+/// partitions avoid it. Nodes send one every few seconds.
+pub const LIVENESS_MS: i64 = 10_000;
 
 /// Most partitions one stream may have. Checked when a command applies, so every node
 /// refuses the same commands (a command that allocated without bound would take down every
@@ -517,6 +595,7 @@ mod tests {
             id,
             rpc: format!("127.0.0.1:{}", 9000 + id),
             listeners: BTreeMap::new(),
+            at_ms: 0,
         }
     }
 
@@ -540,28 +619,75 @@ mod tests {
     }
 
     #[test]
-    fn partitions_spread_evenly_and_follow_joins_and_leaves() {
+    fn partitions_spread_evenly_and_never_leave_a_member_holding_their_data() {
         let mut s = MetaState::default();
+        // Created before any node registered: no leader until one does.
+        s.apply(&stream("early", 2));
+        assert_eq!(leaders(&s), BTreeMap::from([(u64::MAX, 2)]));
         s.apply(&node(1));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 2)]));
+        assert!(s.placement["early"].iter().all(|p| p.epoch == 1));
+        s.apply(&node(2));
+        s.apply(&node(3));
+        // Joining moves nothing: the partitions' records are on node 1.
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 2)]));
         for i in 0..10 {
             s.apply(&stream(&format!("t{i}"), 3));
         }
-        assert_eq!(leaders(&s), BTreeMap::from([(1, 30)]));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 11), (2, 11), (3, 10)]));
+        // A node that leads partitions is only marked leaving: it keeps them, gets none
+        // new, and stays leaving when it registers again.
+        let (outcome, _) = s.apply(&Command::RemoveNode { id: 2 });
+        assert_eq!(outcome, Outcome::Leaving { partitions: 11 });
         s.apply(&node(2));
-        s.apply(&node(3));
-        assert_eq!(leaders(&s), BTreeMap::from([(1, 10), (2, 10), (3, 10)]));
-        // Moving a partition raises its epoch; those that stayed keep theirs.
-        let moved = s
-            .placement
-            .values()
-            .flatten()
-            .filter(|p| p.epoch > 0)
-            .count();
-        assert_eq!(moved, 20);
-        s.apply(&Command::RemoveNode { id: 2 });
-        assert_eq!(leaders(&s), BTreeMap::from([(1, 15), (3, 15)]));
+        assert_eq!(s.nodes[&2].state, NodeState::Leaving);
         s.apply(&stream("late", 4));
-        assert_eq!(leaders(&s), BTreeMap::from([(1, 17), (3, 17)]));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 13), (2, 11), (3, 12)]));
+        // The last active node stays.
+        let mut alone = MetaState::default();
+        alone.apply(&node(9));
+        assert!(matches!(
+            alone.apply(&Command::RemoveNode { id: 9 }).0,
+            Outcome::Invalid(_)
+        ));
+        // A node leading nothing is removed at once.
+        s.apply(&node(4));
+        assert_eq!(s.apply(&Command::RemoveNode { id: 4 }).0, Outcome::Removed);
+        assert!(!s.nodes.contains_key(&4));
+        // Adopted streams stay on the node that holds them.
+        let adopt = Command::AdoptStream {
+            stream: match stream("old", 3) {
+                Command::CreateStream(m) => m,
+                _ => unreachable!(),
+            },
+            node: 3,
+        };
+        s.apply(&adopt);
+        assert!(s.placement["old"].iter().all(|p| p.leader == Some(3)));
+    }
+
+    #[test]
+    fn new_partitions_avoid_a_node_whose_heartbeats_stopped() {
+        let mut s = MetaState::default();
+        for id in 1..=3 {
+            s.apply(&node(id));
+            s.apply(&Command::Heartbeat { id, at_ms: 100_000 });
+        }
+        s.apply(&stream("a", 3));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 1), (2, 1), (3, 1)]));
+        // Nodes 1 and 2 beat on; node 3 stopped 11 s ago.
+        for id in 1..=2 {
+            s.apply(&Command::Heartbeat { id, at_ms: 111_000 });
+        }
+        s.apply(&stream("b", 4));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 3), (2, 3), (3, 1)]));
+        // It beats again: it takes partitions again.
+        s.apply(&Command::Heartbeat {
+            id: 3,
+            at_ms: 112_000,
+        });
+        s.apply(&stream("c", 1));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 3), (2, 3), (3, 2)]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! prost [`Frame`] holding the JSON of openraft's request or of the answer (a `Result`, so
 //! a Raft error on the far side comes back as that error, not as a transport failure).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,10 +86,48 @@ impl Interceptor for Secret {
     }
 }
 
+/// Counts the node-to-node requests this node refused, by reason
+/// (`strata_cluster_rpc_refused_total{reason}`), and logs them at most once per
+/// [`LOG_EVERY`]: a peer that keeps sending bad requests cannot flood the log.
+#[derive(Clone)]
+pub(crate) struct Refusals {
+    counter: prometheus::IntCounterVec,
+    logged: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
+}
+
+/// At most one log line about refused requests per this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    pub(crate) fn new(registry: &prometheus::Registry) -> Self {
+        Refusals {
+            counter: strata_metrics::counter_vec(
+                registry,
+                "strata_cluster_rpc_refused_total",
+                "Node-to-node requests refused, by reason: secret (wrong or missing cluster \
+                 secret), frame (undecodable payload), not_leader (a partition request for a \
+                 node that does not lead it, or with a stale leader epoch)",
+                &["reason"],
+            ),
+            logged: Arc::default(),
+        }
+    }
+
+    pub(crate) fn count(&self, reason: &'static str, detail: &str) {
+        self.counter.with_label_values(&[reason]).inc();
+        let mut logged = self.logged.lock();
+        if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            *logged = Some(std::time::Instant::now());
+            let total = self.counter.with_label_values(&[reason]).get();
+            tracing::warn!(reason, detail, total, "node-to-node request refused");
+        }
+    }
+}
+
 /// Checks the secret of a request this node serves; a request without it, or with
 /// another, is refused (UNAUTHENTICATED) before it reaches Raft.
 #[derive(Clone)]
-pub(crate) struct Check(pub(crate) Secret);
+pub(crate) struct Check(pub(crate) Secret, pub(crate) Refusals);
 
 impl Interceptor for Check {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -101,7 +140,7 @@ impl Interceptor for Check {
         if same {
             Ok(request)
         } else {
-            tracing::warn!("node-to-node request refused: wrong or missing cluster secret");
+            self.1.count("secret", "wrong or missing cluster secret");
             Err(tonic::Status::unauthenticated(
                 "wrong or missing cluster secret",
             ))
@@ -131,6 +170,90 @@ pub(crate) fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// The server side: requests for this node's Raft.
 pub(crate) struct Service {
     pub(crate) raft: MetaRaft,
+    pub(crate) refusals: Refusals,
+}
+
+impl Service {
+    /// The request's payload, counted as refused when it does not decode.
+    fn payload<T: DeserializeOwned>(
+        &self,
+        request: &tonic::Request<Frame>,
+    ) -> Result<T, tonic::Status> {
+        unframe(request.get_ref()).inspect_err(|e| self.refusals.count("frame", e.message()))
+    }
+}
+
+/// A change to the meta group's voters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum VoterChange {
+    /// Node `id`, reachable at `rpc`, becomes a voter (a learner first, until it caught up).
+    Add {
+        /// Its id.
+        id: NodeId,
+        /// Its node-to-node address.
+        rpc: String,
+    },
+    /// Node `id` stops being a voter.
+    Remove {
+        /// Its id.
+        id: NodeId,
+    },
+}
+
+/// How long a node being added gets to catch up as a learner before it may vote.
+const CATCH_UP: Duration = Duration::from_secs(20);
+
+/// What a node that does not lead answers a voter change with: the caller retries at the
+/// leader.
+pub(crate) const NOT_LEADER: &str = "not the meta leader";
+
+/// Applies `change` on this node's Raft, which must lead the group.
+pub(crate) async fn change_voters(raft: &MetaRaft, change: &VoterChange) -> Result<(), String> {
+    let (me, leader, mut voters) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        (m.id, m.current_leader, voters)
+    };
+    if leader != Some(me) {
+        return Err(NOT_LEADER.into());
+    }
+    match change {
+        VoterChange::Add { id, rpc } => {
+            if voters.contains(id) {
+                return Err(format!("node {id} is already a voter"));
+            }
+            // A voter that cannot be reached would count towards the quorum without
+            // voting: it becomes one only once it has caught up as a learner.
+            let node = NodeAddr { rpc: rpc.clone() };
+            match tokio::time::timeout(CATCH_UP, raft.add_learner(*id, node, true)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => {
+                    let stop = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([*id]));
+                    if let Err(e) = raft.change_membership(stop, false).await {
+                        tracing::warn!(node = id, error = %e, "cannot drop a learner that did not catch up");
+                    }
+                    return Err(format!(
+                        "node {id} at {rpc} did not catch up within {CATCH_UP:?}: is it running, with this cluster's secret?"
+                    ));
+                }
+            }
+            voters.insert(*id);
+        }
+        VoterChange::Remove { id } => {
+            if !voters.remove(id) {
+                return Ok(());
+            }
+            if voters.is_empty() {
+                return Err("the last voter cannot be removed".into());
+            }
+        }
+    }
+    raft.change_membership(voters, false)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tonic::async_trait]
@@ -139,7 +262,7 @@ impl rpc::meta_server::Meta for Service {
         &self,
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
-        let req: AppendEntriesRequest<TypeConfig> = unframe(request.get_ref())?;
+        let req: AppendEntriesRequest<TypeConfig> = self.payload(&request)?;
         frame(&self.raft.append_entries(req).await).map(tonic::Response::new)
     }
 
@@ -147,7 +270,7 @@ impl rpc::meta_server::Meta for Service {
         &self,
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
-        let req: VoteRequest<NodeId> = unframe(request.get_ref())?;
+        let req: VoteRequest<NodeId> = self.payload(&request)?;
         frame(&self.raft.vote(req).await).map(tonic::Response::new)
     }
 
@@ -155,7 +278,7 @@ impl rpc::meta_server::Meta for Service {
         &self,
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
-        let req: InstallSnapshotRequest<TypeConfig> = unframe(request.get_ref())?;
+        let req: InstallSnapshotRequest<TypeConfig> = self.payload(&request)?;
         frame(&self.raft.install_snapshot(req).await).map(tonic::Response::new)
     }
 
@@ -165,7 +288,7 @@ impl rpc::meta_server::Meta for Service {
         &self,
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
-        let command: Command = unframe(request.get_ref())?;
+        let command: Command = self.payload(&request)?;
         let written: Result<Outcome, String> = self
             .raft
             .client_write(command)
@@ -174,6 +297,51 @@ impl rpc::meta_server::Meta for Service {
             .map_err(|e| e.to_string());
         frame(&written).map(tonic::Response::new)
     }
+
+    /// A voter change for the leader; a node that does not lead answers [`NOT_LEADER`].
+    async fn change_voters(
+        &self,
+        request: tonic::Request<Frame>,
+    ) -> Result<tonic::Response<Frame>, tonic::Status> {
+        let change: VoterChange = self.payload(&request)?;
+        frame(&change_voters(&self.raft, &change).await).map(tonic::Response::new)
+    }
+}
+
+/// Decodes `data` as every message the node-to-node service takes from the network (a
+/// prost [`Frame`] holding the JSON of a Raft request, a command, a voter change, or an
+/// answer): for the fuzz target. True when one decoding succeeded.
+pub fn decode_frame(data: &[u8]) -> bool {
+    use prost::Message;
+    let Ok(f) = Frame::decode(data) else {
+        return false;
+    };
+    [
+        unframe::<AppendEntriesRequest<TypeConfig>>(&f).is_ok(),
+        unframe::<VoteRequest<NodeId>>(&f).is_ok(),
+        unframe::<InstallSnapshotRequest<TypeConfig>>(&f).is_ok(),
+        unframe::<Command>(&f).is_ok(),
+        unframe::<VoterChange>(&f).is_ok(),
+        unframe::<Result<Outcome, String>>(&f).is_ok(),
+        unframe::<Result<(), String>>(&f).is_ok(),
+    ]
+    .contains(&true)
+}
+
+/// Sends a voter change to the meta service on `addr` (the leader, as far as the caller
+/// knows).
+pub(crate) async fn forward_voters(
+    addr: &str,
+    secret: &Secret,
+    change: &VoterChange,
+) -> Result<(), String> {
+    let mut client = client(addr, secret).ok_or_else(|| format!("bad address {addr}"))?;
+    let request = frame(change).map_err(|e| e.to_string())?;
+    let answer = client
+        .change_voters(request)
+        .await
+        .map_err(|e| format!("{addr}: {}", e.message()))?;
+    unframe::<Result<(), String>>(answer.get_ref()).map_err(|e| e.to_string())?
 }
 
 /// Sends a command to the meta service on `addr` (the leader, as far as the caller knows).

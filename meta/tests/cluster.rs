@@ -29,6 +29,7 @@ fn add_node(id: u64) -> Command {
         id,
         rpc: format!("node-{id}"),
         listeners: BTreeMap::from([("kafka".to_string(), format!("127.0.0.1:{}", 19000 + id))]),
+        at_ms: 0,
     }
 }
 

@@ -95,7 +95,11 @@ impl Frontend for KafkaFrontend {
                 kv.clone(),
                 Duration::from_millis(self.config.group_initial_rebalance_delay_ms),
             ),
-            producers: Producers::new(kv.clone(), self.config.max_producers_per_partition),
+            producers: Producers::new(
+                kv.clone(),
+                self.config.max_producers_per_partition,
+                ctx.storage.catalog.node_id(),
+            ),
             metrics: KafkaMetrics::new(&ctx.registry),
             config: self.config,
             storage: ctx.storage.clone(),

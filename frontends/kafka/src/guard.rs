@@ -182,17 +182,21 @@ pub fn may_create(k: &Kafka, session: &Session, topic: &str) -> bool {
         || allowed(k, session, Operation::Create, ResourceType::Topic, topic)
 }
 
-/// `operation` on consumer group `group`, or GROUP_AUTHORIZATION_FAILED.
+/// `operation` on consumer group `group`, coordinated here: GROUP_AUTHORIZATION_FAILED or
+/// NOT_COORDINATOR otherwise.
 pub fn on_group(
     k: &Kafka,
     session: &Session,
     operation: Operation,
     group: &str,
 ) -> Result<(), i16> {
-    if allowed(k, session, operation, ResourceType::Group, group) {
-        Ok(())
-    } else {
+    if !allowed(k, session, operation, ResourceType::Group, group) {
         Err(code::GROUP_AUTHORIZATION_FAILED)
+    } else if !k.coordinates(session, group) {
+        // Another node coordinates it: the client asks FindCoordinator again.
+        Err(code::NOT_COORDINATOR)
+    } else {
+        Ok(())
     }
 }
 

@@ -37,7 +37,7 @@ use crate::groups;
 use crate::guard::{self, CreationBudget};
 use crate::quota::Kind;
 use crate::session::Session;
-use crate::state::{Kafka, NODE_ID};
+use crate::state::Kafka;
 use strata_frontend::security::kafka_acl::{CLUSTER, Operation, ResourceType};
 
 /// Versions this broker answers, per API: (key, lowest advertised, lowest accepted,
@@ -343,18 +343,46 @@ async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<StreamI
     }
 }
 
-fn metadata_topic(name: &str, stream: Result<StreamInfo, i16>) -> MetadataResponseTopic {
+/// A topic's Metadata entry. A partition whose leader is one of `down` (its heartbeats
+/// stopped) is reported LEADER_NOT_AVAILABLE, without a leader, as Kafka reports an offline
+/// partition.
+fn metadata_topic(
+    k: &Kafka,
+    down: &[u64],
+    name: &str,
+    stream: Result<StreamInfo, i16>,
+) -> MetadataResponseTopic {
     let t = MetadataResponseTopic::default().with_name(Some(TopicName(str(name))));
     match stream {
         Ok(s) => t.with_partitions(
-            (0..s.partitions as i32)
+            (0..s.partitions)
                 .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_leader_id(BrokerId(NODE_ID))
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                        .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                    let placed = k.storage.catalog.placement(name, p);
+                    let leader = placed
+                        .as_ref()
+                        .and_then(|pl| pl.leader)
+                        .filter(|l| !down.contains(l))
+                        .map_or(-1, |l| i32::try_from(l).unwrap_or(i32::MAX));
+                    let epoch = placed
+                        .as_ref()
+                        .map_or(0, |pl| i32::try_from(pl.epoch).unwrap_or(i32::MAX));
+                    let replicas: Vec<BrokerId> = placed
+                        .map(|pl| pl.replicas)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| BrokerId(i32::try_from(r).unwrap_or(i32::MAX)))
+                        .collect();
+                    let partition = MetadataResponsePartition::default()
+                        .with_partition_index(p as i32)
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(epoch)
+                        .with_replica_nodes(replicas.clone())
+                        .with_isr_nodes(replicas);
+                    if leader < 0 {
+                        partition.with_error_code(code::LEADER_NOT_AVAILABLE)
+                    } else {
+                        partition
+                    }
                 })
                 .collect(),
         ),
@@ -372,6 +400,14 @@ async fn metadata(
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
+    let down: Vec<u64> = k
+        .storage
+        .catalog
+        .members()
+        .into_iter()
+        .filter(|m| !m.alive)
+        .map(|m| m.id)
+        .collect();
     let mut topics = Vec::new();
     if all {
         for c in k.storage.catalog.streams() {
@@ -379,7 +415,7 @@ async fn metadata(
             if guard::may_describe(k, session, &c.name).is_err() {
                 continue;
             }
-            topics.push(metadata_topic(&c.name.clone(), Ok(c)));
+            topics.push(metadata_topic(k, &down, &c.name.clone(), Ok(c)));
         }
     } else {
         let create = version < 4 || r.allow_auto_topic_creation;
@@ -398,18 +434,24 @@ async fn metadata(
             if let Err(c) = stream {
                 k.metrics.error("Metadata", c);
             }
-            topics.push(metadata_topic(name, stream));
+            topics.push(metadata_topic(k, &down, name, stream));
         }
     }
     MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(NODE_ID))
-                .with_host(str(k.advertised_for(session).0))
-                .with_port(k.advertised_for(session).1),
-        ])
+        .with_brokers(
+            k.brokers(session)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(str(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(str("strata")))
-        .with_controller_id(BrokerId(NODE_ID))
+        // Admin requests (topics, ACLs) are served by every node.
+        .with_controller_id(BrokerId(k.node_id()))
         .with_topics(topics)
 }
 
@@ -445,7 +487,11 @@ async fn produce_partition(
     for p in pending {
         let records = u64::from(p.record_count());
         let bytes = p.len() as u64;
-        let result = k.producers.append(&stream.name, partition, &log, p).await;
+        let member = |node| k.storage.catalog.is_member(node);
+        let result = k
+            .producers
+            .append(&stream.name, partition, &log, p, member)
+            .await;
         match result {
             Ok(base) => {
                 if first < 0 {
@@ -581,9 +627,20 @@ fn init_producer_id(
     }
 }
 
-/// The partition log of `topic`/`partition`, or the Kafka error code.
+/// The partition log of `topic`/`partition`, or the Kafka error code: a partition this
+/// node does not lead is NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata and
+/// goes to the leader), one no node leads now LEADER_NOT_AVAILABLE.
 async fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn Partition>, i16> {
     let partition = u32::try_from(partition).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    if let Some(placed) = k.storage.catalog.placement(topic, partition) {
+        match placed.leader {
+            None => return Err(code::LEADER_NOT_AVAILABLE),
+            Some(l) if l != k.storage.catalog.node_id() => {
+                return Err(code::NOT_LEADER_OR_FOLLOWER);
+            }
+            Some(_) => {}
+        }
+    }
     k.storage
         .partition(topic, partition)
         .await
@@ -788,8 +845,6 @@ fn find_coordinator(
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = k.advertised_for(session);
-    let (host, port) = (str(host), port);
     // Finding a group's coordinator takes Describe on the group; a transaction's, Describe
     // on its transactional id.
     let refused = |key: &str| {
@@ -814,10 +869,13 @@ fn find_coordinator(
                     let entry = CoordinatorEntry::default().with_key(key.clone());
                     match refused(key) {
                         Some(error) => entry.with_error_code(error).with_node_id(BrokerId(-1)),
-                        None => entry
-                            .with_node_id(BrokerId(NODE_ID))
-                            .with_host(host.clone())
-                            .with_port(port),
+                        None => {
+                            let (id, host, port) = k.coordinator(session, key);
+                            entry
+                                .with_node_id(BrokerId(id))
+                                .with_host(str(&host))
+                                .with_port(port)
+                        }
                     }
                 })
                 .collect(),
@@ -827,10 +885,13 @@ fn find_coordinator(
             Some(error) => FindCoordinatorResponse::default()
                 .with_error_code(error)
                 .with_node_id(BrokerId(-1)),
-            None => FindCoordinatorResponse::default()
-                .with_node_id(BrokerId(NODE_ID))
-                .with_host(host)
-                .with_port(port),
+            None => {
+                let (id, host, port) = k.coordinator(session, &r.key);
+                FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(str(&host))
+                    .with_port(port)
+            }
         }
     }
 }

@@ -15,7 +15,9 @@ use crate::code;
 
 /// Key of the next producer id in the key-value store.
 const NEXT_ID: &[u8] = b"p/next";
-/// The first producer id handed out.
+/// Key of the end of the producer ids handed out before the node ran in a cluster.
+const LEGACY_END: &[u8] = b"p/legacy";
+/// The first producer id handed out (after the node's base).
 const FIRST_ID: i64 = 1000;
 /// Batches remembered per producer and partition (Kafka keeps five).
 const REMEMBERED: usize = 5;
@@ -78,6 +80,10 @@ type ByPartition = HashMap<(String, i32), Arc<tokio::sync::Mutex<PartitionProduc
 #[derive(Debug)]
 pub struct Producers {
     kv: StateSpace,
+    /// The first id of this node's range.
+    first: i64,
+    /// The end of the ids handed out before the node ran in a cluster (from `FIRST_ID`).
+    legacy_end: i64,
     /// Producers whose state one partition keeps.
     max_per_partition: usize,
     next: AtomicI64,
@@ -100,19 +106,49 @@ pub fn storage_code(e: &StoreError) -> i16 {
 
 impl Producers {
     /// Loads the next producer id.
-    pub fn new(kv: StateSpace, max_per_partition: usize) -> Self {
-        let next = kv
-            .get(NEXT_ID)
-            .ok()
-            .flatten()
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map_or(FIRST_ID, i64::from_be_bytes);
+    ///
+    /// Ids are unique across the cluster: node `node` hands out `node << 32` and up (a
+    /// producer's batches go to every partition leader, whichever node gave it its id).
+    /// Ids a node handed out before it ran in a cluster stay valid.
+    pub fn new(kv: StateSpace, max_per_partition: usize, node: u64) -> Self {
+        let read = |key: &[u8]| {
+            kv.get(key)
+                .ok()
+                .flatten()
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(i64::from_be_bytes)
+        };
+        let stored = read(NEXT_ID).unwrap_or(FIRST_ID);
+        let first = Self::node_base(node) + FIRST_ID;
+        // Ids handed out before the node ran in a cluster stay valid: their end is kept
+        // once, since the next id stored from now on is in the node's range.
+        let legacy_end = if stored < first {
+            if let Err(e) = kv.put(LEGACY_END, &stored.to_be_bytes()) {
+                tracing::error!(error = %e, "cannot store the end of the earlier producer ids");
+            }
+            stored
+        } else {
+            read(LEGACY_END).unwrap_or(FIRST_ID)
+        };
+        let next = stored.max(first);
         Producers {
             kv,
+            first,
+            legacy_end,
             max_per_partition,
             next: AtomicI64::new(next),
             partitions: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The first id of node `node`'s range.
+    fn node_base(node: u64) -> i64 {
+        i64::try_from(node.min(i32::MAX as u64)).unwrap_or(0) << 32
+    }
+
+    /// The node that handed out producer id `pid`.
+    pub fn node_of(pid: i64) -> u64 {
+        (pid >> 32) as u64
     }
 
     /// A new producer id (durable: never handed out twice, even after a restart).
@@ -131,17 +167,22 @@ impl Producers {
     }
 
     /// Appends `batch`, applying the idempotence checks when it carries a producer id.
-    /// Returns the first offset, or a Kafka error code.
+    /// `member` says whether a node id is one of the cluster's. Returns the first offset,
+    /// or a Kafka error code.
     pub async fn append(
         &self,
         stream: &str,
         partition: i32,
         log: &Arc<dyn Partition>,
         batch: PendingBatch,
+        member: impl Fn(u64) -> bool,
     ) -> Result<i64, i16> {
         let (pid, epoch, first_seq) = batch.producer();
-        if pid >= 0 && !(FIRST_ID..self.next.load(Ordering::SeqCst)).contains(&pid) {
-            // Only ids this node handed out: made-up ones would fill the state of others.
+        let ours = (self.first..self.next.load(Ordering::SeqCst)).contains(&pid)
+            || (FIRST_ID..self.legacy_end).contains(&pid);
+        if pid >= 0 && !ours && !(pid >= FIRST_ID && member(Self::node_of(pid))) {
+            // Only ids this node or another member handed out: made-up ones would fill
+            // the state of others.
             return Err(code::UNKNOWN_PRODUCER_ID);
         }
         if pid < 0 {

@@ -41,5 +41,61 @@ impl Kafka {
     }
 }
 
-/// The node id this broker announces (a single node for now).
-pub const NODE_ID: i32 = 0;
+/// A broker as Metadata and FindCoordinator name it: id, host, port.
+pub type Broker = (i32, String, i32);
+
+impl Kafka {
+    /// The broker id this node announces: its node id.
+    pub fn node_id(&self) -> i32 {
+        broker_id(self.storage.catalog.node_id())
+    }
+
+    /// Every broker of the cluster, by id, with the address a client of this session's
+    /// listener (plain or TLS) reaches it at: this node's advertised address, the others'
+    /// as they registered it. Nodes without such a listener are left out.
+    pub fn brokers(&self, session: &Session) -> Vec<Broker> {
+        let me = self.node_id();
+        let (host, port) = self.advertised_for(session);
+        let mut brokers = vec![(me, host.to_owned(), port)];
+        let listener = if session.tls { "kafka-tls" } else { "kafka" };
+        for m in self.storage.catalog.members() {
+            let id = broker_id(m.id);
+            // A node that is down is not offered, as Kafka lists only live brokers.
+            if id == me || !m.alive {
+                continue;
+            }
+            let Some((host, port)) = m.listeners.get(listener).and_then(|a| split_address(a))
+            else {
+                continue;
+            };
+            brokers.push((id, host, port));
+        }
+        brokers.sort_by_key(|b| b.0);
+        brokers
+    }
+
+    /// The broker coordinating group (or transactional id) `key`: chosen by a hash of the
+    /// key over the brokers, the same on every node.
+    pub fn coordinator(&self, session: &Session, key: &str) -> Broker {
+        let mut brokers = self.brokers(session);
+        let i = strata_frontend::seams::partition_for_key(key.as_bytes(), brokers.len() as u32);
+        brokers.swap_remove(i as usize)
+    }
+
+    /// Whether this node coordinates group `key`.
+    pub fn coordinates(&self, session: &Session, key: &str) -> bool {
+        self.coordinator(session, key).0 == self.node_id()
+    }
+}
+
+/// A node id as a Kafka broker id (node ids are checked to fit).
+fn broker_id(id: u64) -> i32 {
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+/// `host:port` (a bracketed IPv6 host too) as host and port.
+fn split_address(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse::<u16>().ok()?.into()))
+}

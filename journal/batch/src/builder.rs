@@ -182,6 +182,12 @@ impl PendingBatch {
         }
     }
 
+    /// The batch in the stored format as it is now (its base offset and frame CRC are set
+    /// at append): what [`PendingBatch::from_stored`] takes back on another node.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Takes a complete batch in the stored format (for instance one read from another
     /// journal), checking its structure. Its base offset and frame CRC are replaced at append.
     pub fn from_stored(bytes: &[u8]) -> Result<PendingBatch> {

@@ -3,11 +3,13 @@
 //! state store in a RocksDB instance under the data directory ([`KvStore`]). A cluster
 //! wraps these: a partition this node leads is served by them.
 
+mod cluster;
 mod errors;
 mod partition;
 mod state;
 mod streams;
 
+pub use cluster::ClusterStreams;
 pub use errors::store_error;
 pub use partition::LocalPartition;
 pub use state::KvStore;

@@ -32,7 +32,7 @@ impl LocalStreams {
     }
 }
 
-fn info(c: &StreamConfig) -> StreamInfo {
+pub(crate) fn info(c: &StreamConfig) -> StreamInfo {
     StreamInfo {
         name: c.name.clone(),
         partitions: c.partitions,

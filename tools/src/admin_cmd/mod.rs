@@ -80,6 +80,23 @@ enum AdminCommand {
 enum ClusterCommand {
     /// Every node with its addresses, state and the partitions it leads; the meta leader.
     Nodes,
+    /// Adds a started node to the meta service's voters.
+    AddNode {
+        /// Its `[cluster] node_id`.
+        id: u64,
+        /// Its node-to-node address, `host:port`.
+        rpc: String,
+    },
+    /// Removes a node (or marks it leaving while it still leads partitions).
+    RemoveNode { id: u64 },
+    /// Every partition's leader and epoch.
+    Leaders {
+        /// Only this stream's partitions.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// Places partitions that have no leader, or whose node left, on the active nodes.
+    Rebalance,
 }
 
 #[derive(Subcommand)]
@@ -270,29 +287,81 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
         AdminCommand::Acl(a) => auth::acl(c, a).await?,
         AdminCommand::Ban(b) => auth::ban(c, b).await?,
         AdminCommand::Tokens(t) => auth::tokens(c, t).await?,
-        AdminCommand::Cluster(ClusterCommand::Nodes) => (
-            c.get(&["cluster", "nodes"], &[]).await?,
-            Box::new(|v| {
-                let mut text = format!(
-                    "node {}, meta leader {}, term {}\n",
-                    v["node_id"], v["leader"], v["term"]
-                );
-                text.push_str(&render(
-                    v["nodes"].as_array().map_or(&[][..], Vec::as_slice),
-                    &[
-                        ("ID", "/id"),
-                        ("STATE", "/state"),
-                        ("RPC", "/rpc"),
-                        ("LEADS", "/partitions_led"),
-                        ("KAFKA", "/listeners/kafka"),
-                        ("MQTT", "/listeners/mqtt"),
-                    ],
-                ));
-                text
-            }),
-        ),
+        AdminCommand::Cluster(command) => cluster(c, command).await?,
     };
     Ok(if json { pretty(&value) } else { show(&value) })
+}
+
+fn show_cluster(v: &Value) -> String {
+    let mut text = format!(
+        "node {}, meta leader {}, term {}\n",
+        v["node_id"], v["leader"], v["term"]
+    );
+    text.push_str(&render(
+        v["nodes"].as_array().map_or(&[][..], Vec::as_slice),
+        &[
+            ("ID", "/id"),
+            ("STATE", "/state"),
+            ("RPC", "/rpc"),
+            ("LEADS", "/partitions_led"),
+            ("KAFKA", "/listeners/kafka"),
+            ("MQTT", "/listeners/mqtt"),
+        ],
+    ));
+    text
+}
+
+async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Shown> {
+    Ok(match command {
+        ClusterCommand::Nodes => (
+            c.get(&["cluster", "nodes"], &[]).await?,
+            Box::new(show_cluster),
+        ),
+        ClusterCommand::AddNode { id, rpc } => {
+            let url = c.url(&["cluster", "nodes"], &[]);
+            let body = json!({ "id": id, "rpc": rpc });
+            (
+                c.call(Method::POST, url, Some(body)).await?,
+                Box::new(show_cluster),
+            )
+        }
+        ClusterCommand::RemoveNode { id } => {
+            let url = c.url(&["cluster", "nodes", &id.to_string()], &[]);
+            (
+                c.call(Method::DELETE, url, None).await?,
+                Box::new(move |v| {
+                    format!(
+                        "node {id}: {} (leads {} partitions)\n",
+                        v["state"].as_str().unwrap_or("?"),
+                        v["partitions_led"]
+                    )
+                }),
+            )
+        }
+        ClusterCommand::Leaders { stream } => (
+            c.get(&["cluster", "leaders"], &[("stream", stream)])
+                .await?,
+            Box::new(|v| {
+                render(
+                    v.as_array().map_or(&[][..], Vec::as_slice),
+                    &[
+                        ("STREAM", "/stream"),
+                        ("PARTITION", "/partition"),
+                        ("LEADER", "/leader"),
+                        ("EPOCH", "/epoch"),
+                        ("REPLICAS", "/replicas"),
+                    ],
+                )
+            }),
+        ),
+        ClusterCommand::Rebalance => {
+            let url = c.url(&["cluster", "rebalance"], &[]);
+            (
+                c.call(Method::POST, url, None).await?,
+                Box::new(show_cluster),
+            )
+        }
+    })
 }
 
 /// An answer and how to show it as text.

@@ -15,7 +15,7 @@ use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
-use strata_local::{KvStore, LocalStreams};
+use strata_local::{ClusterStreams, KvStore};
 use strata_meta::model::{Command, NodeId};
 use strata_meta::{MetaConfig, MetaNode};
 use strata_mqtt::MqttFrontend;
@@ -30,6 +30,10 @@ use super::log_filter::LogControl;
 use super::metrics::NodeMetrics;
 use super::shutdown::ShutdownSignals;
 
+/// How long a node waits to be registered before its frontends start.
+const EARLY_REGISTRATION: Duration = Duration::from_secs(10);
+/// How often a node tells the meta service it is up (see `strata_meta::model::LIVENESS_MS`).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// How long in-flight admin requests get to finish once the node is stopping.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the journal's maintenance tasks get to notice `close` and return.
@@ -75,7 +79,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             return Err(anyhow!(e).context("admin.tls"));
         }
     };
-    let meta = match start_meta(&config).await {
+    let meta = match start_meta(&config, metrics.registry()).await {
         Ok(meta) => meta,
         Err(e) => {
             let _ = close_journal(&journal, maintenance).await;
@@ -83,12 +87,18 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         }
     };
 
+    // Claims are made as frontends start; the catalog asks them which streams are a
+    // node's own.
+    let owned = OwnedStreams::default();
+    let streams = ClusterStreams::new(journal.clone(), meta.clone(), owned.clone());
+    // Other nodes reach the partitions this one leads through it.
+    meta.serve_partitions(Arc::new(streams.clone()));
     let (stop, stopping) = watch::channel(false);
     let listeners = Arc::new(Mutex::new(Vec::new()));
     let mut admin = AdminState {
         metrics,
         journal: journal.clone(),
-        storage: storage(&journal, &kv),
+        storage: storage(&streams, &kv),
         config: Arc::new(effective_config(&config)),
         log,
         frontends: Arc::from([]),
@@ -98,10 +108,22 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         meta: meta.clone(),
     };
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
-    let started = start_frontends(&config, &journal, &kv, &security, &mut admin, stopping).await;
+    let ctx = NodeContext {
+        storage: storage(&streams, &kv),
+        registry: admin.metrics.registry().clone(),
+        events: mpsc::unbounded_channel().0,
+        owned,
+        security: security.clone(),
+    };
+    register_early(&meta).await;
+    let started = start_frontends(&config, ctx, &mut admin, stopping).await;
     let served = match started {
         Ok((mut frontends, apis)) => {
-            let registering = tokio::spawn(register(
+            // After every frontend claimed its streams: those claimed internal are the
+            // node's own and stay out of the meta service.
+            let reconciling =
+                tokio::spawn(streams.clone().reconcile(config.node.data_dir.join("meta")));
+            let registering = tokio::spawn(register_and_beat(
                 meta.clone(),
                 config.cluster.node_id,
                 listeners.clone(),
@@ -116,6 +138,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             )
             .await;
             registering.abort();
+            reconciling.abort();
             stop.send_replace(true);
             let stopped = stop_frontends(frontends).await;
             served.and(stopped)
@@ -185,7 +208,7 @@ fn raise_open_files_limit() {
 
 /// Starts this node's part of the meta service (`[cluster]`; without it, a cluster of one)
 /// with its store under `<data_dir>/meta`.
-async fn start_meta(config: &NodeConfig) -> anyhow::Result<Arc<MetaNode>> {
+async fn start_meta(config: &NodeConfig, registry: &Registry) -> anyhow::Result<Arc<MetaNode>> {
     let cluster = &config.cluster;
     let listener = TcpListener::bind(cluster.listen)
         .await
@@ -193,8 +216,9 @@ async fn start_meta(config: &NodeConfig) -> anyhow::Result<Arc<MetaNode>> {
     let bound = listener
         .local_addr()
         .context("cannot read the cluster listener's address")?;
-    let meta_config = MetaConfig::from_cluster(cluster, &config.node.data_dir, bound)
+    let mut meta_config = MetaConfig::from_cluster(cluster, &config.node.data_dir, bound)
         .map_err(|e| anyhow!(e).context("cluster"))?;
+    meta_config.registry = registry.clone();
     let meta = MetaNode::start(meta_config, listener)
         .await
         .context("cannot start the meta service")?;
@@ -202,33 +226,16 @@ async fn start_meta(config: &NodeConfig) -> anyhow::Result<Arc<MetaNode>> {
     Ok(Arc::new(meta))
 }
 
-/// Registers this node and its client listeners with the meta service, once a leader
-/// takes the write (at once for a cluster of one; retried while no leader answers).
-async fn register(
-    meta: Arc<MetaNode>,
-    id: NodeId,
-    listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
-) {
-    let listeners: std::collections::BTreeMap<String, String> = listeners
-        .lock()
-        .iter()
-        .map(|(name, addr)| (name.clone(), addr.to_string()))
-        .collect();
-    let command = Command::AddNode {
-        id,
-        rpc: meta.advertised().to_owned(),
-        listeners,
-    };
+/// Writes `command` (a registration) through the meta leader, retried with a backoff
+/// while no leader takes it. False when the meta service stopped.
+async fn register(meta: &MetaNode, command: Command) -> bool {
     let mut backoff = Duration::from_millis(100);
     loop {
         match meta.write(command.clone()).await {
-            Ok(_) => {
-                info!(node_id = id, "registered with the meta service");
-                return;
-            }
+            Ok(_) => return true,
             Err(e @ strata_meta::MetaError::Stopped(_)) => {
                 error!(error = %e, "cannot register with the meta service: it stopped");
-                return;
+                return false;
             }
             Err(e) => warn!(error = %e, "cannot register with the meta service yet"),
         }
@@ -237,9 +244,114 @@ async fn register(
     }
 }
 
-/// The seams frontends see: this node's journal and key-value store.
-pub fn storage(journal: &Journal, kv: &KvStore) -> Storage {
-    let streams = LocalStreams::new(journal.clone(), 0);
+/// Registers a node alone in its cluster that the meta service does not know yet, before
+/// its frontends start, so the streams they create are placed at once (waiting at most
+/// [`EARLY_REGISTRATION`] for it to elect itself). A node of a larger cluster does not
+/// wait for a quorum here: the streams created before it registers are placed when it
+/// does, and their handles find the leader then.
+async fn register_early(meta: &Arc<MetaNode>) {
+    let id = meta.id();
+    if meta.voters() != [id] || meta.read(|s| s.nodes.contains_key(&id)) {
+        return;
+    }
+    let command = Command::AddNode {
+        id,
+        rpc: meta.advertised().to_owned(),
+        listeners: std::collections::BTreeMap::new(),
+        at_ms: now_ms(),
+    };
+    let mut early = tokio::spawn({
+        let meta = meta.clone();
+        async move { register(&meta, command).await }
+    });
+    if tokio::time::timeout(EARLY_REGISTRATION, &mut early)
+        .await
+        .is_err()
+    {
+        // The registration with the listeners follows; two must not race.
+        early.abort();
+    }
+}
+
+/// Registers this node and its client listeners with the meta service, once a leader
+/// takes the write (at once for a cluster of one; retried while no leader answers), then
+/// sends a heartbeat every [`HEARTBEAT_EVERY`].
+async fn register_and_beat(
+    meta: Arc<MetaNode>,
+    id: NodeId,
+    listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+) {
+    // A listener bound to every interface is reached at the host other nodes reach this
+    // one at.
+    let host = meta
+        .advertised()
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h)
+        .to_owned();
+    let listeners: std::collections::BTreeMap<String, String> = listeners
+        .lock()
+        .iter()
+        .map(|(name, addr)| {
+            let address = if addr.ip().is_unspecified() {
+                format!("{host}:{}", addr.port())
+            } else {
+                addr.to_string()
+            };
+            (name.clone(), address)
+        })
+        .collect();
+    let command = Command::AddNode {
+        id,
+        rpc: meta.advertised().to_owned(),
+        listeners,
+        at_ms: now_ms(),
+    };
+    if !register(&meta, command).await {
+        return;
+    }
+    info!(node_id = id, "registered with the meta service");
+    // Heartbeats: new partitions avoid a node whose heartbeats stopped.
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        match meta
+            .write(Command::Heartbeat {
+                id,
+                at_ms: now_ms(),
+            })
+            .await
+        {
+            Ok(_) if failing => {
+                info!("heartbeats reach the meta service again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(e @ strata_meta::MetaError::Stopped(_)) => {
+                error!(error = %e, "heartbeats stopped: the meta service stopped");
+                return;
+            }
+            // Logged once per outage, not once per beat.
+            Err(e) if !failing => {
+                warn!(error = %e, "a heartbeat did not reach the meta service");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Wall-clock milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The seams frontends see: the cluster's streams and this node's key-value store.
+pub fn storage(streams: &ClusterStreams, kv: &KvStore) -> Storage {
+    let streams = streams.clone();
     Storage {
         catalog: Arc::new(streams.clone()),
         router: Arc::new(streams),
@@ -316,20 +428,12 @@ fn registered_frontends(config: &NodeConfig) -> Vec<(Box<dyn Frontend>, bool)> {
 /// Returns them with every frontend's admin routes (a disabled one's answer `disabled`).
 async fn start_frontends(
     config: &NodeConfig,
-    journal: &Journal,
-    kv: &KvStore,
-    security: &Security,
+    mut ctx: NodeContext,
     admin: &mut AdminState,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<(Frontends, Vec<FrontendApi>)> {
     let (events, mut announced) = mpsc::unbounded_channel();
-    let ctx = NodeContext {
-        storage: storage(journal, kv),
-        registry: admin.metrics.registry().clone(),
-        events,
-        owned: OwnedStreams::default(),
-        security: security.clone(),
-    };
+    ctx.events = events;
     // The audit log is the node's own: no frontend may delete, write or read it.
     ctx.owned
         .claim(strata_frontend::audit::STREAM, "admin", Ownership::Internal);

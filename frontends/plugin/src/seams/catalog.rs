@@ -63,6 +63,19 @@ pub struct Placement {
     pub replicas: Vec<NodeId>,
 }
 
+/// A node of the cluster as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Each client listener's address (`host:port`) by name (`kafka`, `mqtt`, ...).
+    pub listeners: std::collections::BTreeMap<String, String>,
+    /// False once it is leaving: it takes no new partitions.
+    pub active: bool,
+    /// False when its heartbeats stopped: the partitions it leads are unavailable.
+    pub alive: bool,
+}
+
 /// Streams, partitions, placement and leaders.
 ///
 /// Contract (checked by [`super::conformance::catalog`]):
@@ -94,6 +107,16 @@ pub trait Catalog: Send + Sync + Debug {
 
     /// Where a partition lives; `None` for an unknown stream or partition.
     fn placement(&self, stream: &str, partition: u32) -> Option<Placement>;
+
+    /// The cluster's nodes, by id. Empty for a node on its own that knows no other.
+    fn members(&self) -> Vec<Member> {
+        Vec::new()
+    }
+
+    /// Whether node `id` is a member of the cluster (this node always is).
+    fn is_member(&self, id: NodeId) -> bool {
+        id == self.node_id()
+    }
 }
 
 /// The stream named in `spec`, created when it does not exist yet (racing creators both

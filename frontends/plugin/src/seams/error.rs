@@ -5,7 +5,7 @@
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Why a router or catalog operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     /// No stream with that name exists.
     #[error("unknown stream {0:?}")]

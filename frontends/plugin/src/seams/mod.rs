@@ -17,7 +17,7 @@ pub mod router;
 pub mod state;
 
 pub use catalog::{
-    Catalog, NodeId, Placement, StreamInfo, StreamSpec, ensure_stream, validate_stream_name,
+    Catalog, Member, NodeId, Placement, StreamInfo, StreamSpec, ensure_stream, validate_stream_name,
 };
 pub use error::{StoreError, StoreResult};
 pub use handles::{StreamHandles, partition_for_key};

@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use strata_meta::model::NodeState;
-use utoipa::ToSchema;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use strata_frontend::admin::extract::{ApiJson, ApiPath, ApiQuery};
+use strata_meta::model::{Command, NodeState, Outcome};
+use strata_meta::{MetaError, VoterChange};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AdminState;
+use super::{AdminState, ApiError, ApiResult, ErrorBody};
 
 /// A member of the cluster.
 #[derive(Debug, Serialize, ToSchema)]
@@ -23,6 +26,14 @@ pub struct NodeView {
     pub state: String,
     /// Partitions it leads.
     pub partitions_led: usize,
+    /// Wall-clock milliseconds of its last heartbeat (0: none yet).
+    pub last_heartbeat_ms: i64,
+    /// Whether its heartbeats arrive: a node silent for longer than 10 s is taken for
+    /// down, new partitions avoid it and Kafka clients see its partitions offline.
+    pub alive: bool,
+    /// Whether new partitions may be placed on it: active, and its last heartbeat within
+    /// 10 s of the newest any node sent (the time the metadata itself records).
+    pub takes_partitions: bool,
 }
 
 /// The cluster's members and its meta service's leader.
@@ -43,32 +54,258 @@ pub struct ClusterView {
 #[utoipa::path(get, path = "/api/v1/cluster/nodes", tag = "cluster",
     responses((status = 200, description = "The cluster", body = ClusterView)))]
 pub async fn nodes(State(s): State<AdminState>) -> Json<ClusterView> {
-    let state = s.meta.state();
-    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
-    for p in state.placement.values().flatten() {
-        if let Some(l) = p.leader {
-            *led.entry(l).or_default() += 1;
-        }
-    }
-    let nodes = state
-        .nodes
-        .values()
-        .map(|n| NodeView {
-            id: n.id,
-            rpc: n.rpc.clone(),
-            listeners: n.listeners.clone(),
-            state: match n.state {
-                NodeState::Active => "active",
-                NodeState::Leaving => "leaving",
-            }
-            .to_owned(),
-            partitions_led: led.get(&n.id).copied().unwrap_or(0),
-        })
+    Json(view(&s))
+}
+
+fn view(s: &AdminState) -> ClusterView {
+    let alive: BTreeMap<u64, bool> = s
+        .storage
+        .catalog
+        .members()
+        .into_iter()
+        .map(|m| (m.id, m.alive))
         .collect();
-    Json(ClusterView {
+    let nodes = s.meta.read(|state| {
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for p in state.placement.values().flatten() {
+            if let Some(l) = p.leader {
+                *led.entry(l).or_default() += 1;
+            }
+        }
+        state
+            .nodes
+            .values()
+            .map(|n| NodeView {
+                id: n.id,
+                rpc: n.rpc.clone(),
+                listeners: n.listeners.clone(),
+                state: match n.state {
+                    NodeState::Active => "active",
+                    NodeState::Leaving => "leaving",
+                }
+                .to_owned(),
+                partitions_led: led.get(&n.id).copied().unwrap_or(0),
+                last_heartbeat_ms: n.heartbeat_ms,
+                alive: alive.get(&n.id).copied().unwrap_or(false),
+                takes_partitions: state.takes_partitions(n.id),
+            })
+            .collect()
+    });
+    ClusterView {
         node_id: s.meta.id(),
         leader: s.meta.leader(),
         term: s.meta.term(),
         nodes,
-    })
+    }
+}
+
+/// A node to add to the cluster.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNode {
+    /// Its id (`[cluster] node_id` in its configuration).
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub id: u64,
+    /// Its node-to-node address, `host:port`.
+    #[schema(pattern = "^[A-Za-z0-9.\\[\\]:_-]+:[0-9]{1,5}$", max_length = 255)]
+    pub rpc: String,
+}
+
+fn meta_error(e: MetaError) -> ApiError {
+    match e {
+        MetaError::Refused(m) => ApiError::new(StatusCode::CONFLICT, "refused", m),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Adds a node to the meta service's voters: it catches up as a learner, then votes. Start
+/// the node first, with the current voters as its `initial_voters` (itself not among them)
+/// and the cluster's secret; it registers its listeners by itself once it is a member.
+#[utoipa::path(post, path = "/api/v1/cluster/nodes", tag = "cluster", request_body = NewNode,
+    responses(
+        (status = 200, description = "The cluster with the node added", body = ClusterView),
+        (status = 400, description = "Bad id or address", body = ErrorBody),
+        (status = 409, description = "The meta leader refused the change", body = ErrorBody),
+        (status = 503, description = "No meta leader answered", body = ErrorBody)))]
+pub async fn add_node(
+    State(s): State<AdminState>,
+    ApiJson(node): ApiJson<NewNode>,
+) -> ApiResult<ClusterView> {
+    if node.id == 0 || node.id > i32::MAX as u64 {
+        return Err(ApiError::bad_request(format!(
+            "a node id is 1 to {}",
+            i32::MAX
+        )));
+    }
+    let valid = node.rpc.len() <= 255
+        && node
+            .rpc
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "`{}` is not host:port",
+            node.rpc
+        )));
+    }
+    if s.meta.voters().contains(&node.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            format!("node {} is already a voter", node.id),
+        ));
+    }
+    // Refused at once when nothing listens there, before the group waits for it.
+    let reach = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect(node.rpc.as_str()),
+    )
+    .await;
+    if !matches!(reach, Ok(Ok(_))) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            format!("nothing answers at {}: start the node first", node.rpc),
+        ));
+    }
+    let change = VoterChange::Add {
+        id: node.id,
+        rpc: node.rpc.clone(),
+    };
+    s.meta.change_voters(change).await.map_err(meta_error)?;
+    tracing::info!(
+        node = node.id,
+        rpc = node.rpc,
+        "node added to the meta service's voters"
+    );
+    s.audit("cluster.node.add", &node.id.to_string()).await;
+    Ok(Json(view(&s)))
+}
+
+/// What removing a node did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Removal {
+    /// `removed`, or `leaving`: the node still leads partitions, which stay on it until
+    /// they can move with their data (replication); it takes no new ones.
+    pub state: String,
+    /// Partitions it still leads.
+    pub partitions_led: u64,
+}
+
+/// Removes a node: at once when it leads no partition (it also stops being a meta voter);
+/// otherwise it is marked leaving, takes no new partitions, and keeps serving those it has.
+#[utoipa::path(delete, path = "/api/v1/cluster/nodes/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "Removed or leaving", body = Removal),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The meta leader refused the change", body = ErrorBody),
+        (status = 503, description = "No meta leader answered", body = ErrorBody)))]
+pub async fn remove_node(
+    State(s): State<AdminState>,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Removal> {
+    let voter = s.meta.voters().contains(&id);
+    let outcome = s
+        .meta
+        .write(Command::RemoveNode { id })
+        .await
+        .map_err(meta_error)?;
+    let removal = match outcome {
+        Outcome::Removed => Removal {
+            state: "removed".into(),
+            partitions_led: 0,
+        },
+        // Never registered (it never started) but a voter: only the vote goes.
+        Outcome::NotFound(_) if voter => Removal {
+            state: "removed".into(),
+            partitions_led: 0,
+        },
+        Outcome::NotFound(m) => return Err(ApiError::not_found(m)),
+        Outcome::Invalid(m) => return Err(ApiError::new(StatusCode::CONFLICT, "refused", m)),
+        Outcome::Leaving { partitions } => Removal {
+            state: "leaving".into(),
+            partitions_led: partitions,
+        },
+        other => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "refused",
+                format!("{other:?}"),
+            ));
+        }
+    };
+    if removal.state == "removed" && voter {
+        s.meta
+            .change_voters(VoterChange::Remove { id })
+            .await
+            .map_err(meta_error)?;
+    }
+    tracing::info!(node = id, state = removal.state, "node removal requested");
+    s.audit("cluster.node.remove", &id.to_string()).await;
+    Ok(Json(removal))
+}
+
+/// One partition's placement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderView {
+    /// Stream.
+    pub stream: String,
+    /// Partition.
+    pub partition: u32,
+    /// The node that serves it, if any does.
+    pub leader: Option<u64>,
+    /// Its leader epoch.
+    pub epoch: u64,
+    /// The nodes holding a copy.
+    pub replicas: Vec<u64>,
+}
+
+/// Which partitions to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LeadersQuery {
+    /// Only this stream's partitions.
+    pub stream: Option<String>,
+}
+
+/// Every partition's leader, epoch and replicas (or one stream's), by stream and partition.
+#[utoipa::path(get, path = "/api/v1/cluster/leaders", tag = "cluster", params(LeadersQuery),
+    responses((status = 200, description = "Placement", body = [LeaderView])))]
+pub async fn leaders(
+    State(s): State<AdminState>,
+    ApiQuery(q): ApiQuery<LeadersQuery>,
+) -> Json<Vec<LeaderView>> {
+    Json(s.meta.read(|state| {
+        state
+            .placement
+            .iter()
+            .filter(|(name, _)| q.stream.as_ref().is_none_or(|w| w == *name))
+            .flat_map(|(name, parts)| {
+                parts.iter().enumerate().map(move |(i, p)| LeaderView {
+                    stream: name.clone(),
+                    partition: i as u32,
+                    leader: p.leader,
+                    epoch: p.epoch,
+                    replicas: p.replicas.clone(),
+                })
+            })
+            .collect()
+    }))
+}
+
+/// Places every partition that has no leader, or whose node left the cluster, on the least
+/// loaded active nodes. Partitions on members stay where their records are.
+#[utoipa::path(post, path = "/api/v1/cluster/rebalance", tag = "cluster",
+    responses(
+        (status = 200, description = "The cluster after the change", body = ClusterView),
+        (status = 503, description = "No meta leader answered", body = ErrorBody)))]
+pub async fn rebalance(State(s): State<AdminState>) -> ApiResult<ClusterView> {
+    s.meta.write(Command::Rebalance).await.map_err(meta_error)?;
+    s.audit("cluster.rebalance", "").await;
+    Ok(Json(view(&s)))
 }

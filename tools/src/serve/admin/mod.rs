@@ -98,7 +98,13 @@ pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
         .route("/log/overrides/{id}", delete(log::remove_override))
         .route("/auth/tokens", get(auth::tokens).post(auth::create_token))
         .route("/auth/tokens/{name}", delete(auth::revoke_token))
-        .route("/cluster/nodes", get(cluster::nodes))
+        .route(
+            "/cluster/nodes",
+            get(cluster::nodes).post(cluster::add_node),
+        )
+        .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        .route("/cluster/leaders", get(cluster::leaders))
+        .route("/cluster/rebalance", post(cluster::rebalance))
         .with_state(state.clone())
         .route(
             "/openapi.json",

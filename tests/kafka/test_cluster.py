@@ -1,0 +1,304 @@
+"""Three real nodes on 127.0.0.1, .2 and .3 form one cluster: Kafka clients see three
+brokers with each partition's leader, produce and consume across them with a consumer
+group, and a request sent to a node that does not lead the partition is answered
+NOT_LEADER_OR_FOLLOWER. Topics created or deleted through one node are seen by every
+node."""
+import json
+import socket
+import struct
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_support import DEADLINE, Node, wait_until
+from test_raw import Raw, batch, string
+
+SECRET = "cluster-test-secret-0123456789"
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ClusterNode:
+    def __init__(self, node, host):
+        self.node, self.host = node, host
+
+    @property
+    def bootstrap(self):
+        return f"{self.host}:{self.node.kafka_port}"
+
+    def api(self, *path):
+        url = f"http://{self.host}:{self.node.admin_port}/api/v1/" + "/".join(path)
+        with urllib.request.urlopen(url, timeout=DEADLINE) as r:
+            return json.loads(r.read())
+
+
+def start_cluster(tmp_path, size=3):
+    hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
+    ports = [free_port(h) for h in hosts]
+    voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
+    nodes = []
+    try:
+        for i, (host, port) in enumerate(zip(hosts, ports)):
+            home = tmp_path / f"n{i + 1}"
+            home.mkdir()
+            config = (f'[cluster]\nnode_id = {i + 1}\nlisten = "{host}:{port}"\n'
+                      f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+            env = {f"STRATA_{name}": f"{host}:0" for name in (
+                "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
+            n = ClusterNode(Node(home, config, env, log_path=home / "node.log"), host)
+            n.rpc = f"{host}:{port}"
+            nodes.append(n)
+    except Exception:
+        for n in nodes:
+            n.node.stop()
+        raise
+    for n in nodes:
+        wait_until("every node registered with its Kafka listener",
+                   lambda n=n: len([m for m in n.api("cluster", "nodes")["nodes"]
+                                    if "kafka" in m["listeners"]]) == size)
+    return nodes
+
+
+def produce_to(host, port, topic, partition, records):
+    """Produce v3 of one batch to one partition: (error code, base offset)."""
+    raw = Raw.__new__(Raw)
+    raw.sock = socket.create_connection((host, port), timeout=DEADLINE)
+    raw.corr = 0
+    body = struct.pack(">hhi", -1, 1, 30000)
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">i", partition)
+    body += struct.pack(">i", len(records)) + records
+    data = raw.request(0, 3, body)
+    pos = 4
+    (n,) = struct.unpack(">h", data[pos:pos + 2])
+    pos += 2 + n + 4
+    _, error, base = struct.unpack(">ihq", data[pos:pos + 14])
+    raw.sock.close()
+    return error, base
+
+
+def test_kafka_clients_produce_and_consume_across_three_nodes(tmp_path):
+    nodes = start_cluster(tmp_path)
+    try:
+        admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+        for f in admin.create_topics([NewTopic("spread", 6, 1)]).values():
+            f.result(DEADLINE)
+        md = admin.list_topics(timeout=DEADLINE)
+        assert sorted(md.brokers) == [1, 2, 3]
+        assert {b.host for b in md.brokers.values()} == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+        leaders = {p.id: p.leader for p in md.topics["spread"].partitions.values()}
+        assert sorted(leaders) == list(range(6))
+        # Leaders spread evenly: two partitions on each node.
+        assert sorted(leaders.values()) == [1, 1, 2, 2, 3, 3]
+
+        # Every node sees the topic, with the same leaders.
+        for n in nodes:
+            client = AdminClient({"bootstrap.servers": n.bootstrap})
+
+            def same(client=client):
+                t = client.list_topics(timeout=DEADLINE).topics.get("spread")
+                return t is not None and {
+                    p.id: p.leader for p in t.partitions.values()} == leaders
+            wait_until(f"node {n.host} to see the topic with the same leaders", same)
+
+        # A produce sent to a node that does not lead the partition is refused.
+        for p, leader in leaders.items():
+            wrong = nodes[leader % 3]
+            error, _ = produce_to(wrong.host, wrong.node.kafka_port, "spread", p, batch())
+            assert error == NOT_LEADER_OR_FOLLOWER, (p, leader, wrong.host)
+            right = nodes[leader - 1]
+            error, base = produce_to(right.host, right.node.kafka_port, "spread", p, batch())
+            assert (error, base) == (0, 0), (p, leader)
+
+        # A producer that knows one node finds every leader.
+        producer = Producer({"bootstrap.servers": nodes[2].bootstrap, "acks": "all",
+                             "enable.idempotence": True, "linger.ms": 5})
+        failures = []
+
+        def report(err, msg):
+            if err is not None:
+                failures.append(err)
+        for i in range(600):
+            producer.produce("spread", key=b"k%d" % i, value=b"v%d" % i, partition=i % 6,
+                             on_delivery=report)
+        assert producer.flush(DEADLINE) == 0 and failures == []
+
+        consumer = Consumer({"bootstrap.servers": nodes[0].bootstrap, "group.id": "across",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe(["spread"])
+        seen = set()
+        end = time.time() + DEADLINE * 4
+        while len(seen) < 606:
+            assert time.time() < end, f"only {len(seen)} records consumed"
+            m = consumer.poll(1.0)
+            if m is None or m.error():
+                continue
+            seen.add((m.partition(), m.offset()))
+        assert len(seen) == 606
+        assert {p for p, _ in seen} == set(range(6))
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition("spread", p) for p in range(6)],
+                                       timeout=DEADLINE)
+        assert sorted(tp.offset for tp in committed) == [101] * 6
+        consumer.close()
+
+        # Deleting through one node removes it everywhere.
+        for f in admin.delete_topics(["spread"]).values():
+            f.result(DEADLINE)
+        for n in nodes:
+            wait_until("the topic gone on every node",
+                       lambda n=n: "spread" not in AdminClient(
+                           {"bootstrap.servers": n.bootstrap}).list_topics(
+                               timeout=DEADLINE).topics)
+    finally:
+        for n in nodes:
+            assert n.node.stop() == 0
+
+
+def admin_call(n, method, *path, body=None):
+    url = f"http://{n.host}:{n.node.admin_port}/api/v1/" + "/".join(path)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=DEADLINE * 2) as r:
+        return json.loads(r.read() or b"null")
+
+
+def placed(n, stream, partitions):
+    """The placement of `stream` as node `n` has it, once `n` has applied its creation (a
+    node applies the meta service's changes a moment after the one that made them)."""
+    leaders = []
+
+    def seen():
+        leaders[:] = admin_call(n, "GET", "cluster", f"leaders?stream={stream}")
+        return len(leaders) == partitions
+    wait_until(f"{stream} placed, as node {n.host} sees it", seen)
+    return leaders
+
+
+def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_none(tmp_path):
+    nodes = start_cluster(tmp_path)
+    extra = None
+    try:
+        voters = ", ".join(f'"{i + 1}@{n.rpc}"' for i, n in enumerate(nodes))
+        host = "127.0.0.4"
+        port = free_port(host)
+        home = tmp_path / "n4"
+        home.mkdir()
+        config = (f'[cluster]\nnode_id = 4\nlisten = "{host}:{port}"\n'
+                  f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+        env = {f"STRATA_{name}": f"{host}:0" for name in (
+            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
+        extra = ClusterNode(Node(home, config, env, log_path=home / "node.log"), host)
+        # Asked of a node that may not lead the meta service: it is carried to the leader.
+        follower = next(n for n in nodes
+                        if n.api("cluster", "nodes")["leader"] != int(n.host[-1]))
+        cluster = admin_call(follower, "POST", "cluster", "nodes",
+                             body={"id": 4, "rpc": f"{host}:{port}"})
+        assert cluster["node_id"] == int(follower.host[-1])
+        wait_until("node 4 registered",
+                   lambda: any(m["id"] == 4 and "kafka" in m["listeners"]
+                               for m in nodes[0].api("cluster", "nodes")["nodes"]))
+        admin = AdminClient({"bootstrap.servers": extra.bootstrap})
+        for f in admin.create_topics([NewTopic("after-join", 4, 1)]).values():
+            f.result(DEADLINE)
+        leaders = placed(nodes[0], "after-join", 4)
+        assert sorted(p["leader"] for p in leaders) == [1, 2, 3, 4]
+
+        # Node 4 leads a partition: removal only marks it leaving; new topics avoid it.
+        removal = admin_call(nodes[2], "DELETE", "cluster", "nodes", "4")
+        assert removal == {"state": "leaving", "partitions_led": 1}
+        for f in admin.create_topics([NewTopic("after-leave", 6, 1)]).values():
+            f.result(DEADLINE)
+        leaders = placed(nodes[1], "after-leave", 6)
+        assert sorted(p["leader"] for p in leaders) == [1, 1, 2, 2, 3, 3]
+        # Its partition is still served where its records are.
+        p4 = next(p for p in admin_call(nodes[0], "GET", "cluster", "leaders?stream=after-join")
+                  if p["leader"] == 4)["partition"]
+        error, base = produce_to(host, extra.node.kafka_port, "after-join", p4, batch())
+        assert (error, base) == (0, 0)
+        # Once it leads nothing, it is removed outright, and its vote with it.
+        for f in admin.delete_topics(["after-join"]).values():
+            f.result(DEADLINE)
+        wait_until("node 4 leads nothing",
+                   lambda: next(m for m in nodes[0].api("cluster", "nodes")["nodes"]
+                                if m["id"] == 4)["partitions_led"] == 0)
+        removal = admin_call(nodes[0], "DELETE", "cluster", "nodes", "4")
+        assert removal == {"state": "removed", "partitions_led": 0}
+        assert [m["id"] for m in nodes[0].api("cluster", "nodes")["nodes"]] == [1, 2, 3]
+    finally:
+        for n in nodes + ([extra] if extra else []):
+            n.node.stop()
+
+
+def test_the_cluster_survives_its_meta_leader_being_killed(tmp_path):
+    """SIGKILL the node leading the meta service: the others elect a new leader, topics can
+    be created again (on the live nodes once the dead one's heartbeats stopped), the dead
+    node's partitions are reported offline, and after it restarts every record it had
+    acknowledged is there."""
+    nodes = start_cluster(tmp_path)
+    try:
+        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        for f in admin.create_topics([NewTopic("before", 3, 1)]).values():
+            f.result(DEADLINE)
+        producer = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all"})
+        for i in range(300):
+            producer.produce("before", value=b"b%d" % i, partition=i % 3)
+        assert producer.flush(DEADLINE) == 0
+
+        leader = nodes[0].api("cluster", "nodes")["leader"]
+        victim = nodes[leader - 1]
+        victim.node.proc.kill()
+        victim.node.proc.wait()
+        alive = [n for n in nodes if n is not victim]
+
+        def new_leader():
+            seen = {n.api("cluster", "nodes")["leader"] for n in alive}
+            return len(seen) == 1 and None not in seen and leader not in seen
+        wait_until("a new meta leader", new_leader)
+        def victim_state():
+            return next(m for m in alive[0].api("cluster", "nodes")["nodes"] if m["id"] == leader)
+        wait_until("the killed node taken for down",
+                   lambda: not victim_state()["alive"] and not victim_state()["takes_partitions"])
+
+        survivor = AdminClient({"bootstrap.servers": alive[1].bootstrap})
+        for f in survivor.create_topics([NewTopic("after", 4, 1)]).values():
+            f.result(DEADLINE)
+        md = survivor.list_topics(timeout=DEADLINE)
+        assert leader not in md.brokers
+        assert {p.leader for p in md.topics["after"].partitions.values()} == \
+            {int(n.host[-1]) for n in alive}
+        offline = [p for p in md.topics["before"].partitions.values() if p.leader == -1]
+        assert len(offline) == 1 and offline[0].error is not None
+
+        # Back from the dead with the same data: its partition is served again, whole.
+        home = tmp_path / f"n{leader}"
+        config = (home / "strata.toml").read_text()
+        env = {f"STRATA_{name}": f"{victim.host}:0" for name in (
+            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
+        victim.node = Node(home, config, env, log_path=home / "node.log")
+        wait_until("the restarted node back in the metadata",
+                   lambda: leader in AdminClient({"bootstrap.servers": alive[0].bootstrap})
+                   .list_topics(timeout=DEADLINE).brokers)
+        consumer = Consumer({"bootstrap.servers": alive[0].bootstrap, "group.id": "after-kill",
+                             "auto.offset.reset": "earliest"})
+        consumer.assign([TopicPartition("before", p, 0) for p in range(3)])
+        got = set()
+        end = time.time() + DEADLINE * 4
+        while len(got) < 300:
+            assert time.time() < end, f"only {len(got)} of 300 records back"
+            m = consumer.poll(1.0)
+            if m is not None and not m.error():
+                got.add(m.value())
+        consumer.close()
+        assert got == {b"b%d" % i for i in range(300)}
+    finally:
+        for n in nodes:
+            n.node.stop()
