@@ -292,7 +292,17 @@ impl MetaState {
                 }
             },
             Command::CreateStream(spec) => self.create(spec, None),
-            Command::AdoptStream { stream, node } => self.create(stream, Some(*node)),
+            Command::AdoptStream { stream, node } => {
+                // Placed only on a member: another node joining would move it off an
+                // unknown node, away from its records.
+                if !self.nodes.contains_key(node) && !self.streams.contains_key(&stream.name) {
+                    return (
+                        Outcome::Invalid(format!("node {node} is not registered yet")),
+                        Vec::new(),
+                    );
+                }
+                self.create(stream, Some(*node))
+            }
             Command::DeleteStream { name } => {
                 if self.streams.remove(name).is_none() {
                     return (Outcome::NotFound(format!("no stream `{name}`")), Vec::new());
@@ -557,7 +567,7 @@ pub const LIVENESS_MS: i64 = 10_000;
 /// Most partitions one stream may have. Checked when a command applies, so every node
 /// refuses the same commands (a command that allocated without bound would take down every
 /// node that replays it).
-pub const MAX_PARTITIONS: u32 = 100_000;
+pub const MAX_PARTITIONS: u32 = 65_536;
 /// Longest stream name, in bytes.
 pub const MAX_NAME: usize = 249;
 /// Most copies of a partition.

@@ -209,16 +209,29 @@ pub(crate) const NOT_LEADER: &str = "not the meta leader";
 
 /// Applies `change` on this node's Raft, which must lead the group.
 pub(crate) async fn change_voters(raft: &MetaRaft, change: &VoterChange) -> Result<(), String> {
-    let (me, leader, mut voters) = {
+    let (me, leader, voters, caught_up) = {
         let m = raft.metrics();
         let m = m.borrow();
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        (m.id, m.current_leader, voters)
+        // Voters whose log is within reach of the leader's: those that answer now.
+        let last = m.last_log_index.unwrap_or(0);
+        let caught_up: BTreeSet<NodeId> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, matched)| matched.is_some_and(|l| l.index + LAGGING >= last))
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        (m.id, m.current_leader, voters, caught_up)
     };
     if leader != Some(me) {
         return Err(NOT_LEADER.into());
     }
-    match change {
+    // Only the one voter named changes: two changes at once cannot undo each other.
+    let members = match change {
         VoterChange::Add { id, rpc } => {
             if voters.contains(id) {
                 return Err(format!("node {id} is already a voter"));
@@ -239,22 +252,42 @@ pub(crate) async fn change_voters(raft: &MetaRaft, change: &VoterChange) -> Resu
                     ));
                 }
             }
-            voters.insert(*id);
+            openraft::ChangeMembers::AddVoterIds(BTreeSet::from([*id]))
         }
         VoterChange::Remove { id } => {
-            if !voters.remove(id) {
+            if !voters.contains(id) {
                 return Ok(());
             }
-            if voters.is_empty() {
+            let rest: Vec<NodeId> = voters.iter().copied().filter(|v| v != id).collect();
+            if rest.is_empty() {
                 return Err("the last voter cannot be removed".into());
             }
+            // The change commits only with a majority of the voters that remain: refused
+            // while they are not up, rather than leaving the group unable to write.
+            let up = rest
+                .iter()
+                .filter(|v| **v == me || caught_up.contains(v))
+                .count();
+            if up * 2 <= rest.len() {
+                return Err(format!(
+                    "only {up} of the {} voters that would remain are up: removing node {id} \
+                     now would leave the meta service without a quorum",
+                    rest.len()
+                ));
+            }
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
         }
+    };
+    match tokio::time::timeout(CATCH_UP, raft.change_membership(members, false)).await {
+        Ok(changed) => changed.map(|_| ()).map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the voter change did not commit within {CATCH_UP:?}"
+        )),
     }
-    raft.change_membership(voters, false)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
+
+/// How far behind the leader's log a voter may be and still count as up.
+const LAGGING: u64 = 1000;
 
 #[tonic::async_trait]
 impl rpc::meta_server::Meta for Service {

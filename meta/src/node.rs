@@ -48,6 +48,9 @@ impl std::fmt::Debug for MetaNode {
 /// How long stopping waits for the store to close.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Requests one node-to-node connection may have in flight.
+const MAX_IN_FLIGHT: usize = 256;
+
 /// How long a write keeps looking for a leader.
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -118,7 +121,13 @@ impl MetaNode {
         );
         let server = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // Bounded: requests in flight per connection; idle and dead peers are found by
+            // HTTP/2 keepalive and dropped.
             let served = tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(MAX_IN_FLIGHT)
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                .tcp_keepalive(Some(Duration::from_secs(30)))
                 .add_service(service)
                 .add_service(data)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -242,7 +251,16 @@ impl MetaNode {
         let started = Instant::now();
         let mut last = String::from("no leader yet");
         while started.elapsed() < WRITE_DEADLINE {
-            match self.raft.client_write(command.clone()).await {
+            let left = WRITE_DEADLINE.saturating_sub(started.elapsed());
+            // A leader cut off from the others does not step down by itself: the wait for
+            // its commit is bounded here.
+            let Ok(written) =
+                tokio::time::timeout(left, self.raft.client_write(command.clone())).await
+            else {
+                last = "the leader did not commit the write in time".into();
+                break;
+            };
+            match written {
                 Ok(r) => return Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {

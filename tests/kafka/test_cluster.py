@@ -233,6 +233,9 @@ def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_no
         removal = admin_call(nodes[0], "DELETE", "cluster", "nodes", "4")
         assert removal == {"state": "removed", "partitions_led": 0}
         assert [m["id"] for m in nodes[0].api("cluster", "nodes")["nodes"]] == [1, 2, 3]
+        wait_until("every node to see node 4 gone",
+                   lambda: all([m["id"] for m in n.api("cluster", "nodes")["nodes"]] == [1, 2, 3]
+                               for n in nodes))
     finally:
         for n in nodes + ([extra] if extra else []):
             n.node.stop()

@@ -344,8 +344,8 @@ async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<StreamI
 }
 
 /// A topic's Metadata entry. A partition whose leader is one of `down` (its heartbeats
-/// stopped) is reported LEADER_NOT_AVAILABLE, without a leader, as Kafka reports an offline
-/// partition.
+/// stopped, or it has no listener for this client) is reported LEADER_NOT_AVAILABLE,
+/// without a leader, as Kafka reports an offline partition.
 fn metadata_topic(
     k: &Kafka,
     down: &[u64],
@@ -400,13 +400,15 @@ async fn metadata(
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
+    // Leaders a client cannot reach through this listener: down, or without it.
+    let brokers = k.brokers(session);
     let down: Vec<u64> = k
         .storage
         .catalog
         .members()
         .into_iter()
-        .filter(|m| !m.alive)
         .map(|m| m.id)
+        .filter(|id| !brokers.iter().any(|b| i64::from(b.0) == *id as i64))
         .collect();
     let mut topics = Vec::new();
     if all {
@@ -439,7 +441,7 @@ async fn metadata(
     }
     MetadataResponse::default()
         .with_brokers(
-            k.brokers(session)
+            brokers
                 .into_iter()
                 .map(|(id, host, port)| {
                     MetadataResponseBroker::default()

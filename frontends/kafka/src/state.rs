@@ -50,10 +50,16 @@ impl Kafka {
         broker_id(self.storage.catalog.node_id())
     }
 
-    /// Every broker of the cluster, by id, with the address a client of this session's
+    /// Every live broker of the cluster, by id, with the address a client of this session's
     /// listener (plain or TLS) reaches it at: this node's advertised address, the others'
-    /// as they registered it. Nodes without such a listener are left out.
+    /// as they registered it. Nodes without such a listener, or down, are left out.
     pub fn brokers(&self, session: &Session) -> Vec<Broker> {
+        self.registered(session, false)
+    }
+
+    /// The brokers that registered a listener for this session's kind, down ones included
+    /// when `down` says so.
+    fn registered(&self, session: &Session, down: bool) -> Vec<Broker> {
         let me = self.node_id();
         let (host, port) = self.advertised_for(session);
         let mut brokers = vec![(me, host.to_owned(), port)];
@@ -61,7 +67,7 @@ impl Kafka {
         for m in self.storage.catalog.members() {
             let id = broker_id(m.id);
             // A node that is down is not offered, as Kafka lists only live brokers.
-            if id == me || !m.alive {
+            if id == me || !(m.alive || down) {
                 continue;
             }
             let Some((host, port)) = m.listeners.get(listener).and_then(|a| split_address(a))
@@ -75,9 +81,11 @@ impl Kafka {
     }
 
     /// The broker coordinating group (or transactional id) `key`: chosen by a hash of the
-    /// key over the brokers, the same on every node.
+    /// key over the registered brokers, down ones included, so that a node missing a few
+    /// heartbeats does not move groups (their offsets are in the coordinator's own state
+    /// store). While the coordinator is down its groups wait for it.
     pub fn coordinator(&self, session: &Session, key: &str) -> Broker {
-        let mut brokers = self.brokers(session);
+        let mut brokers = self.registered(session, true);
         let i = strata_frontend::seams::partition_for_key(key.as_bytes(), brokers.len() as u32);
         brokers.swap_remove(i as usize)
     }

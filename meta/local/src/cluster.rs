@@ -43,6 +43,9 @@ pub struct ClusterStreams {
     meta: Arc<MetaNode>,
     owned: OwnedStreams,
     node: NodeId,
+    /// Streams of the journal this node has seen in the meta service (or created in the
+    /// journal from it): the only ones the reconciler may delete once they are gone.
+    seen: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl ClusterStreams {
@@ -55,6 +58,7 @@ impl ClusterStreams {
             meta,
             owned,
             node,
+            seen: Arc::default(),
         }
     }
 
@@ -92,6 +96,7 @@ impl ClusterStreams {
 
     /// Makes sure the local journal holds `m` with all its partitions.
     async fn materialize(&self, m: &StreamMeta) -> StoreResult<()> {
+        self.seen.lock().insert(m.name.clone());
         match self.journal().stream(&m.name) {
             Ok(s) if s.config().partitions >= m.partitions => Ok(()),
             Ok(_) => match self.journal().add_partitions(&m.name, m.partitions).await {
@@ -164,8 +169,15 @@ impl ClusterStreams {
                     info!(stream = c.name, "stream recorded in the meta service");
                 }
                 Outcome::Stream { existed: true, .. } => {}
-                other => warn!(stream = c.name, outcome = ?other, "stream not adopted"),
+                // Not registered yet, or refused: tried again later, marker not written.
+                other => {
+                    return Err(StoreError::Unavailable(format!(
+                        "stream {} not adopted yet: {other:?}",
+                        c.name
+                    )));
+                }
             }
+            self.applied(|s| s.streams.contains_key(&c.name)).await?;
         }
         std::fs::write(&marker, b"")
             .and_then(|()| std::fs::File::open(meta_dir)?.sync_all())
@@ -173,9 +185,8 @@ impl ClusterStreams {
     }
 
     /// Removes from the local journal the streams the meta service no longer has (deleted
-    /// through another node), then keeps doing so until dropped. Runs only after
-    /// [`ClusterStreams::adopt`] succeeded: before, a stream missing from the meta service
-    /// may be one it has not been told of yet.
+    /// through another node), until dropped: a stream this node saw in the meta service
+    /// and then saw go. Runs only after [`ClusterStreams::adopt`] succeeded.
     pub async fn reconcile(self, meta_dir: PathBuf) {
         loop {
             match self.adopt(&meta_dir).await {
@@ -188,16 +199,28 @@ impl ClusterStreams {
         }
         let mut every = tokio::time::interval(RECONCILE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Only a stream this node has seen in the meta service and then seen go is deleted:
+        // one never seen there (a node whose metadata is still catching up, or was wiped)
+        // keeps its records and is reported instead.
+        let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             every.tick().await;
-            let gone: Vec<String> = self
-                .journal()
-                .list_streams()
-                .into_iter()
-                .map(|c| c.name)
-                .filter(|n| !self.node_local(n))
-                .filter(|n| self.meta.read(|s| !s.streams.contains_key(n)))
-                .collect();
+            let mut gone = Vec::new();
+            for c in self.journal().list_streams() {
+                if self.node_local(&c.name) {
+                    continue;
+                }
+                if self.meta.read(|s| s.streams.contains_key(&c.name)) {
+                    self.seen.lock().insert(c.name);
+                } else if self.seen.lock().remove(&c.name) {
+                    gone.push(c.name);
+                } else if reported.insert(c.name.clone()) {
+                    warn!(
+                        stream = c.name,
+                        "stream in the journal but not in the meta service: kept, not served"
+                    );
+                }
+            }
             for name in gone {
                 match self.journal().delete_stream(&name).await {
                     Ok(()) => info!(

@@ -210,6 +210,14 @@ pub async fn remove_node(
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<Removal> {
     let voter = s.meta.voters().contains(&id);
+    // A voter leading nothing loses its vote first: refused while the voters that would
+    // remain have no quorum, before anything changed.
+    if voter && s.meta.read(|st| st.led_by(id)) == 0 {
+        s.meta
+            .change_voters(VoterChange::Remove { id })
+            .await
+            .map_err(meta_error)?;
+    }
     let outcome = s
         .meta
         .write(Command::RemoveNode { id })
@@ -239,11 +247,17 @@ pub async fn remove_node(
             ));
         }
     };
-    if removal.state == "removed" && voter {
+    // Read-your-writes on this node: its view shows the change before the answer.
+    let deadline = std::time::Duration::from_secs(10);
+    if removal.state == "removed" {
+        s.meta.applied(|st| !st.nodes.contains_key(&id), deadline).await;
+    } else {
         s.meta
-            .change_voters(VoterChange::Remove { id })
-            .await
-            .map_err(meta_error)?;
+            .applied(
+                |st| st.nodes.get(&id).is_some_and(|n| n.state == NodeState::Leaving),
+                deadline,
+            )
+            .await;
     }
     tracing::info!(node = id, state = removal.state, "node removal requested");
     s.audit("cluster.node.remove", &id.to_string()).await;
