@@ -39,22 +39,33 @@ class ClusterNode:
             return json.loads(r.read())
 
 
+def node_env(host):
+    return {f"STRATA_{name}": f"{host}:0" for name in (
+        "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
+
+
+def start_node(tmp_path, node_id, voters, port=None):
+    """Node `node_id` on 127.0.0.<node_id> (its node-to-node listener on `port`, a free one
+    by default), its data and log under tmp_path/n<node_id>."""
+    host = f"127.0.0.{node_id}"
+    port = port or free_port(host)
+    home = tmp_path / f"n{node_id}"
+    home.mkdir()
+    config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{host}:{port}"\n'
+              f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+    n = ClusterNode(Node(home, config, node_env(host), log_path=home / "node.log"), host)
+    n.rpc = f"{host}:{port}"
+    return n
+
+
 def start_cluster(tmp_path, size=3):
     hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
     ports = [free_port(h) for h in hosts]
     voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
     nodes = []
     try:
-        for i, (host, port) in enumerate(zip(hosts, ports)):
-            home = tmp_path / f"n{i + 1}"
-            home.mkdir()
-            config = (f'[cluster]\nnode_id = {i + 1}\nlisten = "{host}:{port}"\n'
-                      f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
-            env = {f"STRATA_{name}": f"{host}:0" for name in (
-                "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
-            n = ClusterNode(Node(home, config, env, log_path=home / "node.log"), host)
-            n.rpc = f"{host}:{port}"
-            nodes.append(n)
+        for i, port in enumerate(ports):
+            nodes.append(start_node(tmp_path, i + 1, voters, port))
     except Exception:
         for n in nodes:
             n.node.stop()
@@ -188,15 +199,8 @@ def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_no
     extra = None
     try:
         voters = ", ".join(f'"{i + 1}@{n.rpc}"' for i, n in enumerate(nodes))
-        host = "127.0.0.4"
-        port = free_port(host)
-        home = tmp_path / "n4"
-        home.mkdir()
-        config = (f'[cluster]\nnode_id = 4\nlisten = "{host}:{port}"\n'
-                  f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
-        env = {f"STRATA_{name}": f"{host}:0" for name in (
-            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
-        extra = ClusterNode(Node(home, config, env, log_path=home / "node.log"), host)
+        extra = start_node(tmp_path, 4, voters)
+        host, port = extra.host, int(extra.rpc.rsplit(":", 1)[1])
         # Asked of a node that may not lead the meta service: it is carried to the leader.
         follower = next(n for n in nodes
                         if n.api("cluster", "nodes")["leader"] != int(n.host[-1]))
@@ -252,9 +256,11 @@ def test_the_cluster_survives_its_meta_leader_being_killed(tmp_path):
         for f in admin.create_topics([NewTopic("before", 3, 1)]).values():
             f.result(DEADLINE)
         producer = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all"})
+        failed = []
         for i in range(300):
-            producer.produce("before", value=b"b%d" % i, partition=i % 3)
-        assert producer.flush(DEADLINE) == 0
+            producer.produce("before", value=b"b%d" % i, partition=i % 3,
+                             on_delivery=lambda err, _m: err and failed.append(err))
+        assert producer.flush(DEADLINE) == 0 and failed == []
 
         leader = nodes[0].api("cluster", "nodes")["leader"]
         victim = nodes[leader - 1]
@@ -284,9 +290,7 @@ def test_the_cluster_survives_its_meta_leader_being_killed(tmp_path):
         # Back from the dead with the same data: its partition is served again, whole.
         home = tmp_path / f"n{leader}"
         config = (home / "strata.toml").read_text()
-        env = {f"STRATA_{name}": f"{victim.host}:0" for name in (
-            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
-        victim.node = Node(home, config, env, log_path=home / "node.log")
+        victim.node = Node(home, config, node_env(victim.host), log_path=home / "node.log")
         wait_until("the restarted node back in the metadata",
                    lambda: leader in AdminClient({"bootstrap.servers": alive[0].bootstrap})
                    .list_topics(timeout=DEADLINE).brokers)

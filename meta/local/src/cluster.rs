@@ -319,7 +319,12 @@ impl Catalog for ClusterStreams {
             .map_err(store_error)?;
         let m = stream_meta(&self.journal().stream_config(&spec.name, spec.partitions));
         match self.write(Command::CreateStream(m)).await? {
-            Outcome::Stream { existed: true, .. } => Err(StoreError::StreamExists(spec.name)),
+            // Created meanwhile through another node: visible here too before the answer,
+            // so a caller that then asks for it (get-or-create) finds it.
+            Outcome::Stream { existed: true, .. } => {
+                self.applied(|s| s.streams.contains_key(&spec.name)).await?;
+                Err(StoreError::StreamExists(spec.name))
+            }
             Outcome::Stream {
                 existed: false,
                 stream,
@@ -427,7 +432,8 @@ impl PartitionRouter for ClusterStreams {
 }
 
 impl ClusterStreams {
-    /// The partition's (leader, epoch) and its stream's partition count.
+    /// The partition's (leader, epoch) and its stream's partition count, read without
+    /// copying the stream's record.
     fn placed(&self, stream: &str, partition: u32) -> StoreResult<((Option<NodeId>, u64), u32)> {
         let placed = self
             .meta
@@ -451,25 +457,11 @@ impl ClusterStreams {
     /// Where the partition is now: the local partition, the leader through RPC, or a
     /// handle that says it is unavailable.
     async fn resolve(&self, stream: &str, partition: u32) -> StoreResult<Arc<dyn Partition>> {
-        // (leader, epoch, partitions) without copying the stream's record.
-        let placed = self
-            .meta
-            .read(|s| {
-                let m = s.streams.get(stream)?;
-                let p = s
-                    .placement
-                    .get(stream)
-                    .and_then(|v| v.get(partition as usize))
-                    .map(|p| (p.leader, p.epoch));
-                Some((p, m.partitions))
-            })
-            .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
-        let (leader, epoch) = placed.0.ok_or_else(|| StoreError::UnknownPartition {
-            stream: stream.to_string(),
-            partition,
-        })?;
+        let ((leader, epoch), partitions) = self.placed(stream, partition)?;
         match leader {
-            Some(leader) if leader == self.node => self.led_here(stream, partition, placed.1).await,
+            Some(leader) if leader == self.node => {
+                self.led_here(stream, partition, partitions).await
+            }
             leader => match leader {
                 Some(leader) if self.is_up(leader) => Ok(Arc::new(Remote {
                     stream: stream.to_string(),
@@ -520,22 +512,7 @@ impl ClusterStreams {
         if self.node_local(stream) {
             return Err(StoreError::UnknownStream(stream.to_string()));
         }
-        let (placed, partitions) = self
-            .meta
-            .read(|s| {
-                let m = s.streams.get(stream)?;
-                let p = s
-                    .placement
-                    .get(stream)
-                    .and_then(|v| v.get(partition as usize))
-                    .map(|p| (p.leader, p.epoch));
-                Some((p, m.partitions))
-            })
-            .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
-        let (leader, epoch) = placed.ok_or_else(|| StoreError::UnknownPartition {
-            stream: stream.to_string(),
-            partition,
-        })?;
+        let ((leader, epoch), partitions) = self.placed(stream, partition)?;
         if leader != Some(self.node) || epoch != request.epoch {
             return Err(StoreError::NotLeader {
                 stream: stream.to_string(),

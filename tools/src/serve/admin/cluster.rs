@@ -210,14 +210,6 @@ pub async fn remove_node(
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<Removal> {
     let voter = s.meta.voters().contains(&id);
-    // A voter leading nothing loses its vote first: refused while the voters that would
-    // remain have no quorum, before anything changed.
-    if voter && s.meta.read(|st| st.led_by(id)) == 0 {
-        s.meta
-            .change_voters(VoterChange::Remove { id })
-            .await
-            .map_err(meta_error)?;
-    }
     let outcome = s
         .meta
         .write(Command::RemoveNode { id })
@@ -247,14 +239,29 @@ pub async fn remove_node(
             ));
         }
     };
+    // Its vote goes once the meta service removed it (the leader's state decides, not this
+    // node's view). Refused while the voters that would remain have no quorum: asking
+    // again finishes it (a node gone from the metadata but still voting loses its vote).
+    if removal.state == "removed" && voter {
+        s.meta
+            .change_voters(VoterChange::Remove { id })
+            .await
+            .map_err(meta_error)?;
+    }
     // Read-your-writes on this node: its view shows the change before the answer.
     let deadline = std::time::Duration::from_secs(10);
     if removal.state == "removed" {
-        s.meta.applied(|st| !st.nodes.contains_key(&id), deadline).await;
+        s.meta
+            .applied(|st| !st.nodes.contains_key(&id), deadline)
+            .await;
     } else {
         s.meta
             .applied(
-                |st| st.nodes.get(&id).is_some_and(|n| n.state == NodeState::Leaving),
+                |st| {
+                    st.nodes
+                        .get(&id)
+                        .is_some_and(|n| n.state == NodeState::Leaving)
+                },
                 deadline,
             )
             .await;
