@@ -18,9 +18,11 @@ Usage: benches/kafka_cluster.py [--runs N] [--records N] [--size BYTES] [--acks 
 """
 import argparse
 import base64
+import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +40,7 @@ PARTITIONS = 6
 
 
 def free_port_on(host):
-    import socket
+    """A free TCP port on `host` (a loopback address of 127.0.0.0/8)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -96,7 +98,6 @@ class Setup:
         for proc, out, needle, what in waits:
             wait_line(proc, out, needle, what)
         # Every node registered with its Kafka listener before the topic is created.
-        import json
         end = time.time() + 60
         nodes = []
         while True:

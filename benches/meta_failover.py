@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from journal import default_strata  # noqa: E402
+from kafka_cluster import free_port_on as free_port  # noqa: E402
 
 SECRET = "failover-bench-secret-0123"
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def call(url, method="GET", timeout=5):
