@@ -21,6 +21,7 @@ use crate::config::{FsyncPolicy, JournalConfig, StorageClass, StreamConfig};
 use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, StdFs, read_file, write_file_atomic};
 use crate::log::PartitionLog;
+use crate::manifests::{ManifestCatalog, Recorded};
 use crate::memory::MemoryLog;
 use crate::metrics::JournalMetrics;
 #[cfg(feature = "rocksdb")]
@@ -52,6 +53,9 @@ pub struct JournalOptions {
     pub fs: Arc<dyn FileSystem>,
     /// Object storage behind its block cache (see [`JournalOptions::with_object_store`]).
     pub tier: Option<BlockCache>,
+    /// Where uploads are recorded besides each partition's manifest file, to outlive this
+    /// node's disk (none: the files are all there is).
+    pub manifests: Option<Arc<dyn ManifestCatalog>>,
 }
 
 impl JournalOptions {
@@ -63,6 +67,7 @@ impl JournalOptions {
             registry,
             fs: Arc::new(StdFs),
             tier: None,
+            manifests: None,
         }
     }
 
@@ -94,6 +99,7 @@ struct Inner {
     config: JournalConfig,
     metrics: JournalMetrics,
     tier: Option<BlockCache>,
+    manifests: Option<Arc<dyn ManifestCatalog>>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Streams found on disk that could not be opened, with the reason: reported, not
     /// served, and never created anew over what is there.
@@ -121,6 +127,7 @@ impl Journal {
             registry,
             fs,
             tier,
+            manifests,
         } = options;
         let streams_dir = dir.join(STREAMS_DIR);
         fs.create_dir_all(&streams_dir)
@@ -133,6 +140,7 @@ impl Journal {
                 config,
                 metrics,
                 tier,
+                manifests,
                 streams: RwLock::new(BTreeMap::new()),
                 failed: RwLock::new(BTreeMap::new()),
                 #[cfg(feature = "rocksdb")]
@@ -248,6 +256,10 @@ impl Journal {
                         format!("{}{p}/", remote_prefix(&config.name)),
                         &dir,
                         config.effective_offload(),
+                        inner
+                            .manifests
+                            .clone()
+                            .map(|c| Recorded::new(c, &config.name, p)),
                     )?),
                     _ => None,
                 };

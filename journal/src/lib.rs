@@ -9,6 +9,7 @@ pub mod fs;
 mod group_commit;
 mod journal;
 mod log;
+pub mod manifests;
 mod memory;
 mod metrics;
 mod notify;

@@ -89,6 +89,9 @@ pub struct ManifestEntry {
     pub size: u64,
     /// Largest record timestamp.
     pub max_timestamp: i64,
+    /// Bytes at the end of the object that are its index.
+    #[serde(default)]
+    pub index_len: u64,
 }
 
 /// A change to the metadata, written to the meta service's log.
@@ -161,6 +164,18 @@ pub enum Command {
         /// Entries whose last offset is below it go.
         offset: u64,
     },
+    /// Stores a consumer group's committed offsets, all or none.
+    CommitOffsets {
+        /// The group.
+        group: String,
+        /// Stream, partition and offset, for each partition committed.
+        offsets: Vec<(String, u32, CommittedOffset)>,
+    },
+    /// Forgets every committed offset of a group.
+    DeleteOffsets {
+        /// The group.
+        group: String,
+    },
     /// Names the node coordinating a consumer group.
     SetCoordinator {
         /// The group.
@@ -207,6 +222,8 @@ pub enum Touched {
     Manifest(String, u32),
     /// A group's coordinator.
     Coordinator(String),
+    /// A group's committed offset in one partition of a stream.
+    Offset(String, String, u32),
 }
 
 /// The whole metadata.
@@ -222,6 +239,24 @@ pub struct MetaState {
     pub manifests: BTreeMap<String, BTreeMap<u32, Vec<ManifestEntry>>>,
     /// Consumer group coordinators.
     pub coordinators: BTreeMap<String, NodeId>,
+    /// Committed offsets: by group, stream and partition.
+    #[serde(default)]
+    pub offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, CommittedOffset>>>,
+    /// How many committed offsets `offsets` holds (bounded by [`MAX_COMMITTED_OFFSETS`]).
+    #[serde(default)]
+    pub offset_count: usize,
+}
+
+/// Where a consumer group has got to in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset to read.
+    pub offset: i64,
+    /// The leader epoch the consumer last read under (`-1` when unknown).
+    pub leader_epoch: i32,
+    /// The consumer's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 impl MetaState {
@@ -309,6 +344,7 @@ impl MetaState {
                 }
                 self.placement.remove(name);
                 let mut touched = vec![Touched::Stream(name.clone())];
+                touched.extend(self.forget_offsets_of_stream(name));
                 if let Some(parts) = self.manifests.remove(name) {
                     touched.extend(
                         parts
@@ -349,6 +385,22 @@ impl MetaState {
                 (Outcome::Done, vec![Touched::Stream(name.clone())])
             }
             Command::Rebalance => (Outcome::Done, self.rebalance()),
+            Command::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
+            Command::DeleteOffsets { group } => {
+                let Some(streams) = self.offsets.remove(group) else {
+                    return (Outcome::Done, Vec::new());
+                };
+                let mut touched = Vec::new();
+                for (stream, parts) in streams {
+                    self.offset_count -= parts.len();
+                    touched.extend(
+                        parts
+                            .into_keys()
+                            .map(|p| Touched::Offset(group.clone(), stream.clone(), p)),
+                    );
+                }
+                (Outcome::Done, touched)
+            }
             Command::AppendManifest {
                 stream,
                 partition,
@@ -375,6 +427,18 @@ impl MetaState {
                     .or_default()
                     .entry(*partition)
                     .or_default();
+                // The same segment uploaded again (a retry after the first upload was
+                // recorded but not acknowledged): the newer object replaces the older.
+                if let Some(last) = entries.last_mut()
+                    && last.base_offset == entry.base_offset
+                    && last.last_offset == entry.last_offset
+                {
+                    *last = entry.clone();
+                    return (
+                        Outcome::Done,
+                        vec![Touched::Manifest(stream.clone(), *partition)],
+                    );
+                }
                 if entries
                     .last()
                     .is_some_and(|e| e.last_offset >= entry.base_offset)
@@ -559,6 +623,117 @@ impl MetaState {
         touched.into_iter().collect()
     }
 }
+
+impl MetaState {
+    /// Stores `offsets` of `group` if every one of them may be stored.
+    fn commit_offsets(
+        &mut self,
+        group: &str,
+        offsets: &[(String, u32, CommittedOffset)],
+    ) -> (Outcome, Vec<Touched>) {
+        if group.is_empty() || group.len() > MAX_GROUP || group.contains('\0') {
+            return (
+                Outcome::Invalid(format!("a group id is 1 to {MAX_GROUP} bytes without NUL")),
+                Vec::new(),
+            );
+        }
+        let mut fresh = 0;
+        for (stream, partition, c) in offsets {
+            match self.streams.get(stream) {
+                None => {
+                    return (
+                        Outcome::NotFound(format!("no stream `{stream}`")),
+                        Vec::new(),
+                    );
+                }
+                Some(s) if *partition >= s.partitions => {
+                    return (
+                        Outcome::NotFound(format!("no partition {partition} in `{stream}`")),
+                        Vec::new(),
+                    );
+                }
+                Some(_) => {}
+            }
+            if c.metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA)
+            {
+                return (
+                    Outcome::Invalid(format!(
+                        "offset metadata is at most {MAX_OFFSET_METADATA} bytes"
+                    )),
+                    Vec::new(),
+                );
+            }
+            let known = self
+                .offsets
+                .get(group)
+                .and_then(|g| g.get(stream))
+                .is_some_and(|ps| ps.contains_key(partition));
+            if !known {
+                fresh += 1;
+            }
+        }
+        if self.offset_count + fresh > MAX_COMMITTED_OFFSETS {
+            return (
+                Outcome::Invalid(format!(
+                    "the cluster keeps at most {MAX_COMMITTED_OFFSETS} committed offsets"
+                )),
+                Vec::new(),
+            );
+        }
+        let mut touched = Vec::with_capacity(offsets.len());
+        let g = self.offsets.entry(group.to_string()).or_default();
+        for (stream, partition, c) in offsets {
+            if g.entry(stream.clone())
+                .or_default()
+                .insert(*partition, c.clone())
+                .is_none()
+            {
+                self.offset_count += 1;
+            }
+            touched.push(Touched::Offset(
+                group.to_string(),
+                stream.clone(),
+                *partition,
+            ));
+        }
+        if g.is_empty() {
+            self.offsets.remove(group);
+        }
+        (Outcome::Done, touched)
+    }
+
+    /// Drops every group's offsets in `stream` (a deleted stream): what changed.
+    fn forget_offsets_of_stream(&mut self, stream: &str) -> Vec<Touched> {
+        let mut touched = Vec::new();
+        self.offsets.retain(|group, streams| {
+            if let Some(parts) = streams.remove(stream) {
+                touched.extend(
+                    parts
+                        .into_keys()
+                        .map(|p| Touched::Offset(group.clone(), stream.to_string(), p)),
+                );
+            }
+            !streams.is_empty()
+        });
+        self.offset_count -= touched.len();
+        touched
+    }
+
+    /// The committed offset of `group` in a partition.
+    pub fn committed(&self, group: &str, stream: &str, partition: u32) -> Option<&CommittedOffset> {
+        self.offsets.get(group)?.get(stream)?.get(&partition)
+    }
+}
+
+/// Longest consumer group id, in bytes.
+pub const MAX_GROUP: usize = 255;
+/// Longest note kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
+pub const MAX_OFFSET_METADATA: usize = 4096;
+/// Most committed offsets the cluster keeps, over every group: each node holds them all in
+/// memory (about 150 bytes each, so 40 MiB at the bound).
+pub const MAX_COMMITTED_OFFSETS: usize = 262_144;
 
 /// A node whose last heartbeat is this much older than the newest is taken for down: new
 /// partitions avoid it. Nodes send one every few seconds.
@@ -752,6 +927,7 @@ mod tests {
                 key: "k".into(),
                 size: 1,
                 max_timestamp: 0,
+                index_len: 0,
             },
         };
         assert!(matches!(s.apply(&outside).0, Outcome::NotFound(_)));
@@ -769,6 +945,7 @@ mod tests {
             key: format!("a/0/{base}"),
             size: 10,
             max_timestamp: 0,
+            index_len: 2,
         };
         let append = |e| Command::AppendManifest {
             stream: "a".into(),
@@ -781,11 +958,104 @@ mod tests {
             s.apply(&append(entry(15, 30))).0,
             Outcome::Invalid(_)
         ));
+        // The last segment uploaded again replaces its entry (the newer object).
+        let again = ManifestEntry {
+            key: "a/0/10-again".into(),
+            ..entry(10, 19)
+        };
+        assert_eq!(s.apply(&append(again.clone())).0, Outcome::Done);
+        assert_eq!(s.manifests["a"][&0], vec![entry(0, 9), again.clone()]);
+        assert!(matches!(
+            s.apply(&append(entry(0, 9))).0,
+            Outcome::Invalid(_)
+        ));
         s.apply(&Command::TrimManifest {
             stream: "a".into(),
             partition: 0,
             offset: 10,
         });
-        assert_eq!(s.manifests["a"][&0], vec![entry(10, 19)]);
+        assert_eq!(s.manifests["a"][&0], vec![again]);
+    }
+
+    fn at(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }
+    }
+
+    fn commit(group: &str, offsets: &[(&str, u32, i64)]) -> Command {
+        Command::CommitOffsets {
+            group: group.into(),
+            offsets: offsets
+                .iter()
+                .map(|&(s, p, o)| (s.to_string(), p, at(o)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn committed_offsets_apply_whole_or_not_at_all_and_go_with_their_stream() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", 2));
+        s.apply(&stream("b", 1));
+        let (o, t) = s.apply(&commit("g", &[("a", 0, 5), ("a", 1, 7), ("b", 0, 1)]));
+        assert_eq!(o, Outcome::Done);
+        assert_eq!(t.len(), 3);
+        assert_eq!(s.committed("g", "a", 1), Some(&at(7)));
+        assert_eq!(s.offset_count, 3);
+        // One partition that does not exist refuses the whole commit.
+        let (o, _) = s.apply(&commit("g", &[("a", 0, 9), ("a", 2, 1)]));
+        assert!(matches!(o, Outcome::NotFound(_)), "{o:?}");
+        assert_eq!(s.committed("g", "a", 0), Some(&at(5)));
+        let (o, _) = s.apply(&commit("g\0x", &[("a", 0, 9)]));
+        assert!(matches!(o, Outcome::Invalid(_)), "{o:?}");
+        let long = CommittedOffset {
+            metadata: Some("m".repeat(MAX_OFFSET_METADATA + 1)),
+            ..at(1)
+        };
+        let (o, _) = s.apply(&Command::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![("a".into(), 0, long)],
+        });
+        assert!(matches!(o, Outcome::Invalid(_)), "{o:?}");
+        // Overwriting does not count twice; a deleted stream takes its offsets along.
+        s.apply(&commit("g", &[("a", 0, 6)]));
+        s.apply(&commit("h", &[("a", 0, 2)]));
+        assert_eq!(s.offset_count, 4);
+        let (_, t) = s.apply(&Command::DeleteStream { name: "a".into() });
+        assert!(t.contains(&Touched::Offset("h".into(), "a".into(), 0)));
+        assert_eq!(s.offset_count, 1);
+        assert!(!s.offsets.contains_key("h"));
+        let (_, t) = s.apply(&Command::DeleteOffsets { group: "g".into() });
+        assert_eq!(t, vec![Touched::Offset("g".into(), "b".into(), 0)]);
+        assert_eq!(s.offset_count, 0);
+        assert!(s.offsets.is_empty());
+    }
+
+    #[test]
+    fn committed_offsets_are_bounded_over_the_whole_cluster() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", MAX_PARTITIONS));
+        let groups = MAX_COMMITTED_OFFSETS / MAX_PARTITIONS as usize;
+        let all: Vec<(String, u32, CommittedOffset)> = (0..MAX_PARTITIONS)
+            .map(|p| ("a".to_string(), p, at(1)))
+            .collect();
+        for g in 0..groups {
+            let (o, _) = s.apply(&Command::CommitOffsets {
+                group: format!("g{g}"),
+                offsets: all.clone(),
+            });
+            assert_eq!(o, Outcome::Done);
+        }
+        assert_eq!(s.offset_count, MAX_COMMITTED_OFFSETS);
+        let (o, _) = s.apply(&commit("one-more", &[("a", 0, 1)]));
+        assert!(matches!(o, Outcome::Invalid(_)), "{o:?}");
+        // Moving an offset already kept is still allowed at the bound.
+        let (o, _) = s.apply(&commit("g0", &[("a", 0, 2)]));
+        assert_eq!(o, Outcome::Done);
     }
 }

@@ -322,11 +322,11 @@ impl rpc::meta_server::Meta for Service {
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
         let command: Command = self.payload(&request)?;
-        let written: Result<Outcome, String> = self
+        let written: Result<(Outcome, u64), String> = self
             .raft
             .client_write(command)
             .await
-            .map(|r| r.data)
+            .map(|r| (r.data, r.log_id.index))
             .map_err(|e| e.to_string());
         frame(&written).map(tonic::Response::new)
     }
@@ -377,19 +377,20 @@ pub(crate) async fn forward_voters(
     unframe::<Result<(), String>>(answer.get_ref()).map_err(|e| e.to_string())?
 }
 
-/// Sends a command to the meta service on `addr` (the leader, as far as the caller knows).
+/// Sends a command to the meta service on `addr` (the leader, as far as the caller knows):
+/// its outcome and the index of its log entry.
 pub(crate) async fn forward(
     addr: &str,
     secret: &Secret,
     command: &Command,
-) -> Result<Outcome, String> {
+) -> Result<(Outcome, u64), String> {
     let mut client = client(addr, secret).ok_or_else(|| format!("bad address {addr}"))?;
     let request = frame(command).map_err(|e| e.to_string())?;
     let answer = client
         .write(request)
         .await
         .map_err(|e| format!("{addr}: {}", e.message()))?;
-    unframe::<Result<Outcome, String>>(answer.get_ref()).map_err(|e| e.to_string())?
+    unframe::<Result<(Outcome, u64), String>>(answer.get_ref()).map_err(|e| e.to_string())?
 }
 
 /// Makes clients for openraft.

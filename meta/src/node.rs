@@ -248,6 +248,40 @@ impl MetaNode {
     /// Applies `command` through the leader, wherever it is: written locally when this
     /// node leads, handed to the leader otherwise, retried while an election runs.
     pub async fn write(&self, command: Command) -> Result<Outcome, MetaError> {
+        self.write_at(command).await.map(|(outcome, _)| outcome)
+    }
+
+    /// Like [`MetaNode::write`], and returns once this node has applied the change too:
+    /// a read here after it sees the change (and every change committed before it).
+    pub async fn write_applied(&self, command: Command) -> Result<Outcome, MetaError> {
+        let (outcome, index) = self.write_at(command).await?;
+        let until = tokio::time::Instant::now() + WRITE_DEADLINE;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.applied_index().is_some_and(|i| i >= index) {
+                return Ok(outcome);
+            }
+            // Applying updates the metrics; the short bound covers an update that landed
+            // between the check and the wait.
+            let changed = tokio::time::timeout_at(
+                until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+                metrics.changed(),
+            )
+            .await;
+            if matches!(changed, Ok(Err(_))) {
+                return Err(MetaError::Stopped("the meta service stopped".into()));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(MetaError::NoLeader(
+                    WRITE_DEADLINE,
+                    format!("this node did not apply entry {index} in time"),
+                ));
+            }
+        }
+    }
+
+    /// Applies `command` through the leader: its outcome and the index of its log entry.
+    async fn write_at(&self, command: Command) -> Result<(Outcome, u64), MetaError> {
         let started = Instant::now();
         let mut last = String::from("no leader yet");
         while started.elapsed() < WRITE_DEADLINE {
@@ -261,7 +295,7 @@ impl MetaNode {
                 break;
             };
             match written {
-                Ok(r) => return Ok(r.data),
+                Ok(r) => return Ok((r.data, r.log_id.index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
                         Some(node) if f.leader_id != Some(self.id) => {
@@ -395,7 +429,7 @@ mod tests {
         let started = Instant::now();
         let answered = loop {
             match network::forward(&addr, &right, &command).await {
-                Ok(outcome) => break outcome,
+                Ok((outcome, _)) => break outcome,
                 // Until the node has elected itself, the write is refused as not the leader's.
                 Err(e) if !e.contains("cluster secret") && started.elapsed() < WRITE_DEADLINE => {
                     tokio::time::sleep(Duration::from_millis(20)).await;

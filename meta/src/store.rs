@@ -306,6 +306,15 @@ fn key_of(t: &Touched) -> Vec<u8> {
         Touched::Stream(name) => [b"s/", name.as_bytes()].concat(),
         Touched::Manifest(name, p) => [b"m/", name.as_bytes(), b"\0", &p.to_be_bytes()].concat(),
         Touched::Coordinator(group) => [b"c/", group.as_bytes()].concat(),
+        Touched::Offset(group, stream, p) => [
+            b"o/",
+            group.as_bytes(),
+            b"\0",
+            stream.as_bytes(),
+            b"\0",
+            &p.to_be_bytes(),
+        ]
+        .concat(),
     }
 }
 
@@ -327,6 +336,10 @@ fn value_of(state: &MetaState, t: &Touched) -> Result<Option<Vec<u8>>, serde_jso
         Touched::Coordinator(group) => state
             .coordinators
             .get(group)
+            .map(serde_json::to_vec)
+            .transpose(),
+        Touched::Offset(group, stream, p) => state
+            .committed(group, stream, *p)
             .map(serde_json::to_vec)
             .transpose(),
     }
@@ -371,7 +384,13 @@ impl StateMachine {
                     .coordinators
                     .keys()
                     .map(|g| Touched::Coordinator(g.clone())),
-            );
+            )
+            .chain(state.offsets.iter().flat_map(|(g, streams)| {
+                streams.iter().flat_map(move |(stream, ps)| {
+                    ps.keys()
+                        .map(move |&p| Touched::Offset(g.clone(), stream.clone(), p))
+                })
+            }));
         for t in all {
             if let Some(v) = value_of(state, &t).map_err(w)? {
                 batch.put_cf(family, key_of(&t), v);
@@ -431,6 +450,29 @@ fn load(db: &DB) -> StorageResult<Applied> {
                     .entry(name)
                     .or_default()
                     .insert(u32::from_be_bytes(p), entries);
+            }
+            k if k.starts_with(b"o/") => {
+                let mut fields = k[2..].splitn(3, |&b| b == 0);
+                let (Some(group), Some(stream), Some(p)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                let Ok(p) = <[u8; 4]>::try_from(p) else {
+                    continue;
+                };
+                let c = serde_json::from_slice(&value).map_err(r)?;
+                let previous = out
+                    .state
+                    .offsets
+                    .entry(String::from_utf8_lossy(group).into_owned())
+                    .or_default()
+                    .entry(String::from_utf8_lossy(stream).into_owned())
+                    .or_default()
+                    .insert(u32::from_be_bytes(p), c);
+                if previous.is_none() {
+                    out.state.offset_count += 1;
+                }
             }
             k if k.starts_with(b"c/") => {
                 let group = String::from_utf8_lossy(&k[2..]).into_owned();

@@ -194,22 +194,29 @@ def placed(n, stream, partitions):
     return leaders
 
 
+def add_node(tmp_path, nodes):
+    """Starts node 4 and adds it through a node that may not lead the meta service (the
+    request is carried to the leader); returns it once registered with its Kafka listener.
+    """
+    voters = ", ".join(f'"{i + 1}@{n.rpc}"' for i, n in enumerate(nodes))
+    extra = start_node(tmp_path, 4, voters)
+    follower = next(n for n in nodes
+                    if n.api("cluster", "nodes")["leader"] != int(n.host[-1]))
+    cluster = admin_call(follower, "POST", "cluster", "nodes",
+                         body={"id": 4, "rpc": extra.rpc})
+    assert cluster["node_id"] == int(follower.host[-1])
+    wait_until("node 4 registered",
+               lambda: all(any(m["id"] == 4 and "kafka" in m["listeners"]
+                               for m in n.api("cluster", "nodes")["nodes"]) for n in nodes))
+    return extra
+
+
 def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_none(tmp_path):
     nodes = start_cluster(tmp_path)
     extra = None
     try:
-        voters = ", ".join(f'"{i + 1}@{n.rpc}"' for i, n in enumerate(nodes))
-        extra = start_node(tmp_path, 4, voters)
-        host, port = extra.host, int(extra.rpc.rsplit(":", 1)[1])
-        # Asked of a node that may not lead the meta service: it is carried to the leader.
-        follower = next(n for n in nodes
-                        if n.api("cluster", "nodes")["leader"] != int(n.host[-1]))
-        cluster = admin_call(follower, "POST", "cluster", "nodes",
-                             body={"id": 4, "rpc": f"{host}:{port}"})
-        assert cluster["node_id"] == int(follower.host[-1])
-        wait_until("node 4 registered",
-                   lambda: any(m["id"] == 4 and "kafka" in m["listeners"]
-                               for m in nodes[0].api("cluster", "nodes")["nodes"]))
+        extra = add_node(tmp_path, nodes)
+        host = extra.host
         admin = AdminClient({"bootstrap.servers": extra.bootstrap})
         for f in admin.create_topics([NewTopic("after-join", 4, 1)]).values():
             f.result(DEADLINE)
@@ -240,6 +247,87 @@ def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_no
         wait_until("every node to see node 4 gone",
                    lambda: all([m["id"] for m in n.api("cluster", "nodes")["nodes"]] == [1, 2, 3]
                                for n in nodes))
+    finally:
+        for n in nodes + ([extra] if extra else []):
+            n.node.stop()
+
+
+def coordinators(bootstrap, groups):
+    """The broker coordinating each group, as FindCoordinator answers. A fresh client each
+    time: librdkafka's admin client caches coordinators and does not look again on
+    NOT_COORDINATOR."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return {g.group_id: g.coordinator.id for g in (
+        f.result(DEADLINE) for f in admin.describe_consumer_groups(groups).values())}
+
+
+def consume_all(bootstrap, group, topic, count):
+    """Reads `count` records of `topic` as a member of `group`, commits, leaves: the
+    values read."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    got = []
+    end = time.time() + DEADLINE * 4
+    while len(got) < count:
+        assert time.time() < end, f"{group}: only {len(got)} of {count} records"
+        m = consumer.poll(1.0)
+        if m is not None and not m.error():
+            got.append(m.value())
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    return got
+
+
+def test_group_offsets_are_served_by_the_new_coordinator_after_it_moves(tmp_path):
+    """Groups commit through their coordinators; a node joins, so some groups are
+    coordinated elsewhere: the new coordinator serves the offsets committed through the old
+    one, and each group's next consumer resumes exactly where the last one stopped."""
+    nodes = start_cluster(tmp_path)
+    extra = None
+    try:
+        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        for f in admin.create_topics([NewTopic("moving", 3, 1)]).values():
+            f.result(DEADLINE)
+        placed(nodes[2], "moving", 3)
+        producer = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all"})
+        failed = []
+
+        def produce(first, count):
+            for i in range(first, first + count):
+                producer.produce("moving", value=b"m%d" % i, partition=i % 3,
+                                 on_delivery=lambda err, _m: err and failed.append(err))
+            assert producer.flush(DEADLINE) == 0 and failed == []
+        produce(0, 90)
+        groups = [f"g{i}" for i in range(8)]
+        for i, g in enumerate(groups):
+            assert len(consume_all(nodes[i % 3].bootstrap, g, "moving", 90)) == 90
+        before = coordinators(nodes[0].bootstrap, groups)
+        assert set(before.values()) <= {1, 2, 3}
+
+        extra = add_node(tmp_path, nodes)
+        after = {}
+
+        def settled():
+            after.update(coordinators(nodes[0].bootstrap, groups))
+            return 4 in after.values()
+        wait_until("node 4 coordinating some groups", settled)
+        moved = [g for g in groups if after[g] != before[g]]
+        assert moved, (before, after)
+
+        # Every group's offsets, asked of any node, are those committed before the move.
+        for i, g in enumerate(groups):
+            consumer = Consumer({"bootstrap.servers": (nodes + [extra])[i % 4].bootstrap,
+                                 "group.id": g})
+            committed = consumer.committed([TopicPartition("moving", p) for p in range(3)],
+                                           timeout=DEADLINE)
+            consumer.close()
+            assert [tp.offset for tp in committed] == [30, 30, 30], (g, committed)
+        # A moved group's next member resumes after what was read: only the new records.
+        produce(90, 6)
+        for g in moved:
+            got = consume_all(extra.bootstrap, g, "moving", 6)
+            assert sorted(got) == sorted(b"m%d" % i for i in range(90, 96)), (g, got)
     finally:
         for n in nodes + ([extra] if extra else []):
             n.node.stop()

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use strata_frontend::accept::{Accepted, Acceptor};
 use strata_frontend::admin::http::AdminApi;
 use strata_frontend::admission::ConnectionGate;
+use strata_frontend::seams::Storage;
+use strata_frontend::seams::positions::SpacePositions;
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
@@ -90,9 +92,13 @@ impl Frontend for KafkaFrontend {
             }
             None => None,
         };
+        tokio::spawn(hand_over_offsets(
+            SpacePositions::new(kv.clone(), ctx.storage.catalog.clone()),
+            ctx.storage.clone(),
+        ));
         let state = Arc::new(Kafka {
             groups: Coordinator::new(
-                kv.clone(),
+                ctx.storage.positions.clone(),
                 Duration::from_millis(self.config.group_initial_rebalance_delay_ms),
             ),
             producers: Producers::new(
@@ -179,4 +185,42 @@ fn advertised(config: &KafkaConfig, bound: SocketAddr) -> (String, i32) {
     });
     let port = config.advertised_port.unwrap_or(bound.port());
     (host, i32::from(port))
+}
+
+/// How long offsets committed while they were a node's own state wait for their streams
+/// to be known to the cluster (a node's streams are recorded there just after its
+/// frontends start).
+const HAND_OVER_FOR: Duration = Duration::from_secs(120);
+
+/// Hands the offsets this node kept in its own store (before they were the cluster's) to
+/// the store every node serves, retrying while their streams are not known yet.
+async fn hand_over_offsets(own: SpacePositions, storage: Storage) {
+    let started = std::time::Instant::now();
+    loop {
+        match own
+            .hand_over(storage.positions.as_ref(), storage.catalog.as_ref())
+            .await
+        {
+            Ok((moved, 0)) => {
+                if moved > 0 {
+                    tracing::info!(moved, "committed offsets handed to the cluster");
+                }
+                return;
+            }
+            Ok((moved, left)) if started.elapsed() >= HAND_OVER_FOR => {
+                tracing::warn!(
+                    moved,
+                    left,
+                    "committed offsets of unknown topics stay in this node's store"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot hand committed offsets over yet"),
+        }
+        if started.elapsed() >= HAND_OVER_FOR {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

@@ -220,9 +220,11 @@ pub async fn handle(
         RequestKind::CreatePartitions(r) => {
             respond(corr, version, &create_partitions(k, session, r).await)?
         }
-        RequestKind::DeleteGroups(r) => {
-            respond(corr, version, &groups::api::delete_groups(k, session, r))?
-        }
+        RequestKind::DeleteGroups(r) => respond(
+            corr,
+            version,
+            &groups::api::delete_groups(k, session, r).await,
+        )?,
         RequestKind::DescribeAcls(r) => respond(corr, version, &acls::describe(k, session, r))?,
         RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r).await)?,
         RequestKind::DeleteAcls(r) => respond(corr, version, &acls::delete(k, session, r).await)?,
@@ -249,9 +251,11 @@ pub async fn handle(
             respond(corr, version, &groups::api::heartbeat(k, session, r))?
         }
         RequestKind::LeaveGroup(r) => respond(corr, version, &groups::api::leave(k, session, r))?,
-        RequestKind::OffsetCommit(r) => {
-            respond(corr, version, &groups::api::offset_commit(k, session, r))?
-        }
+        RequestKind::OffsetCommit(r) => respond(
+            corr,
+            version,
+            &groups::api::offset_commit(k, session, r).await,
+        )?,
         RequestKind::OffsetFetch(r) => respond(
             corr,
             version,

@@ -82,8 +82,9 @@ impl Kafka {
 
     /// The broker coordinating group (or transactional id) `key`: chosen by a hash of the
     /// key over the registered brokers, down ones included, so that a node missing a few
-    /// heartbeats does not move groups (their offsets are in the coordinator's own state
-    /// store). While the coordinator is down its groups wait for it.
+    /// heartbeats does not move groups (and make their members join again). While the
+    /// coordinator is down its groups wait for it; their committed offsets are in the meta
+    /// service, so whichever node coordinates a group next serves them.
     pub fn coordinator(&self, session: &Session, key: &str) -> Broker {
         let mut brokers = self.registered(session, true);
         let i = strata_frontend::seams::partition_for_key(key.as_bytes(), brokers.len() as u32);

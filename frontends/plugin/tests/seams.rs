@@ -12,3 +12,9 @@ async fn memory_streams_conform() {
 fn memory_state_conforms() {
     conformance::state_store(Storage::in_memory().state.as_ref());
 }
+
+#[tokio::test]
+async fn memory_positions_conform() {
+    let storage = Storage::in_memory();
+    conformance::positions(storage.positions.as_ref(), storage.catalog.as_ref()).await;
+}

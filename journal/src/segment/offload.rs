@@ -128,6 +128,15 @@ impl SegmentLog {
             max_timestamp: up.max_timestamp.unwrap_or(i64::MIN),
             index_len,
         };
+        if let Some(recorded) = &r.recorded {
+            // In the catalog first: a local copy is only deleted once the local manifest
+            // names its object, so the catalog never misses an object whose copy is gone.
+            let local: Vec<_> = r.manifest.lock().entries().cloned().collect();
+            if let Err(e) = recorded.record(&local, entry.clone()).await {
+                metrics.observe_upload(started, 0, false);
+                return Err(e);
+            }
+        }
         let manifest = r.manifest.clone();
         tokio::task::spawn_blocking(move || {
             let mut m = manifest.lock();

@@ -47,12 +47,15 @@ pub fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
-/// Opens every segment of a partition directory, creating the first one when empty.
+/// Opens every segment of a partition directory, creating the first one when empty (at
+/// its recorded log start, and no lower than `first_base`: where the partition's uploaded
+/// objects end, for a directory lost after they were uploaded).
 pub fn open_partition(
     fs: &dyn FileSystem,
     dir: &Path,
     interval: u32,
     now_ms: i64,
+    first_base: u64,
 ) -> Result<Opened> {
     fs.create_dir_all(dir)
         .map_err(|e| JournalError::io(dir, e))?;
@@ -68,7 +71,7 @@ pub fn open_partition(
         truncated = cut;
         segments.push(Arc::new(segment));
     } else {
-        let base = log_start.unwrap_or(0);
+        let base = log_start.unwrap_or(0).max(first_base);
         segments.push(Arc::new(Segment::create(fs, dir, base)?));
         fs.sync_dir(dir).map_err(|e| JournalError::io(dir, e))?;
     }

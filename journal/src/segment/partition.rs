@@ -92,7 +92,14 @@ impl SegmentLog {
         }
         // An `object`-class partition stages one object per segment.
         config.segment = config.effective_segment();
-        let opened = open_partition(&*fs, &dir, config.segment.index_interval_bytes, now_ms())?;
+        let uploaded = remote.as_ref().map_or(0, Remote::end);
+        let opened = open_partition(
+            &*fs,
+            &dir,
+            config.segment.index_interval_bytes,
+            now_ms(),
+            uploaded,
+        )?;
         metrics.recovery_truncated_bytes.inc_by(opened.truncated);
         metrics.segments.add(opened.segments.len() as i64);
         let first_base = opened.segments[0].base_offset;

@@ -17,6 +17,7 @@ use super::remote::RemoteSegment;
 use crate::batch::Batch;
 use crate::config::OffloadSettings;
 use crate::error::{JournalError, Result};
+use crate::manifests::Recorded;
 use crate::policy::SegmentSummary;
 
 /// File of a partition's manifest of uploaded segments.
@@ -47,19 +48,41 @@ pub(crate) struct Remote {
     pub(super) acks: watch::Sender<Acks>,
     /// Where the last remote read ended, to recognise sequential readers.
     next_sequential: AtomicU64,
+    /// The partition's entries in the journal's manifest catalog, if it has one.
+    pub(super) recorded: Option<Recorded>,
 }
 
 impl Remote {
-    /// Loads the manifest of the partition in `dir`.
+    /// Loads the manifest of the partition in `dir`, completed with what `recorded` has
+    /// past its end (all of it when the directory was lost with the node's disk; an upload
+    /// a crash kept out of the file otherwise).
     pub(crate) fn open(
         cache: BlockCache,
         prefix: String,
         dir: &Path,
         settings: OffloadSettings,
+        recorded: Option<Recorded>,
     ) -> Result<Remote> {
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
         let path = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::load(&path).map_err(|e| manifest_error(&path, e))?;
+        let mut manifest = Manifest::load(&path).map_err(|e| manifest_error(&path, e))?;
+        if let Some(r) = &recorded {
+            let end = manifest.end();
+            let behind: Vec<_> = r
+                .entries()
+                .into_iter()
+                .filter(|e| e.base_offset >= end)
+                .collect();
+            if !behind.is_empty() {
+                tracing::info!(
+                    entries = behind.len(),
+                    "manifest completed from the manifest catalog"
+                );
+            }
+            for e in behind {
+                manifest.add(e).map_err(|e| manifest_error(&path, e))?;
+            }
+        }
         let uploaded_end = manifest.end();
         Ok(Remote {
             cache,
@@ -72,7 +95,13 @@ impl Remote {
                 ..Acks::default()
             }),
             next_sequential: AtomicU64::new(u64::MAX),
+            recorded,
         })
+    }
+
+    /// One past the last uploaded offset (0 when nothing is).
+    pub(super) fn end(&self) -> u64 {
+        self.manifest.lock().end()
     }
 
     /// Segments recorded in the manifest that lie below the first local segment.
@@ -101,7 +130,9 @@ impl Remote {
     }
 
     /// Drops the manifest entries below `offset` durably and deletes their objects in
-    /// the background (a failed delete leaves an orphan for the next cleanup).
+    /// the background (a failed delete leaves an orphan for the next cleanup), once the
+    /// manifest catalog no longer names them (when it cannot be trimmed now, the objects
+    /// stay until the next upload trims it and the orphan cleanup finds them).
     pub(super) fn forget_before(&self, offset: u64) -> Result<()> {
         let gone = {
             let mut m = self.manifest.lock();
@@ -113,7 +144,14 @@ impl Remote {
             return Ok(());
         }
         let cache = self.cache.clone();
+        let recorded = self.recorded.clone();
         tokio::spawn(async move {
+            if let Some(r) = recorded
+                && let Err(e) = r.trim(offset).await
+            {
+                tracing::warn!(error = %e, "expired objects kept: the manifest catalog still names them");
+                return;
+            }
             for e in gone {
                 match cache.store().delete(&e.key).await {
                     Ok(()) => cache.metrics().objects_deleted.inc(),
@@ -220,9 +258,19 @@ impl Remote {
     /// Deletes objects under the partition's prefix that the manifest does not name.
     pub(super) async fn delete_orphans(&self) -> Result<()> {
         let listed = self.cache.store().list(&self.prefix).await?;
+        let recorded: std::collections::HashSet<String> = self
+            .recorded
+            .iter()
+            .flat_map(|r| r.entries())
+            .map(|e| e.key)
+            .collect();
         let orphans: Vec<String> = {
             let m = self.manifest.lock();
-            m.orphans(&listed).into_iter().map(str::to_string).collect()
+            m.orphans(&listed)
+                .into_iter()
+                .filter(|k| !recorded.contains(*k))
+                .map(str::to_string)
+                .collect()
         };
         for key in orphans {
             self.cache.store().delete(&key).await?;

@@ -62,6 +62,11 @@ impl ClusterStreams {
         }
     }
 
+    /// The meta service this node runs.
+    pub(crate) fn meta(&self) -> &MetaNode {
+        &self.meta
+    }
+
     fn journal(&self) -> &Journal {
         self.local.journal()
     }

@@ -5,12 +5,15 @@
 
 mod cluster;
 mod errors;
+mod manifests;
+mod offsets;
 mod partition;
 mod state;
 mod streams;
 
 pub use cluster::ClusterStreams;
 pub use errors::store_error;
+pub use manifests::MetaManifests;
 pub use partition::LocalPartition;
 pub use state::KvStore;
 pub use streams::LocalStreams;

@@ -54,7 +54,10 @@ mod cluster {
     use std::time::Duration;
 
     use strata_frontend::owned::OwnedStreams;
-    use strata_frontend::seams::{Catalog, PartitionRouter, StoreError, StreamSpec, conformance};
+    use strata_frontend::seams::positions::Position;
+    use strata_frontend::seams::{
+        Catalog, PartitionRouter, PositionStore, StoreError, StreamSpec, conformance,
+    };
     use strata_journal::StorageClass;
     use strata_local::ClusterStreams;
     use strata_meta::model::Command;
@@ -99,6 +102,7 @@ mod cluster {
         let journal = journal_of(StorageClass::Segment, &dir.path().join("journal")).await;
         let streams = ClusterStreams::new(journal.clone(), meta.clone(), OwnedStreams::default());
         conformance::catalog_and_router(&streams, &streams).await;
+        conformance::positions(&streams, &streams).await;
         journal.close().await.unwrap();
         meta.shutdown().await;
     }
@@ -202,6 +206,35 @@ mod cluster {
             );
         }
         assert_eq!(led, BTreeMap::from([(1, 2), (2, 2)]));
+        // Offsets committed through one node are served by the other (a group's
+        // coordinator that moved), and forgotten through it.
+        let noted = Position {
+            offset: 3,
+            leader_epoch: 0,
+            metadata: Some("m".into()),
+        };
+        PositionStore::commit(s2, "moving", vec![("shared".into(), 3, noted.clone())])
+            .await
+            .unwrap();
+        assert_eq!(
+            PositionStore::get(s2, "moving", "shared", 3),
+            Some(noted.clone())
+        );
+        nodes[0]
+            .0
+            .applied(
+                |s| s.committed("moving", "shared", 3).is_some(),
+                Duration::from_secs(15),
+            )
+            .await
+            .then_some(())
+            .unwrap();
+        assert_eq!(
+            PositionStore::scan(s1, "moving"),
+            vec![("shared".to_string(), 3, noted)]
+        );
+        PositionStore::forget(s1, "moving").await.unwrap();
+        assert!(PositionStore::scan(s1, "moving").is_empty());
         assert!(j1.stream("shared").is_ok() && j2.stream("shared").is_ok());
         s1.delete_stream("shared").await.unwrap();
         let gone = async {
@@ -219,5 +252,122 @@ mod cluster {
             journal.close().await.unwrap();
             meta.shutdown().await;
         }
+    }
+
+    /// A node that lost its journal directory (its disk) reads again what it had
+    /// uploaded: each partition's objects are recorded in the meta service, and the
+    /// partition opened anew starts where they end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_recorded_in_the_meta_service_outlive_the_journal_directory() {
+        use strata_journal::{
+            CacheConfig, JournalConfig, JournalOptions, ObjectStoreConfig, OffloadSettings,
+        };
+        use strata_local::MetaManifests;
+        use strata_meta::model::StreamMeta;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (l, addr) = listener().await;
+        let meta = MetaConfig::single(1, dir.path().join("meta"), addr);
+        let meta = Arc::new(MetaNode::start(meta, l).await.unwrap());
+        register(&meta).await;
+        let stream = StreamMeta {
+            name: "kept".into(),
+            partitions: 1,
+            storage_class: "segment".into(),
+            replication_factor: 1,
+            retention_bytes: None,
+            retention_ms: None,
+        };
+        meta.write(Command::CreateStream(stream)).await.unwrap();
+        let open = || async {
+            let config = JournalConfig {
+                object_store: Some(ObjectStoreConfig::Fs {
+                    root: dir.path().join("objects"),
+                }),
+                cache: CacheConfig {
+                    memory_bytes: 64 * 1024,
+                    disk_bytes: 16 << 20,
+                    block_bytes: 4096,
+                    read_ahead_blocks: 4,
+                    dir: None,
+                },
+                ..JournalConfig::default()
+            };
+            let mut options = JournalOptions::new(
+                dir.path().join("journal"),
+                config,
+                prometheus::Registry::new(),
+            )
+            .with_object_store()
+            .await
+            .unwrap();
+            options.manifests = Some(Arc::new(MetaManifests::new(meta.clone())));
+            let journal = strata_journal::Journal::open(options).unwrap();
+            let mut c = journal.stream_config("kept", 1);
+            c.segment.segment_bytes = 4096;
+            c.retention.max_age_ms = None;
+            c.offload = Some(OffloadSettings {
+                local_retention_ms: 0,
+                local_retention_bytes: Some(0),
+            });
+            let s = journal.create_stream(c).await.unwrap();
+            (journal, s)
+        };
+        let (journal, s) = open().await;
+        for i in 0..200 {
+            let mut b = strata_batch::BatchBuilder::new();
+            for r in 0..3 {
+                b.push(i, None, Some(format!("r{i}-{r}").as_bytes()), &[]);
+            }
+            s.append(0, b.build().unwrap()).await.unwrap();
+        }
+        let recorded = || meta.read(|m| m.manifests.get("kept").and_then(|p| p.get(&0)).cloned());
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while recorded().is_none_or(|e| e.len() < 5) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "uploads recorded in the meta service"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(s);
+        journal.close().await.unwrap();
+        let entries = recorded().unwrap();
+        let uploaded_end = entries.last().unwrap().last_offset + 1;
+
+        // The disk is lost: the journal directory goes, objects and meta service stay.
+        std::fs::remove_dir_all(dir.path().join("journal")).unwrap();
+        let (journal, s) = open().await;
+        let p = s.partition(0).unwrap().clone();
+        assert_eq!(p.offsets().end, uploaded_end);
+        let mut read = Vec::new();
+        let mut from = 0;
+        while from < uploaded_end {
+            let batches = p.read(from, 1 << 20).await.unwrap();
+            assert!(!batches.is_empty(), "nothing read at {from}");
+            for b in &batches {
+                for r in b.records().unwrap() {
+                    let r = r.unwrap();
+                    read.push((r.offset, r.value.unwrap()));
+                }
+                from = b.last_offset() + 1;
+            }
+        }
+        assert_eq!(read.len() as u64, uploaded_end);
+        for (i, (offset, value)) in read.iter().enumerate() {
+            assert_eq!(*offset, i as u64);
+            let want = format!("r{}-{}", i / 3, i % 3);
+            assert_eq!(value.as_ref(), want.as_bytes(), "offset {offset}");
+        }
+        // Appends go on after the uploaded records.
+        let mut b = strata_batch::BatchBuilder::new();
+        b.push(0, None, Some(b"after"), &[]);
+        assert_eq!(
+            s.append(0, b.build().unwrap()).await.unwrap().base_offset,
+            uploaded_end
+        );
+        drop((s, p));
+        journal.close().await.unwrap();
+        meta.shutdown().await;
     }
 }

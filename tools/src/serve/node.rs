@@ -13,9 +13,10 @@ use strata_frontend::seams::{StateStore, Storage};
 use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
+use strata_journal::manifests::ManifestCatalog;
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
-use strata_local::{ClusterStreams, KvStore};
+use strata_local::{ClusterStreams, KvStore, MetaManifests};
 use strata_meta::model::{Command, NodeId};
 use strata_meta::{MetaConfig, MetaNode};
 use strata_mqtt::MqttFrontend;
@@ -43,7 +44,8 @@ const FRONTEND_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a node until SIGTERM or SIGINT. Must be called inside a multi-threaded tokio runtime.
 ///
-/// Order: signals, metrics, data directory, journal (open, then maintenance), admin listener.
+/// Order: signals, metrics, meta service, journal (open, then maintenance), key-value store,
+/// admin listener.
 /// Stopping runs the other way: stop accepting, drain, close the journal. The journal is
 /// closed on every path once it has opened, including when the admin port cannot be bound.
 pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
@@ -54,38 +56,38 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     debug!(config = %effective_config(&config), "effective configuration");
     let metrics = Arc::new(NodeMetrics::new().context("cannot register node metrics")?);
 
-    let journal = open_journal(&config, metrics.registry().clone()).await?;
+    // The meta service first: the journal records its uploads there.
+    let meta = start_meta(&config, metrics.registry()).await?;
+    let manifests = Arc::new(MetaManifests::new(meta.clone()));
+    let journal = match open_journal(&config, metrics.registry().clone(), manifests).await {
+        Ok(journal) => journal,
+        Err(e) => {
+            meta.shutdown().await;
+            return Err(e);
+        }
+    };
     let maintenance = journal.start_maintenance();
-    let kv = match open_kv(&config).await {
-        Ok(kv) => kv,
+    let opened = async {
+        let kv = open_kv(&config).await?;
+        let security = open_security(&config, &kv, metrics.registry())?;
+        let admin_tls = config
+            .admin
+            .tls
+            .clone()
+            .map(TlsAcceptor::new)
+            .transpose()
+            .map_err(|e| anyhow!(e).context("admin.tls"))?;
+        anyhow::Ok((kv, security, admin_tls))
+    };
+    let (kv, security, admin_tls) = match opened.await {
+        Ok(opened) => opened,
         Err(e) => {
+            meta.shutdown().await;
             let _ = close_journal(&journal, maintenance).await;
             return Err(e);
         }
     };
-
     let kv_sync = sync_kv_periodically(&config, &kv);
-    let security = match open_security(&config, &kv, metrics.registry()) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = close_journal(&journal, maintenance).await;
-            return Err(e);
-        }
-    };
-    let admin_tls = match config.admin.tls.clone().map(TlsAcceptor::new).transpose() {
-        Ok(tls) => tls,
-        Err(e) => {
-            let _ = close_journal(&journal, maintenance).await;
-            return Err(anyhow!(e).context("admin.tls"));
-        }
-    };
-    let meta = match start_meta(&config, metrics.registry()).await {
-        Ok(meta) => meta,
-        Err(e) => {
-            let _ = close_journal(&journal, maintenance).await;
-            return Err(e);
-        }
-    };
 
     // Claims are made as frontends start; the catalog asks them which streams are a
     // node's own.
@@ -166,7 +168,11 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     }
 }
 
-async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result<Journal> {
+async fn open_journal(
+    config: &NodeConfig,
+    registry: Registry,
+    manifests: Arc<dyn ManifestCatalog>,
+) -> anyhow::Result<Journal> {
     let data_dir = &config.node.data_dir;
     let journal_dir = config.node.journal_dir();
     std::fs::create_dir_all(&journal_dir)
@@ -174,10 +180,11 @@ async fn open_journal(config: &NodeConfig, registry: Registry) -> anyhow::Result
 
     raise_open_files_limit();
     info!(data_dir = %data_dir.display(), "opening journal");
-    let options = JournalOptions::new(journal_dir.clone(), config.journal.clone(), registry)
+    let mut options = JournalOptions::new(journal_dir.clone(), config.journal.clone(), registry)
         .with_object_store()
         .await
         .context("cannot open the object storage tier ([journal.object_store], [journal.cache])")?;
+    options.manifests = Some(manifests);
     // Opening recovers and verifies segment tails: synchronous file I/O, kept off the
     // async workers.
     let journal = tokio::task::spawn_blocking(move || Journal::open(options))
@@ -349,13 +356,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The seams frontends see: the cluster's streams and this node's key-value store.
+/// The seams frontends see: the cluster's streams and consumer positions, and this node's
+/// key-value store.
 pub fn storage(streams: &ClusterStreams, kv: &KvStore) -> Storage {
     let streams = streams.clone();
     Storage {
         catalog: Arc::new(streams.clone()),
-        router: Arc::new(streams),
+        router: Arc::new(streams.clone()),
         state: Arc::new(kv.clone()),
+        positions: Arc::new(streams),
     }
 }
 

@@ -316,7 +316,11 @@ pub fn leave(k: &Kafka, session: &Session, r: LeaveGroupRequest) -> LeaveGroupRe
         })
 }
 
-pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    k: &Kafka,
+    session: &Session,
+    r: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let c = &k.groups;
     let group = r.group_id.to_string();
     // Committing takes Read on the group, and Read on each topic; only partitions that
@@ -379,7 +383,7 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
             Some(g) => check_member(g, &r.member_id, r.generation_id_or_member_epoch),
         }
     };
-    let mut ops = Vec::new();
+    let mut offsets = Vec::new();
     if check.is_ok() {
         for (t, refused) in r.topics.iter().zip(&refusals) {
             for (p, _) in t
@@ -393,25 +397,15 @@ pub fn offset_commit(k: &Kafka, session: &Session, r: OffsetCommitRequest) -> Of
                     leader_epoch: p.committed_leader_epoch,
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 };
-                ops.push(StateOp::Put(
-                    positions::key(&group, &t.name, p.partition_index),
-                    value.encode(),
-                ));
+                offsets.push((t.name.to_string(), p.partition_index, value));
             }
         }
     }
     // One atomic, durable write for the whole request.
-    let any = !ops.is_empty();
     let stored = match check {
         Err(code) => Err(code),
-        Ok(()) => c.kv.write(&ops).map_err(|e| {
-            tracing::error!(group, error = %e, "cannot store committed offsets");
-            code::KAFKA_STORAGE_ERROR
-        }),
+        Ok(()) => c.store_offsets(&group, offsets).await,
     };
-    if stored.is_ok() && any {
-        c.stored_offsets(&group);
-    }
     let code = stored.err().unwrap_or(code::NONE);
     k.metrics.error("OffsetCommit", code);
     OffsetCommitResponse::default().with_topics(
@@ -457,7 +451,7 @@ fn visible_offsets(
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Found)> {
     let Some(wanted) = wanted else {
-        return committed(&k.groups.kv, group, None)
+        return committed(k.groups.positions(), group, None)
             .into_iter()
             .filter(|(t, _)| guard::may_describe(k, session, t).is_ok())
             .map(|(t, parts)| (t, Ok(parts)))
@@ -468,7 +462,7 @@ fn visible_offsets(
         .map(|(t, parts)| (guard::may_describe(k, session, &t), t, parts))
         .partition(|(ok, _, _)| ok.is_ok());
     let mut out: Vec<_> = committed(
-        &k.groups.kv,
+        k.groups.positions(),
         group,
         Some(allowed.into_iter().map(|(_, t, p)| (t, p)).collect()),
     )
@@ -637,28 +631,29 @@ pub fn list(k: &Kafka, session: &Session) -> ListGroupsResponse {
 
 pub fn describe(k: &Kafka, session: &Session, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     // Authorized before the coordinator's lock is taken.
-    let allowed: Vec<bool> = r
+    // Refused groups keep their own code: GROUP_AUTHORIZATION_FAILED, or NOT_COORDINATOR
+    // when the group is coordinated elsewhere (the client asks FindCoordinator again).
+    let refused: Vec<Option<i16>> = r
         .groups
         .iter()
-        .map(|id| guard::on_group(k, session, Operation::Describe, id).is_ok())
+        .map(|id| guard::on_group(k, session, Operation::Describe, id).err())
         .collect();
     let groups = k.groups.groups.lock();
     DescribeGroupsResponse::default().with_groups(
         r.groups
             .into_iter()
-            .zip(allowed)
-            .map(|(id, allowed)| match groups.get(id.as_str()) {
-                _ if !allowed => {
-                    k.metrics
-                        .error("DescribeGroups", code::GROUP_AUTHORIZATION_FAILED);
+            .zip(refused)
+            .map(|(id, refused)| match (refused, groups.get(id.as_str())) {
+                (Some(code), _) => {
+                    k.metrics.error("DescribeGroups", code);
                     DescribedGroup::default()
                         .with_group_id(id)
-                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                        .with_error_code(code)
                 }
-                None => DescribedGroup::default()
+                (None, None) => DescribedGroup::default()
                     .with_group_id(id)
                     .with_group_state(s("Dead")),
-                Some(g) => DescribedGroup::default()
+                (None, Some(g)) => DescribedGroup::default()
                     .with_group_id(id)
                     .with_group_state(s(g.state.name()))
                     .with_protocol_type(s(&g.protocol_type))
@@ -689,22 +684,25 @@ pub fn describe(k: &Kafka, session: &Session, r: DescribeGroupsRequest) -> Descr
 
 /// DeleteGroups: a group without members goes, with its committed offsets (Delete on the
 /// group); GROUP_NOT_EMPTY while it has members, GROUP_ID_NOT_FOUND when there is nothing.
-pub fn delete_groups(k: &Kafka, session: &Session, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    k: &Kafka,
+    session: &Session,
+    r: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let c = &k.groups;
-    let results = r
-        .groups_names
-        .into_iter()
-        .map(|id| {
-            let code = if let Err(e) = guard::on_group(k, session, Operation::Delete, &id) {
-                e
-            } else {
-                c.delete_group(&id)
-            };
-            k.metrics.error("DeleteGroups", code);
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for id in r.groups_names {
+        let code = if let Err(e) = guard::on_group(k, session, Operation::Delete, &id) {
+            e
+        } else {
+            c.delete_group(&id).await
+        };
+        k.metrics.error("DeleteGroups", code);
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code)
-        })
-        .collect();
+                .with_error_code(code),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }

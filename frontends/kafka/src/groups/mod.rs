@@ -27,8 +27,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use strata_frontend::Shutdown;
-use strata_frontend::seams::positions::{self, Position};
-use strata_frontend::seams::{StateOp, StateSpace};
+use strata_frontend::seams::positions::{self, Position, PositionStore};
+use strata_frontend::seams::{StoreError, StreamPosition};
 use tokio::sync::oneshot;
 
 use crate::code;
@@ -127,7 +127,8 @@ pub(crate) type Committed = Position;
 /// The coordinator of every group.
 #[derive(Debug)]
 pub struct Coordinator {
-    kv: StateSpace,
+    /// Committed offsets, served alike by every node (the coordinator may move).
+    positions: Arc<dyn PositionStore>,
     initial_delay: Duration,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
@@ -154,9 +155,9 @@ fn s(v: &str) -> StrBytes {
 }
 
 impl Coordinator {
-    pub fn new(kv: StateSpace, initial_delay: Duration) -> Self {
+    pub fn new(positions: Arc<dyn PositionStore>, initial_delay: Duration) -> Self {
         Coordinator {
-            kv,
+            positions,
             initial_delay,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
@@ -174,9 +175,36 @@ impl Coordinator {
         known.contains(group) || known.len() < max
     }
 
+    /// Where committed offsets are kept.
+    pub(crate) fn positions(&self) -> &dyn PositionStore {
+        self.positions.as_ref()
+    }
+
     /// The groups that have committed offsets in the store.
     fn offset_group_ids(&self) -> impl Iterator<Item = String> {
-        positions::consumers(&self.kv)
+        self.positions.consumers().into_iter()
+    }
+
+    /// Stores `offsets` of `group` in one atomic, durable write; the Kafka error code when
+    /// it fails.
+    pub(crate) async fn store_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<StreamPosition>,
+    ) -> Result<(), i16> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match self.positions.commit(group, offsets).await {
+            Ok(()) => {
+                self.stored_offsets(group);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(group, error = %e, "cannot store committed offsets");
+                Err(offsets_error(&e))
+            }
+        }
     }
 
     /// Counts `group` among the groups with stored offsets.
@@ -326,12 +354,24 @@ impl Coordinator {
     }
 }
 
+/// The Kafka error for a failed change of committed offsets: retriable while the cluster's
+/// store cannot take writes (the client retries, as after a coordinator move).
+fn offsets_error(e: &StoreError) -> i16 {
+    match e {
+        StoreError::Unavailable(_) => code::COORDINATOR_NOT_AVAILABLE,
+        StoreError::UnknownStream(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        // The cluster-wide bound on committed offsets.
+        StoreError::Invalid(_) => code::POLICY_VIOLATION,
+        _ => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
 /// A partition and its committed offset, if any.
 pub(crate) type PartitionOffset = (i32, Option<Committed>);
 
 /// Committed offsets of `group`: for the listed topics and partitions, or all stored.
 pub(crate) fn committed(
-    kv: &StateSpace,
+    store: &dyn PositionStore,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<PartitionOffset>)> {
@@ -344,15 +384,15 @@ pub(crate) fn committed(
             .map(|(topic, parts)| {
                 let found = parts
                     .into_iter()
-                    .map(|p| (p, positions::get(kv, group, &topic, p).ok().flatten()))
+                    .map(|p| (p, store.get(group, &topic, p)))
                     .collect();
                 (topic, found)
             })
             .collect(),
         None => {
             let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
-            for (topic, p, position) in positions::scan(kv, group) {
-                by_topic.entry(topic).or_default().push((p, position));
+            for (topic, p, position) in store.scan(group) {
+                by_topic.entry(topic).or_default().push((p, Some(position)));
             }
             by_topic.into_iter().collect()
         }
@@ -360,34 +400,30 @@ pub(crate) fn committed(
 }
 
 impl Coordinator {
-    fn delete_group(&self, id: &str) -> i16 {
-        let Some(prefix) = positions::prefix(id).filter(|_| valid_group_id(id)) else {
+    async fn delete_group(&self, id: &str) -> i16 {
+        if !valid_group_id(id) {
             return code::INVALID_GROUP_ID;
-        };
-        let mut groups = self.groups.lock();
-        let in_memory = match groups.get(id) {
+        }
+        let in_memory = match self.groups.lock().get(id) {
             Some(g) if !g.members.is_empty() => return code::GROUP_NOT_EMPTY,
             Some(_) => true,
             None => false,
         };
-        let offsets: Vec<StateOp> = match self.kv.scan_prefix(&prefix) {
-            Ok(found) => found
-                .into_iter()
-                .map(|(key, _)| StateOp::Delete(key))
-                .collect(),
-            Err(e) => {
-                tracing::error!(group = id, error = %e, "cannot read committed offsets");
-                return code::KAFKA_STORAGE_ERROR;
-            }
-        };
-        if !in_memory && offsets.is_empty() {
+        if !in_memory && self.positions.scan(id).is_empty() {
             return code::GROUP_ID_NOT_FOUND;
         }
-        if let Err(e) = self.kv.write(&offsets) {
-            tracing::error!(group = id, error = %e, "cannot delete committed offsets");
-            return code::KAFKA_STORAGE_ERROR;
+        if let Err(e) = self.positions.forget(id).await {
+            tracing::warn!(group = id, error = %e, "cannot delete committed offsets");
+            return offsets_error(&e);
         }
-        groups.remove(id);
+        // A member that joined meanwhile keeps the group (its offsets are gone, as they
+        // would be had it joined just after).
+        {
+            let mut groups = self.groups.lock();
+            if groups.get(id).is_some_and(|g| g.members.is_empty()) {
+                groups.remove(id);
+            }
+        }
         if let Some(known) = self.offset_groups.lock().as_mut() {
             known.remove(id);
         }
@@ -461,6 +497,6 @@ impl Coordinator {
 
     /// Committed offsets of `group`, every topic and partition stored.
     pub(crate) fn committed_offsets(&self, group: &str) -> Vec<(String, Vec<PartitionOffset>)> {
-        committed(&self.kv, group, None)
+        committed(self.positions.as_ref(), group, None)
     }
 }

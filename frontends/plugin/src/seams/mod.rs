@@ -1,7 +1,8 @@
 //! The interfaces every frontend reaches storage through, instead of the journal and the
 //! key-value store: a [`router::PartitionRouter`] (append, read, wait for data, offsets,
-//! find by timestamp), a [`catalog::Catalog`] (streams, partitions, placement and leaders)
-//! and a [`state::StateStore`] (sessions, consumer positions, group offsets). None of them
+//! find by timestamp), a [`catalog::Catalog`] (streams, partitions, placement and leaders),
+//! a [`state::StateStore`] (sessions, consumer positions, group offsets) and a
+//! [`positions::PositionStore`] (consumer positions every node serves alike). None of them
 //! says where a partition or a key lives: this node, another node, memory or disk.
 //!
 //! Each trait has an in-memory implementation in [`memory`] and a conformance suite in
@@ -21,30 +22,37 @@ pub use catalog::{
 };
 pub use error::{StoreError, StoreResult};
 pub use handles::{StreamHandles, partition_for_key};
+pub use positions::{PositionStore, SpacePositions, StreamPosition};
 pub use router::{Appended, Offsets, Partition, PartitionRouter};
 pub use state::{SpaceBackend, StateError, StateOp, StatePair, StateSpace, StateStore};
 
 use std::sync::Arc;
 
-/// The three seams together, as the node hands them to every frontend. Cheap to clone.
+/// The seams together, as the node hands them to every frontend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
     /// Streams, partitions, placement.
     pub catalog: Arc<dyn Catalog>,
     /// Partitions, wherever they are.
     pub router: Arc<dyn PartitionRouter>,
-    /// Frontend state.
+    /// Frontend state, this node's own.
     pub state: Arc<dyn StateStore>,
+    /// Consumer positions every node serves alike.
+    pub positions: Arc<dyn PositionStore>,
 }
 
 impl Storage {
     /// Everything in memory: for tests and tools that need no disk.
     pub fn in_memory() -> Self {
         let streams = memory::MemoryStreams::new();
+        let state = memory::MemoryState::new();
+        let positions =
+            positions::SpacePositions::new(state.open("positions"), Arc::new(streams.clone()));
         Storage {
             catalog: Arc::new(streams.clone()),
             router: Arc::new(streams),
-            state: Arc::new(memory::MemoryState::new()),
+            state: Arc::new(state),
+            positions: Arc::new(positions),
         }
     }
 

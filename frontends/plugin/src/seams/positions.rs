@@ -6,9 +6,13 @@
 //! scan finds a consumer's positions and stream names may hold any byte but NUL (which
 //! no stream name has). Values are JSON [`Position`]s.
 
+use std::fmt::Debug;
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::state::{StateError, StateSpace};
+use super::error::{StoreError, StoreResult};
+use super::state::{StateError, StateOp, StateSpace};
 
 /// A committed position in one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +132,142 @@ pub fn consumers(space: &StateSpace) -> impl Iterator<Item = String> {
         })
 }
 
+/// A position of a consumer, with its stream and partition.
+pub type StreamPosition = (String, i32, Position);
+
+/// Consumer positions every node serves alike: Kafka group offsets, which a group's
+/// coordinator reads back after it moves to another node. In a cluster they are the meta
+/// service's; reads answer from what this node has applied, with no network round trip.
+///
+/// Contract (checked by [`super::conformance::positions`]): a commit stores all its
+/// positions or none and, once it returned `Ok`, reads on this node see it and it survives
+/// a crash; positions name existing partitions of existing streams (others are
+/// refused with `UnknownStream` or `Invalid`).
+#[async_trait]
+pub trait PositionStore: Send + Sync + Debug {
+    /// The position of `consumer` in a partition.
+    fn get(&self, consumer: &str, stream: &str, partition: i32) -> Option<Position>;
+    /// Every position of `consumer`, in stream and partition order.
+    fn scan(&self, consumer: &str) -> Vec<StreamPosition>;
+    /// Every consumer with a position, in order.
+    fn consumers(&self) -> Vec<String>;
+    /// Stores `positions` of `consumer`, all or none.
+    async fn commit(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()>;
+    /// Forgets every position of `consumer`.
+    async fn forget(&self, consumer: &str) -> StoreResult<()>;
+}
+
+/// Positions kept in one node's [`StateSpace`]: the in-memory store's, and what a node
+/// that kept Kafka offsets locally hands over to the cluster's store.
+#[derive(Debug, Clone)]
+pub struct SpacePositions {
+    space: StateSpace,
+    catalog: std::sync::Arc<dyn super::Catalog>,
+}
+
+impl SpacePositions {
+    /// Positions in `space`, for partitions of the streams `catalog` knows.
+    pub fn new(space: StateSpace, catalog: std::sync::Arc<dyn super::Catalog>) -> Self {
+        SpacePositions { space, catalog }
+    }
+}
+
+fn state_error(e: StateError) -> StoreError {
+    StoreError::Storage(e.0)
+}
+
+#[async_trait]
+impl PositionStore for SpacePositions {
+    fn get(&self, consumer: &str, stream: &str, partition: i32) -> Option<Position> {
+        if !valid_consumer(consumer) {
+            return None;
+        }
+        get(&self.space, consumer, stream, partition).ok().flatten()
+    }
+
+    fn scan(&self, consumer: &str) -> Vec<StreamPosition> {
+        scan(&self.space, consumer)
+            .into_iter()
+            .filter_map(|(s, p, position)| Some((s, p, position?)))
+            .collect()
+    }
+
+    fn consumers(&self) -> Vec<String> {
+        let mut all: Vec<String> = consumers(&self.space).collect();
+        all.dedup();
+        all
+    }
+
+    async fn commit(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()> {
+        if !valid_consumer(consumer) {
+            return Err(StoreError::Invalid(format!(
+                "bad consumer name {consumer:?}"
+            )));
+        }
+        let mut ops = Vec::with_capacity(positions.len());
+        for (stream, partition, position) in positions {
+            let info = self
+                .catalog
+                .stream(&stream)
+                .ok_or_else(|| StoreError::UnknownStream(stream.clone()))?;
+            if partition < 0 || partition as u32 >= info.partitions {
+                return Err(StoreError::Invalid(format!(
+                    "no partition {partition} in `{stream}`"
+                )));
+            }
+            ops.push(StateOp::Put(
+                key(consumer, &stream, partition),
+                position.encode(),
+            ));
+        }
+        self.space.write(&ops).map_err(state_error)
+    }
+
+    async fn forget(&self, consumer: &str) -> StoreResult<()> {
+        match prefix(consumer) {
+            Some(prefix) => self.space.delete_prefix(&prefix).map_err(state_error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl SpacePositions {
+    /// Moves the positions kept here into `to` (a node's own positions into the
+    /// cluster's store), for the partitions `catalog` has: each consumer's are committed to
+    /// `to`, then deleted here, so a crash in between repeats the move instead of losing
+    /// them. Positions of streams `catalog` does not know (yet) stay. How many positions
+    /// moved and how many stay.
+    pub async fn hand_over(
+        &self,
+        to: &dyn PositionStore,
+        catalog: &dyn super::Catalog,
+    ) -> StoreResult<(usize, usize)> {
+        let (mut moved, mut left) = (0, 0);
+        for consumer in PositionStore::consumers(self) {
+            let (known, unknown): (Vec<StreamPosition>, Vec<StreamPosition>) =
+                PositionStore::scan(self, &consumer)
+                    .into_iter()
+                    .partition(|(stream, p, _)| {
+                        catalog
+                            .stream(stream)
+                            .is_some_and(|s| *p >= 0 && (*p as u32) < s.partitions)
+                    });
+            left += unknown.len();
+            if known.is_empty() {
+                continue;
+            }
+            let done: Vec<StateOp> = known
+                .iter()
+                .map(|(stream, p, _)| StateOp::Delete(key(&consumer, stream, *p)))
+                .collect();
+            moved += known.len();
+            to.commit(&consumer, known).await?;
+            self.space.write(&done).map_err(state_error)?;
+        }
+        Ok((moved, left))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -160,5 +300,48 @@ mod tests {
         all.dedup();
         assert_eq!(all, vec!["g".to_string(), "g2".to_string()]);
         assert!(prefix("a\0b").is_none());
+    }
+
+    #[tokio::test]
+    async fn hand_over_moves_known_partitions_and_keeps_the_rest() {
+        use crate::seams::memory::MemoryStreams;
+        use crate::seams::{Catalog, StreamSpec};
+        let streams = MemoryStreams::new();
+        streams
+            .create_stream(StreamSpec::new("t", 2))
+            .await
+            .unwrap();
+        let state = MemoryState::default();
+        let catalog: std::sync::Arc<dyn Catalog> = std::sync::Arc::new(streams.clone());
+        let own = SpacePositions::new(state.open("own"), catalog.clone());
+        let shared = SpacePositions::new(state.open("shared"), catalog.clone());
+        let space = state.open("own");
+        put(&space, "g", "t", 0, &Position::at(4)).unwrap();
+        put(&space, "g", "t", 1, &Position::at(5)).unwrap();
+        put(&space, "g", "later", 0, &Position::at(6)).unwrap();
+        put(&space, "h", "t", 9, &Position::at(7)).unwrap();
+        assert_eq!(
+            own.hand_over(&shared, catalog.as_ref()).await.unwrap(),
+            (2, 2)
+        );
+        assert_eq!(
+            PositionStore::get(&shared, "g", "t", 1),
+            Some(Position::at(5))
+        );
+        assert_eq!(PositionStore::get(&own, "g", "t", 0), None);
+        // The stream appears: its position follows; the missing partition stays behind.
+        streams
+            .create_stream(StreamSpec::new("later", 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            own.hand_over(&shared, catalog.as_ref()).await.unwrap(),
+            (1, 1)
+        );
+        assert_eq!(
+            PositionStore::get(&shared, "g", "later", 0),
+            Some(Position::at(6))
+        );
+        assert_eq!(PositionStore::scan(&shared, "g").len(), 3);
     }
 }

@@ -18,17 +18,22 @@ impl MemoryState {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-impl StateStore for MemoryState {
-    fn space(&self, name: &str) -> Result<StateSpace, StateError> {
+    /// The space `name`, created when missing (the in-memory store cannot fail).
+    pub fn open(&self, name: &str) -> StateSpace {
         let space = self
             .spaces
             .lock()
             .entry(name.to_string())
             .or_default()
             .clone();
-        Ok(StateSpace::new(space))
+        StateSpace::new(space)
+    }
+}
+
+impl StateStore for MemoryState {
+    fn space(&self, name: &str) -> Result<StateSpace, StateError> {
+        Ok(self.open(name))
     }
 }
 

@@ -1,0 +1,90 @@
+//! The journal's manifest catalog in a cluster: every partition's uploaded segments are
+//! recorded in the meta service, so a node that lost its disk (or a new leader, once
+//! partitions are replicated) finds the objects that hold a partition's records.
+//!
+//! Streams the meta service does not have (a node's internal streams) are not recorded:
+//! their manifest file is all there is.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use strata_journal::manifests::{ManifestCatalog, ObjectEntry};
+use strata_meta::MetaNode;
+use strata_meta::model::{Command, ManifestEntry, Outcome};
+
+/// Manifests kept by the meta service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MetaManifests {
+    meta: Arc<MetaNode>,
+}
+
+impl MetaManifests {
+    /// Manifests in `meta`.
+    pub fn new(meta: Arc<MetaNode>) -> Self {
+        MetaManifests { meta }
+    }
+
+    /// Writes `command`; a stream or partition the meta service does not have is not
+    /// recorded (an internal stream, or one being deleted).
+    async fn write(&self, stream: &str, command: Command) -> Result<(), String> {
+        match self.meta.write(command).await {
+            Ok(Outcome::Done) => Ok(()),
+            Ok(Outcome::NotFound(why)) => {
+                tracing::debug!(stream, why, "manifest change not recorded");
+                Ok(())
+            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn object_entry(e: &ManifestEntry) -> ObjectEntry {
+    ObjectEntry {
+        base_offset: e.base_offset,
+        last_offset: e.last_offset,
+        key: e.key.clone(),
+        size: e.size,
+        max_timestamp: e.max_timestamp,
+        index_len: e.index_len,
+    }
+}
+
+#[async_trait]
+impl ManifestCatalog for MetaManifests {
+    fn entries(&self, stream: &str, partition: u32) -> Vec<ObjectEntry> {
+        self.meta.read(|s| {
+            s.manifests
+                .get(stream)
+                .and_then(|m| m.get(&partition))
+                .map(|entries| entries.iter().map(object_entry).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn append(&self, stream: &str, partition: u32, entry: ObjectEntry) -> Result<(), String> {
+        let entry = ManifestEntry {
+            base_offset: entry.base_offset,
+            last_offset: entry.last_offset,
+            key: entry.key,
+            size: entry.size,
+            max_timestamp: entry.max_timestamp,
+            index_len: entry.index_len,
+        };
+        let command = Command::AppendManifest {
+            stream: stream.to_string(),
+            partition,
+            entry,
+        };
+        self.write(stream, command).await
+    }
+
+    async fn trim(&self, stream: &str, partition: u32, offset: u64) -> Result<(), String> {
+        let command = Command::TrimManifest {
+            stream: stream.to_string(),
+            partition,
+            offset,
+        };
+        self.write(stream, command).await
+    }
+}
