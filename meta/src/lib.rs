@@ -16,7 +16,7 @@ pub mod partitions;
 #[cfg(feature = "node")]
 pub mod store;
 
-pub use network::{VoterChange, decode_frame};
+pub use network::{MAX_COMMAND, VoterChange, decode_frame};
 #[cfg(feature = "node")]
 pub use node::{MetaNode, STOP_TIMEOUT};
 
@@ -63,6 +63,9 @@ pub enum MetaError {
     /// The leader refused the change.
     #[error("refused: {0}")]
     Refused(String),
+    /// The leader took the command and its answer was lost: it may have been applied.
+    #[error("the meta leader did not answer ({0}); the change may have been applied")]
+    Unanswered(String),
 }
 
 /// How a node takes part in the meta service.

@@ -170,6 +170,10 @@ pub enum Command {
         group: String,
         /// Stream, partition and offset, for each partition committed.
         offsets: Vec<(String, u32, CommittedOffset)>,
+        /// Partitions that already have an offset keep it (offsets handed over from a
+        /// node's own store must not undo newer commits).
+        #[serde(default)]
+        if_absent: bool,
     },
     /// Forgets every committed offset of a group.
     DeleteOffsets {
@@ -245,6 +249,14 @@ pub struct MetaState {
     /// How many committed offsets `offsets` holds (bounded by [`MAX_COMMITTED_OFFSETS`]).
     #[serde(default)]
     pub offset_count: usize,
+    /// The bytes of metadata they carry (bounded by [`MAX_OFFSET_METADATA_TOTAL`]).
+    #[serde(default)]
+    pub offset_metadata_bytes: usize,
+}
+
+/// The bytes of metadata kept with a committed offset.
+pub fn metadata_len(c: &CommittedOffset) -> usize {
+    c.metadata.as_ref().map_or(0, String::len)
 }
 
 /// Where a consumer group has got to in one partition.
@@ -385,7 +397,11 @@ impl MetaState {
                 (Outcome::Done, vec![Touched::Stream(name.clone())])
             }
             Command::Rebalance => (Outcome::Done, self.rebalance()),
-            Command::CommitOffsets { group, offsets } => self.commit_offsets(group, offsets),
+            Command::CommitOffsets {
+                group,
+                offsets,
+                if_absent,
+            } => self.commit_offsets(group, offsets, *if_absent),
             Command::DeleteOffsets { group } => {
                 let Some(streams) = self.offsets.remove(group) else {
                     return (Outcome::Done, Vec::new());
@@ -393,6 +409,7 @@ impl MetaState {
                 let mut touched = Vec::new();
                 for (stream, parts) in streams {
                     self.offset_count -= parts.len();
+                    self.offset_metadata_bytes -= parts.values().map(metadata_len).sum::<usize>();
                     touched.extend(
                         parts
                             .into_keys()
@@ -625,11 +642,13 @@ impl MetaState {
 }
 
 impl MetaState {
-    /// Stores `offsets` of `group` if every one of them may be stored.
+    /// Stores `offsets` of `group` if every one of them may be stored (with `if_absent`,
+    /// only those of partitions without one).
     fn commit_offsets(
         &mut self,
         group: &str,
         offsets: &[(String, u32, CommittedOffset)],
+        if_absent: bool,
     ) -> (Outcome, Vec<Touched>) {
         if group.is_empty() || group.len() > MAX_GROUP || group.contains('\0') {
             return (
@@ -637,7 +656,7 @@ impl MetaState {
                 Vec::new(),
             );
         }
-        let mut fresh = 0;
+        let (mut fresh, mut bytes) = (0, self.offset_metadata_bytes);
         for (stream, partition, c) in offsets {
             match self.streams.get(stream) {
                 None => {
@@ -669,10 +688,13 @@ impl MetaState {
                 .offsets
                 .get(group)
                 .and_then(|g| g.get(stream))
-                .is_some_and(|ps| ps.contains_key(partition));
-            if !known {
-                fresh += 1;
+                .and_then(|ps| ps.get(partition));
+            match known {
+                None => fresh += 1,
+                Some(_) if if_absent => continue,
+                Some(old) => bytes -= metadata_len(old).min(bytes),
             }
+            bytes += metadata_len(c);
         }
         if self.offset_count + fresh > MAX_COMMITTED_OFFSETS {
             return (
@@ -682,15 +704,26 @@ impl MetaState {
                 Vec::new(),
             );
         }
+        // Repeated partitions in one command count their metadata twice: an overestimate.
+        if bytes > MAX_OFFSET_METADATA_TOTAL {
+            return (
+                Outcome::Invalid(format!(
+                    "the cluster keeps at most {MAX_OFFSET_METADATA_TOTAL} bytes of offset metadata"
+                )),
+                Vec::new(),
+            );
+        }
         let mut touched = Vec::with_capacity(offsets.len());
         let g = self.offsets.entry(group.to_string()).or_default();
         for (stream, partition, c) in offsets {
-            if g.entry(stream.clone())
-                .or_default()
-                .insert(*partition, c.clone())
-                .is_none()
-            {
-                self.offset_count += 1;
+            let parts = g.entry(stream.clone()).or_default();
+            if if_absent && parts.contains_key(partition) {
+                continue;
+            }
+            self.offset_metadata_bytes += metadata_len(c);
+            match parts.insert(*partition, c.clone()) {
+                None => self.offset_count += 1,
+                Some(old) => self.offset_metadata_bytes -= metadata_len(&old),
             }
             touched.push(Touched::Offset(
                 group.to_string(),
@@ -698,6 +731,7 @@ impl MetaState {
                 *partition,
             ));
         }
+        g.retain(|_, parts| !parts.is_empty());
         if g.is_empty() {
             self.offsets.remove(group);
         }
@@ -707,8 +741,10 @@ impl MetaState {
     /// Drops every group's offsets in `stream` (a deleted stream): what changed.
     fn forget_offsets_of_stream(&mut self, stream: &str) -> Vec<Touched> {
         let mut touched = Vec::new();
+        let mut bytes = 0;
         self.offsets.retain(|group, streams| {
             if let Some(parts) = streams.remove(stream) {
+                bytes += parts.values().map(metadata_len).sum::<usize>();
                 touched.extend(
                     parts
                         .into_keys()
@@ -718,6 +754,7 @@ impl MetaState {
             !streams.is_empty()
         });
         self.offset_count -= touched.len();
+        self.offset_metadata_bytes -= bytes;
         touched
     }
 
@@ -732,8 +769,11 @@ pub const MAX_GROUP: usize = 255;
 /// Longest note kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA: usize = 4096;
 /// Most committed offsets the cluster keeps, over every group: each node holds them all in
-/// memory (about 150 bytes each, so 40 MiB at the bound).
+/// memory (about 150 bytes each without metadata, so 40 MiB at the bound).
 pub const MAX_COMMITTED_OFFSETS: usize = 262_144;
+/// Most bytes of metadata kept with committed offsets, over every group (Kafka clients
+/// usually send none).
+pub const MAX_OFFSET_METADATA_TOTAL: usize = 32 * 1024 * 1024;
 
 /// A node whose last heartbeat is this much older than the newest is taken for down: new
 /// partitions avoid it. Nodes send one every few seconds.
@@ -992,6 +1032,7 @@ mod tests {
                 .iter()
                 .map(|&(s, p, o)| (s.to_string(), p, at(o)))
                 .collect(),
+            if_absent: false,
         }
     }
 
@@ -1019,6 +1060,7 @@ mod tests {
         let (o, _) = s.apply(&Command::CommitOffsets {
             group: "g".into(),
             offsets: vec![("a".into(), 0, long)],
+            if_absent: false,
         });
         assert!(matches!(o, Outcome::Invalid(_)), "{o:?}");
         // Overwriting does not count twice; a deleted stream takes its offsets along.
@@ -1036,6 +1078,82 @@ mod tests {
     }
 
     #[test]
+    fn offsets_handed_over_leave_newer_commits_alone() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", 2));
+        s.apply(&commit("g", &[("a", 0, 500)]));
+        let Command::CommitOffsets { group, offsets, .. } =
+            commit("g", &[("a", 0, 400), ("a", 1, 3)])
+        else {
+            unreachable!()
+        };
+        let (o, t) = s.apply(&Command::CommitOffsets {
+            group,
+            offsets,
+            if_absent: true,
+        });
+        assert_eq!(o, Outcome::Done);
+        assert_eq!(t, vec![Touched::Offset("g".into(), "a".into(), 1)]);
+        assert_eq!(s.committed("g", "a", 0), Some(&at(500)));
+        assert_eq!(s.committed("g", "a", 1), Some(&at(3)));
+        assert_eq!(s.offset_count, 2);
+    }
+
+    #[test]
+    fn offset_metadata_is_bounded_in_bytes_over_the_whole_cluster() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", MAX_PARTITIONS));
+        let noted = CommittedOffset {
+            metadata: Some("m".repeat(MAX_OFFSET_METADATA)),
+            ..at(1)
+        };
+        let fits = MAX_OFFSET_METADATA_TOTAL / MAX_OFFSET_METADATA;
+        let mut group = 0;
+        let mut left = fits;
+        while left > 0 {
+            let n = left.min(MAX_PARTITIONS as usize);
+            let offsets = (0..n as u32)
+                .map(|p| ("a".to_string(), p, noted.clone()))
+                .collect();
+            let (o, _) = s.apply(&Command::CommitOffsets {
+                group: format!("g{group}"),
+                offsets,
+                if_absent: false,
+            });
+            assert_eq!(o, Outcome::Done);
+            left -= n;
+            group += 1;
+        }
+        assert_eq!(s.offset_metadata_bytes, MAX_OFFSET_METADATA_TOTAL);
+        let one_more = vec![("a".to_string(), 0, noted.clone())];
+        let (o, _) = s.apply(&Command::CommitOffsets {
+            group: "full".into(),
+            offsets: one_more.clone(),
+            if_absent: false,
+        });
+        assert!(matches!(o, Outcome::Invalid(_)), "{o:?}");
+        // Replacing a note with one of the same size still fits; dropping a group frees.
+        let (o, _) = s.apply(&Command::CommitOffsets {
+            group: "g0".into(),
+            offsets: one_more.clone(),
+            if_absent: false,
+        });
+        assert_eq!(o, Outcome::Done);
+        s.apply(&Command::DeleteOffsets { group: "g0".into() });
+        assert!(s.offset_metadata_bytes < MAX_OFFSET_METADATA_TOTAL);
+        let (o, _) = s.apply(&Command::CommitOffsets {
+            group: "full".into(),
+            offsets: one_more,
+            if_absent: false,
+        });
+        assert_eq!(o, Outcome::Done);
+        s.apply(&Command::DeleteStream { name: "a".into() });
+        assert_eq!((s.offset_count, s.offset_metadata_bytes), (0, 0));
+    }
+
+    #[test]
     fn committed_offsets_are_bounded_over_the_whole_cluster() {
         let mut s = MetaState::default();
         s.apply(&node(1));
@@ -1048,6 +1166,7 @@ mod tests {
             let (o, _) = s.apply(&Command::CommitOffsets {
                 group: format!("g{g}"),
                 offsets: all.clone(),
+                if_absent: false,
             });
             assert_eq!(o, Outcome::Done);
         }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -40,6 +42,11 @@ pub(crate) mod rpc {
 pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Largest snapshot chunk, in bytes before JSON (which may write a byte as four characters).
 pub(crate) const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+/// Largest command the meta service takes, as JSON: with [`MAX_ENTRIES`] of them an
+/// AppendEntries request stays well below [`MAX_MESSAGE`].
+pub const MAX_COMMAND: usize = 256 * 1024;
+/// Most log entries in one AppendEntries request.
+pub(crate) const MAX_ENTRIES: u64 = 48;
 
 /// How long a node waits to connect to another.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -377,20 +384,67 @@ pub(crate) async fn forward_voters(
     unframe::<Result<(), String>>(answer.get_ref()).map_err(|e| e.to_string())?
 }
 
+/// Why a forwarded command has no outcome.
+#[derive(Debug)]
+pub(crate) enum Unforwarded {
+    /// It was not applied: it never reached the leader, or the leader refused it (it no
+    /// longer leads, say). Sending it again is safe.
+    NotApplied(String),
+    /// The answer was lost (a timeout, a broken connection): it may have been applied.
+    Unknown(String),
+}
+
+/// Whether `status` says the request never reached the service: the connection could not
+/// be made, or the service turned it away before handling it.
+fn never_handled(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    use tonic::Code;
+    if matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+    ) {
+        return true;
+    }
+    let mut cause: Option<&dyn Error> = status.source();
+    while let Some(e) = cause {
+        let refused = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        });
+        if refused || e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Sends a command to the meta service on `addr` (the leader, as far as the caller knows):
 /// its outcome and the index of its log entry.
 pub(crate) async fn forward(
     addr: &str,
     secret: &Secret,
     command: &Command,
-) -> Result<(Outcome, u64), String> {
-    let mut client = client(addr, secret).ok_or_else(|| format!("bad address {addr}"))?;
-    let request = frame(command).map_err(|e| e.to_string())?;
-    let answer = client
-        .write(request)
-        .await
-        .map_err(|e| format!("{addr}: {}", e.message()))?;
-    unframe::<Result<(Outcome, u64), String>>(answer.get_ref()).map_err(|e| e.to_string())?
+) -> Result<(Outcome, u64), Unforwarded> {
+    let mut client = client(addr, secret)
+        .ok_or_else(|| Unforwarded::NotApplied(format!("bad address {addr}")))?;
+    let request = frame(command).map_err(|e| Unforwarded::NotApplied(e.to_string()))?;
+    let answer = client.write(request).await.map_err(|e| {
+        let why = format!("{addr}: {}", e.message());
+        if never_handled(&e) {
+            Unforwarded::NotApplied(why)
+        } else {
+            Unforwarded::Unknown(why)
+        }
+    })?;
+    unframe::<Result<(Outcome, u64), String>>(answer.get_ref())
+        .map_err(|e| Unforwarded::Unknown(format!("{addr}: {e}")))?
+        .map_err(Unforwarded::NotApplied)
 }
 
 /// Makes clients for openraft.
@@ -454,6 +508,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
         let request = frame(&req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        // Too large for one message (entries written before commands were bounded):
+        // openraft sends fewer at a time.
+        if request.payload.len() > MAX_MESSAGE - 64 * 1024 && req.entries.len() > 1 {
+            let fewer = (req.entries.len() / 2) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
         let sent = self.client()?.append_entries(request).await;
         self.answer(sent)
     }
@@ -476,5 +538,36 @@ impl RaftNetwork<TypeConfig> for Connection {
         let request = frame(&req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         let sent = self.client()?.vote(request).await;
         self.answer(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_never_reached_a_leader_may_be_sent_again() {
+        // A port nothing listens on: the connection is refused, nothing was applied.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let sent = forward(&addr, &Secret::new("s"), &Command::Rebalance).await;
+        assert!(matches!(sent, Err(Unforwarded::NotApplied(_))), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_not_taken_for_a_refusal() {
+        // A peer that takes the request and closes without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+        });
+        let sent = forward(&addr, &Secret::new("s"), &Command::Rebalance).await;
+        assert!(matches!(sent, Err(Unforwarded::Unknown(_))), "{sent:?}");
+        peer.abort();
     }
 }

@@ -80,6 +80,7 @@ impl MetaNode {
             // gRPC message each: kept far below the message limit.
             snapshot_max_chunk_size: network::SNAPSHOT_CHUNK,
             install_snapshot_timeout: 5_000,
+            max_payload_entries: network::MAX_ENTRIES,
             ..Config::default()
         }
         .validate()
@@ -282,6 +283,14 @@ impl MetaNode {
 
     /// Applies `command` through the leader: its outcome and the index of its log entry.
     async fn write_at(&self, command: Command) -> Result<(Outcome, u64), MetaError> {
+        // Every entry travels to every node, MAX_ENTRIES at a time, in one message.
+        let size = serde_json::to_vec(&command).map_or(usize::MAX, |j| j.len());
+        if size > network::MAX_COMMAND {
+            return Err(MetaError::Refused(format!(
+                "a meta command is at most {} bytes, this one is {size}",
+                network::MAX_COMMAND
+            )));
+        }
         let started = Instant::now();
         let mut last = String::from("no leader yet");
         while started.elapsed() < WRITE_DEADLINE {
@@ -301,7 +310,12 @@ impl MetaNode {
                         Some(node) if f.leader_id != Some(self.id) => {
                             match network::forward(&node.rpc, &self.secret, &command).await {
                                 Ok(outcome) => return Ok(outcome),
-                                Err(e) => last = e,
+                                Err(network::Unforwarded::NotApplied(e)) => last = e,
+                                // Sent again, it could be applied twice (and undo what
+                                // was written in between): the caller decides.
+                                Err(network::Unforwarded::Unknown(e)) => {
+                                    return Err(MetaError::Unanswered(e));
+                                }
                             }
                         }
                         _ => last = "no leader yet".into(),
@@ -413,7 +427,10 @@ mod tests {
         let command = Command::Heartbeat { id: 1, at_ms: 1 };
         for wrong in ["the-wrong-secret-0123", ""] {
             let refused = network::forward(&addr, &network::Secret::new(wrong), &command).await;
-            assert!(refused.unwrap_err().contains("cluster secret"));
+            assert!(
+                matches!(&refused, Err(network::Unforwarded::NotApplied(m)) if m.contains("cluster secret")),
+                "{refused:?}"
+            );
         }
         let refused: u64 = registry
             .gather()
@@ -431,10 +448,12 @@ mod tests {
             match network::forward(&addr, &right, &command).await {
                 Ok((outcome, _)) => break outcome,
                 // Until the node has elected itself, the write is refused as not the leader's.
-                Err(e) if !e.contains("cluster secret") && started.elapsed() < WRITE_DEADLINE => {
+                Err(network::Unforwarded::NotApplied(e))
+                    if !e.contains("cluster secret") && started.elapsed() < WRITE_DEADLINE =>
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => panic!("{e}"),
+                Err(e) => panic!("{e:?}"),
             }
         };
         assert!(matches!(answered, Outcome::NotFound(_)));

@@ -23,7 +23,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
-use crate::model::{MetaState, NodeAddr, NodeId, Outcome, Touched};
+use crate::model::{CommittedOffset, MetaState, NodeAddr, NodeId, Outcome, Touched, metadata_len};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -278,7 +278,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeAddr>,
-    data: Vec<u8>,
+    /// The state's JSON, kept as a string: as bytes, JSON would write each as a number.
+    data: String,
 }
 
 /// What the state machine knows, in memory; shared with readers.
@@ -461,7 +462,8 @@ fn load(db: &DB) -> StorageResult<Applied> {
                 let Ok(p) = <[u8; 4]>::try_from(p) else {
                     continue;
                 };
-                let c = serde_json::from_slice(&value).map_err(r)?;
+                let c: CommittedOffset = serde_json::from_slice(&value).map_err(r)?;
+                out.state.offset_metadata_bytes += metadata_len(&c);
                 let previous = out
                     .state
                     .offsets
@@ -470,8 +472,9 @@ fn load(db: &DB) -> StorageResult<Applied> {
                     .entry(String::from_utf8_lossy(stream).into_owned())
                     .or_default()
                     .insert(u32::from_be_bytes(p), c);
-                if previous.is_none() {
-                    out.state.offset_count += 1;
+                match previous {
+                    None => out.state.offset_count += 1,
+                    Some(p) => out.state.offset_metadata_bytes -= metadata_len(&p),
                 }
             }
             k if k.starts_with(b"c/") => {
@@ -575,7 +578,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: String::from_utf8(data).map_err(|e| {
+                io(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Read,
+                    e,
+                )
+            })?,
         };
         put_json(
             &self.db,
@@ -591,7 +600,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             get_json(&self.db, RAFT, b"snapshot", ErrorSubject::Snapshot(None))?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            snapshot: Box::new(Cursor::new(s.data.into_bytes())),
         }))
     }
 }
@@ -608,7 +617,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (data, log_id, membership) = {
             let a = self.applied.read();
-            let data = serde_json::to_vec(&a.state)
+            let data = serde_json::to_string(&a.state)
                 .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             (data, a.log_id, a.membership.clone())
         };
@@ -623,7 +632,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: data.clone(),
+            data,
         };
         put_json(
             &self.db,
@@ -634,7 +643,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         )?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(stored.data.into_bytes())),
         })
     }
 }

@@ -46,6 +46,9 @@ pub struct ClusterStreams {
     /// Streams of the journal this node has seen in the meta service (or created in the
     /// journal from it): the only ones the reconciler may delete once they are gone.
     seen: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// Set once this node applied everything the meta service committed before it
+    /// started ([`ClusterStreams::caught_up`]).
+    caught_up: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl ClusterStreams {
@@ -59,7 +62,31 @@ impl ClusterStreams {
             owned,
             node,
             seen: Arc::default(),
+            caught_up: Arc::default(),
         }
+    }
+
+    /// Waits until this node applied what the meta service committed before it started
+    /// (once per process: a heartbeat written and applied here proves it, whatever its
+    /// outcome). A node that lost its disk starts with an empty copy: a partition created
+    /// in its journal from it would miss the segments uploaded to object storage and
+    /// start again at offset 0.
+    async fn caught_up(&self) -> StoreResult<()> {
+        self.caught_up
+            .get_or_try_init(|| async {
+                let beat = Command::Heartbeat {
+                    id: self.node,
+                    at_ms: now_ms(),
+                };
+                match self.meta.write_applied(beat).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(StoreError::Unavailable(format!(
+                        "not caught up with the meta service yet: {e}"
+                    ))),
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The meta service this node runs.
@@ -502,6 +529,7 @@ impl ClusterStreams {
             .stream(stream)
             .is_ok_and(|s| s.config().partitions >= partitions);
         if !here {
+            self.caught_up().await?;
             let m = self
                 .stream_meta(stream)
                 .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;

@@ -27,7 +27,8 @@ impl MetaManifests {
     /// Writes `command`; a stream or partition the meta service does not have is not
     /// recorded (an internal stream, or one being deleted).
     async fn write(&self, stream: &str, command: Command) -> Result<(), String> {
-        match self.meta.write(command).await {
+        // Applied here before the answer: the journal reads the catalog back at once.
+        match self.meta.write_applied(command).await {
             Ok(Outcome::Done) => Ok(()),
             Ok(Outcome::NotFound(why)) => {
                 tracing::debug!(stream, why, "manifest change not recorded");

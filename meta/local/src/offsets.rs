@@ -2,13 +2,31 @@
 //! meta service, so whichever node coordinates a group after a move serves the offsets
 //! its members committed through another. Reads answer from what this node has applied; a
 //! commit returns once this node has applied it too.
+//!
+//! A commit is one meta command, all or none, while it fits in one ([`MAX_COMMAND`] bytes
+//! of JSON: about 800 partitions of a topic with a 249-byte name, thousands with short
+//! names and no metadata); a larger one is written as several, each all or none, after
+//! its partitions were checked against the catalog.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use strata_frontend::seams::positions::{Position, PositionStore, StreamPosition, valid_consumer};
 use strata_frontend::seams::{StoreError, StoreResult};
-use strata_meta::model::{Command, CommittedOffset, Outcome};
+use strata_meta::model::{Command, CommittedOffset, Outcome, metadata_len};
+use strata_meta::{MAX_COMMAND, MetaError};
 
 use crate::cluster::ClusterStreams;
+
+/// Most bytes of JSON the offsets of one command take: the rest of it (the group, whose
+/// bytes JSON may write as six each, and the envelope) fits in what is left.
+const OFFSETS_PER_COMMAND: usize = MAX_COMMAND - 4096;
+
+/// The most bytes of JSON an offset may take in a command: the stream name and the
+/// metadata (a byte of either may be written as six) and the numbers around them.
+fn weight(stream: &str, c: &CommittedOffset) -> usize {
+    6 * (stream.len() + metadata_len(c)) + 96
+}
 
 fn position(c: &CommittedOffset) -> Position {
     Position {
@@ -19,6 +37,24 @@ fn position(c: &CommittedOffset) -> Position {
 }
 
 impl ClusterStreams {
+    /// Writes the offsets of one part of a commit (nothing for none).
+    async fn commit_part(
+        &self,
+        consumer: &str,
+        offsets: Vec<(String, u32, CommittedOffset)>,
+        if_absent: bool,
+    ) -> StoreResult<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let command = Command::CommitOffsets {
+            group: consumer.to_string(),
+            offsets,
+            if_absent,
+        };
+        self.write_offsets(consumer, command).await
+    }
+
     /// Writes `command` and waits until this node applied it; errors as the catalog's.
     async fn write_offsets(&self, consumer: &str, command: Command) -> StoreResult<()> {
         match self.meta().write_applied(command).await {
@@ -28,6 +64,7 @@ impl ClusterStreams {
             Ok(other) => Err(StoreError::Storage(format!(
                 "unexpected meta outcome {other:?} for the offsets of {consumer}"
             ))),
+            Err(MetaError::Refused(why)) => Err(StoreError::Invalid(why)),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
     }
@@ -66,7 +103,8 @@ impl PositionStore for ClusterStreams {
                 "bad consumer name {consumer:?}"
             )));
         }
-        let mut offsets = Vec::with_capacity(positions.len());
+        // One entry per partition: the last one named wins.
+        let mut offsets = BTreeMap::new();
         for (stream, partition, p) in positions {
             let Ok(partition) = u32::try_from(partition) else {
                 return Err(StoreError::Invalid(format!(
@@ -78,13 +116,81 @@ impl PositionStore for ClusterStreams {
                 leader_epoch: p.leader_epoch,
                 metadata: p.metadata,
             };
-            offsets.push((stream, partition, c));
+            offsets.insert((stream, partition), c);
         }
-        let command = Command::CommitOffsets {
-            group: consumer.to_string(),
-            offsets,
-        };
-        self.write_offsets(consumer, command).await
+        // Checked here too, so a commit written in parts is refused before the first.
+        self.meta().read(|s| {
+            offsets
+                .keys()
+                .try_for_each(|(stream, partition)| match s.streams.get(stream) {
+                    None => Err(StoreError::UnknownStream(stream.clone())),
+                    Some(info) if *partition >= info.partitions => Err(StoreError::Invalid(
+                        format!("no partition {partition} in `{stream}`"),
+                    )),
+                    Some(_) => Ok(()),
+                })
+        })?;
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for ((stream, partition), c) in offsets {
+            let w = weight(&stream, &c);
+            if bytes + w > OFFSETS_PER_COMMAND && !part.is_empty() {
+                self.commit_part(consumer, std::mem::take(&mut part), false)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += w;
+            part.push((stream, partition, c));
+        }
+        self.commit_part(consumer, part, false).await
+    }
+
+    async fn adopt(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()> {
+        if !valid_consumer(consumer) {
+            return Err(StoreError::Invalid(format!(
+                "bad consumer name {consumer:?}"
+            )));
+        }
+        // Partitions gone since are skipped (a race with a deletion still refuses a part).
+        let positions: Vec<(String, u32, Position)> = self.meta().read(|s| {
+            positions
+                .into_iter()
+                .filter_map(|(stream, partition, p)| {
+                    let partition = u32::try_from(partition).ok()?;
+                    let exists = s
+                        .streams
+                        .get(&stream)
+                        .is_some_and(|info| partition < info.partitions);
+                    exists.then_some((stream, partition, p))
+                })
+                .collect()
+        });
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for (stream, partition, p) in positions {
+            let c = CommittedOffset {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: p.metadata,
+            };
+            let w = weight(&stream, &c);
+            if bytes + w > OFFSETS_PER_COMMAND && !part.is_empty() {
+                self.commit_part(consumer, std::mem::take(&mut part), true)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += w;
+            part.push((stream, partition, c));
+        }
+        self.commit_part(consumer, part, true).await
+    }
+
+    fn has_consumer(&self, consumer: &str) -> bool {
+        self.meta().read(|s| s.offsets.contains_key(consumer))
+    }
+
+    fn consumer_count(&self) -> usize {
+        self.meta().read(|s| s.offsets.len())
     }
 
     async fn forget(&self, consumer: &str) -> StoreResult<()> {

@@ -401,7 +401,8 @@ pub async fn offset_commit(
             }
         }
     }
-    // One atomic, durable write for the whole request.
+    // One atomic, durable write for the whole request (a request too large for one meta
+    // command is written in parts, each atomic).
     let stored = match check {
         Err(code) => Err(code),
         Ok(()) => c.store_offsets(&group, offsets).await,

@@ -132,9 +132,6 @@ pub struct Coordinator {
     initial_delay: Duration,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
-    /// Groups with committed offsets (read from the store at first use): bounded like
-    /// the groups themselves.
-    offset_groups: Mutex<Option<std::collections::HashSet<String>>>,
     /// Bytes of protocol metadata all members hold.
     metadata_bytes: Arc<AtomicUsize>,
 }
@@ -161,18 +158,16 @@ impl Coordinator {
             initial_delay,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
-            offset_groups: Mutex::new(None),
             metadata_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Whether `group` may keep committed offsets: one that has some may, a new one while
-    /// fewer than `max` groups have. The group counts once its offsets are stored
-    /// ([`Coordinator::stored_offsets`]).
+    /// fewer than `max` groups of the whole cluster have. (Two new groups committing at
+    /// once on different nodes may both pass at `max - 1`: the store's own bound on
+    /// offsets holds regardless.)
     fn may_store_offsets(&self, group: &str, max: usize) -> bool {
-        let mut known = self.offset_groups.lock();
-        let known = self.known_groups(&mut known);
-        known.contains(group) || known.len() < max
+        self.positions.has_consumer(group) || self.positions.consumer_count() < max
     }
 
     /// Where committed offsets are kept.
@@ -185,8 +180,8 @@ impl Coordinator {
         self.positions.consumers().into_iter()
     }
 
-    /// Stores `offsets` of `group` in one atomic, durable write; the Kafka error code when
-    /// it fails.
+    /// Stores `offsets` of `group` durably, atomically while they fit in one meta command;
+    /// the Kafka error code when it fails.
     pub(crate) async fn store_offsets(
         &self,
         group: &str,
@@ -196,28 +191,12 @@ impl Coordinator {
             return Ok(());
         }
         match self.positions.commit(group, offsets).await {
-            Ok(()) => {
-                self.stored_offsets(group);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(group, error = %e, "cannot store committed offsets");
                 Err(offsets_error(&e))
             }
         }
-    }
-
-    /// Counts `group` among the groups with stored offsets.
-    fn stored_offsets(&self, group: &str) {
-        let mut known = self.offset_groups.lock();
-        self.known_groups(&mut known).insert(group.to_string());
-    }
-
-    fn known_groups<'a>(
-        &self,
-        known: &'a mut Option<std::collections::HashSet<String>>,
-    ) -> &'a mut std::collections::HashSet<String> {
-        known.get_or_insert_with(|| self.offset_group_ids().collect())
     }
 
     /// Starts a rebalance: every member must join again.
@@ -423,9 +402,6 @@ impl Coordinator {
             if groups.get(id).is_some_and(|g| g.members.is_empty()) {
                 groups.remove(id);
             }
-        }
-        if let Some(known) = self.offset_groups.lock().as_mut() {
-            known.remove(id);
         }
         tracing::info!(group = id, "group deleted");
         code::NONE

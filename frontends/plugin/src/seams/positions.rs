@@ -140,9 +140,10 @@ pub type StreamPosition = (String, i32, Position);
 /// service's; reads answer from what this node has applied, with no network round trip.
 ///
 /// Contract (checked by [`super::conformance::positions`]): a commit stores all its
-/// positions or none and, once it returned `Ok`, reads on this node see it and it survives
-/// a crash; positions name existing partitions of existing streams (others are
-/// refused with `UnknownStream` or `Invalid`).
+/// positions or none (the cluster's store may split one too large for a single meta
+/// command, after checking every partition) and, once it returned `Ok`, reads on this
+/// node see it and it survives a crash; positions name existing partitions of existing
+/// streams (others are refused with `UnknownStream` or `Invalid`).
 #[async_trait]
 pub trait PositionStore: Send + Sync + Debug {
     /// The position of `consumer` in a partition.
@@ -155,6 +156,18 @@ pub trait PositionStore: Send + Sync + Debug {
     async fn commit(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()>;
     /// Forgets every position of `consumer`.
     async fn forget(&self, consumer: &str) -> StoreResult<()>;
+    /// Stores those of `positions` whose partition has none yet, leaving newer commits
+    /// alone (positions handed over from another store); partitions that no longer exist
+    /// are skipped.
+    async fn adopt(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()>;
+    /// Whether `consumer` has a position.
+    fn has_consumer(&self, consumer: &str) -> bool {
+        !self.scan(consumer).is_empty()
+    }
+    /// How many consumers have a position.
+    fn consumer_count(&self) -> usize {
+        self.consumers().len()
+    }
 }
 
 /// Positions kept in one node's [`StateSpace`]: the in-memory store's, and what a node
@@ -229,6 +242,22 @@ impl PositionStore for SpacePositions {
             None => Ok(()),
         }
     }
+
+    async fn adopt(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()> {
+        let fresh: Vec<StreamPosition> = positions
+            .into_iter()
+            .filter(|(stream, p, _)| {
+                self.catalog
+                    .stream(stream)
+                    .is_some_and(|s| *p >= 0 && (*p as u32) < s.partitions)
+                    && PositionStore::get(self, consumer, stream, *p).is_none()
+            })
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.commit(consumer, fresh).await
+    }
 }
 
 impl SpacePositions {
@@ -261,7 +290,7 @@ impl SpacePositions {
                 .map(|(stream, p, _)| StateOp::Delete(key(&consumer, stream, *p)))
                 .collect();
             moved += known.len();
-            to.commit(&consumer, known).await?;
+            to.adopt(&consumer, known).await?;
             self.space.write(&done).map_err(state_error)?;
         }
         Ok((moved, left))
@@ -316,6 +345,11 @@ mod tests {
         let own = SpacePositions::new(state.open("own"), catalog.clone());
         let shared = SpacePositions::new(state.open("shared"), catalog.clone());
         let space = state.open("own");
+        // A newer commit in the shared store is not undone by the older one handed over.
+        shared
+            .commit("g", vec![("t".into(), 1, Position::at(50))])
+            .await
+            .unwrap();
         put(&space, "g", "t", 0, &Position::at(4)).unwrap();
         put(&space, "g", "t", 1, &Position::at(5)).unwrap();
         put(&space, "g", "later", 0, &Position::at(6)).unwrap();
@@ -326,7 +360,11 @@ mod tests {
         );
         assert_eq!(
             PositionStore::get(&shared, "g", "t", 1),
-            Some(Position::at(5))
+            Some(Position::at(50))
+        );
+        assert_eq!(
+            PositionStore::get(&shared, "g", "t", 0),
+            Some(Position::at(4))
         );
         assert_eq!(PositionStore::get(&own, "g", "t", 0), None);
         // The stream appears: its position follows; the missing partition stays behind.

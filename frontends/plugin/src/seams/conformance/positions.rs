@@ -93,6 +93,36 @@ pub async fn positions(store: &dyn PositionStore, catalog: &dyn Catalog) {
         "{refused:?}"
     );
 
+    // Adopting keeps what is there and adds what is not; a gone partition is skipped.
+    store
+        .adopt(
+            g,
+            vec![
+                (a.clone(), 0, Position::at(1)),
+                (a.clone(), 7, Position::at(1)),
+                (b.clone(), 0, Position::at(4)),
+            ],
+        )
+        .await
+        .expect("adopt");
+    assert_eq!(store.get(g, &a, 0), Some(Position::at(5)));
+    assert_eq!(store.get(g, &b, 0), Some(Position::at(1)));
+    assert!(store.has_consumer(g) && !store.has_consumer("conformance-never"));
+    let counted = store.consumer_count();
+    assert!(counted >= 2, "{counted}");
+    // A partition named twice keeps the last position named.
+    store
+        .commit(
+            g,
+            vec![
+                (b.clone(), 0, Position::at(2)),
+                (b.clone(), 0, Position::at(3)),
+            ],
+        )
+        .await
+        .expect("commit twice");
+    assert_eq!(store.get(g, &b, 0), Some(Position::at(3)));
+
     // Overwrite, then forget one consumer without touching the other.
     store
         .commit(g, vec![(a.clone(), 0, Position::at(6))])
@@ -108,4 +138,28 @@ pub async fn positions(store: &dyn PositionStore, catalog: &dyn Catalog) {
         .await
         .expect("forgetting nothing");
     store.forget("conformance-h").await.expect("forget h");
+
+    // A commit far larger than one meta command (64 notes of 4 KiB that JSON writes six
+    // times as long) is stored whole all the same.
+    let wide = "conformance-pos-wide".to_string();
+    ensure_stream(catalog, StreamSpec::new(&wide, 64))
+        .await
+        .expect("stream wide");
+    let note = "\u{1}".repeat(4096);
+    let positions: Vec<_> = (0..64)
+        .map(|p| {
+            let position = Position {
+                offset: i64::from(p),
+                leader_epoch: -1,
+                metadata: Some(note.clone()),
+            };
+            (wide.clone(), p, position)
+        })
+        .collect();
+    store
+        .commit("conformance-wide", positions.clone())
+        .await
+        .expect("wide commit");
+    assert_eq!(store.scan("conformance-wide"), positions);
+    store.forget("conformance-wide").await.expect("forget wide");
 }
