@@ -423,20 +423,8 @@ impl MetaState {
                 partition,
                 entry,
             } => {
-                match self.streams.get(stream) {
-                    None => {
-                        return (
-                            Outcome::NotFound(format!("no stream `{stream}`")),
-                            Vec::new(),
-                        );
-                    }
-                    Some(s) if *partition >= s.partitions => {
-                        return (
-                            Outcome::NotFound(format!("no partition {partition} in `{stream}`")),
-                            Vec::new(),
-                        );
-                    }
-                    Some(_) => {}
+                if let Err(missing) = self.has_partition(stream, *partition) {
+                    return (missing, Vec::new());
                 }
                 let entries = self
                     .manifests
@@ -642,6 +630,17 @@ impl MetaState {
 }
 
 impl MetaState {
+    /// Whether `stream` has `partition`: the NotFound outcome when it does not.
+    fn has_partition(&self, stream: &str, partition: u32) -> Result<(), Outcome> {
+        match self.streams.get(stream) {
+            None => Err(Outcome::NotFound(format!("no stream `{stream}`"))),
+            Some(s) if partition >= s.partitions => Err(Outcome::NotFound(format!(
+                "no partition {partition} in `{stream}`"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Stores `offsets` of `group` if every one of them may be stored (with `if_absent`,
     /// only those of partitions without one).
     fn commit_offsets(
@@ -658,20 +657,8 @@ impl MetaState {
         }
         let (mut fresh, mut bytes) = (0, self.offset_metadata_bytes);
         for (stream, partition, c) in offsets {
-            match self.streams.get(stream) {
-                None => {
-                    return (
-                        Outcome::NotFound(format!("no stream `{stream}`")),
-                        Vec::new(),
-                    );
-                }
-                Some(s) if *partition >= s.partitions => {
-                    return (
-                        Outcome::NotFound(format!("no partition {partition} in `{stream}`")),
-                        Vec::new(),
-                    );
-                }
-                Some(_) => {}
+            if let Err(missing) = self.has_partition(stream, *partition) {
+                return (missing, Vec::new());
             }
             if c.metadata
                 .as_ref()

@@ -53,7 +53,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one RPC may take at most (snapshots are small: the metadata).
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn frame<T: Serialize>(value: &T) -> Result<Frame, tonic::Status> {
+pub(crate) fn frame<T: Serialize>(value: &T) -> Result<Frame, tonic::Status> {
     serde_json::to_vec(value)
         .map(|payload| Frame { payload })
         .map_err(|e| tonic::Status::internal(e.to_string()))
@@ -112,8 +112,9 @@ impl Refusals {
                 registry,
                 "strata_cluster_rpc_refused_total",
                 "Node-to-node requests refused, by reason: secret (wrong or missing cluster \
-                 secret), frame (undecodable payload), not_leader (a partition request for a \
-                 node that does not lead it, or with a stale leader epoch)",
+                 secret), frame (undecodable payload), unknown_node (a vote asked by a node \
+                 that is not a voter), not_leader (a partition request for a node that does \
+                 not lead it, or with a stale leader epoch)",
                 &["reason"],
             ),
             logged: Arc::default(),
@@ -158,7 +159,7 @@ impl Interceptor for Check {
 /// A client of another node's meta service.
 pub(crate) type Client = rpc::meta_client::MetaClient<InterceptedService<Channel, Secret>>;
 
-fn client(addr: &str, secret: &Secret) -> Option<Client> {
+pub(crate) fn client(addr: &str, secret: &Secret) -> Option<Client> {
     channel(addr).ok().map(|c| {
         rpc::meta_client::MetaClient::with_interceptor(c, secret.clone())
             .max_decoding_message_size(MAX_MESSAGE)
@@ -187,6 +188,30 @@ impl Service {
         request: &tonic::Request<Frame>,
     ) -> Result<T, tonic::Status> {
         unframe(request.get_ref()).inspect_err(|e| self.refusals.count("frame", e.message()))
+    }
+
+    /// Refuses (and counts as `unknown_node`) a vote asked by a node that is not a voter of
+    /// the group as this node knows it: a removed node, or one of another cluster that has
+    /// this one's secret, cannot disrupt it with elections. A node that knows no group yet
+    /// (one being added) refuses nobody. Other Raft requests are not checked here: a
+    /// leader this node does not know yet (added while it was down) must reach it, and
+    /// Raft's terms refuse stale ones.
+    fn voter(&self, candidate: Option<NodeId>) -> Result<(), tonic::Status> {
+        let Some(candidate) = candidate else {
+            return Ok(());
+        };
+        let known = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let members = m.membership_config.membership();
+            members.nodes().next().is_none() || members.voter_ids().any(|v| v == candidate)
+        };
+        if known {
+            return Ok(());
+        }
+        let why = format!("node {candidate} is not a voter of this meta group");
+        self.refusals.count("unknown_node", &why);
+        Err(tonic::Status::permission_denied(why))
     }
 }
 
@@ -311,6 +336,7 @@ impl rpc::meta_server::Meta for Service {
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
         let req: VoteRequest<NodeId> = self.payload(&request)?;
+        self.voter(req.vote.leader_id().voted_for())?;
         frame(&self.raft.vote(req).await).map(tonic::Response::new)
     }
 

@@ -416,6 +416,49 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vote_asked_by_a_node_outside_the_group_is_refused_and_counted() {
+        use openraft::Vote;
+        use openraft::raft::VoteRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = MetaConfig::single(1, dir.path().join("meta"), addr.clone());
+        config.secret = "the-right-secret-0123".into();
+        let registry = config.registry.clone();
+        let node = MetaNode::start(config, listener).await.unwrap();
+        assert!(node.applied(|_| true, WRITE_DEADLINE).await);
+        let mut client =
+            network::client(&addr, &network::Secret::new("the-right-secret-0123")).unwrap();
+        let ask = |from: NodeId| {
+            let request: VoteRequest<NodeId> = VoteRequest::new(Vote::new(1_000, from), None);
+            network::frame(&request).unwrap()
+        };
+        let started = Instant::now();
+        loop {
+            match client.vote(ask(99)).await {
+                Err(s) if s.code() == tonic::Code::PermissionDenied => break,
+                // Until the node has its membership (just after start) it refuses nobody.
+                _ if started.elapsed() < WRITE_DEADLINE => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let refused: u64 = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "strata_cluster_rpc_refused_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == "unknown_node"))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum();
+        assert_eq!(refused, 1);
+        // The group's own voter is answered (its vote is judged by Raft, not refused).
+        assert!(client.vote(ask(1)).await.is_ok());
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_without_the_cluster_secret_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -267,11 +267,16 @@ async fn s3_replay_through_a_small_cache_evicts_and_fetches_again() {
     let server = S3Server::start(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
-    // 64 KiB of memory and no disk tier: far less than the 2 MB partition.
+    // 64 KiB of memory and no disk tier: far less than the 2 MB partition. No read-ahead:
+    // its GETs run in the background, and those still in flight when a pass ends would be
+    // counted in the next one.
     let j = open_with(
         dir.path(),
         server.config(BUCKET, "node"),
-        small_cache(64 * 1024, 0),
+        CacheConfig {
+            read_ahead_blocks: 0,
+            ..small_cache(64 * 1024, 0)
+        },
         &registry,
     )
     .await;

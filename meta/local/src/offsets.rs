@@ -28,6 +28,14 @@ fn weight(stream: &str, c: &CommittedOffset) -> usize {
     6 * (stream.len() + metadata_len(c)) + 96
 }
 
+fn committed(p: Position) -> CommittedOffset {
+    CommittedOffset {
+        offset: p.offset,
+        leader_epoch: p.leader_epoch,
+        metadata: p.metadata,
+    }
+}
+
 fn position(c: &CommittedOffset) -> Position {
     Position {
         offset: c.offset,
@@ -37,6 +45,28 @@ fn position(c: &CommittedOffset) -> Position {
 }
 
 impl ClusterStreams {
+    /// Writes `offsets` in as few commands as hold them.
+    async fn commit_in_parts(
+        &self,
+        consumer: &str,
+        offsets: impl IntoIterator<Item = (String, u32, CommittedOffset)>,
+        if_absent: bool,
+    ) -> StoreResult<()> {
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for (stream, partition, c) in offsets {
+            let w = weight(&stream, &c);
+            if bytes + w > OFFSETS_PER_COMMAND && !part.is_empty() {
+                self.commit_part(consumer, std::mem::take(&mut part), if_absent)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += w;
+            part.push((stream, partition, c));
+        }
+        self.commit_part(consumer, part, if_absent).await
+    }
+
     /// Writes the offsets of one part of a commit (nothing for none).
     async fn commit_part(
         &self,
@@ -111,12 +141,7 @@ impl PositionStore for ClusterStreams {
                     "no partition {partition} in `{stream}`"
                 )));
             };
-            let c = CommittedOffset {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata: p.metadata,
-            };
-            offsets.insert((stream, partition), c);
+            offsets.insert((stream, partition), committed(p));
         }
         // Checked here too, so a commit written in parts is refused before the first.
         self.meta().read(|s| {
@@ -130,19 +155,8 @@ impl PositionStore for ClusterStreams {
                     Some(_) => Ok(()),
                 })
         })?;
-        let mut part = Vec::new();
-        let mut bytes = 0;
-        for ((stream, partition), c) in offsets {
-            let w = weight(&stream, &c);
-            if bytes + w > OFFSETS_PER_COMMAND && !part.is_empty() {
-                self.commit_part(consumer, std::mem::take(&mut part), false)
-                    .await?;
-                bytes = 0;
-            }
-            bytes += w;
-            part.push((stream, partition, c));
-        }
-        self.commit_part(consumer, part, false).await
+        let offsets = offsets.into_iter().map(|((s, p), c)| (s, p, c));
+        self.commit_in_parts(consumer, offsets, false).await
     }
 
     async fn adopt(&self, consumer: &str, positions: Vec<StreamPosition>) -> StoreResult<()> {
@@ -152,7 +166,7 @@ impl PositionStore for ClusterStreams {
             )));
         }
         // Partitions gone since are skipped (a race with a deletion still refuses a part).
-        let positions: Vec<(String, u32, Position)> = self.meta().read(|s| {
+        let offsets: Vec<(String, u32, CommittedOffset)> = self.meta().read(|s| {
             positions
                 .into_iter()
                 .filter_map(|(stream, partition, p)| {
@@ -161,28 +175,11 @@ impl PositionStore for ClusterStreams {
                         .streams
                         .get(&stream)
                         .is_some_and(|info| partition < info.partitions);
-                    exists.then_some((stream, partition, p))
+                    exists.then(|| (stream, partition, committed(p)))
                 })
                 .collect()
         });
-        let mut part = Vec::new();
-        let mut bytes = 0;
-        for (stream, partition, p) in positions {
-            let c = CommittedOffset {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata: p.metadata,
-            };
-            let w = weight(&stream, &c);
-            if bytes + w > OFFSETS_PER_COMMAND && !part.is_empty() {
-                self.commit_part(consumer, std::mem::take(&mut part), true)
-                    .await?;
-                bytes = 0;
-            }
-            bytes += w;
-            part.push((stream, partition, c));
-        }
-        self.commit_part(consumer, part, true).await
+        self.commit_in_parts(consumer, offsets, true).await
     }
 
     fn has_consumer(&self, consumer: &str) -> bool {
