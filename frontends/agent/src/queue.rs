@@ -1,0 +1,465 @@
+//! A work queue's delivery state over its log: which messages are out on a lease, which
+//! wait to be delivered again (and from when), which are done (acknowledged, rejected or
+//! dead-lettered). State in, operations out, as `session.rs` in the MQTT frontend: the
+//! caller supplies the time and the log's end, reads the messages the answers name, and
+//! stores [`Queue::mark`] after the changes it must keep.
+//!
+//! A queue has [`LEVELS`] priority levels, each its own partition of the queue's stream
+//! (level 0 is the most urgent): a fetch takes from the most urgent level that has
+//! something to deliver, in offset order within a level (FIFO), messages to deliver again
+//! before new ones.
+//!
+//! What survives a restart is the mark of each level: the offset below which everything
+//! is done and the done offsets above it. Leases and delivery counts do not: after a
+//! restart every message not done is delivered again (at least once, never lost).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Priority levels of a queue, most urgent first.
+pub const LEVELS: usize = 3;
+
+/// Most messages one fetch hands out.
+pub const MAX_FETCH: usize = 1000;
+
+/// A message of a queue: its priority level and its offset in that level's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    /// Priority level, `0..LEVELS`.
+    pub level: u8,
+    /// Offset in the level's partition.
+    pub offset: u64,
+}
+
+/// A message handed out on a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message.
+    pub slot: Slot,
+    /// The lease's token: only its holder can settle the message.
+    pub lease: String,
+    /// How many times the message has been handed out, this one included (since the
+    /// last restart).
+    pub attempt: u32,
+    /// When the lease lapses, in milliseconds since the epoch.
+    pub until_ms: i64,
+}
+
+/// Why a lease cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseError {
+    /// No such lease: never given, settled already, or lapsed (the message went back to
+    /// the queue, maybe to another consumer).
+    Unknown,
+}
+
+/// What lapsed leases came to ([`Queue::expire`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Messages that go back to the queue.
+    pub redelivered: Vec<Slot>,
+    /// Messages handed out `max_deliveries` times without being settled: done here, for
+    /// the caller to dead-letter.
+    pub dead: Vec<Slot>,
+}
+
+/// One priority level's state.
+#[derive(Debug, Default, Clone)]
+struct Level {
+    /// Every offset below is done.
+    floor: u64,
+    /// Done offsets at or above `floor`.
+    done: BTreeSet<u64>,
+    /// The first offset never handed out.
+    next: u64,
+    /// Offsets to hand out again, with the time (ms) from which they may be.
+    again: BTreeMap<u64, i64>,
+    /// Times each offset at or above `floor` was handed out.
+    attempts: HashMap<u64, u32>,
+    /// Offsets out on a lease.
+    out: BTreeSet<u64>,
+}
+
+impl Level {
+    fn finish(&mut self, offset: u64) {
+        self.again.remove(&offset);
+        self.out.remove(&offset);
+        self.attempts.remove(&offset);
+        if offset >= self.floor {
+            self.done.insert(offset);
+        }
+        while self.done.remove(&self.floor) {
+            self.floor += 1;
+        }
+        self.next = self.next.max(self.floor);
+    }
+
+    /// The next offset to hand out at `now_ms` below `end`: one due again first.
+    fn take(&mut self, end: u64, now_ms: i64) -> Option<u64> {
+        if let Some((&offset, _)) = self.again.iter().find(|(_, from)| **from <= now_ms) {
+            self.again.remove(&offset);
+            return Some(offset);
+        }
+        while self.next < end {
+            let offset = self.next;
+            self.next += 1;
+            if !self.done.contains(&offset) {
+                return Some(offset);
+            }
+        }
+        None
+    }
+}
+
+/// A lease handed out.
+#[derive(Debug, Clone)]
+struct Lease {
+    slot: Slot,
+    until_ms: i64,
+}
+
+/// The delivery state of one queue.
+#[derive(Debug)]
+pub struct Queue {
+    levels: [Level; LEVELS],
+    leases: HashMap<String, Lease>,
+    /// The lease of each message out, by message.
+    lease_of: HashMap<Slot, String>,
+    max_deliveries: u32,
+}
+
+/// A lease token: 128 random bits as hex, so one cannot be guessed from another.
+fn token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Queue {
+    /// A queue whose levels start at the marks kept (`(floor, done above it)` per level,
+    /// as [`Queue::mark`] gave them) and dead-letter a message after `max_deliveries`.
+    pub fn restore(marks: [(u64, Vec<u64>); LEVELS], max_deliveries: u32) -> Self {
+        let levels = marks.map(|(floor, done)| {
+            let mut l = Level {
+                floor,
+                next: floor,
+                ..Level::default()
+            };
+            l.done = done.into_iter().filter(|&o| o >= floor).collect();
+            while l.done.remove(&l.floor) {
+                l.floor += 1;
+            }
+            l.next = l.floor;
+            l
+        });
+        Queue {
+            levels,
+            leases: HashMap::new(),
+            lease_of: HashMap::new(),
+            max_deliveries: max_deliveries.max(1),
+        }
+    }
+
+    /// An empty queue.
+    pub fn new(max_deliveries: u32) -> Self {
+        Queue::restore(Default::default(), max_deliveries)
+    }
+
+    /// Hands out up to `max` messages (at most [`MAX_FETCH`]) on leases of `lease_ms`, the
+    /// most urgent level first; `ends[l]` is one past the last offset of level `l`'s
+    /// partition.
+    pub fn fetch(
+        &mut self,
+        ends: [u64; LEVELS],
+        max: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let max = max.min(MAX_FETCH);
+        for (level, l) in self.levels.iter_mut().enumerate() {
+            while out.len() < max {
+                let Some(offset) = l.take(ends[level], now_ms) else {
+                    break;
+                };
+                let slot = Slot {
+                    level: level as u8,
+                    offset,
+                };
+                let attempt = l.attempts.entry(offset).or_insert(0);
+                *attempt += 1;
+                let until_ms = now_ms.saturating_add(lease_ms);
+                let lease = token();
+                l.out.insert(offset);
+                self.leases.insert(lease.clone(), Lease { slot, until_ms });
+                self.lease_of.insert(slot, lease.clone());
+                out.push(Delivery {
+                    slot,
+                    lease,
+                    attempt: *attempt,
+                    until_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// The message leased as `lease`, while the lease holds.
+    pub fn leased(&self, lease: &str) -> Result<Slot, LeaseError> {
+        self.leases
+            .get(lease)
+            .map(|l| l.slot)
+            .ok_or(LeaseError::Unknown)
+    }
+
+    fn settle(&mut self, lease: &str) -> Result<Slot, LeaseError> {
+        let held = self.leases.remove(lease).ok_or(LeaseError::Unknown)?;
+        self.lease_of.remove(&held.slot);
+        Ok(held.slot)
+    }
+
+    /// The message of `lease` is done (acknowledged, or rejected for good).
+    pub fn ack(&mut self, lease: &str) -> Result<Slot, LeaseError> {
+        let slot = self.settle(lease)?;
+        self.levels[usize::from(slot.level)].finish(slot.offset);
+        Ok(slot)
+    }
+
+    /// The message of `lease` goes back to the queue, to be handed out again from
+    /// `delay_ms` after `now_ms`.
+    pub fn nack(&mut self, lease: &str, now_ms: i64, delay_ms: i64) -> Result<Slot, LeaseError> {
+        let slot = self.settle(lease)?;
+        let l = &mut self.levels[usize::from(slot.level)];
+        l.out.remove(&slot.offset);
+        l.again
+            .insert(slot.offset, now_ms.saturating_add(delay_ms.max(0)));
+        Ok(slot)
+    }
+
+    /// Extends `lease` to `lease_ms` from `now_ms`: its new end.
+    pub fn extend(&mut self, lease: &str, now_ms: i64, lease_ms: i64) -> Result<i64, LeaseError> {
+        let held = self.leases.get_mut(lease).ok_or(LeaseError::Unknown)?;
+        held.until_ms = now_ms.saturating_add(lease_ms);
+        Ok(held.until_ms)
+    }
+
+    /// Ends the leases that lapsed by `now_ms`: their messages go back to the queue, or,
+    /// handed out `max_deliveries` times already, are done (the caller dead-letters them).
+    pub fn expire(&mut self, now_ms: i64) -> Expired {
+        let lapsed: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.until_ms <= now_ms)
+            .map(|(token, _)| token.clone())
+            .collect();
+        let mut expired = Expired::default();
+        for token in lapsed {
+            let Ok(slot) = self.settle(&token) else {
+                continue;
+            };
+            let l = &mut self.levels[usize::from(slot.level)];
+            let attempts = l.attempts.get(&slot.offset).copied().unwrap_or(0);
+            if attempts >= self.max_deliveries {
+                l.finish(slot.offset);
+                expired.dead.push(slot);
+            } else {
+                l.out.remove(&slot.offset);
+                l.again.insert(slot.offset, now_ms);
+                expired.redelivered.push(slot);
+            }
+        }
+        expired.dead.sort();
+        expired.redelivered.sort();
+        expired
+    }
+
+    /// When the next lease lapses or the next delayed message is due, if any.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        let leases = self.leases.values().map(|l| l.until_ms);
+        let again = self
+            .levels
+            .iter()
+            .filter_map(|l| l.again.values().min().copied());
+        leases.chain(again).min()
+    }
+
+    /// What a level keeps across restarts: its floor and the done offsets above it.
+    pub fn mark(&self, level: usize) -> (u64, Vec<u64>) {
+        let l = &self.levels[level];
+        (l.floor, l.done.iter().copied().collect())
+    }
+
+    /// Messages not done, over every level (`ends` as for [`Queue::fetch`]).
+    pub fn depth(&self, ends: [u64; LEVELS]) -> u64 {
+        self.levels
+            .iter()
+            .zip(ends)
+            .map(|(l, end)| {
+                let done_below_end = l.done.range(..end).count() as u64;
+                end.saturating_sub(l.floor).saturating_sub(done_below_end)
+            })
+            .sum()
+    }
+
+    /// Messages out on a lease.
+    pub fn in_flight(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether anything may be handed out at `now_ms` (`ends` as for [`Queue::fetch`]).
+    pub fn has_ready(&self, ends: [u64; LEVELS], now_ms: i64) -> bool {
+        self.levels.iter().zip(ends).any(|(l, end)| {
+            l.again.values().any(|&from| from <= now_ms)
+                || (l.next..end).any(|o| !l.done.contains(&o))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn offsets(d: &[Delivery]) -> Vec<(u8, u64)> {
+        d.iter().map(|d| (d.slot.level, d.slot.offset)).collect()
+    }
+
+    #[test]
+    fn the_most_urgent_level_goes_first_and_each_level_in_order() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([2, 0, 3], 4, 0, 1000);
+        assert_eq!(offsets(&got), vec![(0, 0), (0, 1), (2, 0), (2, 1)]);
+        let got = q.fetch([2, 1, 3], 10, 0, 1000);
+        assert_eq!(offsets(&got), vec![(1, 0), (2, 2)]);
+        assert!(q.fetch([2, 1, 3], 10, 0, 1000).is_empty());
+        assert_eq!(q.in_flight(), 6);
+        assert_eq!(q.depth([2, 1, 3]), 6);
+    }
+
+    #[test]
+    fn acked_messages_are_done_and_survive_a_restart_others_come_back() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([4, 0, 0], 4, 0, 1000);
+        q.ack(&got[0].lease).unwrap();
+        q.ack(&got[2].lease).unwrap();
+        assert_eq!(q.mark(0), (1, vec![2]));
+        assert_eq!(q.depth([4, 0, 0]), 2);
+        // The same lease cannot settle twice.
+        assert_eq!(q.ack(&got[0].lease), Err(LeaseError::Unknown));
+        // After a restart, what was not acknowledged is delivered again; nothing else.
+        let mut again = Queue::restore([q.mark(0), (0, vec![]), (0, vec![])], 5);
+        let got = again.fetch([4, 0, 0], 10, 0, 1000);
+        assert_eq!(offsets(&got), vec![(0, 1), (0, 3)]);
+        again.ack(&got[0].lease).unwrap();
+        assert_eq!(again.mark(0), (3, vec![]));
+    }
+
+    #[test]
+    fn a_lapsed_lease_redelivers_and_too_many_dead_letter() {
+        let mut q = Queue::new(2);
+        let first = q.fetch([1, 0, 0], 1, 0, 100);
+        assert_eq!(first[0].attempt, 1);
+        assert_eq!(q.next_due_ms(), Some(100));
+        assert_eq!(q.expire(99), Expired::default());
+        let e = q.expire(100);
+        assert_eq!(
+            e.redelivered,
+            vec![Slot {
+                level: 0,
+                offset: 0
+            }]
+        );
+        // The old lease is gone: its holder cannot ack what another may now hold.
+        assert_eq!(q.ack(&first[0].lease), Err(LeaseError::Unknown));
+        let second = q.fetch([1, 0, 0], 1, 100, 100);
+        assert_eq!((second[0].slot.offset, second[0].attempt), (0, 2));
+        let e = q.expire(200);
+        assert_eq!(
+            e.dead,
+            vec![Slot {
+                level: 0,
+                offset: 0
+            }]
+        );
+        assert_eq!(q.depth([1, 0, 0]), 0);
+        assert_eq!(q.mark(0), (1, vec![]));
+    }
+
+    #[test]
+    fn a_nack_with_a_delay_holds_the_message_back_until_then() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([2, 0, 0], 1, 0, 1000);
+        q.nack(&got[0].lease, 0, 500).unwrap();
+        // Not due yet: the next message goes first.
+        let next = q.fetch([2, 0, 0], 5, 10, 1000);
+        assert_eq!(offsets(&next), vec![(0, 1)]);
+        assert!(!q.has_ready([2, 0, 0], 499));
+        assert!(q.has_ready([2, 0, 0], 500));
+        let due = q.fetch([2, 0, 0], 5, 500, 1000);
+        assert_eq!(offsets(&due), vec![(0, 0)]);
+        assert_eq!(due[0].attempt, 2);
+    }
+
+    #[test]
+    fn an_extended_lease_does_not_lapse() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([1, 0, 0], 1, 0, 100);
+        assert_eq!(q.extend(&got[0].lease, 90, 100), Ok(190));
+        assert!(q.expire(150).redelivered.is_empty());
+        assert_eq!(
+            q.leased(&got[0].lease),
+            Ok(Slot {
+                level: 0,
+                offset: 0
+            })
+        );
+        assert_eq!(q.extend("not-a-lease", 90, 100), Err(LeaseError::Unknown));
+        assert_eq!(q.expire(190).redelivered.len(), 1);
+    }
+
+    #[test]
+    fn lease_tokens_cannot_be_told_from_one_another() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([50, 0, 0], 50, 0, 100);
+        let tokens: std::collections::HashSet<_> = got.iter().map(|d| d.lease.clone()).collect();
+        assert_eq!(tokens.len(), 50);
+        assert!(got.iter().all(|d| d.lease.len() == 32));
+    }
+
+    proptest::proptest! {
+        /// Whatever consumers do, every message is done exactly once or still to be
+        /// delivered: none is lost, none is done twice.
+        #[test]
+        fn no_message_is_lost_or_done_twice(
+            ops in proptest::collection::vec((0u8..5, 0usize..4, 0i64..300), 1..200),
+        ) {
+            let ends = [20, 10, 5];
+            let mut q = Queue::new(3);
+            let mut now = 0;
+            let mut held: Vec<Delivery> = Vec::new();
+            let mut done = BTreeSet::new();
+            for (op, n, dt) in ops {
+                now += dt;
+                match op {
+                    0 => held.extend(q.fetch(ends, n + 1, now, 100)),
+                    1 if !held.is_empty() => {
+                        let d = held.remove(n % held.len());
+                        if q.ack(&d.lease).is_ok() {
+                            proptest::prop_assert!(done.insert(d.slot), "{:?} done twice", d.slot);
+                        }
+                    }
+                    2 if !held.is_empty() => {
+                        let d = held.remove(n % held.len());
+                        let _ = q.nack(&d.lease, now, dt);
+                    }
+                    3 => {
+                        let e = q.expire(now);
+                        for slot in e.dead {
+                            proptest::prop_assert!(done.insert(slot), "{slot:?} dead twice");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let total: u64 = ends.iter().sum();
+            proptest::prop_assert_eq!(q.depth(ends) + done.len() as u64, total);
+        }
+    }
+}
