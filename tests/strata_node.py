@@ -37,6 +37,7 @@ class Node:
             "STRATA_MQTT__LISTEN": "127.0.0.1:0",
             "STRATA_MQTT__WS_LISTEN": "127.0.0.1:0",
             "STRATA_KAFKA__LISTEN": "127.0.0.1:0",
+            "STRATA_AGENT__LISTEN": "127.0.0.1:0",
             # Used only when a test's configuration turns TLS on.
             "STRATA_MQTT__TLS_LISTEN": "127.0.0.1:0",
             "STRATA_MQTT__WSS_LISTEN": "127.0.0.1:0",

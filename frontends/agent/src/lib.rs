@@ -1,5 +1,144 @@
-//! Strata's agent frontend: durable messaging for AI agents (mailboxes, work queues,
-//! topics with resumable streams, tasks) over journal streams. Being built: this far it
-//! holds the delivery state of a work queue ([`queue`]).
+//! Strata's agent frontend: durable messaging for AI agents over HTTP/JSON, stored in
+//! journal streams. Being built: this far it serves work queues (competing consumers with
+//! leases, priorities, idempotent sends, redelivery and dead-lettering); mailboxes, topics
+//! with resumable streams, tasks, MCP and A2A follow.
 
+pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod queue;
+pub mod queues;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+
+use crate::queues::{QueueLimits, Queues};
+
+/// The state space the frontend keeps its queues' marks and idempotency keys in.
+const SPACE: &str = "agent";
+
+/// The `[agent]` section of the node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Run the agent frontend on this node (off until it is complete).
+    pub enabled: bool,
+    /// HTTP listener.
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry (`Authorization: Bearer ...`); unset: none.
+    pub token: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Queues one node keeps open.
+    pub max_queues: usize,
+    /// Messages not done in one queue; a send past it answers 429 with Retry-After.
+    pub max_queue_depth: u64,
+    /// Deliveries after which a message is dead-lettered.
+    pub max_deliveries: u32,
+    /// Lease of a fetch that names none, in milliseconds.
+    pub default_lease_ms: i64,
+    /// Longest long-poll of a fetch, in milliseconds.
+    pub max_wait_ms: i64,
+    /// How long an idempotency key is remembered, in milliseconds.
+    pub dedup_window_ms: i64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let limits = QueueLimits::default();
+        AgentConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            token: None,
+            max_body_bytes: 256 * 1024,
+            max_queues: limits.max_queues,
+            max_queue_depth: limits.max_depth,
+            max_deliveries: limits.max_deliveries,
+            default_lease_ms: limits.default_lease_ms,
+            max_wait_ms: limits.max_wait_ms,
+            dedup_window_ms: limits.dedup_window_ms,
+        }
+    }
+}
+
+impl AgentConfig {
+    fn limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_queues: self.max_queues,
+            max_depth: self.max_queue_depth,
+            max_deliveries: self.max_deliveries.max(1),
+            default_lease_ms: self.default_lease_ms.max(1),
+            max_wait_ms: self.max_wait_ms.max(0),
+            dedup_window_ms: self.dedup_window_ms.max(0),
+            ..QueueLimits::default()
+        }
+    }
+}
+
+/// The agent frontend.
+#[derive(Debug)]
+pub struct AgentFrontend {
+    config: AgentConfig,
+}
+
+impl AgentFrontend {
+    /// A frontend with these settings.
+    pub fn new(config: AgentConfig) -> Self {
+        AgentFrontend { config }
+    }
+}
+
+#[async_trait]
+impl Frontend for AgentFrontend {
+    fn name(&self) -> &'static str {
+        "agent"
+    }
+
+    async fn serve(
+        self: Box<Self>,
+        ctx: NodeContext,
+        mut shutdown: Shutdown,
+    ) -> Result<(), FrontendError> {
+        let listener = ctx.bind("agent", self.config.listen).await?;
+        let space = ctx
+            .storage
+            .state
+            .space(SPACE)
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        let metrics = metrics::AgentMetrics::new(&ctx.registry);
+        let api = Arc::new(http::Api {
+            queues: Queues::new(
+                ctx.storage.clone(),
+                space,
+                self.config.limits(),
+                metrics.clone(),
+            ),
+            token: self.config.token.clone(),
+            max_body_bytes: self.config.max_body_bytes,
+            metrics,
+        });
+        // Lapsed leases end even on a queue nobody asks anything of: their messages are
+        // redelivered to waiting consumers or dead-lettered.
+        let sweeper = tokio::spawn({
+            let api = api.clone();
+            async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+                loop {
+                    every.tick().await;
+                    api.queues.sweep();
+                }
+            }
+        });
+        ctx.ready();
+        let served = axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+            .map_err(|e| FrontendError::Failed(format!("agent: {e}")));
+        sweeper.abort();
+        served
+    }
+}

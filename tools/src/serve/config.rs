@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+use strata_agent::AgentConfig;
 use strata_frontend::security::AuthConfig;
 use strata_journal::JournalConfig;
 use strata_kafka::KafkaConfig;
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     pub mqtt: MqttConfig,
     /// The Kafka frontend; owned and documented by `strata-kafka`.
     pub kafka: KafkaConfig,
+    /// The agent frontend; owned and documented by `strata-agent`.
+    pub agent: AgentConfig,
     /// Users, ACL, anonymous access and flapping detection, for every frontend.
     pub auth: AuthConfig,
     /// The node's place in the cluster; owned and documented by `strata-meta`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use parking_lot::Mutex;
 use prometheus::Registry;
+use strata_agent::AgentFrontend;
 use strata_frontend::owned::{OwnedStreams, Ownership};
 use strata_frontend::seams::{StateStore, Storage};
 use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
@@ -428,6 +429,10 @@ fn registered_frontends(config: &NodeConfig) -> Vec<(Box<dyn Frontend>, bool)> {
         (
             Box::new(KafkaFrontend::new(config.kafka.clone())),
             config.kafka.enabled,
+        ),
+        (
+            Box::new(AgentFrontend::new(config.agent.clone())),
+            config.agent.enabled,
         ),
     ]
 }

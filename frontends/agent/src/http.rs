@@ -1,0 +1,368 @@
+//! The agent API over HTTP/JSON (axum): work queues so far.
+//!
+//! Every request body is JSON read with unknown fields refused; every error is
+//! `{"error": {"code", "message"}}` with its status, counted by code.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::AgentError;
+use crate::metrics::AgentMetrics;
+use crate::queue::LEVELS;
+use crate::queues::{Envelope, Queues};
+
+/// Longest idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Longest message key, in bytes.
+const MAX_KEY: usize = 256;
+/// Most tags on a message, and the longest one.
+const MAX_TAGS: usize = 16;
+const MAX_TAG: usize = 64;
+/// Most messages one fetch asks for.
+const MAX_FETCH: usize = 100;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Api {
+    /// The node's queues.
+    pub queues: Queues,
+    /// The bearer token every request must carry, when set.
+    pub token: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The frontend's metrics.
+    pub metrics: AgentMetrics,
+}
+
+impl Api {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), AgentError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let (a, b) = (given.as_bytes(), token.as_bytes());
+        let same =
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(AgentError::unauthorized())
+        }
+    }
+
+    /// Reads a JSON body of at most `max_body_bytes`, unknown fields refused.
+    async fn body<T: DeserializeOwned>(&self, body: Body) -> Result<T, AgentError> {
+        let bytes = axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|_| AgentError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "too_large",
+                message: format!("a request body is at most {} bytes", self.max_body_bytes),
+                retry_after: None,
+            })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
+    }
+
+    /// The response for `result`, an error counted by its code.
+    fn answer(&self, result: Result<Response, AgentError>) -> Response {
+        result.unwrap_or_else(|e| {
+            self.metrics.errors.with_label_values(&[e.code]).inc();
+            e.into_response()
+        })
+    }
+}
+
+/// A message's urgency: its queue's level.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    fn level(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+}
+
+const _: () = assert!(LEVELS == 3);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    body: serde_json::Value,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    ttl_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchRequest {
+    #[serde(default = "one")]
+    max: usize,
+    #[serde(default)]
+    lease_ms: Option<i64>,
+    #[serde(default)]
+    wait_ms: i64,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    lease: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NackRequest {
+    lease: String,
+    #[serde(default)]
+    delay_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendRequest {
+    lease: String,
+    lease_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+async fn send(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let idempotency = match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                    .ok_or_else(|| {
+                        AgentError::bad_request(
+                            "bad_idempotency_key",
+                            format!("an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                        )
+                    })?,
+            ),
+        };
+        let r: SendRequest = api.body(body).await?;
+        if r.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
+            return Err(AgentError::bad_request(
+                "bad_key",
+                format!("a key is at most {MAX_KEY} bytes"),
+            ));
+        }
+        if r.tags.len() > MAX_TAGS || r.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG) {
+            return Err(AgentError::bad_request(
+                "bad_tags",
+                format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG} bytes"),
+            ));
+        }
+        if r.ttl_ms.is_some_and(|t| t <= 0) {
+            return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
+        }
+        let sent_ms = now_ms();
+        let envelope = Envelope {
+            body: r.body,
+            tags: r.tags,
+            sent_ms,
+            expires_ms: r.ttl_ms.map(|t| sent_ms.saturating_add(t)),
+        };
+        let (id, duplicate) = api
+            .queues
+            .send(
+                &queue,
+                r.priority.level(),
+                r.key.as_deref(),
+                envelope,
+                idempotency,
+            )
+            .await?;
+        let status = if duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok(json(
+            status,
+            serde_json::json!({"id": id, "duplicate": duplicate}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn fetch(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: FetchRequest = api.body(body).await?;
+        if r.max == 0 || r.max > MAX_FETCH {
+            return Err(AgentError::bad_request(
+                "bad_max",
+                format!("max is 1 to {MAX_FETCH}"),
+            ));
+        }
+        if r.lease_ms.is_some_and(|l| l <= 0) || r.wait_ms < 0 {
+            return Err(AgentError::bad_request(
+                "bad_lease",
+                "lease_ms is positive and wait_ms not negative",
+            ));
+        }
+        let messages = api
+            .queues
+            .fetch(&queue, r.max, r.lease_ms, r.wait_ms)
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"messages": messages}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn ack(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: AckRequest = api.body(body).await?;
+        let id = api.queues.settle(&queue, &r.lease, None).await?;
+        Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn nack(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: NackRequest = api.body(body).await?;
+        if r.delay_ms < 0 {
+            return Err(AgentError::bad_request(
+                "bad_delay",
+                "delay_ms is not negative",
+            ));
+        }
+        let id = api
+            .queues
+            .settle(&queue, &r.lease, Some(r.delay_ms))
+            .await?;
+        Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn extend(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: ExtendRequest = api.body(body).await?;
+        if r.lease_ms <= 0 {
+            return Err(AgentError::bad_request("bad_lease", "lease_ms is positive"));
+        }
+        let until = api.queues.extend(&queue, &r.lease, r.lease_ms).await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"lease_until_ms": until}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn describe(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let (depth, in_flight) = api.queues.depth(&queue).await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"name": queue, "depth": depth, "in_flight": in_flight}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn not_found(State(api): State<Arc<Api>>) -> Response {
+    api.answer(Err(AgentError::not_found("not_found", "no such route")))
+}
+
+/// The agent API's routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/queues/{queue}", get(describe))
+        .route("/v1/queues/{queue}/messages", post(send))
+        .route("/v1/queues/{queue}/fetch", post(fetch))
+        .route("/v1/queues/{queue}/ack", post(ack))
+        .route("/v1/queues/{queue}/nack", post(nack))
+        .route("/v1/queues/{queue}/extend", post(extend))
+        .fallback(not_found)
+        .with_state(api)
+}

@@ -1,0 +1,82 @@
+//! The agent frontend's metrics. No label names a queue or an agent: the set of series is
+//! fixed whatever clients create.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use strata_metrics::{counter, counter_vec, gauge};
+
+/// Counters and gauges of the agent frontend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    /// Messages stored.
+    pub sends: IntCounter,
+    /// Sends answered with the message an earlier send with the same key stored.
+    pub duplicates: IntCounter,
+    /// Messages handed out.
+    pub deliveries: IntCounter,
+    /// Messages handed out again (after a nack or a lapsed lease).
+    pub redeliveries: IntCounter,
+    /// Messages acknowledged.
+    pub acks: IntCounter,
+    /// Messages given back.
+    pub nacks: IntCounter,
+    /// Leases that lapsed.
+    pub lease_expiries: IntCounter,
+    /// Messages dead-lettered after too many deliveries.
+    pub dead_letters: IntCounter,
+    /// Messages that expired unread or left the journal before delivery.
+    pub expired: IntCounter,
+    /// Queues open on this node.
+    pub queues: IntGauge,
+    /// Requests refused, by error code.
+    pub errors: IntCounterVec,
+}
+
+impl AgentMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let c = |name: &str, help: &str| counter(registry, name, help);
+        AgentMetrics {
+            sends: c(
+                "strata_agent_sends_total",
+                "Messages stored in agent queues",
+            ),
+            duplicates: c(
+                "strata_agent_duplicate_sends_total",
+                "Sends whose idempotency key had stored the message already",
+            ),
+            deliveries: c(
+                "strata_agent_deliveries_total",
+                "Messages handed out on a lease",
+            ),
+            redeliveries: c(
+                "strata_agent_redeliveries_total",
+                "Messages handed out again after a nack or a lapsed lease",
+            ),
+            acks: c("strata_agent_acks_total", "Messages acknowledged"),
+            nacks: c(
+                "strata_agent_nacks_total",
+                "Messages given back to their queue",
+            ),
+            lease_expiries: c("strata_agent_lease_expiries_total", "Leases that lapsed"),
+            dead_letters: c(
+                "strata_agent_dead_letters_total",
+                "Messages dead-lettered after max_deliveries",
+            ),
+            expired: c(
+                "strata_agent_expired_total",
+                "Messages that expired unread or left the journal before delivery",
+            ),
+            queues: gauge(
+                registry,
+                "strata_agent_queues",
+                "Agent queues open on this node",
+            ),
+            errors: counter_vec(
+                registry,
+                "strata_agent_errors_total",
+                "Agent API requests refused, by error code",
+                &["code"],
+            ),
+        }
+    }
+}

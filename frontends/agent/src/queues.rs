@@ -1,0 +1,551 @@
+//! Work queues over journal streams: queue `q` is stream `agent.queue.q`, one partition
+//! per priority level, one record per message (its key the message's key, its value the
+//! JSON [`Envelope`]). Competing consumers fetch messages on leases ([`crate::queue`]);
+//! what each level has finished is kept in the node's state store, so a restart delivers
+//! again only what was not acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use strata_batch::BatchBuilder;
+use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage, StoreError, StreamSpec};
+use tokio::sync::Notify;
+
+use crate::error::AgentError;
+use crate::metrics::AgentMetrics;
+use crate::queue::{Delivery, LEVELS, LeaseError, Queue};
+
+/// Limits and defaults of the queues of a node.
+#[derive(Debug, Clone)]
+pub struct QueueLimits {
+    /// Most queues a node keeps open.
+    pub max_queues: usize,
+    /// Most messages not done in one queue; a send past it is refused (429).
+    pub max_depth: u64,
+    /// Deliveries after which a message is dead-lettered.
+    pub max_deliveries: u32,
+    /// Lease of a fetch that names none, in milliseconds.
+    pub default_lease_ms: i64,
+    /// Longest lease, in milliseconds.
+    pub max_lease_ms: i64,
+    /// Longest long-poll, in milliseconds.
+    pub max_wait_ms: i64,
+    /// How long an idempotency key is remembered, in milliseconds.
+    pub dedup_window_ms: i64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_queues: 10_000,
+            max_depth: 100_000,
+            max_deliveries: 5,
+            default_lease_ms: 30_000,
+            max_lease_ms: 12 * 3600 * 1000,
+            max_wait_ms: 50_000,
+            dedup_window_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// A message as stored: the record's value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// What the sender sent.
+    pub body: serde_json::Value,
+    /// Tags, for consumers that route on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// When it was sent, milliseconds since the epoch.
+    pub sent_ms: i64,
+    /// When it expires unread, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetched {
+    /// The message's id: `<priority level>-<offset>`.
+    pub id: String,
+    /// The lease: what acknowledges, rejects or extends it.
+    pub lease: String,
+    /// When the lease lapses, milliseconds since the epoch.
+    pub lease_until_ms: i64,
+    /// How many times it has been handed out, this one included.
+    pub attempt: u32,
+    /// Priority level (0 most urgent).
+    pub priority: u8,
+    /// The message's key, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What was stored.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+/// The stream of queue `name`.
+pub fn stream_name(name: &str) -> String {
+    format!("agent.queue.{name}")
+}
+
+/// Whether `name` may name a queue: 1 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Key of a level's mark in the state space.
+fn mark_key(queue: &str, level: usize) -> Vec<u8> {
+    format!("m/{queue}/{level}").into_bytes()
+}
+
+/// Key of an idempotency key of a queue.
+fn dedup_key(queue: &str, key: &str) -> Vec<u8> {
+    format!("i/{queue}/{key}").into_bytes()
+}
+
+fn storage_error(e: StoreError) -> AgentError {
+    AgentError::unavailable(e.to_string())
+}
+
+/// One open queue.
+struct Open {
+    name: String,
+    levels: Vec<Arc<dyn Partition>>,
+    state: Mutex<Queue>,
+    /// Idempotency keys seen: the message id they stored and when.
+    dedup: Mutex<HashMap<String, (String, i64)>>,
+    /// Held by sends with an idempotency key, so two with the same key store one message.
+    sending: tokio::sync::Mutex<()>,
+    /// Woken when a message may be ready: sent, nacked, or its lease lapsed.
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Open").field("name", &self.name).finish()
+    }
+}
+
+impl Open {
+    async fn ends(&self) -> Result<[u64; LEVELS], AgentError> {
+        let mut ends = [0; LEVELS];
+        for (end, level) in ends.iter_mut().zip(&self.levels) {
+            *end = level.offsets().await.map_err(storage_error)?.end;
+        }
+        Ok(ends)
+    }
+}
+
+/// The work queues of a node.
+#[derive(Debug)]
+pub struct Queues {
+    storage: Storage,
+    space: StateSpace,
+    limits: QueueLimits,
+    open: Mutex<HashMap<String, Arc<Open>>>,
+    opening: tokio::sync::Mutex<()>,
+    metrics: AgentMetrics,
+}
+
+impl Queues {
+    /// Queues in `storage`, their marks in `space`.
+    pub fn new(
+        storage: Storage,
+        space: StateSpace,
+        limits: QueueLimits,
+        metrics: AgentMetrics,
+    ) -> Self {
+        Queues {
+            storage,
+            space,
+            limits,
+            open: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
+    /// Queue `name`, opened (and its stream created) when needed.
+    async fn queue(&self, name: &str) -> Result<Arc<Open>, AgentError> {
+        if !valid_name(name) {
+            return Err(AgentError::bad_request(
+                "bad_name",
+                "a queue name is 1 to 128 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        if let Some(q) = self.open.lock().get(name) {
+            return Ok(q.clone());
+        }
+        let _one = self.opening.lock().await;
+        if let Some(q) = self.open.lock().get(name) {
+            return Ok(q.clone());
+        }
+        if self.open.lock().len() >= self.limits.max_queues {
+            return Err(AgentError::too_many(
+                "max_queues",
+                format!("this node keeps at most {} queues", self.limits.max_queues),
+            ));
+        }
+        let stream = stream_name(name);
+        self.storage
+            .ensure_stream(StreamSpec::new(&stream, LEVELS as u32))
+            .await
+            .map_err(storage_error)?;
+        let mut levels = Vec::with_capacity(LEVELS);
+        for level in 0..LEVELS {
+            levels.push(
+                self.storage
+                    .partition(&stream, level as u32)
+                    .await
+                    .map_err(storage_error)?,
+            );
+        }
+        let mut marks: [(u64, Vec<u64>); LEVELS] = Default::default();
+        for (level, mark) in marks.iter_mut().enumerate() {
+            if let Some(bytes) = self
+                .space
+                .get(&mark_key(name, level))
+                .map_err(|e| AgentError::unavailable(e.0))?
+            {
+                *mark = serde_json::from_slice(&bytes).map_err(|e| {
+                    AgentError::unavailable(format!("the state of queue {name} is corrupt: {e}"))
+                })?;
+            }
+        }
+        let now = now_ms();
+        let mut dedup = HashMap::new();
+        let prefix = format!("i/{name}/").into_bytes();
+        let mut stale = Vec::new();
+        for (key, value) in self
+            .space
+            .scan_prefix(&prefix)
+            .map_err(|e| AgentError::unavailable(e.0))?
+        {
+            let Ok((id, at)) = serde_json::from_slice::<(String, i64)>(&value) else {
+                stale.push(StateOp::Delete(key));
+                continue;
+            };
+            if now - at > self.limits.dedup_window_ms {
+                stale.push(StateOp::Delete(key));
+            } else {
+                let k = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                dedup.insert(k, (id, at));
+            }
+        }
+        if !stale.is_empty() {
+            let _ = self.space.write(&stale);
+        }
+        let q = Arc::new(Open {
+            name: name.to_string(),
+            levels,
+            state: Mutex::new(Queue::restore(marks, self.limits.max_deliveries)),
+            dedup: Mutex::new(dedup),
+            sending: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+        });
+        self.open.lock().insert(name.to_string(), q.clone());
+        self.metrics.queues.set(self.open.lock().len() as i64);
+        Ok(q)
+    }
+
+    /// Stores a message in queue `name` at priority `level`: its id, and whether an
+    /// earlier send with the same idempotency key stored it already.
+    pub async fn send(
+        &self,
+        name: &str,
+        level: u8,
+        key: Option<&str>,
+        envelope: Envelope,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, bool), AgentError> {
+        let level = usize::from(level).min(LEVELS - 1);
+        let q = self.queue(name).await?;
+        let _one = match idempotency_key {
+            Some(k) => {
+                let held = q.sending.lock().await;
+                let seen = q.dedup.lock().get(k).cloned();
+                if let Some((id, at)) = seen
+                    && now_ms() - at <= self.limits.dedup_window_ms
+                {
+                    self.metrics.duplicates.inc();
+                    return Ok((id, true));
+                }
+                Some(held)
+            }
+            None => None,
+        };
+        let ends = q.ends().await?;
+        let depth = q.state.lock().depth(ends);
+        if depth >= self.limits.max_depth {
+            return Err(AgentError::too_many(
+                "queue_full",
+                format!(
+                    "queue {name} holds {depth} messages not done, its limit is {}",
+                    self.limits.max_depth
+                ),
+            ));
+        }
+        if idempotency_key.is_some() {
+            let keys = q.dedup.lock().len() as u64;
+            if keys >= self.limits.max_depth {
+                return Err(AgentError::too_many(
+                    "dedup_full",
+                    format!("queue {name} remembers {keys} idempotency keys already"),
+                ));
+            }
+        }
+        let value = serde_json::to_vec(&envelope)
+            .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
+        let mut batch = BatchBuilder::new();
+        batch.push(envelope.sent_ms, key.map(str::as_bytes), Some(&value), &[]);
+        let batch = batch
+            .build()
+            .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
+        let appended = q.levels[level].append(batch).await.map_err(storage_error)?;
+        let id = format!("{level}-{}", appended.base_offset);
+        if let Some(k) = idempotency_key {
+            let at = now_ms();
+            let stored = serde_json::to_vec(&(&id, at)).unwrap_or_default();
+            self.space
+                .put(&dedup_key(name, k), &stored)
+                .map_err(|e| AgentError::unavailable(e.0))?;
+            let mut dedup = q.dedup.lock();
+            dedup.retain(|_, (_, seen)| at - *seen <= self.limits.dedup_window_ms);
+            dedup.insert(k.to_string(), (id.clone(), at));
+        }
+        self.metrics.sends.inc();
+        q.wake.notify_waiters();
+        Ok((id, false))
+    }
+
+    /// Hands out up to `max` messages of queue `name` on leases of `lease_ms`, waiting up
+    /// to `wait_ms` for one when none is ready.
+    pub async fn fetch(
+        &self,
+        name: &str,
+        max: usize,
+        lease_ms: Option<i64>,
+        wait_ms: i64,
+    ) -> Result<Vec<Fetched>, AgentError> {
+        let lease_ms = lease_ms
+            .unwrap_or(self.limits.default_lease_ms)
+            .clamp(1, self.limits.max_lease_ms);
+        let wait_ms = wait_ms.clamp(0, self.limits.max_wait_ms);
+        let q = self.queue(name).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+        loop {
+            let woken = q.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let ends = q.ends().await?;
+            let now = now_ms();
+            let given = {
+                let mut state = q.state.lock();
+                self.expire(&q, &mut state, now);
+                state.fetch(ends, max.max(1), now, lease_ms)
+            };
+            if !given.is_empty() {
+                let fetched = self.read(&q, given, now).await?;
+                if !fetched.is_empty() {
+                    return Ok(fetched);
+                }
+                // Every one expired or was gone: look again.
+                continue;
+            }
+            let next_due = q.state.lock().next_due_ms();
+            let now_instant = tokio::time::Instant::now();
+            if now_instant >= deadline {
+                return Ok(Vec::new());
+            }
+            let until = match next_due {
+                Some(due) => deadline.min(
+                    now_instant + Duration::from_millis(due.saturating_sub(now).max(1) as u64),
+                ),
+                None => deadline,
+            };
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Ends the lapsed leases of every open queue, waking the consumers waiting on a
+    /// queue whose messages came back: run every second or so.
+    pub fn sweep(&self) {
+        let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
+        let now = now_ms();
+        for q in open {
+            let redelivered = {
+                let mut state = q.state.lock();
+                self.expire(&q, &mut state, now)
+            };
+            if redelivered {
+                q.wake.notify_waiters();
+            }
+        }
+    }
+
+    /// Ends the lapsed leases of `q` (under its state's lock): whether messages went back
+    /// to the queue.
+    fn expire(&self, q: &Open, state: &mut Queue, now: i64) -> bool {
+        let expired = state.expire(now);
+        let lapsed = expired.redelivered.len() + expired.dead.len();
+        if lapsed == 0 {
+            return false;
+        }
+        self.metrics.lease_expiries.inc_by(lapsed as u64);
+        self.metrics.dead_letters.inc_by(expired.dead.len() as u64);
+        let mut levels: Vec<usize> = expired.dead.iter().map(|s| usize::from(s.level)).collect();
+        levels.dedup();
+        for level in levels {
+            if let Err(e) = self.keep_mark(q, state, level) {
+                tracing::warn!(queue = q.name, error = %e.message, "cannot keep a queue's mark");
+            }
+        }
+        !expired.redelivered.is_empty()
+    }
+
+    /// Reads the messages of `given`; those expired or no longer stored are finished.
+    async fn read(
+        &self,
+        q: &Open,
+        given: Vec<Delivery>,
+        now: i64,
+    ) -> Result<Vec<Fetched>, AgentError> {
+        let mut out = Vec::with_capacity(given.len());
+        for d in given {
+            let level = usize::from(d.slot.level);
+            let record = match q.levels[level].read(d.slot.offset, 64 * 1024).await {
+                Ok(batches) => batches
+                    .iter()
+                    .filter_map(|b| b.records().ok())
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .find(|r| r.offset == d.slot.offset),
+                Err(StoreError::OffsetOutOfRange { .. }) => None,
+                Err(e) => {
+                    // Back to the queue: the lease is given up at once.
+                    let _ = q.state.lock().nack(&d.lease, now, 0);
+                    return Err(storage_error(e));
+                }
+            };
+            let envelope = record.as_ref().and_then(|r| {
+                serde_json::from_slice::<Envelope>(r.value.as_deref().unwrap_or_default()).ok()
+            });
+            let Some(envelope) = envelope.filter(|e| e.expires_ms.is_none_or(|t| t > now)) else {
+                // Gone with retention, expired, or not a message: done, counted.
+                let mut state = q.state.lock();
+                if state.ack(&d.lease).is_ok() {
+                    self.metrics.expired.inc();
+                    let _ = self.keep_mark(q, &state, level);
+                }
+                continue;
+            };
+            if d.attempt > 1 {
+                self.metrics.redeliveries.inc();
+            }
+            self.metrics.deliveries.inc();
+            out.push(Fetched {
+                id: format!("{level}-{}", d.slot.offset),
+                lease: d.lease,
+                lease_until_ms: d.until_ms,
+                attempt: d.attempt,
+                priority: d.slot.level,
+                key: record
+                    .and_then(|r| r.key)
+                    .map(|k| String::from_utf8_lossy(&k).into_owned()),
+                envelope,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stores what level `level` of `q` has finished.
+    fn keep_mark(&self, q: &Open, state: &Queue, level: usize) -> Result<(), AgentError> {
+        let mark = serde_json::to_vec(&state.mark(level)).unwrap_or_default();
+        self.space
+            .put(&mark_key(&q.name, level), &mark)
+            .map_err(|e| AgentError::unavailable(e.0))
+    }
+
+    /// Settles lease `lease` of queue `name`: acknowledged (done), or back to the queue
+    /// after `delay_ms` (`nack`).
+    pub async fn settle(
+        &self,
+        name: &str,
+        lease: &str,
+        nack: Option<i64>,
+    ) -> Result<String, AgentError> {
+        let q = self.queue(name).await?;
+        let now = now_ms();
+        let slot = {
+            let mut state = q.state.lock();
+            self.expire(&q, &mut state, now);
+            let settled = match nack {
+                None => state.ack(lease),
+                Some(delay) => state.nack(lease, now, delay),
+            };
+            let slot = settled.map_err(lease_error)?;
+            if nack.is_none() {
+                self.keep_mark(&q, &state, usize::from(slot.level))?;
+            }
+            slot
+        };
+        match nack {
+            None => self.metrics.acks.inc(),
+            Some(_) => {
+                self.metrics.nacks.inc();
+                q.wake.notify_waiters();
+            }
+        }
+        Ok(format!("{}-{}", slot.level, slot.offset))
+    }
+
+    /// Extends lease `lease` of queue `name` to `lease_ms` from now: its new end.
+    pub async fn extend(&self, name: &str, lease: &str, lease_ms: i64) -> Result<i64, AgentError> {
+        let q = self.queue(name).await?;
+        let now = now_ms();
+        let lease_ms = lease_ms.clamp(1, self.limits.max_lease_ms);
+        let mut state = q.state.lock();
+        self.expire(&q, &mut state, now);
+        state.extend(lease, now, lease_ms).map_err(lease_error)
+    }
+
+    /// Messages not done and messages on a lease in queue `name`.
+    pub async fn depth(&self, name: &str) -> Result<(u64, usize), AgentError> {
+        let q = self.queue(name).await?;
+        let ends = q.ends().await?;
+        let mut state = q.state.lock();
+        self.expire(&q, &mut state, now_ms());
+        Ok((state.depth(ends), state.in_flight()))
+    }
+}
+
+fn lease_error(e: LeaseError) -> AgentError {
+    match e {
+        LeaseError::Unknown => AgentError::not_found(
+            "unknown_lease",
+            "no such lease: never given, settled already, or lapsed (the message went back to \
+             the queue)",
+        ),
+    }
+}
