@@ -117,6 +117,11 @@ def test_a_nack_with_a_delay_and_an_extended_lease(node_with):
 
 def test_a_long_poll_returns_when_a_message_arrives(node_with):
     api = Api(start(node_with))
+    # A send creates the queue; a fetch of one that does not exist answers 404.
+    status, answer, _ = api.call("POST", "/v1/queues/poll/fetch", {})
+    assert status == 404 and answer["error"]["code"] == "unknown_queue"
+    api.send("poll", {"first": True})
+    api.ack("poll", api.fetch("poll")[0]["lease"])
     got = []
     waiter = threading.Thread(target=lambda: got.extend(api.fetch("poll", wait_ms=45000)))
     waiter.start()
@@ -175,6 +180,8 @@ def test_after_a_sigkill_only_what_was_not_acknowledged_comes_back(node_with, tm
 def test_bad_input_gets_a_json_error_is_counted_and_changes_nothing(node_with):
     node = start(node_with)
     api = Api(node)
+    assert api.send("q", {"n": 0})[0] == 201
+    held = api.fetch("q", lease_ms=60000)[0]
     cases = [
         (api.call("POST", "/v1/queues/q/messages", {"body": 1, "color": "red"}), 400, "bad_json"),
         (api.call("POST", "/v1/queues/q/messages", raw=b"{not json"), 400, "bad_json"),
@@ -183,6 +190,9 @@ def test_bad_input_gets_a_json_error_is_counted_and_changes_nothing(node_with):
         (api.call("POST", "/v1/queues/bad%2Fname/messages", {"body": 1}), 400, "bad_name"),
         (api.call("POST", "/v1/queues/q/ack", {"lease": "not-a-lease"}), 404, "unknown_lease"),
         (api.call("POST", "/v1/queues/q/fetch", {"max": 0}), 400, "bad_max"),
+        (api.call("POST", "/v1/queues/q/nack", {"lease": held["lease"], "delay_ms": 10 ** 15}),
+         400, "bad_delay"),
+        (api.call("GET", "/v1/queues/never"), 404, "unknown_queue"),
         (api.call("POST", "/v1/queues/q/messages", {"body": 1, "ttl_ms": -5}), 400, "bad_ttl"),
         (Api(node, token="wrong-token-000000000").call("POST", "/v1/queues/q/messages",
                                                        {"body": 1}), 401, "unauthorized"),
@@ -191,7 +201,8 @@ def test_bad_input_gets_a_json_error_is_counted_and_changes_nothing(node_with):
     ]
     for (status, answer, _), want_status, want_code in cases:
         assert status == want_status and answer["error"]["code"] == want_code, answer
-    assert api.describe("q")["depth"] == 0
+    assert api.describe("q") == {"name": "q", "depth": 1, "in_flight": 1}
+    assert api.ack("q", held["lease"])[0] == 200
     m = node.metrics()
     for code in ("bad_json", "too_large", "bad_name", "unknown_lease", "unauthorized"):
         assert m[f'strata_agent_errors_total{{code="{code}"}}'] >= 1, code

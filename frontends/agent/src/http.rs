@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::queue::LEVELS;
 use crate::queues::{Envelope, Queues};
+use crate::topics::{Event, Topics};
 
 /// Longest idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -34,6 +35,10 @@ const MAX_FETCH: usize = 100;
 pub struct Api {
     /// The node's queues.
     pub queues: Queues,
+    /// The node's topics.
+    pub topics: Arc<Topics>,
+    /// Set when the node stops: streams end.
+    pub shutdown: strata_frontend::Shutdown,
     /// The bearer token every request must carry, when set.
     pub token: Option<String>,
     /// Largest request body, in bytes.
@@ -295,10 +300,11 @@ async fn nack(
     let result = async {
         api.authorize(&headers)?;
         let r: NackRequest = api.body(body).await?;
-        if r.delay_ms < 0 {
+        let longest = api.queues.limits().max_lease_ms;
+        if !(0..=longest).contains(&r.delay_ms) {
             return Err(AgentError::bad_request(
                 "bad_delay",
-                "delay_ms is not negative",
+                format!("delay_ms is 0 to {longest}"),
             ));
         }
         let id = api
@@ -350,6 +356,170 @@ async fn describe(
     api.answer(result)
 }
 
+/// Longest event type, in bytes.
+const MAX_EVENT_TYPE: usize = 64;
+/// Most events one JSON read returns.
+const MAX_READ: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    data: serde_json::Value,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    #[serde(default)]
+    from: Option<u64>,
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<i64>,
+}
+
+async fn publish(
+    State(api): State<Arc<Api>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: PublishRequest = api.body(body).await?;
+        // A type goes on an SSE `event:` line: a short word, no line breaks.
+        if r.kind.as_ref().is_some_and(|k| {
+            k.is_empty()
+                || k.len() > MAX_EVENT_TYPE
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }) {
+            return Err(AgentError::bad_request(
+                "bad_type",
+                format!("an event type is 1 to {MAX_EVENT_TYPE} characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        let event = Event {
+            kind: r.kind,
+            data: r.data,
+            sent_ms: now_ms(),
+        };
+        let id = api.topics.publish(&topic, &event).await?;
+        Ok(json(StatusCode::CREATED, serde_json::json!({"id": id})))
+    }
+    .await;
+    api.answer(result)
+}
+
+/// Where a reader resumes: just after the `Last-Event-ID` it names, else at `from`.
+fn resume_from(headers: &HeaderMap, from: Option<u64>) -> Result<Option<u64>, AgentError> {
+    match headers.get("last-event-id") {
+        None => Ok(from),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .and_then(|id| id.checked_add(1))
+            .map(Some)
+            .ok_or_else(|| AgentError::bad_request("bad_position", "Last-Event-ID is an event id")),
+    }
+}
+
+async fn subscribe(
+    State(api): State<Arc<Api>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let q: ReadQuery = query_of(query.as_deref())?;
+        let from = resume_from(&headers, q.from)?;
+        let partition = api.topics.topic(&topic, false).await?;
+        let streaming = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream"));
+        if streaming {
+            let slot = api.topics.stream_slot()?;
+            let start = api.topics.start(partition.as_ref(), from).await?;
+            let stream = crate::topics::sse_stream(
+                api.topics.clone(),
+                partition,
+                start,
+                api.shutdown.clone(),
+                slot,
+            );
+            let mut response = Body::from_stream(stream).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            return Ok(response);
+        }
+        let max = q.max.unwrap_or(100);
+        if max == 0 || max > MAX_READ {
+            return Err(AgentError::bad_request(
+                "bad_max",
+                format!("max is 1 to {MAX_READ}"),
+            ));
+        }
+        let wait_ms = q
+            .wait_ms
+            .unwrap_or(0)
+            .clamp(0, api.queues.limits().max_wait_ms);
+        let start = api
+            .topics
+            .start(partition.as_ref(), Some(from.unwrap_or(0)))
+            .await?;
+        let (mut events, mut next) = api.topics.read(partition.as_ref(), start).await?;
+        if events.is_empty() && wait_ms > 0 {
+            let waited = tokio::time::timeout(
+                std::time::Duration::from_millis(wait_ms as u64),
+                partition.wait_for(start),
+            )
+            .await;
+            if matches!(waited, Ok(Ok(_))) {
+                (events, next) = api.topics.read(partition.as_ref(), start).await?;
+            }
+        }
+        if events.len() > max {
+            next = events[max].id;
+            events.truncate(max);
+        }
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"events": events, "next": next}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+/// Reads a query string into `T`, unknown keys refused (numbers as numbers).
+fn query_of<T: DeserializeOwned>(query: Option<&str>) -> Result<T, AgentError> {
+    let pairs: serde_json::Map<String, serde_json::Value> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let value = v
+                .parse::<u64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::from(v));
+            (k.to_string(), value)
+        })
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(pairs))
+        .map_err(|e| AgentError::bad_request("bad_query", e.to_string()))
+}
+
 async fn not_found(State(api): State<Arc<Api>>) -> Response {
     api.answer(Err(AgentError::not_found("not_found", "no such route")))
 }
@@ -363,6 +533,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/queues/{queue}/ack", post(ack))
         .route("/v1/queues/{queue}/nack", post(nack))
         .route("/v1/queues/{queue}/extend", post(extend))
+        .route("/v1/topics/{topic}/events", post(publish).get(subscribe))
         .fallback(not_found)
         .with_state(api)
 }

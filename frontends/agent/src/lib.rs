@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod queues;
+pub mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
 use crate::queues::{QueueLimits, Queues};
+use crate::topics::{TopicLimits, Topics};
 
 /// The state space the frontend keeps its queues' marks and idempotency keys in.
 const SPACE: &str = "agent";
@@ -45,6 +47,10 @@ pub struct AgentConfig {
     pub max_wait_ms: i64,
     /// How long an idempotency key is remembered, in milliseconds.
     pub dedup_window_ms: i64,
+    /// Topics one node keeps open.
+    pub max_topics: usize,
+    /// Streaming (SSE) readers at once; past it 429.
+    pub max_sse_clients: usize,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +67,8 @@ impl Default for AgentConfig {
             default_lease_ms: limits.default_lease_ms,
             max_wait_ms: limits.max_wait_ms,
             dedup_window_ms: limits.dedup_window_ms,
+            max_topics: TopicLimits::default().max_topics,
+            max_sse_clients: TopicLimits::default().max_streams,
         }
     }
 }
@@ -117,9 +125,18 @@ impl Frontend for AgentFrontend {
                 self.config.limits(),
                 metrics.clone(),
             ),
+            topics: Arc::new(Topics::new(
+                ctx.storage.clone(),
+                TopicLimits {
+                    max_topics: self.config.max_topics,
+                    max_streams: self.config.max_sse_clients,
+                },
+                metrics.clone(),
+            )),
             token: self.config.token.clone(),
             max_body_bytes: self.config.max_body_bytes,
             metrics,
+            shutdown: shutdown.clone(),
         });
         // Lapsed leases end even on a queue nobody asks anything of: their messages are
         // redelivered to waiting consumers or dead-lettered.

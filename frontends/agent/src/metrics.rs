@@ -27,6 +27,12 @@ pub struct AgentMetrics {
     pub expired: IntCounter,
     /// Queues open on this node.
     pub queues: IntGauge,
+    /// Events appended to topics.
+    pub events_published: IntCounter,
+    /// Events sent to streaming readers.
+    pub events_streamed: IntCounter,
+    /// Streaming (SSE) readers connected.
+    pub sse_clients: IntGauge,
     /// Requests refused, by error code.
     pub errors: IntCounterVec,
 }
@@ -70,6 +76,19 @@ impl AgentMetrics {
                 registry,
                 "strata_agent_queues",
                 "Agent queues open on this node",
+            ),
+            events_published: c(
+                "strata_agent_events_published_total",
+                "Events appended to agent topics",
+            ),
+            events_streamed: c(
+                "strata_agent_events_streamed_total",
+                "Events sent to streaming (SSE) readers",
+            ),
+            sse_clients: gauge(
+                registry,
+                "strata_agent_sse_clients",
+                "Streaming (SSE) readers connected",
             ),
             errors: counter_vec(
                 registry,

@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 /// Priority levels of a queue, most urgent first.
 pub const LEVELS: usize = 3;
 
@@ -28,6 +30,16 @@ pub struct Slot {
     pub level: u8,
     /// Offset in the level's partition.
     pub offset: u64,
+}
+
+/// What a level keeps across restarts: every offset below `floor` is done, and so are
+/// those in the `done` ranges (inclusive) above it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Every offset below is done.
+    pub floor: u64,
+    /// Done offsets above the floor, as inclusive ranges in order.
+    pub done: Vec<(u64, u64)>,
 }
 
 /// A message handed out on a lease.
@@ -135,14 +147,22 @@ fn token() -> String {
 impl Queue {
     /// A queue whose levels start at the marks kept (`(floor, done above it)` per level,
     /// as [`Queue::mark`] gave them) and dead-letter a message after `max_deliveries`.
-    pub fn restore(marks: [(u64, Vec<u64>); LEVELS], max_deliveries: u32) -> Self {
-        let levels = marks.map(|(floor, done)| {
+    pub fn restore(marks: [Mark; LEVELS], max_deliveries: u32) -> Self {
+        let levels = marks.map(|m| {
+            let floor = m.floor;
             let mut l = Level {
                 floor,
                 next: floor,
                 ..Level::default()
             };
-            l.done = done.into_iter().filter(|&o| o >= floor).collect();
+            // Ranges are the node's own writing; one past the floor's reach is ignored
+            // rather than expanded without bound.
+            l.done = m
+                .done
+                .into_iter()
+                .filter(|&(a, b)| a <= b && b - a < 1 << 24)
+                .flat_map(|(a, b)| a.max(floor)..=b)
+                .collect();
             while l.done.remove(&l.floor) {
                 l.floor += 1;
             }
@@ -281,9 +301,29 @@ impl Queue {
     }
 
     /// What a level keeps across restarts: its floor and the done offsets above it.
-    pub fn mark(&self, level: usize) -> (u64, Vec<u64>) {
+    pub fn mark(&self, level: usize) -> Mark {
         let l = &self.levels[level];
-        (l.floor, l.done.iter().copied().collect())
+        let mut done: Vec<(u64, u64)> = Vec::new();
+        for &o in &l.done {
+            match done.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => done.push((o, o)),
+            }
+        }
+        Mark {
+            floor: l.floor,
+            done,
+        }
+    }
+
+    /// Messages from each level's oldest unfinished one to its end, over every level: what
+    /// the queue's state spans (`ends` as for [`Queue::fetch`]).
+    pub fn window(&self, ends: [u64; LEVELS]) -> u64 {
+        self.levels
+            .iter()
+            .zip(ends)
+            .map(|(l, end)| end.saturating_sub(l.floor))
+            .sum()
     }
 
     /// Messages not done, over every level (`ends` as for [`Queue::fetch`]).
@@ -339,16 +379,44 @@ mod tests {
         let got = q.fetch([4, 0, 0], 4, 0, 1000);
         q.ack(&got[0].lease).unwrap();
         q.ack(&got[2].lease).unwrap();
-        assert_eq!(q.mark(0), (1, vec![2]));
+        assert_eq!(
+            q.mark(0),
+            Mark {
+                floor: 1,
+                done: vec![(2, 2)]
+            }
+        );
         assert_eq!(q.depth([4, 0, 0]), 2);
         // The same lease cannot settle twice.
         assert_eq!(q.ack(&got[0].lease), Err(LeaseError::Unknown));
         // After a restart, what was not acknowledged is delivered again; nothing else.
-        let mut again = Queue::restore([q.mark(0), (0, vec![]), (0, vec![])], 5);
+        let mut again = Queue::restore([q.mark(0), Mark::default(), Mark::default()], 5);
         let got = again.fetch([4, 0, 0], 10, 0, 1000);
         assert_eq!(offsets(&got), vec![(0, 1), (0, 3)]);
         again.ack(&got[0].lease).unwrap();
-        assert_eq!(again.mark(0), (3, vec![]));
+        assert_eq!(again.mark(0).floor, 3);
+        assert!(again.mark(0).done.is_empty());
+    }
+
+    #[test]
+    fn a_mark_keeps_done_offsets_as_ranges_and_restores_them() {
+        let mut q = Queue::new(5);
+        let got = q.fetch([9, 0, 0], 9, 0, 1000);
+        for i in [1, 2, 3, 4, 5, 7] {
+            q.ack(&got[i].lease).unwrap();
+        }
+        let mark = q.mark(0);
+        assert_eq!(
+            mark,
+            Mark {
+                floor: 0,
+                done: vec![(1, 5), (7, 7)]
+            }
+        );
+        assert_eq!(q.window([9, 0, 0]), 9);
+        let mut again = Queue::restore([mark, Mark::default(), Mark::default()], 5);
+        let back = again.fetch([9, 0, 0], 9, 0, 1000);
+        assert_eq!(offsets(&back), vec![(0, 0), (0, 6), (0, 8)]);
     }
 
     #[test]
@@ -379,7 +447,13 @@ mod tests {
             }]
         );
         assert_eq!(q.depth([1, 0, 0]), 0);
-        assert_eq!(q.mark(0), (1, vec![]));
+        assert_eq!(
+            q.mark(0),
+            Mark {
+                floor: 1,
+                done: vec![]
+            }
+        );
     }
 
     #[test]

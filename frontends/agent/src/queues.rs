@@ -16,14 +16,19 @@ use tokio::sync::Notify;
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
-use crate::queue::{Delivery, LEVELS, LeaseError, Queue};
+use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue};
+
+/// Shortest lease, in milliseconds: a shorter one would hand a message to a second
+/// consumer while the first still works on it.
+pub const MIN_LEASE_MS: i64 = 100;
 
 /// Limits and defaults of the queues of a node.
 #[derive(Debug, Clone)]
 pub struct QueueLimits {
     /// Most queues a node keeps open.
     pub max_queues: usize,
-    /// Most messages not done in one queue; a send past it is refused (429).
+    /// Most messages one queue spans, from the oldest not done to the newest; a send past
+    /// it is refused (429).
     pub max_depth: u64,
     /// Deliveries after which a message is dead-lettered.
     pub max_deliveries: u32,
@@ -183,8 +188,9 @@ impl Queues {
         &self.limits
     }
 
-    /// Queue `name`, opened (and its stream created) when needed.
-    async fn queue(&self, name: &str) -> Result<Arc<Open>, AgentError> {
+    /// Queue `name`, opened when needed; its stream is created only when `create` (a
+    /// send): other requests for a queue that does not exist answer 404.
+    async fn queue(&self, name: &str, create: bool) -> Result<Arc<Open>, AgentError> {
         if !valid_name(name) {
             return Err(AgentError::bad_request(
                 "bad_name",
@@ -205,6 +211,12 @@ impl Queues {
             ));
         }
         let stream = stream_name(name);
+        if !create && self.storage.catalog.stream(&stream).is_none() {
+            return Err(AgentError::not_found(
+                "unknown_queue",
+                format!("no queue {name}: a send creates it"),
+            ));
+        }
         self.storage
             .ensure_stream(StreamSpec::new(&stream, LEVELS as u32))
             .await
@@ -218,7 +230,7 @@ impl Queues {
                     .map_err(storage_error)?,
             );
         }
-        let mut marks: [(u64, Vec<u64>); LEVELS] = Default::default();
+        let mut marks: [Mark; LEVELS] = Default::default();
         for (level, mark) in marks.iter_mut().enumerate() {
             if let Some(bytes) = self
                 .space
@@ -277,7 +289,7 @@ impl Queues {
         idempotency_key: Option<&str>,
     ) -> Result<(String, bool), AgentError> {
         let level = usize::from(level).min(LEVELS - 1);
-        let q = self.queue(name).await?;
+        let q = self.queue(name, true).await?;
         let _one = match idempotency_key {
             Some(k) => {
                 let held = q.sending.lock().await;
@@ -293,18 +305,24 @@ impl Queues {
             None => None,
         };
         let ends = q.ends().await?;
-        let depth = q.state.lock().depth(ends);
-        if depth >= self.limits.max_depth {
+        // The span from the oldest message not done bounds what the queue's state holds.
+        let window = q.state.lock().window(ends);
+        if window >= self.limits.max_depth {
             return Err(AgentError::too_many(
                 "queue_full",
                 format!(
-                    "queue {name} holds {depth} messages not done, its limit is {}",
+                    "queue {name} spans {window} messages from its oldest not done, its limit \
+                     is {}",
                     self.limits.max_depth
                 ),
             ));
         }
         if idempotency_key.is_some() {
-            let keys = q.dedup.lock().len() as u64;
+            let now = now_ms();
+            let window_ms = self.limits.dedup_window_ms;
+            let mut dedup = q.dedup.lock();
+            dedup.retain(|_, (_, seen)| now - *seen <= window_ms);
+            let keys = dedup.len() as u64;
             if keys >= self.limits.max_depth {
                 return Err(AgentError::too_many(
                     "dedup_full",
@@ -347,9 +365,9 @@ impl Queues {
     ) -> Result<Vec<Fetched>, AgentError> {
         let lease_ms = lease_ms
             .unwrap_or(self.limits.default_lease_ms)
-            .clamp(1, self.limits.max_lease_ms);
+            .clamp(MIN_LEASE_MS, self.limits.max_lease_ms);
         let wait_ms = wait_ms.clamp(0, self.limits.max_wait_ms);
-        let q = self.queue(name).await?;
+        let q = self.queue(name, false).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
         loop {
             let woken = q.wake.notified();
@@ -394,12 +412,30 @@ impl Queues {
         let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
         let now = now_ms();
         for q in open {
-            let redelivered = {
+            {
                 let mut state = q.state.lock();
-                self.expire(&q, &mut state, now)
+                self.expire(&q, &mut state, now);
+            }
+            // Idempotency keys past their window go, from memory and from the store.
+            let window_ms = self.limits.dedup_window_ms;
+            let stale: Vec<StateOp> = {
+                let mut dedup = q.dedup.lock();
+                let gone: Vec<String> = dedup
+                    .iter()
+                    .filter(|(_, (_, seen))| now - *seen > window_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                gone.iter()
+                    .map(|k| {
+                        dedup.remove(k);
+                        StateOp::Delete(dedup_key(&q.name, k))
+                    })
+                    .collect()
             };
-            if redelivered {
-                q.wake.notify_waiters();
+            if !stale.is_empty()
+                && let Err(e) = self.space.write(&stale)
+            {
+                tracing::warn!(queue = q.name, error = %e.0, "cannot forget idempotency keys");
             }
         }
     }
@@ -421,7 +457,11 @@ impl Queues {
                 tracing::warn!(queue = q.name, error = %e.message, "cannot keep a queue's mark");
             }
         }
-        !expired.redelivered.is_empty()
+        let redelivered = !expired.redelivered.is_empty();
+        if redelivered {
+            q.wake.notify_waiters();
+        }
+        redelivered
     }
 
     /// Reads the messages of `given`; those expired or no longer stored are finished.
@@ -431,8 +471,9 @@ impl Queues {
         given: Vec<Delivery>,
         now: i64,
     ) -> Result<Vec<Fetched>, AgentError> {
-        let mut out = Vec::with_capacity(given.len());
-        for d in given {
+        let mut out: Vec<Fetched> = Vec::with_capacity(given.len());
+        let mut given = given.into_iter();
+        while let Some(d) = given.next() {
             let level = usize::from(d.slot.level);
             let record = match q.levels[level].read(d.slot.offset, 64 * 1024).await {
                 Ok(batches) => batches
@@ -443,8 +484,15 @@ impl Queues {
                     .find(|r| r.offset == d.slot.offset),
                 Err(StoreError::OffsetOutOfRange { .. }) => None,
                 Err(e) => {
-                    // Back to the queue: the lease is given up at once.
-                    let _ = q.state.lock().nack(&d.lease, now, 0);
+                    // Nothing reaches the client: every lease of this fetch is given up.
+                    let mut state = q.state.lock();
+                    let leases = std::iter::once(d.lease)
+                        .chain(given.map(|d| d.lease))
+                        .chain(out.into_iter().map(|f| f.lease));
+                    for lease in leases {
+                        let _ = state.nack(&lease, now, 0);
+                    }
+                    q.wake.notify_waiters();
                     return Err(storage_error(e));
                 }
             };
@@ -495,7 +543,7 @@ impl Queues {
         lease: &str,
         nack: Option<i64>,
     ) -> Result<String, AgentError> {
-        let q = self.queue(name).await?;
+        let q = self.queue(name, false).await?;
         let now = now_ms();
         let slot = {
             let mut state = q.state.lock();
@@ -522,9 +570,9 @@ impl Queues {
 
     /// Extends lease `lease` of queue `name` to `lease_ms` from now: its new end.
     pub async fn extend(&self, name: &str, lease: &str, lease_ms: i64) -> Result<i64, AgentError> {
-        let q = self.queue(name).await?;
+        let q = self.queue(name, false).await?;
         let now = now_ms();
-        let lease_ms = lease_ms.clamp(1, self.limits.max_lease_ms);
+        let lease_ms = lease_ms.clamp(MIN_LEASE_MS, self.limits.max_lease_ms);
         let mut state = q.state.lock();
         self.expire(&q, &mut state, now);
         state.extend(lease, now, lease_ms).map_err(lease_error)
@@ -532,7 +580,7 @@ impl Queues {
 
     /// Messages not done and messages on a lease in queue `name`.
     pub async fn depth(&self, name: &str) -> Result<(u64, usize), AgentError> {
-        let q = self.queue(name).await?;
+        let q = self.queue(name, false).await?;
         let ends = q.ends().await?;
         let mut state = q.state.lock();
         self.expire(&q, &mut state, now_ms());
