@@ -18,6 +18,7 @@ use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::queue::LEVELS;
 use crate::queues::{Envelope, Queues};
+use crate::registry::{Card, REGISTRY_TOPIC, Registry, Search};
 use crate::topics::{Event, Topics};
 
 /// Longest idempotency key, in bytes.
@@ -37,6 +38,8 @@ pub struct Api {
     pub queues: Queues,
     /// The node's topics.
     pub topics: Arc<Topics>,
+    /// The agents registered on the node.
+    pub registry: Registry,
     /// Set when the node stops: streams end.
     pub shutdown: strata_frontend::Shutdown,
     /// The bearer token every request must carry, when set.
@@ -168,6 +171,18 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// `name` when clients may use it directly: names starting with `_` are the frontend's
+/// own (mailboxes, the registry's topic).
+fn public(name: &str) -> Result<&str, AgentError> {
+    if name.starts_with('_') {
+        return Err(AgentError::bad_request(
+            "bad_name",
+            "names starting with _ are reserved",
+        ));
+    }
+    Ok(name)
+}
+
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
@@ -180,7 +195,19 @@ async fn send(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let idempotency = match headers.get("idempotency-key") {
+        send_to(&api, public(&queue)?, &headers, body).await
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn send_to(
+    api: &Api,
+    queue: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let idempotency = match headers.get("idempotency-key") {
             None => None,
             Some(v) => Some(
                 v.to_str()
@@ -194,51 +221,48 @@ async fn send(
                     })?,
             ),
         };
-        let r: SendRequest = api.body(body).await?;
-        if r.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
-            return Err(AgentError::bad_request(
-                "bad_key",
-                format!("a key is at most {MAX_KEY} bytes"),
-            ));
-        }
-        if r.tags.len() > MAX_TAGS || r.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG) {
-            return Err(AgentError::bad_request(
-                "bad_tags",
-                format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG} bytes"),
-            ));
-        }
-        if r.ttl_ms.is_some_and(|t| t <= 0) {
-            return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
-        }
-        let sent_ms = now_ms();
-        let envelope = Envelope {
-            body: r.body,
-            tags: r.tags,
-            sent_ms,
-            expires_ms: r.ttl_ms.map(|t| sent_ms.saturating_add(t)),
-        };
-        let (id, duplicate) = api
-            .queues
-            .send(
-                &queue,
-                r.priority.level(),
-                r.key.as_deref(),
-                envelope,
-                idempotency,
-            )
-            .await?;
-        let status = if duplicate {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        Ok(json(
-            status,
-            serde_json::json!({"id": id, "duplicate": duplicate}),
-        ))
+    let r: SendRequest = api.body(body).await?;
+    if r.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
+        return Err(AgentError::bad_request(
+            "bad_key",
+            format!("a key is at most {MAX_KEY} bytes"),
+        ));
     }
-    .await;
-    api.answer(result)
+    if r.tags.len() > MAX_TAGS || r.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG) {
+        return Err(AgentError::bad_request(
+            "bad_tags",
+            format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG} bytes"),
+        ));
+    }
+    if r.ttl_ms.is_some_and(|t| t <= 0) {
+        return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
+    }
+    let sent_ms = now_ms();
+    let envelope = Envelope {
+        body: r.body,
+        tags: r.tags,
+        sent_ms,
+        expires_ms: r.ttl_ms.map(|t| sent_ms.saturating_add(t)),
+    };
+    let (id, duplicate) = api
+        .queues
+        .send(
+            queue,
+            r.priority.level(),
+            r.key.as_deref(),
+            envelope,
+            idempotency,
+        )
+        .await?;
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json(
+        status,
+        serde_json::json!({"id": id, "duplicate": duplicate}),
+    ))
 }
 
 async fn fetch(
@@ -249,30 +273,34 @@ async fn fetch(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let r: FetchRequest = api.body(body).await?;
-        if r.max == 0 || r.max > MAX_FETCH {
-            return Err(AgentError::bad_request(
-                "bad_max",
-                format!("max is 1 to {MAX_FETCH}"),
-            ));
-        }
-        if r.lease_ms.is_some_and(|l| l <= 0) || r.wait_ms < 0 {
-            return Err(AgentError::bad_request(
-                "bad_lease",
-                "lease_ms is positive and wait_ms not negative",
-            ));
-        }
-        let messages = api
-            .queues
-            .fetch(&queue, r.max, r.lease_ms, r.wait_ms)
-            .await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"messages": messages}),
-        ))
+        fetch_to(&api, public(&queue)?, body).await
     }
     .await;
     api.answer(result)
+}
+
+async fn fetch_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
+    let r: FetchRequest = api.body(body).await?;
+    if r.max == 0 || r.max > MAX_FETCH {
+        return Err(AgentError::bad_request(
+            "bad_max",
+            format!("max is 1 to {MAX_FETCH}"),
+        ));
+    }
+    if r.lease_ms.is_some_and(|l| l <= 0) || r.wait_ms < 0 {
+        return Err(AgentError::bad_request(
+            "bad_lease",
+            "lease_ms is positive and wait_ms not negative",
+        ));
+    }
+    let messages = api
+        .queues
+        .fetch(queue, r.max, r.lease_ms, r.wait_ms)
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"messages": messages}),
+    ))
 }
 
 async fn ack(
@@ -283,12 +311,16 @@ async fn ack(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let r: AckRequest = api.body(body).await?;
-        let id = api.queues.settle(&queue, &r.lease, None).await?;
-        Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+        ack_to(&api, public(&queue)?, body).await
     }
     .await;
     api.answer(result)
+}
+
+async fn ack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
+    let r: AckRequest = api.body(body).await?;
+    let id = api.queues.settle(queue, &r.lease, None).await?;
+    Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
 }
 
 async fn nack(
@@ -299,22 +331,26 @@ async fn nack(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let r: NackRequest = api.body(body).await?;
-        let longest = api.queues.limits().max_lease_ms;
-        if !(0..=longest).contains(&r.delay_ms) {
-            return Err(AgentError::bad_request(
-                "bad_delay",
-                format!("delay_ms is 0 to {longest}"),
-            ));
-        }
-        let id = api
-            .queues
-            .settle(&queue, &r.lease, Some(r.delay_ms))
-            .await?;
-        Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+        nack_to(&api, public(&queue)?, body).await
     }
     .await;
     api.answer(result)
+}
+
+async fn nack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
+    let r: NackRequest = api.body(body).await?;
+    let longest = api.queues.limits().max_lease_ms;
+    if !(0..=longest).contains(&r.delay_ms) {
+        return Err(AgentError::bad_request(
+            "bad_delay",
+            format!("delay_ms is 0 to {longest}"),
+        ));
+    }
+    let id = api
+        .queues
+        .settle(queue, &r.lease, Some(r.delay_ms))
+        .await?;
+    Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
 }
 
 async fn extend(
@@ -325,18 +361,22 @@ async fn extend(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let r: ExtendRequest = api.body(body).await?;
-        if r.lease_ms <= 0 {
-            return Err(AgentError::bad_request("bad_lease", "lease_ms is positive"));
-        }
-        let until = api.queues.extend(&queue, &r.lease, r.lease_ms).await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"lease_until_ms": until}),
-        ))
+        extend_to(&api, public(&queue)?, body).await
     }
     .await;
     api.answer(result)
+}
+
+async fn extend_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
+    let r: ExtendRequest = api.body(body).await?;
+    if r.lease_ms <= 0 {
+        return Err(AgentError::bad_request("bad_lease", "lease_ms is positive"));
+    }
+    let until = api.queues.extend(queue, &r.lease, r.lease_ms).await?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"lease_until_ms": until}),
+    ))
 }
 
 async fn describe(
@@ -346,7 +386,7 @@ async fn describe(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let (depth, in_flight) = api.queues.depth(&queue).await?;
+        let (depth, in_flight) = api.queues.depth(public(&queue)?).await?;
         Ok(json(
             StatusCode::OK,
             serde_json::json!({"name": queue, "depth": depth, "in_flight": in_flight}),
@@ -388,6 +428,7 @@ async fn publish(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
+        let topic = public(&topic)?;
         let r: PublishRequest = api.body(body).await?;
         // A type goes on an SSE `event:` line: a short word, no line breaks.
         if r.kind.as_ref().is_some_and(|k| {
@@ -407,7 +448,7 @@ async fn publish(
             data: r.data,
             sent_ms: now_ms(),
         };
-        let id = api.topics.publish(&topic, &event).await?;
+        let id = api.topics.publish(topic, &event).await?;
         Ok(json(StatusCode::CREATED, serde_json::json!({"id": id})))
     }
     .await;
@@ -520,6 +561,257 @@ fn query_of<T: DeserializeOwned>(query: Option<&str>) -> Result<T, AgentError> {
         .map_err(|e| AgentError::bad_request("bad_query", e.to_string()))
 }
 
+/// Most agents one search returns.
+const MAX_LISTED: usize = 1000;
+
+/// The queue holding agent `name`'s mailbox.
+fn mailbox(name: &str) -> String {
+    format!("_mbx-{name}")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    card: Card,
+    #[serde(default)]
+    lease_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    #[serde(default)]
+    skill: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    online: Option<String>,
+    #[serde(default)]
+    max: Option<usize>,
+}
+
+impl Api {
+    /// Refuses unless the request carries agent `name`'s own token (`X-Agent-Token`).
+    fn owner(&self, headers: &HeaderMap, name: &str) -> Result<(), AgentError> {
+        let given = headers
+            .get("x-agent-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !self.registry.exists(name) {
+            return Err(AgentError::not_found(
+                "unknown_agent",
+                format!("no agent {name}"),
+            ));
+        }
+        if self.registry.owns(name, given) {
+            Ok(())
+        } else {
+            Err(AgentError {
+                status: StatusCode::FORBIDDEN,
+                code: "not_owner",
+                message: format!("only agent {name}'s own token (X-Agent-Token) may do this"),
+                retry_after: None,
+            })
+        }
+    }
+
+    /// Publishes a registry change; a failure is logged, the change stands.
+    async fn announce(&self, kind: &str, data: serde_json::Value) {
+        let event = Event {
+            kind: Some(kind.to_string()),
+            data,
+            sent_ms: now_ms(),
+        };
+        if let Err(e) = self.topics.publish(REGISTRY_TOPIC, &event).await {
+            tracing::warn!(error = %e.message, "registry change not published");
+        }
+    }
+}
+
+async fn register(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: RegisterRequest = api.body(body).await?;
+        let lease_ms = r.lease_ms.unwrap_or(30_000);
+        if !(1_000..=86_400_000).contains(&lease_ms) {
+            return Err(AgentError::bad_request(
+                "bad_lease",
+                "lease_ms is 1 s to 24 h",
+            ));
+        }
+        let token = headers.get("x-agent-token").and_then(|v| v.to_str().ok());
+        let card = r.card;
+        let (token, new) = api
+            .registry
+            .register(card.clone(), token, lease_ms, now_ms())?;
+        let kind = if new { "registered" } else { "updated" };
+        api.announce(kind, serde_json::to_value(&card).unwrap_or_default())
+            .await;
+        if new {
+            Ok(json(
+                StatusCode::CREATED,
+                serde_json::json!({"name": card.name, "token": token}),
+            ))
+        } else {
+            Ok(json(StatusCode::OK, serde_json::json!({"name": card.name})))
+        }
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn list_agents(
+    State(api): State<Arc<Api>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let q: SearchQuery = query_of(query.as_deref())?;
+        let max = q.max.unwrap_or(100).clamp(1, MAX_LISTED);
+        let search = Search {
+            skill: q.skill,
+            tag: q.tag,
+            online: q.online.as_deref() == Some("true"),
+        };
+        let agents = api.registry.search(&search, now_ms(), max);
+        Ok(json(StatusCode::OK, serde_json::json!({"agents": agents})))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn get_agent(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let agent = api.registry.get(&name, now_ms())?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(agent).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn remove_agent(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        api.owner(&headers, &name)?;
+        api.registry.remove(&name)?;
+        api.announce("removed", serde_json::json!({"name": name}))
+            .await;
+        Ok(json(StatusCode::OK, serde_json::json!({"name": name})))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn heartbeat(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        api.owner(&headers, &name)?;
+        let until = api.registry.heartbeat(&name, now_ms())?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"online_until_ms": until}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn mailbox_send(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        if !api.registry.exists(&name) {
+            return Err(AgentError::not_found(
+                "unknown_agent",
+                format!("no agent {name}"),
+            ));
+        }
+        send_to(&api, &mailbox(&name), &headers, body).await
+    }
+    .await;
+    api.answer(result)
+}
+
+/// A mailbox operation only its owner may do.
+async fn mailbox_owned(
+    api: Arc<Api>,
+    name: String,
+    headers: HeaderMap,
+    body: Body,
+    op: &str,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        api.owner(&headers, &name)?;
+        let queue = mailbox(&name);
+        match op {
+            "fetch" => fetch_to(&api, &queue, body).await,
+            "ack" => ack_to(&api, &queue, body).await,
+            "nack" => nack_to(&api, &queue, body).await,
+            _ => extend_to(&api, &queue, body).await,
+        }
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn mailbox_fetch(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    mailbox_owned(api, name, headers, body, "fetch").await
+}
+
+async fn mailbox_ack(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    mailbox_owned(api, name, headers, body, "ack").await
+}
+
+async fn mailbox_nack(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    mailbox_owned(api, name, headers, body, "nack").await
+}
+
+async fn mailbox_extend(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    mailbox_owned(api, name, headers, body, "extend").await
+}
+
 async fn not_found(State(api): State<Arc<Api>>) -> Response {
     api.answer(Err(AgentError::not_found("not_found", "no such route")))
 }
@@ -534,6 +826,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/queues/{queue}/nack", post(nack))
         .route("/v1/queues/{queue}/extend", post(extend))
         .route("/v1/topics/{topic}/events", post(publish).get(subscribe))
+        .route("/v1/agents", post(register).get(list_agents))
+        .route("/v1/agents/{name}", get(get_agent).delete(remove_agent))
+        .route("/v1/agents/{name}/heartbeat", post(heartbeat))
+        .route("/v1/agents/{name}/mailbox/messages", post(mailbox_send))
+        .route("/v1/agents/{name}/mailbox/fetch", post(mailbox_fetch))
+        .route("/v1/agents/{name}/mailbox/ack", post(mailbox_ack))
+        .route("/v1/agents/{name}/mailbox/nack", post(mailbox_nack))
+        .route("/v1/agents/{name}/mailbox/extend", post(mailbox_extend))
         .fallback(not_found)
         .with_state(api)
 }

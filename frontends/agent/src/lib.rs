@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod queues;
+pub mod registry;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct AgentConfig {
     pub max_topics: usize,
     /// Streaming (SSE) readers at once; past it 429.
     pub max_sse_clients: usize,
+    /// Agents registered on one node.
+    pub max_agents: usize,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +72,7 @@ impl Default for AgentConfig {
             dedup_window_ms: limits.dedup_window_ms,
             max_topics: TopicLimits::default().max_topics,
             max_sse_clients: TopicLimits::default().max_streams,
+            max_agents: 100_000,
         }
     }
 }
@@ -118,6 +122,8 @@ impl Frontend for AgentFrontend {
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
+        let registry = registry::Registry::open(space.clone(), self.config.max_agents)
+            .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
         let api = Arc::new(http::Api {
             queues: Queues::new(
                 ctx.storage.clone(),
@@ -133,6 +139,7 @@ impl Frontend for AgentFrontend {
                 },
                 metrics.clone(),
             )),
+            registry,
             token: self.config.token.clone(),
             max_body_bytes: self.config.max_body_bytes,
             metrics,

@@ -45,7 +45,7 @@ pub struct QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         QueueLimits {
-            max_queues: 10_000,
+            max_queues: 100_000,
             max_depth: 100_000,
             max_deliveries: 5,
             default_lease_ms: 30_000,
