@@ -19,6 +19,7 @@ use crate::metrics::AgentMetrics;
 use crate::queue::LEVELS;
 use crate::queues::{Envelope, Queues};
 use crate::registry::{Card, REGISTRY_TOPIC, Registry, Search};
+use crate::tasks::{State as TaskState, Tasks};
 use crate::topics::{Event, Topics};
 
 /// Longest idempotency key, in bytes.
@@ -40,6 +41,8 @@ pub struct Api {
     pub topics: Arc<Topics>,
     /// The agents registered on the node.
     pub registry: Registry,
+    /// The node's tasks.
+    pub tasks: Tasks,
     /// Set when the node stops: streams end.
     pub shutdown: strata_frontend::Shutdown,
     /// The bearer token every request must carry, when set.
@@ -346,10 +349,7 @@ async fn nack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentEr
             format!("delay_ms is 0 to {longest}"),
         ));
     }
-    let id = api
-        .queues
-        .settle(queue, &r.lease, Some(r.delay_ms))
-        .await?;
+    let id = api.queues.settle(queue, &r.lease, Some(r.delay_ms)).await?;
     Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
 }
 
@@ -812,6 +812,232 @@ async fn mailbox_extend(
     mailbox_owned(api, name, headers, body, "extend").await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTask {
+    agent: String,
+    #[serde(default)]
+    input: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddEvent {
+    kind: String,
+    #[serde(default)]
+    state: Option<TaskState>,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Respond {
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    #[serde(default)]
+    wait_ms: Option<i64>,
+}
+
+impl Api {
+    fn wait_of(&self, wait_ms: Option<i64>) -> std::time::Duration {
+        let ms = wait_ms
+            .unwrap_or(0)
+            .clamp(0, self.queues.limits().max_wait_ms);
+        std::time::Duration::from_millis(ms as u64)
+    }
+}
+
+async fn create_task(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: CreateTask = api.body(body).await?;
+        if !api.registry.exists(&r.agent) {
+            return Err(AgentError::not_found(
+                "unknown_agent",
+                format!("no agent {}", r.agent),
+            ));
+        }
+        let task = api
+            .tasks
+            .create(&r.agent, r.input.clone(), now_ms())
+            .await?;
+        // The agent learns of it in its mailbox.
+        let envelope = Envelope {
+            body: serde_json::json!({"task": task.id, "input": r.input}),
+            tags: vec!["task".into()],
+            sent_ms: task.created_ms,
+            expires_ms: None,
+        };
+        api.queues
+            .send(&mailbox(&r.agent), 1, Some(&task.id), envelope, None)
+            .await?;
+        Ok(json(
+            StatusCode::CREATED,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn get_task(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let task = api.tasks.get(&id)?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn add_task_event(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let task = api.tasks.get(&id)?;
+        api.owner(&headers, &task.agent)?;
+        let r: AddEvent = api.body(body).await?;
+        let task = api
+            .tasks
+            .add(&id, &r.kind, r.state, r.data, true, now_ms())
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn respond_task(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let r: Respond = api.body(body).await?;
+        let task = api
+            .tasks
+            .add(&id, "message", None, r.data, false, now_ms())
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn cancel_task(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let task = api
+            .tasks
+            .add(
+                &id,
+                "status",
+                Some(TaskState::Canceled),
+                serde_json::Value::Null,
+                false,
+                now_ms(),
+            )
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn task_events(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let q: EventsQuery = query_of(query.as_deref())?;
+        let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
+        let after = q.after;
+        // Waits for an event after `after`, or for the task to end.
+        api.tasks
+            .wait(&id, api.wait_of(q.wait_ms), |t| {
+                t.state.is_final() || t.events.iter().any(|&o| after.is_none_or(|a| o > a))
+            })
+            .await?;
+        let (task, events) = api.tasks.events(&id, after, max).await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"state": task.state, "events": events}),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn wait_task(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let q: WaitQuery = query_of(query.as_deref())?;
+        let task = api
+            .tasks
+            .wait(&id, api.wait_of(q.wait_ms), |t| {
+                t.state.is_final() || t.state == TaskState::InputRequired
+            })
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(&task).unwrap_or_default(),
+        ))
+    }
+    .await;
+    api.answer(result)
+}
+
 async fn not_found(State(api): State<Arc<Api>>) -> Response {
     api.answer(Err(AgentError::not_found("not_found", "no such route")))
 }
@@ -834,6 +1060,15 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/agents/{name}/mailbox/ack", post(mailbox_ack))
         .route("/v1/agents/{name}/mailbox/nack", post(mailbox_nack))
         .route("/v1/agents/{name}/mailbox/extend", post(mailbox_extend))
+        .route("/v1/tasks", post(create_task))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route(
+            "/v1/tasks/{id}/events",
+            post(add_task_event).get(task_events),
+        )
+        .route("/v1/tasks/{id}/respond", post(respond_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/tasks/{id}/wait", get(wait_task))
         .fallback(not_found)
         .with_state(api)
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod queue;
 pub mod queues;
 pub mod registry;
+pub mod tasks;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct AgentConfig {
     pub max_sse_clients: usize,
     /// Agents registered on one node.
     pub max_agents: usize,
+    /// Tasks one node keeps.
+    pub max_tasks: usize,
 }
 
 impl Default for AgentConfig {
@@ -73,6 +76,7 @@ impl Default for AgentConfig {
             max_topics: TopicLimits::default().max_topics,
             max_sse_clients: TopicLimits::default().max_streams,
             max_agents: 100_000,
+            max_tasks: 100_000,
         }
     }
 }
@@ -122,6 +126,7 @@ impl Frontend for AgentFrontend {
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
+        let tasks = tasks::Tasks::new(ctx.storage.clone(), space.clone(), self.config.max_tasks);
         let registry = registry::Registry::open(space.clone(), self.config.max_agents)
             .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
         let api = Arc::new(http::Api {
@@ -140,6 +145,7 @@ impl Frontend for AgentFrontend {
                 metrics.clone(),
             )),
             registry,
+            tasks,
             token: self.config.token.clone(),
             max_body_bytes: self.config.max_body_bytes,
             metrics,

@@ -1,0 +1,385 @@
+//! Tasks (request/reply, A2A-shaped): a requester creates a task for an agent, which
+//! lands in that agent's mailbox; the agent appends status updates, artifacts and
+//! messages to the task's events; the requester waits for it, or streams its events with
+//! resume, and answers it when it asks for input.
+//!
+//! Every task's events are records of one journal stream, `agent.tasks`, keyed by the
+//! task's id; an event's id is its offset there, so ids grow and a reader resumes after
+//! the last one it saw. A task's state and the offsets of its events are kept in the
+//! node's state store, written before the answer: a restart loses nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use strata_batch::BatchBuilder;
+use strata_frontend::seams::{Partition, StateSpace, Storage, StoreError, StreamSpec};
+use tokio::sync::Notify;
+
+use crate::error::AgentError;
+
+/// The stream every task's events are in.
+pub const TASKS_STREAM: &str = "agent.tasks";
+
+/// A task's state, as A2A names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Created, not picked up yet.
+    Submitted,
+    /// Being worked on.
+    Working,
+    /// Waiting for the requester's answer.
+    InputRequired,
+    /// Done.
+    Completed,
+    /// Given up by its agent.
+    Failed,
+    /// Stopped by its requester.
+    Canceled,
+}
+
+impl State {
+    /// Whether nothing more happens to a task in this state.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Canceled)
+    }
+}
+
+/// A task as kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: String,
+    /// The agent it is for.
+    pub agent: String,
+    /// Where it is.
+    pub state: State,
+    /// When it was created, milliseconds since the epoch.
+    pub created_ms: i64,
+    /// When it last changed.
+    pub updated_ms: i64,
+    /// The ids (offsets in [`TASKS_STREAM`]) of its events, in order.
+    #[serde(default)]
+    pub events: Vec<u64>,
+}
+
+/// One event of a task, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// The task.
+    pub task: String,
+    /// `status`, `artifact` or `message`.
+    pub kind: String,
+    /// The state it set, for a status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Who appended it: `requester` or `agent`.
+    pub by: String,
+    /// What it carries.
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// When, milliseconds since the epoch.
+    pub at_ms: i64,
+}
+
+/// An event read back, with its id.
+#[derive(Debug, Clone, Serialize)]
+pub struct Numbered {
+    /// Its id: its offset in [`TASKS_STREAM`].
+    pub id: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: TaskEvent,
+}
+
+fn storage_error(e: StoreError) -> AgentError {
+    AgentError::unavailable(e.to_string())
+}
+
+fn key(id: &str) -> Vec<u8> {
+    format!("t/{id}").into_bytes()
+}
+
+/// The tasks of a node.
+#[derive(Debug)]
+pub struct Tasks {
+    storage: Storage,
+    space: StateSpace,
+    events: tokio::sync::OnceCell<Arc<dyn Partition>>,
+    /// Tasks read since the start, by id (the store has them all).
+    cache: Mutex<HashMap<String, Task>>,
+    /// One lock for changes, so two appends to one task keep its events in order.
+    changing: tokio::sync::Mutex<()>,
+    /// Woken on every change of any task.
+    changed: Notify,
+    max_tasks: usize,
+    max_events: usize,
+    count: Mutex<Option<usize>>,
+}
+
+/// Most events one task keeps.
+pub const MAX_EVENTS: usize = 10_000;
+
+impl Tasks {
+    /// Tasks in `storage` and `space`, at most `max_tasks` of them.
+    pub fn new(storage: Storage, space: StateSpace, max_tasks: usize) -> Self {
+        Tasks {
+            storage,
+            space,
+            events: tokio::sync::OnceCell::new(),
+            cache: Mutex::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
+            max_tasks,
+            max_events: MAX_EVENTS,
+            count: Mutex::new(None),
+        }
+    }
+
+    async fn partition(&self) -> Result<Arc<dyn Partition>, AgentError> {
+        self.events
+            .get_or_try_init(|| async {
+                self.storage
+                    .ensure_stream(StreamSpec::new(TASKS_STREAM, 1))
+                    .await
+                    .map_err(storage_error)?;
+                self.storage
+                    .partition(TASKS_STREAM, 0)
+                    .await
+                    .map_err(storage_error)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Task `id`.
+    pub fn get(&self, id: &str) -> Result<Task, AgentError> {
+        if let Some(t) = self.cache.lock().get(id) {
+            return Ok(t.clone());
+        }
+        let bytes = self
+            .space
+            .get(&key(id))
+            .map_err(|e| AgentError::unavailable(e.0))?
+            .ok_or_else(|| AgentError::not_found("unknown_task", format!("no task {id}")))?;
+        let task: Task = serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::unavailable(format!("task {id} is unreadable: {e}")))?;
+        self.cache.lock().insert(id.to_string(), task.clone());
+        Ok(task)
+    }
+
+    fn keep(&self, task: &Task) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec(task).unwrap_or_default();
+        self.space
+            .put(&key(&task.id), &bytes)
+            .map_err(|e| AgentError::unavailable(e.0))?;
+        self.cache.lock().insert(task.id.clone(), task.clone());
+        Ok(())
+    }
+
+    /// How many tasks the store holds (counted once, then kept up to date).
+    fn count(&self) -> Result<usize, AgentError> {
+        let mut count = self.count.lock();
+        if let Some(n) = *count {
+            return Ok(n);
+        }
+        let n = self
+            .space
+            .scan_prefix(b"t/")
+            .map_err(|e| AgentError::unavailable(e.0))?
+            .len();
+        *count = Some(n);
+        Ok(n)
+    }
+
+    async fn append(&self, event: &TaskEvent) -> Result<u64, AgentError> {
+        let value = serde_json::to_vec(event)
+            .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
+        let mut batch = BatchBuilder::new();
+        batch.push(event.at_ms, Some(event.task.as_bytes()), Some(&value), &[]);
+        let batch = batch
+            .build()
+            .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
+        let appended = self
+            .partition()
+            .await?
+            .append(batch)
+            .await
+            .map_err(storage_error)?;
+        Ok(appended.base_offset)
+    }
+
+    /// Creates a task for `agent` with `input`: the task (its first event, `submitted`,
+    /// carries the input). The caller puts it in the agent's mailbox.
+    pub async fn create(
+        &self,
+        agent: &str,
+        input: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Task, AgentError> {
+        let _one = self.changing.lock().await;
+        if self.count()? >= self.max_tasks {
+            return Err(AgentError::too_many(
+                "max_tasks",
+                format!("this node keeps at most {} tasks", self.max_tasks),
+            ));
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        let event = TaskEvent {
+            task: id.clone(),
+            kind: "status".into(),
+            state: Some(State::Submitted),
+            by: "requester".into(),
+            data: input,
+            at_ms: now_ms,
+        };
+        let offset = self.append(&event).await?;
+        let task = Task {
+            id,
+            agent: agent.to_string(),
+            state: State::Submitted,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            events: vec![offset],
+        };
+        self.keep(&task)?;
+        if let Some(n) = self.count.lock().as_mut() {
+            *n += 1;
+        }
+        self.changed.notify_waiters();
+        Ok(task)
+    }
+
+    /// Appends an event to task `id`: by its agent (`by_agent`) any kind, by its
+    /// requester a `message` (its answer when input is required, which sets the task
+    /// working again) or a cancel (`status` `canceled`). The task after it.
+    pub async fn add(
+        &self,
+        id: &str,
+        kind: &str,
+        state: Option<State>,
+        data: serde_json::Value,
+        by_agent: bool,
+        now_ms: i64,
+    ) -> Result<Task, AgentError> {
+        let _one = self.changing.lock().await;
+        let mut task = self.get(id)?;
+        if task.state.is_final() {
+            return Err(AgentError {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "task_finished",
+                message: format!("task {id} is {:?} already", task.state),
+                retry_after: None,
+            });
+        }
+        if task.events.len() >= self.max_events {
+            return Err(AgentError::too_many(
+                "max_task_events",
+                format!("a task keeps at most {} events", self.max_events),
+            ));
+        }
+        let next = match (kind, state, by_agent) {
+            ("status", Some(s), true) if s != State::Submitted => s,
+            ("status", Some(State::Canceled), false) => State::Canceled,
+            ("artifact" | "message", None, true) => task.state.max_working(),
+            ("message", None, false) if task.state == State::InputRequired => State::Working,
+            ("message", None, false) => {
+                return Err(AgentError {
+                    status: axum::http::StatusCode::CONFLICT,
+                    code: "no_input_required",
+                    message: format!("task {id} does not wait for input"),
+                    retry_after: None,
+                });
+            }
+            _ => {
+                return Err(AgentError::bad_request(
+                    "bad_event",
+                    "an agent appends a status (with a state), an artifact or a message; a \
+                     requester a message or a cancel",
+                ));
+            }
+        };
+        let event = TaskEvent {
+            task: id.to_string(),
+            kind: kind.to_string(),
+            state,
+            by: if by_agent { "agent" } else { "requester" }.into(),
+            data,
+            at_ms: now_ms,
+        };
+        let offset = self.append(&event).await?;
+        task.events.push(offset);
+        task.state = next;
+        task.updated_ms = now_ms;
+        self.keep(&task)?;
+        self.changed.notify_waiters();
+        Ok(task)
+    }
+
+    /// Events of task `id` after event `after` (all with `None`), at most `max`.
+    pub async fn events(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<(Task, Vec<Numbered>), AgentError> {
+        let task = self.get(id)?;
+        let p = self.partition().await?;
+        let mut out = Vec::new();
+        for &offset in task
+            .events
+            .iter()
+            .filter(|&&o| after.is_none_or(|a| o > a))
+            .take(max)
+        {
+            let batches = p.read(offset, 64 * 1024).await.map_err(storage_error)?;
+            let event = batches
+                .iter()
+                .filter_map(|b| b.records().ok())
+                .flatten()
+                .filter_map(Result::ok)
+                .find(|r| r.offset == offset)
+                .and_then(|r| serde_json::from_slice::<TaskEvent>(r.value.as_deref()?).ok());
+            if let Some(event) = event {
+                out.push(Numbered { id: offset, event });
+            }
+        }
+        Ok((task, out))
+    }
+
+    /// Waits until `ready` holds for task `id`, at most `wait`: the task then.
+    pub async fn wait(
+        &self,
+        id: &str,
+        wait: std::time::Duration,
+        ready: impl Fn(&Task) -> bool,
+    ) -> Result<Task, AgentError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let woken = self.changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let task = self.get(id)?;
+            if ready(&task) || tokio::time::Instant::now() >= deadline {
+                return Ok(task);
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+impl State {
+    /// The state an artifact or message from the agent leaves the task in: working,
+    /// unless it was waiting for input (which stays until answered).
+    fn max_working(self) -> State {
+        match self {
+            State::Submitted => State::Working,
+            s => s,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+"""Tasks over real HTTP: a requester creates a task for an agent, the agent finds it in its
+mailbox and reports status, artifacts and a request for input, the requester waits,
+answers, reads the events with resume, and all of it survives a SIGKILL."""
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_agents import card, register  # noqa: E402
+from test_queues import TOKEN, Api, start  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from strata_node import Node, node_with  # noqa: E402,F401
+
+
+def worker(api, name):
+    token = register(api, card(name, "work"))[1]["token"]
+    return {"X-Agent-Token": token}
+
+
+def take_task(api, name, me):
+    status, got, _ = api.call("POST", f"/v1/agents/{name}/mailbox/fetch", {"wait_ms": 30000}, me)
+    assert status == 200 and len(got["messages"]) == 1, got
+    m = got["messages"][0]
+    assert api.call("POST", f"/v1/agents/{name}/mailbox/ack", {"lease": m["lease"]}, me)[0] == 200
+    return m["body"]
+
+
+def report(api, task, me, kind, state=None, data=None):
+    body = {"kind": kind, "data": data}
+    if state:
+        body["state"] = state
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task}/events", body, me)
+    assert status == 200, answer
+    return answer
+
+
+def test_a_task_goes_through_input_required_to_completed(node_with):
+    api = Api(start(node_with))
+    me = worker(api, "w1")
+    status, task, _ = api.call("POST", "/v1/tasks", {"agent": "w1", "input": {"q": "2+2"}})
+    assert status == 201 and task["state"] == "submitted"
+    got = take_task(api, "w1", me)
+    assert got == {"task": task["id"], "input": {"q": "2+2"}}
+    report(api, task["id"], me, "status", "working")
+    report(api, task["id"], me, "artifact", data={"partial": 4})
+    # The requester waits until the agent needs something.
+    waited = {}
+    t = threading.Thread(target=lambda: waited.update(
+        api.call("GET", f"/v1/tasks/{task['id']}/wait?wait_ms=45000")[1]))
+    t.start()
+    report(api, task["id"], me, "status", "input-required", {"question": "approve?"})
+    t.join(60)
+    assert waited["state"] == "input-required"
+    # Only a task waiting for input takes an answer.
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/respond", {"data": "yes"})
+    assert status == 200 and answer["state"] == "working"
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/respond", {"data": "again"})
+    assert status == 409 and answer["error"]["code"] == "no_input_required"
+    report(api, task["id"], me, "status", "completed", {"answer": 4})
+    status, done, _ = api.call("GET", f"/v1/tasks/{task['id']}/wait?wait_ms=45000")
+    assert done["state"] == "completed"
+    status, page, _ = api.call("GET", f"/v1/tasks/{task['id']}/events")
+    kinds = [(e["kind"], e.get("state"), e["by"]) for e in page["events"]]
+    assert kinds == [("status", "submitted", "requester"), ("status", "working", "agent"),
+                     ("artifact", None, "agent"), ("status", "input-required", "agent"),
+                     ("message", None, "requester"), ("status", "completed", "agent")]
+    # Resumed after an event: only those after it.
+    status, later, _ = api.call("GET", f"/v1/tasks/{task['id']}/events?after={page['events'][3]['id']}")
+    assert [e["kind"] for e in later["events"]] == ["message", "status"]
+    # Finished: nothing more.
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/events",
+                                 {"kind": "message", "data": 1}, me)
+    assert status == 409 and answer["error"]["code"] == "task_finished"
+
+
+def test_only_the_tasks_agent_reports_and_bad_events_are_refused(node_with):
+    api = Api(start(node_with))
+    me = worker(api, "w2")
+    other = worker(api, "w3")
+    task = api.call("POST", "/v1/tasks", {"agent": "w2", "input": 1})[1]
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/events",
+                                 {"kind": "status", "state": "completed"}, other)
+    assert status == 403 and answer["error"]["code"] == "not_owner"
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/events", {"kind": "dance"}, me)
+    assert status == 400 and answer["error"]["code"] == "bad_event"
+    status, answer, _ = api.call("POST", "/v1/tasks", {"agent": "nobody"})
+    assert status == 404 and answer["error"]["code"] == "unknown_agent"
+    assert api.call("GET", "/v1/tasks/0123")[0] == 404
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/cancel")
+    assert status == 200 and answer["state"] == "canceled"
+
+
+def test_a_task_survives_a_sigkill(node_with, tmp_path):
+    node = start(node_with)
+    api = Api(node)
+    me = worker(api, "w4")
+    task = api.call("POST", "/v1/tasks", {"agent": "w4", "input": "long job"})[1]
+    take_task(api, "w4", me)
+    report(api, task["id"], me, "status", "working")
+    node.proc.kill()
+    node.proc.wait()
+    config = (tmp_path / "strata.toml").read_text()
+    again = Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+    try:
+        api = Api(again)
+        status, got, _ = api.call("GET", f"/v1/tasks/{task['id']}")
+        assert status == 200 and got["state"] == "working"
+        report(api, task["id"], me, "status", "completed", "done")
+        status, page, _ = api.call("GET", f"/v1/tasks/{task['id']}/events")
+        assert [e.get("state") for e in page["events"]] == ["submitted", "working", "completed"]
+    finally:
+        assert again.stop() == 0
