@@ -84,6 +84,12 @@ if ! python3 -c 'import schemathesis; assert schemathesis.__version__ == "4.32.5
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 fi
 
+# httpx: what the Python SDK of the agent API (sdk/python) is built on.
+if ! python3 -c 'import httpx; assert httpx.__version__ == "0.28.1"' 2>/dev/null; then
+  echo "install-deps: installing httpx from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "httpx==0.28.1"
+fi
+
 # kafkajs from npm for the Kafka tests, into ~/.cache/strata/tools/node.
 node_root="$HOME/.cache/strata/tools/node"
 if command -v npm >/dev/null 2>&1 && [ ! -f "$node_root/node_modules/kafkajs/package.json" ]; then
