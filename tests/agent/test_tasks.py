@@ -110,3 +110,17 @@ def test_a_task_survives_a_sigkill(node_with, tmp_path):
         assert [e.get("state") for e in page["events"]] == ["submitted", "working", "completed"]
     finally:
         assert again.stop() == 0
+
+
+def test_a_name_registered_again_is_another_agent(node_with):
+    api = Api(start(node_with))
+    old = worker(api, "reborn")
+    task = api.call("POST", "/v1/tasks", {"agent": "reborn", "input": "secret"})[1]
+    assert api.call("DELETE", "/v1/agents/reborn", headers=old)[0] == 200
+    new = worker(api, "reborn")
+    # The new holder of the name sees neither the old mailbox nor the old task.
+    status, got, _ = api.call("POST", "/v1/agents/reborn/mailbox/fetch", {}, new)
+    assert status == 200 and got["messages"] == []
+    status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/events",
+                                 {"kind": "status", "state": "completed"}, new)
+    assert status == 403 and answer["error"]["code"] == "not_owner"

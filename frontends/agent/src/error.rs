@@ -54,6 +54,11 @@ impl AgentError {
         }
     }
 
+    /// 429 without Retry-After: a bound that waiting does not lift (only deleting does).
+    pub fn full(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+    }
+
     /// 503: storage cannot answer now; try again.
     pub fn unavailable(message: impl Into<String>) -> Self {
         AgentError {

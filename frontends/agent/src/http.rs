@@ -431,13 +431,10 @@ async fn publish(
         let topic = public(&topic)?;
         let r: PublishRequest = api.body(body).await?;
         // A type goes on an SSE `event:` line: a short word, no line breaks.
-        if r.kind.as_ref().is_some_and(|k| {
-            k.is_empty()
-                || k.len() > MAX_EVENT_TYPE
-                || !k
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        }) {
+        if r.kind
+            .as_deref()
+            .is_some_and(|k| !crate::topics::valid_type(k))
+        {
             return Err(AgentError::bad_request(
                 "bad_type",
                 format!("an event type is 1 to {MAX_EVENT_TYPE} characters of [A-Za-z0-9._-]"),
@@ -564,9 +561,13 @@ fn query_of<T: DeserializeOwned>(query: Option<&str>) -> Result<T, AgentError> {
 /// Most agents one search returns.
 const MAX_LISTED: usize = 1000;
 
-/// The queue holding agent `name`'s mailbox.
-fn mailbox(name: &str) -> String {
-    format!("_mbx-{name}")
+/// The queue holding the mailbox of agent `name`'s current registration (another
+/// registration of the name has another mailbox).
+fn mailbox(api: &Api, name: &str) -> Result<String, AgentError> {
+    api.registry
+        .incarnation(name)
+        .map(|inc| format!("_mbx-{name}-{inc}"))
+        .ok_or_else(|| AgentError::not_found("unknown_agent", format!("no agent {name}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -741,13 +742,8 @@ async fn mailbox_send(
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        if !api.registry.exists(&name) {
-            return Err(AgentError::not_found(
-                "unknown_agent",
-                format!("no agent {name}"),
-            ));
-        }
-        send_to(&api, &mailbox(&name), &headers, body).await
+        let queue = mailbox(&api, &name)?;
+        send_to(&api, &queue, &headers, body).await
     }
     .await;
     api.answer(result)
@@ -764,7 +760,8 @@ async fn mailbox_owned(
     let result = async {
         api.authorize(&headers)?;
         api.owner(&headers, &name)?;
-        let queue = mailbox(&name);
+        let queue = mailbox(&api, &name)?;
+        api.queues.ensure(&queue).await?;
         match op {
             "fetch" => fetch_to(&api, &queue, body).await,
             "ack" => ack_to(&api, &queue, body).await,
@@ -868,15 +865,11 @@ async fn create_task(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
     let result = async {
         api.authorize(&headers)?;
         let r: CreateTask = api.body(body).await?;
-        if !api.registry.exists(&r.agent) {
-            return Err(AgentError::not_found(
-                "unknown_agent",
-                format!("no agent {}", r.agent),
-            ));
-        }
+        let queue = mailbox(&api, &r.agent)?;
+        let incarnation = api.registry.incarnation(&r.agent).unwrap_or_default();
         let task = api
             .tasks
-            .create(&r.agent, r.input.clone(), now_ms())
+            .create(&r.agent, &incarnation, r.input.clone(), now_ms())
             .await?;
         // The agent learns of it in its mailbox.
         let envelope = Envelope {
@@ -885,9 +878,17 @@ async fn create_task(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
             sent_ms: task.created_ms,
             expires_ms: None,
         };
-        api.queues
-            .send(&mailbox(&r.agent), 1, Some(&task.id), envelope, None)
-            .await?;
+        // The task id is the idempotency key: a retried create cannot deliver it twice. A
+        // task that cannot reach the mailbox fails at once rather than wait forever.
+        if let Err(e) = api
+            .queues
+            .send(&queue, 1, Some(&task.id), envelope, Some(&task.id))
+            .await
+        {
+            let why = serde_json::json!({"error": e.code, "message": e.message});
+            let _ = api.tasks.abandon(&task.id, why, now_ms()).await;
+            return Err(e);
+        }
         Ok(json(
             StatusCode::CREATED,
             serde_json::to_value(&task).unwrap_or_default(),
@@ -923,6 +924,20 @@ async fn add_task_event(
     let result = async {
         api.authorize(&headers)?;
         let task = api.tasks.get(&id)?;
+        // Only the agent the task was created for, in the registration it was created
+        // for: a name registered again is another agent.
+        if api.registry.incarnation(&task.agent).as_deref() != Some(task.agent_incarnation.as_str())
+        {
+            return Err(AgentError {
+                status: StatusCode::FORBIDDEN,
+                code: "not_owner",
+                message: format!(
+                    "task {id} belongs to an earlier registration of {}",
+                    task.agent
+                ),
+                retry_after: None,
+            });
+        }
         api.owner(&headers, &task.agent)?;
         let r: AddEvent = api.body(body).await?;
         let task = api

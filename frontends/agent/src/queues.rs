@@ -205,7 +205,7 @@ impl Queues {
             return Ok(q.clone());
         }
         if self.open.lock().len() >= self.limits.max_queues {
-            return Err(AgentError::too_many(
+            return Err(AgentError::full(
                 "max_queues",
                 format!("this node keeps at most {} queues", self.limits.max_queues),
             ));
@@ -276,6 +276,12 @@ impl Queues {
         self.open.lock().insert(name.to_string(), q.clone());
         self.metrics.queues.set(self.open.lock().len() as i64);
         Ok(q)
+    }
+
+    /// Creates queue `name` when it does not exist (a mailbox, which its agent may read
+    /// before anything was sent to it).
+    pub async fn ensure(&self, name: &str) -> Result<(), AgentError> {
+        self.queue(name, true).await.map(|_| ())
     }
 
     /// Stores a message in queue `name` at priority `level`: its id, and whether an

@@ -17,6 +17,8 @@ use crate::error::AgentError;
 /// The topic every registry change is published to.
 pub const REGISTRY_TOPIC: &str = "_registry";
 
+/// Largest card, as JSON.
+const MAX_CARD_BYTES: usize = 8 * 1024;
 /// Most skills and tags on a card, and their longest strings.
 const MAX_SKILLS: usize = 64;
 const MAX_TAGS: usize = 32;
@@ -91,6 +93,9 @@ impl Card {
         if self.tags.len() > MAX_TAGS || !self.tags.iter().all(|t| word_ok(t)) {
             return bad("at most 32 tags of 1 to 64 bytes");
         }
+        if serde_json::to_vec(self).map_or(usize::MAX, |j| j.len()) > MAX_CARD_BYTES {
+            return bad("a card is at most 8 KiB of JSON");
+        }
         Ok(())
     }
 }
@@ -115,6 +120,10 @@ struct Entry {
     seen_ms: i64,
     /// How long after `seen_ms` it counts as online.
     lease_ms: i64,
+    /// This registration's own id: a name registered again after a removal is another
+    /// agent, with another mailbox and none of the old one's tasks.
+    #[serde(default)]
+    incarnation: String,
 }
 
 /// An agent as the API shows it.
@@ -204,13 +213,17 @@ impl Registry {
     ) -> Result<(String, bool), AgentError> {
         card.check()?;
         let mut agents = self.agents.lock();
-        let (token, registered_ms, new) = match agents.get(&card.name) {
+        let (token, registered_ms, new, incarnation) = match agents.get(&card.name) {
             Some(old) => {
                 let given = token.map(digest);
                 if given.as_deref() != Some(old.token_sha256.as_str()) {
+                    let (status, code) = match token {
+                        None => (axum::http::StatusCode::CONFLICT, "name_taken"),
+                        Some(_) => (axum::http::StatusCode::FORBIDDEN, "not_owner"),
+                    };
                     return Err(AgentError {
-                        status: axum::http::StatusCode::CONFLICT,
-                        code: "name_taken",
+                        status,
+                        code,
                         message: format!(
                             "agent {} is registered: only its own token updates it",
                             card.name
@@ -222,16 +235,22 @@ impl Registry {
                     token.unwrap_or_default().to_string(),
                     old.registered_ms,
                     false,
+                    old.incarnation.clone(),
                 )
             }
             None => {
                 if agents.len() >= self.max_agents {
-                    return Err(AgentError::too_many(
+                    return Err(AgentError::full(
                         "max_agents",
                         format!("this node keeps at most {} agents", self.max_agents),
                     ));
                 }
-                (format!("{:032x}", rand::random::<u128>()), now_ms, true)
+                (
+                    format!("{:032x}", rand::random::<u128>()),
+                    now_ms,
+                    true,
+                    format!("{:016x}", rand::random::<u64>()),
+                )
             }
         };
         let entry = Entry {
@@ -240,6 +259,7 @@ impl Registry {
             registered_ms,
             seen_ms: now_ms,
             lease_ms,
+            incarnation,
         };
         self.keep(&entry)?;
         agents.insert(entry.card.name.clone(), entry);
@@ -260,14 +280,20 @@ impl Registry {
         self.agents.lock().contains_key(name)
     }
 
+    /// The id of agent `name`'s registration, if it is registered.
+    pub fn incarnation(&self, name: &str) -> Option<String> {
+        self.agents.lock().get(name).map(|e| e.incarnation.clone())
+    }
+
     /// Agent `name` is alive at `now_ms`: until when it counts as online.
     pub fn heartbeat(&self, name: &str, now_ms: i64) -> Result<i64, AgentError> {
         let mut agents = self.agents.lock();
         let e = agents.get_mut(name).ok_or_else(|| unknown(name))?;
         e.seen_ms = now_ms;
         let until = now_ms.saturating_add(e.lease_ms);
+        // Written under the lock: a removal or an update cannot slip in between and be
+        // undone by this write.
         let kept = e.clone();
-        drop(agents);
         self.keep(&kept)?;
         Ok(until)
     }

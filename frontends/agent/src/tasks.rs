@@ -54,6 +54,9 @@ pub struct Task {
     pub id: String,
     /// The agent it is for.
     pub agent: String,
+    /// The registration of that agent it is for.
+    #[serde(default)]
+    pub agent_incarnation: String,
     /// Where it is.
     pub state: State,
     /// When it was created, milliseconds since the epoch.
@@ -216,12 +219,13 @@ impl Tasks {
     pub async fn create(
         &self,
         agent: &str,
+        agent_incarnation: &str,
         input: serde_json::Value,
         now_ms: i64,
     ) -> Result<Task, AgentError> {
         let _one = self.changing.lock().await;
         if self.count()? >= self.max_tasks {
-            return Err(AgentError::too_many(
+            return Err(AgentError::full(
                 "max_tasks",
                 format!("this node keeps at most {} tasks", self.max_tasks),
             ));
@@ -239,6 +243,7 @@ impl Tasks {
         let task = Task {
             id,
             agent: agent.to_string(),
+            agent_incarnation: agent_incarnation.to_string(),
             state: State::Submitted,
             created_ms: now_ms,
             updated_ms: now_ms,
@@ -275,7 +280,7 @@ impl Tasks {
             });
         }
         if task.events.len() >= self.max_events {
-            return Err(AgentError::too_many(
+            return Err(AgentError::full(
                 "max_task_events",
                 format!("a task keeps at most {} events", self.max_events),
             ));
@@ -312,6 +317,33 @@ impl Tasks {
         let offset = self.append(&event).await?;
         task.events.push(offset);
         task.state = next;
+        task.updated_ms = now_ms;
+        self.keep(&task)?;
+        self.changed.notify_waiters();
+        Ok(task)
+    }
+
+    /// Fails task `id` on the node's behalf (it could not be delivered): `why` is the
+    /// failing status's data.
+    pub async fn abandon(
+        &self,
+        id: &str,
+        why: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Task, AgentError> {
+        let _one = self.changing.lock().await;
+        let mut task = self.get(id)?;
+        let event = TaskEvent {
+            task: id.to_string(),
+            kind: "status".into(),
+            state: Some(State::Failed),
+            by: "node".into(),
+            data: why,
+            at_ms: now_ms,
+        };
+        let offset = self.append(&event).await?;
+        task.events.push(offset);
+        task.state = State::Failed;
         task.updated_ms = now_ms;
         self.keep(&task)?;
         self.changed.notify_waiters();

@@ -129,7 +129,7 @@ impl Topics {
             return Ok(p.clone());
         }
         if self.open.lock().len() >= self.limits.max_topics {
-            return Err(AgentError::too_many(
+            return Err(AgentError::full(
                 "max_topics",
                 format!("this node keeps at most {} topics", self.limits.max_topics),
             ));
@@ -264,12 +264,22 @@ impl Topics {
 /// `data` (the event as JSON, on one line).
 pub fn sse_frame(e: &Stored) -> Bytes {
     let mut out = format!("id: {}\n", e.id);
-    if let Some(kind) = &e.event.kind {
+    // Records written by other protocols did not pass the publish check: a type that is
+    // not a plain word (a line break would start a forged field) is left out.
+    if let Some(kind) = e.event.kind.as_deref().filter(|k| valid_type(k)) {
         out.push_str(&format!("event: {kind}\n"));
     }
     let data = serde_json::to_string(e).unwrap_or_default();
     out.push_str(&format!("data: {data}\n\n"));
     Bytes::from(out)
+}
+
+/// Whether `kind` may be an event's type: 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_type(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// What a streaming reader holds between two chunks.
