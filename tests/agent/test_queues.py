@@ -133,6 +133,21 @@ def test_a_long_poll_returns_when_a_message_arrives(node_with):
     assert [m["body"] for m in got] == [{"hello": "world"}]
 
 
+def test_a_delayed_message_is_not_delivered_before_its_time(node_with):
+    api = Api(start(node_with))
+    status, sent, _ = api.send("delayed", {"n": 1}, delay_ms=800)
+    assert status == 201
+    api.send("delayed", {"n": 2})
+    # Only the undelayed one now; the delayed one once its time has come.
+    now = api.fetch("delayed", max=10)
+    assert [m["body"] for m in now] == [{"n": 2}]
+    later = api.fetch("delayed", max=10, wait_ms=WAIT)
+    assert [m["id"] for m in later] == [sent["id"]] and later[0]["attempt"] == 1
+    assert later[0]["not_before_ms"] <= int(time.time() * 1000)
+    status, answer, _ = api.send("delayed", {"n": 3}, delay_ms=-1)
+    assert status == 400 and answer["error"]["code"] == "bad_delay"
+
+
 def test_a_retried_send_with_the_same_idempotency_key_is_stored_once(node_with):
     api = Api(start(node_with))
     first = api.send("once", {"n": 1}, idempotency_key="order-42")

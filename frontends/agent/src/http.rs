@@ -31,6 +31,8 @@ const MAX_TAGS: usize = 16;
 const MAX_TAG: usize = 64;
 /// Most messages one fetch asks for.
 const MAX_FETCH: usize = 100;
+/// Longest delayed delivery: seven days.
+const MAX_DELAY_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -130,6 +132,8 @@ struct SendRequest {
     tags: Vec<String>,
     #[serde(default)]
     ttl_ms: Option<i64>,
+    #[serde(default)]
+    delay_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,12 +244,19 @@ async fn send_to(
     if r.ttl_ms.is_some_and(|t| t <= 0) {
         return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
     }
+    if r.delay_ms.is_some_and(|d| !(0..=MAX_DELAY_MS).contains(&d)) {
+        return Err(AgentError::bad_request(
+            "bad_delay",
+            format!("delay_ms is 0 to {MAX_DELAY_MS} (7 days)"),
+        ));
+    }
     let sent_ms = now_ms();
     let envelope = Envelope {
         body: r.body,
         tags: r.tags,
         sent_ms,
         expires_ms: r.ttl_ms.map(|t| sent_ms.saturating_add(t)),
+        not_before_ms: r.delay_ms.map(|d| sent_ms.saturating_add(d)),
     };
     let (id, duplicate) = api
         .queues
@@ -877,6 +888,7 @@ async fn create_task(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
             tags: vec!["task".into()],
             sent_ms: task.created_ms,
             expires_ms: None,
+            not_before_ms: None,
         };
         // The task id is the idempotency key: a retried create cannot deliver it twice. A
         // task that cannot reach the mailbox fails at once rather than wait forever.

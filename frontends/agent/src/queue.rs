@@ -253,6 +253,23 @@ impl Queue {
         Ok(slot)
     }
 
+    /// Takes back the message of `lease` as if it had not been handed out (a delayed
+    /// message fetched before its time): it is due again at `until_ms`, its delivery not
+    /// counted.
+    pub fn defer(&mut self, lease: &str, until_ms: i64) -> Result<Slot, LeaseError> {
+        let slot = self.settle(lease)?;
+        let l = &mut self.levels[usize::from(slot.level)];
+        l.out.remove(&slot.offset);
+        if let Some(n) = l.attempts.get_mut(&slot.offset) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                l.attempts.remove(&slot.offset);
+            }
+        }
+        l.again.insert(slot.offset, until_ms);
+        Ok(slot)
+    }
+
     /// Extends `lease` to `lease_ms` from `now_ms`: its new end.
     pub fn extend(&mut self, lease: &str, now_ms: i64, lease_ms: i64) -> Result<i64, LeaseError> {
         let held = self.leases.get_mut(lease).ok_or(LeaseError::Unknown)?;
@@ -469,6 +486,18 @@ mod tests {
         let due = q.fetch([2, 0, 0], 5, 500, 1000);
         assert_eq!(offsets(&due), vec![(0, 0)]);
         assert_eq!(due[0].attempt, 2);
+    }
+
+    #[test]
+    fn a_deferred_message_waits_and_its_delivery_is_not_counted() {
+        let mut q = Queue::new(1);
+        let got = q.fetch([1, 0, 0], 1, 0, 100);
+        q.defer(&got[0].lease, 500).unwrap();
+        assert!(q.fetch([1, 0, 0], 1, 499, 100).is_empty());
+        let due = q.fetch([1, 0, 0], 1, 500, 100);
+        assert_eq!(due[0].attempt, 1);
+        // Counted from now on: one lapse is max_deliveries (1) here.
+        assert_eq!(q.expire(600).dead.len(), 1);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct Envelope {
     /// When it expires unread, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
+    /// Not delivered before this time (delayed delivery), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
 }
 
 /// A message handed to a consumer.
@@ -514,6 +517,11 @@ impl Queues {
                 }
                 continue;
             };
+            if let Some(at) = envelope.not_before_ms.filter(|&at| at > now) {
+                // Delayed: back until its time, this delivery not counted.
+                let _ = q.state.lock().defer(&d.lease, at);
+                continue;
+            }
             if d.attempt > 1 {
                 self.metrics.redeliveries.inc();
             }

@@ -40,13 +40,14 @@ class Message:
     key: Optional[str] = None
     tags: list = field(default_factory=list)
     expires_ms: Optional[int] = None
+    not_before_ms: Optional[int] = None
 
     @staticmethod
     def of(m: dict) -> "Message":
         return Message(id=m["id"], lease=m["lease"], lease_until_ms=m["lease_until_ms"],
                        attempt=m["attempt"], priority=m["priority"], body=m["body"],
                        sent_ms=m["sent_ms"], key=m.get("key"), tags=m.get("tags", []),
-                       expires_ms=m.get("expires_ms"))
+                       expires_ms=m.get("expires_ms"), not_before_ms=m.get("not_before_ms"))
 
 
 @dataclass(frozen=True)
@@ -152,17 +153,20 @@ class Client:
 
     def send(self, queue: str, body: Any, *, priority: str = "normal", key: Optional[str] = None,
              tags: Optional[list] = None, ttl_ms: Optional[int] = None,
-             idempotency_key: Optional[str] = None) -> SendResult:
-        """Stores a message; a retry with the same `idempotency_key` stores nothing more."""
+             delay_ms: Optional[int] = None, idempotency_key: Optional[str] = None) -> SendResult:
+        """Stores a message (delivered no sooner than `delay_ms` from now); a retry with the
+        same `idempotency_key` stores nothing more."""
         return self._send(f"/v1/queues/{queue}/messages", body, priority, key, tags, ttl_ms,
-                          idempotency_key)
+                          idempotency_key, delay_ms)
 
     def send_to_agent(self, agent: str, body: Any, **kw) -> SendResult:
         """Stores a message in `agent`'s mailbox."""
         return self._send(f"/v1/agents/{agent}/mailbox/messages", body, kw.get("priority", "normal"),
-                          kw.get("key"), kw.get("tags"), kw.get("ttl_ms"), kw.get("idempotency_key"))
+                          kw.get("key"), kw.get("tags"), kw.get("ttl_ms"), kw.get("idempotency_key"),
+                          kw.get("delay_ms"))
 
-    def _send(self, path, body, priority, key, tags, ttl_ms, idempotency_key) -> SendResult:
+    def _send(self, path, body, priority, key, tags, ttl_ms, idempotency_key,
+              delay_ms=None) -> SendResult:
         req = {"body": body, "priority": priority}
         if key is not None:
             req["key"] = key
@@ -170,6 +174,8 @@ class Client:
             req["tags"] = tags
         if ttl_ms is not None:
             req["ttl_ms"] = ttl_ms
+        if delay_ms is not None:
+            req["delay_ms"] = delay_ms
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         a = self._call("POST", path, req, headers=headers)
         return SendResult(id=a["id"], duplicate=a["duplicate"])
