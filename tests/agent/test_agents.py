@@ -6,10 +6,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_queues import TOKEN, Api, start  # noqa: E402
+from test_queues import TOKEN, Api, killed_and_restarted, start  # noqa: E402
 from test_topics import Sse  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from strata_node import Node, node_with  # noqa: E402,F401
+from strata_node import node_with  # noqa: E402,F401
 
 
 def card(name, skill, tags=()):
@@ -96,10 +96,7 @@ def test_registry_changes_are_a_stream_and_agents_survive_a_sigkill(node_with, t
     # Nobody but the frontend publishes to the registry's topic.
     status, answer, _ = api.call("POST", "/v1/topics/_registry/events", {"data": 1})
     assert status == 400 and answer["error"]["code"] == "bad_name"
-    node.proc.kill()
-    node.proc.wait()
-    config = (tmp_path / "strata.toml").read_text()
-    again = Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+    again = killed_and_restarted(node, tmp_path)
     try:
         api = Api(again)
         status, got, _ = api.call("GET", "/v1/agents/keeper")

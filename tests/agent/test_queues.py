@@ -56,6 +56,14 @@ class Api:
         return answer
 
 
+def killed_and_restarted(node, tmp_path):
+    """SIGKILLs `node` and starts it again on the same data and configuration."""
+    node.proc.kill()
+    node.proc.wait()
+    config = (tmp_path / "strata.toml").read_text()
+    return Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+
+
 def start(node_with, config=""):
     return node_with(config, STRATA_AGENT__ENABLED="true", STRATA_AGENT__TOKEN=TOKEN)
 
@@ -179,10 +187,7 @@ def test_after_a_sigkill_only_what_was_not_acknowledged_comes_back(node_with, tm
     got = api.fetch("durable", max=5, lease_ms=60000)
     for m in got[:2] + got[3:4]:
         assert api.ack("durable", m["lease"])[0] == 200
-    node.proc.kill()
-    node.proc.wait()
-    config = (tmp_path / "strata.toml").read_text()
-    again = Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+    again = killed_and_restarted(node, tmp_path)
     try:
         api = Api(again)
         back = api.fetch("durable", max=10, lease_ms=60000)

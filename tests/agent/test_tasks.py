@@ -7,9 +7,9 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_agents import card, register  # noqa: E402
-from test_queues import TOKEN, Api, start  # noqa: E402
+from test_queues import TOKEN, Api, killed_and_restarted, start  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from strata_node import Node, node_with  # noqa: E402,F401
+from strata_node import node_with  # noqa: E402,F401
 
 
 def worker(api, name):
@@ -97,10 +97,7 @@ def test_a_task_survives_a_sigkill(node_with, tmp_path):
     task = api.call("POST", "/v1/tasks", {"agent": "w4", "input": "long job"})[1]
     take_task(api, "w4", me)
     report(api, task["id"], me, "status", "working")
-    node.proc.kill()
-    node.proc.wait()
-    config = (tmp_path / "strata.toml").read_text()
-    again = Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+    again = killed_and_restarted(node, tmp_path)
     try:
         api = Api(again)
         status, got, _ = api.call("GET", f"/v1/tasks/{task['id']}")

@@ -8,9 +8,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_queues import TOKEN, Api, start  # noqa: E402
+from test_queues import TOKEN, Api, killed_and_restarted, start  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from strata_node import DEADLINE, Node, node_with  # noqa: E402,F401
+from strata_node import DEADLINE, node_with  # noqa: E402,F401
 
 
 def publish(api, topic, data, kind=None):
@@ -94,10 +94,7 @@ def test_a_stream_resumes_across_a_sigkill(node_with, tmp_path):
     s = Sse(api, "durable", query="?from=0")
     seen = [s.next()[0] for _ in range(4)]
     s.close()
-    node.proc.kill()
-    node.proc.wait()
-    config = (tmp_path / "strata.toml").read_text()
-    again = Node(tmp_path, config, {"STRATA_AGENT__ENABLED": "true", "STRATA_AGENT__TOKEN": TOKEN})
+    again = killed_and_restarted(node, tmp_path)
     try:
         api = Api(again)
         s = Sse(api, "durable", last_event_id=seen[-1])

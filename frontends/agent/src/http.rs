@@ -190,22 +190,16 @@ fn public(name: &str) -> Result<&str, AgentError> {
     Ok(name)
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    (status, axum::Json(value)).into_response()
+/// 200 with `value` as JSON.
+fn ok(value: &impl serde::Serialize) -> Result<Response, AgentError> {
+    Ok(json(
+        StatusCode::OK,
+        serde_json::to_value(value).unwrap_or_default(),
+    ))
 }
 
-async fn send(
-    State(api): State<Arc<Api>>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        send_to(&api, public(&queue)?, &headers, body).await
-    }
-    .await;
-    api.answer(result)
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
 }
 
 async fn send_to(
@@ -279,20 +273,6 @@ async fn send_to(
     ))
 }
 
-async fn fetch(
-    State(api): State<Arc<Api>>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        fetch_to(&api, public(&queue)?, body).await
-    }
-    .await;
-    api.answer(result)
-}
-
 async fn fetch_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
     let r: FetchRequest = api.body(body).await?;
     if r.max == 0 || r.max > MAX_FETCH {
@@ -317,38 +297,10 @@ async fn fetch_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentE
     ))
 }
 
-async fn ack(
-    State(api): State<Arc<Api>>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        ack_to(&api, public(&queue)?, body).await
-    }
-    .await;
-    api.answer(result)
-}
-
 async fn ack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
     let r: AckRequest = api.body(body).await?;
     let id = api.queues.settle(queue, &r.lease, None).await?;
     Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
-}
-
-async fn nack(
-    State(api): State<Arc<Api>>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        nack_to(&api, public(&queue)?, body).await
-    }
-    .await;
-    api.answer(result)
 }
 
 async fn nack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
@@ -362,20 +314,6 @@ async fn nack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentEr
     }
     let id = api.queues.settle(queue, &r.lease, Some(r.delay_ms)).await?;
     Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
-}
-
-async fn extend(
-    State(api): State<Arc<Api>>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        extend_to(&api, public(&queue)?, body).await
-    }
-    .await;
-    api.answer(result)
 }
 
 async fn extend_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
@@ -701,10 +639,7 @@ async fn get_agent(
     let result = async {
         api.authorize(&headers)?;
         let agent = api.registry.get(&name, now_ms())?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(agent).unwrap_or_default(),
-        ))
+        ok(&agent)
     }
     .await;
     api.answer(result)
@@ -745,79 +680,59 @@ async fn heartbeat(
     api.answer(result)
 }
 
-async fn mailbox_send(
+/// A queue operation (`/v1/queues/{queue}/{op}`).
+async fn queue_op(
     State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
+    Path((queue, op)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        let queue = mailbox(&api, &name)?;
-        send_to(&api, &queue, &headers, body).await
+        let queue = public(&queue)?;
+        on_queue(&api, queue, &op, &headers, body).await
     }
     .await;
     api.answer(result)
 }
 
-/// A mailbox operation only its owner may do.
-async fn mailbox_owned(
-    api: Arc<Api>,
-    name: String,
-    headers: HeaderMap,
-    body: Body,
+/// Operation `op` on `queue`.
+async fn on_queue(
+    api: &Api,
+    queue: &str,
     op: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    match op {
+        "messages" => send_to(api, queue, headers, body).await,
+        "fetch" => fetch_to(api, queue, body).await,
+        "ack" => ack_to(api, queue, body).await,
+        "nack" => nack_to(api, queue, body).await,
+        "extend" => extend_to(api, queue, body).await,
+        _ => Err(AgentError::not_found("not_found", "no such route")),
+    }
+}
+
+/// A mailbox operation (`/v1/agents/{name}/mailbox/{op}`): anyone sends to it, only its
+/// agent reads it.
+async fn mailbox_op(
+    State(api): State<Arc<Api>>,
+    Path((name, op)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let result = async {
         api.authorize(&headers)?;
-        api.owner(&headers, &name)?;
         let queue = mailbox(&api, &name)?;
-        api.queues.ensure(&queue).await?;
-        match op {
-            "fetch" => fetch_to(&api, &queue, body).await,
-            "ack" => ack_to(&api, &queue, body).await,
-            "nack" => nack_to(&api, &queue, body).await,
-            _ => extend_to(&api, &queue, body).await,
+        if op != "messages" {
+            api.owner(&headers, &name)?;
+            api.queues.ensure(&queue).await?;
         }
+        on_queue(&api, &queue, &op, &headers, body).await
     }
     .await;
     api.answer(result)
-}
-
-async fn mailbox_fetch(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    mailbox_owned(api, name, headers, body, "fetch").await
-}
-
-async fn mailbox_ack(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    mailbox_owned(api, name, headers, body, "ack").await
-}
-
-async fn mailbox_nack(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    mailbox_owned(api, name, headers, body, "nack").await
-}
-
-async fn mailbox_extend(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    mailbox_owned(api, name, headers, body, "extend").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -918,10 +833,7 @@ async fn get_task(
     let result = async {
         api.authorize(&headers)?;
         let task = api.tasks.get(&id)?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+        ok(&task)
     }
     .await;
     api.answer(result)
@@ -956,10 +868,7 @@ async fn add_task_event(
             .tasks
             .add(&id, &r.kind, r.state, r.data, true, now_ms())
             .await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+        ok(&task)
     }
     .await;
     api.answer(result)
@@ -978,10 +887,7 @@ async fn respond_task(
             .tasks
             .add(&id, "message", None, r.data, false, now_ms())
             .await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+        ok(&task)
     }
     .await;
     api.answer(result)
@@ -1005,10 +911,7 @@ async fn cancel_task(
                 now_ms(),
             )
             .await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+        ok(&task)
     }
     .await;
     api.answer(result)
@@ -1056,10 +959,7 @@ async fn wait_task(
                 t.state.is_final() || t.state == TaskState::InputRequired
             })
             .await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+        ok(&task)
     }
     .await;
     api.answer(result)
@@ -1073,20 +973,12 @@ async fn not_found(State(api): State<Arc<Api>>) -> Response {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/queues/{queue}", get(describe))
-        .route("/v1/queues/{queue}/messages", post(send))
-        .route("/v1/queues/{queue}/fetch", post(fetch))
-        .route("/v1/queues/{queue}/ack", post(ack))
-        .route("/v1/queues/{queue}/nack", post(nack))
-        .route("/v1/queues/{queue}/extend", post(extend))
+        .route("/v1/queues/{queue}/{op}", post(queue_op))
         .route("/v1/topics/{topic}/events", post(publish).get(subscribe))
         .route("/v1/agents", post(register).get(list_agents))
         .route("/v1/agents/{name}", get(get_agent).delete(remove_agent))
         .route("/v1/agents/{name}/heartbeat", post(heartbeat))
-        .route("/v1/agents/{name}/mailbox/messages", post(mailbox_send))
-        .route("/v1/agents/{name}/mailbox/fetch", post(mailbox_fetch))
-        .route("/v1/agents/{name}/mailbox/ack", post(mailbox_ack))
-        .route("/v1/agents/{name}/mailbox/nack", post(mailbox_nack))
-        .route("/v1/agents/{name}/mailbox/extend", post(mailbox_extend))
+        .route("/v1/agents/{name}/mailbox/{op}", post(mailbox_op))
         .route("/v1/tasks", post(create_task))
         .route("/v1/tasks/{id}", get(get_task))
         .route(
