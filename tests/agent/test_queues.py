@@ -178,6 +178,20 @@ def test_too_many_deliveries_dead_letter_the_message(node_with):
     wait_until("the message dead-lettered", lambda: api.describe("poison")["depth"] == 0)
     assert node.metrics()["strata_agent_dead_letters_total"] == 1
     assert api.fetch("poison", wait_ms=300) == []
+    # Listed in the dead-letter queue, with why; its sender reads a delivery_failed event.
+    status, dead, _ = api.call("GET", "/v1/queues/poison/dead-letters")
+    assert status == 200 and len(dead["messages"]) == 1
+    d = dead["messages"][0]
+    assert d["reason"] == "max_deliveries" and d["message"]["body"] == {"n": 1}
+    status, failed, _ = api.call("GET", "/v1/topics/_failed-poison/events?from=0")
+    assert [(e["type"], e["data"]["id"]) for e in failed["events"]] == \
+        [("delivery_failed", d["id"])]
+    # Redriven: back in its queue, delivered afresh; the dead-letter queue is empty.
+    status, answer, _ = api.call("POST", "/v1/queues/poison/dead-letters/redrive", {"max": 10})
+    assert status == 200 and answer == {"redriven": 1}
+    back = api.fetch("poison", wait_ms=WAIT)
+    assert [m["body"] for m in back] == [{"n": 1}] and back[0]["attempt"] == 1
+    assert api.call("GET", "/v1/queues/poison/dead-letters")[1] == {"messages": []}
 
 
 def test_after_a_sigkill_only_what_was_not_acknowledged_comes_back(node_with, tmp_path):

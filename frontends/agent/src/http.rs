@@ -181,6 +181,12 @@ fn now_ms() -> i64 {
 /// `name` when clients may use it directly: names starting with `_` are the frontend's
 /// own (mailboxes, the registry's topic).
 fn public(name: &str) -> Result<&str, AgentError> {
+    if name.len() > 128 {
+        return Err(AgentError::bad_request(
+            "bad_name",
+            "a name is 1 to 128 characters of [A-Za-z0-9_-]",
+        ));
+    }
     if name.starts_with('_') {
         return Err(AgentError::bad_request(
             "bad_name",
@@ -714,6 +720,61 @@ async fn on_queue(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaxQuery {
+    #[serde(default)]
+    max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    #[serde(default = "one")]
+    max: usize,
+}
+
+async fn dead_letters(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let queue = public(&queue)?;
+        let q: MaxQuery = query_of(query.as_deref())?;
+        let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
+        let messages = api.queues.dead_letters(queue, max).await?;
+        ok(&serde_json::json!({"messages": messages}))
+    }
+    .await;
+    api.answer(result)
+}
+
+async fn redrive(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let queue = public(&queue)?;
+        let r: RedriveRequest = api.body(body).await?;
+        if r.max == 0 || r.max > MAX_FETCH {
+            return Err(AgentError::bad_request(
+                "bad_max",
+                format!("max is 1 to {MAX_FETCH}"),
+            ));
+        }
+        let moved = api.queues.redrive(queue, r.max).await?;
+        ok(&serde_json::json!({"redriven": moved}))
+    }
+    .await;
+    api.answer(result)
+}
+
 /// A mailbox operation (`/v1/agents/{name}/mailbox/{op}`): anyone sends to it, only its
 /// agent reads it.
 async fn mailbox_op(
@@ -974,6 +1035,8 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/queues/{queue}", get(describe))
         .route("/v1/queues/{queue}/{op}", post(queue_op))
+        .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
+        .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive))
         .route("/v1/topics/{topic}/events", post(publish).get(subscribe))
         .route("/v1/agents", post(register).get(list_agents))
         .route("/v1/agents/{name}", get(get_agent).delete(remove_agent))

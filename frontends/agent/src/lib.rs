@@ -160,6 +160,7 @@ impl Frontend for AgentFrontend {
                 loop {
                     every.tick().await;
                     api.queues.sweep();
+                    api.queues.drain_dead(&api.topics).await;
                 }
             }
         });

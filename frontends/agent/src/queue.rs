@@ -137,6 +137,9 @@ pub struct Queue {
     /// The lease of each message out, by message.
     lease_of: HashMap<Slot, String>,
     max_deliveries: u32,
+    /// Messages handed out `max_deliveries` times, waiting to be dead-lettered: neither
+    /// done nor handed out again until the caller stored them elsewhere.
+    dying: Vec<Slot>,
 }
 
 /// A lease token: 128 random bits as hex, so one cannot be guessed from another.
@@ -173,6 +176,7 @@ impl Queue {
             levels,
             leases: HashMap::new(),
             lease_of: HashMap::new(),
+            dying: Vec::new(),
             max_deliveries: max_deliveries.max(1),
         }
     }
@@ -278,7 +282,8 @@ impl Queue {
     }
 
     /// Ends the leases that lapsed by `now_ms`: their messages go back to the queue, or,
-    /// handed out `max_deliveries` times already, are done (the caller dead-letters them).
+    /// handed out `max_deliveries` times already, wait to be dead-lettered
+    /// ([`Queue::take_dying`]); they are done only once the caller has stored them there.
     pub fn expire(&mut self, now_ms: i64) -> Expired {
         let lapsed: Vec<String> = self
             .leases
@@ -294,7 +299,8 @@ impl Queue {
             let l = &mut self.levels[usize::from(slot.level)];
             let attempts = l.attempts.get(&slot.offset).copied().unwrap_or(0);
             if attempts >= self.max_deliveries {
-                l.finish(slot.offset);
+                l.out.remove(&slot.offset);
+                self.dying.push(slot);
                 expired.dead.push(slot);
             } else {
                 l.out.remove(&slot.offset);
@@ -305,6 +311,50 @@ impl Queue {
         expired.dead.sort();
         expired.redelivered.sort();
         expired
+    }
+
+    /// The messages waiting to be dead-lettered; each must come back through
+    /// [`Queue::finish`] (stored in the dead-letter queue) or [`Queue::retry`].
+    pub fn take_dying(&mut self) -> Vec<Slot> {
+        std::mem::take(&mut self.dying)
+    }
+
+    /// `slot` is done (dead-lettered, say).
+    pub fn finish(&mut self, slot: Slot) {
+        self.levels[usize::from(slot.level)].finish(slot.offset);
+    }
+
+    /// `slot` waits to be dead-lettered again (the last try failed).
+    pub fn retry(&mut self, slot: Slot) {
+        self.dying.push(slot);
+    }
+
+    /// `slot` goes back to the queue at `now_ms`, its count of deliveries started again
+    /// (a dead-letter queue's own messages are never dead-lettered).
+    pub fn requeue(&mut self, slot: Slot, now_ms: i64) {
+        let l = &mut self.levels[usize::from(slot.level)];
+        l.attempts.remove(&slot.offset);
+        l.again.insert(slot.offset, now_ms);
+    }
+
+    /// Up to `max` messages not done and not out on a lease, in level and offset order
+    /// (`ends` as for [`Queue::fetch`]): what a listing shows.
+    pub fn pending(&self, ends: [u64; LEVELS], max: usize) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for (level, (l, end)) in self.levels.iter().zip(ends).enumerate() {
+            for offset in l.floor..end {
+                if out.len() >= max {
+                    return out;
+                }
+                if !l.done.contains(&offset) && !l.out.contains(&offset) {
+                    out.push(Slot {
+                        level: level as u8,
+                        offset,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// When the next lease lapses or the next delayed message is due, if any.
@@ -463,6 +513,25 @@ mod tests {
                 offset: 0
             }]
         );
+        // Not done until stored elsewhere, and not handed out meanwhile.
+        assert_eq!(q.depth([1, 0, 0]), 1);
+        assert!(q.fetch([1, 0, 0], 1, 300, 100).is_empty());
+        assert_eq!(
+            q.pending([1, 0, 0], 10),
+            vec![Slot {
+                level: 0,
+                offset: 0
+            }]
+        );
+        let dying = q.take_dying();
+        assert_eq!(
+            dying,
+            vec![Slot {
+                level: 0,
+                offset: 0
+            }]
+        );
+        q.finish(dying[0]);
         assert_eq!(q.depth([1, 0, 0]), 0);
         assert_eq!(
             q.mark(0),
@@ -498,6 +567,10 @@ mod tests {
         assert_eq!(due[0].attempt, 1);
         // Counted from now on: one lapse is max_deliveries (1) here.
         assert_eq!(q.expire(600).dead.len(), 1);
+        // A dead-letter queue's message goes back instead, its count started again.
+        let slot = q.take_dying()[0];
+        q.requeue(slot, 700);
+        assert_eq!(q.fetch([1, 0, 0], 1, 700, 100)[0].attempt, 1);
     }
 
     #[test]
@@ -553,9 +626,10 @@ mod tests {
                         let _ = q.nack(&d.lease, now, dt);
                     }
                     3 => {
-                        let e = q.expire(now);
-                        for slot in e.dead {
+                        q.expire(now);
+                        for slot in q.take_dying() {
                             proptest::prop_assert!(done.insert(slot), "{slot:?} dead twice");
+                            q.finish(slot);
                         }
                     }
                     _ => {}

@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
-use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue};
+use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue, Slot};
+use crate::topics::Topics;
 
 /// Shortest lease, in milliseconds: a shorter one would hand a message to a second
 /// consumer while the first still works on it.
@@ -95,14 +96,41 @@ pub struct Fetched {
     pub envelope: Envelope,
 }
 
+/// The dead-letter queue of queue `name`.
+pub fn dead_letter_queue(name: &str) -> String {
+    format!("_dlq-{name}")
+}
+
+fn is_dead_letter_queue(name: &str) -> bool {
+    name.starts_with("_dlq-")
+}
+
+/// The record of the message at `slot` of `q`, if it is still stored.
+async fn record_at(q: &Open, slot: Slot) -> Result<Option<strata_batch::Record>, StoreError> {
+    match q.levels[usize::from(slot.level)]
+        .read(slot.offset, 64 * 1024)
+        .await
+    {
+        Ok(batches) => Ok(batches
+            .iter()
+            .filter_map(|b| b.records().ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|r| r.offset == slot.offset)),
+        Err(StoreError::OffsetOutOfRange { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The stream of queue `name`.
 pub fn stream_name(name: &str) -> String {
     format!("agent.queue.{name}")
 }
 
-/// Whether `name` may name a queue: 1 to 128 characters of `[A-Za-z0-9_-]`.
+/// Whether `name` may name a queue: 1 to 160 characters of `[A-Za-z0-9_-]` (clients'
+/// names are at most 128: the frontend's own add a prefix).
 pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
+    (1..=160).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -458,19 +486,161 @@ impl Queues {
             return false;
         }
         self.metrics.lease_expiries.inc_by(lapsed as u64);
-        self.metrics.dead_letters.inc_by(expired.dead.len() as u64);
-        let mut levels: Vec<usize> = expired.dead.iter().map(|s| usize::from(s.level)).collect();
-        levels.dedup();
-        for level in levels {
-            if let Err(e) = self.keep_mark(q, state, level) {
-                tracing::warn!(queue = q.name, error = %e.message, "cannot keep a queue's mark");
+        // A dead-letter queue's own messages never die: they go back to it.
+        if is_dead_letter_queue(&q.name) {
+            for slot in state.take_dying() {
+                state.requeue(slot, now);
             }
+            q.wake.notify_waiters();
+            return true;
         }
         let redelivered = !expired.redelivered.is_empty();
         if redelivered {
             q.wake.notify_waiters();
         }
         redelivered
+    }
+
+    /// Moves the messages that died in every open queue (handed out `max_deliveries`
+    /// times) to the queue's dead-letter queue, `_dlq-<queue>`, and tells their sender
+    /// with a `delivery_failed` event on topic `_failed-<queue>`; each is done in its queue
+    /// only once stored there (a crash in between delivers it again, then it dies again:
+    /// the copy is sent with an idempotency key, so it is stored once within the window).
+    /// Run by the sweeper.
+    pub async fn drain_dead(&self, topics: &Topics) {
+        let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
+        for q in open {
+            let dying = q.state.lock().take_dying();
+            for slot in dying {
+                match self.dead_letter(&q, slot, topics).await {
+                    Ok(()) => {
+                        let mut state = q.state.lock();
+                        state.finish(slot);
+                        if let Err(e) = self.keep_mark(&q, &state, usize::from(slot.level)) {
+                            tracing::warn!(queue = q.name, error = %e.message, "cannot keep a queue's mark");
+                        }
+                        self.metrics.dead_letters.inc();
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = q.name, error = %e.message, "cannot dead-letter a message yet");
+                        q.state.lock().retry(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores the message at `slot` of `q` in its dead-letter queue and publishes its
+    /// `delivery_failed` event.
+    async fn dead_letter(&self, q: &Open, slot: Slot, topics: &Topics) -> Result<(), AgentError> {
+        let id = format!("{}-{}", slot.level, slot.offset);
+        let record = record_at(q, slot).await.map_err(storage_error)?;
+        let key = record
+            .as_ref()
+            .and_then(|r| r.key.as_ref())
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        let message = record
+            .as_ref()
+            .and_then(|r| r.value.as_deref())
+            .and_then(|v| serde_json::from_slice::<Envelope>(v).ok());
+        let Some(message) = message else {
+            // Gone with retention, or not a message: nothing to keep.
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "queue": q.name, "id": id, "priority": slot.level, "key": key,
+            "reason": "max_deliveries", "deliveries": self.limits.max_deliveries,
+            "message": message,
+        });
+        let envelope = Envelope {
+            body: body.clone(),
+            tags: vec!["dead-letter".into()],
+            sent_ms: now_ms(),
+            expires_ms: None,
+            not_before_ms: None,
+        };
+        let dedup = format!("{}:{id}", q.name);
+        self.send(
+            &dead_letter_queue(&q.name),
+            1,
+            key.as_deref(),
+            envelope,
+            Some(&dedup),
+        )
+        .await?;
+        let event = crate::topics::Event {
+            kind: Some("delivery_failed".into()),
+            data: body,
+            sent_ms: now_ms(),
+        };
+        topics
+            .publish(&format!("_failed-{}", q.name), &event)
+            .await
+            .map(|_| ())
+    }
+
+    /// Up to `max` messages waiting in queue `name`'s dead-letter queue (not taken off it).
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<serde_json::Value>, AgentError> {
+        let dlq = dead_letter_queue(name);
+        if self.storage.catalog.stream(&stream_name(&dlq)).is_none() {
+            return Ok(Vec::new());
+        }
+        let q = self.queue(&dlq, false).await?;
+        let ends = q.ends().await?;
+        let slots = q.state.lock().pending(ends, max);
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let record = record_at(&q, slot).await.map_err(storage_error)?;
+            if let Some(e) = record
+                .and_then(|r| r.value)
+                .and_then(|v| serde_json::from_slice::<Envelope>(&v).ok())
+            {
+                out.push(e.body);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends up to `max` messages of queue `name`'s dead-letter queue back to it, with
+    /// their priority and key: how many.
+    pub async fn redrive(&self, name: &str, max: usize) -> Result<usize, AgentError> {
+        let dlq = dead_letter_queue(name);
+        if self.storage.catalog.stream(&stream_name(&dlq)).is_none() {
+            return Ok(0);
+        }
+        let taken = self.fetch(&dlq, max, Some(60_000), 0).await?;
+        let mut moved = 0;
+        for m in taken {
+            let body = &m.envelope.body;
+            let original = body
+                .get("message")
+                .cloned()
+                .and_then(|v| serde_json::from_value::<Envelope>(v).ok());
+            let Some(original) = original else {
+                self.settle(&dlq, &m.lease, None).await?;
+                continue;
+            };
+            let level = body
+                .get("priority")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
+            let key = body.get("key").and_then(serde_json::Value::as_str);
+            self.send(
+                name,
+                level.min(LEVELS as u64 - 1) as u8,
+                key,
+                original,
+                None,
+            )
+            .await?;
+            self.settle(&dlq, &m.lease, None).await?;
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Reads the messages of `given`; those expired or no longer stored are finished.
@@ -484,14 +654,8 @@ impl Queues {
         let mut given = given.into_iter();
         while let Some(d) = given.next() {
             let level = usize::from(d.slot.level);
-            let record = match q.levels[level].read(d.slot.offset, 64 * 1024).await {
-                Ok(batches) => batches
-                    .iter()
-                    .filter_map(|b| b.records().ok())
-                    .flatten()
-                    .filter_map(Result::ok)
-                    .find(|r| r.offset == d.slot.offset),
-                Err(StoreError::OffsetOutOfRange { .. }) => None,
+            let record = match record_at(q, d.slot).await {
+                Ok(record) => record,
                 Err(e) => {
                     // Nothing reaches the client: every lease of this fetch is given up.
                     let mut state = q.state.lock();
