@@ -156,6 +156,20 @@ def test_a_delayed_message_is_not_delivered_before_its_time(node_with):
     assert status == 400 and answer["error"]["code"] == "bad_delay"
 
 
+def test_an_expired_message_is_not_delivered_and_its_sender_hears_of_it(node_with):
+    api = Api(start(node_with))
+    status, sent, _ = api.send("short", {"n": 1}, ttl_ms=20)
+    assert status == 201
+    sent_by = time.time()
+    # Once its time to live has passed by this clock (the node's is the same one).
+    wait_until("the message's time to live to pass", lambda: time.time() > sent_by + 0.05)
+    assert api.fetch("short", max=10) == []
+    assert api.describe("short")["depth"] == 0
+    status, failed, _ = api.call("GET", "/v1/topics/_failed-short/events?from=0")
+    assert [(e["type"], e["data"]["id"], e["data"]["reason"]) for e in failed["events"]] == \
+        [("delivery_failed", sent["id"], "expired")]
+
+
 def test_a_retried_send_with_the_same_idempotency_key_is_stored_once(node_with):
     api = Api(start(node_with))
     first = api.send("once", {"n": 1}, idempotency_key="order-42")

@@ -126,6 +126,14 @@ impl Frontend for AgentFrontend {
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
+        let topics = Arc::new(Topics::new(
+            ctx.storage.clone(),
+            TopicLimits {
+                max_topics: self.config.max_topics,
+                max_streams: self.config.max_sse_clients,
+            },
+            metrics.clone(),
+        ));
         let tasks = tasks::Tasks::new(ctx.storage.clone(), space.clone(), self.config.max_tasks);
         let registry = registry::Registry::open(space.clone(), self.config.max_agents)
             .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
@@ -135,15 +143,9 @@ impl Frontend for AgentFrontend {
                 space,
                 self.config.limits(),
                 metrics.clone(),
+                topics.clone(),
             ),
-            topics: Arc::new(Topics::new(
-                ctx.storage.clone(),
-                TopicLimits {
-                    max_topics: self.config.max_topics,
-                    max_streams: self.config.max_sse_clients,
-                },
-                metrics.clone(),
-            )),
+            topics,
             registry,
             tasks,
             token: self.config.token.clone(),
@@ -160,7 +162,7 @@ impl Frontend for AgentFrontend {
                 loop {
                     every.tick().await;
                     api.queues.sweep();
-                    api.queues.drain_dead(&api.topics).await;
+                    api.queues.drain_dead().await;
                 }
             }
         });

@@ -194,15 +194,18 @@ pub struct Queues {
     open: Mutex<HashMap<String, Arc<Open>>>,
     opening: tokio::sync::Mutex<()>,
     metrics: AgentMetrics,
+    /// Where `delivery_failed` events go (topic `_failed-<queue>`).
+    topics: Arc<Topics>,
 }
 
 impl Queues {
-    /// Queues in `storage`, their marks in `space`.
+    /// Queues in `storage`, their marks in `space`, their failures told on `topics`.
     pub fn new(
         storage: Storage,
         space: StateSpace,
         limits: QueueLimits,
         metrics: AgentMetrics,
+        topics: Arc<Topics>,
     ) -> Self {
         Queues {
             storage,
@@ -211,6 +214,7 @@ impl Queues {
             open: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             metrics,
+            topics,
         }
     }
 
@@ -507,12 +511,12 @@ impl Queues {
     /// only once stored there (a crash in between delivers it again, then it dies again:
     /// the copy is sent with an idempotency key, so it is stored once within the window).
     /// Run by the sweeper.
-    pub async fn drain_dead(&self, topics: &Topics) {
+    pub async fn drain_dead(&self) {
         let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
         for q in open {
             let dying = q.state.lock().take_dying();
             for slot in dying {
-                match self.dead_letter(&q, slot, topics).await {
+                match self.dead_letter(&q, slot).await {
                     Ok(()) => {
                         let mut state = q.state.lock();
                         state.finish(slot);
@@ -532,7 +536,7 @@ impl Queues {
 
     /// Stores the message at `slot` of `q` in its dead-letter queue and publishes its
     /// `delivery_failed` event.
-    async fn dead_letter(&self, q: &Open, slot: Slot, topics: &Topics) -> Result<(), AgentError> {
+    async fn dead_letter(&self, q: &Open, slot: Slot) -> Result<(), AgentError> {
         let id = format!("{}-{}", slot.level, slot.offset);
         let record = record_at(q, slot).await.map_err(storage_error)?;
         let key = record
@@ -568,13 +572,18 @@ impl Queues {
             Some(&dedup),
         )
         .await?;
+        self.failed(&q.name, body).await
+    }
+
+    /// Publishes a `delivery_failed` event about a message of queue `queue`.
+    async fn failed(&self, queue: &str, data: serde_json::Value) -> Result<(), AgentError> {
         let event = crate::topics::Event {
             kind: Some("delivery_failed".into()),
-            data: body,
+            data,
             sent_ms: now_ms(),
         };
-        topics
-            .publish(&format!("_failed-{}", q.name), &event)
+        self.topics
+            .publish(&format!("_failed-{queue}"), &event)
             .await
             .map(|_| ())
     }
@@ -672,8 +681,23 @@ impl Queues {
             let envelope = record.as_ref().and_then(|r| {
                 serde_json::from_slice::<Envelope>(r.value.as_deref().unwrap_or_default()).ok()
             });
-            let Some(envelope) = envelope.filter(|e| e.expires_ms.is_none_or(|t| t > now)) else {
-                // Gone with retention, expired, or not a message: done, counted.
+            let reason = match (&record, &envelope) {
+                (None, _) => Some("gone"),
+                (Some(_), Some(e)) if e.expires_ms.is_some_and(|t| t <= now) => Some("expired"),
+                _ => None,
+            };
+            let id = format!("{level}-{}", d.slot.offset);
+            if let Some(reason) = reason {
+                // Expired, or gone with retention: its sender hears of it before it is
+                // done here (a failure to tell gives it back, to try again).
+                let data = serde_json::json!({"queue": q.name, "id": id, "reason": reason});
+                if self.failed(&q.name, data).await.is_err() {
+                    let _ = q.state.lock().nack(&d.lease, now, 1000);
+                    continue;
+                }
+            }
+            let Some(envelope) = envelope.filter(|_| reason.is_none()) else {
+                // Expired, gone, or not a message: done, counted.
                 let mut state = q.state.lock();
                 if state.ack(&d.lease).is_ok() {
                     self.metrics.expired.inc();
