@@ -2,6 +2,7 @@
 data in a temporary directory, every wait bounded by a generous deadline."""
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,6 +21,13 @@ def strata_bin():
     target = os.environ.get("CARGO_TARGET_DIR",
                             os.path.join(os.path.expanduser("~"), ".cache", "strata", "target"))
     return os.path.join(target, "x86_64-unknown-linux-gnu", "debug", "strata")
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nothing listens on at `host` now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 class Node:

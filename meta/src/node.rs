@@ -415,10 +415,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_vote_asked_by_a_node_outside_the_group_is_refused_and_counted() {
-        use openraft::Vote;
-        use openraft::raft::VoteRequest;
+    /// A node alone in its group, with the secret `the-right-secret-0123`: its data
+    /// directory (kept while the test runs), the node, its address and its metrics.
+    async fn secret_node() -> (tempfile::TempDir, MetaNode, String, prometheus::Registry) {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -426,6 +425,26 @@ mod tests {
         config.secret = "the-right-secret-0123".into();
         let registry = config.registry.clone();
         let node = MetaNode::start(config, listener).await.unwrap();
+        (dir, node, addr, registry)
+    }
+
+    /// Node-to-node requests refused for `reason`.
+    fn refused(registry: &prometheus::Registry, reason: &str) -> u64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "strata_cluster_rpc_refused_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == reason))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vote_asked_by_a_node_outside_the_group_is_refused_and_counted() {
+        use openraft::Vote;
+        use openraft::raft::VoteRequest;
+        let (_dir, node, addr, registry) = secret_node().await;
         assert!(node.applied(|_| true, WRITE_DEADLINE).await);
         let mut client =
             network::client(&addr, &network::Secret::new("the-right-secret-0123")).unwrap();
@@ -444,15 +463,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let refused: u64 = registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "strata_cluster_rpc_refused_total")
-            .flat_map(|f| f.get_metric().iter())
-            .filter(|m| m.get_label().iter().any(|l| l.value() == "unknown_node"))
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum();
-        assert_eq!(refused, 1);
+        assert_eq!(refused(&registry, "unknown_node"), 1);
         // The group's own voter is answered (its vote is judged by Raft, not refused).
         assert!(client.vote(ask(1)).await.is_ok());
         node.shutdown().await;
@@ -460,13 +471,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_without_the_cluster_secret_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let mut config = MetaConfig::single(1, dir.path().join("meta"), addr.clone());
-        config.secret = "the-right-secret-0123".into();
-        let registry = config.registry.clone();
-        let node = MetaNode::start(config, listener).await.unwrap();
+        let (_dir, node, addr, registry) = secret_node().await;
         let command = Command::Heartbeat { id: 1, at_ms: 1 };
         for wrong in ["the-wrong-secret-0123", ""] {
             let refused = network::forward(&addr, &network::Secret::new(wrong), &command).await;
@@ -475,15 +480,7 @@ mod tests {
                 "{refused:?}"
             );
         }
-        let refused: u64 = registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "strata_cluster_rpc_refused_total")
-            .flat_map(|f| f.get_metric().iter())
-            .filter(|m| m.get_label().iter().any(|l| l.value() == "secret"))
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum();
-        assert_eq!(refused, 2);
+        assert_eq!(refused(&registry, "secret"), 2);
         // With the secret the request reaches Raft (no node 1 registered yet: NotFound).
         let right = network::Secret::new("the-right-secret-0123");
         let started = Instant::now();

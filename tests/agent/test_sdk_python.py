@@ -2,7 +2,6 @@
 and keeps the message, a failing one gives it back, a subscription resumes by itself
 across a SIGKILL restart, and a task runs from creation to completion."""
 import os
-import socket
 import sys
 import threading
 import time
@@ -13,17 +12,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "sdk", "python"))
 sys.path.insert(0, os.path.dirname(HERE))
 from strata_agent import Client, StrataError  # noqa: E402
-from strata_node import DEADLINE, Node, node_with  # noqa: E402,F401
+from strata_node import DEADLINE, Node, free_port, node_with  # noqa: E402,F401
 
 TOKEN = "sdk-token-0123456789abcdef"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def env(port=0):

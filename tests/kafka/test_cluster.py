@@ -13,16 +13,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_support import DEADLINE, Node, wait_until
+from strata_node import free_port
 from test_raw import Raw, batch, string
 
 SECRET = "cluster-test-secret-0123456789"
 NOT_LEADER_OR_FOLLOWER = 6
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ClusterNode:

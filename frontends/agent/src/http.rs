@@ -1,20 +1,24 @@
-//! The agent API over HTTP/JSON (axum): work queues so far.
+//! The agent API over HTTP/JSON (axum): queues, mailboxes, topics, agents and tasks.
 //!
-//! Every request body is JSON read with unknown fields refused; every error is
-//! `{"error": {"code", "message"}}` with its status, counted by code.
+//! Every request body is JSON read with unknown fields refused; every request passes
+//! [`guard`] (the deployment's token) and every error is `{"error": {"code", "message"}}`
+//! with its status, counted by code there.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use strata_batch::now_ms;
 
-use crate::error::AgentError;
+use crate::error::{AgentError, ErrorCode};
 use crate::metrics::AgentMetrics;
 use crate::queue::LEVELS;
 use crate::queues::{Envelope, Queues};
@@ -87,14 +91,6 @@ impl Api {
             })?;
         serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
-    }
-
-    /// The response for `result`, an error counted by its code.
-    fn answer(&self, result: Result<Response, AgentError>) -> Response {
-        result.unwrap_or_else(|e| {
-            self.metrics.errors.with_label_values(&[e.code]).inc();
-            e.into_response()
-        })
     }
 }
 
@@ -170,12 +166,6 @@ struct NackRequest {
 struct ExtendRequest {
     lease: String,
     lease_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `name` when clients may use it directly: names starting with `_` are the frontend's
@@ -337,18 +327,12 @@ async fn extend_to(api: &Api, queue: &str, body: Body) -> Result<Response, Agent
 async fn describe(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let (depth, in_flight) = api.queues.depth(public(&queue)?).await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"name": queue, "depth": depth, "in_flight": in_flight}),
-        ))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let (depth, in_flight) = api.queues.depth(public(&queue)?).await?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"name": queue, "depth": depth, "in_flight": in_flight}),
+    ))
 }
 
 /// Longest event type, in bytes.
@@ -378,33 +362,27 @@ struct ReadQuery {
 async fn publish(
     State(api): State<Arc<Api>>,
     Path(topic): Path<String>,
-    headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let topic = public(&topic)?;
-        let r: PublishRequest = api.body(body).await?;
-        // A type goes on an SSE `event:` line: a short word, no line breaks.
-        if r.kind
-            .as_deref()
-            .is_some_and(|k| !crate::topics::valid_type(k))
-        {
-            return Err(AgentError::bad_request(
-                "bad_type",
-                format!("an event type is 1 to {MAX_EVENT_TYPE} characters of [A-Za-z0-9._-]"),
-            ));
-        }
-        let event = Event {
-            kind: r.kind,
-            data: r.data,
-            sent_ms: now_ms(),
-        };
-        let id = api.topics.publish(topic, &event).await?;
-        Ok(json(StatusCode::CREATED, serde_json::json!({"id": id})))
+) -> Result<Response, AgentError> {
+    let topic = public(&topic)?;
+    let r: PublishRequest = api.body(body).await?;
+    // A type goes on an SSE `event:` line: a short word, no line breaks.
+    if r.kind
+        .as_deref()
+        .is_some_and(|k| !crate::topics::valid_type(k))
+    {
+        return Err(AgentError::bad_request(
+            "bad_type",
+            format!("an event type is 1 to {MAX_EVENT_TYPE} characters of [A-Za-z0-9._-]"),
+        ));
     }
-    .await;
-    api.answer(result)
+    let event = Event {
+        kind: r.kind,
+        data: r.data,
+        sent_ms: now_ms(),
+    };
+    let id = api.topics.publish(topic, &event).await?;
+    Ok(json(StatusCode::CREATED, serde_json::json!({"id": id})))
 }
 
 /// Where a reader resumes: just after the `Last-Event-ID` it names, else at `from`.
@@ -426,72 +404,67 @@ async fn subscribe(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let q: ReadQuery = query_of(query.as_deref())?;
-        let from = resume_from(&headers, q.from)?;
-        let partition = api.topics.topic(&topic, false).await?;
-        let streaming = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/event-stream"));
-        if streaming {
-            let slot = api.topics.stream_slot()?;
-            let start = api.topics.start(partition.as_ref(), from).await?;
-            let stream = crate::topics::sse_stream(
-                api.topics.clone(),
-                partition,
-                start,
-                api.shutdown.clone(),
-                slot,
-            );
-            let mut response = Body::from_stream(stream).into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            return Ok(response);
-        }
-        let max = q.max.unwrap_or(100);
-        if max == 0 || max > MAX_READ {
-            return Err(AgentError::bad_request(
-                "bad_max",
-                format!("max is 1 to {MAX_READ}"),
-            ));
-        }
-        let wait_ms = q
-            .wait_ms
-            .unwrap_or(0)
-            .clamp(0, api.queues.limits().max_wait_ms);
-        let start = api
-            .topics
-            .start(partition.as_ref(), Some(from.unwrap_or(0)))
-            .await?;
-        let (mut events, mut next) = api.topics.read(partition.as_ref(), start).await?;
-        if events.is_empty() && wait_ms > 0 {
-            let waited = tokio::time::timeout(
-                std::time::Duration::from_millis(wait_ms as u64),
-                partition.wait_for(start),
-            )
-            .await;
-            if matches!(waited, Ok(Ok(_))) {
-                (events, next) = api.topics.read(partition.as_ref(), start).await?;
-            }
-        }
-        if events.len() > max {
-            next = events[max].id;
-            events.truncate(max);
-        }
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"events": events, "next": next}),
-        ))
+) -> Result<Response, AgentError> {
+    let q: ReadQuery = query_of(query.as_deref())?;
+    let from = resume_from(&headers, q.from)?;
+    let partition = api.topics.topic(&topic, false).await?;
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if streaming {
+        let slot = api.topics.stream_slot()?;
+        let start = api.topics.start(partition.as_ref(), from).await?;
+        let stream = crate::topics::sse_stream(
+            api.topics.clone(),
+            partition,
+            start,
+            api.shutdown.clone(),
+            slot,
+        );
+        let mut response = Body::from_stream(stream).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(response);
     }
-    .await;
-    api.answer(result)
+    let max = q.max.unwrap_or(100);
+    if max == 0 || max > MAX_READ {
+        return Err(AgentError::bad_request(
+            "bad_max",
+            format!("max is 1 to {MAX_READ}"),
+        ));
+    }
+    let wait_ms = q
+        .wait_ms
+        .unwrap_or(0)
+        .clamp(0, api.queues.limits().max_wait_ms);
+    let start = api
+        .topics
+        .start(partition.as_ref(), Some(from.unwrap_or(0)))
+        .await?;
+    let (mut events, mut next) = api.topics.read(partition.as_ref(), start).await?;
+    if events.is_empty() && wait_ms > 0 {
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(wait_ms as u64),
+            partition.wait_for(start),
+        )
+        .await;
+        if matches!(waited, Ok(Ok(_))) {
+            (events, next) = api.topics.read(partition.as_ref(), start).await?;
+        }
+    }
+    if events.len() > max {
+        next = events[max].id;
+        events.truncate(max);
+    }
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"events": events, "next": next}),
+    ))
 }
 
 /// Reads a query string into `T`, unknown keys refused (numbers as numbers).
@@ -584,106 +557,83 @@ impl Api {
     }
 }
 
-async fn register(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let r: RegisterRequest = api.body(body).await?;
-        let lease_ms = r.lease_ms.unwrap_or(30_000);
-        if !(1_000..=86_400_000).contains(&lease_ms) {
-            return Err(AgentError::bad_request(
-                "bad_lease",
-                "lease_ms is 1 s to 24 h",
-            ));
-        }
-        let token = headers.get("x-agent-token").and_then(|v| v.to_str().ok());
-        let card = r.card;
-        let (token, new) = api
-            .registry
-            .register(card.clone(), token, lease_ms, now_ms())?;
-        let kind = if new { "registered" } else { "updated" };
-        api.announce(kind, serde_json::to_value(&card).unwrap_or_default())
-            .await;
-        if new {
-            Ok(json(
-                StatusCode::CREATED,
-                serde_json::json!({"name": card.name, "token": token}),
-            ))
-        } else {
-            Ok(json(StatusCode::OK, serde_json::json!({"name": card.name})))
-        }
+async fn register(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let r: RegisterRequest = api.body(body).await?;
+    let lease_ms = r.lease_ms.unwrap_or(30_000);
+    if !(1_000..=86_400_000).contains(&lease_ms) {
+        return Err(AgentError::bad_request(
+            "bad_lease",
+            "lease_ms is 1 s to 24 h",
+        ));
     }
-    .await;
-    api.answer(result)
+    let token = headers.get("x-agent-token").and_then(|v| v.to_str().ok());
+    let card = r.card;
+    let (token, new) = api
+        .registry
+        .register(card.clone(), token, lease_ms, now_ms())?;
+    let kind = if new { "registered" } else { "updated" };
+    api.announce(kind, serde_json::to_value(&card).unwrap_or_default())
+        .await;
+    if new {
+        Ok(json(
+            StatusCode::CREATED,
+            serde_json::json!({"name": card.name, "token": token}),
+        ))
+    } else {
+        Ok(json(StatusCode::OK, serde_json::json!({"name": card.name})))
+    }
 }
 
 async fn list_agents(
     State(api): State<Arc<Api>>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let q: SearchQuery = query_of(query.as_deref())?;
-        let max = q.max.unwrap_or(100).clamp(1, MAX_LISTED);
-        let search = Search {
-            skill: q.skill,
-            tag: q.tag,
-            online: q.online.as_deref() == Some("true"),
-        };
-        let agents = api.registry.search(&search, now_ms(), max);
-        Ok(json(StatusCode::OK, serde_json::json!({"agents": agents})))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let q: SearchQuery = query_of(query.as_deref())?;
+    let max = q.max.unwrap_or(100).clamp(1, MAX_LISTED);
+    let search = Search {
+        skill: q.skill,
+        tag: q.tag,
+        online: q.online.as_deref() == Some("true"),
+    };
+    let agents = api.registry.search(&search, now_ms(), max);
+    Ok(json(StatusCode::OK, serde_json::json!({"agents": agents})))
 }
 
 async fn get_agent(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let agent = api.registry.get(&name, now_ms())?;
-        ok(&agent)
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let agent = api.registry.get(&name, now_ms())?;
+    ok(&agent)
 }
 
 async fn remove_agent(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        api.owner(&headers, &name)?;
-        api.registry.remove(&name)?;
-        api.announce("removed", serde_json::json!({"name": name}))
-            .await;
-        Ok(json(StatusCode::OK, serde_json::json!({"name": name})))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    api.owner(&headers, &name)?;
+    api.registry.remove(&name)?;
+    api.announce("removed", serde_json::json!({"name": name}))
+        .await;
+    Ok(json(StatusCode::OK, serde_json::json!({"name": name})))
 }
 
 async fn heartbeat(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        api.owner(&headers, &name)?;
-        let until = api.registry.heartbeat(&name, now_ms())?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"online_until_ms": until}),
-        ))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    api.owner(&headers, &name)?;
+    let until = api.registry.heartbeat(&name, now_ms())?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"online_until_ms": until}),
+    ))
 }
 
 /// A queue operation (`/v1/queues/{queue}/{op}`).
@@ -692,14 +642,9 @@ async fn queue_op(
     Path((queue, op)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let queue = public(&queue)?;
-        on_queue(&api, queue, &op, &headers, body).await
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let queue = public(&queue)?;
+    on_queue(&api, queue, &op, &headers, body).await
 }
 
 /// Operation `op` on `queue`.
@@ -738,41 +683,29 @@ async fn dead_letters(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let queue = public(&queue)?;
-        let q: MaxQuery = query_of(query.as_deref())?;
-        let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
-        let messages = api.queues.dead_letters(queue, max).await?;
-        ok(&serde_json::json!({"messages": messages}))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let queue = public(&queue)?;
+    let q: MaxQuery = query_of(query.as_deref())?;
+    let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
+    let messages = api.queues.dead_letters(queue, max).await?;
+    ok(&serde_json::json!({"messages": messages}))
 }
 
 async fn redrive(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
-    headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let queue = public(&queue)?;
-        let r: RedriveRequest = api.body(body).await?;
-        if r.max == 0 || r.max > MAX_FETCH {
-            return Err(AgentError::bad_request(
-                "bad_max",
-                format!("max is 1 to {MAX_FETCH}"),
-            ));
-        }
-        let moved = api.queues.redrive(queue, r.max).await?;
-        ok(&serde_json::json!({"redriven": moved}))
+) -> Result<Response, AgentError> {
+    let queue = public(&queue)?;
+    let r: RedriveRequest = api.body(body).await?;
+    if r.max == 0 || r.max > MAX_FETCH {
+        return Err(AgentError::bad_request(
+            "bad_max",
+            format!("max is 1 to {MAX_FETCH}"),
+        ));
     }
-    .await;
-    api.answer(result)
+    let moved = api.queues.redrive(queue, r.max).await?;
+    ok(&serde_json::json!({"redriven": moved}))
 }
 
 /// A mailbox operation (`/v1/agents/{name}/mailbox/{op}`): anyone sends to it, only its
@@ -782,18 +715,13 @@ async fn mailbox_op(
     Path((name, op)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let queue = mailbox(&api, &name)?;
-        if op != "messages" {
-            api.owner(&headers, &name)?;
-            api.queues.ensure(&queue).await?;
-        }
-        on_queue(&api, &queue, &op, &headers, body).await
+) -> Result<Response, AgentError> {
+    let queue = mailbox(&api, &name)?;
+    if op != "messages" {
+        api.owner(&headers, &name)?;
+        api.queues.ensure(&queue).await?;
     }
-    .await;
-    api.answer(result)
+    on_queue(&api, &queue, &op, &headers, body).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -848,56 +776,45 @@ impl Api {
     }
 }
 
-async fn create_task(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let r: CreateTask = api.body(body).await?;
-        let queue = mailbox(&api, &r.agent)?;
-        let incarnation = api.registry.incarnation(&r.agent).unwrap_or_default();
-        let task = api
-            .tasks
-            .create(&r.agent, &incarnation, r.input.clone(), now_ms())
-            .await?;
-        // The agent learns of it in its mailbox.
-        let envelope = Envelope {
-            body: serde_json::json!({"task": task.id, "input": r.input}),
-            tags: vec!["task".into()],
-            sent_ms: task.created_ms,
-            expires_ms: None,
-            not_before_ms: None,
-        };
-        // The task id is the idempotency key: a retried create cannot deliver it twice. A
-        // task that cannot reach the mailbox fails at once rather than wait forever.
-        if let Err(e) = api
-            .queues
-            .send(&queue, 1, Some(&task.id), envelope, Some(&task.id))
-            .await
-        {
-            let why = serde_json::json!({"error": e.code, "message": e.message});
-            let _ = api.tasks.abandon(&task.id, why, now_ms()).await;
-            return Err(e);
-        }
-        Ok(json(
-            StatusCode::CREATED,
-            serde_json::to_value(&task).unwrap_or_default(),
-        ))
+async fn create_task(State(api): State<Arc<Api>>, body: Body) -> Result<Response, AgentError> {
+    let r: CreateTask = api.body(body).await?;
+    let queue = mailbox(&api, &r.agent)?;
+    let incarnation = api.registry.incarnation(&r.agent).unwrap_or_default();
+    let task = api
+        .tasks
+        .create(&r.agent, &incarnation, r.input.clone(), now_ms())
+        .await?;
+    // The agent learns of it in its mailbox.
+    let envelope = Envelope {
+        body: serde_json::json!({"task": task.id, "input": r.input}),
+        tags: vec!["task".into()],
+        sent_ms: task.created_ms,
+        expires_ms: None,
+        not_before_ms: None,
+    };
+    // The task id is the idempotency key: a retried create cannot deliver it twice. A
+    // task that cannot reach the mailbox fails at once rather than wait forever.
+    if let Err(e) = api
+        .queues
+        .send(&queue, 1, Some(&task.id), envelope, Some(&task.id))
+        .await
+    {
+        let why = serde_json::json!({"error": e.code, "message": e.message});
+        let _ = api.tasks.abandon(&task.id, why, now_ms()).await;
+        return Err(e);
     }
-    .await;
-    api.answer(result)
+    Ok(json(
+        StatusCode::CREATED,
+        serde_json::to_value(&task).unwrap_or_default(),
+    ))
 }
 
 async fn get_task(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let task = api.tasks.get(&id)?;
-        ok(&task)
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let task = api.tasks.get(&id)?;
+    ok(&task)
 }
 
 async fn add_task_event(
@@ -905,129 +822,112 @@ async fn add_task_event(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let task = api.tasks.get(&id)?;
-        // Only the agent the task was created for, in the registration it was created
-        // for: a name registered again is another agent.
-        if api.registry.incarnation(&task.agent).as_deref() != Some(task.agent_incarnation.as_str())
-        {
-            return Err(AgentError {
-                status: StatusCode::FORBIDDEN,
-                code: "not_owner",
-                message: format!(
-                    "task {id} belongs to an earlier registration of {}",
-                    task.agent
-                ),
-                retry_after: None,
-            });
-        }
-        api.owner(&headers, &task.agent)?;
-        let r: AddEvent = api.body(body).await?;
-        let task = api
-            .tasks
-            .add(&id, &r.kind, r.state, r.data, true, now_ms())
-            .await?;
-        ok(&task)
+) -> Result<Response, AgentError> {
+    let task = api.tasks.get(&id)?;
+    // Only the agent the task was created for, in the registration it was created
+    // for: a name registered again is another agent.
+    if api.registry.incarnation(&task.agent).as_deref() != Some(task.agent_incarnation.as_str()) {
+        return Err(AgentError {
+            status: StatusCode::FORBIDDEN,
+            code: "not_owner",
+            message: format!(
+                "task {id} belongs to an earlier registration of {}",
+                task.agent
+            ),
+            retry_after: None,
+        });
     }
-    .await;
-    api.answer(result)
+    api.owner(&headers, &task.agent)?;
+    let r: AddEvent = api.body(body).await?;
+    let task = api
+        .tasks
+        .add(&id, &r.kind, r.state, r.data, true, now_ms())
+        .await?;
+    ok(&task)
 }
 
 async fn respond_task(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let r: Respond = api.body(body).await?;
-        let task = api
-            .tasks
-            .add(&id, "message", None, r.data, false, now_ms())
-            .await?;
-        ok(&task)
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let r: Respond = api.body(body).await?;
+    let task = api
+        .tasks
+        .add(&id, "message", None, r.data, false, now_ms())
+        .await?;
+    ok(&task)
 }
 
 async fn cancel_task(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let task = api
-            .tasks
-            .add(
-                &id,
-                "status",
-                Some(TaskState::Canceled),
-                serde_json::Value::Null,
-                false,
-                now_ms(),
-            )
-            .await?;
-        ok(&task)
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let task = api
+        .tasks
+        .add(
+            &id,
+            "status",
+            Some(TaskState::Canceled),
+            serde_json::Value::Null,
+            false,
+            now_ms(),
+        )
+        .await?;
+    ok(&task)
 }
 
 async fn task_events(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let q: EventsQuery = query_of(query.as_deref())?;
-        let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
-        let after = q.after;
-        // Waits for an event after `after`, or for the task to end.
-        api.tasks
-            .wait(&id, api.wait_of(q.wait_ms), |t| {
-                t.state.is_final() || t.events.iter().any(|&o| after.is_none_or(|a| o > a))
-            })
-            .await?;
-        let (task, events) = api.tasks.events(&id, after, max).await?;
-        Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"state": task.state, "events": events}),
-        ))
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let q: EventsQuery = query_of(query.as_deref())?;
+    let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
+    let after = q.after;
+    // Waits for an event after `after`, or for the task to end.
+    api.tasks
+        .wait(&id, api.wait_of(q.wait_ms), |t| {
+            t.state.is_final() || t.events.iter().any(|&o| after.is_none_or(|a| o > a))
+        })
+        .await?;
+    let (task, events) = api.tasks.events(&id, after, max).await?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"state": task.state, "events": events}),
+    ))
 }
 
 async fn wait_task(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        api.authorize(&headers)?;
-        let q: WaitQuery = query_of(query.as_deref())?;
-        let task = api
-            .tasks
-            .wait(&id, api.wait_of(q.wait_ms), |t| {
-                t.state.is_final() || t.state == TaskState::InputRequired
-            })
-            .await?;
-        ok(&task)
-    }
-    .await;
-    api.answer(result)
+) -> Result<Response, AgentError> {
+    let q: WaitQuery = query_of(query.as_deref())?;
+    let task = api
+        .tasks
+        .wait(&id, api.wait_of(q.wait_ms), |t| {
+            t.state.is_final() || t.state == TaskState::InputRequired
+        })
+        .await?;
+    ok(&task)
 }
 
-async fn not_found(State(api): State<Arc<Api>>) -> Response {
-    api.answer(Err(AgentError::not_found("not_found", "no such route")))
+async fn not_found() -> AgentError {
+    AgentError::not_found("not_found", "no such route")
+}
+
+/// Every request: refused unless it carries the deployment's token, and every error
+/// answered (by a handler, or here) counted by its code.
+async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let response = match api.authorize(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        api.metrics.errors.with_label_values(&[code]).inc();
+    }
+    response
 }
 
 /// The agent API's routes.
@@ -1052,5 +952,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/wait", get(wait_task))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)
 }

@@ -1,7 +1,7 @@
 //! Strata's agent frontend: durable messaging for AI agents over HTTP/JSON, stored in
-//! journal streams. Being built: this far it serves work queues (competing consumers with
-//! leases, priorities, idempotent sends, redelivery and dead-lettering); mailboxes, topics
-//! with resumable streams, tasks, MCP and A2A follow.
+//! journal streams: work queues (competing consumers with leases, priorities, idempotent
+//! sends, delayed delivery, redelivery and dead-letter queues), topics with resumable
+//! streams, the agents registry, mailboxes and tasks. MCP and A2A are still to come.
 
 pub mod error;
 pub mod http;
@@ -22,7 +22,8 @@ use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use crate::queues::{QueueLimits, Queues};
 use crate::topics::{TopicLimits, Topics};
 
-/// The state space the frontend keeps its queues' marks and idempotency keys in.
+/// The state space the frontend keeps its queues' marks and idempotency keys, its agents'
+/// cards and its tasks in.
 const SPACE: &str = "agent";
 
 /// The `[agent]` section of the node configuration.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use strata_batch::BatchBuilder;
+use strata_batch::{BatchBuilder, now_ms};
 use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage, StoreError, StreamSpec};
 use tokio::sync::Notify;
 
@@ -134,12 +134,6 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Key of a level's mark in the state space.

@@ -4,7 +4,7 @@
 //! commit returns once this node has applied it too.
 //!
 //! A commit is one meta command, all or none, while it fits in one ([`MAX_COMMAND`] bytes
-//! of JSON: about 800 partitions of a topic with a 249-byte name, thousands with short
+//! of JSON: about 900 partitions of a topic with a 249-byte name, thousands with short
 //! names and no metadata); a larger one is written as several, each all or none, after
 //! its partitions were checked against the catalog.
 
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use strata_frontend::seams::positions::{Position, PositionStore, StreamPosition, valid_consumer};
 use strata_frontend::seams::{StoreError, StoreResult};
-use strata_meta::model::{Command, CommittedOffset, Outcome, metadata_len};
+use strata_meta::model::{Command, CommittedOffset, Outcome};
 use strata_meta::{MAX_COMMAND, MetaError};
 
 use crate::cluster::ClusterStreams;
@@ -22,10 +22,9 @@ use crate::cluster::ClusterStreams;
 /// bytes JSON may write as six each, and the envelope) fits in what is left.
 const OFFSETS_PER_COMMAND: usize = MAX_COMMAND - 4096;
 
-/// The most bytes of JSON an offset may take in a command: the stream name and the
-/// metadata (a byte of either may be written as six) and the numbers around them.
+/// The bytes of JSON an offset takes in a command, as written.
 fn weight(stream: &str, c: &CommittedOffset) -> usize {
-    6 * (stream.len() + metadata_len(c)) + 96
+    serde_json::to_vec(&(stream, u32::MAX, c)).map_or(usize::MAX, |j| j.len()) + 1
 }
 
 fn committed(p: Position) -> CommittedOffset {

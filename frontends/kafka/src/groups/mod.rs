@@ -388,7 +388,7 @@ impl Coordinator {
             Some(_) => true,
             None => false,
         };
-        if !in_memory && self.positions.scan(id).is_empty() {
+        if !in_memory && !self.positions.has_consumer(id) {
             return code::GROUP_ID_NOT_FOUND;
         }
         if let Err(e) = self.positions.forget(id).await {
