@@ -85,7 +85,7 @@ def test_the_most_urgent_goes_first_and_an_ack_is_final(node_with):
     assert [m["body"]["task"] for m in got] == ["high", "n1", "n2", "low"]
     assert [m["priority"] for m in got] == [0, 1, 1, 2]
     assert got[0]["key"] == "k-high" and got[0]["tags"] == ["t"] and got[0]["attempt"] == 1
-    assert api.describe("jobs") == {"name": "jobs", "depth": 4, "in_flight": 4}
+    assert api.describe("jobs") == {"name": "jobs", "storage": "local", "depth": 4, "in_flight": 4}
     for m in got[:3]:
         status, answer, _ = api.ack("jobs", m["lease"])
         assert status == 200 and answer["id"] == m["id"]
@@ -249,7 +249,7 @@ def test_bad_input_gets_a_json_error_is_counted_and_changes_nothing(node_with):
     ]
     for (status, answer, _), want_status, want_code in cases:
         assert status == want_status and answer["error"]["code"] == want_code, answer
-    assert api.describe("q") == {"name": "q", "depth": 1, "in_flight": 1}
+    assert api.describe("q") == {"name": "q", "storage": "local", "depth": 1, "in_flight": 1}
     assert api.ack("q", held["lease"])[0] == 200
     m = node.metrics()
     for code in ("bad_json", "too_large", "bad_name", "unknown_lease", "unauthorized"):

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use strata_frontend::seams::StoreError;
 
 /// The code of the error a response carries (in its extensions).
 #[derive(Debug, Clone, Copy)]
@@ -84,5 +85,12 @@ impl IntoResponse for AgentError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// Storage that cannot answer: 503, try again.
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        AgentError::unavailable(e.to_string())
     }
 }

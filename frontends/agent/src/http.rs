@@ -23,6 +23,7 @@ use crate::metrics::AgentMetrics;
 use crate::queue::LEVELS;
 use crate::queues::{Envelope, Queues};
 use crate::registry::{Card, REGISTRY_TOPIC, Registry, Search};
+use crate::storage::StorageClass;
 use crate::tasks::{State as TaskState, Tasks};
 use crate::topics::{Event, Topics};
 
@@ -83,14 +84,19 @@ impl Api {
     async fn body<T: DeserializeOwned>(&self, body: Body) -> Result<T, AgentError> {
         let bytes = axum::body::to_bytes(body, self.max_body_bytes)
             .await
-            .map_err(|_| AgentError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "too_large",
-                message: format!("a request body is at most {} bytes", self.max_body_bytes),
-                retry_after: None,
-            })?;
+            .map_err(|_| too_large(self.max_body_bytes))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
+    }
+}
+
+/// 413: the body is over `max` bytes.
+fn too_large(max: usize) -> AgentError {
+    AgentError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "too_large",
+        message: format!("a request body is at most {max} bytes"),
+        retry_after: None,
     }
 }
 
@@ -329,9 +335,82 @@ async fn describe(
     Path(queue): Path<String>,
 ) -> Result<Response, AgentError> {
     let (depth, in_flight) = api.queues.depth(public(&queue)?).await?;
+    let storage = api.queues.class(&queue).map(StorageClass::name);
     Ok(json(
         StatusCode::OK,
-        serde_json::json!({"name": queue, "depth": depth, "in_flight": in_flight}),
+        serde_json::json!({
+            "name": queue, "storage": storage, "depth": depth, "in_flight": in_flight,
+        }),
+    ))
+}
+
+/// The body of a create (`PUT`): the storage class, the node's default when absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    #[serde(default)]
+    storage: Option<StorageClass>,
+}
+
+impl Api {
+    /// A create's body; an empty one asks for the defaults.
+    async fn create_request(&self, body: Body) -> Result<CreateRequest, AgentError> {
+        let bytes = axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|_| too_large(self.max_body_bytes))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(CreateRequest::default());
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
+    }
+}
+
+/// 201 with what was created, or 200 when it existed (in the class asked for).
+fn created(created: bool, name: &str, storage: Option<StorageClass>) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json(
+        status,
+        serde_json::json!({"name": name, "storage": storage.map(StorageClass::name)}),
+    )
+}
+
+async fn create_queue(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let r = api.create_request(body).await?;
+    let made = api.queues.create(public(&queue)?, r.storage).await?;
+    Ok(created(made, &queue, api.queues.class(&queue)))
+}
+
+async fn create_topic(
+    State(api): State<Arc<Api>>,
+    Path(topic): Path<String>,
+    body: Body,
+) -> Result<Response, AgentError> {
+    let r = api.create_request(body).await?;
+    let made = api.topics.create(public(&topic)?, r.storage).await?;
+    Ok(created(made, &topic, api.topics.class(&topic)))
+}
+
+async fn describe_topic(
+    State(api): State<Arc<Api>>,
+    Path(topic): Path<String>,
+) -> Result<Response, AgentError> {
+    let partition = api.topics.topic(public(&topic)?, None).await?;
+    let offsets = partition.offsets().await?;
+    let storage = api.topics.class(&topic).map(StorageClass::name);
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "name": topic, "storage": storage, "first": offsets.log_start, "next": offsets.end,
+        }),
     ))
 }
 
@@ -407,7 +486,7 @@ async fn subscribe(
 ) -> Result<Response, AgentError> {
     let q: ReadQuery = query_of(query.as_deref())?;
     let from = resume_from(&headers, q.from)?;
-    let partition = api.topics.topic(&topic, false).await?;
+    let partition = api.topics.topic(&topic, None).await?;
     let streaming = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -504,6 +583,9 @@ struct RegisterRequest {
     card: Card,
     #[serde(default)]
     lease_ms: Option<i64>,
+    /// The mailbox's storage class (the node's default when absent).
+    #[serde(default)]
+    storage: Option<StorageClass>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -570,11 +652,25 @@ async fn register(
             "lease_ms is 1 s to 24 h",
         ));
     }
+    // Refused before anything changes when the node cannot offer the class, or when the
+    // registration updated keeps its mailbox in another.
+    api.queues.classes().pick(r.storage)?;
     let token = headers.get("x-agent-token").and_then(|v| v.to_str().ok());
     let card = r.card;
+    if let (Some(asked), Some(_), Ok(queue)) = (r.storage, token, mailbox(&api, &card.name)) {
+        match api.queues.class(&queue) {
+            Some(kept) if kept != asked => return Err(crate::storage::conflict(kept.name())),
+            _ => {}
+        }
+    }
     let (token, new) = api
         .registry
         .register(card.clone(), token, lease_ms, now_ms())?;
+    // The mailbox is made now, in the class asked for; a registration's mailbox keeps the
+    // class it was made in (asking another is 409 `storage_conflict`).
+    api.queues
+        .create(&mailbox(&api, &card.name)?, r.storage)
+        .await?;
     let kind = if new { "registered" } else { "updated" };
     api.announce(kind, serde_json::to_value(&card).unwrap_or_default())
         .await;
@@ -609,6 +705,25 @@ async fn get_agent(
 ) -> Result<Response, AgentError> {
     let agent = api.registry.get(&name, now_ms())?;
     ok(&agent)
+}
+
+/// Agent `name`'s mailbox: its storage class and how many messages wait in it.
+async fn describe_mailbox(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+) -> Result<Response, AgentError> {
+    let queue = mailbox(&api, &name)?;
+    let storage = api.queues.class(&queue).map(StorageClass::name);
+    let (depth, in_flight) = match storage {
+        Some(_) => api.queues.depth(&queue).await?,
+        None => (0, 0),
+    };
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "agent": name, "storage": storage, "depth": depth, "in_flight": in_flight,
+        }),
+    ))
 }
 
 async fn remove_agent(
@@ -719,7 +834,7 @@ async fn mailbox_op(
     let queue = mailbox(&api, &name)?;
     if op != "messages" {
         api.owner(&headers, &name)?;
-        api.queues.ensure(&queue).await?;
+        api.queues.create(&queue, None).await?;
     }
     on_queue(&api, &queue, &op, &headers, body).await
 }
@@ -933,14 +1048,16 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
 /// The agent API's routes.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/v1/queues/{queue}", get(describe))
+        .route("/v1/queues/{queue}", get(describe).put(create_queue))
         .route("/v1/queues/{queue}/{op}", post(queue_op))
         .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
         .route("/v1/queues/{queue}/dead-letters/redrive", post(redrive))
+        .route("/v1/topics/{topic}", get(describe_topic).put(create_topic))
         .route("/v1/topics/{topic}/events", post(publish).get(subscribe))
         .route("/v1/agents", post(register).get(list_agents))
         .route("/v1/agents/{name}", get(get_agent).delete(remove_agent))
         .route("/v1/agents/{name}/heartbeat", post(heartbeat))
+        .route("/v1/agents/{name}/mailbox", get(describe_mailbox))
         .route("/v1/agents/{name}/mailbox/{op}", post(mailbox_op))
         .route("/v1/tasks", post(create_task))
         .route("/v1/tasks/{id}", get(get_task))

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod queue;
 pub mod queues;
 pub mod registry;
+pub mod storage;
 pub mod tasks;
 pub mod topics;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
 use crate::queues::{QueueLimits, Queues};
+use crate::storage::{Classes, StorageClass};
 use crate::topics::{TopicLimits, Topics};
 
 /// The state space the frontend keeps its queues' marks and idempotency keys, its agents'
@@ -58,6 +60,10 @@ pub struct AgentConfig {
     pub max_agents: usize,
     /// Tasks one node keeps.
     pub max_tasks: usize,
+    /// Where a queue, mailbox or topic created without a class keeps its messages:
+    /// `memory`, `local` or `object`. `object` needs `[journal.object_store]`; a node
+    /// without one uses `local` instead (and says so at start).
+    pub storage: StorageClass,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +84,7 @@ impl Default for AgentConfig {
             max_sse_clients: TopicLimits::default().max_streams,
             max_agents: 100_000,
             max_tasks: 100_000,
+            storage: StorageClass::Object,
         }
     }
 }
@@ -100,12 +107,38 @@ impl AgentConfig {
 #[derive(Debug)]
 pub struct AgentFrontend {
     config: AgentConfig,
+    object_storage: bool,
 }
 
 impl AgentFrontend {
-    /// A frontend with these settings.
+    /// A frontend with these settings, on a node without object storage.
     pub fn new(config: AgentConfig) -> Self {
-        AgentFrontend { config }
+        AgentFrontend {
+            config,
+            object_storage: false,
+        }
+    }
+
+    /// The same frontend on a node that has object storage (or not).
+    pub fn with_object_storage(mut self, present: bool) -> Self {
+        self.object_storage = present;
+        self
+    }
+
+    /// The classes this node offers, its default resolved.
+    fn classes(&self) -> Classes {
+        let mut default = self.config.storage;
+        if default == StorageClass::Object && !self.object_storage {
+            tracing::warn!(
+                "agent: no object storage ([journal.object_store]): new agent objects are stored \
+                 locally (storage = \"local\")"
+            );
+            default = StorageClass::Local;
+        }
+        Classes {
+            default,
+            object: self.object_storage,
+        }
     }
 }
 
@@ -127,6 +160,7 @@ impl Frontend for AgentFrontend {
             .space(SPACE)
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
+        let classes = self.classes();
         let topics = Arc::new(Topics::new(
             ctx.storage.clone(),
             TopicLimits {
@@ -134,8 +168,14 @@ impl Frontend for AgentFrontend {
                 max_streams: self.config.max_sse_clients,
             },
             metrics.clone(),
+            classes,
         ));
-        let tasks = tasks::Tasks::new(ctx.storage.clone(), space.clone(), self.config.max_tasks);
+        let tasks = tasks::Tasks::new(
+            ctx.storage.clone(),
+            space.clone(),
+            self.config.max_tasks,
+            classes.default,
+        );
         let registry = registry::Registry::open(space.clone(), self.config.max_agents)
             .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
         let api = Arc::new(http::Api {
@@ -145,6 +185,7 @@ impl Frontend for AgentFrontend {
                 self.config.limits(),
                 metrics.clone(),
                 topics.clone(),
+                classes,
             ),
             topics,
             registry,

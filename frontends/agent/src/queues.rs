@@ -11,12 +11,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::{BatchBuilder, now_ms};
-use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage, StoreError, StreamSpec};
+use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage, StoreError};
 use tokio::sync::Notify;
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue, Slot};
+use crate::storage::{Classes, StorageClass, ensure_stream};
 use crate::topics::Topics;
 
 /// Shortest lease, in milliseconds: a shorter one would hand a message to a second
@@ -146,8 +147,11 @@ fn dedup_key(queue: &str, key: &str) -> Vec<u8> {
     format!("i/{queue}/{key}").into_bytes()
 }
 
-fn storage_error(e: StoreError) -> AgentError {
-    AgentError::unavailable(e.to_string())
+fn bad_name() -> AgentError {
+    AgentError::bad_request(
+        "bad_name",
+        "a queue name is 1 to 128 characters of [A-Za-z0-9_-]",
+    )
 }
 
 /// One open queue.
@@ -173,7 +177,7 @@ impl Open {
     async fn ends(&self) -> Result<[u64; LEVELS], AgentError> {
         let mut ends = [0; LEVELS];
         for (end, level) in ends.iter_mut().zip(&self.levels) {
-            *end = level.offsets().await.map_err(storage_error)?.end;
+            *end = level.offsets().await?.end;
         }
         Ok(ends)
     }
@@ -190,6 +194,8 @@ pub struct Queues {
     metrics: AgentMetrics,
     /// Where `delivery_failed` events go (topic `_failed-<queue>`).
     topics: Arc<Topics>,
+    /// The storage classes new queues may be created in.
+    classes: Classes,
 }
 
 impl Queues {
@@ -200,6 +206,7 @@ impl Queues {
         limits: QueueLimits,
         metrics: AgentMetrics,
         topics: Arc<Topics>,
+        classes: Classes,
     ) -> Self {
         Queues {
             storage,
@@ -209,7 +216,13 @@ impl Queues {
             opening: tokio::sync::Mutex::new(()),
             metrics,
             topics,
+            classes,
         }
+    }
+
+    /// The storage classes new queues may be created in.
+    pub fn classes(&self) -> Classes {
+        self.classes
     }
 
     /// The limits in force.
@@ -217,14 +230,16 @@ impl Queues {
         &self.limits
     }
 
-    /// Queue `name`, opened when needed; its stream is created only when `create` (a
-    /// send): other requests for a queue that does not exist answer 404.
-    async fn queue(&self, name: &str, create: bool) -> Result<Arc<Open>, AgentError> {
+    /// Queue `name`, opened when needed; its stream is created (in class `create`) only
+    /// when `create` is set (a send): other requests for a queue that does not exist
+    /// answer 404.
+    async fn queue(
+        &self,
+        name: &str,
+        create: Option<StorageClass>,
+    ) -> Result<Arc<Open>, AgentError> {
         if !valid_name(name) {
-            return Err(AgentError::bad_request(
-                "bad_name",
-                "a queue name is 1 to 128 characters of [A-Za-z0-9_-]",
-            ));
+            return Err(bad_name());
         }
         if let Some(q) = self.open.lock().get(name) {
             return Ok(q.clone());
@@ -240,24 +255,27 @@ impl Queues {
             ));
         }
         let stream = stream_name(name);
-        if !create && self.storage.catalog.stream(&stream).is_none() {
+        if create.is_none() && self.storage.catalog.stream(&stream).is_none() {
             return Err(AgentError::not_found(
                 "unknown_queue",
                 format!("no queue {name}: a send creates it"),
             ));
         }
-        self.storage
-            .ensure_stream(StreamSpec::new(&stream, LEVELS as u32))
-            .await
-            .map_err(storage_error)?;
+        if let Some(class) = create {
+            ensure_stream(&self.storage, &stream, LEVELS as u32, class, false).await?;
+        }
         let mut levels = Vec::with_capacity(LEVELS);
         for level in 0..LEVELS {
-            levels.push(
-                self.storage
-                    .partition(&stream, level as u32)
-                    .await
-                    .map_err(storage_error)?,
-            );
+            levels.push(self.storage.partition(&stream, level as u32).await?);
+        }
+        // A memory-class queue starts empty in every life of the node: what the state
+        // space remembers of an earlier one (marks, idempotency keys) names messages that
+        // are gone and offsets that are used again.
+        if self.class(name) == Some(StorageClass::Memory) {
+            self.space
+                .delete_prefix(format!("m/{name}/").as_bytes())
+                .and_then(|()| self.space.delete_prefix(format!("i/{name}/").as_bytes()))
+                .map_err(|e| AgentError::unavailable(e.0))?;
         }
         let mut marks: [Mark; LEVELS] = Default::default();
         for (level, mark) in marks.iter_mut().enumerate() {
@@ -307,10 +325,46 @@ impl Queues {
         Ok(q)
     }
 
-    /// Creates queue `name` when it does not exist (a mailbox, which its agent may read
-    /// before anything was sent to it).
-    pub async fn ensure(&self, name: &str) -> Result<(), AgentError> {
-        self.queue(name, true).await.map(|_| ())
+    /// Creates queue `name` in `class` (the node's default when none) unless it exists:
+    /// whether this call created it. A queue that exists in another class than the one
+    /// asked for answers 409 `storage_conflict`.
+    pub async fn create(
+        &self,
+        name: &str,
+        class: Option<StorageClass>,
+    ) -> Result<bool, AgentError> {
+        if class.is_none() && self.open.lock().contains_key(name) {
+            return Ok(false);
+        }
+        let picked = self.classes.pick(class)?;
+        if !valid_name(name) {
+            return Err(bad_name());
+        }
+        let created = ensure_stream(
+            &self.storage,
+            &stream_name(name),
+            LEVELS as u32,
+            picked,
+            class.is_some(),
+        )
+        .await?;
+        self.queue(name, Some(picked)).await?;
+        Ok(created)
+    }
+
+    /// The class a send creates queue `name` in: a dead-letter queue's is its queue's,
+    /// any other's the node's default.
+    fn class_for_new(&self, name: &str) -> Result<StorageClass, AgentError> {
+        match name.strip_prefix("_dlq-").and_then(|q| self.class(q)) {
+            Some(class) => Ok(class),
+            None => self.classes.pick(None),
+        }
+    }
+
+    /// The storage class queue `name` keeps its messages in (`None`: no such queue).
+    pub fn class(&self, name: &str) -> Option<StorageClass> {
+        let info = self.storage.catalog.stream(&stream_name(name))?;
+        StorageClass::of(&info)
     }
 
     /// Stores a message in queue `name` at priority `level`: its id, and whether an
@@ -324,7 +378,7 @@ impl Queues {
         idempotency_key: Option<&str>,
     ) -> Result<(String, bool), AgentError> {
         let level = usize::from(level).min(LEVELS - 1);
-        let q = self.queue(name, true).await?;
+        let q = self.queue(name, Some(self.class_for_new(name)?)).await?;
         let _one = match idempotency_key {
             Some(k) => {
                 let held = q.sending.lock().await;
@@ -372,7 +426,7 @@ impl Queues {
         let batch = batch
             .build()
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
-        let appended = q.levels[level].append(batch).await.map_err(storage_error)?;
+        let appended = q.levels[level].append(batch).await?;
         let id = format!("{level}-{}", appended.base_offset);
         if let Some(k) = idempotency_key {
             let at = now_ms();
@@ -402,7 +456,7 @@ impl Queues {
             .unwrap_or(self.limits.default_lease_ms)
             .clamp(MIN_LEASE_MS, self.limits.max_lease_ms);
         let wait_ms = wait_ms.clamp(0, self.limits.max_wait_ms);
-        let q = self.queue(name, false).await?;
+        let q = self.queue(name, None).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
         loop {
             let woken = q.wake.notified();
@@ -532,7 +586,7 @@ impl Queues {
     /// `delivery_failed` event.
     async fn dead_letter(&self, q: &Open, slot: Slot) -> Result<(), AgentError> {
         let id = format!("{}-{}", slot.level, slot.offset);
-        let record = record_at(q, slot).await.map_err(storage_error)?;
+        let record = record_at(q, slot).await?;
         let key = record
             .as_ref()
             .and_then(|r| r.key.as_ref())
@@ -576,8 +630,9 @@ impl Queues {
             data,
             sent_ms: now_ms(),
         };
+        let class = self.class(queue).unwrap_or(self.classes.default);
         self.topics
-            .publish(&format!("_failed-{queue}"), &event)
+            .publish_in(&format!("_failed-{queue}"), &event, Some(class))
             .await
             .map(|_| ())
     }
@@ -592,12 +647,12 @@ impl Queues {
         if self.storage.catalog.stream(&stream_name(&dlq)).is_none() {
             return Ok(Vec::new());
         }
-        let q = self.queue(&dlq, false).await?;
+        let q = self.queue(&dlq, None).await?;
         let ends = q.ends().await?;
         let slots = q.state.lock().pending(ends, max);
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
-            let record = record_at(&q, slot).await.map_err(storage_error)?;
+            let record = record_at(&q, slot).await?;
             if let Some(e) = record
                 .and_then(|r| r.value)
                 .and_then(|v| serde_json::from_slice::<Envelope>(&v).ok())
@@ -669,7 +724,7 @@ impl Queues {
                         let _ = state.nack(&lease, now, 0);
                     }
                     q.wake.notify_waiters();
-                    return Err(storage_error(e));
+                    return Err(AgentError::from(e));
                 }
             };
             let envelope = record.as_ref().and_then(|r| {
@@ -739,7 +794,7 @@ impl Queues {
         lease: &str,
         nack: Option<i64>,
     ) -> Result<String, AgentError> {
-        let q = self.queue(name, false).await?;
+        let q = self.queue(name, None).await?;
         let now = now_ms();
         let slot = {
             let mut state = q.state.lock();
@@ -766,7 +821,7 @@ impl Queues {
 
     /// Extends lease `lease` of queue `name` to `lease_ms` from now: its new end.
     pub async fn extend(&self, name: &str, lease: &str, lease_ms: i64) -> Result<i64, AgentError> {
-        let q = self.queue(name, false).await?;
+        let q = self.queue(name, None).await?;
         let now = now_ms();
         let lease_ms = lease_ms.clamp(MIN_LEASE_MS, self.limits.max_lease_ms);
         let mut state = q.state.lock();
@@ -776,7 +831,7 @@ impl Queues {
 
     /// Messages not done and messages on a lease in queue `name`.
     pub async fn depth(&self, name: &str) -> Result<(u64, usize), AgentError> {
-        let q = self.queue(name, false).await?;
+        let q = self.queue(name, None).await?;
         let ends = q.ends().await?;
         let mut state = q.state.lock();
         self.expire(&q, &mut state, now_ms());

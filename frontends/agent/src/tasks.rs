@@ -14,10 +14,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::BatchBuilder;
-use strata_frontend::seams::{Partition, StateSpace, Storage, StoreError, StreamSpec};
+use strata_frontend::seams::{Partition, StateSpace, Storage};
 use tokio::sync::Notify;
 
 use crate::error::AgentError;
+use crate::storage::{StorageClass, ensure_stream};
 
 /// The stream every task's events are in.
 pub const TASKS_STREAM: &str = "agent.tasks";
@@ -97,10 +98,6 @@ pub struct Numbered {
     pub event: TaskEvent,
 }
 
-fn storage_error(e: StoreError) -> AgentError {
-    AgentError::unavailable(e.to_string())
-}
-
 fn key(id: &str) -> Vec<u8> {
     format!("t/{id}").into_bytes()
 }
@@ -120,14 +117,22 @@ pub struct Tasks {
     max_tasks: usize,
     max_events: usize,
     count: Mutex<Option<usize>>,
+    /// The class of the tasks' event stream.
+    class: StorageClass,
 }
 
 /// Most events one task keeps.
 pub const MAX_EVENTS: usize = 10_000;
 
 impl Tasks {
-    /// Tasks in `storage` and `space`, at most `max_tasks` of them.
-    pub fn new(storage: Storage, space: StateSpace, max_tasks: usize) -> Self {
+    /// Tasks in `storage` and `space`, at most `max_tasks` of them, their events in a
+    /// stream of class `class` (`local` for `memory`: a task's state outlives a restart,
+    /// so its events must too).
+    pub fn new(storage: Storage, space: StateSpace, max_tasks: usize, class: StorageClass) -> Self {
+        let class = match class {
+            StorageClass::Memory => StorageClass::Local,
+            other => other,
+        };
         Tasks {
             storage,
             space,
@@ -138,20 +143,18 @@ impl Tasks {
             max_tasks,
             max_events: MAX_EVENTS,
             count: Mutex::new(None),
+            class,
         }
     }
 
     async fn partition(&self) -> Result<Arc<dyn Partition>, AgentError> {
         self.events
             .get_or_try_init(|| async {
-                self.storage
-                    .ensure_stream(StreamSpec::new(TASKS_STREAM, 1))
-                    .await
-                    .map_err(storage_error)?;
+                ensure_stream(&self.storage, TASKS_STREAM, 1, self.class, false).await?;
                 self.storage
                     .partition(TASKS_STREAM, 0)
                     .await
-                    .map_err(storage_error)
+                    .map_err(AgentError::from)
             })
             .await
             .cloned()
@@ -205,12 +208,7 @@ impl Tasks {
         let batch = batch
             .build()
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
-        let appended = self
-            .partition()
-            .await?
-            .append(batch)
-            .await
-            .map_err(storage_error)?;
+        let appended = self.partition().await?.append(batch).await?;
         Ok(appended.base_offset)
     }
 
@@ -366,7 +364,7 @@ impl Tasks {
             .filter(|&&o| after.is_none_or(|a| o > a))
             .take(max)
         {
-            let batches = p.read(offset, 64 * 1024).await.map_err(storage_error)?;
+            let batches = p.read(offset, 64 * 1024).await?;
             let event = batches
                 .iter()
                 .filter_map(|b| b.records().ok())

@@ -14,10 +14,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::BatchBuilder;
 use strata_frontend::Shutdown;
-use strata_frontend::seams::{Partition, Storage, StoreError, StreamSpec};
+use strata_frontend::seams::{Partition, Storage, StoreError};
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
+use crate::storage::{Classes, StorageClass, ensure_stream};
 
 /// Limits of the topics of a node.
 #[derive(Debug, Clone)]
@@ -69,8 +70,11 @@ const READ_BYTES: usize = 256 * 1024;
 /// How often an idle stream sends a comment, so proxies and clients see it alive.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-fn storage_error(e: StoreError) -> AgentError {
-    AgentError::unavailable(e.to_string())
+fn bad_name() -> AgentError {
+    AgentError::bad_request(
+        "bad_name",
+        "a topic name is 1 to 128 characters of [A-Za-z0-9_-]",
+    )
 }
 
 /// The topics of a node.
@@ -82,6 +86,8 @@ pub struct Topics {
     opening: tokio::sync::Mutex<()>,
     streams: Arc<AtomicUsize>,
     metrics: AgentMetrics,
+    /// The storage classes new topics may be created in.
+    classes: Classes,
 }
 
 /// A streaming reader's place among the [`TopicLimits::max_streams`]; given back when
@@ -100,8 +106,13 @@ impl Drop for StreamSlot {
 }
 
 impl Topics {
-    /// Topics in `storage`.
-    pub fn new(storage: Storage, limits: TopicLimits, metrics: AgentMetrics) -> Self {
+    /// Topics in `storage`, new ones created in one of `classes`.
+    pub fn new(
+        storage: Storage,
+        limits: TopicLimits,
+        metrics: AgentMetrics,
+        classes: Classes,
+    ) -> Self {
         Topics {
             storage,
             limits,
@@ -109,17 +120,49 @@ impl Topics {
             opening: tokio::sync::Mutex::new(()),
             streams: Arc::new(AtomicUsize::new(0)),
             metrics,
+            classes,
         }
     }
 
-    /// Topic `name`'s partition; its stream is created only when `create` (a publish):
-    /// reading a topic that does not exist answers 404.
-    pub async fn topic(&self, name: &str, create: bool) -> Result<Arc<dyn Partition>, AgentError> {
+    /// Creates topic `name` in `class` (the node's default when none) unless it exists:
+    /// whether this call created it. A topic that exists in another class than the one
+    /// asked for answers 409 `storage_conflict`.
+    pub async fn create(
+        &self,
+        name: &str,
+        class: Option<StorageClass>,
+    ) -> Result<bool, AgentError> {
+        let picked = self.classes.pick(class)?;
         if !crate::queues::valid_name(name) {
-            return Err(AgentError::bad_request(
-                "bad_name",
-                "a topic name is 1 to 128 characters of [A-Za-z0-9_-]",
-            ));
+            return Err(bad_name());
+        }
+        let created = ensure_stream(
+            &self.storage,
+            &stream_name(name),
+            1,
+            picked,
+            class.is_some(),
+        )
+        .await?;
+        self.topic(name, Some(picked)).await?;
+        Ok(created)
+    }
+
+    /// The storage class topic `name` keeps its events in (`None`: no such topic).
+    pub fn class(&self, name: &str) -> Option<StorageClass> {
+        let info = self.storage.catalog.stream(&stream_name(name))?;
+        StorageClass::of(&info)
+    }
+
+    /// Topic `name`'s partition; its stream is created (in class `create`) only when
+    /// `create` is set (a publish): reading a topic that does not exist answers 404.
+    pub async fn topic(
+        &self,
+        name: &str,
+        create: Option<StorageClass>,
+    ) -> Result<Arc<dyn Partition>, AgentError> {
+        if !crate::queues::valid_name(name) {
+            return Err(bad_name());
         }
         if let Some(p) = self.open.lock().get(name) {
             return Ok(p.clone());
@@ -135,28 +178,34 @@ impl Topics {
             ));
         }
         let stream = stream_name(name);
-        if !create && self.storage.catalog.stream(&stream).is_none() {
+        if create.is_none() && self.storage.catalog.stream(&stream).is_none() {
             return Err(AgentError::not_found(
                 "unknown_topic",
                 format!("no topic {name}: a publish creates it"),
             ));
         }
-        self.storage
-            .ensure_stream(StreamSpec::new(&stream, 1))
-            .await
-            .map_err(storage_error)?;
-        let p = self
-            .storage
-            .partition(&stream, 0)
-            .await
-            .map_err(storage_error)?;
+        if let Some(class) = create {
+            ensure_stream(&self.storage, &stream, 1, class, false).await?;
+        }
+        let p = self.storage.partition(&stream, 0).await?;
         self.open.lock().insert(name.to_string(), p.clone());
         Ok(p)
     }
 
-    /// Appends `event` to topic `name`: its id.
+    /// Appends `event` to topic `name` (created in the node's default class when
+    /// missing): its id.
     pub async fn publish(&self, name: &str, event: &Event) -> Result<u64, AgentError> {
-        let p = self.topic(name, true).await?;
+        self.publish_in(name, event, None).await
+    }
+
+    /// Appends `event` to topic `name`, created in `class` when missing: its id.
+    pub async fn publish_in(
+        &self,
+        name: &str,
+        event: &Event,
+        class: Option<StorageClass>,
+    ) -> Result<u64, AgentError> {
+        let p = self.topic(name, Some(self.classes.pick(class)?)).await?;
         let value = serde_json::to_vec(event)
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
         let mut batch = BatchBuilder::new();
@@ -164,7 +213,7 @@ impl Topics {
         let batch = batch
             .build()
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
-        let appended = p.append(batch).await.map_err(storage_error)?;
+        let appended = p.append(batch).await?;
         self.metrics.events_published.inc();
         Ok(appended.base_offset)
     }
@@ -173,7 +222,7 @@ impl Topics {
     /// when `None` (new events only). An id past the end is refused; one below what the
     /// topic still keeps answers 410 (those events are gone with retention).
     pub async fn start(&self, p: &dyn Partition, from: Option<u64>) -> Result<u64, AgentError> {
-        let offsets = p.offsets().await.map_err(storage_error)?;
+        let offsets = p.offsets().await?;
         match from {
             None => Ok(offsets.end),
             Some(from) if from > offsets.end => Err(AgentError::bad_request(
@@ -210,7 +259,7 @@ impl Topics {
                 message: format!("event {from} is no longer kept"),
                 retry_after: None,
             },
-            e => storage_error(e),
+            e => AgentError::from(e),
         })?;
         let mut next = from;
         let mut out = Vec::new();
@@ -332,7 +381,7 @@ pub fn sse_stream(
                     tokio::select! {
                         waited = r.partition.wait_for(r.next) => {
                             if let Err(e) = waited {
-                                r.pending.push_back(error_frame(&storage_error(e)));
+                                r.pending.push_back(error_frame(&AgentError::from(e)));
                                 r.done = true;
                             }
                         }

@@ -283,7 +283,7 @@ fn alive(heartbeat_ms: i64, now: i64) -> bool {
 }
 
 /// The storage class named `s`.
-fn class(s: &str) -> Option<StorageClass> {
+pub(crate) fn class(s: &str) -> Option<StorageClass> {
     match s {
         "memory" => Some(StorageClass::Memory),
         "segment" => Some(StorageClass::Segment),
@@ -344,12 +344,10 @@ impl Catalog for ClusterStreams {
             return self.local.create_stream(spec).await;
         }
         validate_stream_name(&spec.name)?;
-        // The journal's own checks (partition count), before anything is recorded.
-        self.journal()
-            .stream_config(&spec.name, spec.partitions)
-            .validate()
-            .map_err(store_error)?;
-        let m = stream_meta(&self.journal().stream_config(&spec.name, spec.partitions));
+        // The journal's own checks (partition count, class), before anything is recorded.
+        let config = crate::streams::spec_config(self.journal(), &spec)?;
+        config.validate().map_err(store_error)?;
+        let m = stream_meta(&config);
         match self.write(Command::CreateStream(m)).await? {
             // Created meanwhile through another node: visible here too before the answer,
             // so a caller that then asks for it (get-or-create) finds it.

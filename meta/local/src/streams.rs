@@ -61,7 +61,7 @@ impl Catalog for LocalStreams {
 
     async fn create_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo> {
         // The journal checks the name and the count (`Invalid` when either is bad).
-        let config = self.journal.stream_config(&spec.name, spec.partitions);
+        let config = spec_config(&self.journal, &spec)?;
         let stream = self
             .journal
             .create_stream(config)
@@ -110,4 +110,18 @@ impl PartitionRouter for LocalStreams {
             log.clone(),
         )))
     }
+}
+
+/// The journal definition of the stream `spec` asks for: the journal's defaults, in the
+/// storage class the spec names (`Invalid` when it names none the journal knows).
+pub(crate) fn spec_config(journal: &Journal, spec: &StreamSpec) -> StoreResult<StreamConfig> {
+    let mut config = journal.stream_config(&spec.name, spec.partitions);
+    if let Some(name) = &spec.storage_class {
+        config.class = crate::cluster::class(name).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "unknown storage class {name:?} (memory, segment, rocksdb or object)"
+            ))
+        })?;
+    }
+    Ok(config)
 }

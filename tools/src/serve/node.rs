@@ -431,7 +431,10 @@ fn registered_frontends(config: &NodeConfig) -> Vec<(Box<dyn Frontend>, bool)> {
             config.kafka.enabled,
         ),
         (
-            Box::new(AgentFrontend::new(config.agent.clone())),
+            Box::new(
+                AgentFrontend::new(config.agent.clone())
+                    .with_object_storage(config.journal.object_store.is_some()),
+            ),
             config.agent.enabled,
         ),
     ]

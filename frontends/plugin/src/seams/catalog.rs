@@ -18,15 +18,25 @@ pub struct StreamSpec {
     pub name: String,
     /// Number of partitions, at least one.
     pub partitions: u32,
+    /// Storage class (`memory`, `segment`, `rocksdb`, `object`); `None`: the node's default.
+    pub storage_class: Option<String>,
 }
 
 impl StreamSpec {
-    /// A spec for `name` with `partitions` partitions (at least one).
+    /// A spec for `name` with `partitions` partitions (at least one), in the node's
+    /// default storage class.
     pub fn new(name: impl Into<String>, partitions: u32) -> Self {
         StreamSpec {
             name: name.into(),
             partitions: partitions.max(1),
+            storage_class: None,
         }
+    }
+
+    /// The same spec, stored in `class`.
+    pub fn with_storage_class(mut self, class: impl Into<String>) -> Self {
+        self.storage_class = Some(class.into());
+        self
     }
 }
 

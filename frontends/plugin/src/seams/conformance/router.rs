@@ -76,6 +76,7 @@ async fn streams_are_created_once(catalog: &dyn Catalog, router: &dyn PartitionR
     let zero = StreamSpec {
         name: "conformance-zero".into(),
         partitions: 0,
+        storage_class: None,
     };
     assert!(matches!(
         catalog.create_stream(zero).await,

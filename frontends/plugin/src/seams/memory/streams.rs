@@ -83,7 +83,11 @@ impl Catalog for MemoryStreams {
             return Err(StoreError::StreamExists(spec.name));
         }
         let stream = MemoryStream {
-            info: info(&spec.name, spec.partitions),
+            info: StreamInfo {
+                // Held in memory whatever it asks for; the class is reported as asked.
+                storage_class: spec.storage_class.clone().unwrap_or("memory".into()),
+                ..info(&spec.name, spec.partitions)
+            },
             partitions: (0..spec.partitions)
                 .map(|p| Arc::new(MemoryPartition::new(&spec.name, p)))
                 .collect(),
