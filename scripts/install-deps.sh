@@ -90,6 +90,12 @@ if ! python3 -c 'import httpx; assert httpx.__version__ == "0.28.1"' 2>/dev/null
   python3 -m pip install --quiet --disable-pip-version-check "httpx==0.28.1"
 fi
 
+# The official MCP client (with httpx2), for the agent frontend's MCP endpoint tests.
+if ! python3 -c 'import importlib.metadata as m; assert m.version("mcp") == "2.3.0"' 2>/dev/null; then
+  echo "install-deps: installing mcp from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "mcp==2.3.0"
+fi
+
 # kafkajs from npm for the Kafka tests, into ~/.cache/strata/tools/node.
 node_root="$HOME/.cache/strata/tools/node"
 if command -v npm >/dev/null 2>&1 && [ ! -f "$node_root/node_modules/kafkajs/package.json" ]; then

@@ -91,7 +91,7 @@ impl Api {
 }
 
 /// 413: the body is over `max` bytes.
-fn too_large(max: usize) -> AgentError {
+pub(crate) fn too_large(max: usize) -> AgentError {
     AgentError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         code: "too_large",
@@ -1045,8 +1045,16 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
     response
 }
 
-/// The agent API's routes.
+/// The agent API's routes and the MCP endpoint over them, every one behind [`guard`].
 pub fn router(api: Arc<Api>) -> Router {
+    let rest = rest(api.clone());
+    let mcp = crate::mcp::router(rest.clone(), api.max_body_bytes, api.metrics.clone())
+        .layer(axum::middleware::from_fn_with_state(api, guard));
+    rest.merge(mcp)
+}
+
+/// The agent API's REST routes.
+fn rest(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/queues/{queue}", get(describe).put(create_queue))
         .route("/v1/queues/{queue}/{op}", post(queue_op))

@@ -1,10 +1,12 @@
 //! Strata's agent frontend: durable messaging for AI agents over HTTP/JSON, stored in
 //! journal streams: work queues (competing consumers with leases, priorities, idempotent
 //! sends, delayed delivery, redelivery and dead-letter queues), topics with resumable
-//! streams, the agents registry, mailboxes and tasks. MCP and A2A are still to come.
+//! streams, the agents registry, mailboxes and tasks, and an MCP endpoint over them. A2A
+//! is still to come.
 
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod queue;
 pub mod queues;

@@ -35,6 +35,8 @@ pub struct AgentMetrics {
     pub sse_clients: IntGauge,
     /// Requests refused, by error code.
     pub errors: IntCounterVec,
+    /// MCP requests, by method (a fixed set; `other` for the rest).
+    pub mcp_requests: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -95,6 +97,12 @@ impl AgentMetrics {
                 "strata_agent_errors_total",
                 "Agent API requests refused, by error code",
                 &["code"],
+            ),
+            mcp_requests: counter_vec(
+                registry,
+                "strata_agent_mcp_requests_total",
+                "MCP requests, by JSON-RPC method",
+                &["method"],
             ),
         }
     }
