@@ -5,9 +5,10 @@ loopback), one consumer long-polls, acks each message, and records when it arriv
 p50/p99 of the send's answer (the acknowledgement latency of the class) and of send to
 delivery, with the node's CPU-seconds per million messages. The node and s3s-fs run on
 core 0, this script on core 1; each HTTP client keeps one connection (one request per
-write, as an SDK does).
+write, as an SDK does); sends go out on `--senders` connections at the pace.
 
-    python3 benches/agent_latency.py [--rate 200] [--seconds 10] [--runs 3] [--strata PATH]
+    python3 benches/agent_latency.py [--rate 200] [--seconds 10] [--runs 3] [--senders 16]
+                                     [--fsync always] [--strata PATH]
 """
 import argparse
 import http.client
@@ -59,7 +60,7 @@ def start_s3(binary, data):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_strata(binary, tmp, endpoint):
+def start_strata(binary, tmp, endpoint, fsync):
     port = free_port()
     config = os.path.join(tmp, "strata.toml")
     with open(config, "w") as f:
@@ -78,6 +79,8 @@ secret_access_key = "SK"
     env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__ENABLED": "false",
                 "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
                 "STRATA_LOG__LEVEL": "warn"})
+    if fsync:
+        env["STRATA_JOURNAL__FSYNC"] = fsync
     proc = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", config], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc, "strata")
@@ -111,7 +114,7 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
 
 
-def run_class(port, pid, cls, rate, seconds):
+def run_class(port, pid, cls, rate, seconds, senders):
     queue = f"lat-{cls}-{time.monotonic_ns()}"
     Http(port).call("PUT", f"/v1/queues/{queue}", {"storage": cls})
     total = rate * seconds
@@ -133,17 +136,33 @@ def run_class(port, pid, cls, rate, seconds):
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
-    producer = Http(port)
+    # Senders on their own connections, so a class whose answer takes longer than the
+    # pace (object) still sends at the pace: send i starts at its due time or, when every
+    # sender is busy, as soon as one is free.
+    counter = iter(range(total))
+    lock = threading.Lock()
+    start = time.time() + 0.2
+
+    def produce():
+        h = Http(port)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            delay = start + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            t = time.time()
+            h.call("POST", f"/v1/queues/{queue}/messages", {"body": {"t": t, "pad": pad}})
+            answers.append(time.time() - t)
+
     cpu0 = cpu_seconds(pid)
-    start = time.time()
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        t = time.time()
-        producer.call("POST", f"/v1/queues/{queue}/messages", {"body": {"t": t, "pad": pad}})
-        answers.append(time.time() - t)
+    producers = [threading.Thread(target=produce, daemon=True) for _ in range(senders)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
     if not done.wait(120):
         sys.exit(f"{cls}: not every message was delivered")
     cpu = cpu_seconds(pid) - cpu0
@@ -158,6 +177,8 @@ def main():
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--senders", type=int, default=16)
+    ap.add_argument("--fsync", default=None, help="the journal's fsync policy (always, never, interval:<ms>)")
     ap.add_argument("--strata", default=None)
     ap.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/strata/tools/bin/s3s-fs"))
     args = ap.parse_args()
@@ -170,11 +191,11 @@ def main():
     for run in range(args.runs):
         tmp = tempfile.mkdtemp(prefix="strata-agent-lat-")
         s3, endpoint = start_s3(args.s3s_fs, os.path.join(tmp, "s3"))
-        node, port = start_strata(strata, tmp, endpoint)
+        node, port = start_strata(strata, tmp, endpoint, args.fsync)
         try:
             order = CLASSES if run % 2 == 0 else list(reversed(CLASSES))
             for cls in order:
-                r = run_class(port, node.pid, cls, args.rate, args.seconds)
+                r = run_class(port, node.pid, cls, args.rate, args.seconds, args.senders)
                 results[cls].append(r)
                 print(json.dumps(r), flush=True)
         finally:
@@ -182,7 +203,8 @@ def main():
                 p.send_signal(signal.SIGTERM)
                 p.wait()
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nmedians of {args.runs} runs, {args.rate} msg/s for {args.seconds} s, 1 KiB:")
+    print(f"\nmedians of {args.runs} runs, {args.rate} msg/s for {args.seconds} s, 1 KiB, "
+          f"{args.senders} senders, fsync {args.fsync or 'default'}:")
     print(f"{'class':8} {'ack p50':>9} {'ack p99':>9} {'deliver p50':>12} {'deliver p99':>12} {'CPU-s/M':>9}")
     for cls in CLASSES:
         rs = results[cls]
