@@ -30,6 +30,11 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+# Every node started, so a fixture can stop those a test started another way (a node
+# restarted by the test itself, say) even when the test fails.
+STARTED = []
+
+
 class Node:
     """A running `strata serve`; `ports` maps each listener (mqtt, mqtt-ws, kafka, admin) to
     its bound port."""
@@ -57,6 +62,7 @@ class Node:
         stderr = open(log_path, "a") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen([strata_bin(), "serve", "--config", str(cfg)], env=env,
                                      stdout=subprocess.PIPE, stderr=stderr, text=True)
+        STARTED.append(self)
         if log_path:
             stderr.close()
         self.ports = {}
@@ -120,13 +126,13 @@ def node(tmp_path):
 
 @pytest.fixture
 def node_with(tmp_path):
-    """Starts nodes with a given configuration (and environment); stops them afterwards."""
-    started = []
+    """Starts nodes with a given configuration (and environment); stops them afterwards,
+    and every other node the test started (restarted ones included)."""
+    first = len(STARTED)
 
     def start(config="", log_path=None, **env):
-        n = Node(tmp_path, config, env, log_path)
-        started.append(n)
-        return n
+        return Node(tmp_path, config, env, log_path)
     yield start
-    for n in started:
+    for n in STARTED[first:]:
         n.stop()
+    del STARTED[first:]

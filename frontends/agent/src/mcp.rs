@@ -69,7 +69,8 @@ async fn no_stream() -> Response {
 }
 
 /// A JSON-RPC error, with the code the agent API's error metric counts it under.
-struct RpcError {
+#[derive(Debug)]
+pub struct RpcError {
     code: i64,
     message: String,
     data: Option<Value>,
@@ -77,6 +78,11 @@ struct RpcError {
 }
 
 impl RpcError {
+    /// Its JSON-RPC code.
+    pub fn code(&self) -> i64 {
+        self.code
+    }
+
     fn new(code: i64, counted: &'static str, message: impl Into<String>) -> Self {
         RpcError {
             code,
@@ -113,40 +119,50 @@ fn answer(status: StatusCode, id: &Value, outcome: Result<Value, RpcError>) -> R
     r
 }
 
-async fn endpoint(State(mcp): State<Arc<Mcp>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, mcp.max_body_bytes).await else {
-        return crate::http::too_large(mcp.max_body_bytes).into_response();
-    };
-    let message: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let e = RpcError::new(PARSE_ERROR, "mcp_parse_error", format!("not JSON: {e}"));
-            return answer(StatusCode::BAD_REQUEST, &Value::Null, Err(e));
-        }
-    };
-    let Value::Object(message) = message else {
+/// What one POST to `/mcp` asks.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A notification, or a client's response to a request (the server sends none): 202.
+    Notification,
+    /// A request, to answer.
+    Request {
+        /// Its id, echoed in the answer.
+        id: Value,
+        /// Its method.
+        method: String,
+        /// Its parameters (`{}` when absent).
+        params: Value,
+        /// Whether it speaks the current revision.
+        modern: bool,
+    },
+}
+
+/// A message that cannot be answered as asked: the status, the id to answer with (null
+/// when none was read) and the error.
+pub type Refused = (StatusCode, Value, RpcError);
+
+/// Decodes one message posted with `version` in its `MCP-Protocol-Version` header.
+pub fn decode(bytes: &[u8], version: Option<&str>) -> Result<Decoded, Refused> {
+    let message: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let e = RpcError::new(PARSE_ERROR, "mcp_parse_error", format!("not JSON: {e}"));
+        (StatusCode::BAD_REQUEST, Value::Null, e)
+    })?;
+    let Value::Object(mut message) = message else {
         let e = RpcError::new(
             INVALID_REQUEST,
             "mcp_invalid_request",
             "one JSON-RPC message per request (no batches)",
         );
-        return answer(StatusCode::BAD_REQUEST, &Value::Null, Err(e));
+        return Err((StatusCode::BAD_REQUEST, Value::Null, e));
     };
-    let method = message.get("method").and_then(Value::as_str);
-    let id = message
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number());
-    let (Some(method), Some(id)) = (method, id) else {
-        // A notification, or a client's response to a request (the server sends none).
-        mcp.count("notification");
-        return StatusCode::ACCEPTED.into_response();
+    let method = match message.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => return Ok(Decoded::Notification),
     };
-    mcp.count(method);
-    let version = parts
-        .headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok());
+    let id = match message.remove("id") {
+        Some(id) if id.is_string() || id.is_number() => id,
+        _ => return Ok(Decoded::Notification),
+    };
     if let Some(v) = version
         && v != MODERN
         && !HANDSHAKE.contains(&v)
@@ -157,10 +173,45 @@ async fn endpoint(State(mcp): State<Arc<Mcp>>, request: Request) -> Response {
             format!("protocol version {v} is not supported"),
         );
         e.data = Some(json!({"supported": supported(), "requested": v}));
-        return answer(StatusCode::BAD_REQUEST, id, Err(e));
+        return Err((StatusCode::BAD_REQUEST, id, e));
     }
     let modern = method == "server/discover" || version == Some(MODERN);
-    let params = message.get("params").cloned().unwrap_or(json!({}));
+    let params = message.remove("params").unwrap_or(json!({}));
+    Ok(Decoded::Request {
+        id,
+        method,
+        params,
+        modern,
+    })
+}
+
+async fn endpoint(State(mcp): State<Arc<Mcp>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, mcp.max_body_bytes).await else {
+        return crate::http::too_large(mcp.max_body_bytes).into_response();
+    };
+    let version = parts
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let (id, method, params, modern) = match decode(&bytes, version) {
+        Ok(Decoded::Request {
+            id,
+            method,
+            params,
+            modern,
+        }) => (id, method, params, modern),
+        Ok(Decoded::Notification) => {
+            mcp.count("notification");
+            return StatusCode::ACCEPTED.into_response();
+        }
+        Err((status, id, e)) => {
+            mcp.count("other");
+            return answer(status, &id, Err(e));
+        }
+    };
+    mcp.count(&method);
+    let (id, method) = (&id, method.as_str());
     let outcome = match method {
         "server/discover" => Ok(json!({
             "supportedVersions": supported(),
@@ -232,108 +283,12 @@ impl Mcp {
 
     /// Carries out a `tools/call`.
     async fn call(&self, headers: &HeaderMap, params: Value) -> Result<Value, RpcError> {
-        let call: ToolCall = parse(params)?;
-        let args = call.arguments.unwrap_or(json!({}));
-        let (method, path, body) = match call.name.as_str() {
-            "discover_agents" => {
-                let a: Discover = parse(args)?;
-                let mut query = Vec::new();
-                if let Some(s) = &a.skill {
-                    query.push(format!("skill={}", encode(s)));
-                }
-                if let Some(t) = &a.tag {
-                    query.push(format!("tag={}", encode(t)));
-                }
-                if let Some(o) = a.online {
-                    query.push(format!("online={o}"));
-                }
-                if let Some(m) = a.max {
-                    query.push(format!("max={m}"));
-                }
-                (Method::GET, with_query("/v1/agents", &query), None)
-            }
-            "send" => {
-                let a: Send = parse(args)?;
-                let mut body = json!({"body": a.body});
-                for (k, v) in [
-                    ("priority", a.priority.map(Value::from)),
-                    ("key", a.key.map(Value::from)),
-                    ("tags", a.tags.map(Value::from)),
-                    ("ttl_ms", a.ttl_ms.map(Value::from)),
-                    ("delay_ms", a.delay_ms.map(Value::from)),
-                ] {
-                    if let Some(v) = v {
-                        body[k] = v;
-                    }
-                }
-                let path = format!("{}/messages", target(&a.queue, &a.agent)?);
-                let mut extra = HeaderMap::new();
-                if let Some(k) = a.idempotency_key {
-                    let v = HeaderValue::from_str(&k).map_err(|_| {
-                        RpcError::params("idempotency_key must be visible ASCII characters")
-                    })?;
-                    extra.insert("idempotency-key", v);
-                }
-                return self
-                    .carry_out(headers, extra, Method::POST, &path, Some(body))
-                    .await;
-            }
-            "fetch" => {
-                let a: Fetch = parse(args)?;
-                let mut body = json!({});
-                for (k, v) in [
-                    ("max", a.max),
-                    ("lease_ms", a.lease_ms),
-                    ("wait_ms", a.wait_ms),
-                ] {
-                    if let Some(v) = v {
-                        body[k] = json!(v);
-                    }
-                }
-                let path = format!("{}/fetch", target(&a.queue, &a.agent)?);
-                (Method::POST, path, Some(body))
-            }
-            "ack" => {
-                let a: Ack = parse(args)?;
-                let body = json!({"lease": a.lease});
-                let path = format!("{}/ack", target(&a.queue, &a.agent)?);
-                (Method::POST, path, Some(body))
-            }
-            "create_task" => {
-                let a: CreateTask = parse(args)?;
-                let body = json!({"agent": a.agent, "input": a.input});
-                (Method::POST, "/v1/tasks".to_string(), Some(body))
-            }
-            "wait_task" => {
-                let a: WaitTask = parse(args)?;
-                let query: Vec<String> = a
-                    .wait_ms
-                    .map(|w| format!("wait_ms={w}"))
-                    .into_iter()
-                    .collect();
-                let path = format!("/v1/tasks/{}/wait", encode(&a.id));
-                (Method::GET, with_query(&path, &query), None)
-            }
-            "respond" => {
-                let a: Respond = parse(args)?;
-                let path = format!("/v1/tasks/{}/respond", encode(&a.id));
-                (Method::POST, path, Some(json!({"data": a.data})))
-            }
-            "history" => {
-                let a: History = parse(args)?;
-                let mut query = Vec::new();
-                if let Some(f) = a.from {
-                    query.push(format!("from={f}"));
-                }
-                if let Some(m) = a.max {
-                    query.push(format!("max={m}"));
-                }
-                let path = format!("/v1/topics/{}/events", encode(&a.topic));
-                (Method::GET, with_query(&path, &query), None)
-            }
-            other => return Err(RpcError::params(format!("no tool {other}"))),
-        };
-        self.carry_out(headers, HeaderMap::new(), method, &path, body)
+        let planned = plan(params)?;
+        let mut extra = HeaderMap::new();
+        if let Some(key) = planned.idempotency_key {
+            extra.insert("idempotency-key", key);
+        }
+        self.carry_out(headers, extra, planned.method, &planned.path, planned.body)
             .await
     }
 
@@ -394,6 +349,134 @@ impl Mcp {
     }
 }
 
+/// A tool call as a request of the agent API.
+#[derive(Debug)]
+pub struct Planned {
+    /// The request's method.
+    pub method: Method,
+    /// Its path and query, every name in it percent-encoded.
+    pub path: String,
+    /// Its JSON body.
+    pub body: Option<Value>,
+    /// Its `Idempotency-Key` (a send's).
+    pub idempotency_key: Option<HeaderValue>,
+}
+
+/// Plans a `tools/call` with `params`: which request of the agent API carries it out.
+pub fn plan(params: Value) -> Result<Planned, RpcError> {
+    let call: ToolCall = parse(params)?;
+    let args = call.arguments.unwrap_or(json!({}));
+    let (method, path, body) = match call.name.as_str() {
+        "discover_agents" => {
+            let a: Discover = parse(args)?;
+            let mut query = Vec::new();
+            if let Some(s) = &a.skill {
+                query.push(format!("skill={}", encode(s)));
+            }
+            if let Some(t) = &a.tag {
+                query.push(format!("tag={}", encode(t)));
+            }
+            if let Some(o) = a.online {
+                query.push(format!("online={o}"));
+            }
+            if let Some(m) = a.max {
+                query.push(format!("max={m}"));
+            }
+            (Method::GET, with_query("/v1/agents", &query), None)
+        }
+        "send" => {
+            let a: Send = parse(args)?;
+            let mut body = json!({"body": a.body});
+            for (k, v) in [
+                ("priority", a.priority.map(Value::from)),
+                ("key", a.key.map(Value::from)),
+                ("tags", a.tags.map(Value::from)),
+                ("ttl_ms", a.ttl_ms.map(Value::from)),
+                ("delay_ms", a.delay_ms.map(Value::from)),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            let path = format!("{}/messages", target(&a.queue, &a.agent)?);
+            let key = a
+                .idempotency_key
+                .map(|k| {
+                    HeaderValue::from_str(&k).map_err(|_| {
+                        RpcError::params("idempotency_key must be visible ASCII characters")
+                    })
+                })
+                .transpose()?;
+            return Ok(Planned {
+                method: Method::POST,
+                path,
+                body: Some(body),
+                idempotency_key: key,
+            });
+        }
+        "fetch" => {
+            let a: Fetch = parse(args)?;
+            let mut body = json!({});
+            for (k, v) in [
+                ("max", a.max),
+                ("lease_ms", a.lease_ms),
+                ("wait_ms", a.wait_ms),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            let path = format!("{}/fetch", target(&a.queue, &a.agent)?);
+            (Method::POST, path, Some(body))
+        }
+        "ack" => {
+            let a: Ack = parse(args)?;
+            let body = json!({"lease": a.lease});
+            let path = format!("{}/ack", target(&a.queue, &a.agent)?);
+            (Method::POST, path, Some(body))
+        }
+        "create_task" => {
+            let a: CreateTask = parse(args)?;
+            let body = json!({"agent": a.agent, "input": a.input});
+            (Method::POST, "/v1/tasks".to_string(), Some(body))
+        }
+        "wait_task" => {
+            let a: WaitTask = parse(args)?;
+            let query: Vec<String> = a
+                .wait_ms
+                .map(|w| format!("wait_ms={w}"))
+                .into_iter()
+                .collect();
+            let path = format!("/v1/tasks/{}/wait", encode(&a.id));
+            (Method::GET, with_query(&path, &query), None)
+        }
+        "respond" => {
+            let a: Respond = parse(args)?;
+            let path = format!("/v1/tasks/{}/respond", encode(&a.id));
+            (Method::POST, path, Some(json!({"data": a.data})))
+        }
+        "history" => {
+            let a: History = parse(args)?;
+            let mut query = Vec::new();
+            if let Some(f) = a.from {
+                query.push(format!("from={f}"));
+            }
+            if let Some(m) = a.max {
+                query.push(format!("max={m}"));
+            }
+            let path = format!("/v1/topics/{}/events", encode(&a.topic));
+            (Method::GET, with_query(&path, &query), None)
+        }
+        other => return Err(RpcError::params(format!("no tool {other}"))),
+    };
+    Ok(Planned {
+        method,
+        path,
+        body,
+        idempotency_key: None,
+    })
+}
+
 fn parse<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
     serde_json::from_value(value).map_err(|e| RpcError::params(e.to_string()))
 }
@@ -406,11 +489,12 @@ fn with_query(path: &str, query: &[String]) -> String {
     }
 }
 
-/// `s` percent-encoded but for unreserved characters: one path segment or query value.
+/// `s` percent-encoded but for letters, digits, `-`, `_` and `~`: one path segment or query
+/// value, never a `.` or `..` segment.
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -614,4 +698,63 @@ fn tools() -> Value {
             "annotations": {"readOnlyHint": true},
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(tool: &str, arguments: Value) -> Result<Planned, i64> {
+        plan(json!({"name": tool, "arguments": arguments})).map_err(|e| e.code())
+    }
+
+    #[test]
+    fn names_cannot_leave_their_path_segment() {
+        let p = planned("send", json!({"queue": "a/../b?x=1#y", "body": 1})).expect("decoded");
+        assert_eq!(p.path, "/v1/queues/a%2F%2E%2E%2Fb%3Fx%3D1%23y/messages");
+        let p = planned("wait_task", json!({"id": "../../agents", "wait_ms": 5})).expect("decoded");
+        assert_eq!(p.path, "/v1/tasks/%2E%2E%2F%2E%2E%2Fagents/wait?wait_ms=5");
+        let p = planned("discover_agents", json!({"tag": "a&online=false"})).expect("decoded");
+        assert_eq!(p.path, "/v1/agents?tag=a%26online%3Dfalse");
+    }
+
+    #[test]
+    fn wrong_arguments_are_invalid_params() {
+        assert_eq!(
+            planned("send", json!({"body": 1})).expect_err("refused"),
+            INVALID_PARAMS
+        );
+        let both = json!({"queue": "q", "agent": "a", "body": 1});
+        assert_eq!(planned("send", both).expect_err("refused"), INVALID_PARAMS);
+        let unknown = json!({"queue": "q", "body": 1, "colour": "red"});
+        assert_eq!(
+            planned("send", unknown).expect_err("refused"),
+            INVALID_PARAMS
+        );
+        assert_eq!(
+            planned("rm_rf", json!({})).expect_err("refused"),
+            INVALID_PARAMS
+        );
+        let key = json!({"queue": "q", "body": 1, "idempotency_key": "a\nb"});
+        assert_eq!(planned("send", key).expect_err("refused"), INVALID_PARAMS);
+    }
+
+    #[test]
+    fn messages_decode_by_era() {
+        let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+        match decode(call, Some(MODERN)).expect("decoded") {
+            Decoded::Request { id, modern, .. } => assert!(id == json!(7) && modern),
+            other => panic!("{other:?}"),
+        }
+        match decode(call, None).expect("decoded") {
+            Decoded::Request { modern, .. } => assert!(!modern),
+            other => panic!("{other:?}"),
+        }
+        let refused = |bytes: &[u8], version| decode(bytes, version).expect_err("refused").2.code();
+        assert_eq!(refused(call, Some("1999-01-01")), UNSUPPORTED_VERSION);
+        assert_eq!(refused(b"[1]", None), INVALID_REQUEST);
+        assert_eq!(refused(b"{", None), PARSE_ERROR);
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert!(matches!(decode(note, None), Ok(Decoded::Notification)));
+    }
 }
