@@ -96,6 +96,12 @@ if ! python3 -c 'import importlib.metadata as m; assert m.version("mcp") == "2.3
   python3 -m pip install --quiet --disable-pip-version-check "mcp==2.3.0"
 fi
 
+# The official A2A client, for the agent frontend's A2A gateway tests.
+if ! python3 -c 'import importlib.metadata as m; assert m.version("a2a-sdk") == "1.3.0"' 2>/dev/null; then
+  echo "install-deps: installing a2a-sdk from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "a2a-sdk==1.3.0"
+fi
+
 # kafkajs from npm for the Kafka tests, into ~/.cache/strata/tools/node.
 node_root="$HOME/.cache/strata/tools/node"
 if command -v npm >/dev/null 2>&1 && [ ! -f "$node_root/node_modules/kafkajs/package.json" ]; then

@@ -157,8 +157,15 @@ def test_bad_mcp_input_is_a_json_rpc_error_and_is_counted(node_with):
     assert raw(node, b'{"jsonrpc": "2.0", "method": "notifications/initialized"}') == (202, b"")
     status, body = raw(node, call_, token="wrong-token-000000000")
     assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized"
-    status, body = raw(node, b'{"body": "' + b"x" * 300000 + b'"}')
+    # Past max_body_bytes (256 KiB) and the envelope's room (64 KiB).
+    status, body = raw(node, b'{"body": "' + b"x" * 400000 + b'"}')
     assert status == 413
+    # A web page of another site cannot drive the node (CSRF, DNS rebinding); this
+    # machine's pages can.
+    status, body = raw(node, call_, {"Origin": "http://evil.example"})
+    assert status == 403 and json.loads(body)["error"]["code"] == "bad_origin"
+    status, body = raw(node, call_, {"Origin": "http://localhost:3000"})
+    assert status == 200 and "tools" in json.loads(body)["result"]
     # There is no server-to-client stream.
     req = urllib.request.Request(f"http://127.0.0.1:{node.ports['agent']}/mcp", method="GET")
     req.add_header("Authorization", f"Bearer {TOKEN}")
@@ -167,6 +174,6 @@ def test_bad_mcp_input_is_a_json_rpc_error_and_is_counted(node_with):
     assert get.value.code == 405
     m = node.metrics()
     for code in ("mcp_parse_error", "mcp_invalid_request", "mcp_bad_version",
-                 "mcp_unknown_method", "unauthorized", "too_large"):
+                 "mcp_unknown_method", "unauthorized", "too_large", "bad_origin"):
         assert m[f'strata_agent_errors_total{{code="{code}"}}'] >= 1, code
     assert m['strata_agent_mcp_requests_total{method="other"}'] >= 1

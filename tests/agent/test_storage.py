@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -145,9 +147,14 @@ def test_a_mailbox_is_made_in_the_class_its_registration_asks_for(node_with, tmp
     token = answer["token"]
     status, answer, _ = api.call("POST", "/v1/agents", {"card": {"name": "slow-agent"}})
     assert status == 201, answer
-    status, answer, _ = api.call("GET", "/v1/agents/fast-agent/mailbox")
+    slow = answer["token"]
+    status, answer, _ = api.call("GET", "/v1/agents/fast-agent/mailbox",
+                                 headers={"X-Agent-Token": token})
     assert status == 200 and answer["storage"] == "memory", answer
-    assert api.call("GET", "/v1/agents/slow-agent/mailbox")[1]["storage"] == "object"
+    # Only the agent itself reads its mailbox's state.
+    assert api.call("GET", "/v1/agents/fast-agent/mailbox")[0] == 403
+    assert api.call("GET", "/v1/agents/slow-agent/mailbox",
+                    headers={"X-Agent-Token": slow})[1]["storage"] == "object"
     # Updating the registration asking another class is refused, and changes nothing.
     status, answer, _ = api.call("POST", "/v1/agents", {"card": card, "storage": "local"},
                                  {"X-Agent-Token": token})
@@ -158,3 +165,28 @@ def test_a_mailbox_is_made_in_the_class_its_registration_asks_for(node_with, tmp
                                  {"X-Agent-Token": token})
     assert status == 200, answer
     assert api.call("GET", "/v1/agents/fast-agent")[1]["tags"] == ["y"]
+
+
+def test_memory_objects_and_queues_are_bounded_before_anything_is_made(node_with):
+    node = start(node_with, '[agent]\nmax_memory_objects = 2\nmax_queues = 3\n'
+                            'storage_classes = ["local", "memory"]\n')
+    api = Api(node)
+    assert put(api, "/v1/queues/m1", "memory")[0] == 201
+    assert put(api, "/v1/topics/m2", "memory")[0] == 201
+    status, answer, _ = put(api, "/v1/queues/m3", "memory")
+    assert status == 429 and answer["error"]["code"] == "max_memory_objects", answer
+    status, answer, _ = put(api, "/v1/queues/o1", "object")
+    assert status == 400 and answer["error"]["code"] == "storage_not_allowed", answer
+    assert put(api, "/v1/queues/l1", "local")[0] == 201
+    assert put(api, "/v1/queues/l2")[0] == 201
+    # Past max_queues nothing is created: no stream is left behind (the admin API lists
+    # the node's streams).
+    status, answer, _ = put(api, "/v1/queues/l3", "local")
+    assert status == 429 and answer["error"]["code"] == "max_queues", answer
+    url = f"http://127.0.0.1:{node.admin_port}/api/v1/streams/agent.queue."
+    for q in ("m3", "o1", "l3"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url + q, timeout=DEADLINE)
+        assert missing.value.code == 404, q
+    with urllib.request.urlopen(url + "l1", timeout=DEADLINE) as r:
+        assert r.status == 200

@@ -79,6 +79,11 @@ impl IntoResponse for AgentError {
         let mut response = (self.status, axum::Json(body)).into_response();
         // For the router's guard, which counts errors by code.
         response.extensions_mut().insert(ErrorCode(self.code));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -54,6 +54,8 @@ pub struct Api {
     pub shutdown: strata_frontend::Shutdown,
     /// The bearer token every request must carry, when set.
     pub token: Option<String>,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API besides this machine's.
+    pub allowed_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// The frontend's metrics.
@@ -61,6 +63,36 @@ pub struct Api {
 }
 
 impl Api {
+    /// Refuses a request a web page made from another site (a browser sends its `Origin`):
+    /// only pages of this machine (`localhost`, `127.0.0.1`, `[::1]`) and the configured
+    /// `allowed_origins` may call the API. Clients that are not browsers send none.
+    fn origin(&self, headers: &HeaderMap) -> Result<(), AgentError> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or_default();
+        let host = origin
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or_else(
+                || origin.split_once("://").map_or("", |(_, rest)| rest),
+                |(host, _)| host,
+            );
+        let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+        if local || self.allowed_origins.iter().any(|o| o == origin) {
+            Ok(())
+        } else {
+            Err(AgentError {
+                status: StatusCode::FORBIDDEN,
+                code: "bad_origin",
+                message: format!("requests from pages of {origin} are refused"),
+                retry_after: None,
+            })
+        }
+    }
+
     fn authorize(&self, headers: &HeaderMap) -> Result<(), AgentError> {
         let Some(token) = &self.token else {
             return Ok(());
@@ -198,6 +230,19 @@ fn ok(value: &impl serde::Serialize) -> Result<Response, AgentError> {
         StatusCode::OK,
         serde_json::to_value(value).unwrap_or_default(),
     ))
+}
+
+/// Whether topic `name` may be read over the API: a public one, the registry's, or the
+/// `delivery_failed` topic of a public queue (not of a mailbox: its messages are its
+/// agent's alone).
+fn readable(name: &str) -> Result<(), AgentError> {
+    if name == REGISTRY_TOPIC {
+        return Ok(());
+    }
+    match name.strip_prefix("_failed-") {
+        Some(queue) => public(queue).map(|_| ()),
+        None => public(name).map(|_| ()),
+    }
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -486,6 +531,7 @@ async fn subscribe(
 ) -> Result<Response, AgentError> {
     let q: ReadQuery = query_of(query.as_deref())?;
     let from = resume_from(&headers, q.from)?;
+    readable(&topic)?;
     let partition = api.topics.topic(&topic, None).await?;
     let streaming = headers
         .get(header::ACCEPT)
@@ -521,10 +567,12 @@ async fn subscribe(
         .wait_ms
         .unwrap_or(0)
         .clamp(0, api.queues.limits().max_wait_ms);
-    let start = api
-        .topics
-        .start(partition.as_ref(), Some(from.unwrap_or(0)))
-        .await?;
+    // From the oldest event kept when no position is given.
+    let from = match from {
+        Some(from) => from,
+        None => partition.offsets().await?.log_start,
+    };
+    let start = api.topics.start(partition.as_ref(), Some(from)).await?;
     let (mut events, mut next) = api.topics.read(partition.as_ref(), start).await?;
     if events.is_empty() && wait_ms > 0 {
         let waited = tokio::time::timeout(
@@ -548,19 +596,16 @@ async fn subscribe(
 
 /// Reads a query string into `T`, unknown keys refused (numbers as numbers).
 fn query_of<T: DeserializeOwned>(query: Option<&str>) -> Result<T, AgentError> {
-    let pairs: serde_json::Map<String, serde_json::Value> = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let value = v
-                .parse::<u64>()
-                .map(serde_json::Value::from)
-                .unwrap_or_else(|_| serde_json::Value::from(v));
-            (k.to_string(), value)
-        })
-        .collect();
+    let pairs: serde_json::Map<String, serde_json::Value> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| {
+                let value = v
+                    .parse::<u64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_else(|_| serde_json::Value::from(v.as_ref()));
+                (k.into_owned(), value)
+            })
+            .collect();
     serde_json::from_value(serde_json::Value::Object(pairs))
         .map_err(|e| AgentError::bad_request("bad_query", e.to_string()))
 }
@@ -658,6 +703,8 @@ async fn register(
     let token = headers.get("x-agent-token").and_then(|v| v.to_str().ok());
     let card = r.card;
     if let (Some(asked), Some(_), Ok(queue)) = (r.storage, token, mailbox(&api, &card.name)) {
+        // An update: only by the agent, and only in the class its mailbox has.
+        api.owner(&headers, &card.name)?;
         match api.queues.class(&queue) {
             Some(kept) if kept != asked => return Err(crate::storage::conflict(kept.name())),
             _ => {}
@@ -667,10 +714,18 @@ async fn register(
         .registry
         .register(card.clone(), token, lease_ms, now_ms())?;
     // The mailbox is made now, in the class asked for; a registration's mailbox keeps the
-    // class it was made in (asking another is 409 `storage_conflict`).
-    api.queues
-        .create(&mailbox(&api, &card.name)?, r.storage)
-        .await?;
+    // class it was made in (asking another is 409 `storage_conflict`). A new registration
+    // whose mailbox cannot be made is undone: its token was not told.
+    let made = match mailbox(&api, &card.name) {
+        Ok(queue) => api.queues.create(&queue, r.storage).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = made {
+        if new {
+            let _ = api.registry.remove(&card.name);
+        }
+        return Err(e);
+    }
     let kind = if new { "registered" } else { "updated" };
     api.announce(kind, serde_json::to_value(&card).unwrap_or_default())
         .await;
@@ -707,11 +762,14 @@ async fn get_agent(
     ok(&agent)
 }
 
-/// Agent `name`'s mailbox: its storage class and how many messages wait in it.
+/// Agent `name`'s mailbox: its storage class and how many messages wait in it (for the
+/// agent itself: `X-Agent-Token`).
 async fn describe_mailbox(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AgentError> {
+    api.owner(&headers, &name)?;
     let queue = mailbox(&api, &name)?;
     let storage = api.queues.class(&queue).map(StorageClass::name);
     let (depth, in_flight) = match storage {
@@ -891,33 +949,45 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Creates a task for agent `agent` with `input` and puts it in the agent's mailbox.
+    pub(crate) async fn create_task(
+        &self,
+        agent: &str,
+        input: serde_json::Value,
+    ) -> Result<crate::tasks::Task, AgentError> {
+        let queue = mailbox(self, agent)?;
+        let incarnation = self.registry.incarnation(agent).unwrap_or_default();
+        let task = self
+            .tasks
+            .create(agent, &incarnation, input.clone(), now_ms())
+            .await?;
+        // The agent learns of it in its mailbox.
+        let envelope = Envelope {
+            body: serde_json::json!({"task": task.id, "input": input}),
+            tags: vec!["task".into()],
+            sent_ms: task.created_ms,
+            expires_ms: None,
+            not_before_ms: None,
+        };
+        // The task id is the idempotency key: a retried create cannot deliver it twice. A
+        // task that cannot reach the mailbox fails at once rather than wait forever.
+        if let Err(e) = self
+            .queues
+            .send(&queue, 1, Some(&task.id), envelope, Some(&task.id))
+            .await
+        {
+            let why = serde_json::json!({"error": e.code, "message": e.message});
+            let _ = self.tasks.abandon(&task.id, why, now_ms()).await;
+            return Err(e);
+        }
+        Ok(task)
+    }
+}
+
 async fn create_task(State(api): State<Arc<Api>>, body: Body) -> Result<Response, AgentError> {
     let r: CreateTask = api.body(body).await?;
-    let queue = mailbox(&api, &r.agent)?;
-    let incarnation = api.registry.incarnation(&r.agent).unwrap_or_default();
-    let task = api
-        .tasks
-        .create(&r.agent, &incarnation, r.input.clone(), now_ms())
-        .await?;
-    // The agent learns of it in its mailbox.
-    let envelope = Envelope {
-        body: serde_json::json!({"task": task.id, "input": r.input}),
-        tags: vec!["task".into()],
-        sent_ms: task.created_ms,
-        expires_ms: None,
-        not_before_ms: None,
-    };
-    // The task id is the idempotency key: a retried create cannot deliver it twice. A
-    // task that cannot reach the mailbox fails at once rather than wait forever.
-    if let Err(e) = api
-        .queues
-        .send(&queue, 1, Some(&task.id), envelope, Some(&task.id))
-        .await
-    {
-        let why = serde_json::json!({"error": e.code, "message": e.message});
-        let _ = api.tasks.abandon(&task.id, why, now_ms()).await;
-        return Err(e);
-    }
+    let task = api.create_task(&r.agent, r.input).await?;
     Ok(json(
         StatusCode::CREATED,
         serde_json::to_value(&task).unwrap_or_default(),
@@ -1035,7 +1105,10 @@ async fn not_found() -> AgentError {
 /// Every request: refused unless it carries the deployment's token, and every error
 /// answered (by a handler, or here) counted by its code.
 async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
-    let response = match api.authorize(request.headers()) {
+    let checked = api
+        .origin(request.headers())
+        .and_then(|()| api.authorize(request.headers()));
+    let response = match checked {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
@@ -1048,8 +1121,14 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
 /// The agent API's routes and the MCP endpoint over them, every one behind [`guard`].
 pub fn router(api: Arc<Api>) -> Router {
     let rest = rest(api.clone());
-    let mcp = crate::mcp::router(rest.clone(), api.max_body_bytes, api.metrics.clone())
-        .layer(axum::middleware::from_fn_with_state(api, guard));
+    // A tool's arguments are a request body in a JSON-RPC envelope: room for the envelope.
+    let mcp = crate::mcp::router(
+        rest.clone(),
+        api.max_body_bytes + 64 * 1024,
+        api.max_body_bytes,
+        api.metrics.clone(),
+    )
+    .layer(axum::middleware::from_fn_with_state(api, guard));
     rest.merge(mcp)
 }
 
@@ -1076,6 +1155,7 @@ fn rest(api: Arc<Api>) -> Router {
         .route("/v1/tasks/{id}/respond", post(respond_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/wait", get(wait_task))
+        .merge(crate::a2a::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)

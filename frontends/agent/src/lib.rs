@@ -1,9 +1,10 @@
 //! Strata's agent frontend: durable messaging for AI agents over HTTP/JSON, stored in
 //! journal streams: work queues (competing consumers with leases, priorities, idempotent
 //! sends, delayed delivery, redelivery and dead-letter queues), topics with resumable
-//! streams, the agents registry, mailboxes and tasks, and an MCP endpoint over them. A2A
-//! is still to come.
+//! streams, the agents registry, mailboxes and tasks, with an MCP endpoint and an A2A
+//! gateway over them.
 
+pub mod a2a;
 pub mod error;
 pub mod http;
 pub mod mcp;
@@ -66,6 +67,14 @@ pub struct AgentConfig {
     /// `memory`, `local` or `object`. `object` needs `[journal.object_store]`; a node
     /// without one uses `local` instead (and says so at start).
     pub storage: StorageClass,
+    /// The classes clients may ask for when they create a queue, topic or mailbox.
+    pub storage_classes: Vec<StorageClass>,
+    /// Queues, mailboxes and topics of class `memory` one node keeps (each partition of
+    /// one holds at most the journal's `memory_max_bytes`).
+    pub max_memory_objects: usize,
+    /// Origins (`scheme://host[:port]`) whose web pages may call the API, besides pages of
+    /// this machine; other pages are refused (403 `bad_origin`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +96,13 @@ impl Default for AgentConfig {
             max_agents: 100_000,
             max_tasks: 100_000,
             storage: StorageClass::Object,
+            storage_classes: vec![
+                StorageClass::Memory,
+                StorageClass::Local,
+                StorageClass::Object,
+            ],
+            max_memory_objects: 16,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -140,6 +156,8 @@ impl AgentFrontend {
         Classes {
             default,
             object: self.object_storage,
+            allowed: self.config.storage_classes.clone(),
+            max_memory: self.config.max_memory_objects,
         }
     }
 }
@@ -170,7 +188,7 @@ impl Frontend for AgentFrontend {
                 max_streams: self.config.max_sse_clients,
             },
             metrics.clone(),
-            classes,
+            classes.clone(),
         ));
         let tasks = tasks::Tasks::new(
             ctx.storage.clone(),
@@ -193,6 +211,7 @@ impl Frontend for AgentFrontend {
             registry,
             tasks,
             token: self.config.token.clone(),
+            allowed_origins: self.config.allowed_origins.clone(),
             max_body_bytes: self.config.max_body_bytes,
             metrics,
             shutdown: shutdown.clone(),

@@ -28,10 +28,8 @@ use crate::metrics::AgentMetrics;
 /// The current revision.
 pub const MODERN: &str = "2026-07-28";
 /// The handshake-era revisions, oldest first.
-pub const HANDSHAKE: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-
-/// Largest answer of the agent API a tool passes on, in bytes.
-const MAX_ANSWER: usize = 16 << 20;
+/// (2025-03-26 is not among them: it asks servers to take batches, which this one refuses.)
+pub const HANDSHAKE: [&str; 3] = ["2024-11-05", "2025-06-18", "2025-11-25"];
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -45,14 +43,23 @@ const UNSUPPORTED_VERSION: i64 = -32022;
 pub struct Mcp {
     api: Router,
     max_body_bytes: usize,
+    max_answer: usize,
     metrics: AgentMetrics,
 }
 
-/// The `/mcp` route over `api`, the agent API's guarded routes.
-pub fn router(api: Router, max_body_bytes: usize, metrics: AgentMetrics) -> Router {
+/// The `/mcp` route over `api`, the agent API's guarded routes: requests of at most
+/// `max_body_bytes`, tool answers as large as the largest the API gives (a fetch of 100
+/// messages of `max_message_bytes`).
+pub fn router(
+    api: Router,
+    max_body_bytes: usize,
+    max_message_bytes: usize,
+    metrics: AgentMetrics,
+) -> Router {
     let mcp = Mcp {
         api,
         max_body_bytes,
+        max_answer: max_message_bytes.saturating_mul(101).max(1 << 20),
         metrics,
     };
     Router::new()
@@ -157,11 +164,20 @@ pub fn decode(bytes: &[u8], version: Option<&str>) -> Result<Decoded, Refused> {
     };
     let method = match message.remove("method") {
         Some(Value::String(m)) => m,
+        // A client's answer to a request (the server sends none).
         _ => return Ok(Decoded::Notification),
     };
     let id = match message.remove("id") {
+        None => return Ok(Decoded::Notification),
         Some(id) if id.is_string() || id.is_number() => id,
-        _ => return Ok(Decoded::Notification),
+        Some(_) => {
+            let e = RpcError::new(
+                INVALID_REQUEST,
+                "mcp_invalid_request",
+                "a request's id is a string or a number",
+            );
+            return Err((StatusCode::BAD_REQUEST, Value::Null, e));
+        }
     };
     if let Some(v) = version
         && v != MODERN
@@ -266,10 +282,10 @@ fn server_info() -> Value {
     json!({"name": "strata", "version": env!("CARGO_PKG_VERSION")})
 }
 
-const INSTRUCTIONS: &str = "Durable messaging between agents: work queues with leases \
-(send, fetch, ack), agents' mailboxes, tasks (create_task, wait_task, respond) and topics \
-(history). Everything is stored; a fetched message not acked before its lease lapses is \
-delivered again.";
+const INSTRUCTIONS: &str = "Messaging between agents: work queues with leases (send, \
+fetch, ack), agents' mailboxes, tasks (create_task, wait_task, respond) and topics \
+(history). Messages are kept in their queue's storage class (memory, local or object); a \
+fetched message not acked before its lease lapses is delivered again.";
 
 impl Mcp {
     fn count(&self, method: &str) {
@@ -331,9 +347,16 @@ impl Mcp {
             Err(never) => match never {},
         };
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER)
-            .await
-            .unwrap_or_default();
+        let answer = axum::body::to_bytes(response.into_body(), self.max_answer).await;
+        let Ok(bytes) = answer else {
+            let error = json!({"error": {"code": "answer_too_large",
+                "message": "the answer was too large to pass on"}});
+            return Ok(json!({
+                "content": [{"type": "text", "text": error.to_string()}],
+                "structuredContent": error,
+                "isError": true,
+            }));
+        };
         let structured: Value = serde_json::from_slice(&bytes).unwrap_or_else(
             |_| json!({"error": {"code": "not_json", "message": String::from_utf8_lossy(&bytes)}}),
         );

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue, Slot};
-use crate::storage::{Classes, StorageClass, ensure_stream};
+use crate::storage::{Classes, StorageClass, conflict};
 use crate::topics::Topics;
 
 /// Shortest lease, in milliseconds: a shorter one would hand a message to a second
@@ -221,8 +221,8 @@ impl Queues {
     }
 
     /// The storage classes new queues may be created in.
-    pub fn classes(&self) -> Classes {
-        self.classes
+    pub fn classes(&self) -> &Classes {
+        &self.classes
     }
 
     /// The limits in force.
@@ -262,20 +262,16 @@ impl Queues {
             ));
         }
         if let Some(class) = create {
-            ensure_stream(&self.storage, &stream, LEVELS as u32, class, false).await?;
+            self.classes
+                .ensure(&self.storage, &stream, LEVELS as u32, class, false)
+                .await?;
+        }
+        if let Some(class) = self.class(name) {
+            self.classes.usable(class)?;
         }
         let mut levels = Vec::with_capacity(LEVELS);
         for level in 0..LEVELS {
             levels.push(self.storage.partition(&stream, level as u32).await?);
-        }
-        // A memory-class queue starts empty in every life of the node: what the state
-        // space remembers of an earlier one (marks, idempotency keys) names messages that
-        // are gone and offsets that are used again.
-        if self.class(name) == Some(StorageClass::Memory) {
-            self.space
-                .delete_prefix(format!("m/{name}/").as_bytes())
-                .and_then(|()| self.space.delete_prefix(format!("i/{name}/").as_bytes()))
-                .map_err(|e| AgentError::unavailable(e.0))?;
         }
         let mut marks: [Mark; LEVELS] = Default::default();
         for (level, mark) in marks.iter_mut().enumerate() {
@@ -289,10 +285,36 @@ impl Queues {
                 })?;
             }
         }
+        // A log that starts again below what the state remembers (a memory-class queue
+        // after a restart of the node holding it) reuses offsets: marks past its end and
+        // idempotency keys naming messages past it are of messages that are gone.
+        let mut ends = [0u64; LEVELS];
+        let mut stale = Vec::new();
+        for (level, mark) in marks.iter_mut().enumerate() {
+            ends[level] = levels[level].offsets().await?.end;
+            let past = mark.floor > ends[level]
+                || mark
+                    .done
+                    .last()
+                    .is_some_and(|&(_, last)| last >= ends[level]);
+            if past {
+                tracing::warn!(
+                    queue = name,
+                    level,
+                    "the queue's log starts again: its marks are reset"
+                );
+                *mark = Mark::default();
+                stale.push(StateOp::Delete(mark_key(name, level)));
+            }
+        }
+        let gone = |id: &str| {
+            id.split_once('-')
+                .and_then(|(l, o)| Some((l.parse::<usize>().ok()?, o.parse::<u64>().ok()?)))
+                .is_some_and(|(l, o)| l < LEVELS && o >= ends[l])
+        };
         let now = now_ms();
         let mut dedup = HashMap::new();
         let prefix = format!("i/{name}/").into_bytes();
-        let mut stale = Vec::new();
         for (key, value) in self
             .space
             .scan_prefix(&prefix)
@@ -302,7 +324,7 @@ impl Queues {
                 stale.push(StateOp::Delete(key));
                 continue;
             };
-            if now - at > self.limits.dedup_window_ms {
+            if now - at > self.limits.dedup_window_ms || gone(&id) {
                 stale.push(StateOp::Delete(key));
             } else {
                 let k = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
@@ -333,30 +355,27 @@ impl Queues {
         name: &str,
         class: Option<StorageClass>,
     ) -> Result<bool, AgentError> {
+        if !valid_name(name) {
+            return Err(bad_name());
+        }
         if class.is_none() && self.open.lock().contains_key(name) {
             return Ok(false);
         }
         let picked = self.classes.pick(class)?;
-        if !valid_name(name) {
-            return Err(bad_name());
-        }
-        let created = ensure_stream(
-            &self.storage,
-            &stream_name(name),
-            LEVELS as u32,
-            picked,
-            class.is_some(),
-        )
-        .await?;
+        let existed = self.storage.catalog.stream(&stream_name(name)).is_some();
+        // Opened (the node's bound on queues checked) before anything is created.
         self.queue(name, Some(picked)).await?;
-        Ok(created)
+        match self.class(name) {
+            Some(kept) if class.is_some() && kept != picked => Err(conflict(kept.name())),
+            _ => Ok(!existed),
+        }
     }
 
     /// The class a send creates queue `name` in: a dead-letter queue's is its queue's,
     /// any other's the node's default.
     fn class_for_new(&self, name: &str) -> Result<StorageClass, AgentError> {
         match name.strip_prefix("_dlq-").and_then(|q| self.class(q)) {
-            Some(class) => Ok(class),
+            Some(class) => self.classes.usable(class).map(|()| class),
             None => self.classes.pick(None),
         }
     }

@@ -49,35 +49,89 @@ impl StorageClass {
     }
 }
 
-/// The classes a node offers: its default, and whether it has object storage at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The classes a node offers: its default, whether it has object storage at all, which
+/// classes clients may ask for, and how many memory-class objects it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classes {
     /// Given to an object created without a class.
     pub default: StorageClass,
     /// Whether the node has object storage (`[journal.object_store]`).
     pub object: bool,
+    /// The classes a client may ask for.
+    pub allowed: Vec<StorageClass>,
+    /// Agent streams of class `memory` the node keeps.
+    pub max_memory: usize,
 }
 
 impl Default for Classes {
     fn default() -> Self {
         Classes {
-            default: StorageClass::Memory,
+            default: StorageClass::Local,
             object: false,
+            allowed: vec![StorageClass::Memory, StorageClass::Local],
+            max_memory: 16,
         }
     }
 }
 
 impl Classes {
-    /// The class asked for (the default when none), refused when the node cannot offer it.
+    /// The class asked for (the default when none), refused when the node cannot offer it
+    /// or does not let clients ask for it.
     pub fn pick(&self, asked: Option<StorageClass>) -> Result<StorageClass, AgentError> {
         let class = asked.unwrap_or(self.default);
+        if asked.is_some() && !self.allowed.contains(&class) {
+            return Err(AgentError::bad_request(
+                "storage_not_allowed",
+                format!(
+                    "this node does not let clients ask for {} ([agent] storage_classes)",
+                    class.name()
+                ),
+            ));
+        }
+        self.usable(class)?;
+        Ok(class)
+    }
+
+    /// Refuses an object of `class` the node cannot serve: `object` without object
+    /// storage (its sends would be kept nowhere).
+    pub fn usable(&self, class: StorageClass) -> Result<(), AgentError> {
         if class == StorageClass::Object && !self.object {
             return Err(AgentError::bad_request(
                 "storage_unavailable",
                 "this node has no object storage ([journal.object_store]); use memory or local",
             ));
         }
-        Ok(class)
+        Ok(())
+    }
+
+    /// [`ensure_stream`], refused (429 `max_memory_objects`) when it would create one more
+    /// memory-class agent stream than the node keeps.
+    pub async fn ensure(
+        &self,
+        storage: &Storage,
+        stream: &str,
+        partitions: u32,
+        class: StorageClass,
+        explicit: bool,
+    ) -> Result<bool, AgentError> {
+        if class == StorageClass::Memory && storage.catalog.stream(stream).is_none() {
+            let held = storage
+                .catalog
+                .streams()
+                .iter()
+                .filter(|s| s.name.starts_with("agent.") && s.storage_class == "memory")
+                .count();
+            if held >= self.max_memory {
+                return Err(AgentError::full(
+                    "max_memory_objects",
+                    format!(
+                        "this node keeps at most {} memory-class queues and topics",
+                        self.max_memory
+                    ),
+                ));
+            }
+        }
+        ensure_stream(storage, stream, partitions, class, explicit).await
     }
 }
 

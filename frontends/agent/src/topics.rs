@@ -18,7 +18,7 @@ use strata_frontend::seams::{Partition, Storage, StoreError};
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
-use crate::storage::{Classes, StorageClass, ensure_stream};
+use crate::storage::{Classes, StorageClass, conflict};
 
 /// Limits of the topics of a node.
 #[derive(Debug, Clone)]
@@ -132,20 +132,17 @@ impl Topics {
         name: &str,
         class: Option<StorageClass>,
     ) -> Result<bool, AgentError> {
-        let picked = self.classes.pick(class)?;
         if !crate::queues::valid_name(name) {
             return Err(bad_name());
         }
-        let created = ensure_stream(
-            &self.storage,
-            &stream_name(name),
-            1,
-            picked,
-            class.is_some(),
-        )
-        .await?;
+        let picked = self.classes.pick(class)?;
+        let existed = self.storage.catalog.stream(&stream_name(name)).is_some();
+        // Opened (the node's bound on topics checked) before anything is created.
         self.topic(name, Some(picked)).await?;
-        Ok(created)
+        match self.class(name) {
+            Some(kept) if class.is_some() && kept != picked => Err(conflict(kept.name())),
+            _ => Ok(!existed),
+        }
     }
 
     /// The storage class topic `name` keeps its events in (`None`: no such topic).
@@ -185,7 +182,12 @@ impl Topics {
             ));
         }
         if let Some(class) = create {
-            ensure_stream(&self.storage, &stream, 1, class, false).await?;
+            self.classes
+                .ensure(&self.storage, &stream, 1, class, false)
+                .await?;
+        }
+        if let Some(class) = self.class(name) {
+            self.classes.usable(class)?;
         }
         let p = self.storage.partition(&stream, 0).await?;
         self.open.lock().insert(name.to_string(), p.clone());
@@ -205,7 +207,11 @@ impl Topics {
         event: &Event,
         class: Option<StorageClass>,
     ) -> Result<u64, AgentError> {
-        let p = self.topic(name, Some(self.classes.pick(class)?)).await?;
+        let class = match class {
+            Some(c) => self.classes.usable(c).map(|()| c)?,
+            None => self.classes.pick(None)?,
+        };
+        let p = self.topic(name, Some(class)).await?;
         let value = serde_json::to_vec(event)
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
         let mut batch = BatchBuilder::new();

@@ -32,7 +32,7 @@ pub mod varint;
 
 pub use builder::{BatchBuilder, PendingBatch};
 pub use error::{BatchError, Result};
-pub use record::{Record, RecordHeader, now_ms};
+pub use record::{Record, RecordHeader, now_ms, rfc3339_ms};
 pub use records::RecordIter;
 
 use bytes::Bytes;

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Work-queue throughput, Strata's agent API beside NATS JetStream and Redis Streams, in one
+run: 4 producers and 8 consumers, 1 KiB messages, send -> fetch -> ack, each message acked on
+its own request (benches/agentq, a Go load generator: net/http, nats.go, go-redis). Every
+server runs alone on core 0, the load generator on core 1; each system is started fresh per
+run and the order alternates between runs. Reports medians of messages per second and the
+server's CPU-seconds per million messages (from /proc/PID/stat), and the ratios.
+
+Durability, as close as each allows:
+- Strata: a queue of class `local` (segment files, `fsync = "interval:100"`, the default:
+  written before the answer, fsynced within 100 ms); its acks' marks in the state store.
+- NATS JetStream: a work-queue stream on file storage (written before the PubAck, fsynced
+  every `sync_interval`, 2 minutes by default), a durable pull consumer with explicit acks,
+  each ack confirmed (AckSync).
+- Redis Streams: `appendonly yes`, `appendfsync everysec` (written before the answer,
+  fsynced every second); XADD, XREADGROUP, XACK.
+
+Peers: `apt-get install redis-server`; `go install github.com/nats-io/nats-server/v2@v2.15.3`.
+
+    python3 benches/agent_peers.py [--runs 3] [--messages 100000] [--strata PATH]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from agent_latency import cpu_seconds, free_port, wait_port  # noqa: E402
+from journal import default_strata  # noqa: E402
+
+AGENTQ = os.path.expanduser("~/.cache/strata/tools/bin/agentq")
+NATS = shutil.which("nats-server") or os.path.expanduser("~/go/bin/nats-server")
+
+
+def build_agentq():
+    subprocess.run(["go", "build", "-o", AGENTQ, "."], cwd=os.path.join(ROOT, "benches", "agentq"),
+                   check=True)
+
+
+def start_strata(binary, tmp, port):
+    config = os.path.join(tmp, "strata.toml")
+    with open(config, "w") as f:
+        f.write(f'[agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\nmax_queue_depth = 10000000\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__ENABLED": "false",
+                "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
+                "STRATA_LOG__LEVEL": "warn"})
+    return subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", config], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_nats(_binary, tmp, port):
+    return subprocess.Popen(["taskset", "-c", "0", NATS, "-js", "-sd", os.path.join(tmp, "nats"),
+                             "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_redis(_binary, tmp, port):
+    return subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(port),
+                             "--bind", "127.0.0.1", "--dir", tmp, "--appendonly", "yes",
+                             "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+SYSTEMS = {"strata": start_strata, "nats": start_nats, "redis": start_redis}
+
+
+def run_one(system, strata, args):
+    tmp = tempfile.mkdtemp(prefix=f"strata-agentq-{system}-")
+    port = free_port()
+    proc = SYSTEMS[system](strata, tmp, port)
+    try:
+        wait_port(port, proc, system)
+        cpu0 = cpu_seconds(proc.pid)
+        out = subprocess.run(["taskset", "-c", "1", AGENTQ, "-system", system,
+                              "-addr", f"127.0.0.1:{port}", "-messages", str(args.messages),
+                              "-producers", str(args.producers), "-consumers", str(args.consumers),
+                              "-size", str(args.size)],
+                             check=True, capture_output=True, text=True, timeout=1800).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        r["cpu_s_per_m"] = (cpu_seconds(proc.pid) - cpu0) / r["messages"] * 1e6
+        return r
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--messages", type=int, default=100000)
+    ap.add_argument("--producers", type=int, default=4)
+    ap.add_argument("--consumers", type=int, default=8)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--strata", default=None)
+    ap.add_argument("--systems", default="strata,nats,redis")
+    args = ap.parse_args()
+    strata = args.strata or default_strata()
+    build_agentq()
+    systems = args.systems.split(",")
+    results = {s: [] for s in systems}
+    for run in range(args.runs):
+        for system in (systems if run % 2 == 0 else list(reversed(systems))):
+            r = run_one(system, strata, args)
+            results[system].append(r)
+            print(json.dumps(r), flush=True)
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("msgs_per_sec", "cpu_s_per_m")}
+           for s, rs in results.items()}
+    print(f"\nmedians of {args.runs} runs: {args.messages} messages of {args.size} B, "
+          f"{args.producers} producers, {args.consumers} consumers")
+    print(f"{'system':8} {'msg/s':>10} {'CPU-s/M':>9}")
+    for s in systems:
+        print(f"{s:8} {med[s]['msgs_per_sec']:10.0f} {med[s]['cpu_s_per_m']:9.1f}")
+    if "strata" in med:
+        for s in systems:
+            if s != "strata":
+                print(f"strata/{s}: {med['strata']['msgs_per_sec'] / med[s]['msgs_per_sec']:.2f}x "
+                      f"throughput, {med['strata']['cpu_s_per_m'] / med[s]['cpu_s_per_m']:.2f}x CPU per message")
+
+
+if __name__ == "__main__":
+    main()

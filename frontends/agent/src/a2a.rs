@@ -1,0 +1,610 @@
+//! The A2A gateway (`/a2a/{agent}`): an Agent2Agent protocol 1.0 client (JSON-RPC binding)
+//! talks to an agent registered here as if it were an A2A server. Its messages become the
+//! agent's tasks (in its mailbox, as any task), its task's events come back as A2A task
+//! snapshots and streamed updates.
+//!
+//! - `GET /a2a/{agent}/.well-known/agent-card.json`: the agent's card in A2A form.
+//! - `POST /a2a/{agent}`: `SendMessage` (waits, bounded, until the task ends or needs
+//!   input, unless `configuration.returnImmediately`), `SendStreamingMessage`, `GetTask`,
+//!   `CancelTask` and `SubscribeToTask`.
+//!
+//! Streams go further than A2A: every update carries its event id (its offset in the
+//! tasks' stream) as the SSE `id`, and `SubscribeToTask` with `Last-Event-ID` sends every
+//! update after it again, after the snapshot, so a client that reconnects (after a network
+//! failure or a node restart) misses none.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use strata_batch::{now_ms, rfc3339_ms};
+
+use crate::error::{AgentError, ErrorCode};
+use crate::http::Api;
+use crate::tasks::{MAX_EVENTS, Numbered, State as TaskState, Task};
+use crate::topics::StreamSlot;
+
+/// The protocol version served.
+pub const VERSION: &str = "1.0";
+
+/// How often an idle stream sends a comment.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The gateway's routes (behind the agent API's guard).
+pub fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/a2a/{agent}", post(rpc))
+        .route("/a2a/{agent}/.well-known/agent-card.json", get(card))
+}
+
+/// A JSON-RPC error of the A2A binding, counted under `counted`.
+#[derive(Debug)]
+pub struct A2aError {
+    code: i64,
+    reason: &'static str,
+    message: String,
+    counted: &'static str,
+}
+
+impl A2aError {
+    fn new(code: i64, reason: &'static str, counted: &'static str, message: String) -> Self {
+        A2aError {
+            code,
+            reason,
+            message,
+            counted,
+        }
+    }
+
+    fn params(message: impl Into<String>) -> Self {
+        Self::new(-32602, "INVALID_PARAMS", "a2a_bad_params", message.into())
+    }
+
+    fn unsupported(counted: &'static str, message: String) -> Self {
+        Self::new(-32004, "UNSUPPORTED_OPERATION", counted, message)
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(
+            -32001,
+            "TASK_NOT_FOUND",
+            "unknown_task",
+            format!("no task {id} for this agent"),
+        )
+    }
+
+    /// The answer, as HTTP 200 with a JSON-RPC error (what A2A clients expect).
+    fn answer(self, id: &Value) -> Response {
+        let body = json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": self.code, "message": self.message,
+            "data": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                      "reason": self.reason, "domain": "a2a-protocol.org", "metadata": {}}],
+        }});
+        let mut r = (StatusCode::OK, axum::Json(body)).into_response();
+        r.extensions_mut().insert(ErrorCode(self.counted));
+        r
+    }
+}
+
+impl From<AgentError> for A2aError {
+    fn from(e: AgentError) -> Self {
+        let (code, reason) = match e.code {
+            "unknown_task" => (-32001, "TASK_NOT_FOUND"),
+            "task_finished" | "no_input_required" => (-32004, "UNSUPPORTED_OPERATION"),
+            _ if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
+                (-32603, "INTERNAL_ERROR")
+            }
+            _ => (-32602, "INVALID_PARAMS"),
+        };
+        A2aError::new(code, reason, e.code, format!("{} ({})", e.message, e.code))
+    }
+}
+
+fn ok(id: &Value, result: Value) -> Response {
+    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+}
+
+/// Whether `host` can stand in a URL as it is: a host name or address and a port.
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+async fn card(
+    State(api): State<Arc<Api>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let listed = api.registry.get(&agent, now_ms())?;
+    let card = listed.card;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| plain_host(h))
+        .unwrap_or("127.0.0.1:8090");
+    let skills: Vec<Value> = card
+        .skills
+        .iter()
+        .map(|s| {
+            let name = s.name.clone().unwrap_or_else(|| s.id.clone());
+            json!({"id": s.id, "name": name, "description": name, "tags": s.tags})
+        })
+        .collect();
+    let body = json!({
+        "name": card.name,
+        "description": card.description.unwrap_or_default(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "supportedInterfaces": [{
+            "url": format!("http://{host}/a2a/{}", card.name),
+            "protocolBinding": "JSONRPC",
+            "protocolVersion": VERSION,
+        }],
+        "capabilities": {"streaming": true, "pushNotifications": false},
+        "defaultInputModes": ["text/plain", "application/json"],
+        "defaultOutputModes": ["text/plain", "application/json"],
+        "skills": skills,
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+async fn rpc(
+    State(api): State<Arc<Api>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, api.max_body_bytes).await else {
+        return crate::http::too_large(api.max_body_bytes).into_response();
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        Ok(_) => {
+            let e = A2aError::new(
+                -32600,
+                "INVALID_REQUEST",
+                "a2a_invalid_request",
+                "one JSON-RPC request object".into(),
+            );
+            return e.answer(&Value::Null);
+        }
+        Err(e) => {
+            let e = A2aError::new(-32700, "PARSE_ERROR", "a2a_parse_error", e.to_string());
+            return e.answer(&Value::Null);
+        }
+    };
+    let id = message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned();
+    let (Some(id), Some(method)) = (id, message.get("method").and_then(Value::as_str)) else {
+        let e = A2aError::new(
+            -32600,
+            "INVALID_REQUEST",
+            "a2a_invalid_request",
+            "a request has an id and a method".into(),
+        );
+        return e.answer(&Value::Null);
+    };
+    let params = message.get("params").cloned().unwrap_or(json!({}));
+    let done = match method {
+        "SendMessage" => send(&api, &agent, &params)
+            .await
+            .map(|task| ok(&id, json!({"task": task}))),
+        "SendStreamingMessage" => match start(&api, &agent, &params).await {
+            Ok(task) => follow(&api, task, &id, None).await,
+            Err(e) => Err(e),
+        },
+        "GetTask" => match owned(&api, &agent, &params) {
+            Ok(task) => snapshot(&api, &task).await.map(|(t, _)| ok(&id, t)),
+            Err(e) => Err(e),
+        },
+        "CancelTask" => cancel(&api, &agent, &params)
+            .await
+            .map(|task| ok(&id, task)),
+        "SubscribeToTask" => match owned(&api, &agent, &params) {
+            Ok(task) if task.state.is_final() => Err(A2aError::unsupported(
+                "task_finished",
+                format!("task {} is in a terminal state", task.id),
+            )),
+            Ok(task) => follow(&api, task, &id, last_event_id(&headers)).await,
+            Err(e) => Err(e),
+        },
+        other => Err(A2aError::new(
+            -32601,
+            "METHOD_NOT_FOUND",
+            "a2a_unknown_method",
+            format!("no method {other}"),
+        )),
+    };
+    done.unwrap_or_else(|e| e.answer(&id))
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Task `params.id`, when it is `agent`'s.
+fn owned(api: &Api, agent: &str, params: &Value) -> Result<Task, A2aError> {
+    let id = params
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| A2aError::params("params.id names the task"))?;
+    match api.tasks.get(id) {
+        Ok(task) if task.agent == agent => Ok(task),
+        Ok(_) | Err(_) => Err(A2aError::not_found(id)),
+    }
+}
+
+/// Starts what a message asks: a new task for `agent`, or the answer to the task it
+/// names (which must wait for input).
+async fn start(api: &Api, agent: &str, params: &Value) -> Result<Task, A2aError> {
+    let message = params
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| A2aError::params("params.message is the message to send"))?;
+    if !message
+        .get("parts")
+        .and_then(Value::as_array)
+        .is_some_and(|p| p.iter().all(Value::is_object))
+    {
+        return Err(A2aError::params("message.parts is a list of parts"));
+    }
+    match message.get("taskId").and_then(Value::as_str) {
+        Some(id) => {
+            let task = owned(api, agent, &json!({"id": id}))?;
+            if task.state.is_final() {
+                return Err(A2aError::unsupported(
+                    "task_finished",
+                    format!("task {id} is in a terminal state"),
+                ));
+            }
+            Ok(api
+                .tasks
+                .add(id, "message", None, message.clone(), false, now_ms())
+                .await?)
+        }
+        None => Ok(api.create_task(agent, message.clone()).await?),
+    }
+}
+
+/// `SendMessage`: the task once it ends or needs input (or when the longest wait passed),
+/// at once with `configuration.returnImmediately`.
+async fn send(api: &Api, agent: &str, params: &Value) -> Result<Value, A2aError> {
+    let task = start(api, agent, params).await?;
+    let at_once = params
+        .pointer("/configuration/returnImmediately")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let task = if at_once {
+        task
+    } else {
+        let longest = api.queues.limits().max_wait_ms.max(0) as u64;
+        api.tasks
+            .wait(
+                &task.id,
+                std::time::Duration::from_millis(longest),
+                interrupted,
+            )
+            .await?
+    };
+    Ok(snapshot(api, &task).await?.0)
+}
+
+/// Whether a stream of the task ends here: it ended or waits for input.
+fn interrupted(task: &Task) -> bool {
+    task.state.is_final() || task.state == TaskState::InputRequired
+}
+
+async fn cancel(api: &Api, agent: &str, params: &Value) -> Result<Value, A2aError> {
+    let task = owned(api, agent, params)?;
+    if task.state.is_final() {
+        return Err(A2aError::new(
+            -32002,
+            "TASK_NOT_CANCELABLE",
+            "task_finished",
+            format!("task {} is in a terminal state", task.id),
+        ));
+    }
+    let task = api
+        .tasks
+        .add(
+            &task.id,
+            "status",
+            Some(TaskState::Canceled),
+            Value::Null,
+            false,
+            now_ms(),
+        )
+        .await?;
+    Ok(snapshot(api, &task).await?.0)
+}
+
+fn state_name(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Submitted => "TASK_STATE_SUBMITTED",
+        TaskState::Working => "TASK_STATE_WORKING",
+        TaskState::InputRequired => "TASK_STATE_INPUT_REQUIRED",
+        TaskState::Completed => "TASK_STATE_COMPLETED",
+        TaskState::Failed => "TASK_STATE_FAILED",
+        TaskState::Canceled => "TASK_STATE_CANCELED",
+    }
+}
+
+/// The parts of what an event carries: an A2A message's own, a text, or JSON data.
+fn parts(data: &Value) -> Value {
+    match data {
+        Value::Object(o) if o.get("parts").is_some_and(Value::is_array) => o["parts"].clone(),
+        Value::String(s) => json!([{"text": s}]),
+        Value::Null => json!([]),
+        other => json!([{"data": other}]),
+    }
+}
+
+/// The context of a task: its request's `contextId`, or the task's id.
+fn context_of(events: &[Numbered], task: &str) -> String {
+    events
+        .first()
+        .and_then(|e| e.event.data.get("contextId"))
+        .and_then(Value::as_str)
+        .map_or_else(|| task.to_string(), str::to_string)
+}
+
+/// A task event as an A2A message (from the agent, or from the requester).
+fn message(e: &Numbered, task: &str, context: &str) -> Value {
+    let id = e
+        .event
+        .data
+        .get("messageId")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("{task}-{}", e.id), str::to_string);
+    let role = if e.event.by == "agent" {
+        "ROLE_AGENT"
+    } else {
+        "ROLE_USER"
+    };
+    json!({"messageId": id, "role": role, "parts": parts(&e.event.data),
+           "taskId": task, "contextId": context})
+}
+
+fn artifact(e: &Numbered) -> Value {
+    json!({"artifactId": format!("a{}", e.id), "parts": parts(&e.event.data)})
+}
+
+fn status(state: TaskState, at_ms: i64, message: Option<Value>) -> Value {
+    let mut s = json!({"state": state_name(state), "timestamp": rfc3339_ms(at_ms)});
+    if let Some(m) = message {
+        s["message"] = m;
+    }
+    s
+}
+
+/// The state a task is in after `e`, from `before`.
+fn state_after(before: TaskState, e: &Numbered) -> TaskState {
+    match (e.event.kind.as_str(), e.event.state, e.event.by.as_str()) {
+        ("status", Some(s), _) => s,
+        ("message", _, "requester") => TaskState::Working,
+        ("artifact" | "message", _, _) if before == TaskState::Submitted => TaskState::Working,
+        _ => before,
+    }
+}
+
+/// The A2A task of `task`, and its events.
+async fn snapshot(api: &Api, task: &Task) -> Result<(Value, Vec<Numbered>), A2aError> {
+    let (task, events) = api.tasks.events(&task.id, None, MAX_EVENTS).await?;
+    let context = context_of(&events, &task.id);
+    let (mut artifacts, mut history, mut said) = (Vec::new(), Vec::new(), None);
+    for (i, e) in events.iter().enumerate() {
+        match e.event.kind.as_str() {
+            "artifact" => artifacts.push(artifact(e)),
+            "message" => history.push(message(e, &task.id, &context)),
+            // The request: the task's first event.
+            "status" if i == 0 => {
+                if e.event.data.get("parts").is_some() {
+                    history.push(message(e, &task.id, &context));
+                }
+            }
+            // A status that says something: the status's message, and part of the history.
+            _ => {
+                said = (!e.event.data.is_null()).then(|| message(e, &task.id, &context));
+                history.extend(said.clone());
+            }
+        }
+    }
+    let body = json!({
+        "id": task.id, "contextId": context,
+        "status": status(task.state, task.updated_ms, said),
+        "artifacts": artifacts, "history": history,
+        "metadata": {"agent": task.agent},
+    });
+    Ok((body, events))
+}
+
+/// An event of a task as an A2A stream update, in the state it left the task in.
+fn update(e: &Numbered, state: TaskState, task: &str, context: &str) -> Value {
+    match e.event.kind.as_str() {
+        "artifact" => json!({"artifactUpdate": {
+            "taskId": task, "contextId": context, "artifact": artifact(e),
+            "append": false, "lastChunk": true,
+        }}),
+        kind => {
+            let said =
+                (kind == "message" || !e.event.data.is_null()).then(|| message(e, task, context));
+            json!({"statusUpdate": {
+                "taskId": task, "contextId": context,
+                "status": status(state, e.event.at_ms, said),
+            }})
+        }
+    }
+}
+
+fn frame(rpc: &Value, id: Option<u64>, result: Value) -> Bytes {
+    let data = json!({"jsonrpc": "2.0", "id": rpc, "result": result});
+    let id = id.map(|i| format!("id: {i}\n")).unwrap_or_default();
+    Bytes::from(format!("{id}data: {data}\n\n"))
+}
+
+/// What a stream holds between two chunks.
+struct Follow {
+    api: Arc<Api>,
+    task: String,
+    context: String,
+    rpc: Value,
+    after: Option<u64>,
+    state: TaskState,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    _slot: StreamSlot,
+}
+
+/// A stream of `task` (SSE): its snapshot, then every update after event `resume` (after
+/// the snapshot's last one when none), ending once the task ends or needs input.
+async fn follow(
+    api: &Arc<Api>,
+    task: Task,
+    rpc: &Value,
+    resume: Option<u64>,
+) -> Result<Response, A2aError> {
+    let slot = api.topics.stream_slot()?;
+    let (body, events) = snapshot(api, &task).await?;
+    let context = context_of(&events, &task.id);
+    let (after, state) = match resume {
+        // The state the task was in at event `resume`: replayed from the start.
+        Some(r) => {
+            let state = events
+                .iter()
+                .take_while(|e| e.id <= r)
+                .fold(TaskState::Submitted, state_after);
+            (Some(r), state)
+        }
+        None => (
+            events.last().map(|e| e.id),
+            events.iter().fold(TaskState::Submitted, state_after),
+        ),
+    };
+    let follow = Follow {
+        api: api.clone(),
+        task: task.id.clone(),
+        context,
+        rpc: rpc.clone(),
+        after,
+        state,
+        pending: VecDeque::from([frame(rpc, None, json!({"task": body}))]),
+        done: false,
+        _slot: slot,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(chunk) = f.pending.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(chunk), f));
+            }
+            if f.done || f.api.shutdown.is_set() {
+                return None;
+            }
+            let after = f.after;
+            let fresh =
+                |t: &Task| interrupted(t) || t.events.iter().any(|&o| after.is_none_or(|a| o > a));
+            let task = match f.api.tasks.wait(&f.task, KEEPALIVE, fresh).await {
+                Ok(t) => t,
+                Err(_) => return None,
+            };
+            let Ok((_, events)) = f.api.tasks.events(&f.task, after, 100).await else {
+                return None;
+            };
+            if events.is_empty() {
+                if interrupted(&task) {
+                    f.done = true;
+                } else {
+                    f.pending.push_back(Bytes::from_static(b": keepalive\n\n"));
+                }
+                continue;
+            }
+            f.api.metrics.events_streamed.inc_by(events.len() as u64);
+            for e in &events {
+                f.state = state_after(f.state, e);
+                let u = update(e, f.state, &f.task, &f.context);
+                f.pending.push_back(frame(&f.rpc, Some(e.id), u));
+                f.after = Some(e.id);
+            }
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64, kind: &str, state: Option<TaskState>, by: &str) -> Numbered {
+        Numbered {
+            id,
+            event: crate::tasks::TaskEvent {
+                task: "t".into(),
+                kind: kind.into(),
+                state,
+                by: by.into(),
+                data: Value::Null,
+                at_ms: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn states_replay_as_the_tasks_do() {
+        let events = [
+            event(1, "status", Some(TaskState::Submitted), "requester"),
+            event(2, "artifact", None, "agent"),
+            event(3, "status", Some(TaskState::InputRequired), "agent"),
+            event(4, "message", None, "agent"),
+            event(5, "message", None, "requester"),
+            event(6, "status", Some(TaskState::Completed), "agent"),
+        ];
+        let mut states = Vec::new();
+        events.iter().fold(TaskState::Submitted, |s, e| {
+            let next = state_after(s, e);
+            states.push(next);
+            next
+        });
+        use TaskState::*;
+        assert_eq!(
+            states,
+            [
+                Submitted,
+                Working,
+                InputRequired,
+                InputRequired,
+                Working,
+                Completed
+            ]
+        );
+    }
+
+    #[test]
+    fn parts_keep_what_they_carry() {
+        assert_eq!(parts(&json!("hi")), json!([{"text": "hi"}]));
+        assert_eq!(parts(&json!({"n": 1})), json!([{"data": {"n": 1}}]));
+        let m = json!({"messageId": "m", "parts": [{"text": "a"}]});
+        assert_eq!(parts(&m), json!([{"text": "a"}]));
+        assert!(plain_host("127.0.0.1:8090") && plain_host("[::1]:80"));
+        assert!(!plain_host("evil.com/x?") && !plain_host(""));
+    }
+}
