@@ -263,7 +263,7 @@ impl Queues {
         }
         if let Some(class) = create {
             self.classes
-                .ensure(&self.storage, &stream, LEVELS as u32, class, false)
+                .ensure(&self.storage, &stream, LEVELS as u32, class)
                 .await?;
         }
         if let Some(class) = self.class(name) {

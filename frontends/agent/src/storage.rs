@@ -112,7 +112,6 @@ impl Classes {
         stream: &str,
         partitions: u32,
         class: StorageClass,
-        explicit: bool,
     ) -> Result<bool, AgentError> {
         if class == StorageClass::Memory && storage.catalog.stream(stream).is_none() {
             let held = storage
@@ -131,39 +130,24 @@ impl Classes {
                 ));
             }
         }
-        ensure_stream(storage, stream, partitions, class, explicit).await
+        ensure_stream(storage, stream, partitions, class).await
     }
 }
 
 /// Makes sure stream `stream` (of `partitions` partitions) exists, created in `class` when
-/// it does not. When it exists in another class and `class` was asked for explicitly, 409
-/// `storage_conflict`. Whether this call created it.
+/// it does not: whether this call created it.
 pub async fn ensure_stream(
     storage: &Storage,
     stream: &str,
     partitions: u32,
     class: StorageClass,
-    explicit: bool,
 ) -> Result<bool, AgentError> {
-    let existing = storage.catalog.stream(stream);
-    let created = existing.is_none();
-    let info = match existing {
-        Some(info) => info,
-        None => {
-            storage
-                .ensure_stream(
-                    StreamSpec::new(stream, partitions).with_storage_class(class.journal_class()),
-                )
-                .await?
-        }
-    };
-    let kept = StorageClass::of(&info);
-    if explicit && kept != Some(class) {
-        return Err(conflict(
-            &kept.map_or(info.storage_class.clone(), |c| c.name().to_string()),
-        ));
+    if storage.catalog.stream(stream).is_some() {
+        return Ok(false);
     }
-    Ok(created)
+    let spec = StreamSpec::new(stream, partitions).with_storage_class(class.journal_class());
+    storage.ensure_stream(spec).await?;
+    Ok(true)
 }
 
 /// 409 `storage_conflict`: the object exists, stored as `kept`.

@@ -150,7 +150,7 @@ impl Tasks {
     async fn partition(&self) -> Result<Arc<dyn Partition>, AgentError> {
         self.events
             .get_or_try_init(|| async {
-                ensure_stream(&self.storage, TASKS_STREAM, 1, self.class, false).await?;
+                ensure_stream(&self.storage, TASKS_STREAM, 1, self.class).await?;
                 self.storage
                     .partition(TASKS_STREAM, 0)
                     .await

@@ -183,7 +183,7 @@ impl Topics {
         }
         if let Some(class) = create {
             self.classes
-                .ensure(&self.storage, &stream, 1, class, false)
+                .ensure(&self.storage, &stream, 1, class)
                 .await?;
         }
         if let Some(class) = self.class(name) {
@@ -404,6 +404,22 @@ pub fn sse_stream(
             }
         }
     })
+}
+
+/// A response streaming `stream` as Server-Sent Events.
+pub fn sse_response(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn error_frame(e: &AgentError) -> Bytes {
