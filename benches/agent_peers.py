@@ -4,7 +4,9 @@ run: 4 producers and 8 consumers, 1 KiB messages, send -> fetch -> ack, each mes
 its own request (benches/agentq, a Go load generator: net/http, nats.go, go-redis). Every
 server runs alone on core 0, the load generator on core 1; each system is started fresh per
 run and the order alternates between runs. Reports medians of messages per second and the
-server's CPU-seconds per million messages (from /proc/PID/stat), and the ratios.
+server's CPU-seconds per million messages (from /proc/PID/stat), how busy the server's and
+the load generator's cores were (a load core near 1.0 means the load generator limits the
+run), and the ratios.
 
 Durability, as close as each allows:
 - Strata: a queue of class `local` (segment files, `fsync = "interval:100"`, the default:
@@ -22,6 +24,7 @@ Peers: `apt-get install redis-server`; `go install github.com/nats-io/nats-serve
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -80,6 +83,7 @@ def run_one(system, strata, args):
     try:
         wait_port(port, proc, system)
         cpu0 = cpu_seconds(proc.pid)
+        load0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(["taskset", "-c", "1", AGENTQ, "-system", system,
                               "-addr", f"127.0.0.1:{port}", "-messages", str(args.messages),
                               "-producers", str(args.producers), "-consumers", str(args.consumers),
@@ -87,6 +91,10 @@ def run_one(system, strata, args):
                              check=True, capture_output=True, text=True, timeout=1800).stdout
         r = json.loads(out.strip().splitlines()[-1])
         r["cpu_s_per_m"] = (cpu_seconds(proc.pid) - cpu0) / r["messages"] * 1e6
+        load = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # How busy the load generator's core was: near 1.0, it is what limits the run.
+        r["load_core"] = ((load.ru_utime - load0.ru_utime) + (load.ru_stime - load0.ru_stime)) / r["seconds"]
+        r["server_core"] = r["cpu_s_per_m"] * r["msgs_per_sec"] / 1e6
         return r
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -113,13 +121,15 @@ def main():
             r = run_one(system, strata, args)
             results[system].append(r)
             print(json.dumps(r), flush=True)
-    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("msgs_per_sec", "cpu_s_per_m")}
-           for s, rs in results.items()}
+    keys = ("msgs_per_sec", "cpu_s_per_m", "server_core", "load_core")
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in results.items()}
     print(f"\nmedians of {args.runs} runs: {args.messages} messages of {args.size} B, "
           f"{args.producers} producers, {args.consumers} consumers")
-    print(f"{'system':8} {'msg/s':>10} {'CPU-s/M':>9}")
+    print(f"{'system':8} {'msg/s':>10} {'CPU-s/M':>9} {'server core':>12} {'load core':>10}")
     for s in systems:
-        print(f"{s:8} {med[s]['msgs_per_sec']:10.0f} {med[s]['cpu_s_per_m']:9.1f}")
+        m = med[s]
+        print(f"{s:8} {m['msgs_per_sec']:10.0f} {m['cpu_s_per_m']:9.1f} {m['server_core']:12.2f} "
+              f"{m['load_core']:10.2f}")
     if "strata" in med:
         for s in systems:
             if s != "strata":
