@@ -153,6 +153,10 @@ def test_a_mailbox_is_made_in_the_class_its_registration_asks_for(node_with, tmp
     assert status == 200 and answer["storage"] == "memory", answer
     # Only the agent itself reads its mailbox's state.
     assert api.call("GET", "/v1/agents/fast-agent/mailbox")[0] == 403
+    # Without a class, the mailbox is made (in the default class) by its first use.
+    assert api.call("GET", "/v1/agents/slow-agent/mailbox",
+                    headers={"X-Agent-Token": slow})[1]["storage"] is None
+    assert api.call("POST", "/v1/agents/slow-agent/mailbox/messages", {"body": 1})[0] == 201
     assert api.call("GET", "/v1/agents/slow-agent/mailbox",
                     headers={"X-Agent-Token": slow})[1]["storage"] == "object"
     # Updating the registration asking another class is refused, and changes nothing.

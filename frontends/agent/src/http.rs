@@ -706,12 +706,14 @@ async fn register(
     let (token, new) = api
         .registry
         .register(card.clone(), token, lease_ms, now_ms())?;
-    // The mailbox is made now, in the class asked for; a registration's mailbox keeps the
-    // class it was made in (asking another is 409 `storage_conflict`). A new registration
-    // whose mailbox cannot be made is undone: its token was not told.
-    let made = match mailbox(&api, &card.name) {
-        Ok(queue) => api.queues.create(&queue, r.storage).await.map(|_| ()),
-        Err(e) => Err(e),
+    // A mailbox asked for in a class is made now, in it; a registration's mailbox keeps
+    // the class it was made in (asking another is 409 `storage_conflict`). Without a class
+    // it is made by the first send or fetch (an idle agent costs no queue). A new
+    // registration whose mailbox cannot be made is undone: its token was not told.
+    let made = match (r.storage, mailbox(&api, &card.name)) {
+        (None, _) => Ok(()),
+        (Some(class), Ok(queue)) => api.queues.create(&queue, Some(class)).await.map(|_| ()),
+        (Some(_), Err(e)) => Err(e),
     };
     if let Err(e) = made {
         if new {
