@@ -29,6 +29,17 @@ impl StorageClass {
         }
     }
 
+    /// The journal class that stores stream `stream` of this class: a `local` mailbox goes
+    /// to the journal's `rocksdb` class (one shared store: an agent's mailbox costs no files
+    /// of its own, so a node holds many thousands), any other `local` queue or topic to
+    /// segment files.
+    pub fn journal_class_for(self, stream: &str) -> &'static str {
+        match self {
+            StorageClass::Local if stream.starts_with("agent.queue._mbx-") => "rocksdb",
+            other => other.journal_class(),
+        }
+    }
+
     /// The class of an existing stream, as the catalog reports it.
     pub fn of(info: &StreamInfo) -> Option<StorageClass> {
         match info.storage_class.as_str() {
@@ -145,7 +156,8 @@ pub async fn ensure_stream(
     if storage.catalog.stream(stream).is_some() {
         return Ok(false);
     }
-    let spec = StreamSpec::new(stream, partitions).with_storage_class(class.journal_class());
+    let spec =
+        StreamSpec::new(stream, partitions).with_storage_class(class.journal_class_for(stream));
     storage.ensure_stream(spec).await?;
     Ok(true)
 }
@@ -157,5 +169,19 @@ pub fn conflict(kept: &str) -> AgentError {
         code: "storage_conflict",
         message: format!("it exists already, stored as {kept}"),
         retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageClass;
+
+    #[test]
+    fn local_mailboxes_share_one_store() {
+        let mailbox = "agent.queue._mbx-alice-0a1b";
+        assert_eq!(StorageClass::Local.journal_class_for(mailbox), "rocksdb");
+        assert_eq!(StorageClass::Local.journal_class_for("agent.queue.jobs"), "segment");
+        assert_eq!(StorageClass::Object.journal_class_for(mailbox), "object");
+        assert_eq!(StorageClass::Memory.journal_class_for(mailbox), "memory");
     }
 }
