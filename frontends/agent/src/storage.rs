@@ -180,7 +180,10 @@ mod tests {
     fn local_mailboxes_share_one_store() {
         let mailbox = "agent.queue._mbx-alice-0a1b";
         assert_eq!(StorageClass::Local.journal_class_for(mailbox), "rocksdb");
-        assert_eq!(StorageClass::Local.journal_class_for("agent.queue.jobs"), "segment");
+        assert_eq!(
+            StorageClass::Local.journal_class_for("agent.queue.jobs"),
+            "segment"
+        );
         assert_eq!(StorageClass::Object.journal_class_for(mailbox), "object");
         assert_eq!(StorageClass::Memory.journal_class_for(mailbox), "memory");
     }
