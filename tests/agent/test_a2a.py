@@ -202,14 +202,22 @@ def test_a_resumed_stream_misses_no_update(node_with):
     submitted = task["events"][0]
     assert api.call("POST", f"/v1/tasks/{task['id']}/events",
                     {"kind": "artifact", "data": "one"}, token)[0] == 200
-    # Beyond A2A: after the snapshot, every update after the Last-Event-ID, each with its
-    # id, until the task ends.
     subscribe = {"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask",
                  "params": {"id": task["id"]}}
-    events = sse_events(node, subscribe, last_event_id=submitted)
-    first_id, snapshot = next(events)
+    # A plain subscription starts with the task as it is.
+    first_id, snapshot = next(sse_events(node, subscribe))
     assert first_id is None and [a["parts"] for a in snapshot["task"]["artifacts"]] == [
         [{"text": "one"}]]
+    # A Last-Event-ID that is not one of the task's events is refused.
+    req = urllib.request.Request(f"http://127.0.0.1:{node.ports['agent']}/a2a/worker",
+                                 data=json.dumps(subscribe).encode(), method="POST")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    req.add_header("Last-Event-ID", str(2 ** 64 - 1))
+    with urllib.request.urlopen(req, timeout=DEADLINE) as r:
+        assert json.loads(r.read())["error"]["code"] == -32602
+    # Beyond A2A: resumed, every update after the Last-Event-ID, each with its id, until
+    # the task ends.
+    events = sse_events(node, subscribe, last_event_id=submitted)
     ids, updates = [], []
     for event_id, result in events:
         ids.append(int(event_id))

@@ -28,7 +28,7 @@ use strata_batch::{now_ms, rfc3339_ms};
 
 use crate::error::{AgentError, ErrorCode};
 use crate::http::Api;
-use crate::tasks::{MAX_EVENTS, Numbered, State as TaskState, Task};
+use crate::tasks::{Numbered, State as TaskState, Task};
 use crate::topics::StreamSlot;
 
 /// The protocol version served.
@@ -36,6 +36,15 @@ pub const VERSION: &str = "1.0";
 
 /// How often an idle stream sends a comment.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Keepalives after which a stream with no update ends (5 minutes): the client resumes
+/// with `Last-Event-ID`, and a task nobody finishes holds no stream for ever.
+const IDLE_KEEPALIVES: u32 = 20;
+/// Most bytes of artifacts and history one task snapshot carries (the newest first).
+const SNAPSHOT_BYTES: usize = 4 << 20;
+/// Most history messages one snapshot carries when the request names no `historyLength`.
+const HISTORY: usize = 100;
+/// Task events one stream reads at a time.
+const STREAM_BATCH: usize = 10;
 
 /// The gateway's routes (behind the agent API's guard).
 pub fn routes() -> Router<Arc<Api>> {
@@ -154,7 +163,19 @@ async fn card(
         "defaultOutputModes": ["text/plain", "application/json"],
         "skills": skills,
     });
-    Ok(axum::Json(body).into_response())
+    let mut body = body;
+    if api.token.is_some() {
+        body["securitySchemes"] =
+            json!({"bearer": {"httpAuthSecurityScheme": {"scheme": "Bearer"}}});
+        body["securityRequirements"] = json!([{"schemes": {"bearer": {"list": []}}}]);
+    }
+    let mut r = axum::Json(body).into_response();
+    // Built from the request's Host: not for a shared cache to keep.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 async fn rpc(
@@ -205,7 +226,9 @@ async fn rpc(
             Err(e) => Err(e),
         },
         "GetTask" => match owned(&api, &agent, &params) {
-            Ok(task) => snapshot(&api, &task).await.map(|(t, _)| ok(&id, t)),
+            Ok(task) => snapshot(&api, &task, history_length(&params, "/historyLength"))
+                .await
+                .map(|t| ok(&id, t)),
             Err(e) => Err(e),
         },
         "CancelTask" => cancel(&api, &agent, &params)
@@ -242,8 +265,12 @@ fn owned(api: &Api, agent: &str, params: &Value) -> Result<Task, A2aError> {
         .get("id")
         .and_then(Value::as_str)
         .ok_or_else(|| A2aError::params("params.id names the task"))?;
+    // The agent's current registration only: a name registered again is another agent.
+    let current = api.registry.incarnation(agent);
     match api.tasks.get(id) {
-        Ok(task) if task.agent == agent => Ok(task),
+        Ok(task) if task.agent == agent && current.as_deref() == Some(&task.agent_incarnation) => {
+            Ok(task)
+        }
         Ok(_) | Err(_) => Err(A2aError::not_found(id)),
     }
 }
@@ -261,6 +288,11 @@ async fn start(api: &Api, agent: &str, params: &Value) -> Result<Task, A2aError>
         .is_some_and(|p| p.iter().all(Value::is_object))
     {
         return Err(A2aError::params("message.parts is a list of parts"));
+    }
+    for field in ["taskId", "contextId"] {
+        if message.get(field).is_some_and(|v| !v.is_string()) {
+            return Err(A2aError::params(format!("message.{field} is a string")));
+        }
     }
     match message.get("taskId").and_then(Value::as_str) {
         Some(id) => {
@@ -300,7 +332,16 @@ async fn send(api: &Api, agent: &str, params: &Value) -> Result<Value, A2aError>
             )
             .await?
     };
-    Ok(snapshot(api, &task).await?.0)
+    let history = history_length(params, "/configuration/historyLength");
+    snapshot(api, &task, history).await
+}
+
+/// The `historyLength` a request asks for at `pointer`.
+fn history_length(params: &Value, pointer: &str) -> Option<usize> {
+    params
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Whether a stream of the task ends here: it ended or waits for input.
@@ -329,7 +370,7 @@ async fn cancel(api: &Api, agent: &str, params: &Value) -> Result<Value, A2aErro
             now_ms(),
         )
         .await?;
-    Ok(snapshot(api, &task).await?.0)
+    snapshot(api, &task, None).await
 }
 
 fn state_name(s: TaskState) -> &'static str {
@@ -346,10 +387,50 @@ fn state_name(s: TaskState) -> &'static str {
 /// The parts of what an event carries: an A2A message's own, a text, or JSON data.
 fn parts(data: &Value) -> Value {
     match data {
-        Value::Object(o) if o.get("parts").is_some_and(Value::is_array) => o["parts"].clone(),
+        Value::Object(o) if o.get("parts").is_some_and(Value::is_array) => Value::Array(
+            o["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(part)
+                .collect(),
+        ),
         Value::String(s) => json!([{"text": s}]),
         Value::Null => json!([]),
         other => json!([{"data": other}]),
+    }
+}
+
+/// A part as A2A has them (exactly one of `text`, `raw`, `url`, `data`, with `metadata`,
+/// `filename` and `mediaType` beside it); anything else is carried as data, so no writer
+/// can make a task unreadable to a strict client.
+fn part(p: &Value) -> Value {
+    let Value::Object(o) = p else {
+        return json!({"data": p});
+    };
+    let kinds = ["text", "raw", "url", "data"]
+        .iter()
+        .filter(|k| o.contains_key(**k))
+        .count();
+    let known = o.keys().all(|k| {
+        [
+            "text",
+            "raw",
+            "url",
+            "data",
+            "metadata",
+            "filename",
+            "mediaType",
+        ]
+        .contains(&k.as_str())
+    });
+    let typed = o.get("text").is_none_or(Value::is_string)
+        && o.get("raw").is_none_or(Value::is_string)
+        && o.get("url").is_none_or(Value::is_string);
+    if kinds == 1 && known && typed {
+        p.clone()
+    } else {
+        json!({"data": p})
     }
 }
 
@@ -370,10 +451,10 @@ fn message(e: &Numbered, task: &str, context: &str) -> Value {
         .get("messageId")
         .and_then(Value::as_str)
         .map_or_else(|| format!("{task}-{}", e.id), str::to_string);
-    let role = if e.event.by == "agent" {
-        "ROLE_AGENT"
-    } else {
+    let role = if e.event.by == "requester" {
         "ROLE_USER"
+    } else {
+        "ROLE_AGENT"
     };
     json!({"messageId": id, "role": role, "parts": parts(&e.event.data),
            "taskId": task, "contextId": context})
@@ -401,35 +482,80 @@ fn state_after(before: TaskState, e: &Numbered) -> TaskState {
     }
 }
 
-/// The A2A task of `task`, and its events.
-async fn snapshot(api: &Api, task: &Task) -> Result<(Value, Vec<Numbered>), A2aError> {
-    let (task, events) = api.tasks.events(&task.id, None, MAX_EVENTS).await?;
-    let context = context_of(&events, &task.id);
-    let (mut artifacts, mut history, mut said) = (Vec::new(), Vec::new(), None);
-    for (i, e) in events.iter().enumerate() {
-        match e.event.kind.as_str() {
-            "artifact" => artifacts.push(artifact(e)),
-            "message" => history.push(message(e, &task.id, &context)),
-            // The request: the task's first event.
-            "status" if i == 0 => {
-                if e.event.data.get("parts").is_some() {
-                    history.push(message(e, &task.id, &context));
-                }
-            }
-            // A status that says something: the status's message, and part of the history.
-            _ => {
-                said = (!e.event.data.is_null()).then(|| message(e, &task.id, &context));
-                history.extend(said.clone());
-            }
+/// The state task `task` was in right after its event `at`: from the last status at or
+/// before it, the events after that status replayed.
+async fn state_at(api: &Api, task: &Task, at: u64) -> Result<TaskState, A2aError> {
+    let mut since = Vec::new();
+    for &offset in task.events.iter().rev().filter(|&&o| o <= at) {
+        let Some(e) = api.tasks.event_at(offset).await? else {
+            continue;
+        };
+        let status = e.event.kind == "status" && e.event.state.is_some();
+        since.push(e);
+        if status {
+            break;
         }
     }
-    let body = json!({
+    Ok(since.iter().rev().fold(TaskState::Submitted, state_after))
+}
+
+/// The A2A task of `task`: its newest artifacts and history within [`SNAPSHOT_BYTES`]
+/// (and `history` messages, [`HISTORY`] when the request names none), read newest first;
+/// `metadata.truncated` says older ones were left out.
+async fn snapshot(api: &Api, task: &Task, history: Option<usize>) -> Result<Value, A2aError> {
+    let first = match task.events.first() {
+        Some(&o) => api.tasks.event_at(o).await?,
+        None => None,
+    };
+    let context = context_of(first.as_slice(), &task.id);
+    let max_history = history.unwrap_or(HISTORY);
+    let (mut artifacts, mut messages, mut said) = (Vec::new(), Vec::new(), None);
+    let (mut budget, mut truncated) = (SNAPSHOT_BYTES, false);
+    for (i, &offset) in task.events.iter().enumerate().rev() {
+        if budget == 0 {
+            truncated = true;
+            break;
+        }
+        let Some(e) = api.tasks.event_at(offset).await? else {
+            continue;
+        };
+        let size = e.event.data.to_string().len();
+        let (item, into_history) = match e.event.kind.as_str() {
+            "artifact" => (artifact(&e), false),
+            "message" => (message(&e, &task.id, &context), true),
+            // The request: the task's first event.
+            "status" if i == 0 && e.event.data.get("parts").is_some() => {
+                (message(&e, &task.id, &context), true)
+            }
+            // A status that says something: the status's message, and part of the history.
+            "status" if !e.event.data.is_null() && i > 0 => {
+                let m = message(&e, &task.id, &context);
+                if said.is_none() {
+                    said = Some(m.clone());
+                }
+                (m, true)
+            }
+            _ => continue,
+        };
+        if size > budget || (into_history && messages.len() >= max_history) {
+            truncated = true;
+            continue;
+        }
+        budget -= size;
+        if into_history {
+            messages.push(item);
+        } else {
+            artifacts.push(item);
+        }
+    }
+    artifacts.reverse();
+    messages.reverse();
+    Ok(json!({
         "id": task.id, "contextId": context,
         "status": status(task.state, task.updated_ms, said),
-        "artifacts": artifacts, "history": history,
-        "metadata": {"agent": task.agent},
-    });
-    Ok((body, events))
+        "artifacts": artifacts, "history": messages,
+        "metadata": {"agent": task.agent, "truncated": truncated},
+    }))
 }
 
 /// An event of a task as an A2A stream update, in the state it left the task in.
@@ -466,11 +592,14 @@ struct Follow {
     state: TaskState,
     pending: VecDeque<Bytes>,
     done: bool,
+    /// Keepalives sent since the last update.
+    idle: u32,
     _slot: StreamSlot,
 }
 
-/// A stream of `task` (SSE): its snapshot, then every update after event `resume` (after
-/// the snapshot's last one when none), ending once the task ends or needs input.
+/// A stream of `task` (SSE): its snapshot then every update after it; or, resumed after
+/// event `resume` (one of the task's), every update after that one. It ends once the task
+/// ends or needs input, or after [`IDLE_KEEPALIVES`] keepalives without an update.
 async fn follow(
     api: &Arc<Api>,
     task: Task,
@@ -478,21 +607,31 @@ async fn follow(
     resume: Option<u64>,
 ) -> Result<Response, A2aError> {
     let slot = api.topics.stream_slot()?;
-    let (body, events) = snapshot(api, &task).await?;
-    let context = context_of(&events, &task.id);
-    let (after, state) = match resume {
-        // The state the task was in at event `resume`: replayed from the start.
+    let first = match task.events.first() {
+        Some(&o) => api.tasks.event_at(o).await?,
+        None => None,
+    };
+    let context = context_of(first.as_slice(), &task.id);
+    let (after, state, pending) = match resume {
         Some(r) => {
-            let state = events
-                .iter()
-                .take_while(|e| e.id <= r)
-                .fold(TaskState::Submitted, state_after);
-            (Some(r), state)
+            if !task.events.contains(&r) {
+                return Err(A2aError::params(format!(
+                    "Last-Event-ID {r} is not an event of task {}",
+                    task.id
+                )));
+            }
+            (Some(r), state_at(api, &task, r).await?, VecDeque::new())
         }
-        None => (
-            events.last().map(|e| e.id),
-            events.iter().fold(TaskState::Submitted, state_after),
-        ),
+        None => {
+            // Updates after the events the snapshot was made of follow it.
+            let now = api.tasks.get(&task.id)?;
+            let body = snapshot(api, &now, None).await?;
+            (
+                now.events.last().copied(),
+                now.state,
+                VecDeque::from([frame(rpc, None, json!({"task": body}))]),
+            )
+        }
     };
     let follow = Follow {
         api: api.clone(),
@@ -501,8 +640,9 @@ async fn follow(
         rpc: rpc.clone(),
         after,
         state,
-        pending: VecDeque::from([frame(rpc, None, json!({"task": body}))]),
+        pending,
         done: false,
+        idle: 0,
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
@@ -514,23 +654,29 @@ async fn follow(
                 return None;
             }
             let after = f.after;
-            let fresh =
-                |t: &Task| interrupted(t) || t.events.iter().any(|&o| after.is_none_or(|a| o > a));
+            let fresh = |t: &Task| {
+                interrupted(t)
+                    || t.events
+                        .last()
+                        .is_some_and(|&o| after.is_none_or(|a| o > a))
+            };
             let task = match f.api.tasks.wait(&f.task, KEEPALIVE, fresh).await {
                 Ok(t) => t,
                 Err(_) => return None,
             };
-            let Ok((_, events)) = f.api.tasks.events(&f.task, after, 100).await else {
+            let Ok((_, events)) = f.api.tasks.events(&f.task, after, STREAM_BATCH).await else {
                 return None;
             };
             if events.is_empty() {
-                if interrupted(&task) {
+                f.idle += 1;
+                if interrupted(&task) || f.idle > IDLE_KEEPALIVES {
                     f.done = true;
                 } else {
                     f.pending.push_back(Bytes::from_static(b": keepalive\n\n"));
                 }
                 continue;
             }
+            f.idle = 0;
             f.api.metrics.events_streamed.inc_by(events.len() as u64);
             for e in &events {
                 f.state = state_after(f.state, e);
@@ -597,6 +743,13 @@ mod tests {
         assert_eq!(parts(&json!({"n": 1})), json!([{"data": {"n": 1}}]));
         let m = json!({"messageId": "m", "parts": [{"text": "a"}]});
         assert_eq!(parts(&m), json!([{"text": "a"}]));
+        // What is not an A2A part is carried as data.
+        let odd = json!({"parts": [{"foo": 1}, 2, {"text": 3}, {"text": "t", "data": 1}]});
+        assert_eq!(
+            parts(&odd),
+            json!([{"data": {"foo": 1}}, {"data": 2}, {"data": {"text": 3}},
+                   {"data": {"text": "t", "data": 1}}])
+        );
         assert!(plain_host("127.0.0.1:8090") && plain_host("[::1]:80"));
         assert!(!plain_host("evil.com/x?") && !plain_host(""));
     }

@@ -356,7 +356,6 @@ impl Tasks {
         max: usize,
     ) -> Result<(Task, Vec<Numbered>), AgentError> {
         let task = self.get(id)?;
-        let p = self.partition().await?;
         let mut out = Vec::new();
         for &offset in task
             .events
@@ -364,19 +363,22 @@ impl Tasks {
             .filter(|&&o| after.is_none_or(|a| o > a))
             .take(max)
         {
-            let batches = p.read(offset, 64 * 1024).await?;
-            let event = batches
-                .iter()
-                .filter_map(|b| b.records().ok())
-                .flatten()
-                .filter_map(Result::ok)
-                .find(|r| r.offset == offset)
-                .and_then(|r| serde_json::from_slice::<TaskEvent>(r.value.as_deref()?).ok());
-            if let Some(event) = event {
-                out.push(Numbered { id: offset, event });
-            }
+            out.extend(self.event_at(offset).await?);
         }
         Ok((task, out))
+    }
+
+    /// The event at `offset` of the tasks' stream (`None`: not a task event, or gone).
+    pub async fn event_at(&self, offset: u64) -> Result<Option<Numbered>, AgentError> {
+        let batches = self.partition().await?.read(offset, 64 * 1024).await?;
+        Ok(batches
+            .iter()
+            .filter_map(|b| b.records().ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|r| r.offset == offset)
+            .and_then(|r| serde_json::from_slice::<TaskEvent>(r.value.as_deref()?).ok())
+            .map(|event| Numbered { id: offset, event }))
     }
 
     /// Waits until `ready` holds for task `id`, at most `wait`: the task then.
