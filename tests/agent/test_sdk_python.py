@@ -97,3 +97,15 @@ def test_a_task_from_creation_to_completion(node_with):
     kinds = [(e.kind, e.state) for e in requester.stream_task(task.id)]
     assert kinds == [("status", "submitted"), ("status", "working"), ("artifact", None),
                      ("status", "completed")]
+
+
+def test_objects_are_created_in_the_class_asked_for(node_with):
+    c = client(node_with("", **env()))
+    assert c.create_queue("fast", "memory") == "memory"
+    assert c.create_queue("fast") == "memory"
+    assert c.create_topic("log", "local") == "local"
+    with pytest.raises(StrataError) as e:
+        c.create_queue("fast", "local")
+    assert e.value.status == 409 and e.value.code == "storage_conflict"
+    c.register({"name": "quick"}, storage="memory")
+    assert c.send_to_agent("quick", {"hi": 1}).duplicate is False

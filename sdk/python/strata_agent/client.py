@@ -248,7 +248,18 @@ class Client:
     def describe(self, queue: str) -> dict:
         return self._call("GET", f"/v1/queues/{queue}")
 
+    def create_queue(self, queue: str, storage: Optional[str] = None) -> str:
+        """Creates queue `queue` in storage class `storage` ("memory", "local", "object";
+        the node's default when None) unless it exists in it: its class."""
+        body = {} if storage is None else {"storage": storage}
+        return self._call("PUT", f"/v1/queues/{queue}", body)["storage"]
+
     # Topics.
+
+    def create_topic(self, topic: str, storage: Optional[str] = None) -> str:
+        """Creates topic `topic` in storage class `storage` unless it exists in it: its class."""
+        body = {} if storage is None else {"storage": storage}
+        return self._call("PUT", f"/v1/topics/{topic}", body)["storage"]
 
     def publish(self, topic: str, data: Any, type: Optional[str] = None) -> int:
         body = {"data": data} if type is None else {"data": data, "type": type}
@@ -303,10 +314,15 @@ class Client:
 
     # Agents and tasks.
 
-    def register(self, card: dict, lease_ms: Optional[int] = None) -> str:
-        """Registers (or, with this client's agent token, updates) an agent: its token,
-        which this client then acts with."""
-        body = {"card": card} if lease_ms is None else {"card": card, "lease_ms": lease_ms}
+    def register(self, card: dict, lease_ms: Optional[int] = None,
+                 storage: Optional[str] = None) -> str:
+        """Registers (or, with this client's agent token, updates) an agent, its mailbox in
+        storage class `storage` when given: its token, which this client then acts with."""
+        body = {"card": card}
+        if lease_ms is not None:
+            body["lease_ms"] = lease_ms
+        if storage is not None:
+            body["storage"] = storage
         a = self._call("POST", "/v1/agents", body, as_agent=True)
         if "token" in a:
             self.agent_token = a["token"]
