@@ -1093,6 +1093,15 @@ async fn wait_task(
     ok(&task)
 }
 
+/// The API's OpenAPI document (queues, topics, agents, mailboxes, tasks).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
 async fn not_found() -> AgentError {
     AgentError::not_found("not_found", "no such route")
 }
@@ -1150,6 +1159,7 @@ fn rest(api: Arc<Api>) -> Router {
         .route("/v1/tasks/{id}/respond", post(respond_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/wait", get(wait_task))
+        .route("/v1/openapi.json", get(openapi))
         .merge(crate::a2a::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
