@@ -17,9 +17,13 @@ Durability, as close as each allows:
 - Redis Streams: `appendonly yes`, `appendfsync everysec` (written before the answer,
   fsynced every second); XADD, XREADGROUP, XACK.
 
+With `--batch-ack`, each fetched batch is acknowledged at once, as each system allows:
+Strata one ack of many leases, Redis one XACK of many ids, NATS an AckAll consumer whose
+batch's last message is acked (AckSync).
+
 Peers: `apt-get install redis-server`; `go install github.com/nats-io/nats-server/v2@v2.15.3`.
 
-    python3 benches/agent_peers.py [--runs 3] [--messages 100000] [--strata PATH]
+    python3 benches/agent_peers.py [--runs 3] [--messages 100000] [--batch-ack] [--strata PATH]
 """
 import argparse
 import json
@@ -87,7 +91,7 @@ def run_one(system, strata, args):
         out = subprocess.run(["taskset", "-c", "1", AGENTQ, "-system", system,
                               "-addr", f"127.0.0.1:{port}", "-messages", str(args.messages),
                               "-producers", str(args.producers), "-consumers", str(args.consumers),
-                              "-size", str(args.size)],
+                              "-size", str(args.size)] + (["-batch-ack"] if args.batch_ack else []),
                              check=True, capture_output=True, text=True, timeout=1800).stdout
         r = json.loads(out.strip().splitlines()[-1])
         r["cpu_s_per_m"] = (cpu_seconds(proc.pid) - cpu0) / r["messages"] * 1e6
@@ -111,6 +115,8 @@ def main():
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--strata", default=None)
     ap.add_argument("--systems", default="strata,nats,redis")
+    ap.add_argument("--batch-ack", action="store_true",
+                    help="ack each fetched batch at once, as each system allows")
     args = ap.parse_args()
     strata = args.strata or default_strata()
     build_agentq()
@@ -124,7 +130,8 @@ def main():
     keys = ("msgs_per_sec", "cpu_s_per_m", "server_core", "load_core")
     med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in results.items()}
     print(f"\nmedians of {args.runs} runs: {args.messages} messages of {args.size} B, "
-          f"{args.producers} producers, {args.consumers} consumers")
+          f"{args.producers} producers, {args.consumers} consumers, "
+          f"{'batched' if args.batch_ack else 'per-message'} acks")
     print(f"{'system':8} {'msg/s':>10} {'CPU-s/M':>9} {'server core':>12} {'load core':>10}")
     for s in systems:
         m = med[s]

@@ -43,16 +43,20 @@ func main() {
 	batch := flag.Int("batch", 100, "most messages one fetch asks for")
 	queue := flag.String("queue", "bench", "queue, stream or key name")
 	storage := flag.String("storage", "local", "Strata's storage class")
+	batchAck := flag.Bool("batch-ack", false,
+		"ack each fetched batch at once, as each system allows (Strata: one ack of many "+
+			"leases; Redis: XACK of many ids; NATS: an AckAll consumer, the batch's last "+
+			"message acked)")
 	flag.Parse()
 
 	var s system
 	switch *kind {
 	case "strata":
-		s = &strata{base: "http://" + *addr, queue: *queue, storage: *storage}
+		s = &strata{base: "http://" + *addr, queue: *queue, storage: *storage, batch: *batchAck}
 	case "nats":
-		s = &jetstream{url: "nats://" + *addr, subject: *queue}
+		s = &jetstream{url: "nats://" + *addr, subject: *queue, batch: *batchAck}
 	case "redis":
-		s = &streams{addr: *addr, key: *queue}
+		s = &streams{addr: *addr, key: *queue, batch: *batchAck}
 	default:
 		fail(fmt.Errorf("unknown system %q", *kind))
 	}
@@ -117,6 +121,7 @@ func fail(err error) {
 // Strata's agent API: one HTTP/1.1 connection per producer and consumer.
 type strata struct {
 	base, queue, storage string
+	batch                bool
 }
 
 func (s *strata) client() *http.Client {
@@ -176,6 +181,15 @@ func (s *strata) consumer(int) (func(int) (int, error), error) {
 		if err != nil {
 			return 0, err
 		}
+		if s.batch && len(got.Messages) > 0 {
+			leases := make([]string, 0, len(got.Messages))
+			for _, m := range got.Messages {
+				leases = append(leases, m.Lease)
+			}
+			err := s.call(c, "POST", "/v1/queues/"+s.queue+"/ack",
+				map[string]any{"leases": leases}, nil)
+			return len(got.Messages), err
+		}
 		for _, m := range got.Messages {
 			if err := s.call(c, "POST", "/v1/queues/"+s.queue+"/ack",
 				map[string]any{"lease": m.Lease}, nil); err != nil {
@@ -190,6 +204,7 @@ func (s *strata) consumer(int) (func(int) (int, error), error) {
 // explicit acks; publishes wait for their PubAck, acks for their confirmation (AckSync).
 type jetstream struct {
 	url, subject string
+	batch        bool
 }
 
 func (j *jetstream) context() (nats.JetStreamContext, *nats.Conn, error) {
@@ -213,8 +228,12 @@ func (j *jetstream) setup() error {
 	}); err != nil {
 		return err
 	}
+	policy := nats.AckExplicitPolicy
+	if j.batch {
+		policy = nats.AckAllPolicy
+	}
 	_, err = js.AddConsumer(name, &nats.ConsumerConfig{
-		Durable: "workers", AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 100000,
+		Durable: "workers", AckPolicy: policy, MaxAckPending: 100000,
 		AckWait: 60 * time.Second,
 	})
 	return err
@@ -245,6 +264,9 @@ func (j *jetstream) consumer(int) (func(int) (int, error), error) {
 		if err != nil && err != nats.ErrTimeout {
 			return 0, err
 		}
+		if j.batch && len(msgs) > 0 {
+			return len(msgs), msgs[len(msgs)-1].AckSync()
+		}
 		for _, m := range msgs {
 			if err := m.AckSync(); err != nil {
 				return 0, err
@@ -257,6 +279,7 @@ func (j *jetstream) consumer(int) (func(int) (int, error), error) {
 // Redis Streams: XADD, XREADGROUP with a consumer group, XACK per message.
 type streams struct {
 	addr, key string
+	batch     bool
 }
 
 func (r *streams) client() *redis.Client {
@@ -289,6 +312,18 @@ func (r *streams) consumer(id int) (func(int) (int, error), error) {
 		}
 		if err != nil {
 			return 0, err
+		}
+		if r.batch {
+			var ids []string
+			for _, s := range got {
+				for _, m := range s.Messages {
+					ids = append(ids, m.ID)
+				}
+			}
+			if len(ids) == 0 {
+				return 0, nil
+			}
+			return len(ids), c.XAck(context.Background(), r.key, "workers", ids...).Err()
 		}
 		n := 0
 		for _, s := range got {

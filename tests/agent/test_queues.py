@@ -269,3 +269,24 @@ def test_a_full_queue_answers_429_with_retry_after(node_with):
     m = api.fetch("small")[0]
     api.ack("small", m["lease"])
     assert api.send("small", {"n": 3})[0] == 201
+
+
+def test_many_leases_are_acked_at_once(node_with, tmp_path):
+    node = start(node_with)
+    api = Api(node)
+    for n in range(3):
+        api.send("batch", {"n": n})
+    got = api.fetch("batch", max=10, lease_ms=60000)
+    assert len(got) == 3
+    status, answer, _ = api.call("POST", "/v1/queues/batch/ack",
+                                 {"leases": [got[0]["lease"], got[1]["lease"], "bogus"]})
+    assert status == 200 and answer == {"ids": [got[0]["id"], got[1]["id"]], "unknown": ["bogus"]}, answer
+    for bad in ({"leases": []}, {}, {"lease": got[2]["lease"], "leases": [got[2]["lease"]]},
+                {"leases": ["x"] * 101}):
+        status, answer, _ = api.call("POST", "/v1/queues/batch/ack", bad)
+        assert status == 400 and answer["error"]["code"] == "bad_lease", (bad, answer)
+    assert api.describe("batch")["depth"] == 1
+    # What a batch acked stays done after a SIGKILL.
+    node = killed_and_restarted(node, tmp_path)
+    api = Api(node)
+    assert [m["body"]["n"] for m in api.fetch("batch", max=10)] == [2]

@@ -188,7 +188,11 @@ fn one() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckRequest {
-    lease: String,
+    #[serde(default)]
+    lease: Option<String>,
+    /// Many leases at once (at most [`MAX_FETCH`]).
+    #[serde(default)]
+    leases: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,8 +350,23 @@ async fn fetch_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentE
 
 async fn ack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {
     let r: AckRequest = api.body(body).await?;
-    let id = api.queues.settle(queue, &r.lease, None).await?;
-    Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+    match (r.lease, r.leases) {
+        (Some(lease), None) => {
+            let id = api.queues.settle(queue, &lease, None).await?;
+            Ok(json(StatusCode::OK, serde_json::json!({"id": id})))
+        }
+        (None, Some(leases)) if (1..=MAX_FETCH).contains(&leases.len()) => {
+            let (ids, unknown) = api.queues.ack_many(queue, &leases).await?;
+            Ok(json(
+                StatusCode::OK,
+                serde_json::json!({"ids": ids, "unknown": unknown}),
+            ))
+        }
+        _ => Err(AgentError::bad_request(
+            "bad_lease",
+            format!("an ack names one lease, or 1 to {MAX_FETCH} leases"),
+        )),
+    }
 }
 
 async fn nack_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentError> {

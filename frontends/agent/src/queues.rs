@@ -805,6 +805,47 @@ impl Queues {
             .map_err(|e| AgentError::unavailable(e.0))
     }
 
+    /// Acknowledges every lease of `leases` (of queue `name`) at once, their marks kept in
+    /// one write: the ids of the messages done, and the leases that were not (unknown,
+    /// lapsed or settled already).
+    pub async fn ack_many(
+        &self,
+        name: &str,
+        leases: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), AgentError> {
+        let q = self.queue(name, None).await?;
+        let now = now_ms();
+        let (mut done, mut refused) = (Vec::new(), Vec::new());
+        {
+            let mut state = q.state.lock();
+            self.expire(&q, &mut state, now);
+            let mut levels = [false; LEVELS];
+            for lease in leases {
+                match state.ack(lease) {
+                    Ok(slot) => {
+                        levels[usize::from(slot.level)] = true;
+                        done.push(format!("{}-{}", slot.level, slot.offset));
+                    }
+                    Err(_) => refused.push(lease.clone()),
+                }
+            }
+            let marks: Vec<StateOp> = (0..LEVELS)
+                .filter(|&l| levels[l])
+                .map(|l| {
+                    let mark = serde_json::to_vec(&state.mark(l)).unwrap_or_default();
+                    StateOp::Put(mark_key(&q.name, l), mark)
+                })
+                .collect();
+            if !marks.is_empty() {
+                self.space
+                    .write(&marks)
+                    .map_err(|e| AgentError::unavailable(e.0))?;
+            }
+        }
+        self.metrics.acks.inc_by(done.len() as u64);
+        Ok((done, refused))
+    }
+
     /// Settles lease `lease` of queue `name`: acknowledged (done), or back to the queue
     /// after `delay_ms` (`nack`).
     pub async fn settle(
