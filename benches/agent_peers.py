@@ -18,8 +18,8 @@ Durability, as close as each allows:
   fsynced every second); XADD, XREADGROUP, XACK.
 
 With `--batch-ack`, each fetched batch is acknowledged at once, as each system allows:
-Strata one ack of many leases, Redis one XACK of many ids, NATS an AckAll consumer whose
-batch's last message is acked (AckSync).
+Strata one ack of many leases, Redis one XACK of many ids, NATS (whose work-queue streams
+take explicit acks only) the batch's acks sent back to back, the last one confirmed.
 
 Peers: `apt-get install redis-server`; `go install github.com/nats-io/nats-server/v2@v2.15.3`.
 

@@ -45,8 +45,8 @@ func main() {
 	storage := flag.String("storage", "local", "Strata's storage class")
 	batchAck := flag.Bool("batch-ack", false,
 		"ack each fetched batch at once, as each system allows (Strata: one ack of many "+
-			"leases; Redis: XACK of many ids; NATS: an AckAll consumer, the batch's last "+
-			"message acked)")
+			"leases; Redis: XACK of many ids; NATS: the batch's acks sent back to back, "+
+			"the last one confirmed)")
 	flag.Parse()
 
 	var s system
@@ -228,12 +228,8 @@ func (j *jetstream) setup() error {
 	}); err != nil {
 		return err
 	}
-	policy := nats.AckExplicitPolicy
-	if j.batch {
-		policy = nats.AckAllPolicy
-	}
 	_, err = js.AddConsumer(name, &nats.ConsumerConfig{
-		Durable: "workers", AckPolicy: policy, MaxAckPending: 100000,
+		Durable: "workers", AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 100000,
 		AckWait: 60 * time.Second,
 	})
 	return err
@@ -265,6 +261,13 @@ func (j *jetstream) consumer(int) (func(int) (int, error), error) {
 			return 0, err
 		}
 		if j.batch && len(msgs) > 0 {
+			// A work-queue stream takes explicit acks only: the batch's acks go out back
+			// to back on the connection, the last one confirmed (so all before it are).
+			for _, m := range msgs[:len(msgs)-1] {
+				if err := m.Ack(); err != nil {
+					return 0, err
+				}
+			}
 			return len(msgs), msgs[len(msgs)-1].AckSync()
 		}
 		for _, m := range msgs {
