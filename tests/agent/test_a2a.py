@@ -165,6 +165,30 @@ def test_an_a2a_client_sends_streams_answers_and_cancels(node_with, tmp_path):
     assert a2a(node, after) == ("TASK_STATE_COMPLETED", ["echo: hello"])
 
 
+def sse_frames(api, path, last_event_id=None):
+    """A GET streamed as Server-Sent Events: yields {"id", "event", "data" (JSON)} per event
+    until the stream ends."""
+    req = urllib.request.Request(api.base + path)
+    req.add_header("Accept", "text/event-stream")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    if last_event_id is not None:
+        req.add_header("Last-Event-ID", str(last_event_id))
+    with urllib.request.urlopen(req, timeout=DEADLINE * 2) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        fields = {}
+        for line in r:
+            line = line.decode().rstrip("\n")
+            if line.startswith(":"):
+                continue
+            if not line:
+                if "data" in fields:
+                    yield {**fields, "data": json.loads(fields["data"])}
+                fields = {}
+                continue
+            key, _, value = line.partition(": ")
+            fields[key] = value
+
+
 def sse_events(node, body, last_event_id=None):
     """Posts a JSON-RPC streaming request; yields (id, result) per SSE event until the
     stream ends."""

@@ -121,3 +121,24 @@ def test_a_name_registered_again_is_another_agent(node_with):
     status, answer, _ = api.call("POST", f"/v1/tasks/{task['id']}/events",
                                  {"kind": "status", "state": "completed"}, new)
     assert status == 403 and answer["error"]["code"] == "not_owner"
+
+
+def test_a_tasks_events_stream_as_server_sent_events_and_resume(node_with):
+    from test_a2a import sse_frames
+    api = Api(start(node_with))
+    me = worker(api, "streamer")
+    _, task, _ = api.call("POST", "/v1/tasks", {"agent": "streamer", "input": {"x": 1}})
+    frames = sse_frames(api, f"/v1/tasks/{task['id']}/events")
+    first = next(frames)
+    assert first["event"] == "status" and first["data"]["state"] == "submitted"
+    # Appended while the client is connected: streamed as they come, then the end.
+    report(api, task["id"], me, "artifact", data="half")
+    report(api, task["id"], me, "status", "completed")
+    rest = list(frames)
+    assert [(f["event"], f["data"].get("state")) for f in rest] == [
+        ("artifact", None), ("status", "completed")]
+    ids = [int(f["id"]) for f in [first, *rest]]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    # Resumed after the first: the others again, then the end (the task is over).
+    again = list(sse_frames(api, f"/v1/tasks/{task['id']}/events", last_event_id=ids[0]))
+    assert [int(f["id"]) for f in again] == ids[1:]

@@ -582,24 +582,9 @@ fn frame(rpc: &Value, id: Option<u64>, result: Value) -> Bytes {
     Bytes::from(format!("{id}data: {data}\n\n"))
 }
 
-/// What a stream holds between two chunks.
-struct Follow {
-    api: Arc<Api>,
-    task: String,
-    context: String,
-    rpc: Value,
-    after: Option<u64>,
-    state: TaskState,
-    pending: VecDeque<Bytes>,
-    done: bool,
-    /// Keepalives sent since the last update.
-    idle: u32,
-    _slot: StreamSlot,
-}
-
 /// A stream of `task` (SSE): its snapshot then every update after it; or, resumed after
 /// event `resume` (one of the task's), every update after that one. It ends once the task
-/// ends or needs input, or after [`IDLE_KEEPALIVES`] keepalives without an update.
+/// ends or needs input, or after a while without an update (see [`task_stream`]).
 async fn follow(
     api: &Arc<Api>,
     task: Task,
@@ -612,7 +597,7 @@ async fn follow(
         None => None,
     };
     let context = context_of(first.as_slice(), &task.id);
-    let (after, state, pending) = match resume {
+    let (after, mut state, pending) = match resume {
         Some(r) => {
             if !task.events.contains(&r) {
                 return Err(A2aError::params(format!(
@@ -633,29 +618,75 @@ async fn follow(
             )
         }
     };
-    let follow = Follow {
-        api: api.clone(),
-        task: task.id.clone(),
-        context,
-        rpc: rpc.clone(),
+    let (id, rpc) = (task.id.clone(), rpc.clone());
+    let render = move |e: &Numbered| {
+        state = state_after(state, e);
+        frame(&rpc, Some(e.id), update(e, state, &id, &context))
+    };
+    let stream = task_stream(
+        api.clone(),
+        task.id,
         after,
-        state,
         pending,
+        interrupted,
+        render,
+        slot,
+    );
+    Ok(crate::topics::sse_response(stream))
+}
+
+/// What a task stream holds between two chunks.
+struct Follow<R> {
+    api: Arc<Api>,
+    task: String,
+    after: Option<u64>,
+    pending: VecDeque<Bytes>,
+    ends: fn(&Task) -> bool,
+    render: R,
+    done: bool,
+    /// Keepalives sent since the last update.
+    idle: u32,
+    _slot: StreamSlot,
+}
+
+/// The chunks of a Server-Sent Events stream of task `task`: `pending` first, then each
+/// event after `after` as `render` makes it, a comment every 15 s while none comes; it ends
+/// once `ends` holds for the task and every event is sent, after 5 minutes without an
+/// event (the client resumes), or when the node stops.
+pub(crate) fn task_stream<R>(
+    api: Arc<Api>,
+    task: String,
+    after: Option<u64>,
+    pending: VecDeque<Bytes>,
+    ends: fn(&Task) -> bool,
+    render: R,
+    slot: StreamSlot,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static
+where
+    R: FnMut(&Numbered) -> Bytes + Send + 'static,
+{
+    let follow = Follow {
+        api,
+        task,
+        after,
+        pending,
+        ends,
+        render,
         done: false,
         idle: 0,
         _slot: slot,
     };
-    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+    futures_util::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(chunk) = f.pending.pop_front() {
-                return Some((Ok::<_, std::convert::Infallible>(chunk), f));
+                return Some((Ok(chunk), f));
             }
             if f.done || f.api.shutdown.is_set() {
                 return None;
             }
-            let after = f.after;
+            let (after, ends) = (f.after, f.ends);
             let fresh = |t: &Task| {
-                interrupted(t)
+                ends(t)
                     || t.events
                         .last()
                         .is_some_and(|&o| after.is_none_or(|a| o > a))
@@ -669,7 +700,7 @@ async fn follow(
             };
             if events.is_empty() {
                 f.idle += 1;
-                if interrupted(&task) || f.idle > IDLE_KEEPALIVES {
+                if ends(&task) || f.idle > IDLE_KEEPALIVES {
                     f.done = true;
                 } else {
                     f.pending.push_back(Bytes::from_static(b": keepalive\n\n"));
@@ -679,14 +710,12 @@ async fn follow(
             f.idle = 0;
             f.api.metrics.events_streamed.inc_by(events.len() as u64);
             for e in &events {
-                f.state = state_after(f.state, e);
-                let u = update(e, f.state, &f.task, &f.context);
-                f.pending.push_back(frame(&f.rpc, Some(e.id), u));
+                let chunk = (f.render)(e);
+                f.pending.push_back(chunk);
                 f.after = Some(e.id);
             }
         }
-    });
-    Ok(crate::topics::sse_response(stream))
+    })
 }
 
 #[cfg(test)]

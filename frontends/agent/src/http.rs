@@ -1080,10 +1080,43 @@ async fn task_events(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, AgentError> {
     let q: EventsQuery = query_of(query.as_deref())?;
     let max = q.max.unwrap_or(100).clamp(1, MAX_READ);
     let after = q.after;
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if streaming {
+        // Every event after `after` (or the Last-Event-ID the client resumes with), as it
+        // comes, until the task ends.
+        api.tasks.get(&id)?;
+        let after = match resume_from(&headers, None)? {
+            Some(next) => Some(next - 1),
+            None => after,
+        };
+        let slot = api.topics.stream_slot()?;
+        let render = |e: &crate::tasks::Numbered| {
+            let data = serde_json::to_string(e).unwrap_or_default();
+            bytes::Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {data}\n\n",
+                e.id, e.event.kind
+            ))
+        };
+        let ends: fn(&crate::tasks::Task) -> bool = |t| t.state.is_final();
+        let stream = crate::a2a::task_stream(
+            api.clone(),
+            id,
+            after,
+            std::collections::VecDeque::from([bytes::Bytes::from_static(b": open\n\n")]),
+            ends,
+            render,
+            slot,
+        );
+        return Ok(crate::topics::sse_response(stream));
+    }
     // Waits for an event after `after`, or for the task to end.
     api.tasks
         .wait(&id, api.wait_of(q.wait_ms), |t| {
