@@ -165,10 +165,9 @@ def test_an_a2a_client_sends_streams_answers_and_cancels(node_with, tmp_path):
     assert a2a(node, after) == ("TASK_STATE_COMPLETED", ["echo: hello"])
 
 
-def sse_frames(api, path, last_event_id=None):
-    """A GET streamed as Server-Sent Events: yields {"id", "event", "data" (JSON)} per event
+def sse(req, last_event_id=None):
+    """Sends `req` for Server-Sent Events: yields {"id"?, "event"?, "data" (JSON)} per event
     until the stream ends."""
-    req = urllib.request.Request(api.base + path)
     req.add_header("Accept", "text/event-stream")
     req.add_header("Authorization", f"Bearer {TOKEN}")
     if last_event_id is not None:
@@ -189,30 +188,19 @@ def sse_frames(api, path, last_event_id=None):
             fields[key] = value
 
 
+def sse_frames(api, path, last_event_id=None):
+    """A GET streamed as Server-Sent Events, event by event."""
+    return sse(urllib.request.Request(api.base + path), last_event_id)
+
+
 def sse_events(node, body, last_event_id=None):
     """Posts a JSON-RPC streaming request; yields (id, result) per SSE event until the
     stream ends."""
     req = urllib.request.Request(f"http://127.0.0.1:{node.ports['agent']}/a2a/worker",
                                  data=json.dumps(body).encode(), method="POST")
     req.add_header("Content-Type", "application/json")
-    req.add_header("Accept", "text/event-stream")
-    req.add_header("Authorization", f"Bearer {TOKEN}")
-    if last_event_id is not None:
-        req.add_header("Last-Event-ID", str(last_event_id))
-    with urllib.request.urlopen(req, timeout=DEADLINE * 2) as r:
-        assert r.headers["Content-Type"] == "text/event-stream"
-        fields = {}
-        for line in r:
-            line = line.decode().rstrip("\n")
-            if line.startswith(":"):
-                continue
-            if not line:
-                if "data" in fields:
-                    yield fields.get("id"), json.loads(fields["data"])["result"]
-                fields = {}
-                continue
-            key, _, value = line.partition(": ")
-            fields[key] = value
+    for f in sse(req, last_event_id):
+        yield f.get("id"), f["data"]["result"]
 
 
 def test_a_resumed_stream_misses_no_update(node_with):
