@@ -13,15 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from agent_latency import free_port, pct  # noqa: E402
+from agent_latency import agent_config, free_port, pct, serve, wait_port  # noqa: E402
 from journal import default_strata  # noqa: E402
 
 
@@ -77,25 +75,9 @@ def main():
         pass
     tmp = tempfile.mkdtemp(prefix="strata-agent-agents-")
     port = free_port()
-    config = os.path.join(tmp, "strata.toml")
-    with open(config, "w") as f:
-        f.write(f'[agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__ENABLED": "false",
-                "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
-                "STRATA_LOG__LEVEL": "warn"})
-    node = subprocess.Popen(["taskset", "-c", "0", args.strata or default_strata(), "serve",
-                             "--config", config], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = serve(args.strata or default_strata(), tmp, agent_config(tmp, port))
     try:
-        end = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert node.poll() is None and time.time() < end, "strata did not start"
-                time.sleep(0.05)
+        wait_port(port, node, "strata")
         h = Http(port)
         token = h.call("POST", "/v1/agents", {"card": {"name": "agent-0"}})["token"]
         before_latency = fetch_latency(h, token)

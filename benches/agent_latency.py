@@ -60,29 +60,41 @@ def start_s3(binary, data):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_strata(binary, tmp, endpoint, fsync):
-    port = free_port()
-    config = os.path.join(tmp, "strata.toml")
-    with open(config, "w") as f:
-        f.write(f'''
-[agent]
-enabled = true
-listen = "127.0.0.1:{port}"
-[journal.object_store]
+def object_store(endpoint):
+    """The configuration of the s3s-fs server at `endpoint` as the node's object storage."""
+    return f'''[journal.object_store]
 backend = "s3"
 endpoint = "{endpoint}"
 bucket = "{BUCKET}"
 access_key_id = "AK"
 secret_access_key = "SK"
-''')
+'''
+
+
+def agent_config(tmp, port, extra=""):
+    """Writes a configuration with the agent API on `port` (and `extra`): its path."""
+    config = os.path.join(tmp, "strata.toml")
+    with open(config, "w") as f:
+        f.write(f'[agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\n{extra}')
+    return config
+
+
+def serve(binary, tmp, config, env_extra=None, core="0"):
+    """`strata serve` with `config`, data under `tmp`, only the agent API and the admin API
+    (on a free port), on `core` (any with None); not waited for."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__ENABLED": "false",
                 "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
-                "STRATA_LOG__LEVEL": "warn"})
-    if fsync:
-        env["STRATA_JOURNAL__FSYNC"] = fsync
-    proc = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", config], env=env,
+                "STRATA_LOG__LEVEL": "warn", **(env_extra or {})})
+    pin = ["taskset", "-c", core] if core else []
+    return subprocess.Popen(pin + [binary, "serve", "--config", config], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_strata(binary, tmp, endpoint, fsync):
+    port = free_port()
+    config = agent_config(tmp, port, object_store(endpoint))
+    proc = serve(binary, tmp, config, {"STRATA_JOURNAL__FSYNC": fsync} if fsync else None)
     wait_port(port, proc, "strata")
     return proc, port
 

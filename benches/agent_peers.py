@@ -31,16 +31,14 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from agent_latency import cpu_seconds, free_port, wait_port  # noqa: E402
+from agent_latency import agent_config, cpu_seconds, free_port, serve, wait_port  # noqa: E402
 from journal import default_strata  # noqa: E402
 
 AGENTQ = os.path.expanduser("~/.cache/strata/tools/bin/agentq")
@@ -53,15 +51,7 @@ def build_agentq():
 
 
 def start_strata(binary, tmp, port):
-    config = os.path.join(tmp, "strata.toml")
-    with open(config, "w") as f:
-        f.write(f'[agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\nmax_queue_depth = 10000000\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__ENABLED": "false",
-                "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
-                "STRATA_LOG__LEVEL": "warn"})
-    return subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--config", config], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return serve(binary, tmp, agent_config(tmp, port, "max_queue_depth = 10000000\n"))
 
 
 def start_nats(_binary, tmp, port):

@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from agent_latency import free_port, start_s3  # noqa: E402
+from agent_latency import agent_config, free_port, object_store, serve, start_s3, wait_port  # noqa: E402
 from journal import default_strata  # noqa: E402
 
 TOPIC = "resume"
@@ -34,39 +33,16 @@ TOPIC = "resume"
 class Node:
     """`strata serve` with the agent API on a fixed port, restartable on its data."""
 
-    def __init__(self, binary, tmp, object_store=None):
+    def __init__(self, binary, tmp, store=None):
         self.binary, self.tmp = binary, tmp
         self.port = free_port()
-        self.config = os.path.join(tmp, "strata.toml")
-        with open(self.config, "w") as f:
-            f.write(f'[agent]\nenabled = true\nlisten = "127.0.0.1:{self.port}"\n')
-            if object_store:
-                f.write(f'''[journal.object_store]
-backend = "s3"
-endpoint = "{object_store}"
-bucket = "strata"
-access_key_id = "AK"
-secret_access_key = "SK"
-''')
+        self.config = agent_config(tmp, self.port, object_store(store) if store else "")
         self.proc = None
         self.start()
 
     def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        env.update({"STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
-                    "STRATA_MQTT__ENABLED": "false", "STRATA_KAFKA__ENABLED": "false",
-                    "STRATA_ADMIN__LISTEN": "127.0.0.1:0", "STRATA_LOG__LEVEL": "warn"})
-        self.proc = subprocess.Popen([self.binary, "serve", "--config", self.config], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.time() > end:
-                    sys.exit("strata did not start")
-                time.sleep(0.02)
+        self.proc = serve(self.binary, self.tmp, self.config, core=None)
+        wait_port(self.port, self.proc, "strata")
 
     def kill(self):
         self.proc.kill()

@@ -187,36 +187,32 @@ async fn rpc(
     let Ok(bytes) = axum::body::to_bytes(body, api.max_body_bytes).await else {
         return crate::http::too_large(api.max_body_bytes).into_response();
     };
-    let message: Value = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => Value::Object(m),
-        Ok(_) => {
+    // The JSON-RPC envelope as the MCP endpoint reads it; a notification (no id) is not an
+    // A2A request.
+    let (id, method, params) = match crate::mcp::decode(&bytes, None) {
+        Ok(crate::mcp::Decoded::Request {
+            id, method, params, ..
+        }) => (id, method, params),
+        Ok(crate::mcp::Decoded::Notification) => {
             let e = A2aError::new(
                 -32600,
                 "INVALID_REQUEST",
                 "a2a_invalid_request",
-                "one JSON-RPC request object".into(),
+                "a request has an id and a method".into(),
             );
             return e.answer(&Value::Null);
         }
-        Err(e) => {
-            let e = A2aError::new(-32700, "PARSE_ERROR", "a2a_parse_error", e.to_string());
-            return e.answer(&Value::Null);
+        Err((_, id, e)) => {
+            let (reason, counted) = if e.code() == -32700 {
+                ("PARSE_ERROR", "a2a_parse_error")
+            } else {
+                ("INVALID_REQUEST", "a2a_invalid_request")
+            };
+            let e = A2aError::new(e.code(), reason, counted, e.message().to_string());
+            return e.answer(&id);
         }
     };
-    let id = message
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())
-        .cloned();
-    let (Some(id), Some(method)) = (id, message.get("method").and_then(Value::as_str)) else {
-        let e = A2aError::new(
-            -32600,
-            "INVALID_REQUEST",
-            "a2a_invalid_request",
-            "a request has an id and a method".into(),
-        );
-        return e.answer(&Value::Null);
-    };
-    let params = message.get("params").cloned().unwrap_or(json!({}));
+    let method = method.as_str();
     let done = match method {
         "SendMessage" => send(&api, &agent, &params)
             .await

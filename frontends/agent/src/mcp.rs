@@ -90,6 +90,11 @@ impl RpcError {
         self.code
     }
 
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(code: i64, counted: &'static str, message: impl Into<String>) -> Self {
         RpcError {
             code,

@@ -225,14 +225,6 @@ impl Queue {
         out
     }
 
-    /// The message leased as `lease`, while the lease holds.
-    pub fn leased(&self, lease: &str) -> Result<Slot, LeaseError> {
-        self.leases
-            .get(lease)
-            .map(|l| l.slot)
-            .ok_or(LeaseError::Unknown)
-    }
-
     fn settle(&mut self, lease: &str) -> Result<Slot, LeaseError> {
         let held = self.leases.remove(lease).ok_or(LeaseError::Unknown)?;
         self.lease_of.remove(&held.slot);
@@ -409,14 +401,6 @@ impl Queue {
     pub fn in_flight(&self) -> usize {
         self.leases.len()
     }
-
-    /// Whether anything may be handed out at `now_ms` (`ends` as for [`Queue::fetch`]).
-    pub fn has_ready(&self, ends: [u64; LEVELS], now_ms: i64) -> bool {
-        self.levels.iter().zip(ends).any(|(l, end)| {
-            l.again.values().any(|&from| from <= now_ms)
-                || (l.next..end).any(|o| !l.done.contains(&o))
-        })
-    }
 }
 
 #[cfg(test)]
@@ -550,8 +534,7 @@ mod tests {
         // Not due yet: the next message goes first.
         let next = q.fetch([2, 0, 0], 5, 10, 1000);
         assert_eq!(offsets(&next), vec![(0, 1)]);
-        assert!(!q.has_ready([2, 0, 0], 499));
-        assert!(q.has_ready([2, 0, 0], 500));
+        assert!(q.fetch([2, 0, 0], 5, 499, 1000).is_empty());
         let due = q.fetch([2, 0, 0], 5, 500, 1000);
         assert_eq!(offsets(&due), vec![(0, 0)]);
         assert_eq!(due[0].attempt, 2);
@@ -579,13 +562,8 @@ mod tests {
         let got = q.fetch([1, 0, 0], 1, 0, 100);
         assert_eq!(q.extend(&got[0].lease, 90, 100), Ok(190));
         assert!(q.expire(150).redelivered.is_empty());
-        assert_eq!(
-            q.leased(&got[0].lease),
-            Ok(Slot {
-                level: 0,
-                offset: 0
-            })
-        );
+        // The lease still holds: it extends again, to 190.
+        assert_eq!(q.extend(&got[0].lease, 150, 40), Ok(190));
         assert_eq!(q.extend("not-a-lease", 90, 100), Err(LeaseError::Unknown));
         assert_eq!(q.expire(190).redelivered.len(), 1);
     }

@@ -338,16 +338,6 @@ impl Registry {
             .map(|e| listed(e, now_ms))
             .collect()
     }
-
-    /// How many agents are registered.
-    pub fn len(&self) -> usize {
-        self.agents.lock().len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn online(e: &Entry, now_ms: i64) -> bool {
@@ -431,7 +421,7 @@ mod tests {
             vec!["a"]
         );
         let again = Registry::open(state.space("agent").unwrap(), 10).unwrap();
-        assert_eq!(again.len(), 2);
+        assert_eq!(again.search(&Search::default(), 0, 10).len(), 2);
         assert!(again.owns("a", &token));
         again.remove("b").unwrap();
         assert_eq!(again.get("b", 0).unwrap_err().code, "unknown_agent");
