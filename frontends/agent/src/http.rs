@@ -28,7 +28,7 @@ use crate::tasks::{State as TaskState, Tasks};
 use crate::topics::{Event, Topics};
 
 /// Longest idempotency key, in bytes.
-const MAX_IDEMPOTENCY_KEY: usize = 128;
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Longest message key, in bytes.
 const MAX_KEY: usize = 256;
 /// Most tags on a message, and the longest one.
@@ -212,7 +212,7 @@ struct ExtendRequest {
 
 /// `name` when clients may use it directly: names starting with `_` are the frontend's
 /// own (mailboxes, the registry's topic).
-fn public(name: &str) -> Result<&str, AgentError> {
+pub(crate) fn public(name: &str) -> Result<&str, AgentError> {
     if name.len() > 128 {
         return Err(AgentError::bad_request(
             "bad_name",
@@ -253,6 +253,45 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
+/// What a send stores, its key, tags, time to live and delay checked.
+pub(crate) fn envelope(
+    body: serde_json::Value,
+    key: Option<&str>,
+    tags: Vec<String>,
+    ttl_ms: Option<i64>,
+    delay_ms: Option<i64>,
+) -> Result<Envelope, AgentError> {
+    if key.is_some_and(|k| k.len() > MAX_KEY) {
+        return Err(AgentError::bad_request(
+            "bad_key",
+            format!("a key is at most {MAX_KEY} bytes"),
+        ));
+    }
+    if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG) {
+        return Err(AgentError::bad_request(
+            "bad_tags",
+            format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG} bytes"),
+        ));
+    }
+    if ttl_ms.is_some_and(|t| t <= 0) {
+        return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
+    }
+    if delay_ms.is_some_and(|d| !(0..=MAX_DELAY_MS).contains(&d)) {
+        return Err(AgentError::bad_request(
+            "bad_delay",
+            format!("delay_ms is 0 to {MAX_DELAY_MS} (7 days)"),
+        ));
+    }
+    let sent_ms = now_ms();
+    Ok(Envelope {
+        body,
+        tags,
+        sent_ms,
+        expires_ms: ttl_ms.map(|t| sent_ms.saturating_add(t)),
+        not_before_ms: delay_ms.map(|d| sent_ms.saturating_add(d)),
+    })
+}
+
 async fn send_to(
     api: &Api,
     queue: &str,
@@ -274,35 +313,7 @@ async fn send_to(
             ),
         };
     let r: SendRequest = api.body(body).await?;
-    if r.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
-        return Err(AgentError::bad_request(
-            "bad_key",
-            format!("a key is at most {MAX_KEY} bytes"),
-        ));
-    }
-    if r.tags.len() > MAX_TAGS || r.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG) {
-        return Err(AgentError::bad_request(
-            "bad_tags",
-            format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG} bytes"),
-        ));
-    }
-    if r.ttl_ms.is_some_and(|t| t <= 0) {
-        return Err(AgentError::bad_request("bad_ttl", "ttl_ms is positive"));
-    }
-    if r.delay_ms.is_some_and(|d| !(0..=MAX_DELAY_MS).contains(&d)) {
-        return Err(AgentError::bad_request(
-            "bad_delay",
-            format!("delay_ms is 0 to {MAX_DELAY_MS} (7 days)"),
-        ));
-    }
-    let sent_ms = now_ms();
-    let envelope = Envelope {
-        body: r.body,
-        tags: r.tags,
-        sent_ms,
-        expires_ms: r.ttl_ms.map(|t| sent_ms.saturating_add(t)),
-        not_before_ms: r.delay_ms.map(|d| sent_ms.saturating_add(d)),
-    };
+    let envelope = envelope(r.body, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
     let (id, duplicate) = api
         .queues
         .send(

@@ -7,6 +7,7 @@
 pub mod a2a;
 pub mod error;
 pub mod http;
+pub mod linked;
 pub mod mcp;
 pub mod metrics;
 pub mod queue;
@@ -75,6 +76,10 @@ pub struct AgentConfig {
     /// Origins (`scheme://host[:port]`) whose web pages may call the API, besides pages of
     /// this machine; other pages are refused (403 `bad_origin`).
     pub allowed_origins: Vec<String>,
+    /// MQTT topic prefix the public queues appear under (`queues/`: an MQTT publish to
+    /// `queues/jobs` is a send to queue `jobs`, a subscription to `queues/jobs` or
+    /// `$share/<group>/queues/jobs` a consumer of it); unset: queues are not on MQTT.
+    pub mqtt_prefix: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -103,6 +108,7 @@ impl Default for AgentConfig {
             ],
             max_memory_objects: 16,
             allowed_origins: Vec::new(),
+            mqtt_prefix: None,
         }
     }
 }
@@ -216,6 +222,10 @@ impl Frontend for AgentFrontend {
             metrics,
             shutdown: shutdown.clone(),
         });
+        if ctx.queues.prefix().is_some() {
+            ctx.queues
+                .attach(Arc::new(linked::LinkedQueues::new(api.clone())));
+        }
         // Lapsed leases end even on a queue nobody asks anything of: their messages are
         // redelivered to waiting consumers or dead-lettered.
         let sweeper = tokio::spawn({

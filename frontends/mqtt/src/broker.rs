@@ -88,6 +88,8 @@ pub struct Broker {
     pub store: Option<Arc<StreamHandles>>,
     /// Streams MQTT publishes are copied to (bridges to Kafka topics).
     pub bridges: crate::bridge::Bridges,
+    /// The agent frontend's work queues, under their topic prefix.
+    pub queues: strata_frontend::work_queues::QueueLink,
     /// Where persistent sessions and retained messages are kept across restarts.
     pub(crate) persist: Option<Persist>,
     /// Store writes of durable sessions not written yet, in the order they were made, and
@@ -140,6 +142,7 @@ impl Broker {
             started: Instant::now(),
             store,
             bridges: crate::bridge::Bridges::default(),
+            queues: strata_frontend::work_queues::QueueLink::default(),
             persist: None,
             pending: Mutex::new((Vec::new(), 0)),
             written: AtomicU64::new(0),
@@ -376,6 +379,7 @@ impl Broker {
                 subscription_ids: e.subscription_ids,
                 shared: e.shared,
                 seq,
+                receipt: None,
             };
             let phase = match e.phase {
                 EntryPhase::Queued => {
@@ -775,6 +779,7 @@ impl Broker {
                 subscription_ids: sub.id.into_iter().collect(),
                 shared: false,
                 seq: 0,
+                receipt: None,
             });
         }
         if over > 0 {
@@ -863,6 +868,7 @@ impl Broker {
                 subscription_ids: Vec::new(),
                 shared: false,
                 seq: 0,
+                receipt: None,
             });
             t.qos = t.qos.max(qos);
             t.retain |= retain;
@@ -978,7 +984,9 @@ impl Broker {
     /// Hands the in-flight messages of a departing shared-subscription member to other
     /// members of its groups.
     pub fn redistribute(&self, session: &Session, pending: Vec<Outgoing>) {
-        for out in pending {
+        // A work queue's message goes back to its queue (its receipt dropped here), for
+        // any of the queue's consumers.
+        for out in pending.into_iter().filter(|o| o.receipt.is_none()) {
             for (target, sub) in self.shared_targets(&out.message.topic, Some(&session.client_id)) {
                 self.deliver(&target, shared_delivery(&out.message, &sub));
             }
@@ -1334,5 +1342,6 @@ fn shared_delivery(message: &Arc<Message>, sub: &Subscription) -> Outgoing {
         subscription_ids: sub.id.into_iter().collect(),
         shared: true,
         seq: 0,
+        receipt: None,
     }
 }

@@ -115,6 +115,7 @@ impl Frontend for MqttFrontend {
             Some(store),
         );
         broker.security = ctx.security.clone();
+        broker.queues = ctx.queues.clone();
         broker.bridges = Bridges::open(&ctx.storage, &self.config.bridge_to_stream)
             .await
             .map_err(fail)?;

@@ -21,6 +21,7 @@ pub mod stored;
 pub mod topic;
 pub mod trie;
 mod websocket;
+pub mod work_queue;
 
 pub use admin::MqttAdmin;
 

@@ -108,4 +108,7 @@ pub struct Outgoing {
     /// Its number in a durable session (the key of its reference in the store); 0 when
     /// it is not kept there.
     pub seq: u64,
+    /// A work queue's message: its lease, settled when the client acknowledges it or the
+    /// delivery is dropped.
+    pub receipt: Option<Arc<strata_frontend::work_queues::Receipt>>,
 }

@@ -39,13 +39,14 @@ pub struct MqttMetrics {
 }
 
 /// Every reason a message is dropped for, so each series exists from the start.
-const DROP_REASONS: [&str; 12] = [
+const DROP_REASONS: [&str; 13] = [
     "acl",
     "delayed_full",
     "expired",
     "queue_full",
     "queue_full_oldest",
     "queue_full_refused",
+    "queue_refused",
     "retained_bytes",
     "retained_count",
     "retained_per_subscribe",

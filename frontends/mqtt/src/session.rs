@@ -409,7 +409,13 @@ impl SessionState {
             .inflight
             .position(id, Phase::AwaitAck)
             .and_then(|i| self.inflight.remove(i));
-        done.map(|f| self.unrecord(f.out.seq)).is_some()
+        done.map(|f| {
+            if let Some(receipt) = &f.out.receipt {
+                receipt.done();
+            }
+            self.unrecord(f.out.seq)
+        })
+        .is_some()
     }
 
     /// PUBREC received: true when it matched; the caller answers PUBREL either way. A
@@ -437,7 +443,13 @@ impl SessionState {
             .inflight
             .position(id, Phase::AwaitComp)
             .and_then(|i| self.inflight.remove(i));
-        done.map(|f| self.unrecord(f.out.seq)).is_some()
+        done.map(|f| {
+            if let Some(receipt) = &f.out.receipt {
+                receipt.done();
+            }
+            self.unrecord(f.out.seq)
+        })
+        .is_some()
     }
 
     /// Forgets an in-flight message that could not be sent (too large for the client).
@@ -580,6 +592,7 @@ mod tests {
             subscription_ids: Vec::new(),
             shared: false,
             seq: 0,
+            receipt: None,
         }
     }
 

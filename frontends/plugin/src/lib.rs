@@ -14,6 +14,7 @@ pub mod seams;
 pub mod security;
 pub mod tls;
 pub mod topic_filter;
+pub mod work_queues;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
@@ -31,6 +32,8 @@ pub struct NodeContext {
     pub owned: owned::OwnedStreams,
     /// Users, ACL and bans, shared by every frontend.
     pub security: security::Security,
+    /// The agent frontend's work queues, as other frontends reach them.
+    pub queues: work_queues::QueueLink,
 }
 
 /// What a frontend tells the node while it starts.

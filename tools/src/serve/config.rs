@@ -173,6 +173,18 @@ impl NodeConfig {
         if let Err(e) = self.cluster.validate() {
             return Err(ConfigError::invalid("cluster", e));
         }
+        if let Some(prefix) = &self.agent.mqtt_prefix {
+            let plain = !prefix.starts_with('$')
+                && prefix.ends_with('/')
+                && prefix.len() > 1
+                && !prefix.contains(['+', '#', '\0']);
+            if !plain {
+                return Err(ConfigError::invalid(
+                    "agent.mqtt_prefix",
+                    "must be a topic prefix ending in /, without wildcards, not starting with $",
+                ));
+            }
+        }
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid(
                 "admin.token",
@@ -226,6 +238,16 @@ mod tests {
         let err = from_toml("[mqtt]\nmax_messages_per_sec = -1.0\n").expect_err("negative");
         assert_eq!(err.key(), Some("mqtt.max_messages_per_sec"));
         assert!(from_toml("[mqtt]\nrate_hard_cap_secs = 30.0\n").is_ok());
+    }
+
+    #[test]
+    fn a_queue_prefix_is_a_plain_topic_level() {
+        for bad in ["queues", "$queues/", "q/+/", "/"] {
+            let err = from_toml(&format!("[agent]\nmqtt_prefix = \"{bad}\"\n"))
+                .expect_err("not a plain prefix");
+            assert_eq!(err.key(), Some("agent.mqtt_prefix"), "{bad}");
+        }
+        assert!(from_toml("[agent]\nmqtt_prefix = \"queues/\"\n").is_ok());
     }
 
     #[test]

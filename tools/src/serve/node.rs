@@ -13,6 +13,7 @@ use strata_frontend::owned::{OwnedStreams, Ownership};
 use strata_frontend::seams::{StateStore, Storage};
 use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
 use strata_frontend::tls::TlsAcceptor;
+use strata_frontend::work_queues::QueueLink;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
 use strata_journal::manifests::ManifestCatalog;
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
@@ -117,6 +118,10 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         events: mpsc::unbounded_channel().0,
         owned,
         security: security.clone(),
+        queues: match (&config.agent.mqtt_prefix, config.agent.enabled) {
+            (Some(prefix), true) => QueueLink::new(prefix),
+            _ => QueueLink::default(),
+        },
     };
     register_early(&meta).await;
     let started = start_frontends(&config, ctx, &mut admin, stopping).await;

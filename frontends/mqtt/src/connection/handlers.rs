@@ -158,8 +158,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (qos, topic) = (p.qos, p.topic.clone());
         let publisher = Some(self.session.client_id.clone());
         let message = Arc::new(Message::from_publish(p, topic, publisher, Instant::now()));
+        let queue = refused
+            .is_none()
+            .then(|| self.broker.queues.queue_of(&message.topic))
+            .flatten()
+            .map(Box::from);
         Ok(Some(Accepted {
-            bridged: refused.is_none() && self.broker.bridges.wanted(&message),
+            bridged: refused.is_none() && queue.is_none() && self.broker.bridges.wanted(&message),
+            queue,
             message,
             qos,
             packet_id: id,
@@ -172,7 +178,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// routed and the client is told.
     pub(super) fn finish_publish(&mut self, a: Accepted, stored_error: Option<ReasonCode>) {
         let mut reason = a.refused.or(stored_error).unwrap_or(ReasonCode::SUCCESS);
-        if !reason.is_error() && a.message.topic.starts_with("$delayed/") {
+        if a.queue.is_some() {
+            // Kept by its queue (or refused by it): not routed.
+        } else if !reason.is_error() && a.message.topic.starts_with("$delayed/") {
             if let Err(code) = self.broker.schedule_delayed(&a.message) {
                 reason = code;
             }
@@ -242,7 +250,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .broker
                 .rules
                 .subscribe_refused(parsed.filter)
-                .or_else(|| (!self.acl_allows(Access::Subscribe(parsed.filter))).then_some(0x87));
+                .or_else(|| (!self.acl_allows(Access::Subscribe(parsed.filter))).then_some(0x87))
+                // The agent frontend's own queues (mailboxes) are not for MQTT clients.
+                .or_else(|| {
+                    crate::work_queue::queue_of_filter(&self.broker.queues, raw)
+                        .is_some_and(|q| q.starts_with('_'))
+                        .then_some(0x87)
+                });
             if let Some(code) = refused {
                 tracing::debug!(topic = %raw, "subscription refused by a topic rule");
                 reasons.push(if v5 {
@@ -277,6 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 id: sub_id,
             };
             let new = self.broker.subscribe(&self.session, raw, sub);
+            self.consume(raw, sub);
             retained.extend(
                 self.broker
                     .retained_for(raw, &sub, new, &mut retained_budget),
@@ -293,6 +308,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.broker.deliver(&self.session, out);
         }
         Ok(())
+    }
+
+    /// Starts consuming the work queue subscription `raw` names, if it names one.
+    pub(super) fn consume(&mut self, raw: &str, sub: Subscription) {
+        if crate::work_queue::queue_of_filter(&self.broker.queues, raw).is_none() {
+            return;
+        }
+        // An MQTT 3 client has no Receive Maximum: one message at a time.
+        let held = if self.version.is_v5() {
+            self.client_receive_max
+        } else {
+            1
+        };
+        self.consumers
+            .get_or_insert_default()
+            .start(&self.broker, &self.session, raw, sub, held);
     }
 
     /// Whether the ACL lets this connection's client do `access` (decisions remembered
@@ -361,6 +392,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .filters
             .iter()
             .map(|f| {
+                if let Some(consumers) = self.consumers.as_mut() {
+                    consumers.stop(f);
+                }
                 if self.broker.unsubscribe(&self.session, f) {
                     ReasonCode::SUCCESS
                 } else {

@@ -19,7 +19,7 @@ use crate::codec::{
     Publish, PublishRef, QoS, ReasonCode,
 };
 use crate::message::{Message, Outgoing};
-use crate::session::{ConnectionInfo, Phase, Session};
+use crate::session::{ConnectionInfo, Phase, Session, Subscription};
 use crate::store;
 use crate::topic::validate_name;
 use strata_frontend::security::Authenticated;
@@ -93,6 +93,8 @@ struct Conn<S> {
     rate: Option<Box<rate::RateLimiter>>,
     /// The enhanced authentication method of CONNECT, and a re-authentication under way.
     reauth: Option<Box<enhanced_auth::Pending>>,
+    /// Consumers of work queues this connection subscribed to (allocated on first use).
+    consumers: Option<Box<crate::work_queue::Consumers>>,
 }
 
 /// A PUBLISH that passed validation, waiting to be stored (when it must be kept), routed
@@ -105,6 +107,8 @@ pub(crate) struct Accepted {
     refused: Option<ReasonCode>,
     /// It goes to a bridged stream too.
     bridged: bool,
+    /// The work queue it is sent to instead of being stored and routed.
+    queue: Option<Box<str>>,
 }
 
 impl Accepted {
@@ -112,7 +116,10 @@ impl Accepted {
     /// ones and those bridged to a stream.
     fn must_keep(&self) -> bool {
         self.refused.is_none()
-            && (self.qos != QoS::AtMostOnce || self.message.retain || self.bridged)
+            && (self.qos != QoS::AtMostOnce
+                || self.message.retain
+                || self.bridged
+                || self.queue.is_some())
     }
 }
 
@@ -551,6 +558,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         principal,
         ip,
         acl: token_rules.map(|r| Box::new(DecisionCache::with_rules(r))),
+        consumers: None,
         reauth: scram.is_some().then(|| {
             Box::new(enhanced_auth::Pending {
                 method: c
@@ -571,6 +579,20 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     conn.put(&Packet::ConnAck(ack));
     if attached.present {
         conn.resend();
+        // A resumed session's work queue subscriptions consume again.
+        if conn.broker.queues.prefix().is_some() {
+            let subs: Vec<(String, Subscription)> = conn
+                .session
+                .state
+                .lock()
+                .subscriptions
+                .iter()
+                .map(|(raw, sub)| (raw.clone(), *sub))
+                .collect();
+            for (raw, sub) in subs {
+                conn.consume(&raw, sub);
+            }
+        }
     }
     Some((conn, attached))
 }
@@ -604,6 +626,41 @@ fn rand_id() -> u64 {
     h.finish()
 }
 
+/// Sends the publishes of `batch` bound for work queues to their queues: for each
+/// publish, the reason its queue refused it, if it did.
+async fn send_queued(broker: &Broker, batch: &[Accepted]) -> Vec<Option<ReasonCode>> {
+    let mut refused = vec![None; batch.len()];
+    if batch.iter().all(|a| a.queue.is_none()) {
+        return refused;
+    }
+    let queues = broker.queues.get();
+    for (a, refused) in batch.iter().zip(refused.iter_mut()) {
+        let Some(queue) = &a.queue else {
+            continue;
+        };
+        let sent = match &queues {
+            // The agent frontend is not serving yet.
+            None => Err(ReasonCode::UNSPECIFIED_ERROR),
+            Some(q) => q
+                .send(queue, crate::work_queue::item_of(&a.message))
+                .await
+                .map_err(|e| {
+                    tracing::debug!(queue = &**queue, error = %e, "work queue refused a publish");
+                    crate::work_queue::reason_for(e.kind)
+                }),
+        };
+        if let Err(code) = sent {
+            broker
+                .metrics
+                .dropped
+                .with_label_values(&["queue_refused"])
+                .inc();
+            *refused = Some(code);
+        }
+    }
+    refused
+}
+
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut conn: Conn<S>,
     attached: Attached,
@@ -612,6 +669,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let end = conn.main_loop(&attached, shutdown).await;
     Box::pin(conn.linger()).await;
     traffic_stats::flush(&mut conn.delivery, &conn.broker.metrics);
+    if let Some(consumers) = conn.consumers.as_mut() {
+        // None may deliver once the shared deliveries are taken back.
+        Box::pin(consumers.stop_all()).await;
+    }
     let broker = conn.broker.clone();
     let session = conn.session.clone();
     let shared = broker.with_state(&session, |st| st.take_shared());
@@ -1061,14 +1122,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return None;
         }
         let mut batch: Vec<Accepted> = std::mem::take(pending);
+        let queued = Box::pin(send_queued(&self.broker.clone(), &batch)).await;
+        let kept = batch.iter().any(|a| a.queue.is_none());
         let stored = match &self.broker.store {
+            _ if !kept => Ok(()),
             None => Ok(()),
             Some(stream) => match (
-                store::batch(batch.iter().map(|a| &*a.message)),
+                store::batch(
+                    batch
+                        .iter()
+                        .filter(|a| a.queue.is_none())
+                        .map(|a| &*a.message),
+                ),
                 stream.get(self.partition),
             ) {
                 (Ok(b), Some(partition)) => partition.append(b).await.map(|appended| {
-                    for (i, a) in batch.iter_mut().enumerate() {
+                    let kept = batch.iter_mut().filter(|a| a.queue.is_none());
+                    for (i, a) in kept.enumerate() {
                         if let Some(m) = Arc::get_mut(&mut a.message) {
                             m.stored = Some((self.partition, appended.base_offset + i as u64));
                         }
@@ -1113,9 +1183,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(ReasonCode::UNSPECIFIED_ERROR)
             }
         };
+        if let Some(refused) = queued.iter().flatten().next()
+            && !self.version.is_v5()
+        {
+            // An MQTT 3 client cannot be told its message was refused: it is not
+            // acknowledged, and the client resends it on its next connection.
+            tracing::debug!(reason = refused.0, "work queue refused an MQTT 3 publish");
+            for a in &batch {
+                if let Some(id) = a.packet_id {
+                    self.broker
+                        .with_state(&self.session, |st| st.release_incoming(id));
+                }
+            }
+            return Some(End::Abnormal);
+        }
         let broker = self.broker.clone();
         let _group = broker.write_group();
-        for a in batch {
+        for (a, queued) in batch.into_iter().zip(queued) {
+            let error = if a.queue.is_some() { queued } else { error };
             self.finish_publish(a, error);
         }
         None
