@@ -21,3 +21,6 @@ mod tiered_serve;
 
 #[path = "cli/kafka_rdkafka.rs"]
 mod kafka_rdkafka;
+
+#[path = "cli/agent_sdk_rust.rs"]
+mod agent_sdk_rust;
