@@ -135,3 +135,32 @@ def test_mailboxes_are_not_for_mqtt(node_with):
     c = Client(node.port)
     assert c.subscribe("queues/_mbx-someone-1", qos=1)[0].value == 0x87
     c.close()
+
+
+def test_a_message_too_large_for_the_client_goes_back_uncounted(node_with):
+    node = start(node_with)
+    api = Api(node)
+    assert api.send("big", {"blob": "x" * 2000})[0] == 201
+    connect = Properties(PacketTypes.CONNECT)
+    connect.MaximumPacketSize = 256
+    small = Client(node.port, properties=connect)
+    assert small.subscribe("queues/big", qos=1)[0].value == 1
+    # Not sent to it [MQTT-3.1.2-25], and handed back to the queue each time, uncounted.
+    wait_until("the delivery the client cannot take", lambda: node.metrics().get(
+        'strata_mqtt_dropped_messages_total{reason="too_large_for_client"}', 0) >= 1)
+    small.close()
+    got = api.fetch("big", max=1, wait_ms=int(DEADLINE * 1000))
+    assert len(got) == 1 and got[0]["attempt"] == 1, got
+
+
+def test_an_mqtt_3_publish_the_queue_never_takes_is_acknowledged_and_counted(node_with):
+    node = start(node_with)
+    device = Client(node.port, v5=False)
+    # Acknowledged (MQTT 3 has no reason codes) rather than resent forever; the
+    # connection stays.
+    device.publish("queues/jobs", bytes([0xff, 0xfe]), qos=1)
+    device.publish("queues/jobs", "fine", qos=1)
+    assert node.metrics().get('strata_mqtt_dropped_messages_total{reason="queue_refused"}') == 1
+    got = Api(node).fetch("jobs", max=10, wait_ms=int(DEADLINE * 1000))
+    assert [m["body"] for m in got] == ["fine"]
+    device.close()

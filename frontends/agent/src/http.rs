@@ -1013,10 +1013,7 @@ impl Api {
 async fn create_task(State(api): State<Arc<Api>>, body: Body) -> Result<Response, AgentError> {
     let r: CreateTask = api.body(body).await?;
     let task = api.create_task(&r.agent, r.input).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        serde_json::to_value(&task).unwrap_or_default(),
-    ))
+    Ok(json(StatusCode::CREATED, task.view()))
 }
 
 async fn get_task(
@@ -1024,7 +1021,7 @@ async fn get_task(
     Path(id): Path<String>,
 ) -> Result<Response, AgentError> {
     let task = api.tasks.get(&id)?;
-    ok(&task)
+    ok(&task.view())
 }
 
 async fn add_task_event(
@@ -1053,7 +1050,7 @@ async fn add_task_event(
         .tasks
         .add(&id, &r.kind, r.state, r.data, true, now_ms())
         .await?;
-    ok(&task)
+    ok(&task.view())
 }
 
 async fn respond_task(
@@ -1066,7 +1063,7 @@ async fn respond_task(
         .tasks
         .add(&id, "message", None, r.data, false, now_ms())
         .await?;
-    ok(&task)
+    ok(&task.view())
 }
 
 async fn cancel_task(
@@ -1084,7 +1081,7 @@ async fn cancel_task(
             now_ms(),
         )
         .await?;
-    ok(&task)
+    ok(&task.view())
 }
 
 async fn task_events(
@@ -1153,7 +1150,7 @@ async fn wait_task(
             t.state.is_final() || t.state == TaskState::InputRequired
         })
         .await?;
-    ok(&task)
+    ok(&task.view())
 }
 
 /// The API's OpenAPI document (queues, topics, agents, mailboxes, tasks).

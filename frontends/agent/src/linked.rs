@@ -83,15 +83,15 @@ impl WorkQueues for LinkedQueues {
             if item.payload.len() > self.api.max_body_bytes {
                 return Err(http::too_large(self.api.max_body_bytes));
             }
-            if item
-                .idempotency_key
-                .as_ref()
-                .is_some_and(|k| k.is_empty() || k.len() > http::MAX_IDEMPOTENCY_KEY)
-            {
+            if item.idempotency_key.as_ref().is_some_and(|k| {
+                k.is_empty()
+                    || k.len() > http::MAX_IDEMPOTENCY_KEY
+                    || !k.bytes().all(|b| b.is_ascii_graphic())
+            }) {
                 return Err(AgentError::bad_request(
                     "bad_idempotency_key",
                     format!(
-                        "an idempotency key is 1 to {} bytes",
+                        "an idempotency key is 1 to {} visible ASCII characters",
                         http::MAX_IDEMPOTENCY_KEY
                     ),
                 ));
@@ -162,6 +162,14 @@ impl WorkQueues for LinkedQueues {
             .settle(queue, lease, Some(0))
             .await
             .map(|_| ())
+            .map_err(|e| self.refused(e))
+    }
+
+    async fn release(&self, queue: &str, lease: &str) -> Result<(), QueueError> {
+        self.api
+            .queues
+            .release(queue, lease)
+            .await
             .map_err(|e| self.refused(e))
     }
 

@@ -879,6 +879,17 @@ impl Queues {
         Ok(format!("{}-{}", slot.level, slot.offset))
     }
 
+    /// Takes back the message of lease `lease` of queue `name` as if it had not been
+    /// handed out (it never reached its consumer): due again now, its delivery not
+    /// counted.
+    pub async fn release(&self, name: &str, lease: &str) -> Result<(), AgentError> {
+        let q = self.queue(name, None).await?;
+        let now = now_ms();
+        q.state.lock().defer(lease, now).map_err(lease_error)?;
+        q.wake.notify_waiters();
+        Ok(())
+    }
+
     /// Extends lease `lease` of queue `name` to `lease_ms` from now: its new end.
     pub async fn extend(&self, name: &str, lease: &str, lease_ms: i64) -> Result<i64, AgentError> {
         let q = self.queue(name, None).await?;

@@ -69,6 +69,20 @@ pub struct Task {
     pub events: Vec<u64>,
 }
 
+impl Task {
+    /// The task as the API answers it: the registration it is for stays inside.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "agent": self.agent,
+            "state": self.state,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "events": self.events,
+        })
+    }
+}
+
 /// One event of a task, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskEvent {

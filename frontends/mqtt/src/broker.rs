@@ -815,6 +815,15 @@ impl Broker {
     /// [`Broker::publish`], except that with `queue_full = "refuse"` a QoS 1/2 message
     /// that some matching session has no room for is routed nowhere: `Err(0x97)`.
     pub fn publish_checked(&self, message: Arc<Message>) -> Result<usize, ReasonCode> {
+        if self.queues.queue_of(&message.topic).is_some() {
+            // A work queue's topic carries only its queue's messages: a will, a delayed
+            // publish or a bridged record under it is not routed (nor retained).
+            self.metrics
+                .dropped
+                .with_label_values(&["queue_refused"])
+                .inc();
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
+        }
         if message.retain {
             let mut retained = self.retained.write();
             let refused = if message.payload.is_empty() {

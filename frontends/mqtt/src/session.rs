@@ -489,9 +489,19 @@ impl SessionState {
     /// Removes and returns the queued and in-flight deliveries that came through shared
     /// subscriptions, so other members of their groups can get them.
     pub fn take_shared(&mut self) -> Vec<Outgoing> {
+        self.take_where(|o| o.shared)
+    }
+
+    /// Removes and returns the queued and in-flight deliveries of work queues: their
+    /// consumer is gone, so they go back to their queues.
+    pub fn take_receipts(&mut self) -> Vec<Outgoing> {
+        self.take_where(|o| o.receipt.is_some())
+    }
+
+    fn take_where(&mut self, taken: impl Fn(&Outgoing) -> bool) -> Vec<Outgoing> {
         let mut out: Vec<Outgoing> = Vec::new();
         self.inflight.retain(|f| {
-            let keep = !f.out.shared || f.phase == Phase::AwaitComp;
+            let keep = !taken(&f.out) || f.phase == Phase::AwaitComp;
             if !keep {
                 out.push(f.out.clone());
             }
@@ -499,11 +509,12 @@ impl SessionState {
         });
         let mut moved = 0;
         self.queue.retain(|o| {
-            if o.shared {
+            let take = taken(o);
+            if take {
                 moved += size_of(o);
                 out.push(o.clone());
             }
-            !o.shared
+            !take
         });
         self.queued_bytes = self.queued_bytes.saturating_sub(moved);
         for o in &out {

@@ -12,15 +12,19 @@
 //!   acknowledged by its PUBACK; when the client goes away first, it goes back to the queue
 //!   at once for another consumer. User properties `id`, `attempt`, `priority`, `key` and
 //!   `tag` describe it. An MQTT 5 client holds as many as its Receive Maximum says (at
-//!   most [`MAX_HELD`]); an MQTT 3 client one at a time.
+//!   most [`MAX_HELD`], over all its queue subscriptions); an MQTT 3 client one at a
+//!   time. A lease is renewed for at most [`MAX_HOLD`]: a client that never acknowledges
+//!   lets it lapse. A message that never reached the client (its session queue full, too
+//!   large for it) goes back uncounted, and the consumer slows down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use strata_frontend::work_queues::{
-    Leased, QueueErrorKind, QueueItem, QueueLink, Receipt, WorkQueues,
+    Leased, QueueError, QueueErrorKind, QueueItem, QueueLink, Receipt,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -90,63 +94,118 @@ pub fn reason_for(kind: QueueErrorKind) -> ReasonCode {
     }
 }
 
-/// The queue consumers of one connection, by subscription filter. Dropping it stops them.
-#[derive(Debug, Default)]
+/// Whether a refused send would be refused again, however often it is resent.
+pub fn refused_for_good(kind: QueueErrorKind) -> bool {
+    matches!(
+        kind,
+        QueueErrorKind::BadName | QueueErrorKind::BadInput | QueueErrorKind::TooLarge
+    )
+}
+
+/// How long a client may hold one message: its lease is not renewed beyond, so a client
+/// that never acknowledges lets it lapse (counted, and dead-lettered in the end).
+const MAX_HOLD: Duration = Duration::from_secs(300);
+/// Longest pause between two tries when the queue keeps refusing or taking messages back.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The queue consumers of one connection, by subscription filter, sharing one bound on the
+/// messages the client holds and one task renewing their leases. Dropping it stops them.
+#[derive(Debug)]
 pub struct Consumers {
-    running: HashMap<String, JoinHandle<()>>,
+    running: HashMap<String, (Subscription, JoinHandle<()>)>,
+    out: Arc<Out>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+/// What a connection's consumers share.
+#[derive(Debug)]
+struct Out {
+    /// Messages the client may hold at once, over all its queue subscriptions.
+    room: Arc<Semaphore>,
+    /// The messages out, with when they were taken, for the renewer.
+    held: Mutex<Vec<(Weak<Receipt>, Instant)>>,
+    /// Set when a message went back to its queue unsent: the consumers slow down.
+    returned: Arc<AtomicBool>,
 }
 
 impl Drop for Consumers {
     fn drop(&mut self) {
-        for (_, task) in self.running.drain() {
+        for (_, (_, task)) in self.running.drain() {
             task.abort();
+        }
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
         }
     }
 }
 
 impl Consumers {
-    /// Starts consuming for subscription `raw` (unless it already does).
+    /// Consumers for a client holding at most `held` messages at once.
+    pub fn new(held: usize) -> Self {
+        let out = Arc::new(Out {
+            room: Arc::new(Semaphore::new(held.clamp(1, MAX_HELD))),
+            held: Mutex::new(Vec::new()),
+            returned: Arc::new(AtomicBool::new(false)),
+        });
+        Consumers {
+            running: HashMap::new(),
+            renewer: Some(tokio::spawn(renew(out.clone()))),
+            out,
+        }
+    }
+
+    /// Starts consuming for subscription `raw` (again, when its options changed).
     pub fn start(
         &mut self,
         broker: &Arc<Broker>,
         session: &Arc<Session>,
         raw: &str,
         sub: Subscription,
-        held: usize,
     ) {
         let Some(queue) = queue_of_filter(&broker.queues, raw) else {
             return;
         };
-        if self.running.get(raw).is_some_and(|t| !t.is_finished()) {
-            return;
+        if let Some((running, task)) = self.running.get(raw) {
+            if *running == sub && !task.is_finished() {
+                return;
+            }
+            task.abort();
         }
+        let generation = session
+            .state
+            .lock()
+            .connection
+            .as_ref()
+            .map(|c| c.generation);
         let consumer = Consumer {
             broker: broker.clone(),
             session: session.clone(),
+            generation,
             queue: queue.to_string(),
+            raw: raw.to_string(),
             topic: raw
                 .strip_prefix("$share/")
                 .and_then(|r| r.split_once('/'))
                 .map_or(raw, |(_, f)| f)
                 .to_string(),
             sub,
-            held: held.clamp(1, MAX_HELD),
+            out: self.out.clone(),
         };
         self.running
-            .insert(raw.to_string(), tokio::spawn(consumer.run()));
+            .insert(raw.to_string(), (sub, tokio::spawn(consumer.run())));
     }
 
-    /// Stops consuming for subscription `raw`; the messages out stay with the client until
-    /// it acknowledges them or goes.
+    /// Stops consuming for subscription `raw`; the messages out stay with the client (their
+    /// leases renewed) until it acknowledges them or goes.
     pub fn stop(&mut self, raw: &str) {
-        if let Some(task) = self.running.remove(raw) {
+        if let Some((_, task)) = self.running.remove(raw) {
             task.abort();
         }
     }
 
     /// Stops every consumer and waits until none can deliver any more.
     pub async fn stop_all(&mut self) {
-        for (_, task) in self.running.drain() {
+        for (_, (_, task)) in self.running.drain() {
             task.abort();
             let _ = task.await;
         }
@@ -156,13 +215,24 @@ impl Consumers {
 struct Consumer {
     broker: Arc<Broker>,
     session: Arc<Session>,
+    /// The connection it consumes for: it stops once another has the session.
+    generation: Option<u64>,
     queue: String,
+    raw: String,
     topic: String,
     sub: Subscription,
-    held: usize,
+    out: Arc<Out>,
 }
 
 impl Consumer {
+    /// Whether the client still has this subscription (an ACL change may have removed
+    /// it) on this connection.
+    fn current(&self) -> bool {
+        let st = self.session.state.lock();
+        st.connection.as_ref().map(|c| c.generation) == self.generation
+            && st.subscriptions.get(&self.raw) == Some(&self.sub)
+    }
+
     async fn run(self) {
         let queues = loop {
             // The agent frontend attaches its queues once it serves.
@@ -171,52 +241,84 @@ impl Consumer {
                 None => tokio::time::sleep(RETRY / 5).await,
             }
         };
-        let out: Mutex<Vec<Weak<Receipt>>> = Mutex::new(Vec::new());
-        tokio::select! {
-            _ = self.take(&queues, &out) => {}
-            _ = renew(&out) => {}
-        }
-    }
-
-    /// Takes messages as the client has room for them and hands them to its session.
-    async fn take(&self, queues: &Arc<dyn WorkQueues>, out: &Mutex<Vec<Weak<Receipt>>>) {
-        let room = Arc::new(Semaphore::new(self.held));
+        let mut backoff = Duration::ZERO;
+        let slow_down = |backoff: &mut Duration| {
+            *backoff = (*backoff * 2).clamp(RETRY / 5, MAX_BACKOFF);
+            *backoff
+        };
         loop {
-            let Ok(permit) = room.clone().acquire_owned().await else {
+            if self.out.returned.swap(false, Ordering::Relaxed) {
+                // Messages went back unsent (a full session queue, too large for the
+                // client): taking them again at once would only spin.
+                tokio::time::sleep(slow_down(&mut backoff)).await;
+            }
+            let Ok(permit) = self.out.room.clone().acquire_owned().await else {
                 return;
             };
-            let leased = match queues.fetch(&self.queue, 1, LEASE_MS, WAIT_MS).await {
-                Ok(leased) => leased,
-                Err(e) if e.kind == QueueErrorKind::BadName => {
+            if !self.current() {
+                return;
+            }
+            let asked = Instant::now();
+            // In a task of its own, so a consumer stopped while it waits leaves no lease
+            // unheld: what it took comes back with the receipts, uncounted.
+            let fetch = tokio::spawn({
+                let (queues, queue, returned) = (
+                    queues.clone(),
+                    self.queue.clone(),
+                    self.out.returned.clone(),
+                );
+                async move {
+                    let leased = queues.fetch(&queue, 1, LEASE_MS, WAIT_MS).await?;
+                    Ok::<_, QueueError>(
+                        leased
+                            .into_iter()
+                            .map(|m| {
+                                let r = Receipt::new(
+                                    queues.clone(),
+                                    &queue,
+                                    &m.lease,
+                                    Some(returned.clone()),
+                                );
+                                (m, Arc::new(r))
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            });
+            let leased = match fetch.await {
+                Ok(Ok(leased)) => leased,
+                Ok(Err(e)) if e.kind == QueueErrorKind::BadName => {
                     tracing::debug!(queue = self.queue, error = %e, "not a queue MQTT may consume");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(queue = self.queue, error = %e, "queue fetch failed; retrying");
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(slow_down(&mut backoff)).await;
                     continue;
                 }
+                Err(_) => continue,
             };
-            let Some(m) = leased.into_iter().next() else {
+            let Some((m, receipt)) = leased.into_iter().next() else {
+                if asked.elapsed() < RETRY {
+                    // An empty answer long before the wait: do not ask in a tight loop.
+                    tokio::time::sleep(RETRY / 5).await;
+                }
                 continue;
             };
-            let receipt = Arc::new(Receipt::new(
-                queues.clone(),
-                &self.queue,
-                &m.lease,
-                Some(permit),
-            ));
-            out.lock().push(Arc::downgrade(&receipt));
-            let qos = self.sub.options.qos.min(QoS::AtLeastOnce);
-            if qos == QoS::AtMostOnce {
-                // At most once: done as soon as it is sent.
-                receipt.done();
+            if !self.current() {
+                return;
             }
+            backoff = Duration::ZERO;
+            receipt.hold(permit);
+            self.out
+                .held
+                .lock()
+                .push((Arc::downgrade(&receipt), Instant::now()));
             self.broker.deliver(
                 &self.session,
                 Outgoing {
                     message: Arc::new(self.message(m)),
-                    qos,
+                    qos: self.sub.options.qos.min(QoS::AtLeastOnce),
                     retain: false,
                     subscription_ids: self.sub.id.into_iter().collect(),
                     shared: true,
@@ -254,16 +356,17 @@ impl Consumer {
     }
 }
 
-/// Renews the leases of the messages still out, well before they lapse.
-async fn renew(out: &Mutex<Vec<Weak<Receipt>>>) {
+/// Renews the leases of the messages a connection's client holds, well before they lapse,
+/// for at most [`MAX_HOLD`] each.
+async fn renew(out: Arc<Out>) {
     let mut every = tokio::time::interval(Duration::from_millis((LEASE_MS / 3) as u64));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let live: Vec<Arc<Receipt>> = {
-            let mut out = out.lock();
-            out.retain(|r| r.strong_count() > 0);
-            out.iter().filter_map(Weak::upgrade).collect()
+            let mut held = out.held.lock();
+            held.retain(|(r, taken)| r.strong_count() > 0 && taken.elapsed() < MAX_HOLD);
+            held.iter().filter_map(|(r, _)| r.upgrade()).collect()
         };
         for receipt in live {
             if let Err(e) = receipt.extend(LEASE_MS).await {

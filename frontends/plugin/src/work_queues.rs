@@ -93,8 +93,11 @@ pub trait WorkQueues: Send + Sync {
     ) -> Result<Vec<Leased>, QueueError>;
     /// The message is done.
     async fn ack(&self, queue: &str, lease: &str) -> Result<(), QueueError>;
-    /// Back to the queue, for another consumer, now.
+    /// Back to the queue, for another consumer, now: its delivery counted.
     async fn nack(&self, queue: &str, lease: &str) -> Result<(), QueueError>;
+    /// Back to the queue as if never handed out (it never reached the consumer): its
+    /// delivery not counted.
+    async fn release(&self, queue: &str, lease: &str) -> Result<(), QueueError>;
     /// The lease runs `lease_ms` from now.
     async fn extend(&self, queue: &str, lease: &str, lease_ms: i64) -> Result<(), QueueError>;
 }
@@ -148,18 +151,23 @@ impl QueueLink {
     }
 }
 
-/// A message taken from a queue, for as long as it is referenced: marked [`done`] when its
-/// consumer acknowledged it; when the last reference goes, the message is acknowledged if
-/// done and handed back to the queue otherwise (a consumer that went away).
+/// A message taken from a queue, for as long as it is referenced. When the last reference
+/// goes, the message is acknowledged if its consumer acknowledged it ([`done`]), handed
+/// back with its delivery counted if it was sent to the consumer ([`sent`]), and handed
+/// back as if never handed out otherwise (it never left the node: a full session queue, a
+/// client that went away first), which also sets the consumer's `returned` flag.
 ///
 /// [`done`]: Receipt::done
+/// [`sent`]: Receipt::sent
 pub struct Receipt {
     queues: Arc<dyn WorkQueues>,
     queue: String,
     lease: String,
     done: AtomicBool,
+    sent: AtomicBool,
+    returned: Option<Arc<AtomicBool>>,
     // Held while the message is out: bounds how many one consumer has at once.
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl fmt::Debug for Receipt {
@@ -168,24 +176,42 @@ impl fmt::Debug for Receipt {
             .field("queue", &self.queue)
             .field("lease", &self.lease)
             .field("done", &self.done.load(Ordering::Relaxed))
+            .field("sent", &self.sent.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl Receipt {
-    /// The receipt of lease `lease` of queue `queue`, holding `permit` while it lives.
+    /// The receipt of lease `lease` of queue `queue`; `returned` is set if it goes back
+    /// unsent.
     pub fn new(
         queues: Arc<dyn WorkQueues>,
         queue: &str,
         lease: &str,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        returned: Option<Arc<AtomicBool>>,
     ) -> Self {
         Receipt {
             queues,
             queue: queue.to_string(),
             lease: lease.to_string(),
             done: AtomicBool::new(false),
-            _permit: permit,
+            sent: AtomicBool::new(false),
+            returned,
+            permit: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Holds `permit` for as long as the message is out.
+    pub fn hold(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        *self.permit.lock() = Some(permit);
+    }
+
+    /// The message went to the consumer; `done` too when nothing will acknowledge it
+    /// (at most once).
+    pub fn sent(&self, done: bool) {
+        self.sent.store(true, Ordering::Relaxed);
+        if done {
+            self.done();
         }
     }
 
@@ -202,6 +228,13 @@ impl Receipt {
 
 impl Drop for Receipt {
     fn drop(&mut self) {
+        let (done, sent) = (
+            self.done.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        );
+        if !sent && let Some(flag) = &self.returned {
+            flag.store(true, Ordering::Relaxed);
+        }
         // Outside a runtime (a test dropping it, a node going down) the lease lapses and
         // the queue hands the message out again: nothing is lost either way.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -212,12 +245,11 @@ impl Drop for Receipt {
             std::mem::take(&mut self.queue),
             std::mem::take(&mut self.lease),
         );
-        let done = self.done.load(Ordering::Relaxed);
         runtime.spawn(async move {
-            let settled = if done {
-                queues.ack(&queue, &lease).await
-            } else {
-                queues.nack(&queue, &lease).await
+            let settled = match (done, sent) {
+                (true, _) => queues.ack(&queue, &lease).await,
+                (false, true) => queues.nack(&queue, &lease).await,
+                (false, false) => queues.release(&queue, &lease).await,
             };
             if let Err(e) = settled {
                 tracing::debug!(queue, error = %e, done, "queue delivery not settled");

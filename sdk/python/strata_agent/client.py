@@ -103,12 +103,13 @@ class TaskEvent:
     by: str
     data: Any
     at_ms: int
+    task: str
     state: Optional[str] = None
 
     @staticmethod
     def of(e: dict) -> "TaskEvent":
         return TaskEvent(id=e["id"], kind=e["kind"], by=e["by"], data=e.get("data"),
-                         at_ms=e["at_ms"], state=e.get("state"))
+                         at_ms=e["at_ms"], task=e["task"], state=e.get("state"))
 
 
 class Client:

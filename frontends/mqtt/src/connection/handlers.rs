@@ -296,7 +296,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.broker
                     .retained_for(raw, &sub, new, &mut retained_budget),
             );
-            reasons.push(ReasonCode(options.qos as u8));
+            // A queue's messages go at QoS 1 at most.
+            let granted = match crate::work_queue::queue_of_filter(&self.broker.queues, raw) {
+                Some(_) => options.qos.min(QoS::AtLeastOnce),
+                None => options.qos,
+            };
+            reasons.push(ReasonCode(granted as u8));
         }
         self.broker.save_session(&self.session);
         self.put(&Packet::SubAck(SubAck {
@@ -322,8 +327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             1
         };
         self.consumers
-            .get_or_insert_default()
-            .start(&self.broker, &self.session, raw, sub, held);
+            .get_or_insert_with(|| Box::new(crate::work_queue::Consumers::new(held)))
+            .start(&self.broker, &self.session, raw, sub);
     }
 
     /// Whether the ACL lets this connection's client do `access` (decisions remembered

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use strata_frontend::Shutdown;
 use strata_frontend::seams::{StoreError, StreamHandles};
+use strata_frontend::work_queues::QueueErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
@@ -578,6 +579,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     conn.put(&Packet::ConnAck(ack));
     if attached.present {
+        // Work queue messages of the session's last connection: their consumer is gone,
+        // they go back to their queues (this connection's consumers take them again).
+        drop(
+            conn.broker
+                .with_state(&conn.session, |st| st.take_receipts()),
+        );
         conn.resend();
         // A resumed session's work queue subscriptions consume again.
         if conn.broker.queues.prefix().is_some() {
@@ -628,7 +635,7 @@ fn rand_id() -> u64 {
 
 /// Sends the publishes of `batch` bound for work queues to their queues: for each
 /// publish, the reason its queue refused it, if it did.
-async fn send_queued(broker: &Broker, batch: &[Accepted]) -> Vec<Option<ReasonCode>> {
+async fn send_queued(broker: &Broker, batch: &[Accepted]) -> Vec<Option<QueueErrorKind>> {
     let mut refused = vec![None; batch.len()];
     if batch.iter().all(|a| a.queue.is_none()) {
         return refused;
@@ -640,22 +647,22 @@ async fn send_queued(broker: &Broker, batch: &[Accepted]) -> Vec<Option<ReasonCo
         };
         let sent = match &queues {
             // The agent frontend is not serving yet.
-            None => Err(ReasonCode::UNSPECIFIED_ERROR),
+            None => Err(QueueErrorKind::Unavailable),
             Some(q) => q
                 .send(queue, crate::work_queue::item_of(&a.message))
                 .await
                 .map_err(|e| {
                     tracing::debug!(queue = &**queue, error = %e, "work queue refused a publish");
-                    crate::work_queue::reason_for(e.kind)
+                    e.kind
                 }),
         };
-        if let Err(code) = sent {
+        if let Err(kind) = sent {
             broker
                 .metrics
                 .dropped
                 .with_label_values(&["queue_refused"])
                 .inc();
-            *refused = Some(code);
+            *refused = Some(kind);
         }
     }
     refused
@@ -667,15 +674,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &mut Shutdown,
 ) {
     let end = conn.main_loop(&attached, shutdown).await;
-    Box::pin(conn.linger()).await;
-    traffic_stats::flush(&mut conn.delivery, &conn.broker.metrics);
     if let Some(consumers) = conn.consumers.as_mut() {
-        // None may deliver once the shared deliveries are taken back.
+        // None may deliver once the connection ends.
         Box::pin(consumers.stop_all()).await;
     }
+    Box::pin(conn.linger()).await;
+    traffic_stats::flush(&mut conn.delivery, &conn.broker.metrics);
     let broker = conn.broker.clone();
     let session = conn.session.clone();
-    let shared = broker.with_state(&session, |st| st.take_shared());
+    // When another connection took the session over, what is in it is that connection's
+    // to send.
+    let shared = broker.with_state(&session, |st| {
+        match st.connection.as_ref().map(|c| c.generation) {
+            Some(g) if g != attached.generation => Vec::new(),
+            _ => st.take_shared(),
+        }
+    });
     if !shared.is_empty() {
         broker.redistribute(&session, shared);
     }
@@ -838,6 +852,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .with_label_values(&["too_large_for_client"])
                     .inc();
                 continue;
+            }
+            if let Some(receipt) = &out.receipt {
+                // At QoS 0 nothing acknowledges it: done once sent.
+                receipt.sent(out.qos == QoS::AtMostOnce);
             }
             if self
                 .log_guard
@@ -1183,12 +1201,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(ReasonCode::UNSPECIFIED_ERROR)
             }
         };
-        if let Some(refused) = queued.iter().flatten().next()
-            && !self.version.is_v5()
+        if !self.version.is_v5()
+            && queued
+                .iter()
+                .flatten()
+                .any(|&kind| !crate::work_queue::refused_for_good(kind))
         {
-            // An MQTT 3 client cannot be told its message was refused: it is not
-            // acknowledged, and the client resends it on its next connection.
-            tracing::debug!(reason = refused.0, "work queue refused an MQTT 3 publish");
+            // An MQTT 3 client cannot be told its message was refused. One that may be
+            // kept later (a full queue) is not acknowledged: the client resends it on its
+            // next connection. One that never will be is acknowledged (and counted), as
+            // an ACL refusal is, so the client does not resend it forever.
+            tracing::debug!("work queue refused an MQTT 3 publish for now");
             for a in &batch {
                 if let Some(id) = a.packet_id {
                     self.broker
@@ -1200,7 +1223,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let broker = self.broker.clone();
         let _group = broker.write_group();
         for (a, queued) in batch.into_iter().zip(queued) {
-            let error = if a.queue.is_some() { queued } else { error };
+            let error = match a.queue {
+                Some(_) => queued.map(crate::work_queue::reason_for),
+                None => error,
+            };
             self.finish_publish(a, error);
         }
         None
