@@ -233,7 +233,11 @@ def test_bad_input_gets_a_json_error_is_counted_and_changes_nothing(node_with):
     cases = [
         (api.call("POST", "/v1/queues/q/messages", {"body": 1, "color": "red"}), 400, "bad_json"),
         (api.call("POST", "/v1/queues/q/messages", raw=b"{not json"), 400, "bad_json"),
-        (api.call("POST", "/v1/queues/q/messages", raw=b'{"body": "' + b"x" * 300000 + b'"}'),
+        # A send may carry up to max_claim_bytes (8 MiB: claim-checked), other requests
+        # max_body_bytes (256 KiB).
+        (api.call("POST", "/v1/queues/q/messages", raw=b'{"body": "' + b"x" * 9_000_000 + b'"}'),
+         413, "too_large"),
+        (api.call("POST", "/v1/queues/q/fetch", raw=b'{"max": 1, "x": "' + b"x" * 300000 + b'"}'),
          413, "too_large"),
         (api.call("POST", "/v1/queues/bad%2Fname/messages", {"body": 1}), 400, "bad_name"),
         (api.call("POST", "/v1/queues/q/ack", {"lease": "not-a-lease"}), 404, "unknown_lease"),

@@ -39,6 +39,16 @@ pub struct Blobs {
     pub max_bytes: usize,
 }
 
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blobs")
+            .field("class", &self.class)
+            .field("threshold", &self.threshold)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
 impl Blobs {
     /// Blobs kept in `storage`, in a stream of class `class` (`local` for `memory`: a
     /// message that outlives a restart must find its body).
@@ -93,9 +103,7 @@ impl Blobs {
             return Err(unknown());
         }
         let partition = self.partition().await?;
-        let read = partition
-            .read(offset, self.max_bytes + 64 * 1024)
-            .await;
+        let read = partition.read(offset, self.max_bytes + 64 * 1024).await;
         let batches = match read {
             Ok(batches) => batches,
             Err(StoreError::OffsetOutOfRange { .. }) => return Err(unknown()),

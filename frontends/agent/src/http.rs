@@ -60,6 +60,8 @@ pub struct Api {
     pub max_body_bytes: usize,
     /// The frontend's metrics.
     pub metrics: AgentMetrics,
+    /// Large bodies, claim-checked.
+    pub blobs: crate::blobs::Blobs,
 }
 
 impl Api {
@@ -114,9 +116,18 @@ impl Api {
 
     /// Reads a JSON body of at most `max_body_bytes`, unknown fields refused.
     async fn body<T: DeserializeOwned>(&self, body: Body) -> Result<T, AgentError> {
-        let bytes = axum::body::to_bytes(body, self.max_body_bytes)
+        self.body_up_to(body, self.max_body_bytes).await
+    }
+
+    /// The request body (at most `limit` bytes) as JSON.
+    async fn body_up_to<T: DeserializeOwned>(
+        &self,
+        body: Body,
+        limit: usize,
+    ) -> Result<T, AgentError> {
+        let bytes = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|_| too_large(self.max_body_bytes))?;
+            .map_err(|_| too_large(limit))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
     }
@@ -289,6 +300,7 @@ pub(crate) fn envelope(
         sent_ms,
         expires_ms: ttl_ms.map(|t| sent_ms.saturating_add(t)),
         not_before_ms: delay_ms.map(|d| sent_ms.saturating_add(d)),
+        claim: None,
     })
 }
 
@@ -312,8 +324,27 @@ async fn send_to(
                     })?,
             ),
         };
-    let r: SendRequest = api.body(body).await?;
-    let envelope = envelope(r.body, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
+    // A body over the claim-check threshold may be larger than other requests.
+    let claims = api.blobs.threshold > 0;
+    let limit = match claims {
+        true => api.max_body_bytes.max(api.blobs.max_bytes),
+        false => api.max_body_bytes,
+    };
+    let r: SendRequest = api.body_up_to(body, limit).await?;
+    let mut envelope = envelope(r.body, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
+    let size = serde_json::to_vec(&envelope.body).map_or(0, |b| b.len());
+    if claims && size > api.blobs.threshold {
+        let text = serde_json::to_vec(&envelope.body).unwrap_or_default();
+        if text.len() > api.blobs.max_bytes {
+            return Err(too_large(api.blobs.max_bytes));
+        }
+        // Kept once, as an object; the message carries where.
+        envelope.claim = Some(api.blobs.put(&text).await?);
+        envelope.body = serde_json::Value::Null;
+        api.metrics.claims.inc();
+    } else if size > api.max_body_bytes {
+        return Err(too_large(api.max_body_bytes));
+    }
     let (id, duplicate) = api
         .queues
         .send(
@@ -994,6 +1025,7 @@ impl Api {
             sent_ms: task.created_ms,
             expires_ms: None,
             not_before_ms: None,
+            claim: None,
         };
         // The task id is the idempotency key: a retried create cannot deliver it twice. A
         // task that cannot reach the mailbox fails at once rather than wait forever.
@@ -1153,6 +1185,15 @@ async fn wait_task(
     ok(&task.view())
 }
 
+/// A claim-checked body, as it was sent.
+async fn get_blob(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, AgentError> {
+    let body = api.blobs.get(&id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 /// The API's OpenAPI document (queues, topics, agents, mailboxes, tasks).
 async fn openapi() -> Response {
     (
@@ -1219,6 +1260,7 @@ fn rest(api: Arc<Api>) -> Router {
         .route("/v1/tasks/{id}/respond", post(respond_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/wait", get(wait_task))
+        .route("/v1/blobs/{id}", get(get_blob))
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::a2a::routes())
         .fallback(not_found)

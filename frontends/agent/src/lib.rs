@@ -5,6 +5,7 @@
 //! gateway over them.
 
 pub mod a2a;
+pub mod blobs;
 pub mod error;
 pub mod http;
 pub mod linked;
@@ -80,6 +81,11 @@ pub struct AgentConfig {
     /// `queues/jobs` is a send to queue `jobs`, a subscription to `queues/jobs` or
     /// `$share/<group>/queues/jobs` a consumer of it); unset: queues are not on MQTT.
     pub mqtt_prefix: Option<String>,
+    /// A message body larger than this (bytes of JSON) is stored once on its own, in the
+    /// node's default storage class, and the message carries a claim to it; 0: never.
+    pub claim_check_bytes: usize,
+    /// The largest message body a send may carry when it is claim-checked.
+    pub max_claim_bytes: usize,
 }
 
 impl Default for AgentConfig {
@@ -109,6 +115,8 @@ impl Default for AgentConfig {
             max_memory_objects: 16,
             allowed_origins: Vec::new(),
             mqtt_prefix: None,
+            claim_check_bytes: 64 * 1024,
+            max_claim_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -187,6 +195,7 @@ impl Frontend for AgentFrontend {
             .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
         let classes = self.classes();
+        let default_class = classes.default;
         let topics = Arc::new(Topics::new(
             ctx.storage.clone(),
             TopicLimits {
@@ -219,6 +228,12 @@ impl Frontend for AgentFrontend {
             token: self.config.token.clone(),
             allowed_origins: self.config.allowed_origins.clone(),
             max_body_bytes: self.config.max_body_bytes,
+            blobs: blobs::Blobs::new(
+                ctx.storage.clone(),
+                default_class,
+                self.config.claim_check_bytes,
+                self.config.max_claim_bytes,
+            ),
             metrics,
             shutdown: shutdown.clone(),
         });

@@ -23,6 +23,8 @@ pub struct AgentMetrics {
     pub lease_expiries: IntCounter,
     /// Messages dead-lettered after too many deliveries.
     pub dead_letters: IntCounter,
+    /// Message bodies stored on their own (claim-check).
+    pub claims: IntCounter,
     /// Messages that expired unread or left the journal before delivery.
     pub expired: IntCounter,
     /// Queues open on this node.
@@ -69,6 +71,10 @@ impl AgentMetrics {
             dead_letters: c(
                 "strata_agent_dead_letters_total",
                 "Messages dead-lettered after max_deliveries",
+            ),
+            claims: c(
+                "strata_agent_claim_checks_total",
+                "Message bodies stored on their own, claim-checked",
             ),
             expired: c(
                 "strata_agent_expired_total",

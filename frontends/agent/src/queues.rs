@@ -74,6 +74,10 @@ pub struct Envelope {
     /// Not delivered before this time (delayed delivery), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// Where the body is when it was too large to keep in the message (claim-check); the
+    /// body is then null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<crate::blobs::Claim>,
 }
 
 /// A message handed to a consumer.
@@ -629,6 +633,7 @@ impl Queues {
             sent_ms: now_ms(),
             expires_ms: None,
             not_before_ms: None,
+            claim: None,
         };
         let dedup = format!("{}:{id}", q.name);
         self.send(

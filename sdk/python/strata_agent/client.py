@@ -41,13 +41,16 @@ class Message:
     tags: list = field(default_factory=list)
     expires_ms: Optional[int] = None
     not_before_ms: Optional[int] = None
+    claim: Optional[dict] = None
 
     @staticmethod
-    def of(m: dict) -> "Message":
+    def of(m: dict, body: Any = None) -> "Message":
         return Message(id=m["id"], lease=m["lease"], lease_until_ms=m["lease_until_ms"],
-                       attempt=m["attempt"], priority=m["priority"], body=m["body"],
+                       attempt=m["attempt"], priority=m["priority"],
+                       body=m["body"] if body is None else body,
                        sent_ms=m["sent_ms"], key=m.get("key"), tags=m.get("tags", []),
-                       expires_ms=m.get("expires_ms"), not_before_ms=m.get("not_before_ms"))
+                       expires_ms=m.get("expires_ms"), not_before_ms=m.get("not_before_ms"),
+                       claim=m.get("claim"))
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,13 @@ class Client:
         if lease_ms is not None:
             req["lease_ms"] = lease_ms
         a = self._call("POST", f"{base}/fetch", req, as_agent=as_agent)
-        return [Message.of(m) for m in a["messages"]]
+        # A large body was kept on its own (claim-check): read it in.
+        return [Message.of(m, self.blob(m["claim"]["id"]) if m.get("claim") else None)
+                for m in a["messages"]]
+
+    def blob(self, claim_id: str) -> Any:
+        """A large message body kept on its own (claim-check), by its claim's id."""
+        return self._call("GET", f"/v1/blobs/{claim_id}")
 
     def ack(self, lease: str, queue: Optional[str] = None, *, mailbox: Optional[str] = None) -> str:
         base, as_agent = self._base(queue, mailbox)

@@ -41,9 +41,10 @@ pub use error::Error;
 pub use follow::{Start, Subscription};
 pub use lease::Leased;
 pub use models::{
-    AckMany, AgentCard, AgentInfo, AgentQuery, Created, DeadLetter, DeadMessage, Event, EventPage,
-    FetchOptions, Message, Priority, QueueInfo, RegisterOptions, Registration, SendOptions,
-    SendResult, Skill, Storage, Task, TaskEvent, TaskEventKind, TaskEvents, TaskState, TopicInfo,
+    AckMany, AgentCard, AgentInfo, AgentQuery, Claim, Created, DeadLetter, DeadMessage, Event,
+    EventPage, FetchOptions, Message, Priority, QueueInfo, RegisterOptions, Registration,
+    SendOptions, SendResult, Skill, Storage, Task, TaskEvent, TaskEventKind, TaskEvents, TaskState,
+    TopicInfo,
 };
 
 use follow::Source;
@@ -174,6 +175,12 @@ impl Client {
     ) -> Result<T, Error> {
         let response = self.send(request, body).await?;
         Ok(serde_json::from_slice(&response.bytes().await?)?)
+    }
+
+    /// A large message body kept on its own (claim-check), by its claim's id.
+    pub async fn blob(&self, id: &str) -> Result<Value, Error> {
+        let request = self.get(&format!("/v1/blobs/{}", segment(id)), false);
+        self.call(request, None::<&()>).await
     }
 
     /// Work queue `name` (created by its first send, or by [`Client::create_queue`]).
@@ -508,7 +515,12 @@ impl Queue {
             lease_ms: options.lease.map(millis),
             wait_ms: millis(options.wait),
         };
-        let a: Answer = self.call("fetch", true, &body).await?;
+        let mut a: Answer = self.call("fetch", true, &body).await?;
+        for m in &mut a.messages {
+            if let Some(claim) = &m.claim {
+                m.body = self.client.blob(&claim.id).await?;
+            }
+        }
         Ok(a.messages)
     }
 

@@ -210,6 +210,21 @@ pub struct Message {
     /// Not delivered before this time (a delayed send), if set.
     #[serde(default)]
     pub not_before_ms: Option<i64>,
+    /// Where a large body was kept on its own (claim-check); [`Queue::fetch`] reads it
+    /// into `body`.
+    ///
+    /// [`Queue::fetch`]: crate::Queue::fetch
+    #[serde(default)]
+    pub claim: Option<Claim>,
+}
+
+/// Where a large message body is kept (claim-check).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Claim {
+    /// Its id, for `GET /v1/blobs/{id}`.
+    pub id: String,
+    /// Its size, in bytes of JSON.
+    pub bytes: u64,
 }
 
 impl Message {

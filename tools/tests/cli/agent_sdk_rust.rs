@@ -782,3 +782,22 @@ async fn a_task_stream_resumes_after_its_connection_is_cut() {
     assert!(rest[0].id > submitted.id && rest[1].id > rest[0].id);
     assert!(relay.accepted() > before, "the stream connected again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_checked_body_is_read_back_by_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = block_in_place(|| serve(dir.path(), 0, &[]));
+    let client = node.client();
+    let big = client.queue("big");
+    // Over the node's claim-check threshold (64 KiB): kept on its own, claimed.
+    let large = json!({"doc": "y".repeat(200_000)});
+    big.send(&large).await.unwrap();
+    let got = within(big.fetch(&wait())).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let claim = got[0].claim.clone().expect("the message carries a claim");
+    assert!(claim.bytes > 200_000, "{claim:?}");
+    assert_eq!(got[0].body, large, "fetch reads the body in");
+    assert_eq!(client.blob(&claim.id).await.unwrap(), large);
+    let e = client.blob("0-00").await.unwrap_err();
+    assert_eq!(e.code(), Some("unknown_blob"), "{e:?}");
+}
