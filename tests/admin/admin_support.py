@@ -70,7 +70,7 @@ class Api:
         return body
 
 
-def offloading_node(node_with, tmp_path):
+def offloading_node(node_with, tmp_path, **env):
     """A node that uploads every sealed segment (4 KiB segments) to a filesystem object
     store at once and drops its local copy; without the in-memory tail, readers read
     uploaded segments back through the block cache."""
@@ -85,7 +85,7 @@ backend = "fs"
 root = "{objects}"
 [journal.offload]
 local_retention_ms = 0
-''')
+''', **env)
 
 
 def assert_error(answer, status, code):

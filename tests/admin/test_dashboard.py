@@ -1,5 +1,5 @@
 """docs/grafana/strata.json queries only metrics a node exports: a node with every
-component in use (MQTT and Kafka traffic, a consumer group, offloading to a filesystem
+component in use (MQTT, Kafka and agent API traffic, a consumer group, offloading to a filesystem
 object store and reading back, a malformed MQTT packet and a refused Kafka request) must
 expose every metric name any panel's query names."""
 import json
@@ -7,6 +7,8 @@ import os
 import re
 import socket
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -50,7 +52,18 @@ def exported_metrics(node):
 
 
 def test_every_dashboard_metric_exists(node_with, tmp_path):
-    n = offloading_node(node_with, tmp_path)
+    n = offloading_node(node_with, tmp_path, STRATA_AGENT__ENABLED="true",
+                        STRATA_AGENT__TOKEN="dash-token-0123456789")
+    # The agent API: a send, and a request refused (a wrong token) for the error series.
+    agent = f"http://127.0.0.1:{n.ports['agent']}/v1/queues/dash/messages"
+    for token, status in (("dash-token-0123456789", 201), ("wrong", 401)):
+        req = urllib.request.Request(agent, data=b'{"body": 1}', method="POST", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            got = urllib.request.urlopen(req, timeout=DEADLINE).status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == status
     # MQTT: deliveries at every QoS, a retained message, then a malformed packet.
     sub = Client(n.port, client_id="dash-sub")
     sub.subscribe("dash/#", 2)

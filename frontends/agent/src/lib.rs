@@ -5,6 +5,7 @@
 //! gateway over them.
 
 pub mod a2a;
+pub mod admin_api;
 pub mod blobs;
 pub mod error;
 pub mod http;
@@ -140,6 +141,7 @@ impl AgentConfig {
 pub struct AgentFrontend {
     config: AgentConfig,
     object_storage: bool,
+    admin: admin_api::AgentAdmin,
 }
 
 impl AgentFrontend {
@@ -148,6 +150,7 @@ impl AgentFrontend {
         AgentFrontend {
             config,
             object_storage: false,
+            admin: admin_api::AgentAdmin::default(),
         }
     }
 
@@ -180,6 +183,10 @@ impl AgentFrontend {
 impl Frontend for AgentFrontend {
     fn name(&self) -> &'static str {
         "agent"
+    }
+
+    fn admin_api(&self, _ctx: &NodeContext) -> Option<strata_frontend::admin::http::AdminApi> {
+        Some(admin_api::api(self.admin.clone()))
     }
 
     async fn serve(
@@ -237,6 +244,7 @@ impl Frontend for AgentFrontend {
             metrics,
             shutdown: shutdown.clone(),
         });
+        self.admin.attach(api.clone());
         if ctx.queues.prefix().is_some() {
             ctx.queues
                 .attach(Arc::new(linked::LinkedQueues::new(api.clone())));

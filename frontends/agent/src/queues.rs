@@ -905,6 +905,33 @@ impl Queues {
         state.extend(lease, now, lease_ms).map_err(lease_error)
     }
 
+    /// The queues open on this node, by name.
+    pub fn open_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.open.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Every queue the catalog knows (mailboxes and dead-letter queues included), with its
+    /// storage class.
+    pub fn catalog_queues(&self) -> Vec<(String, Option<String>)> {
+        self.storage
+            .catalog
+            .streams()
+            .into_iter()
+            .filter_map(|info| {
+                let name = info.name.strip_prefix("agent.queue.")?.to_string();
+                let class = StorageClass::of(&info).map(|c| c.name().to_string());
+                (stream_name(&name) == info.name).then_some((name, class))
+            })
+            .collect()
+    }
+
+    /// Whether queue `name` is open on this node.
+    pub fn is_open(&self, name: &str) -> bool {
+        self.open.lock().contains_key(name)
+    }
+
     /// Messages not done and messages on a lease in queue `name`.
     pub async fn depth(&self, name: &str) -> Result<(u64, usize), AgentError> {
         let q = self.queue(name, None).await?;

@@ -174,6 +174,27 @@ impl Tasks {
             .cloned()
     }
 
+    /// Tasks kept on this node whose id comes after `after`, by id, at most `max`, those
+    /// `keep` accepts.
+    pub fn list(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        keep: impl Fn(&Task) -> bool,
+    ) -> Result<Vec<Task>, AgentError> {
+        let pairs = self
+            .space
+            .scan_prefix(b"t/")
+            .map_err(|e| AgentError::unavailable(e.0))?;
+        Ok(pairs
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Task>(v).ok())
+            .filter(|t| after.is_none_or(|a| t.id.as_str() > a))
+            .filter(|t| keep(t))
+            .take(max)
+            .collect())
+    }
+
     /// Task `id`.
     pub fn get(&self, id: &str) -> Result<Task, AgentError> {
         if let Some(t) = self.cache.lock().get(id) {

@@ -56,6 +56,9 @@ enum AdminCommand {
     /// Kafka consumer groups.
     #[command(subcommand)]
     Kafka(KafkaCommand),
+    /// The agent frontend's agents, queues and tasks.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// The log level and per-client / per-topic overrides.
     #[command(subcommand)]
     Log(LogCommand),
@@ -190,6 +193,133 @@ enum KafkaCommand {
 }
 
 #[derive(Subcommand)]
+enum AgentCommand {
+    /// Registered agents, with their mailboxes.
+    Agents {
+        /// Only names starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only online (true) or offline (false) agents.
+        #[arg(long)]
+        online: Option<bool>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// One agent.
+    Agent { name: String },
+    /// Queues, mailboxes and dead-letter queues, with their depth where open.
+    Queues {
+        /// Only names starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only `queue`, `mailbox` or `dead-letter`.
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// One queue.
+    Queue { name: String },
+    /// Tasks.
+    Tasks {
+        /// Only tasks in this state (`submitted`, `working`, `input-required`,
+        /// `completed`, `failed`, `canceled`).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only tasks for this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// One task.
+    Task { id: String },
+}
+
+const AGENT_COLUMNS: &[Column<'static>] = &[
+    ("NAME", "/name"),
+    ("ONLINE", "/online"),
+    ("SEEN MS", "/seen_ms"),
+    ("SKILLS", "/skills"),
+    ("MAILBOX DEPTH", "/mailbox_depth"),
+];
+
+const QUEUE_COLUMNS: &[Column<'static>] = &[
+    ("QUEUE", "/name"),
+    ("KIND", "/kind"),
+    ("STORAGE", "/storage"),
+    ("DEPTH", "/depth"),
+    ("IN FLIGHT", "/in_flight"),
+];
+
+const TASK_COLUMNS: &[Column<'static>] = &[
+    ("TASK", "/id"),
+    ("AGENT", "/agent"),
+    ("STATE", "/state"),
+    ("EVENTS", "/events"),
+    ("UPDATED MS", "/updated_ms"),
+];
+
+async fn agent(c: &AdminClient, command: AgentCommand) -> anyhow::Result<Shown> {
+    let fields = |columns: &'static [Column<'static>]| -> Box<dyn Fn(&Value) -> String> {
+        Box::new(move |v| render(std::slice::from_ref(v), columns))
+    };
+    Ok(match command {
+        AgentCommand::Agents {
+            prefix,
+            online,
+            paging,
+        } => {
+            let q = [
+                ("prefix", prefix),
+                ("online", online.map(|b| b.to_string())),
+            ];
+            (
+                c.get_all(&["agent", "agents"], &q, paging.cursor, paging.limit)
+                    .await?,
+                items_table(AGENT_COLUMNS),
+            )
+        }
+        AgentCommand::Agent { name } => (
+            c.get(&["agent", "agents", &name], &[]).await?,
+            fields(AGENT_COLUMNS),
+        ),
+        AgentCommand::Queues {
+            prefix,
+            kind,
+            paging,
+        } => {
+            let q = [("prefix", prefix), ("kind", kind)];
+            (
+                c.get_all(&["agent", "queues"], &q, paging.cursor, paging.limit)
+                    .await?,
+                items_table(QUEUE_COLUMNS),
+            )
+        }
+        AgentCommand::Queue { name } => (
+            c.get(&["agent", "queues", &name], &[]).await?,
+            fields(QUEUE_COLUMNS),
+        ),
+        AgentCommand::Tasks {
+            state,
+            agent,
+            paging,
+        } => {
+            let q = [("state", state), ("agent", agent)];
+            (
+                c.get_all(&["agent", "tasks"], &q, paging.cursor, paging.limit)
+                    .await?,
+                items_table(TASK_COLUMNS),
+            )
+        }
+        AgentCommand::Task { id } => (
+            c.get(&["agent", "tasks", &id], &[]).await?,
+            fields(TASK_COLUMNS),
+        ),
+    })
+}
+
+#[derive(Subcommand)]
 enum LogCommand {
     /// The base level and the overrides.
     Show,
@@ -282,6 +412,7 @@ async fn execute(c: &AdminClient, command: AdminCommand, json: bool) -> anyhow::
         AdminCommand::Streams(s) => streams(c, s).await?,
         AdminCommand::Mqtt(m) => mqtt(c, m).await?,
         AdminCommand::Kafka(k) => kafka(c, k).await?,
+        AdminCommand::Agent(a) => agent(c, a).await?,
         AdminCommand::Log(l) => log(c, l).await?,
         AdminCommand::Users(u) => auth::users(c, u).await?,
         AdminCommand::Acl(a) => auth::acl(c, a).await?,
