@@ -332,9 +332,9 @@ async fn send_to(
     };
     let r: SendRequest = api.body_up_to(body, limit).await?;
     let mut envelope = envelope(r.body, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
-    let size = serde_json::to_vec(&envelope.body).map_or(0, |b| b.len());
+    let text = serde_json::to_vec(&envelope.body).unwrap_or_default();
+    let size = text.len();
     if claims && size > api.blobs.threshold {
-        let text = serde_json::to_vec(&envelope.body).unwrap_or_default();
         if text.len() > api.blobs.max_bytes {
             return Err(too_large(api.blobs.max_bytes));
         }

@@ -263,6 +263,10 @@ impl Frontend for AgentFrontend {
             }
         });
         ctx.ready();
+        // Answers go out as soon as written: no Nagle delay behind a client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
+            let _ = socket.set_nodelay(true);
+        });
         let served = axum::serve(listener, http::router(api))
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await

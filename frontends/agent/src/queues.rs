@@ -112,10 +112,9 @@ fn is_dead_letter_queue(name: &str) -> bool {
 
 /// The record of the message at `slot` of `q`, if it is still stored.
 async fn record_at(q: &Open, slot: Slot) -> Result<Option<strata_batch::Record>, StoreError> {
-    match q.levels[usize::from(slot.level)]
-        .read(slot.offset, 64 * 1024)
-        .await
-    {
+    // The batch holding the offset (a read returns at least one whole batch): not the
+    // 64 KiB after it.
+    match q.levels[usize::from(slot.level)].read(slot.offset, 1).await {
         Ok(batches) => Ok(batches
             .iter()
             .filter_map(|b| b.records().ok())
@@ -462,7 +461,9 @@ impl Queues {
             dedup.insert(k.to_string(), (id.clone(), at));
         }
         self.metrics.sends.inc();
-        q.wake.notify_waiters();
+        // One message: one waiting consumer (a woken fetch that gives up passes the
+        // notification on), not every consumer waiting on the queue.
+        q.wake.notify_one();
         Ok((id, false))
     }
 
@@ -878,7 +879,7 @@ impl Queues {
             None => self.metrics.acks.inc(),
             Some(_) => {
                 self.metrics.nacks.inc();
-                q.wake.notify_waiters();
+                q.wake.notify_one();
             }
         }
         Ok(format!("{}-{}", slot.level, slot.offset))
@@ -891,7 +892,7 @@ impl Queues {
         let q = self.queue(name, None).await?;
         let now = now_ms();
         q.state.lock().defer(lease, now).map_err(lease_error)?;
-        q.wake.notify_waiters();
+        q.wake.notify_one();
         Ok(())
     }
 
