@@ -7,7 +7,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_agents import card, register  # noqa: E402
-from test_queues import TOKEN, Api, killed_and_restarted, start  # noqa: E402
+from test_queues import TOKEN, Api, killed_and_restarted, start, wait_until  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from strata_node import node_with  # noqa: E402,F401
 
@@ -142,3 +142,21 @@ def test_a_tasks_events_stream_as_server_sent_events_and_resume(node_with):
     # Resumed after the first: the others again, then the end (the task is over).
     again = list(sse_frames(api, f"/v1/tasks/{task['id']}/events", last_event_id=ids[0]))
     assert [int(f["id"]) for f in again] == ids[1:]
+
+
+def test_finished_tasks_are_deleted_after_their_retention(node_with):
+    node = start(node_with, "[agent]\ntask_retention_ms = 1\nmax_tasks = 2\n")
+    api = Api(node)
+    me = worker(api, "short")
+    done = api.call("POST", "/v1/tasks", {"agent": "short"})[1]["id"]
+    open_one = api.call("POST", "/v1/tasks", {"agent": "short"})[1]["id"]
+    status, answer, _ = api.call("POST", "/v1/tasks", {"agent": "short"})
+    assert status == 429 and answer["error"]["code"] == "max_tasks", answer
+    report(api, done, me, "status", "completed")
+    # Deleted by the next sweep (every 10 s); the unfinished one stays, and the node takes
+    # a new task in the room it left.
+    wait_until("the finished task deleted",
+               lambda: api.call("GET", f"/v1/tasks/{done}")[0] == 404)
+    assert api.call("GET", f"/v1/tasks/{done}")[1]["error"]["code"] == "unknown_task"
+    assert api.call("GET", f"/v1/tasks/{open_one}")[1]["state"] == "submitted"
+    assert api.call("POST", "/v1/tasks", {"agent": "short"})[0] == 201

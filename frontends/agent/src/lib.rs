@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub max_agents: usize,
     /// Tasks one node keeps.
     pub max_tasks: usize,
+    /// How long a finished task (completed, failed, canceled) is kept before it is
+    /// deleted, in milliseconds.
+    pub task_retention_ms: i64,
     /// Where a queue, mailbox or topic created without a class keeps its messages:
     /// `memory`, `local` or `object`. `object` needs `[journal.object_store]`; a node
     /// without one uses `local` instead (and says so at start).
@@ -107,6 +110,7 @@ impl Default for AgentConfig {
             max_sse_clients: TopicLimits::default().max_streams,
             max_agents: 100_000,
             max_tasks: 100_000,
+            task_retention_ms: 7 * 24 * 3600 * 1000,
             storage: StorageClass::Object,
             storage_classes: vec![
                 StorageClass::Memory,
@@ -253,12 +257,26 @@ impl Frontend for AgentFrontend {
         // redelivered to waiting consumers or dead-lettered.
         let sweeper = tokio::spawn({
             let api = api.clone();
+            let retention_ms = self.config.task_retention_ms.max(0);
             async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
-                loop {
+                for tick in 0u64.. {
                     every.tick().await;
                     api.queues.sweep();
                     api.queues.drain_dead().await;
+                    // Finished tasks past their retention, every 10 seconds.
+                    if tick % 20 == 0 {
+                        match api
+                            .tasks
+                            .expire_finished(strata_batch::now_ms(), retention_ms)
+                        {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(tasks = n, "finished tasks deleted"),
+                            Err(e) => {
+                                tracing::warn!(error = %e.message, "finished tasks not deleted")
+                            }
+                        }
+                    }
                 }
             }
         });

@@ -131,6 +131,8 @@ pub struct Tasks {
     max_tasks: usize,
     max_events: usize,
     count: Mutex<Option<usize>>,
+    /// Finished tasks by when they finished (built on the first sweep).
+    finished: Mutex<Option<std::collections::BTreeSet<(i64, String)>>>,
     /// The class of the tasks' event stream.
     class: StorageClass,
 }
@@ -157,6 +159,7 @@ impl Tasks {
             max_tasks,
             max_events: MAX_EVENTS,
             count: Mutex::new(None),
+            finished: Mutex::new(None),
             class,
         }
     }
@@ -217,7 +220,51 @@ impl Tasks {
             .put(&key(&task.id), &bytes)
             .map_err(|e| AgentError::unavailable(e.0))?;
         self.cache.lock().insert(task.id.clone(), task.clone());
+        if task.state.is_final()
+            && let Some(finished) = self.finished.lock().as_mut()
+        {
+            finished.insert((task.updated_ms, task.id.clone()));
+        }
         Ok(())
+    }
+
+    /// Deletes the tasks that finished more than `retention_ms` before `now_ms` (their
+    /// state; their events stay in the stream for its retention): how many.
+    pub fn expire_finished(&self, now_ms: i64, retention_ms: i64) -> Result<usize, AgentError> {
+        let mut finished = self.finished.lock();
+        if finished.is_none() {
+            // Built once from the store, then kept up to date as tasks finish.
+            let pairs = self
+                .space
+                .scan_prefix(b"t/")
+                .map_err(|e| AgentError::unavailable(e.0))?;
+            *finished = Some(
+                pairs
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice::<Task>(v).ok())
+                    .filter(|t| t.state.is_final())
+                    .map(|t| (t.updated_ms, t.id))
+                    .collect(),
+            );
+        }
+        let Some(finished) = finished.as_mut() else {
+            return Ok(0);
+        };
+        let mut gone = 0;
+        while let Some(first) = finished.first()
+            && first.0.saturating_add(retention_ms) <= now_ms
+        {
+            let (_, id) = finished.pop_first().unwrap_or_default();
+            self.space
+                .delete(&key(&id))
+                .map_err(|e| AgentError::unavailable(e.0))?;
+            self.cache.lock().remove(&id);
+            gone += 1;
+        }
+        if let Some(n) = self.count.lock().as_mut() {
+            *n = n.saturating_sub(gone);
+        }
+        Ok(gone)
     }
 
     /// How many tasks the store holds (counted once, then kept up to date).
