@@ -184,8 +184,9 @@ async fn rpc(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, api.max_body_bytes).await else {
-        return crate::http::too_large(api.max_body_bytes).into_response();
+    let bytes = match crate::http::read_body(body, api.max_body_bytes, api.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
     };
     // The JSON-RPC envelope as the MCP endpoint reads it; a notification (no id) is not an
     // A2A request.

@@ -58,6 +58,8 @@ pub struct Api {
     pub allowed_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest time a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// The frontend's metrics.
     pub metrics: AgentMetrics,
     /// Large bodies, claim-checked.
@@ -125,12 +127,31 @@ impl Api {
         body: Body,
         limit: usize,
     ) -> Result<T, AgentError> {
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| too_large(limit))?;
+        let bytes = read_body(body, limit, self.body_timeout).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))
     }
+}
+
+/// A request body of at most `limit` bytes, arrived within `timeout`: 413 `too_large`
+/// or 408 `body_timeout` otherwise.
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, AgentError> {
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| AgentError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "body_timeout",
+            message: format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+            retry_after: None,
+        })?
+        .map_err(|_| too_large(limit))
 }
 
 /// 413: the body is over `max` bytes.
@@ -461,9 +482,7 @@ struct CreateRequest {
 impl Api {
     /// A create's body; an empty one asks for the defaults.
     async fn create_request(&self, body: Body) -> Result<CreateRequest, AgentError> {
-        let bytes = axum::body::to_bytes(body, self.max_body_bytes)
-            .await
-            .map_err(|_| too_large(self.max_body_bytes))?;
+        let bytes = read_body(body, self.max_body_bytes, self.body_timeout).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(CreateRequest::default());
         }
@@ -1231,6 +1250,7 @@ pub fn router(api: Arc<Api>) -> Router {
         rest.clone(),
         api.max_body_bytes + 64 * 1024,
         api.max_body_bytes,
+        api.body_timeout,
         api.metrics.clone(),
     )
     .layer(axum::middleware::from_fn_with_state(api, guard));

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod error;
 pub mod http;
 pub mod linked;
+pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod queue;
@@ -24,7 +25,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use strata_frontend::accept::Acceptor;
+use strata_frontend::admission::{ConnectionGate, ConnectionLimits};
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
+
+/// The error code a refused connection is counted under (a fixed set).
+fn connection_refusal(why: &str) -> &'static str {
+    match why {
+        "banned" => "connection_banned",
+        "accept" => "connection_accept_failed",
+        "connection_rate" => "connection_rate",
+        "max_connections_per_ip" => "connection_max_per_ip",
+        _ => "connection_max",
+    }
+}
 
 use crate::queues::{QueueLimits, Queues};
 use crate::storage::{Classes, StorageClass};
@@ -46,6 +60,19 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Connections open at once; past it a new one is closed at once (counted).
+    pub max_connections: usize,
+    /// Connections open at once from one address (0: no bound but `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// New connections a second from one address (0: no bound).
+    pub max_connection_rate_per_ip: f64,
+    /// Burst of new connections from one address (0: the rate).
+    pub connection_burst_per_ip: f64,
+    /// A connection without a byte either way for this long is closed, in milliseconds
+    /// (more than `max_wait_ms`: a long poll answers within it).
+    pub idle_timeout_ms: u64,
+    /// Longest time a request body may take to arrive, in milliseconds (408 past it).
+    pub body_timeout_ms: u64,
     /// Queues one node keeps open.
     pub max_queues: usize,
     /// Messages not done in one queue; a send past it answers 429 with Retry-After.
@@ -100,6 +127,12 @@ impl Default for AgentConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             token: None,
             max_body_bytes: 256 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_connection_rate_per_ip: 0.0,
+            connection_burst_per_ip: 0.0,
+            idle_timeout_ms: 120_000,
+            body_timeout_ms: 30_000,
             max_queues: limits.max_queues,
             max_queue_depth: limits.max_depth,
             max_deliveries: limits.max_deliveries,
@@ -239,6 +272,7 @@ impl Frontend for AgentFrontend {
             token: self.config.token.clone(),
             allowed_origins: self.config.allowed_origins.clone(),
             max_body_bytes: self.config.max_body_bytes,
+            body_timeout: std::time::Duration::from_millis(self.config.body_timeout_ms.max(1)),
             blobs: blobs::Blobs::new(
                 ctx.storage.clone(),
                 default_class,
@@ -281,10 +315,32 @@ impl Frontend for AgentFrontend {
             }
         });
         ctx.ready();
-        // Answers go out as soon as written: no Nagle delay behind a client's delayed ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
-            let _ = socket.set_nodelay(true);
-        });
+        // Admitted as every frontend's sockets are (with TCP_NODELAY: answers go out as
+        // soon as written), closed when idle too long.
+        let local = listener
+            .local_addr()
+            .map_err(|e| FrontendError::Failed(e.to_string()))?;
+        let gate = ConnectionGate::new(ConnectionLimits::new(
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
+            self.config.max_connection_rate_per_ip,
+            self.config.connection_burst_per_ip,
+        ));
+        let errors = api.metrics.errors.clone();
+        let acceptor = Acceptor::start(
+            vec![((), listener)],
+            gate,
+            ctx.security.clone(),
+            move |why| {
+                errors.with_label_values(&[connection_refusal(why)]).inc();
+            },
+        );
+        let idle = self
+            .config
+            .idle_timeout_ms
+            .max(u64::try_from(self.config.max_wait_ms).unwrap_or(0) + 5_000);
+        let listener =
+            listener::Gated::new(acceptor, local, std::time::Duration::from_millis(idle));
         let served = axum::serve(listener, http::router(api))
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await

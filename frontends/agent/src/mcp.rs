@@ -43,6 +43,7 @@ const UNSUPPORTED_VERSION: i64 = -32022;
 pub struct Mcp {
     api: Router,
     max_body_bytes: usize,
+    body_timeout: std::time::Duration,
     max_answer: usize,
     metrics: AgentMetrics,
 }
@@ -54,11 +55,13 @@ pub fn router(
     api: Router,
     max_body_bytes: usize,
     max_message_bytes: usize,
+    body_timeout: std::time::Duration,
     metrics: AgentMetrics,
 ) -> Router {
     let mcp = Mcp {
         api,
         max_body_bytes,
+        body_timeout,
         max_answer: max_message_bytes.saturating_mul(101).max(1 << 20),
         metrics,
     };
@@ -208,8 +211,9 @@ pub fn decode(bytes: &[u8], version: Option<&str>) -> Result<Decoded, Refused> {
 
 async fn endpoint(State(mcp): State<Arc<Mcp>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, mcp.max_body_bytes).await else {
-        return crate::http::too_large(mcp.max_body_bytes).into_response();
+    let bytes = match crate::http::read_body(body, mcp.max_body_bytes, mcp.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
     };
     let version = parts
         .headers

@@ -1,0 +1,147 @@
+//! The agent API's connections, bounded: accepted through the node's shared admission
+//! ([`Acceptor`]: banned addresses, `max_connections`, per-address count and rate, each
+//! refusal counted), and closed after `idle_timeout_ms` without a byte either way (a long
+//! poll answers within `max_wait_ms`, an event stream writes a keepalive every 15 s, so
+//! only dead or stalled connections reach it).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use strata_frontend::accept::Acceptor;
+use strata_frontend::admission::Admitted;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// The agent API's listener for `axum::serve`.
+pub struct Gated {
+    acceptor: Acceptor<()>,
+    local: SocketAddr,
+    idle: Duration,
+}
+
+impl Gated {
+    /// Connections from `acceptor` (bound at `local`), closed after `idle` without traffic.
+    pub fn new(acceptor: Acceptor<()>, local: SocketAddr, idle: Duration) -> Self {
+        Gated {
+            acceptor,
+            local,
+            idle,
+        }
+    }
+}
+
+impl axum::serve::Listener for Gated {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let socket = self.acceptor.next().await;
+        let connection = Connection {
+            stream: socket.stream,
+            _admitted: socket.admitted,
+            idle: self.idle,
+            deadline: Box::pin(tokio::time::sleep(self.idle)),
+        };
+        (connection, socket.addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// An admitted connection: its place in the gate is given back when it closes.
+pub struct Connection {
+    stream: TcpStream,
+    _admitted: Admitted,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Connection {
+    /// Traffic: the idle deadline starts again.
+    fn active(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Pending I/O: an error once the connection has been idle too long.
+    fn idle_for_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "agent API connection idle too long",
+    )
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
