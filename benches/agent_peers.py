@@ -21,9 +21,16 @@ With `--batch-ack`, each fetched batch is acknowledged at once, as each system a
 Strata one ack of many leases, Redis one XACK of many ids, NATS (whose work-queue streams
 take explicit acks only) the batch's acks sent back to back, the last one confirmed.
 
+With `--rate R`, send-to-deliver latency instead: one producer sends R messages a second
+for `--seconds`, each payload stamped with its send time, and one consumer notes when each
+reaches it (before acking it); Strata once per storage class (`memory`, `local`, `object`
+on a local s3s-fs server), beside NATS JetStream and Redis Streams. Reports the medians of
+p50, p99 and p99.9 over the runs.
+
 Peers: `apt-get install redis-server`; `go install github.com/nats-io/nats-server/v2@v2.15.3`.
 
     python3 benches/agent_peers.py [--runs 3] [--messages 100000] [--batch-ack] [--strata PATH]
+    python3 benches/agent_peers.py --rate 200 --seconds 30 [--runs 3]
 """
 import argparse
 import json
@@ -38,7 +45,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from agent_latency import agent_config, cpu_seconds, free_port, serve, wait_port  # noqa: E402
+from agent_latency import (agent_config, cpu_seconds, free_port, object_store,  # noqa: E402
+                           serve, start_s3, wait_port)
 from journal import default_strata  # noqa: E402
 
 AGENTQ = os.path.expanduser("~/.cache/strata/tools/bin/agentq")
@@ -68,6 +76,60 @@ def start_redis(_binary, tmp, port):
 
 
 SYSTEMS = {"strata": start_strata, "nats": start_nats, "redis": start_redis}
+S3S_FS = os.path.expanduser("~/.cache/strata/tools/bin/s3s-fs")
+LATENCY_SYSTEMS = ["strata-memory", "strata-local", "strata-object", "nats", "redis"]
+
+
+def run_latency(system, strata, args):
+    """One paced run of `system` (`strata-<class>`, `nats` or `redis`): its latencies."""
+    tmp = tempfile.mkdtemp(prefix=f"strata-agentq-{system}-")
+    port = free_port()
+    s3 = None
+    kind, _, storage = system.partition("-")
+    try:
+        if storage == "object":
+            s3, endpoint = start_s3(S3S_FS, os.path.join(tmp, "s3"))
+            proc = serve(strata, tmp, agent_config(tmp, port, object_store(endpoint)))
+        else:
+            proc = SYSTEMS[kind](strata, tmp, port)
+        try:
+            wait_port(port, proc, system)
+            out = subprocess.run(["taskset", "-c", "1", AGENTQ, "-system", kind,
+                                  "-addr", f"127.0.0.1:{port}", "-rate", str(args.rate),
+                                  "-seconds", str(args.seconds), "-producers", "1",
+                                  "-consumers", "1", "-size", str(args.size),
+                                  "-storage", storage or "local"],
+                                 check=True, capture_output=True, text=True,
+                                 timeout=args.seconds * 10 + 120).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            r["system"] = system
+            return r
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+    finally:
+        if s3 is not None:
+            s3.kill()
+            s3.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latency_main(args, strata):
+    systems = [s for s in LATENCY_SYSTEMS if s.split("-")[0] in args.systems.split(",")]
+    results = {s: [] for s in systems}
+    for run in range(args.runs):
+        for system in (systems if run % 2 == 0 else list(reversed(systems))):
+            r = run_latency(system, strata, args)
+            results[system].append(r)
+            print(json.dumps(r), flush=True)
+    keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
+    print(f"\nmedians of {args.runs} runs: {args.rate:g} messages/s of {args.size} B for "
+          f"{args.seconds:g} s, one producer, one consumer; send -> deliver")
+    print(f"{'system':14} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
+    for s in systems:
+        m = {k: statistics.median(r[k] for r in results[s]) for k in keys}
+        print(f"{s:14} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['p999_ms']:9.2f} "
+              f"{m['max_ms']:8.2f}")
 
 
 def run_one(system, strata, args):
@@ -107,9 +169,15 @@ def main():
     ap.add_argument("--systems", default="strata,nats,redis")
     ap.add_argument("--batch-ack", action="store_true",
                     help="ack each fetched batch at once, as each system allows")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="latency mode: messages a second, one producer and one consumer")
+    ap.add_argument("--seconds", type=float, default=30)
     args = ap.parse_args()
     strata = args.strata or default_strata()
     build_agentq()
+    if args.rate > 0:
+        latency_main(args, strata)
+        return
     systems = args.systems.split(",")
     results = {s: [] for s in systems}
     for run in range(args.runs):

@@ -4,6 +4,11 @@
 // to a second when nothing is ready) and acknowledge each message on its own, each waiting
 // for the answer. Every producer and consumer has its own connection. It prints one JSON
 // line: messages, seconds from the first send to the last ack, messages per second.
+//
+// With -rate, it measures send-to-deliver latency instead: producers send -rate messages a
+// second in all for -seconds, each payload starting with its send time, and consumers note
+// how long each message took from its send to their hands (before they ack it). It prints
+// the latency's p50, p99, p99.9 and max.
 package main
 
 import (
@@ -15,6 +20,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,16 +54,25 @@ func main() {
 		"ack each fetched batch at once, as each system allows (Strata: one ack of many "+
 			"leases; Redis: XACK of many ids; NATS: the batch's acks sent back to back, "+
 			"the last one confirmed)")
+	rate := flag.Float64("rate", 0, "latency mode: messages a second, in all (0: throughput mode)")
+	seconds := flag.Float64("seconds", 30, "latency mode: how long producers send")
 	flag.Parse()
+	var lat latencies
+	var seen func([]byte)
+	if *rate > 0 {
+		*messages = int(*rate * *seconds)
+		seen = lat.note
+	}
 
 	var s system
 	switch *kind {
 	case "strata":
-		s = &strata{base: "http://" + *addr, queue: *queue, storage: *storage, batch: *batchAck}
+		s = &strata{base: "http://" + *addr, queue: *queue, storage: *storage, batch: *batchAck,
+			seen: seen}
 	case "nats":
-		s = &jetstream{url: "nats://" + *addr, subject: *queue, batch: *batchAck}
+		s = &jetstream{url: "nats://" + *addr, subject: *queue, batch: *batchAck, seen: seen}
 	case "redis":
-		s = &streams{addr: *addr, key: *queue, batch: *batchAck}
+		s = &streams{addr: *addr, key: *queue, batch: *batchAck, seen: seen}
 	default:
 		fail(fmt.Errorf("unknown system %q", *kind))
 	}
@@ -82,6 +98,19 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if *rate > 0 {
+				// Paced: one send every producers/rate seconds, each stamped with its time.
+				every := time.Duration(float64(time.Second) * float64(*producers) / *rate)
+				tick := time.NewTicker(every)
+				defer tick.Stop()
+				for i := 0; i < n; i++ {
+					<-tick.C
+					if err := send(stamped(*size)); err != nil {
+						fail(err)
+					}
+				}
+				return
+			}
 			for i := 0; i < n; i++ {
 				if err := send(payload); err != nil {
 					fail(err)
@@ -110,11 +139,59 @@ func main() {
 	}
 	wg.Wait()
 	secs := time.Duration(ended.Load()).Seconds()
+	if *rate > 0 {
+		out, _ := json.Marshal(lat.summary(*kind, *rate))
+		fmt.Println(string(out))
+		return
+	}
 	out, _ := json.Marshal(map[string]any{
 		"system": *kind, "messages": acked.Load(), "seconds": secs,
 		"msgs_per_sec": float64(acked.Load()) / secs,
 	})
 	fmt.Println(string(out))
+}
+
+// A payload of `size` bytes starting with the time it is made (nanoseconds, 19 digits).
+func stamped(size int) []byte {
+	p := bytes.Repeat([]byte("x"), max(size, 19))
+	copy(p, fmt.Sprintf("%019d", time.Now().UnixNano()))
+	return p
+}
+
+// Send-to-deliver latencies, noted by consumers as messages reach them.
+type latencies struct {
+	mu sync.Mutex
+	us []float64
+}
+
+func (l *latencies) note(payload []byte) {
+	if len(payload) < 19 {
+		return
+	}
+	sent, err := strconv.ParseInt(string(payload[:19]), 10, 64)
+	if err != nil {
+		return
+	}
+	d := float64(time.Now().UnixNano()-sent) / 1000
+	l.mu.Lock()
+	l.us = append(l.us, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) summary(kind string, rate float64) map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sort.Float64s(l.us)
+	at := func(q float64) float64 {
+		if len(l.us) == 0 {
+			return 0
+		}
+		return l.us[min(len(l.us)-1, int(q*float64(len(l.us))))] / 1000
+	}
+	return map[string]any{
+		"system": kind, "rate": rate, "messages": len(l.us),
+		"p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": at(1),
+	}
 }
 
 func fail(err error) {
@@ -126,6 +203,7 @@ func fail(err error) {
 type strata struct {
 	base, queue, storage string
 	batch                bool
+	seen                 func([]byte)
 }
 
 func (s *strata) client() *http.Client {
@@ -188,12 +266,18 @@ func (s *strata) consumer(int) (func(int) (int, error), error) {
 		var got struct {
 			Messages []struct {
 				Lease string `json:"lease"`
+				Body  string `json:"body"`
 			} `json:"messages"`
 		}
 		err := s.call(c, "POST", "/v1/queues/"+s.queue+"/fetch",
 			map[string]any{"max": max, "wait_ms": 1000, "lease_ms": 60000}, &got)
 		if err != nil {
 			return 0, err
+		}
+		if s.seen != nil {
+			for _, m := range got.Messages {
+				s.seen([]byte(m.Body))
+			}
 		}
 		if s.batch && len(got.Messages) > 0 {
 			leases := make([]string, 0, len(got.Messages))
@@ -219,6 +303,7 @@ func (s *strata) consumer(int) (func(int) (int, error), error) {
 type jetstream struct {
 	url, subject string
 	batch        bool
+	seen         func([]byte)
 }
 
 func (j *jetstream) context() (nats.JetStreamContext, *nats.Conn, error) {
@@ -274,6 +359,11 @@ func (j *jetstream) consumer(int) (func(int) (int, error), error) {
 		if err != nil && err != nats.ErrTimeout {
 			return 0, err
 		}
+		if j.seen != nil {
+			for _, m := range msgs {
+				j.seen(m.Data)
+			}
+		}
 		if j.batch && len(msgs) > 0 {
 			// A work-queue stream takes explicit acks only: the batch's acks go out back
 			// to back on the connection, the last one confirmed (so all before it are).
@@ -297,6 +387,7 @@ func (j *jetstream) consumer(int) (func(int) (int, error), error) {
 type streams struct {
 	addr, key string
 	batch     bool
+	seen      func([]byte)
 }
 
 func (r *streams) client() *redis.Client {
@@ -329,6 +420,15 @@ func (r *streams) consumer(id int) (func(int) (int, error), error) {
 		}
 		if err != nil {
 			return 0, err
+		}
+		if r.seen != nil {
+			for _, s := range got {
+				for _, m := range s.Messages {
+					if data, ok := m.Values["data"].(string); ok {
+						r.seen([]byte(data))
+					}
+				}
+			}
 		}
 		if r.batch {
 			var ids []string

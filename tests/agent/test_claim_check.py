@@ -51,3 +51,23 @@ def test_a_large_body_is_stored_once_on_object_storage_and_read_back(node_with, 
     # Past max_claim_bytes: refused, nothing stored.
     status, answer, _ = Api(node).send("big", {"doc": "x" * 1_100_000})
     assert status == 413 and answer["error"]["code"] == "too_large", answer
+
+
+def test_a_refused_send_stores_no_body_and_mqtt_consumers_get_it_read_in(node_with):
+    import json
+    sys.path.insert(0, os.path.dirname(HERE))
+    from mqtt_client import Client as Mqtt
+    node = node_with("", STRATA_AGENT__ENABLED="true", STRATA_AGENT__TOKEN=TOKEN,
+                     STRATA_AGENT__MQTT_PREFIX="queues/")
+    api = Api(node)
+    large = {"doc": secrets.token_hex(50_000)}
+    status, answer, _ = api.call("POST", "/v1/queues/bad.name/messages", {"body": large})
+    assert status == 400 and answer["error"]["code"] == "bad_name"
+    assert node.metrics().get("strata_agent_claim_checks_total") == 0
+    assert api.send("bigq", large)[0] == 201
+    assert node.metrics().get("strata_agent_claim_checks_total") == 1
+    worker = Mqtt(node.port)
+    assert worker.subscribe("queues/bigq", qos=1)[0].value == 1
+    m = worker.expect()[0]
+    assert json.loads(m.payload) == large
+    worker.close()

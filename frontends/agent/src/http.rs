@@ -64,6 +64,8 @@ pub struct Api {
     pub metrics: AgentMetrics,
     /// Large bodies, claim-checked.
     pub blobs: crate::blobs::Blobs,
+    /// Places for large sends under way at once.
+    pub claim_sends: tokio::sync::Semaphore,
 }
 
 impl Api {
@@ -189,7 +191,8 @@ const _: () = assert!(LEVELS == 3);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendRequest {
-    body: serde_json::Value,
+    // Kept as sent: a large one is stored as it is (claim-check), never parsed into a tree.
+    body: Box<serde_json::value::RawValue>,
     #[serde(default)]
     priority: Priority,
     #[serde(default)]
@@ -345,35 +348,49 @@ async fn send_to(
                     })?,
             ),
         };
-    // A body over the claim-check threshold may be larger than other requests.
+    // A body over the claim-check threshold may be larger than other requests: such a
+    // request (by its Content-Length) takes one of `max_claim_sends` places first, so the
+    // memory large bodies take at once is bounded.
     let claims = api.blobs.threshold > 0;
-    let limit = match claims {
-        true => api.max_body_bytes.max(api.blobs.max_bytes),
-        false => api.max_body_bytes,
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let (limit, _place) = match declared {
+        Some(n) if claims && n > api.max_body_bytes => {
+            let place = api.claim_sends.try_acquire().map_err(|_| {
+                AgentError::too_many(
+                    "claim_sends_busy",
+                    "as many large sends as this node takes at once are under way",
+                )
+            })?;
+            (api.blobs.max_bytes.saturating_add(64 * 1024), Some(place))
+        }
+        _ => (api.max_body_bytes, None),
     };
     let r: SendRequest = api.body_up_to(body, limit).await?;
-    let mut envelope = envelope(r.body, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
-    let text = serde_json::to_vec(&envelope.body).unwrap_or_default();
-    let size = text.len();
-    if claims && size > api.blobs.threshold {
-        if text.len() > api.blobs.max_bytes {
-            return Err(too_large(api.blobs.max_bytes));
-        }
-        // Kept once, as an object; the message carries where.
-        envelope.claim = Some(api.blobs.put(&text).await?);
-        envelope.body = serde_json::Value::Null;
-        api.metrics.claims.inc();
-    } else if size > api.max_body_bytes {
-        return Err(too_large(api.max_body_bytes));
+    let text = r.body.get();
+    let large = claims && text.len() > api.blobs.threshold;
+    if large && text.len() > api.blobs.max_bytes {
+        return Err(too_large(api.blobs.max_bytes));
     }
+    let value = match large {
+        // Kept once on its own, after the queue takes the message; the message carries
+        // where.
+        true => serde_json::Value::Null,
+        false => serde_json::from_str(text)
+            .map_err(|e| AgentError::bad_request("bad_json", e.to_string()))?,
+    };
+    let envelope = envelope(value, r.key.as_deref(), r.tags, r.ttl_ms, r.delay_ms)?;
     let (id, duplicate) = api
         .queues
-        .send(
+        .send_large(
             queue,
             r.priority.level(),
             r.key.as_deref(),
             envelope,
             idempotency,
+            large.then_some((&api.blobs, text.as_bytes())),
         )
         .await?;
     let status = if duplicate {

@@ -117,6 +117,9 @@ pub struct AgentConfig {
     pub claim_check_bytes: usize,
     /// The largest message body a send may carry when it is claim-checked.
     pub max_claim_bytes: usize,
+    /// Sends larger than `max_body_bytes` under way at once (each may hold up to
+    /// `max_claim_bytes` in memory); past it 429 `claim_sends_busy`.
+    pub max_claim_sends: usize,
 }
 
 impl Default for AgentConfig {
@@ -155,6 +158,7 @@ impl Default for AgentConfig {
             mqtt_prefix: None,
             claim_check_bytes: 64 * 1024,
             max_claim_bytes: 8 * 1024 * 1024,
+            max_claim_sends: 4,
         }
     }
 }
@@ -279,6 +283,7 @@ impl Frontend for AgentFrontend {
                 self.config.claim_check_bytes,
                 self.config.max_claim_bytes,
             ),
+            claim_sends: tokio::sync::Semaphore::new(self.config.max_claim_sends),
             metrics,
             shutdown: shutdown.clone(),
         });

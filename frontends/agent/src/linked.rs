@@ -133,18 +133,33 @@ impl WorkQueues for LinkedQueues {
                 .await
         };
         let fetched = fetched.await.map_err(|e| self.refused(e))?;
-        Ok(fetched
-            .into_iter()
-            .map(|f| Leased {
-                payload: payload_of(&f.envelope.body),
+        let mut out = Vec::with_capacity(fetched.len());
+        for f in fetched {
+            // A claim-checked body is read in: an MQTT client gets the body, not a claim.
+            let payload = match &f.envelope.claim {
+                Some(claim) => match self.api.blobs.get(&claim.id).await {
+                    Ok(text) => serde_json::from_slice(&text)
+                        .map(|v| payload_of(&v))
+                        .unwrap_or(text),
+                    Err(e) => {
+                        // Not handed out without its body: back to the queue, counted.
+                        let _ = self.api.queues.settle(queue, &f.lease, Some(1000)).await;
+                        return Err(self.refused(e));
+                    }
+                },
+                None => payload_of(&f.envelope.body),
+            };
+            out.push(Leased {
+                payload,
                 id: f.id,
                 lease: f.lease,
                 attempt: f.attempt,
                 priority: f.priority,
                 key: f.key,
                 tags: f.envelope.tags,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     async fn ack(&self, queue: &str, lease: &str) -> Result<(), QueueError> {

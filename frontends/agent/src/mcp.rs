@@ -327,8 +327,14 @@ impl Mcp {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, RpcError> {
-        let mut request = Request::builder().method(method).uri(path);
-        let headers = request.headers_mut().expect("a request being built");
+        // A path the URI type refuses (too long, say) is the caller's arguments' fault.
+        let uri: axum::http::Uri = path
+            .parse()
+            .map_err(|e| RpcError::params(format!("cannot make the request: {e}")))?;
+        let mut request = Request::builder().method(method).uri(uri);
+        let Some(headers) = request.headers_mut() else {
+            return Err(RpcError::params("cannot make the request"));
+        };
         for name in [
             header::AUTHORIZATION,
             "x-agent-token".parse().expect("a name"),

@@ -399,6 +399,22 @@ impl Queues {
         envelope: Envelope,
         idempotency_key: Option<&str>,
     ) -> Result<(String, bool), AgentError> {
+        self.send_large(name, level, key, envelope, idempotency_key, None)
+            .await
+    }
+
+    /// [`Queues::send`] of a message whose body, `large.1`, is kept on its own in
+    /// `large.0` (claim-check) once the queue has room for it: a refused send stores no
+    /// body.
+    pub async fn send_large(
+        &self,
+        name: &str,
+        level: u8,
+        key: Option<&str>,
+        mut envelope: Envelope,
+        idempotency_key: Option<&str>,
+        large: Option<(&crate::blobs::Blobs, &[u8])>,
+    ) -> Result<(String, bool), AgentError> {
         let level = usize::from(level).min(LEVELS - 1);
         let q = self.queue(name, Some(self.class_for_new(name)?)).await?;
         let _one = match idempotency_key {
@@ -440,6 +456,11 @@ impl Queues {
                     format!("queue {name} remembers {keys} idempotency keys already"),
                 ));
             }
+        }
+        if let Some((blobs, body)) = large {
+            envelope.claim = Some(blobs.put(body).await?);
+            envelope.body = serde_json::Value::Null;
+            self.metrics.claims.inc();
         }
         let value = serde_json::to_vec(&envelope)
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
@@ -525,9 +546,15 @@ impl Queues {
         let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
         let now = now_ms();
         for q in open {
-            {
+            let due = {
                 let mut state = q.state.lock();
                 self.expire(&q, &mut state, now);
+                state.next_due_ms().is_some_and(|at| at <= now)
+            };
+            if due {
+                // A delayed or nacked message fell due: a send wakes one waiting
+                // consumer, which may have gone since, so every waiter looks again.
+                q.wake.notify_waiters();
             }
             // Idempotency keys past their window go, from memory and from the store.
             let window_ms = self.limits.dedup_window_ms;

@@ -197,9 +197,18 @@ class Client:
         if lease_ms is not None:
             req["lease_ms"] = lease_ms
         a = self._call("POST", f"{base}/fetch", req, as_agent=as_agent)
-        # A large body was kept on its own (claim-check): read it in.
-        return [Message.of(m, self.blob(m["claim"]["id"]) if m.get("claim") else None)
-                for m in a["messages"]]
+        # A large body was kept on its own (claim-check): read it in. One that cannot be
+        # read (gone with the blobs' retention) stays None, its claim kept: the other
+        # messages of the fetch are not held up by it.
+        return [Message.of(m, self._claimed(m)) for m in a["messages"]]
+
+    def _claimed(self, m: dict) -> Any:
+        if not m.get("claim"):
+            return None
+        try:
+            return self.blob(m["claim"]["id"])
+        except (StrataError, httpx.TransportError):
+            return None
 
     def blob(self, claim_id: str) -> Any:
         """A large message body kept on its own (claim-check), by its claim's id."""

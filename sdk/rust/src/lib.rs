@@ -517,8 +517,12 @@ impl Queue {
         };
         let mut a: Answer = self.call("fetch", true, &body).await?;
         for m in &mut a.messages {
-            if let Some(claim) = &m.claim {
-                m.body = self.client.blob(&claim.id).await?;
+            // A body that cannot be read (gone with the blobs' retention) stays null, its
+            // claim kept: the other messages of the fetch are not held up by it.
+            if let Some(claim) = &m.claim
+                && let Ok(body) = self.client.blob(&claim.id).await
+            {
+                m.body = body;
             }
         }
         Ok(a.messages)
