@@ -49,7 +49,7 @@ def main():
     tmp = tempfile.mkdtemp()
     mqtt_port, admin_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"),
+    env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"),
                 "STRATA_MQTT__LISTEN": f"127.0.0.1:{mqtt_port}", "STRATA_MQTT__WS_ENABLED": "false",
                 "STRATA_MQTT__MAX_CONNECTIONS": "100000", "STRATA_KAFKA__ENABLED": "false",
                 "STRATA_ADMIN__LISTEN": f"127.0.0.1:{admin_port}", "STRATA_LOG__LEVEL": "warn"})

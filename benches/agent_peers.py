@@ -21,8 +21,8 @@ With `--batch-ack`, each fetched batch is acknowledged at once, as each system a
 Strata one ack of many leases, Redis one XACK of many ids, NATS (whose work-queue streams
 take explicit acks only) the batch's acks sent back to back, the last one confirmed.
 
-With `--rate R`, send-to-deliver latency instead: one producer sends R messages a second
-for `--seconds`, each payload stamped with its send time, and one consumer notes when each
+With `--rate R`, send-to-deliver latency instead: `--senders` producers (16) send R
+messages a second in all for `--seconds`, each payload stamped with its send time, and one consumer notes when each
 reaches it (before acking it); Strata once per storage class (`memory`, `local`, `object`
 on a local s3s-fs server), beside NATS JetStream and Redis Streams. Reports the medians of
 p50, p99 and p99.9 over the runs.
@@ -96,7 +96,8 @@ def run_latency(system, strata, args):
             wait_port(port, proc, system)
             out = subprocess.run(["taskset", "-c", "1", AGENTQ, "-system", kind,
                                   "-addr", f"127.0.0.1:{port}", "-rate", str(args.rate),
-                                  "-seconds", str(args.seconds), "-producers", "1",
+                                  "-seconds", str(args.seconds),
+                                  "-producers", str(args.senders),
                                   "-consumers", "1", "-size", str(args.size),
                                   "-storage", storage or "local"],
                                  check=True, capture_output=True, text=True,
@@ -115,7 +116,8 @@ def run_latency(system, strata, args):
 
 
 def latency_main(args, strata):
-    systems = [s for s in LATENCY_SYSTEMS if s.split("-")[0] in args.systems.split(",")]
+    asked = args.systems.split(",")
+    systems = [s for s in LATENCY_SYSTEMS if s in asked or s.split("-")[0] in asked]
     results = {s: [] for s in systems}
     for run in range(args.runs):
         for system in (systems if run % 2 == 0 else list(reversed(systems))):
@@ -124,7 +126,7 @@ def latency_main(args, strata):
             print(json.dumps(r), flush=True)
     keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
     print(f"\nmedians of {args.runs} runs: {args.rate:g} messages/s of {args.size} B for "
-          f"{args.seconds:g} s, one producer, one consumer; send -> deliver")
+          f"{args.seconds:g} s, {args.senders} producers, one consumer; send -> deliver")
     print(f"{'system':14} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
     for s in systems:
         m = {k: statistics.median(r[k] for r in results[s]) for k in keys}
@@ -172,6 +174,9 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="latency mode: messages a second, one producer and one consumer")
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--senders", type=int, default=16,
+                    help="latency mode: producers sharing the rate (an object-class send "
+                         "waits for its object, tens of ms: one sender alone cannot keep up)")
     args = ap.parse_args()
     strata = args.strata or default_strata()
     build_agentq()

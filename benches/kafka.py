@@ -99,7 +99,7 @@ class Broker:
         self.out = os.path.join(self.tmp, "broker.out")
         if name == "strata":
             env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-            env.update({"STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
+            env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
                         "STRATA_ADMIN__LISTEN": "127.0.0.1:0", "STRATA_MQTT__ENABLED": "false",
                         "STRATA_KAFKA__LISTEN": f"127.0.0.1:{self.port}", "STRATA_LOG__LEVEL": "warn",
                         # as the Kafka side's group.initial.rebalance.delay.ms=0 (Strata's default: 1000)

@@ -88,7 +88,7 @@ class Setup:
                     f.write(f'[cluster]\nnode_id = {i + 1}\nlisten = "{host}:{cluster[i]}"\n'
                             f'initial_voters = [{voters}]\nsecret = "bench-cluster-secret-0123"\n')
             env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-            env.update({"STRATA_NODE__DATA_DIR": os.path.join(home, "data"),
+            env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(home, "data"),
                         "STRATA_ADMIN__LISTEN": f"{host}:{admin}", "STRATA_MQTT__ENABLED": "false",
                         "STRATA_KAFKA__LISTEN": f"{host}:{self.ports[i]}", "STRATA_LOG__LEVEL": "warn",
                         "STRATA_KAFKA__GROUP_INITIAL_REBALANCE_DELAY_MS": "0"})

@@ -48,7 +48,7 @@ class Node:
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        env.update({"STRATA_NODE__DATA_DIR": os.path.join(self.home, "data"),
+        env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(self.home, "data"),
                     "STRATA_ADMIN__LISTEN": f"{self.host}:{self.admin_port}",
                     "STRATA_MQTT__ENABLED": "false", "STRATA_KAFKA__LISTEN": f"{self.host}:0",
                     "STRATA_LOG__LEVEL": "warn"})

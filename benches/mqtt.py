@@ -87,7 +87,7 @@ dynamic_filters = true
 
 def start_strata(tmp, port, binary, admin_port=0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
+    env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
                 "STRATA_MQTT__WS_ENABLED": "false", "STRATA_KAFKA__ENABLED": "false",
                 "STRATA_ADMIN__LISTEN": f"127.0.0.1:{admin_port}",
                 "STRATA_LOG__LEVEL": "warn"})

@@ -38,7 +38,7 @@ def start_mosquitto(tmp, port):
 def start_strata(binary, extra_env=None):
     def start(tmp, port):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        env.update({"STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
+        env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(tmp, "data"), "STRATA_MQTT__LISTEN": f"127.0.0.1:{port}",
                     "STRATA_MQTT__WS_ENABLED": "false", "STRATA_KAFKA__ENABLED": "false", "STRATA_ADMIN__LISTEN": "127.0.0.1:0",
                     "STRATA_LOG__LEVEL": "warn"})
         env.update(extra_env or {})

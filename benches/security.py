@@ -79,7 +79,7 @@ class Strata:
         with open(cfg, "w") as f:
             f.write(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-        env.update({"STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
+        env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(self.tmp, "data"),
                     "STRATA_LOG__LEVEL": "warn",
                     **{f"STRATA_{k}": "127.0.0.1:0" for k in (
                         "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN",

@@ -77,5 +77,6 @@ def test_agents_queues_and_tasks(node_with):
     assert code == 0 and "planner" in out, (out, err)
 
 
-def test_disabled_without_the_agent_frontend(node):
-    assert_error(Api(node).get("agent", "agents"), 404, "disabled")
+def test_disabled_without_the_agent_frontend(node_with):
+    n = node_with("[agent]\nenabled = false\n")
+    assert_error(Api(n).get("agent", "agents"), 404, "disabled")

@@ -16,7 +16,7 @@ def test_status_and_masked_config(node_with):
     n = node_with('[kafka]\nsasl_plain_users = { alice = "pw-secret-1" }\n')
     api = Api(n)
     status = api.ok("node")
-    assert status["frontends"] == ["mqtt", "kafka"]
+    assert status["frontends"] == ["mqtt", "kafka", "agent"]
     listeners = {x["name"]: x["address"] for x in status["listeners"]}
     assert listeners["admin"] == f"127.0.0.1:{n.admin_port}"
     assert listeners["mqtt"] == f"127.0.0.1:{n.port}"
@@ -39,7 +39,7 @@ def test_token_guards_the_api_but_not_health_or_metrics(node_with):
     for api in (anonymous, wrong):
         assert_error(api.get("node"), 401, "unauthorized")
         assert_error(api.delete("mqtt", "sessions", "x"), 401, "unauthorized")
-    assert right.ok("node")["frontends"] == ["mqtt", "kafka"]
+    assert right.ok("node")["frontends"] == ["mqtt", "kafka", "agent"]
     assert right.ok("node", "config")["admin"]["token"] == "***"
     for path in ("/health", "/metrics"):
         with urllib.request.urlopen(anonymous.base + path, timeout=DEADLINE) as r:
@@ -230,7 +230,7 @@ def test_a_disabled_frontends_routes_say_so_behind_the_token(node_with):
     n = node_with(f'[admin]\ntoken = "{token}"\n[kafka]\nenabled = false\n')
     assert n.kafka_port is None
     api = Api(n, token)
-    assert api.ok("node")["frontends"] == ["mqtt"]
+    assert api.ok("node")["frontends"] == ["mqtt", "agent"]
     for path in (("kafka", "groups"), ("kafka", "groups", "g1"), ("kafka",)):
         assert_error(api.get(*path), 404, "disabled")
         assert_error(Api(n).get(*path), 401, "unauthorized")

@@ -52,7 +52,7 @@ const SPACE: &str = "agent";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// Run the agent frontend on this node (off until it is complete).
+    /// Run the agent frontend on this node.
     pub enabled: bool,
     /// HTTP listener.
     pub listen: SocketAddr,
@@ -126,7 +126,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         let limits = QueueLimits::default();
         AgentConfig {
-            enabled: false,
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             token: None,
             max_body_bytes: 256 * 1024,

@@ -38,6 +38,7 @@ pub fn strata(cwd: &Path) -> Command {
     command.env("STRATA_MQTT__LISTEN", "127.0.0.1:0");
     command.env("STRATA_MQTT__WS_LISTEN", "127.0.0.1:0");
     command.env("STRATA_KAFKA__LISTEN", "127.0.0.1:0");
+    command.env("STRATA_AGENT__LISTEN", "127.0.0.1:0");
     command
 }
 
