@@ -63,15 +63,24 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Traffic: the idle deadline starts again.
-    fn active(&mut self) {
-        let next = Instant::now() + self.idle;
-        self.deadline.as_mut().reset(next);
-    }
-
-    /// Pending I/O: an error once the connection has been idle too long.
-    fn idle_for_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+    /// `polled`, an I/O step's outcome: traffic starts the idle deadline again; a step that
+    /// waits fails once the connection has been idle too long.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                let next = Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(timed_out()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -89,14 +98,8 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.active();
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(cx, polled)
     }
 }
 
@@ -107,14 +110,8 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.active();
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -123,14 +120,8 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.active();
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.idle_for_too_long(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
