@@ -64,12 +64,15 @@ listen = "$host:9092"
 
 [admin]
 listen = "$host:9180"
+
+[agent]
+listen = "$host:8090"
 EOF
   # The secret goes in through the environment, not into the file.
   STRATA_CLUSTER__SECRET="$secret" "$STRATA_BIN" serve --config "$dir/n$i.toml" \
     >> "$dir/n$i.log" 2>&1 &
   pids+=("$!")
-  echo "node $i: $host (Kafka $host:9092, MQTT $host:1883, admin http://$host:9180), log $dir/n$i.log"
+  echo "node $i: $host (Kafka $host:9092, MQTT $host:1883, agent http://$host:8090, admin http://$host:9180), log $dir/n$i.log"
 done
 echo "cluster of $nodes: strata admin --url http://127.0.0.1:9180 cluster nodes"
 # Runs until Ctrl-C or until one node exits.

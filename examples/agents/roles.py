@@ -156,7 +156,13 @@ def sdk_worker(name):
 
     def work(m):
         task, n = m.body["task"], m.body["job"]
-        if c.task(task).final:
+        try:
+            finished = c.task(task).final
+        except StrataError as e:
+            if e.code != "unknown_task":
+                raise
+            finished = True  # Deleted after its retention: long finished.
+        if finished:
             say(name, f"job {n}: its task is finished already (a redelivery), acknowledged")
             return
         say(name, f"took job {n} (task {task}, delivery {m.attempt})")

@@ -64,11 +64,51 @@ pub struct Api {
     pub metrics: AgentMetrics,
     /// Large bodies, claim-checked.
     pub blobs: crate::blobs::Blobs,
+    /// Whether the API listens on a loopback address only (then, without a token, only
+    /// requests naming this machine are answered).
+    pub loopback_only: bool,
     /// Places for large sends under way at once.
     pub claim_sends: tokio::sync::Semaphore,
 }
 
+/// The host part of a `Host` header or an origin's authority (`[::1]:8090` → `[::1]`).
+fn host_of(authority: &str) -> &str {
+    authority
+        .rsplit_once(':')
+        .filter(|(h, port)| port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':'))
+        .map_or(authority, |(host, _)| host)
+}
+
 impl Api {
+    /// On a node without a token listening on loopback only, refuses a request naming
+    /// another host (`Host`): a page of another site that made its name resolve to this
+    /// machine (DNS rebinding) sends its own name there, and no `Origin` on a GET.
+    fn host(&self, headers: &HeaderMap) -> Result<(), AgentError> {
+        if self.token.is_some() || !self.loopback_only {
+            return Ok(());
+        }
+        let Some(host) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        let host = host_of(host.to_str().unwrap_or_default());
+        let allowed = matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o.split_once("://").is_some_and(|(_, a)| host_of(a) == host));
+        if allowed {
+            return Ok(());
+        }
+        Err(AgentError {
+            status: StatusCode::FORBIDDEN,
+            code: "bad_host",
+            message: format!(
+                "this node has no token and answers only requests to this machine, not to {host}"
+            ),
+            retry_after: None,
+        })
+    }
+
     /// Refuses a request a web page made from another site (a browser sends its `Origin`):
     /// only pages of this machine (`localhost`, `127.0.0.1`, `[::1]`) and the configured
     /// `allowed_origins` may call the API. Clients that are not browsers send none.
@@ -418,10 +458,12 @@ async fn fetch_to(api: &Api, queue: &str, body: Body) -> Result<Response, AgentE
             "lease_ms is positive and wait_ms not negative",
         ));
     }
-    let messages = api
-        .queues
-        .fetch(queue, r.max, r.lease_ms, r.wait_ms)
-        .await?;
+    // A long poll ends early when the node stops, so it never holds up a shutdown.
+    let mut stop = api.shutdown.clone();
+    let messages = tokio::select! {
+        fetched = api.queues.fetch(queue, r.max, r.lease_ms, r.wait_ms) => fetched?,
+        () = stop.wait() => Vec::new(),
+    };
     Ok(json(
         StatusCode::OK,
         serde_json::json!({"messages": messages}),
@@ -1193,12 +1235,14 @@ async fn task_events(
         );
         return Ok(crate::topics::sse_response(stream));
     }
-    // Waits for an event after `after`, or for the task to end.
-    api.tasks
-        .wait(&id, api.wait_of(q.wait_ms), |t| {
+    // Waits for an event after `after`, or for the task to end, or for the node to stop.
+    let mut stop = api.shutdown.clone();
+    tokio::select! {
+        waited = api.tasks.wait(&id, api.wait_of(q.wait_ms), |t| {
             t.state.is_final() || t.events.iter().any(|&o| after.is_none_or(|a| o > a))
-        })
-        .await?;
+        }) => { waited?; }
+        () = stop.wait() => {}
+    }
     let (task, events) = api.tasks.events(&id, after, max).await?;
     Ok(json(
         StatusCode::OK,
@@ -1212,12 +1256,13 @@ async fn wait_task(
     RawQuery(query): RawQuery,
 ) -> Result<Response, AgentError> {
     let q: WaitQuery = query_of(query.as_deref())?;
-    let task = api
-        .tasks
-        .wait(&id, api.wait_of(q.wait_ms), |t| {
+    let mut stop = api.shutdown.clone();
+    let task = tokio::select! {
+        waited = api.tasks.wait(&id, api.wait_of(q.wait_ms), |t| {
             t.state.is_final() || t.state == TaskState::InputRequired
-        })
-        .await?;
+        }) => waited?,
+        () = stop.wait() => api.tasks.get(&id)?,
+    };
     ok(&task.view())
 }
 
@@ -1247,7 +1292,8 @@ async fn not_found() -> AgentError {
 /// answered (by a handler, or here) counted by its code.
 async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     let checked = api
-        .origin(request.headers())
+        .host(request.headers())
+        .and_then(|()| api.origin(request.headers()))
         .and_then(|()| api.authorize(request.headers()));
     let response = match checked {
         Ok(()) => next.run(request).await,

@@ -29,6 +29,16 @@ use strata_frontend::accept::Acceptor;
 use strata_frontend::admission::{ConnectionGate, ConnectionLimits};
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
+/// A task stopped when this is dropped: the sweeper ends with the frontend, even when the
+/// node gives up waiting for it and drops its future.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The error code a refused connection is counted under (a fixed set).
 fn connection_refusal(why: &str) -> &'static str {
     match why {
@@ -284,6 +294,7 @@ impl Frontend for AgentFrontend {
                 self.config.max_claim_bytes,
             ),
             claim_sends: tokio::sync::Semaphore::new(self.config.max_claim_sends),
+            loopback_only: self.config.listen.ip().is_loopback(),
             metrics,
             shutdown: shutdown.clone(),
         });
@@ -294,7 +305,7 @@ impl Frontend for AgentFrontend {
         }
         // Lapsed leases end even on a queue nobody asks anything of: their messages are
         // redelivered to waiting consumers or dead-lettered.
-        let sweeper = tokio::spawn({
+        let sweeper = AbortOnDrop(tokio::spawn({
             let api = api.clone();
             let retention_ms = self.config.task_retention_ms.max(0);
             async move {
@@ -318,7 +329,7 @@ impl Frontend for AgentFrontend {
                     }
                 }
             }
-        });
+        }));
         ctx.ready();
         // Admitted as every frontend's sockets are (with TCP_NODELAY: answers go out as
         // soon as written), closed when idle too long.
@@ -340,17 +351,19 @@ impl Frontend for AgentFrontend {
                 errors.with_label_values(&[connection_refusal(why)]).inc();
             },
         );
-        let idle = self
-            .config
-            .idle_timeout_ms
-            .max(u64::try_from(self.config.max_wait_ms).unwrap_or(0) + 5_000);
+        let idle = self.config.idle_timeout_ms.max(
+            u64::try_from(self.config.max_wait_ms)
+                .unwrap_or(0)
+                .max(15_000)
+                + 5_000,
+        );
         let listener =
             listener::Gated::new(acceptor, local, std::time::Duration::from_millis(idle));
         let served = axum::serve(listener, http::router(api))
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .map_err(|e| FrontendError::Failed(format!("agent: {e}")));
-        sweeper.abort();
+        drop(sweeper);
         served
     }
 }

@@ -45,6 +45,7 @@ impl axum::serve::Listener for Gated {
             _admitted: socket.admitted,
             idle: self.idle,
             deadline: Box::pin(tokio::time::sleep(self.idle)),
+            preface: 0,
         };
         (connection, socket.addr)
     }
@@ -60,7 +61,14 @@ pub struct Connection {
     _admitted: Admitted,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// How much of HTTP/2's connection preface the first bytes matched; `u8::MAX` once
+    /// they are known not to be one.
+    preface: u8,
 }
+
+/// How an HTTP/2 connection starts. The API speaks HTTP/1.1 only: over HTTP/2 one
+/// connection would carry many long polls, past what `max_connections` bounds.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 impl Connection {
     /// `polled`, an I/O step's outcome: traffic starts the idle deadline again; a step that
@@ -98,7 +106,23 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.preface != u8::MAX && matches!(polled, Poll::Ready(Ok(()))) {
+            for &b in &buf.filled()[before..] {
+                if b != H2_PREFACE[usize::from(this.preface)] {
+                    this.preface = u8::MAX;
+                    break;
+                }
+                this.preface += 1;
+                if usize::from(this.preface) == H2_PREFACE.len() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the agent API speaks HTTP/1.1 only",
+                    )));
+                }
+            }
+        }
         this.watch(cx, polled)
     }
 }

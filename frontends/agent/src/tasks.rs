@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::BatchBuilder;
-use strata_frontend::seams::{Partition, StateSpace, Storage};
+use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage};
 use tokio::sync::Notify;
 
 use crate::error::AgentError;
@@ -137,6 +137,9 @@ pub struct Tasks {
     class: StorageClass,
 }
 
+/// Most finished tasks one sweep deletes.
+const EXPIRED_PER_SWEEP: usize = 1000;
+
 /// Most events one task keeps.
 pub const MAX_EVENTS: usize = 10_000;
 
@@ -250,21 +253,36 @@ impl Tasks {
         let Some(finished) = finished.as_mut() else {
             return Ok(0);
         };
-        let mut gone = 0;
-        while let Some(first) = finished.first()
+        // At most this many a sweep, in one write: a backlog (a node upgraded with many
+        // old tasks) goes over several sweeps instead of holding the runtime up.
+        let mut expired = Vec::new();
+        while expired.len() < EXPIRED_PER_SWEEP
+            && let Some(first) = finished.first()
             && first.0.saturating_add(retention_ms) <= now_ms
         {
-            let (_, id) = finished.pop_first().unwrap_or_default();
-            self.space
-                .delete(&key(&id))
-                .map_err(|e| AgentError::unavailable(e.0))?;
-            self.cache.lock().remove(&id);
-            gone += 1;
+            expired.extend(finished.pop_first());
         }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let ops: Vec<StateOp> = expired
+            .iter()
+            .map(|(_, id)| StateOp::Delete(key(id)))
+            .collect();
+        if let Err(e) = self.space.write(&ops) {
+            // Kept for the next sweep.
+            finished.extend(expired);
+            return Err(AgentError::unavailable(e.0));
+        }
+        let mut cache = self.cache.lock();
+        for (_, id) in &expired {
+            cache.remove(id);
+        }
+        drop(cache);
         if let Some(n) = self.count.lock().as_mut() {
-            *n = n.saturating_sub(gone);
+            *n = n.saturating_sub(expired.len());
         }
-        Ok(gone)
+        Ok(expired.len())
     }
 
     /// How many tasks the store holds (counted once, then kept up to date).
@@ -413,6 +431,10 @@ impl Tasks {
     ) -> Result<Task, AgentError> {
         let _one = self.changing.lock().await;
         let mut task = self.get(id)?;
+        if task.state.is_final() {
+            // Canceled (or otherwise ended) meanwhile: it stays as it ended.
+            return Ok(task);
+        }
         let event = TaskEvent {
             task: id.to_string(),
             kind: "status".into(),
