@@ -115,15 +115,22 @@ def run_latency(system, strata, args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def alternate(systems, runs, one):
+    """`one(system)` for every system, `runs` times, the order reversed every other run:
+    each system's results, printed as they come."""
+    results = {s: [] for s in systems}
+    for run in range(runs):
+        for system in (systems if run % 2 == 0 else list(reversed(systems))):
+            r = one(system)
+            results[system].append(r)
+            print(json.dumps(r), flush=True)
+    return results
+
+
 def latency_main(args, strata):
     asked = args.systems.split(",")
     systems = [s for s in LATENCY_SYSTEMS if s in asked or s.split("-")[0] in asked]
-    results = {s: [] for s in systems}
-    for run in range(args.runs):
-        for system in (systems if run % 2 == 0 else list(reversed(systems))):
-            r = run_latency(system, strata, args)
-            results[system].append(r)
-            print(json.dumps(r), flush=True)
+    results = alternate(systems, args.runs, lambda s: run_latency(s, strata, args))
     keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
     print(f"\nmedians of {args.runs} runs: {args.rate:g} messages/s of {args.size} B for "
           f"{args.seconds:g} s, {args.senders} producers, one consumer; send -> deliver")
@@ -184,12 +191,7 @@ def main():
         latency_main(args, strata)
         return
     systems = args.systems.split(",")
-    results = {s: [] for s in systems}
-    for run in range(args.runs):
-        for system in (systems if run % 2 == 0 else list(reversed(systems))):
-            r = run_one(system, strata, args)
-            results[system].append(r)
-            print(json.dumps(r), flush=True)
+    results = alternate(systems, args.runs, lambda s: run_one(s, strata, args))
     keys = ("msgs_per_sec", "cpu_s_per_m", "server_core", "load_core")
     med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in results.items()}
     print(f"\nmedians of {args.runs} runs: {args.messages} messages of {args.size} B, "

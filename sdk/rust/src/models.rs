@@ -296,6 +296,12 @@ pub struct DeadMessage {
     /// Its delivery time, if it was delayed.
     #[serde(default)]
     pub not_before_ms: Option<i64>,
+    /// Where its body is kept when it was claim-checked (`body` is then null; read it
+    /// with [`Client::blob`]).
+    ///
+    /// [`Client::blob`]: crate::Client::blob
+    #[serde(default)]
+    pub claim: Option<Claim>,
 }
 
 /// A topic and the ids it holds.
