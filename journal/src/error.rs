@@ -79,6 +79,19 @@ pub enum JournalError {
     /// acknowledged or kept, so it can be retried.
     #[error("object storage unavailable: {0}")]
     Unavailable(String),
+    /// An append in a leader epoch older than the newest this replica knows: its writer
+    /// is no longer the partition's leader.
+    #[error("leader epoch {epoch} is fenced: this replica knows epoch {current}")]
+    Fenced {
+        /// The epoch the append came in.
+        epoch: i32,
+        /// The newest epoch this replica knows.
+        current: i32,
+    },
+    /// The storage class cannot do this (replica operations on a class that cannot be a
+    /// replica yet).
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 impl JournalError {

@@ -72,6 +72,17 @@ impl GroupCommit {
         });
     }
 
+    /// The log was truncated to `end` and everything below it is durable (the caller just
+    /// fsynced): the durable end becomes `end`, and writes of the current epoch still
+    /// waiting fail unless they ended at or below it.
+    pub(crate) fn truncate(&self, end: u64) {
+        self.progress.send_modify(|p| {
+            p.durable = end;
+            p.floors.push(end);
+            p.epoch += 1;
+        });
+    }
+
     /// Finishes an append: under `always` waits for durability, then counts the append
     /// (or the failure) in `class`.
     pub(crate) async fn acknowledge(

@@ -4,6 +4,7 @@
 //! The journal knows nothing of any protocol: it speaks streams, offsets and bytes.
 
 mod config;
+pub mod epochs;
 mod error;
 pub mod fs;
 mod group_commit;
@@ -25,12 +26,13 @@ pub use config::{
     CacheConfig, FsyncPolicy, JournalConfig, ObjectAck, ObjectSettings, ObjectStoreConfig,
     OffloadSettings, Retention, SegmentSettings, StorageClass, StreamConfig, validate_name,
 };
+pub use epochs::{EpochStart, LeaderEpochs};
 pub use error::{JournalError, Result};
 pub use journal::{
     CACHE_DIR, Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition,
     remote_prefix,
 };
-pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
+pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo};
 pub use metrics::JournalMetrics;
 pub use notify::EndWatch;
 #[cfg(feature = "rocksdb")]

@@ -64,6 +64,30 @@ pub struct PartitionInfo {
     pub segments: Vec<SegmentInfo>,
 }
 
+/// Where a replica of a partition stands (see the replica operations of [`PartitionLog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// First offset still stored.
+    pub log_start: u64,
+    /// Offset the next record gets: the end of what is written, durable or not.
+    pub written_end: u64,
+    /// Every offset below this is durable (under `fsync = always`; the written end
+    /// otherwise).
+    pub durable_end: u64,
+    /// Readers see offsets below this only, when set (replicated partitions).
+    pub high_watermark: Option<u64>,
+    /// The newest leader epoch with records, if any.
+    pub latest_epoch: Option<crate::epochs::EpochStart>,
+    /// The newest epoch the replica was told of (appends in older ones are fenced).
+    pub fenced_below: i32,
+}
+
+fn unsupported(what: &str) -> crate::error::JournalError {
+    crate::error::JournalError::Unsupported(format!(
+        "{what}: this storage class cannot be a replica"
+    ))
+}
+
 /// One partition of a stream: a log of batches with dense offsets.
 ///
 /// Contract shared by every storage class (and checked by the conformance suite):
@@ -109,5 +133,70 @@ pub trait PartitionLog: Send + Sync + Debug {
     /// Waits until a record with an offset of at least `offset` is visible; returns the end.
     async fn wait_for(&self, offset: u64) -> Result<u64> {
         self.end_watch().wait_beyond(offset).await
+    }
+
+    // Replica operations: what a replicated partition's consensus layer needs. The log is
+    // the Raft log: a batch's leader-epoch field is the term of the leader that appended
+    // it, the high watermark is the commit index. Classes that cannot be replicas answer
+    // `Unsupported`.
+
+    /// Appends as the leader of `epoch`, stamping the epoch into the batch. An epoch older
+    /// than the newest this replica knows (from its records or [`PartitionLog::fence`])
+    /// is refused with `Fenced`; a newer one starts an entry in the epoch cache.
+    async fn append_in_epoch(&self, batch: PendingBatch, epoch: i32) -> Result<Appended> {
+        let _ = (batch, epoch);
+        Err(unsupported("append_in_epoch"))
+    }
+
+    /// Appends batches copied from the leader as they are (offsets and epochs kept). The
+    /// first must start at the written end and their epochs must not go backwards;
+    /// returns the new written end once they are written (and durable under `always`).
+    async fn append_copies(&self, batches: Vec<Batch>) -> Result<u64> {
+        let _ = batches;
+        Err(unsupported("append_copies"))
+    }
+
+    /// Removes every record at or after `offset` (a divergent tail), from the start of the
+    /// batch holding it, durably; returns the new written end. Never below the log start.
+    async fn truncate_from(&self, offset: u64) -> Result<u64> {
+        let _ = offset;
+        Err(unsupported("truncate_from"))
+    }
+
+    /// Refuses later appends in epochs older than `epoch` (a newer leader exists).
+    fn fence(&self, epoch: i32) -> Result<()> {
+        let _ = epoch;
+        Err(unsupported("fence"))
+    }
+
+    /// Sets the high watermark (the replicated partition's commit point): from now on
+    /// readers see offsets below it only, and waiters wake as it moves.
+    fn set_high_watermark(&self, hw: u64) -> Result<()> {
+        let _ = hw;
+        Err(unsupported("set_high_watermark"))
+    }
+
+    /// Where the replica stands.
+    fn replica_state(&self) -> Result<ReplicaState> {
+        Err(unsupported("replica_state"))
+    }
+
+    /// The leader epochs of the stored records, oldest first.
+    fn leader_epochs(&self) -> Result<Vec<crate::epochs::EpochStart>> {
+        Err(unsupported("leader_epochs"))
+    }
+
+    /// Kafka's OffsetForLeaderEpoch over the written log (see
+    /// [`crate::LeaderEpochs::end_offset_for`]).
+    fn end_offset_for_epoch(&self, epoch: i32) -> Result<Option<(i32, u64)>> {
+        let _ = epoch;
+        Err(unsupported("end_offset_for_epoch"))
+    }
+
+    /// Reads like [`PartitionLog::read`] but up to the written end, past the high
+    /// watermark: what a leader sends its followers.
+    async fn read_written(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        let _ = (from, max_bytes);
+        Err(unsupported("read_written"))
     }
 }

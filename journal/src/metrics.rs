@@ -35,6 +35,8 @@ pub struct JournalMetrics {
     pub retention_removed_bytes: IntCounter,
     /// Bytes cut from damaged tails at open.
     pub recovery_truncated_bytes: IntCounter,
+    /// Divergent tails a replica removed (`truncate_from`).
+    pub replica_truncations: IntCounter,
     /// Time to open the journal.
     pub open_seconds: Histogram,
     /// Streams defined.
@@ -125,6 +127,11 @@ impl JournalMetrics {
                 "Corrupt batches met while reading.",
             ),
             segments: gauge(r, "strata_journal_segments", "Segment files open."),
+            replica_truncations: counter(
+                r,
+                "strata_journal_replica_truncations_total",
+                "Divergent tails removed by replicas.",
+            ),
             rolls: counter(r, "strata_journal_segment_rolls_total", "Segment rolls."),
             retention_removed: counter(
                 r,

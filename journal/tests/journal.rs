@@ -14,5 +14,7 @@ mod crash;
 mod faults;
 #[path = "journal/model.rs"]
 mod model;
+#[path = "journal/replica.rs"]
+mod replica;
 #[path = "journal/tiered.rs"]
 mod tiered;

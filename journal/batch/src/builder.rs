@@ -173,8 +173,9 @@ impl PendingBatch {
             Ok(h) => h,
             Err(e) => unreachable!("builder wrote an invalid header: {e}"),
         };
+        // Bytes 8..24 (base offset, length, leader epoch) are finished at sealing.
         let mut tail_crc = crc32fast::Hasher::new();
-        tail_crc.update(&buf[16..]);
+        tail_crc.update(&buf[24..]);
         PendingBatch {
             buf,
             header,
@@ -280,20 +281,30 @@ impl PendingBatch {
         self.header.max_timestamp
     }
 
-    /// Assigns the base offset and completes the frame CRC.
+    /// Assigns the base offset and completes the frame CRC, keeping the partition leader
+    /// epoch the batch came with.
     pub fn seal(self, base_offset: u64) -> (BatchHeader, Bytes) {
+        let epoch = self.header.leader_epoch;
+        self.seal_in_epoch(base_offset, epoch)
+    }
+
+    /// Assigns the base offset and the partition leader epoch (the replicated partition's
+    /// Raft term) and completes the frame CRC, in constant time.
+    pub fn seal_in_epoch(self, base_offset: u64, leader_epoch: i32) -> (BatchHeader, Bytes) {
         let PendingBatch {
             mut buf,
             mut header,
             tail_crc,
         } = self;
         buf[8..16].copy_from_slice(&(base_offset as i64).to_be_bytes());
+        buf[20..24].copy_from_slice(&leader_epoch.to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&buf[4..16]);
+        crc.update(&buf[4..24]);
         crc.combine(&tail_crc);
         let crc = crc.finalize();
         buf[0..4].copy_from_slice(&crc.to_be_bytes());
         header.base_offset = base_offset;
+        header.leader_epoch = leader_epoch;
         header.crc = crc;
         (header, buf.freeze())
     }
@@ -318,6 +329,17 @@ mod tests {
         let (h, bytes) = again.seal(40);
         assert_eq!(h.next_offset(), 42);
         assert_eq!(bytes, stored, "the same stored bytes as the original");
+        let (h, stamped) = PendingBatch::from_kafka(&kafka)
+            .unwrap()
+            .seal_in_epoch(40, 7);
+        assert_eq!(h.leader_epoch, 7);
+        let stamped = Batch::from_bytes(stamped).unwrap();
+        assert_eq!(
+            stamped.header().leader_epoch,
+            7,
+            "the epoch is stored and checked"
+        );
+        assert_eq!(stamped.record_count(), 2);
         let mut bad = kafka.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;

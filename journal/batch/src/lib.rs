@@ -91,6 +91,9 @@ pub struct BatchHeader {
     pub crc: u32,
     /// Offset of the first record.
     pub base_offset: u64,
+    /// Partition leader epoch: the term of the leader that appended it (replicated
+    /// partitions); as received, or 0, elsewhere.
+    pub leader_epoch: i32,
     /// Total size of the batch including the frame, in bytes.
     pub total_len: usize,
     /// Offset of the last record minus the base offset.
@@ -158,6 +161,7 @@ impl BatchHeader {
         Ok(BatchHeader {
             crc: u32::from_be_bytes(be4(buf, 0)),
             base_offset,
+            leader_epoch: i32::from_be_bytes(be4(buf, 20)),
             total_len,
             last_offset_delta,
             first_timestamp: i64::from_be_bytes(be8(buf, 35)),

@@ -11,13 +11,17 @@ use parking_lot::Mutex;
 use super::file::Segment;
 use super::open::{LOG_START_FILE, open_partition};
 use super::remote::RemoteSegment;
+use super::scan::scan;
 use super::tier::Remote;
-use crate::batch::{Batch, PendingBatch, first_offset_at_time};
+use crate::batch::{Batch, BatchHeader, PendingBatch, first_offset_at_time};
 use crate::config::{FsyncPolicy, StreamConfig};
+use crate::epochs::{EpochStart, LeaderEpochs};
 use crate::error::{JournalError, Result};
-use crate::fs::{FileSystem, JournalFile, write_file_atomic};
+use crate::fs::{FileSystem, JournalFile, read_file, write_file_atomic};
 use crate::group_commit::{GroupCommit, SyncOnce};
-use crate::log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, SegmentInfo};
+use crate::log::{
+    Appended, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo,
+};
 use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
 use crate::policy;
@@ -25,6 +29,9 @@ use crate::tail::TailCache;
 use strata_batch::now_ms;
 
 const CLASS: &str = "segment";
+
+/// The leader-epoch cache of a replicated partition (`crate::epochs`).
+pub const EPOCHS_FILE: &str = "leader-epochs";
 
 #[derive(Debug)]
 pub(super) struct State {
@@ -47,6 +54,12 @@ pub(super) struct State {
     pub(super) uploaded_end: u64,
     /// Appends are refused until then: object storage failed (ack = object).
     pub(super) down_until: Option<(Instant, String)>,
+    /// Where each leader epoch's records start (replicated partitions).
+    pub(super) epochs: LeaderEpochs,
+    /// Appends in epochs older than this are fenced.
+    pub(super) fenced_below: i32,
+    /// Readers see offsets below this only, when set (replicated partitions).
+    pub(super) high_watermark: Option<u64>,
 }
 
 impl State {
@@ -123,6 +136,15 @@ impl SegmentLog {
         let uploaded_end = remote
             .as_ref()
             .map_or(first_base, |r| r.uploaded_end(first_base));
+        let epochs = load_epochs(
+            &*fs,
+            &dir,
+            &opened.segments,
+            log_start,
+            next_offset,
+            &metrics,
+        )?;
+        let fenced_below = epochs.latest().map_or(0, |e| e.epoch);
         let log = SegmentLog {
             dir,
             fs,
@@ -138,6 +160,9 @@ impl SegmentLog {
                 remote: remote_segments,
                 uploaded_end,
                 down_until: None,
+                epochs,
+                fenced_below,
+                high_watermark: None,
             }),
             commit: GroupCommit::new(next_offset),
             watch: EndWatch::new(next_offset),
@@ -175,6 +200,13 @@ impl SegmentLog {
     }
 
     pub(super) fn visible_end(&self, st: &State) -> u64 {
+        self.durable_end(st)
+            .min(st.high_watermark.unwrap_or(u64::MAX))
+    }
+
+    /// The end of what a crash cannot take back (what readers see, before any high
+    /// watermark).
+    fn durable_end(&self, st: &State) -> u64 {
         if self.config.acks_on_object() {
             st.uploaded_end.min(st.next_offset)
         } else if self.always() {
@@ -182,6 +214,56 @@ impl SegmentLog {
         } else {
             st.next_offset
         }
+    }
+
+    /// Caps an end offset at the high watermark, for publishing to waiters.
+    pub(super) fn capped(st: &State, end: u64) -> u64 {
+        end.min(st.high_watermark.unwrap_or(u64::MAX))
+    }
+
+    /// Rolls the active segment first when a batch of `len` bytes spanning `span` offsets
+    /// should go to a new one.
+    fn roll_if_due(&self, st: &mut State, len: u64, span: u64, now: i64) -> Result<()> {
+        let summary = st.active().summary();
+        if policy::should_roll(&summary, len, span, now, &self.config.segment) {
+            self.roll(st)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a sealed batch at the end of the active segment, under the partition lock. A
+    /// failed write is cut off, so the next one goes to the same position.
+    fn write_sealed(
+        &self,
+        st: &mut State,
+        header: BatchHeader,
+        bytes: bytes::Bytes,
+        now: i64,
+    ) -> Result<()> {
+        let active = st.active().clone();
+        let pos = active.meta.read().size;
+        if let Err(e) = active.file.write_all_at(&bytes, pos) {
+            if let Err(e2) = active.file.set_len(pos) {
+                tracing::warn!(parent: &self.span, error = %e2, "could not truncate a failed write");
+            }
+            return Err(self.io(&active.path, e));
+        }
+        active.on_append(&header, now, self.config.segment.index_interval_bytes);
+        st.next_offset = header.next_offset();
+        st.dirty = true;
+        self.class.append_bytes.inc_by(bytes.len() as u64);
+        st.tail.push(Batch::trusted(header, bytes));
+        if !self.always() {
+            self.watch.publish(self.visible_end(st));
+        }
+        Ok(())
+    }
+
+    /// Persists the epoch cache (atomically: the old or the new file survives a crash).
+    fn save_epochs(&self, st: &State) -> Result<()> {
+        let path = self.dir.join(EPOCHS_FILE);
+        write_file_atomic(&*self.fs, &path, st.epochs.encode().as_bytes())
+            .map_err(|e| self.io(&path, e))
     }
 
     fn io(&self, path: &Path, e: std::io::Error) -> JournalError {
@@ -301,6 +383,9 @@ impl SegmentLog {
         }
         st.log_start = st.log_start.max(first_kept);
         st.uploaded_end = st.uploaded_end.max(first_kept);
+        if st.epochs.truncate_before(st.log_start) {
+            self.save_epochs(st)?;
+        }
         self.metrics.retention_removed.inc_by(removed.units);
         self.metrics.retention_removed_bytes.inc_by(removed.bytes);
         Ok(removed)
@@ -411,7 +496,8 @@ impl SyncOnce for SegmentLog {
                     && self.commit.epoch() == epoch
                 {
                     st.durable_pos = st.durable_pos.max(target_pos);
-                    self.watch.publish(target.max(self.watch.end()));
+                    self.watch
+                        .publish(Self::capped(&st, target.max(self.watch.end())));
                 }
                 Ok(target)
             }
@@ -420,7 +506,7 @@ impl SyncOnce for SegmentLog {
                 st.dirty = true;
                 if self.always() && self.commit.epoch() == epoch {
                     self.rollback(&mut st);
-                    self.watch.publish(self.commit.durable());
+                    self.watch.publish(self.visible_end(&st));
                 }
                 Err(self.io(&path, e))
             }
@@ -428,9 +514,60 @@ impl SyncOnce for SegmentLog {
     }
 }
 
-#[async_trait]
-impl PartitionLog for SegmentLog {
-    async fn append(&self, batch: PendingBatch) -> Result<Appended> {
+impl SegmentLog {
+    /// Enters `epoch` for an append at `base`: fenced when older than the newest known,
+    /// recorded in the epoch cache (durably, before the batch) when newer.
+    fn enter_epoch(&self, st: &mut State, epoch: i32, base: u64) -> Result<()> {
+        let current = st
+            .fenced_below
+            .max(st.epochs.latest().map_or(0, |e| e.epoch));
+        if epoch < current {
+            return Err(JournalError::Fenced { epoch, current });
+        }
+        match st.epochs.assign(epoch, base) {
+            Ok(true) => self.save_epochs(st)?,
+            Ok(false) => {}
+            Err(current) => return Err(JournalError::Fenced { epoch, current }),
+        }
+        st.fenced_below = st.fenced_below.max(epoch);
+        Ok(())
+    }
+
+    /// Appends one batch copied from the leader, under the partition lock.
+    fn copy_one(&self, st: &mut State, h: BatchHeader, b: &Batch, now: i64) -> Result<()> {
+        if h.base_offset != st.next_offset {
+            return Err(JournalError::InvalidBatch(format!(
+                "a copy starting at {} does not continue the log ending at {}",
+                h.base_offset, st.next_offset
+            )));
+        }
+        if h.leader_epoch < 0 {
+            return Err(JournalError::InvalidBatch(format!(
+                "a copy in leader epoch {} (negative)",
+                h.leader_epoch
+            )));
+        }
+        match st.epochs.assign(h.leader_epoch, h.base_offset) {
+            Ok(true) => self.save_epochs(st)?,
+            Ok(false) => {}
+            Err(newest) => {
+                return Err(JournalError::InvalidBatch(format!(
+                    "a copy in leader epoch {} follows epoch {newest}",
+                    h.leader_epoch
+                )));
+            }
+        }
+        st.fenced_below = st.fenced_below.max(h.leader_epoch);
+        self.roll_if_due(
+            st,
+            h.total_len as u64,
+            u64::from(h.last_offset_delta) + 1,
+            now,
+        )?;
+        self.write_sealed(st, h, b.as_bytes().clone(), now)
+    }
+
+    async fn append_sealing(&self, batch: PendingBatch, epoch_in: Option<i32>) -> Result<Appended> {
         let records = batch.record_count();
         let now = now_ms();
         let (appended, end, epoch) = {
@@ -445,39 +582,28 @@ impl PartitionLog for SegmentLog {
                 }
                 st.down_until = None;
             }
-            let summary = st.active().summary();
             let span = u64::from(batch.last_offset_delta()) + 1;
-            if policy::should_roll(
-                &summary,
-                batch.len() as u64,
-                span,
-                now,
-                &self.config.segment,
-            ) && let Err(e) = self.roll(&mut st)
-            {
-                self.class.append_errors.inc();
-                return Err(e);
-            }
             let base = st.next_offset;
-            let (header, bytes) = batch.seal(base);
-            let active = st.active().clone();
-            let pos = active.meta.read().size;
-            if let Err(e) = active.file.write_all_at(&bytes, pos) {
-                // Cut off whatever part reached the file; later writes go to `pos` anyway.
-                if let Err(e2) = active.file.set_len(pos) {
-                    tracing::warn!(parent: &self.span, error = %e2, "could not truncate a failed write");
+            let written = self
+                .roll_if_due(&mut st, batch.len() as u64, span, now)
+                .and_then(|()| {
+                    let (header, bytes) = match epoch_in {
+                        Some(epoch) => {
+                            self.enter_epoch(&mut st, epoch, base)?;
+                            batch.seal_in_epoch(base, epoch)
+                        }
+                        None => batch.seal(base),
+                    };
+                    self.write_sealed(&mut st, header, bytes, now)
+                        .map(|()| header)
+                });
+            let header = match written {
+                Ok(h) => h,
+                Err(e) => {
+                    self.class.append_errors.inc();
+                    return Err(e);
                 }
-                self.class.append_errors.inc();
-                return Err(self.io(&active.path, e));
-            }
-            active.on_append(&header, now, self.config.segment.index_interval_bytes);
-            st.next_offset = header.next_offset();
-            st.dirty = true;
-            self.class.append_bytes.inc_by(bytes.len() as u64);
-            st.tail.push(Batch::trusted(header, bytes));
-            if !self.always() {
-                self.watch.publish(st.next_offset);
-            }
+            };
             let appended = Appended {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
@@ -501,10 +627,14 @@ impl PartitionLog for SegmentLog {
         Ok(appended)
     }
 
-    async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+    async fn read_upto(&self, from: u64, max_bytes: usize, written: bool) -> Result<Vec<Batch>> {
         let local = {
             let st = self.state.lock();
-            let visible = self.visible_end(&st);
+            let visible = if written {
+                st.next_offset
+            } else {
+                self.visible_end(&st)
+            };
             if from < st.log_start || from > visible {
                 return Err(JournalError::OffsetOutOfRange {
                     offset: from,
@@ -541,6 +671,203 @@ impl PartitionLog for SegmentLog {
                 Err(e)
             }
         }
+    }
+
+    /// Refuses replica operations on the staging segments of the `object` class.
+    fn replica_capable(&self) -> Result<()> {
+        if self.staging() {
+            return Err(JournalError::Unsupported(
+                "an object-class partition cannot be a replica".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cuts segment `i` at byte `pos` and removes the later segments, durably, then
+    /// reloads segment `i`.
+    fn cut_files(&self, st: &mut State, i: usize, seg: &Segment, pos: u64) -> Result<()> {
+        seg.file
+            .set_len(pos)
+            .and_then(|()| seg.file.sync())
+            .map_err(|e| self.io(&seg.path, e))?;
+        for later in st.segments.drain(i + 1..).collect::<Vec<_>>() {
+            later.remove_files(&*self.fs)?;
+            self.metrics.segments.dec();
+        }
+        let (kept, _) = Segment::recover(
+            &*self.fs,
+            &self.dir,
+            seg.base_offset,
+            self.config.segment.index_interval_bytes,
+            now_ms(),
+        )?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| self.io(&self.dir, e))?;
+        st.durable_pos = kept.meta.read().size;
+        st.segments[i] = Arc::new(kept);
+        Ok(())
+    }
+
+    /// The byte position and base offset of the batch holding `offset` in `seg`.
+    fn batch_holding(&self, seg: &Segment, offset: u64) -> Result<(u64, u64)> {
+        let (start, size) = {
+            let m = seg.meta.read();
+            let rel = (offset - seg.base_offset).min(u64::from(u32::MAX)) as u32;
+            (u64::from(m.index.position_for(rel)), m.size)
+        };
+        let mut found = None;
+        scan(&*seg.file, start, size, false, |b| {
+            if found.is_none() && b.header.next_offset() > offset {
+                found = Some((b.position, b.header.base_offset));
+            }
+        })
+        .map_err(|e| self.io(&seg.path, e))?;
+        found.ok_or_else(|| JournalError::Corruption {
+            file: seg.path.clone(),
+            position: start,
+            reason: format!("no batch holds offset {offset}"),
+        })
+    }
+}
+
+#[async_trait]
+impl PartitionLog for SegmentLog {
+    async fn append(&self, batch: PendingBatch) -> Result<Appended> {
+        self.append_sealing(batch, None).await
+    }
+
+    async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.read_upto(from, max_bytes, false).await
+    }
+
+    async fn append_in_epoch(&self, batch: PendingBatch, epoch: i32) -> Result<Appended> {
+        self.replica_capable()?;
+        if epoch < 0 {
+            return Err(JournalError::InvalidBatch(format!(
+                "leader epoch {epoch} is negative"
+            )));
+        }
+        self.append_sealing(batch, Some(epoch)).await
+    }
+
+    async fn append_copies(&self, batches: Vec<Batch>) -> Result<u64> {
+        self.replica_capable()?;
+        let records: u32 = batches.iter().map(Batch::record_count).sum();
+        let now = now_ms();
+        let (end, epoch) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(JournalError::Closed);
+            }
+            for b in batches {
+                let h = *b.header();
+                let written = self.copy_one(&mut st, h, &b, now);
+                if let Err(e) = written {
+                    self.class.append_errors.inc();
+                    return Err(e);
+                }
+            }
+            (st.next_offset, self.commit.epoch())
+        };
+        self.commit
+            .acknowledge(self.always(), end, epoch, self, &self.class, records)
+            .await?;
+        Ok(end)
+    }
+
+    async fn truncate_from(&self, offset: u64) -> Result<u64> {
+        self.replica_capable()?;
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        if offset >= st.next_offset {
+            return Ok(st.next_offset);
+        }
+        let floor = st
+            .log_start
+            .max(st.segments[0].base_offset)
+            .max(if self.remote.is_some() {
+                st.uploaded_end
+            } else {
+                0
+            });
+        if offset < floor {
+            return Err(JournalError::OffsetOutOfRange {
+                offset,
+                log_start: floor,
+                end: st.next_offset,
+            });
+        }
+        let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let seg = st.segments[i].clone();
+        let (pos, cut_at) = self.batch_holding(&seg, offset)?;
+        // From the first change to the files on, a failure leaves the partition's state
+        // unknown: it is closed, and reopening recovers it from the files.
+        let cut = self.cut_files(&mut st, i, &seg, pos);
+        if let Err(e) = cut {
+            tracing::error!(parent: &self.span, error = %e, "truncation failed; closing the partition");
+            st.closed = true;
+            self.watch.close();
+            return Err(e);
+        }
+        st.next_offset = cut_at;
+        st.tail.truncate(cut_at);
+        if st.epochs.truncate_from(cut_at) {
+            self.save_epochs(&st)?;
+        }
+        // Everything below the cut is durable: earlier segments were synced when they
+        // rolled (or are synced by the interval task), this one just now.
+        self.commit.truncate(cut_at);
+        self.metrics.replica_truncations.inc();
+        tracing::info!(parent: &self.span, offset = cut_at, "truncated a divergent tail");
+        self.watch.publish(self.visible_end(&st));
+        Ok(cut_at)
+    }
+
+    fn fence(&self, epoch: i32) -> Result<()> {
+        self.replica_capable()?;
+        let mut st = self.state.lock();
+        st.fenced_below = st.fenced_below.max(epoch);
+        Ok(())
+    }
+
+    fn set_high_watermark(&self, hw: u64) -> Result<()> {
+        self.replica_capable()?;
+        let mut st = self.state.lock();
+        st.high_watermark = Some(st.high_watermark.map_or(hw, |old| old.max(hw)));
+        self.watch.publish(self.visible_end(&st));
+        Ok(())
+    }
+
+    fn replica_state(&self) -> Result<ReplicaState> {
+        self.replica_capable()?;
+        let st = self.state.lock();
+        Ok(ReplicaState {
+            log_start: st.log_start,
+            written_end: st.next_offset,
+            durable_end: self.durable_end(&st),
+            high_watermark: st.high_watermark,
+            latest_epoch: st.epochs.latest(),
+            fenced_below: st.fenced_below,
+        })
+    }
+
+    fn leader_epochs(&self) -> Result<Vec<EpochStart>> {
+        self.replica_capable()?;
+        Ok(self.state.lock().epochs.entries().to_vec())
+    }
+
+    fn end_offset_for_epoch(&self, epoch: i32) -> Result<Option<(i32, u64)>> {
+        self.replica_capable()?;
+        let st = self.state.lock();
+        Ok(st.epochs.end_offset_for(epoch, st.next_offset))
+    }
+
+    async fn read_written(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.replica_capable()?;
+        self.read_upto(from, max_bytes, true).await
     }
 
     fn offsets(&self) -> Offsets {
@@ -790,4 +1117,52 @@ impl SegmentLog {
         }
         Ok(())
     }
+}
+
+/// Loads the leader-epoch cache, rebuilding it from the batches when the file is damaged,
+/// and drops the epochs the log no longer holds (a torn tail cut at open).
+fn load_epochs(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_start: u64,
+    end: u64,
+    metrics: &JournalMetrics,
+) -> Result<LeaderEpochs> {
+    let path = dir.join(EPOCHS_FILE);
+    let bytes = match read_file(fs, &path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LeaderEpochs::default()),
+        Err(e) => return Err(JournalError::io(&path, e)),
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(LeaderEpochs::parse);
+    let mut epochs = match parsed {
+        Ok(e) => e,
+        Err(reason) => {
+            tracing::warn!(file = %path.display(), %reason,
+                "rebuilding a damaged leader-epoch cache from the stored batches");
+            metrics.corruptions.inc();
+            let mut rebuilt = LeaderEpochs::default();
+            for seg in segments {
+                let size = seg.meta.read().size;
+                scan(&*seg.file, 0, size, false, |b| {
+                    // Epochs never go backwards in a replica's log; a batch that would is
+                    // left to the divergence check with the leader.
+                    let _ = rebuilt.assign(b.header.leader_epoch.max(0), b.header.base_offset);
+                })
+                .map_err(|e| JournalError::io(&seg.path, e))?;
+            }
+            rebuilt.truncate_from(end);
+            write_file_atomic(fs, &path, rebuilt.encode().as_bytes())
+                .map_err(|e| JournalError::io(&path, e))?;
+            return Ok(rebuilt);
+        }
+    };
+    if epochs.truncate_from(end) | epochs.truncate_before(log_start) {
+        write_file_atomic(fs, &path, epochs.encode().as_bytes())
+            .map_err(|e| JournalError::io(&path, e))?;
+    }
+    Ok(epochs)
 }

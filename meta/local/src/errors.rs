@@ -31,6 +31,10 @@ pub fn store_error(e: JournalError) -> StoreError {
         JournalError::UnsupportedCodec(codec) => StoreError::UnsupportedCodec(codec),
         JournalError::Closed => StoreError::Closed,
         JournalError::Unavailable(reason) => StoreError::Unavailable(reason),
+        // A fenced append lost its leadership while it ran: retriable, and the retry
+        // finds the new leader.
+        e @ JournalError::Fenced { .. } => StoreError::Unavailable(e.to_string()),
+        JournalError::Unsupported(reason) => StoreError::Invalid(reason),
         e @ (JournalError::Io { .. } | JournalError::RocksDb(_)) => {
             StoreError::Storage(e.to_string())
         }
