@@ -68,12 +68,45 @@ pub struct StreamMeta {
 /// Where a partition lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionPlacement {
-    /// The node that serves it; none while no node is active.
+    /// The node that serves it; none while no node is active or while its replicas elect
+    /// one.
     pub leader: Option<NodeId>,
-    /// Raised each time the leader changes.
+    /// Raised each time the leader changes: the partition's Raft term, stamped into every
+    /// batch its leader appends.
     pub epoch: u64,
-    /// The nodes holding a copy (the leader first).
+    /// The nodes holding a copy, in assignment order (the first is the preferred leader).
     pub replicas: Vec<NodeId>,
+    /// The election of the leader of `epoch`, while it runs (replicated partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election: Option<Election>,
+}
+
+/// Where a replica's log ends: what it reports to an election. Logs compare as Raft's
+/// do: the newer last epoch wins, then the longer log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaEnd {
+    /// The leader epoch of its last record (`-1` when it holds none).
+    pub last_epoch: i32,
+    /// The offset after its last record.
+    pub end_offset: u64,
+}
+
+/// A leader election in progress. Each replica that sees the new epoch fences its log
+/// (it accepts nothing from older leaders) and reports where its log ends; once a
+/// majority reported, the one with the most up-to-date log leads. Any majority holds a
+/// replica with every committed record (a record is committed once a majority has it),
+/// so the one chosen has them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Election {
+    /// Leads when its log is as up to date as the best reported (leader transfer).
+    pub preferred: Option<NodeId>,
+    /// The reports so far, by replica.
+    pub reports: BTreeMap<NodeId, ReplicaEnd>,
+}
+
+/// Votes a partition with `replicas` copies needs to elect a leader.
+pub fn majority(replicas: usize) -> usize {
+    replicas / 2 + 1
 }
 
 /// One uploaded segment of a partition (its object and the offsets it holds).
@@ -179,6 +212,32 @@ pub enum Command {
     DeleteOffsets {
         /// The group.
         group: String,
+    },
+    /// Starts electing the leader of `epoch` (the next epoch) of a replicated partition:
+    /// its leader is gone or is handing over. Stale epochs are refused.
+    BeginElection {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// The new epoch: the current one plus one.
+        epoch: u64,
+        /// A replica to prefer when its log is as up to date as the best.
+        preferred: Option<NodeId>,
+    },
+    /// A replica's answer to the election of `epoch`: it fenced its log at that epoch and
+    /// its log ends at `end`.
+    ReportReplica {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// The epoch being elected.
+        epoch: u64,
+        /// The replica.
+        node: NodeId,
+        /// Where its log ends.
+        end: ReplicaEnd,
     },
     /// Names the node coordinating a consumer group.
     SetCoordinator {
@@ -386,7 +445,7 @@ impl MetaState {
                     );
                 }
                 let more = (*total - stream.partitions) as usize;
-                let placed = self.place_new(more);
+                let placed = self.place_new(more, stream.replication_factor as usize);
                 if let Some(s) = self.streams.get_mut(name) {
                     s.partitions = *total;
                 }
@@ -483,7 +542,118 @@ impl MetaState {
                 self.coordinators.insert(group.clone(), *node);
                 (Outcome::Done, vec![Touched::Coordinator(group.clone())])
             }
+            Command::BeginElection {
+                stream,
+                partition,
+                epoch,
+                preferred,
+            } => self.begin_election(stream, *partition, *epoch, *preferred),
+            Command::ReportReplica {
+                stream,
+                partition,
+                epoch,
+                node,
+                end,
+            } => self.report_replica(stream, *partition, *epoch, *node, *end),
         }
+    }
+
+    /// The placement of `stream`/`partition`, or the NotFound outcome.
+    fn placement_mut(
+        &mut self,
+        stream: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionPlacement, Outcome> {
+        self.has_partition(stream, partition)?;
+        self.placement
+            .get_mut(stream)
+            .and_then(|ps| ps.get_mut(partition as usize))
+            .ok_or_else(|| Outcome::NotFound(format!("no placement for {stream}/{partition}")))
+    }
+
+    fn begin_election(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        epoch: u64,
+        preferred: Option<NodeId>,
+    ) -> (Outcome, Vec<Touched>) {
+        let p = match self.placement_mut(stream, partition) {
+            Ok(p) => p,
+            Err(missing) => return (missing, Vec::new()),
+        };
+        if epoch != p.epoch + 1 || epoch > MAX_EPOCH {
+            return (
+                Outcome::Invalid(format!(
+                    "{stream}/{partition} is in epoch {}: {epoch} is not the next",
+                    p.epoch
+                )),
+                Vec::new(),
+            );
+        }
+        if p.replicas.len() < 2 {
+            return (
+                Outcome::Invalid(format!(
+                    "{stream}/{partition} has one copy: it is never elected away from its records"
+                )),
+                Vec::new(),
+            );
+        }
+        if preferred.is_some_and(|n| !p.replicas.contains(&n)) {
+            return (
+                Outcome::Invalid(format!("the preferred node is not a replica of {stream}/{partition}")),
+                Vec::new(),
+            );
+        }
+        p.epoch = epoch;
+        p.leader = None;
+        p.election = Some(Election {
+            preferred,
+            reports: BTreeMap::new(),
+        });
+        (Outcome::Done, vec![Touched::Stream(stream.to_string())])
+    }
+
+    fn report_replica(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        epoch: u64,
+        node: NodeId,
+        end: ReplicaEnd,
+    ) -> (Outcome, Vec<Touched>) {
+        let p = match self.placement_mut(stream, partition) {
+            Ok(p) => p,
+            Err(missing) => return (missing, Vec::new()),
+        };
+        if !p.replicas.contains(&node) {
+            return (
+                Outcome::Invalid(format!("node {node} is not a replica of {stream}/{partition}")),
+                Vec::new(),
+            );
+        }
+        let replicas = p.replicas.clone();
+        let current = p.epoch == epoch;
+        let Some(election) = p.election.as_mut().filter(|_| current) else {
+            // A late report (the election ended, or a newer one began): nothing to do.
+            return (
+                Outcome::Invalid(format!("no election of epoch {epoch} in {stream}/{partition}")),
+                Vec::new(),
+            );
+        };
+        election.reports.insert(node, end);
+        if election.reports.len() < majority(replicas.len()) {
+            return (Outcome::Done, vec![Touched::Stream(stream.to_string())]);
+        }
+        let best = election.reports.values().max().copied();
+        let up_to_date = |n: &NodeId| election.reports.get(n).copied() == best;
+        let leader = election
+            .preferred
+            .filter(&up_to_date)
+            .or_else(|| replicas.iter().copied().find(&up_to_date));
+        p.leader = leader;
+        p.election = None;
+        (Outcome::Done, vec![Touched::Stream(stream.to_string())])
     }
 
     /// Creates `spec` (placed on `on`, or spread when `None`) unless it exists.
@@ -501,13 +671,26 @@ impl MetaState {
         if let Err(why) = check_stream(spec) {
             return (Outcome::Invalid(why), Vec::new());
         }
+        let copies = spec.replication_factor as usize;
         let placed = match on {
-            None => self.place_new(spec.partitions as usize),
+            None => {
+                let up = self.candidates().len();
+                if copies > 1 && copies > up {
+                    return (
+                        Outcome::Invalid(format!(
+                            "{copies} copies need {copies} nodes up; {up} are"
+                        )),
+                        Vec::new(),
+                    );
+                }
+                self.place_new(spec.partitions as usize, copies)
+            }
             Some(node) => (0..spec.partitions)
                 .map(|_| PartitionPlacement {
                     leader: Some(node),
                     epoch: 0,
                     replicas: vec![node],
+                    election: None,
                 })
                 .collect(),
         };
@@ -581,20 +764,49 @@ impl MetaState {
         loads
     }
 
-    /// Places `count` new partitions on the least loaded active nodes (lowest id first
+    /// How many partition copies each node that may take new ones holds.
+    fn copy_loads(&self) -> BTreeMap<NodeId, usize> {
+        let mut loads: BTreeMap<NodeId, usize> =
+            self.candidates().into_iter().map(|id| (id, 0)).collect();
+        for p in self.placement.values().flatten() {
+            for r in &p.replicas {
+                if let Some(n) = loads.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+        loads
+    }
+
+    /// Places `count` new partitions of `copies` copies each: the leader on the node
+    /// leading fewest, the other copies on distinct nodes holding fewest (lowest id first
     /// among equals).
-    fn place_new(&self, count: usize) -> Vec<PartitionPlacement> {
-        let mut loads = self.loads();
+    fn place_new(&self, count: usize, copies: usize) -> Vec<PartitionPlacement> {
+        let mut leaders = self.loads();
+        let mut held = self.copy_loads();
         (0..count)
             .map(|_| {
-                let leader = least_loaded(&loads);
-                if let Some(n) = leader.and_then(|l| loads.get_mut(&l)) {
-                    *n += 1;
+                let leader = least_loaded(&leaders);
+                let mut replicas: Vec<NodeId> = leader.into_iter().collect();
+                if let Some(l) = leader {
+                    *leaders.entry(l).or_default() += 1;
+                    *held.entry(l).or_default() += 1;
+                }
+                while leader.is_some() && replicas.len() < copies {
+                    let next = held
+                        .iter()
+                        .filter(|(id, _)| !replicas.contains(id))
+                        .min_by_key(|(id, n)| (**n, **id))
+                        .map(|(id, _)| *id);
+                    let Some(n) = next else { break };
+                    *held.entry(n).or_default() += 1;
+                    replicas.push(n);
                 }
                 PartitionPlacement {
                     leader,
                     epoch: 0,
-                    replicas: leader.into_iter().collect(),
+                    replicas,
+                    election: None,
                 }
             })
             .collect()
@@ -611,7 +823,8 @@ impl MetaState {
         let mut touched = std::collections::BTreeSet::new();
         for (name, parts) in &mut self.placement {
             for p in parts.iter_mut() {
-                if p.leader.is_some_and(|l| self.nodes.contains_key(&l)) {
+                // Replicated partitions change leaders by election, among their copies.
+                if p.replicas.len() > 1 || p.leader.is_some_and(|l| self.nodes.contains_key(&l)) {
                     continue;
                 }
                 let leader = least_loaded(&loads);
@@ -774,6 +987,8 @@ pub const MAX_PARTITIONS: u32 = 65_536;
 pub const MAX_NAME: usize = 249;
 /// Most copies of a partition.
 pub const MAX_REPLICAS: u32 = 7;
+/// Largest leader epoch: the journal stores it as a Kafka leader epoch (`i32`).
+pub const MAX_EPOCH: u64 = i32::MAX as u64;
 
 /// Why a new stream cannot be created as asked.
 fn check_stream(spec: &StreamMeta) -> Result<(), String> {
@@ -876,6 +1091,119 @@ mod tests {
         };
         s.apply(&adopt);
         assert!(s.placement["old"].iter().all(|p| p.leader == Some(3)));
+    }
+
+    fn replicated(name: &str, partitions: u32, copies: u32) -> Command {
+        match stream(name, partitions) {
+            Command::CreateStream(mut m) => {
+                m.replication_factor = copies;
+                Command::CreateStream(m)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn report(epoch: u64, node: NodeId, last_epoch: i32, end_offset: u64) -> Command {
+        Command::ReportReplica {
+            stream: "r".into(),
+            partition: 0,
+            epoch,
+            node,
+            end: ReplicaEnd {
+                last_epoch,
+                end_offset,
+            },
+        }
+    }
+
+    fn begin(epoch: u64, preferred: Option<NodeId>) -> Command {
+        Command::BeginElection {
+            stream: "r".into(),
+            partition: 0,
+            epoch,
+            preferred,
+        }
+    }
+
+    #[test]
+    fn replicated_partitions_spread_copies_over_distinct_nodes() {
+        let mut s = MetaState::default();
+        for id in 1..=3 {
+            s.apply(&node(id));
+        }
+        assert!(matches!(s.apply(&replicated("big", 1, 4)).0, Outcome::Invalid(_)));
+        s.apply(&replicated("r3", 6, 3));
+        let mut copies: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for p in &s.placement["r3"] {
+            let mut distinct = p.replicas.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "three copies on three nodes: {p:?}");
+            assert_eq!(p.leader, Some(p.replicas[0]));
+            for r in &p.replicas {
+                *copies.entry(*r).or_default() += 1;
+            }
+        }
+        assert_eq!(copies, BTreeMap::from([(1, 6), (2, 6), (3, 6)]));
+        assert_eq!(leaders(&s), BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+        // Two copies of each: spread too.
+        s.apply(&replicated("r2", 3, 2));
+        for p in &s.placement["r2"] {
+            assert_eq!(p.replicas.len(), 2);
+            assert_ne!(p.replicas[0], p.replicas[1]);
+        }
+        // A member leaving does not take a replicated partition's records away by
+        // placement: leaders change by election only.
+        let before = s.placement["r3"].clone();
+        s.apply(&Command::Rebalance);
+        assert_eq!(s.placement["r3"], before);
+    }
+
+    #[test]
+    fn elections_pick_the_most_up_to_date_log_of_a_majority() {
+        let mut s = MetaState::default();
+        for id in 1..=3 {
+            s.apply(&node(id));
+        }
+        s.apply(&replicated("r", 1, 3));
+        let first = s.placement["r"][0].clone();
+        assert_eq!((first.epoch, first.leader), (0, Some(1)));
+        // Only the next epoch may begin.
+        assert!(matches!(s.apply(&begin(2, None)).0, Outcome::Invalid(_)));
+        assert_eq!(s.apply(&begin(1, None)).0, Outcome::Done);
+        assert_eq!(s.placement["r"][0].leader, None, "no leader while electing");
+        assert!(matches!(s.apply(&report(0, 2, 0, 10)).0, Outcome::Invalid(_)), "stale epoch");
+        assert!(matches!(s.apply(&report(1, 7, 0, 10)).0, Outcome::Invalid(_)), "not a replica");
+        s.apply(&report(1, 2, 0, 10));
+        assert_eq!(s.placement["r"][0].leader, None, "one of three is no majority");
+        // Node 3 has a longer log of the same epoch: it leads.
+        s.apply(&report(1, 3, 0, 12));
+        let p = &s.placement["r"][0];
+        assert_eq!((p.epoch, p.leader, p.election.clone()), (1, Some(3), None));
+        // A late report changes nothing.
+        assert!(matches!(s.apply(&report(1, 1, 0, 99)).0, Outcome::Invalid(_)));
+        assert_eq!(s.placement["r"][0].leader, Some(3));
+        // A newer last epoch beats a longer log; the preferred replica wins ties only.
+        s.apply(&begin(2, Some(1)));
+        s.apply(&report(2, 1, 0, 50));
+        s.apply(&report(2, 2, 1, 20));
+        assert_eq!(s.placement["r"][0].leader, Some(2));
+        s.apply(&begin(3, Some(1)));
+        s.apply(&report(3, 2, 2, 30));
+        s.apply(&report(3, 1, 2, 30));
+        assert_eq!(s.placement["r"][0].leader, Some(1), "preferred and as up to date");
+        // One copy: never elected away from its records.
+        s.apply(&replicated("one", 1, 1));
+        assert!(matches!(
+            s.apply(&Command::BeginElection {
+                stream: "one".into(),
+                partition: 0,
+                epoch: 1,
+                preferred: None
+            })
+            .0,
+            Outcome::Invalid(_)
+        ));
     }
 
     #[test]
