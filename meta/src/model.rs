@@ -601,7 +601,9 @@ impl MetaState {
         }
         if preferred.is_some_and(|n| !p.replicas.contains(&n)) {
             return (
-                Outcome::Invalid(format!("the preferred node is not a replica of {stream}/{partition}")),
+                Outcome::Invalid(format!(
+                    "the preferred node is not a replica of {stream}/{partition}"
+                )),
                 Vec::new(),
             );
         }
@@ -628,7 +630,9 @@ impl MetaState {
         };
         if !p.replicas.contains(&node) {
             return (
-                Outcome::Invalid(format!("node {node} is not a replica of {stream}/{partition}")),
+                Outcome::Invalid(format!(
+                    "node {node} is not a replica of {stream}/{partition}"
+                )),
                 Vec::new(),
             );
         }
@@ -637,7 +641,9 @@ impl MetaState {
         let Some(election) = p.election.as_mut().filter(|_| current) else {
             // A late report (the election ended, or a newer one began): nothing to do.
             return (
-                Outcome::Invalid(format!("no election of epoch {epoch} in {stream}/{partition}")),
+                Outcome::Invalid(format!(
+                    "no election of epoch {epoch} in {stream}/{partition}"
+                )),
                 Vec::new(),
             );
         };
@@ -1131,7 +1137,10 @@ mod tests {
         for id in 1..=3 {
             s.apply(&node(id));
         }
-        assert!(matches!(s.apply(&replicated("big", 1, 4)).0, Outcome::Invalid(_)));
+        assert!(matches!(
+            s.apply(&replicated("big", 1, 4)).0,
+            Outcome::Invalid(_)
+        ));
         s.apply(&replicated("r3", 6, 3));
         let mut copies: BTreeMap<NodeId, usize> = BTreeMap::new();
         for p in &s.placement["r3"] {
@@ -1172,16 +1181,28 @@ mod tests {
         assert!(matches!(s.apply(&begin(2, None)).0, Outcome::Invalid(_)));
         assert_eq!(s.apply(&begin(1, None)).0, Outcome::Done);
         assert_eq!(s.placement["r"][0].leader, None, "no leader while electing");
-        assert!(matches!(s.apply(&report(0, 2, 0, 10)).0, Outcome::Invalid(_)), "stale epoch");
-        assert!(matches!(s.apply(&report(1, 7, 0, 10)).0, Outcome::Invalid(_)), "not a replica");
+        assert!(
+            matches!(s.apply(&report(0, 2, 0, 10)).0, Outcome::Invalid(_)),
+            "stale epoch"
+        );
+        assert!(
+            matches!(s.apply(&report(1, 7, 0, 10)).0, Outcome::Invalid(_)),
+            "not a replica"
+        );
         s.apply(&report(1, 2, 0, 10));
-        assert_eq!(s.placement["r"][0].leader, None, "one of three is no majority");
+        assert_eq!(
+            s.placement["r"][0].leader, None,
+            "one of three is no majority"
+        );
         // Node 3 has a longer log of the same epoch: it leads.
         s.apply(&report(1, 3, 0, 12));
         let p = &s.placement["r"][0];
         assert_eq!((p.epoch, p.leader, p.election.clone()), (1, Some(3), None));
         // A late report changes nothing.
-        assert!(matches!(s.apply(&report(1, 1, 0, 99)).0, Outcome::Invalid(_)));
+        assert!(matches!(
+            s.apply(&report(1, 1, 0, 99)).0,
+            Outcome::Invalid(_)
+        ));
         assert_eq!(s.placement["r"][0].leader, Some(3));
         // A newer last epoch beats a longer log; the preferred replica wins ties only.
         s.apply(&begin(2, Some(1)));
@@ -1191,7 +1212,11 @@ mod tests {
         s.apply(&begin(3, Some(1)));
         s.apply(&report(3, 2, 2, 30));
         s.apply(&report(3, 1, 2, 30));
-        assert_eq!(s.placement["r"][0].leader, Some(1), "preferred and as up to date");
+        assert_eq!(
+            s.placement["r"][0].leader,
+            Some(1),
+            "preferred and as up to date"
+        );
         // One copy: never elected away from its records.
         s.apply(&replicated("one", 1, 1));
         assert!(matches!(

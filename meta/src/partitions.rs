@@ -43,6 +43,12 @@ pub enum Op {
     WaitFor = 4,
     /// The first offset whose timestamp is at least `timestamp_ms`.
     OffsetForTimestamp = 5,
+    /// A follower (`replica`) of a replicated partition fetches from `offset`, its log's
+    /// last record being of epoch `last_epoch`: the leader answers batches written past
+    /// `offset` (waiting up to `wait_ms` for some) and its high watermark, or where the
+    /// follower's log leaves its own (`diverged`). The fetch offset says the follower has
+    /// everything below it durable.
+    ReplicaFetch = 6,
 }
 
 /// An operation on one partition.
@@ -75,6 +81,12 @@ pub struct PartitionRequest {
     /// The batch to append, in the stored format.
     #[prost(bytes = "bytes", tag = "9")]
     pub batch: Bytes,
+    /// Replica fetch: the follower asking.
+    #[prost(uint64, tag = "10")]
+    pub replica: u64,
+    /// Replica fetch: the epoch of the follower's last record (`-1`: it holds none).
+    #[prost(int32, tag = "11")]
+    pub last_epoch: i32,
 }
 
 /// The answer: the fields of the operation asked for, or `error`.
@@ -95,6 +107,16 @@ pub struct PartitionReply {
     /// Offset for timestamp: whether one was found (then in `first`).
     #[prost(bool, tag = "5")]
     pub found: bool,
+    /// Replica fetch: the leader's high watermark.
+    #[prost(uint64, tag = "6")]
+    pub high_watermark: u64,
+    /// Replica fetch: the follower's log leaves the leader's; it truncates from
+    /// `diverged_at` (the end of its last epoch in the leader's log) and fetches again.
+    #[prost(bool, tag = "7")]
+    pub diverged: bool,
+    /// Replica fetch: where to truncate when `diverged`.
+    #[prost(uint64, tag = "8")]
+    pub diverged_at: u64,
 }
 
 impl PartitionReply {

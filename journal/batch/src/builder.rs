@@ -3,7 +3,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::varint::{put_varint, put_varlong, varlong_len};
-use super::{BatchHeader, Codec, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, KAFKA_MAGIC, invalid};
+use super::{
+    ATTR_CONTROL, BatchHeader, Codec, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, KAFKA_MAGIC, invalid,
+};
 use crate::error::{BatchError, Result};
 
 /// Collects records and encodes them in the stored batch format.
@@ -15,6 +17,8 @@ pub struct BatchBuilder {
     count: u32,
     first_timestamp: Option<i64>,
     max_timestamp: i64,
+    /// A control batch (Kafka's attribute bit 5): markers, not data.
+    control: bool,
 }
 
 impl Default for BatchBuilder {
@@ -45,6 +49,23 @@ impl BatchBuilder {
             count: 0,
             first_timestamp: None,
             max_timestamp: 0,
+            control: false,
+        }
+    }
+
+    /// The marker a replicated partition's new leader appends when it takes over, so that
+    /// committing it commits every earlier record (Raft commits earlier terms' entries
+    /// only through one of the current term): a control batch holding one Kafka
+    /// `LEADER_CHANGE` control record (key: version 0, type 2), which Kafka consumers skip.
+    pub fn leader_change_marker(leader: u64, now_ms: i64) -> PendingBatch {
+        let mut b = BatchBuilder::new();
+        b.control = true;
+        let key = [0u8, 0, 0, 2];
+        let value = leader.to_be_bytes();
+        b.push(now_ms, Some(&key), Some(&value), &[]);
+        match b.build() {
+            Ok(p) => p,
+            Err(e) => unreachable!("a one-record marker is a valid batch: {e}"),
         }
     }
 
@@ -133,7 +154,7 @@ impl BatchBuilder {
         h.put_i32(0); // partition leader epoch
         h.put_u8(KAFKA_MAGIC);
         h.put_u32(0); // crc32c, below
-        h.put_i16(self.codec.attribute_bits());
+        h.put_i16(self.codec.attribute_bits() | if self.control { ATTR_CONTROL } else { 0 });
         h.put_i32(self.count as i32 - 1);
         h.put_i64(first_timestamp);
         h.put_i64(self.max_timestamp);

@@ -53,6 +53,8 @@ pub const KAFKA_MAGIC: u8 = 2;
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 const ATTR_CODEC_MASK: i16 = 0x07;
+/// Kafka's control-batch attribute: the batch holds markers, not data.
+const ATTR_CONTROL: i16 = 0x20;
 
 /// Compression codec of a batch's records, with Kafka's attribute numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,6 +108,9 @@ pub struct BatchHeader {
     pub record_count: u32,
     /// Compression codec.
     pub codec: Codec,
+    /// A control batch (markers such as a replicated partition's leader change), which
+    /// consumers skip.
+    pub control: bool,
 }
 
 impl BatchHeader {
@@ -168,6 +173,7 @@ impl BatchHeader {
             max_timestamp: i64::from_be_bytes(be8(buf, 43)),
             record_count,
             codec: Codec::from_attributes(i16::from_be_bytes([buf[29], buf[30]])),
+            control: i16::from_be_bytes([buf[29], buf[30]]) & ATTR_CONTROL != 0,
         })
     }
 }

@@ -49,6 +49,8 @@ pub struct ClusterStreams {
     /// Set once this node applied everything the meta service committed before it
     /// started ([`ClusterStreams::caught_up`]).
     caught_up: Arc<tokio::sync::OnceCell<()>>,
+    /// The replicated partitions this node holds a copy of.
+    replicas: Arc<crate::replica::Replicas>,
 }
 
 impl ClusterStreams {
@@ -63,7 +65,55 @@ impl ClusterStreams {
             node,
             seen: Arc::default(),
             caught_up: Arc::default(),
+            replicas: Arc::default(),
         }
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id_of(&self) -> NodeId {
+        self.node
+    }
+
+    /// The meta service, shared.
+    pub(crate) fn meta_arc(&self) -> &Arc<MetaNode> {
+        &self.meta
+    }
+
+    /// The meta service.
+    pub(crate) fn meta_node(&self) -> &MetaNode {
+        &self.meta
+    }
+
+    /// The replicated partitions this node holds a copy of.
+    pub fn replicas(&self) -> &crate::replica::Replicas {
+        &self.replicas
+    }
+
+    /// Whether node `id`'s heartbeats arrive.
+    pub(crate) fn is_up_node(&self, id: NodeId) -> bool {
+        self.is_up(id)
+    }
+
+    /// The local journal's log of `stream`/`partition`, the stream created or grown from
+    /// the meta service's record first when needed.
+    pub(crate) async fn local_log(
+        &self,
+        stream: &str,
+        partition: u32,
+    ) -> StoreResult<Arc<dyn strata_journal::PartitionLog>> {
+        let m = self
+            .stream_meta(stream)
+            .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
+        let here = self
+            .journal()
+            .stream(stream)
+            .is_ok_and(|s| s.config().partitions >= m.partitions);
+        if !here {
+            self.caught_up().await?;
+            self.materialize(&m).await?;
+        }
+        let s = self.journal().stream(stream).map_err(store_error)?;
+        Ok(s.partition(partition).map_err(store_error)?.clone())
     }
 
     /// Waits until this node applied what the meta service committed before it started
@@ -220,6 +270,14 @@ impl ClusterStreams {
     /// through another node), until dropped: a stream this node saw in the meta service
     /// and then saw go. Runs only after [`ClusterStreams::adopt`] succeeded.
     pub async fn reconcile(self, meta_dir: PathBuf) {
+        // Replicated partitions follow placement for as long as the journal is kept.
+        tokio::select! {
+            () = crate::replica::drive(self.clone()) => {}
+            () = self.reconcile_journal(meta_dir) => {}
+        }
+    }
+
+    async fn reconcile_journal(self, meta_dir: PathBuf) {
         loop {
             match self.adopt(&meta_dir).await {
                 Ok(()) => break,
@@ -271,7 +329,7 @@ impl ClusterStreams {
 }
 
 /// Wall-clock milliseconds.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -347,7 +405,16 @@ impl Catalog for ClusterStreams {
         // The journal's own checks (partition count, class), before anything is recorded.
         let config = crate::streams::spec_config(self.journal(), &spec)?;
         config.validate().map_err(store_error)?;
-        let m = stream_meta(&config);
+        let mut m = stream_meta(&config);
+        if let Some(copies) = spec.replication_factor {
+            if copies > 1 && config.class != StorageClass::Segment {
+                return Err(StoreError::Invalid(format!(
+                    "only `segment` streams are replicated yet; `{}` has one copy",
+                    config.class
+                )));
+            }
+            m.replication_factor = copies;
+        }
         match self.write(Command::CreateStream(m)).await? {
             // Created meanwhile through another node: visible here too before the answer,
             // so a caller that then asks for it (get-or-create) finds it.
@@ -522,6 +589,22 @@ impl ClusterStreams {
         partition: u32,
         partitions: u32,
     ) -> StoreResult<Arc<dyn Partition>> {
+        let replicated = self.meta.read(|s| {
+            s.placement
+                .get(stream)
+                .and_then(|v| v.get(partition as usize))
+                .is_some_and(|p| p.replicas.len() > 1)
+        });
+        if replicated {
+            // Served once this node has taken over (its marker written).
+            return match self.replicas.get(stream, partition) {
+                Some(r) => Ok(Arc::new(crate::replica::ReplicatedPartition(r))),
+                None => Err(StoreError::Unavailable(format!(
+                    "node {} is taking over {stream}/{partition}",
+                    self.node
+                ))),
+            };
+        }
         let here = self
             .journal()
             .stream(stream)
@@ -556,6 +639,18 @@ impl ClusterStreams {
     }
 
     async fn serve(&self, request: PartitionRequest) -> StoreResult<PartitionReply> {
+        if request.op == Op::ReplicaFetch as i32 {
+            let replica = self
+                .replicas
+                .get(&request.stream, request.partition)
+                .ok_or_else(|| StoreError::NotLeader {
+                    stream: request.stream.clone(),
+                    partition: request.partition,
+                    leader: None,
+                    epoch: request.epoch,
+                })?;
+            return replica.fetch(&request).await;
+        }
         let handle = self.hosted(&request).await?;
         let mut reply = PartitionReply::default();
         match Op::try_from(request.op).unwrap_or(Op::Unspecified) {
@@ -594,7 +689,7 @@ impl ClusterStreams {
                     reply.first = o;
                 }
             }
-            Op::Unspecified => {
+            Op::ReplicaFetch | Op::Unspecified => {
                 return Err(StoreError::Invalid(format!(
                     "unknown partition operation {}",
                     request.op

@@ -8,6 +8,7 @@ mod errors;
 mod manifests;
 mod offsets;
 mod partition;
+pub mod replica;
 mod state;
 mod streams;
 

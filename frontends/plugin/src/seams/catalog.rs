@@ -20,6 +20,8 @@ pub struct StreamSpec {
     pub partitions: u32,
     /// Storage class (`memory`, `segment`, `rocksdb`, `object`); `None`: the node's default.
     pub storage_class: Option<String>,
+    /// Copies of each partition (a cluster's nodes each keep one); `None`: one.
+    pub replication_factor: Option<u32>,
 }
 
 impl StreamSpec {
@@ -30,7 +32,14 @@ impl StreamSpec {
             name: name.into(),
             partitions: partitions.max(1),
             storage_class: None,
+            replication_factor: None,
         }
+    }
+
+    /// The same spec, with `copies` copies of each partition.
+    pub fn with_replication_factor(mut self, copies: u32) -> Self {
+        self.replication_factor = Some(copies);
+        self
     }
 
     /// The same spec, stored in `class`.

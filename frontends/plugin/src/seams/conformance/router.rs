@@ -77,6 +77,7 @@ async fn streams_are_created_once(catalog: &dyn Catalog, router: &dyn PartitionR
         name: "conformance-zero".into(),
         partitions: 0,
         storage_class: None,
+        replication_factor: None,
     };
     assert!(matches!(
         catalog.create_stream(zero).await,

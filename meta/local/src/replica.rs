@@ -1,0 +1,584 @@
+//! Replicated partitions on a node: the leader appends in its epoch and acknowledges once
+//! a majority of replicas has the records durable; followers fetch from the leader,
+//! truncate where their logs leave the leader's and copy its batches byte for byte; the
+//! high watermark (what readers see) is the majority's durable end. Who leads is the meta
+//! service's: [`drive`] follows its placement, fences each replica's log at a new epoch,
+//! reports the log's end to elections, and (on the meta leader) starts an election when a
+//! partition's leader stops sending heartbeats. See docs/architecture.md, "Replication".
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use strata_batch::{Batch, BatchBuilder, PendingBatch};
+use strata_frontend::seams::{Appended, NodeId, Offsets, Partition, StoreError, StoreResult};
+use strata_journal::PartitionLog;
+use strata_meta::MetaNode;
+use strata_meta::model::{Command, PartitionPlacement, ReplicaEnd, majority};
+use strata_meta::partitions::{MAX_READ_BYTES, Op, PartitionReply, PartitionRequest};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::errors::store_error;
+
+/// How often placement is checked for changes of role.
+const DRIVE_EVERY: Duration = Duration::from_millis(50);
+/// How long a follower's fetch waits at the leader for new records.
+const FETCH_WAIT_MS: u64 = 500;
+/// Most bytes one fetch answers.
+const FETCH_BYTES: u64 = 1 << 20;
+/// How long a write waits for a majority before it fails (it may still be committed).
+const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause after a failed fetch.
+const RETRY: Duration = Duration::from_millis(100);
+/// A divergence answer meaning "your newest epoch is unknown to me: drop it".
+pub const DROP_LAST_EPOCH: u64 = u64::MAX;
+
+/// What this node is for one replicated partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No leader and no election (not placed yet), or no longer a replica.
+    Idle,
+    /// The replicas elect the leader of `epoch`.
+    Electing {
+        /// The epoch being elected.
+        epoch: u64,
+    },
+    /// This node leads `epoch`.
+    Leader {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// `leader` leads `epoch`; this node copies it.
+    Follower {
+        /// The leader's epoch.
+        epoch: u64,
+        /// The leader.
+        leader: NodeId,
+    },
+}
+
+/// One replicated partition on this node.
+#[derive(Debug)]
+pub struct Replica {
+    stream: String,
+    partition: u32,
+    log: Arc<dyn PartitionLog>,
+    /// How many replicas the partition has.
+    copies: usize,
+    role: watch::Sender<Role>,
+    /// Leader: each follower's fetch offset at the current epoch (durable below it).
+    followers: parking_lot::Mutex<HashMap<NodeId, u64>>,
+    /// Leader: wakes followers' waiting fetches when records are written.
+    written: Notify,
+}
+
+impl Replica {
+    fn new(stream: &str, partition: u32, log: Arc<dyn PartitionLog>, copies: usize) -> Self {
+        Replica {
+            stream: stream.to_string(),
+            partition,
+            log,
+            copies,
+            role: watch::Sender::new(Role::Idle),
+            followers: parking_lot::Mutex::default(),
+            written: Notify::new(),
+        }
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    fn not_leader(&self) -> StoreError {
+        let (leader, epoch) = match self.role() {
+            Role::Follower { epoch, leader } => (Some(leader), epoch),
+            Role::Electing { epoch } => (None, epoch),
+            Role::Leader { epoch } => (None, epoch),
+            Role::Idle => (None, 0),
+        };
+        StoreError::NotLeader {
+            stream: self.stream.clone(),
+            partition: self.partition,
+            leader,
+            epoch,
+        }
+    }
+
+    fn leading(&self) -> StoreResult<u64> {
+        match self.role() {
+            Role::Leader { epoch } => Ok(epoch),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    /// Appends as the leader and returns once a majority has the batch durable.
+    pub async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
+        let epoch = self.leading()?;
+        let a = self
+            .log
+            .append_in_epoch(batch, epoch_i32(epoch))
+            .await
+            .map_err(store_error)?;
+        self.written.notify_waiters();
+        self.advance();
+        let mut role = self.role.subscribe();
+        tokio::select! {
+            r = self.log.wait_for(a.last_offset) => { r.map_err(store_error)?; }
+            _ = role.wait_for(|r| *r != Role::Leader { epoch }) => {
+                return Err(StoreError::Unavailable(format!(
+                    "leadership of {}/{} moved before the write was committed: it may or may not be kept",
+                    self.stream, self.partition
+                )));
+            }
+            () = tokio::time::sleep(COMMIT_DEADLINE) => {
+                return Err(StoreError::Unavailable(format!(
+                    "no majority of {}/{}'s replicas took the write within {COMMIT_DEADLINE:?}: it may or may not be kept",
+                    self.stream, self.partition
+                )));
+            }
+        }
+        Ok(Appended {
+            base_offset: a.base_offset,
+            last_offset: a.last_offset,
+        })
+    }
+
+    /// Leader: moves the high watermark to the end a majority has durable, once that
+    /// covers a record of the current epoch (Raft commits earlier epochs' records only
+    /// through one of its own).
+    fn advance(&self) {
+        let Role::Leader { epoch } = self.role() else {
+            return;
+        };
+        let Ok(state) = self.log.replica_state() else {
+            return;
+        };
+        let mut ends: Vec<u64> = self.followers.lock().values().copied().collect();
+        ends.push(state.durable_end);
+        let need = majority(self.copies);
+        if ends.len() < need {
+            return;
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let committed = ends[need - 1];
+        let Some(own) = state
+            .latest_epoch
+            .filter(|e| i64::from(e.epoch) == epoch as i64)
+        else {
+            return;
+        };
+        if committed > own.start_offset
+            && let Err(e) = self.log.set_high_watermark(committed)
+        {
+            warn!(stream = self.stream, partition = self.partition, error = %e, "cannot move the high watermark");
+        }
+    }
+
+    /// Leader: answers a follower's fetch.
+    pub async fn fetch(&self, request: &PartitionRequest) -> StoreResult<PartitionReply> {
+        let epoch = self.leading()?;
+        if request.epoch != epoch {
+            return Err(self.not_leader());
+        }
+        let mut reply = PartitionReply::default();
+        if request.last_epoch >= 0 {
+            let end = self
+                .log
+                .end_offset_for_epoch(request.last_epoch)
+                .map_err(store_error)?;
+            let diverged_at = match end {
+                Some((e, end)) if e == request.last_epoch && end >= request.offset => None,
+                Some((_, end)) => Some(end.min(request.offset)),
+                None => Some(DROP_LAST_EPOCH),
+            };
+            if let Some(at) = diverged_at {
+                reply.diverged = true;
+                reply.diverged_at = at;
+                return Ok(reply);
+            }
+        }
+        self.followers
+            .lock()
+            .insert(request.replica, request.offset);
+        self.advance();
+        let max = request.max_bytes.clamp(1, MAX_READ_BYTES) as usize;
+        let notified = self.written.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut batches = self
+            .log
+            .read_written(request.offset, max)
+            .await
+            .map_err(store_error)?;
+        if batches.is_empty() {
+            let wait = Duration::from_millis(request.wait_ms.min(FETCH_WAIT_MS * 4));
+            let _ = tokio::time::timeout(wait, notified).await;
+            batches = self
+                .log
+                .read_written(request.offset, max)
+                .await
+                .map_err(store_error)?;
+        }
+        reply.batches = batches.iter().map(|b| b.as_bytes().clone()).collect();
+        reply.high_watermark = self
+            .log
+            .replica_state()
+            .map_err(store_error)?
+            .high_watermark
+            .unwrap_or(0);
+        Ok(reply)
+    }
+
+    /// Follower: fetches from `leader` until the role changes.
+    async fn follow(self: Arc<Self>, meta: Arc<MetaNode>, me: NodeId, epoch: u64, leader: NodeId) {
+        let mine = Role::Follower { epoch, leader };
+        let mut role = self.role.subscribe();
+        while self.role() == mine {
+            let outcome = tokio::select! {
+                r = self.fetch_once(&meta, me, epoch, leader) => r,
+                _ = role.wait_for(|r| *r != mine) => return,
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(stream = self.stream, partition = self.partition, error = %e, "replica fetch failed");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => {}
+                    _ = role.wait_for(|r| *r != mine) => return,
+                }
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        meta: &MetaNode,
+        me: NodeId,
+        epoch: u64,
+        leader: NodeId,
+    ) -> StoreResult<()> {
+        let state = self.log.replica_state().map_err(store_error)?;
+        let request = PartitionRequest {
+            op: Op::ReplicaFetch as i32,
+            stream: self.stream.clone(),
+            partition: self.partition,
+            epoch,
+            offset: state.written_end,
+            max_bytes: FETCH_BYTES,
+            wait_ms: FETCH_WAIT_MS,
+            replica: me,
+            last_epoch: state.latest_epoch.map_or(-1, |e| e.epoch),
+            ..PartitionRequest::default()
+        };
+        let reply = meta
+            .partition_call(leader, request)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if !reply.error.is_empty() {
+            return Err(
+                serde_json::from_str(&reply.error).unwrap_or(StoreError::Storage(reply.error))
+            );
+        }
+        if reply.diverged {
+            let to = if reply.diverged_at == DROP_LAST_EPOCH {
+                state.latest_epoch.map_or(0, |e| e.start_offset)
+            } else {
+                reply.diverged_at
+            };
+            info!(
+                stream = self.stream,
+                partition = self.partition,
+                from = to,
+                "truncating records the leader does not have"
+            );
+            self.log.truncate_from(to).await.map_err(store_error)?;
+            return Ok(());
+        }
+        let batches = reply
+            .batches
+            .into_iter()
+            .map(|b| Batch::from_bytes(b).map_err(StoreError::Corruption))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let end = if batches.is_empty() {
+            state.written_end
+        } else {
+            self.log.append_copies(batches).await.map_err(store_error)?
+        };
+        self.log
+            .set_high_watermark(reply.high_watermark.min(end))
+            .map_err(store_error)
+    }
+}
+
+fn epoch_i32(epoch: u64) -> i32 {
+    i32::try_from(epoch).unwrap_or(i32::MAX)
+}
+
+/// The replicated partitions of this node, by stream and partition.
+#[derive(Debug, Default)]
+pub struct Replicas {
+    parts: parking_lot::Mutex<HashMap<(String, u32), Arc<Replica>>>,
+    /// Elections this node (as meta leader) began, so each is asked for once.
+    begun: parking_lot::Mutex<HashSet<(String, u32, u64)>>,
+}
+
+impl Replicas {
+    /// The replica of `stream`/`partition` on this node, if it is one.
+    pub fn get(&self, stream: &str, partition: u32) -> Option<Arc<Replica>> {
+        self.parts
+            .lock()
+            .get(&(stream.to_string(), partition))
+            .cloned()
+    }
+
+    fn insert(&self, replica: Arc<Replica>) -> Arc<Replica> {
+        self.parts
+            .lock()
+            .entry((replica.stream.clone(), replica.partition))
+            .or_insert(replica)
+            .clone()
+    }
+}
+
+/// What `placement` asks of node `me`.
+fn wanted(p: &PartitionPlacement, me: NodeId) -> Role {
+    match (p.leader, &p.election) {
+        (_, Some(_)) => Role::Electing { epoch: p.epoch },
+        (Some(l), None) if l == me => Role::Leader { epoch: p.epoch },
+        (Some(leader), None) => Role::Follower {
+            epoch: p.epoch,
+            leader,
+        },
+        (None, None) => Role::Idle,
+    }
+}
+
+/// Moves `replica` to `role`: fences its log at the new epoch first, then reports to the
+/// election, takes over as leader (its marker batch commits the earlier epochs' records),
+/// or starts following.
+fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: NodeId) {
+    let epoch = match role {
+        Role::Idle => None,
+        Role::Electing { epoch } | Role::Leader { epoch } | Role::Follower { epoch, .. } => {
+            Some(epoch)
+        }
+    };
+    if let Some(epoch) = epoch
+        && let Err(e) = replica.log.fence(epoch_i32(epoch))
+    {
+        warn!(stream = replica.stream, partition = replica.partition, error = %e, "cannot fence the replica");
+        return;
+    }
+    if replica
+        .log
+        .replica_state()
+        .is_ok_and(|s| s.high_watermark.is_none())
+    {
+        // Until the leader says what is committed, nothing uncommitted is shown.
+        let _ = replica.log.set_high_watermark(0);
+    }
+    replica.followers.lock().clear();
+    replica.role.send_replace(role);
+    info!(
+        stream = replica.stream,
+        partition = replica.partition,
+        ?role,
+        "replica role"
+    );
+    match role {
+        Role::Idle => {}
+        Role::Electing { epoch } => {
+            let (replica, meta) = (replica.clone(), meta.clone());
+            tokio::spawn(async move { report(replica, meta, me, epoch).await });
+        }
+        Role::Leader { epoch } => {
+            let replica = replica.clone();
+            tokio::spawn(async move {
+                let marker = BatchBuilder::leader_change_marker(me, crate::cluster::now_ms());
+                if let Err(e) = replica.append(marker).await {
+                    warn!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
+                        "the leader's marker was not committed");
+                }
+            });
+        }
+        Role::Follower { epoch, leader } => {
+            tokio::spawn(replica.clone().follow(meta.clone(), me, epoch, leader));
+        }
+    }
+}
+
+/// Tells the election of `epoch` where this replica's log ends, until it is heard or
+/// the role changes.
+async fn report(replica: Arc<Replica>, meta: Arc<MetaNode>, me: NodeId, epoch: u64) {
+    while replica.role() == (Role::Electing { epoch }) {
+        let Ok(state) = replica.log.replica_state() else {
+            return;
+        };
+        let command = Command::ReportReplica {
+            stream: replica.stream.clone(),
+            partition: replica.partition,
+            epoch,
+            node: me,
+            end: ReplicaEnd {
+                last_epoch: state.latest_epoch.map_or(-1, |e| e.epoch),
+                end_offset: state.written_end,
+            },
+        };
+        match meta.write(command).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(stream = replica.stream, partition = replica.partition, error = %e, "cannot report to the election yet");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Follows the meta service's placement of every replicated partition this node holds a
+/// copy of, until the journal closes.
+pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
+    let mut every = tokio::time::interval(DRIVE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = streams.node_id_of();
+    loop {
+        every.tick().await;
+        let mine: Vec<(String, u32, PartitionPlacement)> = streams.meta_node().read(|s| {
+            s.placement
+                .iter()
+                .flat_map(|(name, parts)| {
+                    parts.iter().enumerate().filter_map(move |(i, p)| {
+                        (p.replicas.len() > 1 && p.replicas.contains(&me))
+                            .then(|| (name.clone(), i as u32, p.clone()))
+                    })
+                })
+                .collect()
+        });
+        let mut live = HashSet::new();
+        for (stream, partition, placement) in mine {
+            live.insert((stream.clone(), partition));
+            let replica = match streams.replicas().get(&stream, partition) {
+                Some(r) => r,
+                None => match streams.local_log(&stream, partition).await {
+                    Ok(log) => streams.replicas().insert(Arc::new(Replica::new(
+                        &stream,
+                        partition,
+                        log,
+                        placement.replicas.len(),
+                    ))),
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        warn!(stream, partition, error = %e, "cannot open a replica");
+                        continue;
+                    }
+                },
+            };
+            let role = wanted(&placement, me);
+            if replica.role() != role {
+                transition(&replica, role, streams.meta_arc(), me);
+            }
+            if streams.meta_node().leader() == Some(me) {
+                elect_if_leaderless(&streams, &stream, partition, &placement).await;
+            }
+        }
+        let gone: Vec<Arc<Replica>> = {
+            let mut parts = streams.replicas().parts.lock();
+            let keys: Vec<_> = parts
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for r in gone {
+            r.role.send_replace(Role::Idle);
+        }
+    }
+}
+
+/// On the meta leader: begins an election for a partition whose leader stopped sending
+/// heartbeats (or that has none), once per epoch.
+async fn elect_if_leaderless(
+    streams: &crate::cluster::ClusterStreams,
+    stream: &str,
+    partition: u32,
+    p: &PartitionPlacement,
+) {
+    if p.election.is_some() || p.leader.is_some_and(|l| streams.is_up_node(l)) {
+        return;
+    }
+    let key = (stream.to_string(), partition, p.epoch);
+    if !streams.replicas().begun.lock().insert(key) {
+        return;
+    }
+    let command = Command::BeginElection {
+        stream: stream.to_string(),
+        partition,
+        epoch: p.epoch + 1,
+        preferred: None,
+    };
+    match streams.meta_node().write(command).await {
+        Ok(outcome) => info!(
+            stream,
+            partition,
+            epoch = p.epoch + 1,
+            ?outcome,
+            "election begun"
+        ),
+        Err(e) => {
+            streams
+                .replicas()
+                .begun
+                .lock()
+                .remove(&(stream.to_string(), partition, p.epoch));
+            warn!(stream, partition, error = %e, "cannot begin an election");
+        }
+    }
+}
+
+/// A replicated partition this node leads, behind the router's handle.
+#[derive(Debug)]
+pub struct ReplicatedPartition(pub Arc<Replica>);
+
+#[async_trait]
+impl Partition for ReplicatedPartition {
+    fn stream(&self) -> &str {
+        &self.0.stream
+    }
+
+    fn index(&self) -> u32 {
+        self.0.partition
+    }
+
+    async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
+        self.0.append(batch).await
+    }
+
+    async fn read(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
+        self.0.leading()?;
+        self.0.log.read(from, max_bytes).await.map_err(store_error)
+    }
+
+    async fn offsets(&self) -> StoreResult<Offsets> {
+        self.0.leading()?;
+        let o = self.0.log.offsets();
+        Ok(Offsets {
+            log_start: o.log_start,
+            end: o.end,
+        })
+    }
+
+    async fn wait_for(&self, offset: u64) -> StoreResult<u64> {
+        self.0.leading()?;
+        self.0.log.wait_for(offset).await.map_err(store_error)
+    }
+
+    async fn offset_for_timestamp(&self, timestamp_ms: i64) -> StoreResult<Option<u64>> {
+        self.0.leading()?;
+        self.0
+            .log
+            .offset_for_timestamp(timestamp_ms)
+            .await
+            .map_err(store_error)
+    }
+}

@@ -1,0 +1,244 @@
+//! Replicated partitions across three nodes in one process, over the real node-to-node
+//! RPC: writes are acknowledged once a majority has them, every replica holds the same
+//! batches at the same offsets, and when the leader's node stops, the others elect a new
+//! leader that has every acknowledged record and goes on taking writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_batch::{Batch, BatchBuilder};
+use strata_frontend::owned::OwnedStreams;
+use strata_frontend::seams::{Catalog, Partition, PartitionRouter, StoreError, StreamSpec};
+use strata_journal::{Journal, JournalConfig, JournalOptions, PartitionLog};
+use strata_local::ClusterStreams;
+use strata_meta::model::Command;
+use strata_meta::{MetaConfig, MetaNode};
+use tokio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+struct Node {
+    meta: Arc<MetaNode>,
+    journal: Journal,
+    streams: ClusterStreams,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.meta.shutdown().await;
+        let _ = self.journal.close().await;
+    }
+
+    fn log(&self, stream: &str) -> Arc<dyn PartitionLog> {
+        self.journal
+            .stream(stream)
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn start(dir: &std::path::Path) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        listeners.push((l, addr));
+    }
+    let voters: BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, a))| (i as u64 + 1, a.clone()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (l, addr)) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let mut c = MetaConfig::single(id, dir.join(format!("meta{id}")), addr);
+        c.voters = voters.clone();
+        c.secret = "replication-test-secret-0123".into();
+        let meta = Arc::new(MetaNode::start(c, l).await.unwrap());
+        let config = JournalConfig::default();
+        let journal = Journal::open(JournalOptions::new(
+            dir.join(format!("j{id}")),
+            config,
+            prometheus::Registry::new(),
+        ))
+        .unwrap();
+        let streams = ClusterStreams::new(journal.clone(), meta.clone(), OwnedStreams::default());
+        meta.serve_partitions(Arc::new(streams.clone()));
+        nodes.push(Node {
+            meta,
+            journal,
+            streams,
+            tasks: Vec::new(),
+        });
+    }
+    for n in &mut nodes {
+        let command = Command::AddNode {
+            id: n.meta.id(),
+            rpc: n.meta.advertised().to_owned(),
+            listeners: BTreeMap::new(),
+            at_ms: now_ms(),
+        };
+        n.meta.write(command).await.unwrap();
+        let meta = n.meta.clone();
+        // Heartbeats, as a node sends them.
+        n.tasks.push(tokio::spawn(async move {
+            loop {
+                let beat = Command::Heartbeat {
+                    id: meta.id(),
+                    at_ms: now_ms(),
+                };
+                let _ = meta.write(beat).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+        let reconcile = n
+            .streams
+            .clone()
+            .reconcile(dir.join(format!("meta{}", n.meta.id())));
+        n.tasks.push(tokio::spawn(reconcile));
+    }
+    nodes
+}
+
+fn batch(i: u32) -> strata_batch::PendingBatch {
+    let mut b = BatchBuilder::new();
+    for r in 0..3 {
+        let v = format!("v{i}-{r}");
+        b.push(1000, None, Some(v.as_bytes()), &[]);
+    }
+    b.build().unwrap()
+}
+
+/// Appends through `p`, retrying while the partition has no leader serving it.
+async fn append(p: &Arc<dyn Partition>, i: u32) -> u64 {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        match p.append(batch(i)).await {
+            Ok(a) => return a.base_offset,
+            Err(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. }))
+                if Instant::now() < until =>
+            {
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("append {i}: {e}"),
+        }
+    }
+}
+
+/// The data batches of `log` (markers left out), past the high watermark.
+async fn data_batches(log: &Arc<dyn PartitionLog>) -> Vec<Batch> {
+    let end = log.replica_state().unwrap().written_end;
+    let mut out = Vec::new();
+    let mut next = 0;
+    while next < end {
+        let got = log.read_written(next, 1 << 20).await.unwrap();
+        next = got.last().unwrap().last_offset() + 1;
+        out.extend(got);
+    }
+    out.into_iter().filter(|b| !b.header().control).collect()
+}
+
+async fn wait_until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !ok().await {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_partition_survives_its_leaders_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    let info = nodes[1]
+        .streams
+        .create_stream(StreamSpec::new("rep", 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    assert_eq!(info.name, "rep");
+    let placement = nodes[1].streams.placement("rep", 0).unwrap();
+    assert_eq!(placement.replicas.len(), 3);
+    let first_leader = placement.leader.unwrap();
+    // Writes through a node that does not lead: forwarded, acknowledged once committed.
+    let via = nodes
+        .iter()
+        .position(|n| n.meta.id() != first_leader)
+        .unwrap();
+    let p = nodes[via].streams.partition("rep", 0).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        acked.push((append(&p, i).await, i));
+    }
+    // Committed means readable at the leader, and the followers catch up to the same
+    // batches, byte for byte.
+    let end = p.offsets().await.unwrap().end;
+    assert!(end >= 90);
+    let leader_log = nodes[(first_leader - 1) as usize].log("rep");
+    let want = data_batches(&leader_log).await;
+    assert_eq!(want.len(), 30);
+    for n in &nodes {
+        let log = n.log("rep");
+        wait_until("a follower has every batch", async || {
+            log.replica_state().unwrap().written_end
+                >= leader_log.replica_state().unwrap().written_end
+        })
+        .await;
+        assert_eq!(data_batches(&log).await, want, "node {}", n.meta.id());
+        assert!(want.iter().all(|b| b.header().leader_epoch == 0));
+    }
+    // The leader's node stops; the two others elect one of themselves and take writes.
+    let stopped = nodes.remove((first_leader - 1) as usize);
+    stopped.stop().await;
+    let p = nodes[0].streams.partition("rep", 0).await.unwrap();
+    for i in 30..40 {
+        acked.push((append(&p, i).await, i));
+    }
+    let placement = nodes[0].streams.placement("rep", 0).unwrap();
+    assert_ne!(placement.leader, Some(first_leader));
+    assert!(placement.epoch >= 1);
+    // Every acknowledged write is there, at the offset it was acknowledged with, once.
+    let read = p.read(0, 1 << 24).await.unwrap();
+    let mut at: BTreeMap<u64, String> = BTreeMap::new();
+    for b in read.iter().filter(|b| !b.header().control) {
+        for r in b.records().unwrap() {
+            let r = r.unwrap();
+            at.insert(
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            );
+        }
+    }
+    for (base, i) in &acked {
+        assert_eq!(
+            at.get(base),
+            Some(&format!("v{i}-0")),
+            "write {i} at {base}"
+        );
+    }
+    let values: Vec<&String> = at.values().collect();
+    let mut distinct = values.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(values.len(), distinct.len(), "no record twice");
+    assert_eq!(values.len(), 120);
+    for n in nodes {
+        n.stop().await;
+    }
+}
