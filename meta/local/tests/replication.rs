@@ -173,6 +173,15 @@ async fn a_replicated_partition_survives_its_leaders_node() {
         .await
         .unwrap();
     assert_eq!(info.name, "rep");
+    // Every node knows the stream before it is written (each learns it from its copy of
+    // the metadata).
+    for n in &nodes {
+        assert!(
+            n.meta
+                .applied(|s| s.streams.contains_key("rep"), DEADLINE)
+                .await
+        );
+    }
     let placement = nodes[1].streams.placement("rep", 0).unwrap();
     assert_eq!(placement.replicas.len(), 3);
     let first_leader = placement.leader.unwrap();
