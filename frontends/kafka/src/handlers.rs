@@ -323,23 +323,36 @@ async fn topic_stream(
                 tracing::debug!(topic, why, "topic not created automatically");
                 return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
             }
-            create_topic(k, topic, partitions).await
+            create_topic(k, topic, partitions, None).await
         }
         None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
     }
 }
 
-async fn create_topic(k: &Kafka, topic: &str, partitions: u32) -> Result<StreamInfo, i16> {
+/// Creates `topic` (or finds it created meanwhile) with `copies` copies of each
+/// partition (`None`: the cluster's default).
+async fn create_topic(
+    k: &Kafka,
+    topic: &str,
+    partitions: u32,
+    copies: Option<u32>,
+) -> Result<StreamInfo, i16> {
     if validate_stream_name(topic).is_err() || topic.len() > 249 {
         return Err(code::INVALID_TOPIC);
     }
+    let mut spec = StreamSpec::new(topic, partitions);
+    spec.replication_factor = copies;
     // Created meanwhile by another request: that topic is the answer.
-    match k
-        .storage
-        .ensure_stream(StreamSpec::new(topic, partitions))
-        .await
-    {
+    match k.storage.ensure_stream(spec).await {
         Ok(s) => Ok(s),
+        Err(StoreError::Invalid(why)) if copies.is_some() => {
+            tracing::warn!(
+                topic,
+                why,
+                "cannot create topic with that replication factor"
+            );
+            Err(code::INVALID_REPLICATION_FACTOR)
+        }
         Err(e) => {
             tracing::warn!(topic, error = %e, "cannot create topic");
             Err(code::UNKNOWN_SERVER_ERROR)
@@ -915,10 +928,12 @@ async fn create_topics(
         } else {
             t.num_partitions
         };
+        // -1: the cluster's default (one copy); otherwise 1 to 7 copies.
+        let copies = u32::try_from(t.replication_factor).ok();
         let mut result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_num_partitions(partitions)
-            .with_replication_factor(1);
+            .with_replication_factor(t.replication_factor.max(1));
         let mut message = None;
         let code = if k.owned.get(&t.name).is_some() {
             message = Some("a name another frontend owns".to_string());
@@ -929,6 +944,9 @@ async fn create_topics(
             code::TOPIC_ALREADY_EXISTS
         } else if partitions == 0 || partitions > 65536 {
             code::INVALID_PARTITIONS
+        } else if t.replication_factor == 0 || t.replication_factor < -1 || t.replication_factor > 7
+        {
+            code::INVALID_REPLICATION_FACTOR
         } else if validate_stream_name(&t.name).is_err() || t.name.len() > 249 {
             code::INVALID_TOPIC
         } else if let Err(why) = budget.take(k, partitions as u32) {
@@ -937,7 +955,7 @@ async fn create_topics(
         } else if r.validate_only {
             code::NONE
         } else {
-            match create_topic(k, &t.name, partitions as u32).await {
+            match create_topic(k, &t.name, partitions as u32, copies).await {
                 Ok(_) => code::NONE,
                 Err(c) => c,
             }

@@ -60,6 +60,11 @@ impl Catalog for LocalStreams {
     }
 
     async fn create_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo> {
+        if spec.replication_factor.is_some_and(|n| n > 1) {
+            return Err(StoreError::Invalid(
+                "a node alone keeps one copy of each partition".into(),
+            ));
+        }
         // The journal checks the name and the count (`Invalid` when either is bad).
         let config = spec_config(&self.journal, &spec)?;
         let stream = self
