@@ -42,6 +42,12 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
             return t is not None and t.partitions.get(0) is not None \
                 and t.partitions[0].leader > 0 and t
         wait_until("the topic has a leader", described)
+        # A topic that names no replication factor gets three copies on three nodes.
+        for f in admin.create_topics([NewTopic("default-copies", 2)]).values():
+            f.result(DEADLINE)
+        wait_until("the default topic is placed", lambda: all(
+            len(p.replicas) == 3 for p in
+            admin.list_topics(timeout=DEADLINE).topics["default-copies"].partitions.values()))
         part = described().partitions[0]
         assert sorted(part.replicas) == [1, 2, 3]
         leader = part.leader

@@ -293,7 +293,9 @@ impl Batch {
         self.bytes.slice(FRAME_PREFIX..)
     }
 
-    /// Decodes the records (decompressing when needed).
+    /// Decodes the records (decompressing when needed). A control batch (a replicated
+    /// partition's leader-change marker) yields none: its offsets hold no data, and
+    /// readers step past it by the batch's last offset.
     pub fn records(&self) -> Result<RecordIter> {
         RecordIter::new(&self.header, &self.bytes)
     }

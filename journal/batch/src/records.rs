@@ -44,7 +44,11 @@ impl RecordIter {
         Ok(RecordIter {
             data,
             pos: 0,
-            remaining: header.record_count,
+            remaining: if header.control {
+                0
+            } else {
+                header.record_count
+            },
             base_offset: header.base_offset,
             first_timestamp: header.first_timestamp,
             failed: false,

@@ -69,6 +69,23 @@ impl ClusterStreams {
         }
     }
 
+    /// Copies of each partition of a new stream of `class` that asks for no number:
+    /// three once three or more active nodes are up, for the class that can be
+    /// replicated (`segment`); one otherwise.
+    fn default_copies(&self, class: StorageClass) -> u32 {
+        if class != StorageClass::Segment {
+            return 1;
+        }
+        let now = now_ms();
+        let up = self.meta.read(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.state == NodeState::Active && alive(n.heartbeat_ms, now))
+                .count()
+        });
+        if up >= 3 { 3 } else { 1 }
+    }
+
     /// This node's id.
     pub(crate) fn node_id_of(&self) -> NodeId {
         self.node
@@ -406,6 +423,7 @@ impl Catalog for ClusterStreams {
         let config = crate::streams::spec_config(self.journal(), &spec)?;
         config.validate().map_err(store_error)?;
         let mut m = stream_meta(&config);
+        m.replication_factor = self.default_copies(config.class);
         if let Some(copies) = spec.replication_factor {
             if copies > 1 && config.class != StorageClass::Segment {
                 return Err(StoreError::Invalid(format!(
