@@ -137,13 +137,20 @@ impl GroupCommit {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                // Leadership is given back even when this future is dropped mid-fsync (a
+                // caller that stopped waiting), or no later fsync would ever run.
+                let guard = Leading(&self.leader);
                 let result = log.sync_once().await;
                 // Release leadership before waking followers, so one of them can lead the
                 // next fsync; one notification carries both the new durable end and that.
-                self.leader.store(false, Ordering::Release);
+                drop(guard);
                 let covered = result.as_ref().ok().copied();
                 self.progress.send_modify(|p| {
-                    if let Some(c) = covered {
+                    // A truncation or rollback while the fsync ran started a new epoch:
+                    // what this fsync covered may no longer be the log's.
+                    if let Some(c) = covered
+                        && p.epoch == epoch
+                    {
                         p.durable = p.durable.max(c);
                     }
                 });
@@ -152,5 +159,14 @@ impl GroupCommit {
             }
             rx.changed().await.map_err(|_| JournalError::Closed)?;
         }
+    }
+}
+
+/// Holds the group-commit leadership; gives it back when dropped.
+struct Leading<'a>(&'a AtomicBool);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

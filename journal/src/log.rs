@@ -157,7 +157,8 @@ pub trait PartitionLog: Send + Sync + Debug {
     }
 
     /// Removes every record at or after `offset` (a divergent tail), from the start of the
-    /// batch holding it, durably; returns the new written end. Never below the log start.
+    /// batch holding it, durably; returns the new written end. Never below the log start
+    /// or the high watermark (`OffsetOutOfRange`).
     async fn truncate_from(&self, offset: u64) -> Result<u64> {
         let _ = offset;
         Err(unsupported("truncate_from"))

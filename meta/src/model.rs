@@ -982,8 +982,9 @@ pub const MAX_COMMITTED_OFFSETS: usize = 262_144;
 pub const MAX_OFFSET_METADATA_TOTAL: usize = 32 * 1024 * 1024;
 
 /// A node whose last heartbeat is this much older than the newest is taken for down: new
-/// partitions avoid it. Nodes send one every few seconds.
-pub const LIVENESS_MS: i64 = 10_000;
+/// partitions avoid it, and the replicated partitions it leads elect another leader. Nodes
+/// send one every 500 ms.
+pub const LIVENESS_MS: i64 = 2_500;
 
 /// Most partitions one stream may have. Checked when a command applies, so every node
 /// refuses the same commands (a command that allocated without bound would take down every

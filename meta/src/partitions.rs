@@ -114,9 +114,13 @@ pub struct PartitionReply {
     /// `diverged_at` (the end of its last epoch in the leader's log) and fetches again.
     #[prost(bool, tag = "7")]
     pub diverged: bool,
-    /// Replica fetch: where to truncate when `diverged`.
+    /// Replica fetch: where to truncate when `diverged` (the end of `diverged_epoch` in
+    /// the leader's log; the follower cuts at its own end of that epoch when sooner).
     #[prost(uint64, tag = "8")]
     pub diverged_at: u64,
+    /// Replica fetch: the newest epoch both logs know, when `diverged`.
+    #[prost(int32, tag = "9")]
+    pub diverged_epoch: i32,
 }
 
 impl PartitionReply {

@@ -507,9 +507,14 @@ async fn produce_partition(
         let records = u64::from(p.record_count());
         let bytes = p.len() as u64;
         let member = |node| k.storage.catalog.is_member(node);
+        let leader_epoch = k
+            .storage
+            .catalog
+            .placement(&stream.name, partition as u32)
+            .map_or(0, |pl| pl.epoch);
         let result = k
             .producers
-            .append(&stream.name, partition, &log, p, member)
+            .append(&stream.name, partition, &log, p, member, leader_epoch)
             .await;
         match result {
             Ok(base) => {

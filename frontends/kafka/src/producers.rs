@@ -41,6 +41,9 @@ struct ProducerState {
 #[derive(Debug, Default)]
 struct PartitionProducers {
     loaded: bool,
+    /// The partition's leader epoch when they were rebuilt: a leader that changed since
+    /// (this node led, then followed, then leads again) rebuilds them from the log.
+    loaded_epoch: u64,
     by_id: HashMap<i64, ProducerState>,
     /// Appends with a producer id so far.
     clock: u64,
@@ -176,6 +179,7 @@ impl Producers {
         log: &Arc<dyn Partition>,
         batch: PendingBatch,
         member: impl Fn(u64) -> bool,
+        leader_epoch: u64,
     ) -> Result<i64, i16> {
         let (pid, epoch, first_seq) = batch.producer();
         let ours = (self.first..self.next.load(Ordering::SeqCst)).contains(&pid)
@@ -199,8 +203,15 @@ impl Producers {
             .or_default()
             .clone();
         let mut producers = state.lock().await;
-        if !producers.loaded {
+        if !producers.loaded || producers.loaded_epoch != leader_epoch {
+            producers.by_id.clear();
+            producers.by_use.clear();
             rebuild(&mut producers, log, self.max_per_partition).await;
+            producers.loaded_epoch = leader_epoch;
+            if !producers.loaded {
+                // Sequences cannot be checked without the log's tail: the client retries.
+                return Err(code::NOT_LEADER_OR_FOLLOWER);
+            }
         }
         let p = producers.producer(pid, self.max_per_partition);
         if epoch < p.epoch {

@@ -635,14 +635,18 @@ impl SegmentLog {
             } else {
                 self.visible_end(&st)
             };
-            if from < st.log_start || from > visible {
+            // A replica's readers may stand past its high watermark (they read up to an
+            // earlier leader's, which this one has not heard of yet): nothing to read yet,
+            // as long as the records are written here.
+            let written_here = st.high_watermark.is_some() && from <= st.next_offset;
+            if from < st.log_start || (from > visible && !written_here) {
                 return Err(JournalError::OffsetOutOfRange {
                     offset: from,
                     log_start: st.log_start,
                     end: visible,
                 });
             }
-            if from == visible {
+            if from >= visible {
                 return Ok(Vec::new());
             }
             if let Some(batches) = st.tail.read(from, visible, max_bytes) {
@@ -793,6 +797,8 @@ impl PartitionLog for SegmentLog {
             } else {
                 0
             });
+        // Committed records are never taken back: below the high watermark, refuse.
+        let floor = floor.max(st.high_watermark.unwrap_or(0));
         if offset < floor {
             return Err(JournalError::OffsetOutOfRange {
                 offset,

@@ -86,6 +86,14 @@ async fn the_high_watermark_bounds_readers_and_wakes_waiters() {
     assert_eq!(a.last_offset, 2);
     assert_eq!(log.offsets().end, 0, "nothing committed, nothing visible");
     assert!(log.read(0, 1000).await.unwrap().is_empty());
+    assert!(
+        log.read(2, 1000).await.unwrap().is_empty(),
+        "a reader past the high watermark but within the written log waits"
+    );
+    assert!(matches!(
+        log.read(4, 1000).await,
+        Err(JournalError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(log.read_written(0, 1000).await.unwrap().len(), 1);
     let waiter = {
         let log = log.clone();
@@ -106,6 +114,13 @@ async fn the_high_watermark_bounds_readers_and_wakes_waiters() {
     assert_eq!(read_all(&log, 0).await.len(), 3);
     log.set_high_watermark(1).unwrap();
     assert_eq!(log.offsets().end, 3, "the high watermark never goes back");
+    assert!(
+        matches!(
+            log.truncate_from(1).await,
+            Err(JournalError::OffsetOutOfRange { log_start: 3, .. })
+        ),
+        "committed records are never truncated"
+    );
     let state = log.replica_state().unwrap();
     assert_eq!(
         (state.written_end, state.durable_end, state.high_watermark),

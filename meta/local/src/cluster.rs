@@ -117,7 +117,7 @@ impl ClusterStreams {
         &self,
         stream: &str,
         partition: u32,
-    ) -> StoreResult<Arc<dyn strata_journal::PartitionLog>> {
+    ) -> StoreResult<(Arc<dyn strata_journal::PartitionLog>, PathBuf)> {
         let m = self
             .stream_meta(stream)
             .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
@@ -130,7 +130,13 @@ impl ClusterStreams {
             self.materialize(&m).await?;
         }
         let s = self.journal().stream(stream).map_err(store_error)?;
-        Ok(s.partition(partition).map_err(store_error)?.clone())
+        let dir = self
+            .journal()
+            .dir()
+            .join(strata_journal::STREAMS_DIR)
+            .join(stream)
+            .join(partition.to_string());
+        Ok((s.partition(partition).map_err(store_error)?.clone(), dir))
     }
 
     /// Waits until this node applied what the meta service committed before it started
@@ -138,7 +144,7 @@ impl ClusterStreams {
     /// outcome). A node that lost its disk starts with an empty copy: a partition created
     /// in its journal from it would miss the segments uploaded to object storage and
     /// start again at offset 0.
-    async fn caught_up(&self) -> StoreResult<()> {
+    pub(crate) async fn caught_up(&self) -> StoreResult<()> {
         self.caught_up
             .get_or_try_init(|| async {
                 let beat = Command::Heartbeat {
@@ -667,7 +673,7 @@ impl ClusterStreams {
                     leader: None,
                     epoch: request.epoch,
                 })?;
-            return replica.fetch(&request).await;
+            return replica.fetch(&request, self.node).await;
         }
         let handle = self.hosted(&request).await?;
         let mut reply = PartitionReply::default();

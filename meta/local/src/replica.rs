@@ -32,6 +32,8 @@ const FETCH_BYTES: u64 = 1 << 20;
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause after a failed fetch.
 const RETRY: Duration = Duration::from_millis(100);
+/// The file in a partition's directory saying its replica once held every committed record.
+pub const JOINED_FILE: &str = "replica-joined";
 /// A divergence answer meaning "your newest epoch is unknown to me: drop it".
 pub const DROP_LAST_EPOCH: u64 = u64::MAX;
 
@@ -67,23 +69,65 @@ pub struct Replica {
     log: Arc<dyn PartitionLog>,
     /// How many replicas the partition has.
     copies: usize,
+    /// The nodes holding them.
+    replicas: Vec<NodeId>,
     role: watch::Sender<Role>,
     /// Leader: each follower's fetch offset at the current epoch (durable below it).
     followers: parking_lot::Mutex<HashMap<NodeId, u64>>,
     /// Leader: wakes followers' waiting fetches when records are written.
     written: Notify,
+    /// A file in the partition's directory saying this replica's log once held every
+    /// committed record (it led, or caught up with a leader). A replica without it (its
+    /// disk was wiped, or it never caught up) does not take part in elections: its empty
+    /// or short log could otherwise outvote the records it lost.
+    joined: std::path::PathBuf,
+    joined_known: std::sync::atomic::AtomicBool,
+    /// Leader: the epoch whose marker is committed: from then on the high watermark
+    /// covers everything the log held when this node took over, and clients are served.
+    serving: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
-    fn new(stream: &str, partition: u32, log: Arc<dyn PartitionLog>, copies: usize) -> Self {
+    fn new(
+        stream: &str,
+        partition: u32,
+        log: Arc<dyn PartitionLog>,
+        replicas: &[NodeId],
+        joined: std::path::PathBuf,
+    ) -> Self {
         Replica {
+            joined_known: std::sync::atomic::AtomicBool::new(joined.exists()),
+            joined,
+            serving: std::sync::atomic::AtomicU64::new(u64::MAX),
             stream: stream.to_string(),
             partition,
             log,
-            copies,
+            copies: replicas.len(),
+            replicas: replicas.to_vec(),
             role: watch::Sender::new(Role::Idle),
             followers: parking_lot::Mutex::default(),
             written: Notify::new(),
+        }
+    }
+
+    /// Whether this replica's log once held every committed record.
+    fn has_joined(&self) -> bool {
+        self.joined_known.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records, durably, that this replica's log holds every committed record.
+    fn mark_joined(&self) {
+        if self.has_joined() {
+            return;
+        }
+        let written = std::fs::write(&self.joined, b"")
+            .and_then(|()| std::fs::File::open(&self.joined)?.sync_all());
+        match written {
+            Ok(()) => self
+                .joined_known
+                .store(true, std::sync::atomic::Ordering::Release),
+            Err(e) => warn!(stream = self.stream, partition = self.partition, error = %e,
+                "cannot record that the replica caught up"),
         }
     }
 
@@ -114,6 +158,17 @@ impl Replica {
         }
     }
 
+    /// The epoch this node leads and serves clients in: once its marker is committed
+    /// (until then readers would see less than was acknowledged before, and producers'
+    /// sequences could not be checked against the whole log).
+    fn serving(&self) -> StoreResult<u64> {
+        let epoch = self.leading()?;
+        if self.serving.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            return Err(self.not_leader());
+        }
+        Ok(epoch)
+    }
+
     /// Appends as the leader and returns once a majority has the batch durable.
     pub async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
         let epoch = self.leading()?;
@@ -128,10 +183,8 @@ impl Replica {
         tokio::select! {
             r = self.log.wait_for(a.last_offset) => { r.map_err(store_error)?; }
             _ = role.wait_for(|r| *r != Role::Leader { epoch }) => {
-                return Err(StoreError::Unavailable(format!(
-                    "leadership of {}/{} moved before the write was committed: it may or may not be kept",
-                    self.stream, self.partition
-                )));
+                // It may or may not be kept: a retry finds the new leader.
+                return Err(self.not_leader());
             }
             () = tokio::time::sleep(COMMIT_DEADLINE) => {
                 return Err(StoreError::Unavailable(format!(
@@ -139,6 +192,18 @@ impl Replica {
                     self.stream, self.partition
                 )));
             }
+        }
+        // Committed as written only if this node still leads the epoch and the log still
+        // holds the batch in it (not truncated and refilled by a newer leader meanwhile).
+        let ours = self.role() == (Role::Leader { epoch })
+            && self
+                .log
+                .end_offset_for_epoch(epoch_i32(epoch))
+                .ok()
+                .flatten()
+                .is_some_and(|(e, end)| e == epoch_i32(epoch) && end > a.last_offset);
+        if !ours {
+            return Err(self.not_leader());
         }
         Ok(Appended {
             base_offset: a.base_offset,
@@ -163,7 +228,7 @@ impl Replica {
             return;
         }
         ends.sort_unstable_by(|a, b| b.cmp(a));
-        let committed = ends[need - 1];
+        let committed = ends[need - 1].min(state.written_end);
         let Some(own) = state
             .latest_epoch
             .filter(|e| i64::from(e.epoch) == epoch as i64)
@@ -177,11 +242,21 @@ impl Replica {
         }
     }
 
-    /// Leader: answers a follower's fetch.
-    pub async fn fetch(&self, request: &PartitionRequest) -> StoreResult<PartitionReply> {
+    /// Leader: answers a follower's fetch (`me`: this node).
+    pub async fn fetch(
+        &self,
+        request: &PartitionRequest,
+        me: NodeId,
+    ) -> StoreResult<PartitionReply> {
         let epoch = self.leading()?;
         if request.epoch != epoch {
             return Err(self.not_leader());
+        }
+        if request.replica == me || !self.replicas.contains(&request.replica) {
+            return Err(StoreError::Invalid(format!(
+                "node {} is not a follower of {}/{}",
+                request.replica, self.stream, self.partition
+            )));
         }
         let mut reply = PartitionReply::default();
         if request.last_epoch >= 0 {
@@ -189,16 +264,26 @@ impl Replica {
                 .log
                 .end_offset_for_epoch(request.last_epoch)
                 .map_err(store_error)?;
-            let diverged_at = match end {
+            // Kafka's rule: the follower cuts at the end of the newest epoch both logs
+            // know, or at its own end of that epoch when that comes first.
+            let diverged = match end {
                 Some((e, end)) if e == request.last_epoch && end >= request.offset => None,
-                Some((_, end)) => Some(end.min(request.offset)),
-                None => Some(DROP_LAST_EPOCH),
+                Some((e, end)) => Some((e, end)),
+                None => Some((-1, DROP_LAST_EPOCH)),
             };
-            if let Some(at) = diverged_at {
+            if let Some((e, at)) = diverged {
                 reply.diverged = true;
+                reply.diverged_epoch = e;
                 reply.diverged_at = at;
                 return Ok(reply);
             }
+        }
+        let written = self.log.replica_state().map_err(store_error)?.written_end;
+        if request.offset > written {
+            return Err(StoreError::Invalid(format!(
+                "a follower of {}/{} fetches at {} past the leader's end {written}",
+                self.stream, self.partition, request.offset
+            )));
         }
         self.followers
             .lock()
@@ -222,6 +307,11 @@ impl Replica {
                 .await
                 .map_err(store_error)?;
         }
+        // A node that stopped leading while the fetch waited answers nothing: what its log
+        // holds now may be another leader's.
+        if self.role() != (Role::Leader { epoch }) {
+            return Err(self.not_leader());
+        }
         reply.batches = batches.iter().map(|b| b.as_bytes().clone()).collect();
         reply.high_watermark = self
             .log
@@ -237,10 +327,10 @@ impl Replica {
         let mine = Role::Follower { epoch, leader };
         let mut role = self.role.subscribe();
         while self.role() == mine {
-            let outcome = tokio::select! {
-                r = self.fetch_once(&meta, me, epoch, leader) => r,
-                _ = role.wait_for(|r| *r != mine) => return,
-            };
+            // Never cancelled midway: a copy cut off inside its fsync would leave the
+            // log's group commit waiting. Each step is bounded (the fetch waits at most
+            // FETCH_WAIT_MS at the leader), and the role is checked between steps.
+            let outcome = self.fetch_once(&meta, me, epoch, leader).await;
             if let Err(e) = outcome {
                 tracing::debug!(stream = self.stream, partition = self.partition, error = %e, "replica fetch failed");
                 tokio::select! {
@@ -280,12 +370,27 @@ impl Replica {
                 serde_json::from_str(&reply.error).unwrap_or(StoreError::Storage(reply.error))
             );
         }
+        if self.role() != (Role::Follower { epoch, leader }) {
+            return Ok(());
+        }
         if reply.diverged {
             let to = if reply.diverged_at == DROP_LAST_EPOCH {
                 state.latest_epoch.map_or(0, |e| e.start_offset)
             } else {
-                reply.diverged_at
+                // Where this log's copy of that epoch ends, if sooner.
+                let own = self
+                    .log
+                    .end_offset_for_epoch(reply.diverged_epoch)
+                    .map_err(store_error)?
+                    .map_or(reply.diverged_at, |(_, end)| end);
+                reply.diverged_at.min(own)
             };
+            if to >= state.written_end {
+                return Err(StoreError::Storage(format!(
+                    "the leader of {}/{} answered a divergence at {to}, not below this log's end {}",
+                    self.stream, self.partition, state.written_end
+                )));
+            }
             info!(
                 stream = self.stream,
                 partition = self.partition,
@@ -307,7 +412,11 @@ impl Replica {
         };
         self.log
             .set_high_watermark(reply.high_watermark.min(end))
-            .map_err(store_error)
+            .map_err(store_error)?;
+        if reply.high_watermark <= end {
+            self.mark_joined();
+        }
+        Ok(())
     }
 }
 
@@ -393,12 +502,18 @@ fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: Node
             tokio::spawn(async move { report(replica, meta, me, epoch).await });
         }
         Role::Leader { epoch } => {
+            replica.mark_joined();
             let replica = replica.clone();
             tokio::spawn(async move {
                 let marker = BatchBuilder::leader_change_marker(me, crate::cluster::now_ms());
-                if let Err(e) = replica.append(marker).await {
-                    warn!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
-                        "the leader's marker was not committed");
+                match replica.append(marker).await {
+                    Ok(_) => replica
+                        .serving
+                        .store(epoch, std::sync::atomic::Ordering::Release),
+                    Err(e) => {
+                        warn!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
+                        "the leader's marker was not committed")
+                    }
                 }
             });
         }
@@ -411,6 +526,15 @@ fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: Node
 /// Tells the election of `epoch` where this replica's log ends, until it is heard or
 /// the role changes.
 async fn report(replica: Arc<Replica>, meta: Arc<MetaNode>, me: NodeId, epoch: u64) {
+    if !replica.has_joined() {
+        warn!(
+            stream = replica.stream,
+            partition = replica.partition,
+            epoch,
+            "this replica never held every committed record (a new or wiped disk): it does not vote"
+        );
+        return;
+    }
     while replica.role() == (Role::Electing { epoch }) {
         let Ok(state) = replica.log.replica_state() else {
             return;
@@ -441,6 +565,12 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     let mut every = tokio::time::interval(DRIVE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = streams.node_id_of();
+    // Roles are taken from metadata at least as new as what this node knew before it
+    // started (a replica must not act on an old view, such as follow a deposed leader).
+    while let Err(e) = streams.caught_up().await {
+        tracing::debug!(error = %e, "replicas wait for the metadata to catch up");
+        tokio::time::sleep(RETRY * 5).await;
+    }
     loop {
         every.tick().await;
         let mine: Vec<(String, u32, PartitionPlacement)> = streams.meta_node().read(|s| {
@@ -460,11 +590,12 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             let replica = match streams.replicas().get(&stream, partition) {
                 Some(r) => r,
                 None => match streams.local_log(&stream, partition).await {
-                    Ok(log) => streams.replicas().insert(Arc::new(Replica::new(
+                    Ok((log, dir)) => streams.replicas().insert(Arc::new(Replica::new(
                         &stream,
                         partition,
                         log,
-                        placement.replicas.len(),
+                        &placement.replicas,
+                        dir.join(JOINED_FILE),
                     ))),
                     Err(StoreError::Closed) => return,
                     Err(e) => {
@@ -551,16 +682,17 @@ impl Partition for ReplicatedPartition {
     }
 
     async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
+        self.0.serving()?;
         self.0.append(batch).await
     }
 
     async fn read(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
-        self.0.leading()?;
+        self.0.serving()?;
         self.0.log.read(from, max_bytes).await.map_err(store_error)
     }
 
     async fn offsets(&self) -> StoreResult<Offsets> {
-        self.0.leading()?;
+        self.0.serving()?;
         let o = self.0.log.offsets();
         Ok(Offsets {
             log_start: o.log_start,
@@ -569,12 +701,12 @@ impl Partition for ReplicatedPartition {
     }
 
     async fn wait_for(&self, offset: u64) -> StoreResult<u64> {
-        self.0.leading()?;
+        self.0.serving()?;
         self.0.log.wait_for(offset).await.map_err(store_error)
     }
 
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> StoreResult<Option<u64>> {
-        self.0.leading()?;
+        self.0.serving()?;
         self.0
             .log
             .offset_for_timestamp(timestamp_ms)

@@ -36,7 +36,7 @@ use super::shutdown::ShutdownSignals;
 /// How long a node waits to be registered before its frontends start.
 const EARLY_REGISTRATION: Duration = Duration::from_secs(10);
 /// How often a node tells the meta service it is up (see `strata_meta::model::LIVENESS_MS`).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 /// How long in-flight admin requests get to finish once the node is stopping.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the journal's maintenance tasks get to notice `close` and return.

@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""The chaos harness: real `strata serve` nodes on 127.0.0.1, .2, .3 (or five), a topic
+with three copies of each partition, an idempotent acks=all confluent-kafka producer and a
+consumer working throughout, and seeded faults injected one at a time:
+
+  kill      SIGKILL a node (the leader of a partition, or a follower), restart it later
+  pause     SIGSTOP a node for a while (a paused leader wakes believing it leads), SIGCONT
+  restart   SIGTERM and restart a node
+  rolling   restart every node in turn
+
+Every operation goes to a history file (JSON lines); at the end every partition is read
+from its start and a checker applies the rules of Jepsen's Kafka queue checker:
+
+  lost          an acknowledged record is missing, or not at the offset it was acked with
+  duplicated    one record at two offsets
+  conflict      two records at one offset (between any two reads)
+  failed-read   a record whose send failed definitely was read
+  backwards     a consumer saw a partition's offsets go backwards
+
+Prints one verdict line and exits non-zero on any violation.
+
+    python3 tests/chaos/chaos.py --seed 7 --faults 100 --history /tmp/chaos.jsonl
+
+The node binary is $STRATA_BIN or the debug build (see tests/strata_node.py)."""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from strata_node import Node, free_port  # noqa: E402
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+SECRET = "chaos-harness-secret-0123456789"
+TOPIC = "chaos"
+PARTITIONS = 3
+DEADLINE = 120.0
+KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling"]
+
+
+class History:
+    """The operations, in the order they were observed, written as they happen."""
+
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.file = open(path, "w")
+        self.ops = []
+
+    def add(self, **op):
+        op["t"] = round(time.time(), 3)
+        with self.lock:
+            self.ops.append(op)
+            self.file.write(json.dumps(op) + "\n")
+            self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+class ClusterNode:
+    def __init__(self, home, node_id, voters, rpc_port):
+        self.id = node_id
+        self.host = f"127.0.0.{node_id}"
+        self.home = home / f"n{node_id}"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{self.host}:{rpc_port}"\n'
+                       f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+        self.node = None
+        self.paused = False
+        # The Kafka listener keeps its port across restarts, as a real broker's does:
+        # clients know the cluster by these addresses.
+        self.kafka_port = free_port(self.host)
+
+    def start(self):
+        env = {f"STRATA_{name}": f"{self.host}:0" for name in (
+            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "AGENT__LISTEN")}
+        env["STRATA_KAFKA__LISTEN"] = f"{self.host}:{self.kafka_port}"
+        self.node = Node(self.home, self.config, env, log_path=self.home / "node.log")
+
+    @property
+    def bootstrap(self):
+        return f"{self.host}:{self.node.kafka_port}"
+
+    def alive(self):
+        return self.node is not None and self.node.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.node.proc.send_signal(sig)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+        if self.node:
+            self.node.proc.wait()
+
+    def stop(self):
+        if self.paused:
+            self.signal(signal.SIGCONT)
+            self.paused = False
+        if self.alive():
+            self.node.stop()
+
+
+def wait_until(what, done, deadline=DEADLINE):
+    end = time.time() + deadline
+    while True:
+        try:
+            if done():
+                return
+        except Exception:  # noqa: BLE001 - a node restarting refuses connections
+            pass
+        if time.time() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class Workload:
+    """A producer writing unique values and a consumer reading them back, each in its own
+    thread, recording everything in the history."""
+
+    def __init__(self, nodes, history, rate):
+        self.nodes, self.history, self.rate = nodes, history, rate
+        self.stop = threading.Event()
+        self.sent = 0
+        self.threads = [threading.Thread(target=self.produce, daemon=True),
+                        threading.Thread(target=self.consume, daemon=True)]
+
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes if n.alive())
+
+    def produce(self):
+        producer = Producer({"bootstrap.servers": self.bootstrap(), "acks": "all",
+                             "enable.idempotence": True, "linger.ms": 5,
+                             "message.timeout.ms": 60000, "log_level": 0})
+        h = self.history
+
+        def report(err, msg):
+            value = msg.value().decode()
+            if err is None:
+                h.add(op="ack", value=value, partition=msg.partition(), offset=msg.offset())
+            else:
+                # A retriable error or a timeout may or may not have been written.
+                definite = not err.retriable() and err.code() != KafkaError._MSG_TIMED_OUT
+                h.add(op="fail", value=value, partition=msg.partition(),
+                      definite=definite, error=str(err))
+        i = 0
+        while not self.stop.is_set():
+            value = f"v{i}"
+            partition = i % PARTITIONS
+            h.add(op="send", value=value, partition=partition)
+            producer.produce(TOPIC, value=value.encode(), partition=partition,
+                             on_delivery=report)
+            producer.poll(0)
+            i += 1
+            time.sleep(1.0 / self.rate)
+        producer.flush(DEADLINE)
+        self.sent = i
+
+    def consume(self):
+        consumer = Consumer({"bootstrap.servers": self.bootstrap(), "group.id": "chaos",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "log_level": 0})
+        consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        while not self.stop.is_set():
+            for m in consumer.consume(200, 0.5):
+                if m.error() is None:
+                    self.history.add(op="read", reader="live", value=m.value().decode(),
+                                     partition=m.partition(), offset=m.offset())
+        consumer.close()
+
+
+def partition_leaders(admin):
+    t = admin.list_topics(timeout=10).topics.get(TOPIC)
+    if t is None or t.error is not None:
+        return None
+    return {p.id: p.leader for p in t.partitions.values()}
+
+
+def healthy(nodes):
+    """Every node is up and every partition has a live leader."""
+    live = [n for n in nodes if n.alive() and not n.paused]
+    if len(live) != len(nodes):
+        return False
+    admin = AdminClient({"bootstrap.servers": live[0].bootstrap, "log_level": 0})
+    leaders = partition_leaders(admin)
+    return leaders is not None and len(leaders) == PARTITIONS and all(
+        1 <= l <= len(nodes) for l in leaders.values())
+
+
+def inject(kind, nodes, rng, history):
+    """One fault, undone before returning (the cluster is left to heal)."""
+    live = [n for n in nodes if n.alive()]
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in live),
+                         "log_level": 0})
+    target = rng.choice(nodes)
+    if kind.endswith("-leader"):
+        leaders = partition_leaders(admin) or {}
+        ids = sorted(set(leaders.values()) - {-1})
+        if ids:
+            target = nodes[rng.choice(ids) - 1]
+    hold = rng.uniform(1.0, 6.0)
+    history.add(op="fault", kind=kind, node=target.id, hold=round(hold, 2))
+    if kind.startswith("kill"):
+        target.kill()
+        time.sleep(hold)
+        target.start()
+    elif kind.startswith("pause"):
+        target.signal(signal.SIGSTOP)
+        target.paused = True
+        time.sleep(hold)
+        target.signal(signal.SIGCONT)
+        target.paused = False
+    elif kind == "restart":
+        target.stop()
+        target.start()
+    elif kind == "rolling":
+        for n in nodes:
+            n.stop()
+            n.start()
+            wait_until("the cluster to heal during a rolling restart", lambda: healthy(nodes))
+    history.add(op="healed", kind=kind, node=target.id)
+
+
+def read_everything(nodes, history):
+    """Reads every partition from its start to its end through a fresh consumer."""
+    consumer = Consumer({"bootstrap.servers": ",".join(n.bootstrap for n in nodes),
+                         "group.id": "chaos-final", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "log_level": 0})
+    ends = {}
+    for p in range(PARTITIONS):
+        def end_known(p=p):
+            ends[p] = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
+            return True
+        wait_until("the partition's end", end_known)
+    consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+    got = {p: -1 for p in range(PARTITIONS)}
+
+    def caught_up():
+        for m in consumer.consume(500, 1.0):
+            if m.error() is None:
+                history.add(op="read", reader="final", value=m.value().decode(),
+                            partition=m.partition(), offset=m.offset())
+                got[m.partition()] = max(got[m.partition()], m.offset())
+        # The position, not the last record: a partition may end with a leader's marker,
+        # which consumers step over.
+        positions = consumer.position([TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
+        return all(got[tp.partition] + 1 >= ends[tp.partition] or tp.offset >= ends[tp.partition]
+                   for tp in positions)
+    wait_until("the final read to reach every partition's end", caught_up)
+    consumer.close()
+
+
+def check(ops):
+    """The verdict: counts of each violation and what was seen."""
+    acked = {o["value"]: (o["partition"], o["offset"]) for o in ops if o["op"] == "ack"}
+    failed = {o["value"] for o in ops if o["op"] == "fail" and o["definite"]}
+    at = {}        # (partition, offset) -> value
+    where = {}     # value -> set of (partition, offset)
+    final = set()  # values the final read saw
+    last = {}      # (reader, partition) -> last offset, for `backwards`
+    v = {"lost": [], "duplicated": [], "conflict": [], "failed-read": [], "backwards": []}
+    for o in ops:
+        if o["op"] != "read":
+            continue
+        key = (o["partition"], o["offset"])
+        if at.setdefault(key, o["value"]) != o["value"]:
+            v["conflict"].append((key, at[key], o["value"]))
+        where.setdefault(o["value"], set()).add(key)
+        if o["value"] in failed:
+            v["failed-read"].append(o["value"])
+        cursor = (o["reader"], o["partition"])
+        if o["offset"] < last.get(cursor, -1):
+            v["backwards"].append((cursor, last[cursor], o["offset"]))
+        last[cursor] = o["offset"]
+        if o["reader"] == "final":
+            final.add(o["value"])
+    for value, key in acked.items():
+        if value not in final or key not in where.get(value, set()):
+            v["lost"].append((value, key))
+    for value, keys in where.items():
+        if len(keys) > 1:
+            v["duplicated"].append((value, sorted(keys)))
+    return acked, v
+
+
+def run(seed, faults, size, rate, history_path, kinds, keep=False):
+    rng = random.Random(seed)
+    home = Path(tempfile.mkdtemp(prefix="strata-chaos-"))
+    history = History(history_path)
+    hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
+    ports = [free_port(h) for h in hosts]
+    voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
+    nodes = [ClusterNode(home, i + 1, voters, ports[i]) for i in range(size)]
+    workload = None
+    try:
+        for n in nodes:
+            n.start()
+        admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in nodes)})
+        wait_until("every node to register", lambda: all(
+            len(AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(
+                timeout=10).brokers) == size for n in nodes))
+        for f in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)]).values():
+            f.result(DEADLINE)
+        wait_until("the topic to have leaders", lambda: healthy(nodes))
+        workload = Workload(nodes, history, rate)
+        for t in workload.threads:
+            t.start()
+        time.sleep(2)
+        for i in range(faults):
+            kind = rng.choice(kinds)
+            inject(kind, nodes, rng, history)
+            wait_until("the cluster to heal", lambda: healthy(nodes))
+            time.sleep(rng.uniform(0.5, 2.0))
+        time.sleep(2)
+        workload.stop.set()
+        for t in workload.threads:
+            t.join(DEADLINE)
+        read_everything(nodes, history)
+    finally:
+        if workload:
+            workload.stop.set()
+        for n in nodes:
+            n.stop()
+        history.close()
+    ops = [json.loads(line) for line in open(history_path)]
+    acked, v = check(ops)
+    bad = {k: len(x) for k, x in v.items() if x}
+    verdict = "PASS" if not bad else "FAIL"
+    print(f"chaos {verdict}: seed {seed}, {faults} faults on {size} nodes, "
+          f"{sum(1 for o in ops if o['op'] == 'send')} sent, {len(acked)} acked, "
+          f"{sum(1 for o in ops if o['op'] == 'fail')} failed, "
+          + (", ".join(f"{k} {n}" for k, n in bad.items()) or "no violations")
+          + f"; history {history_path}")
+    for k, x in v.items():
+        for item in x[:5]:
+            print(f"  {k}: {item}")
+    if not bad and not keep:
+        shutil.rmtree(home, ignore_errors=True)
+    else:
+        print(f"  node logs kept in {home}")
+    return not bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    ap.add_argument("--faults", type=int, default=10)
+    ap.add_argument("--nodes", type=int, default=3, choices=[3, 5])
+    ap.add_argument("--rate", type=float, default=200.0, help="records per second sent")
+    ap.add_argument("--history", default="chaos-history.jsonl")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--keep", action="store_true", help="keep the nodes' data and logs")
+    a = ap.parse_args()
+    ok = run(a.seed, a.faults, a.nodes, a.rate, a.history, a.kinds.split(","), a.keep)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
