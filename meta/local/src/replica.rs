@@ -30,6 +30,10 @@ const FETCH_WAIT_MS: u64 = 500;
 const FETCH_BYTES: u64 = 1 << 20;
 /// How long a write waits for a majority before it fails (it may still be committed).
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a fetch may take, its wait at the leader included.
+const FETCH_DEADLINE: Duration = Duration::from_millis(FETCH_WAIT_MS * 4);
+/// Least time between two elections begun for one partition.
+const ELECTION_SPACING: Duration = Duration::from_secs(1);
 /// Pause after a failed fetch.
 const RETRY: Duration = Duration::from_millis(100);
 /// The file in a partition's directory saying its replica once held every committed record.
@@ -361,9 +365,11 @@ impl Replica {
             last_epoch: state.latest_epoch.map_or(-1, |e| e.epoch),
             ..PartitionRequest::default()
         };
-        let reply = meta
-            .partition_call(leader, request)
+        // Bounded well below the RPC timeout: a leader that stopped answering (paused,
+        // cut off) must not hold its followers for long after a new one is elected.
+        let reply = tokio::time::timeout(FETCH_DEADLINE, meta.partition_call(leader, request))
             .await
+            .map_err(|_| StoreError::Unavailable(format!("node {leader} did not answer a fetch")))?
             .map_err(StoreError::Unavailable)?;
         if !reply.error.is_empty() {
             return Err(
@@ -428,8 +434,9 @@ fn epoch_i32(epoch: u64) -> i32 {
 #[derive(Debug, Default)]
 pub struct Replicas {
     parts: parking_lot::Mutex<HashMap<(String, u32), Arc<Replica>>>,
-    /// Elections this node (as meta leader) began, so each is asked for once.
-    begun: parking_lot::Mutex<HashSet<(String, u32, u64)>>,
+    /// Elections this node (as meta leader) began: for each partition, the epoch and
+    /// when, so each is asked for once and a partition is not elected again at once.
+    begun: parking_lot::Mutex<HashMap<(String, u32), (u64, std::time::Instant)>>,
 }
 
 impl Replicas {
@@ -635,12 +642,21 @@ async fn elect_if_leaderless(
     partition: u32,
     p: &PartitionPlacement,
 ) {
-    if p.election.is_some() || p.leader.is_some_and(|l| streams.is_up_node(l)) {
+    let me = streams.node_id_of();
+    // This node is up (it is running this); others are judged by their heartbeats.
+    if p.election.is_some() || p.leader.is_some_and(|l| l == me || streams.is_up_node(l)) {
         return;
     }
-    let key = (stream.to_string(), partition, p.epoch);
-    if !streams.replicas().begun.lock().insert(key) {
-        return;
+    {
+        let mut begun = streams.replicas().begun.lock();
+        let key = (stream.to_string(), partition);
+        if begun
+            .get(&key)
+            .is_some_and(|(epoch, at)| *epoch >= p.epoch || at.elapsed() < ELECTION_SPACING)
+        {
+            return;
+        }
+        begun.insert(key, (p.epoch, std::time::Instant::now()));
     }
     let command = Command::BeginElection {
         stream: stream.to_string(),
@@ -661,7 +677,7 @@ async fn elect_if_leaderless(
                 .replicas()
                 .begun
                 .lock()
-                .remove(&(stream.to_string(), partition, p.epoch));
+                .remove(&(stream.to_string(), partition));
             warn!(stream, partition, error = %e, "cannot begin an election");
         }
     }

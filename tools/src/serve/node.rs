@@ -329,13 +329,21 @@ async fn register_and_beat(
     let mut failing = false;
     loop {
         every.tick().await;
-        match meta
-            .write(Command::Heartbeat {
-                id,
-                at_ms: now_ms(),
-            })
-            .await
-        {
+        // A beat forwarded to a meta leader that stopped answering (paused, cut off) is
+        // given up after a second, so the next one finds the new leader: beats stuck for
+        // the RPC timeout would make every node look down.
+        let beat = meta.write(Command::Heartbeat {
+            id,
+            at_ms: now_ms(),
+        });
+        let written = match tokio::time::timeout(HEARTBEAT_EVERY * 2, beat).await {
+            Ok(w) => w,
+            Err(_) => Err(strata_meta::MetaError::NoLeader(
+                HEARTBEAT_EVERY * 2,
+                "the meta leader did not answer".into(),
+            )),
+        };
+        match written {
             Ok(_) if failing => {
                 info!("heartbeats reach the meta service again");
                 failing = false;
