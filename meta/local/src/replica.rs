@@ -584,10 +584,11 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             s.placement
                 .iter()
                 .flat_map(|(name, parts)| {
-                    parts.iter().enumerate().filter_map(move |(i, p)| {
-                        (p.replicas.len() > 1 && p.replicas.contains(&me))
-                            .then(|| (name.clone(), i as u32, p.clone()))
-                    })
+                    parts
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, p)| p.replicas.len() > 1 && p.replicas.contains(&me))
+                        .map(move |(i, p)| (name.clone(), i as u32, p.clone()))
                 })
                 .collect()
         });
