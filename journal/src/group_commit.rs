@@ -139,10 +139,11 @@ impl GroupCommit {
             {
                 // Leadership is given back even when this future is dropped mid-fsync (a
                 // caller that stopped waiting), or no later fsync would ever run.
-                let guard = Leading(&self.leader);
+                let mut guard = Leading(self, false);
                 let result = log.sync_once().await;
                 // Release leadership before waking followers, so one of them can lead the
                 // next fsync; one notification carries both the new durable end and that.
+                guard.1 = true;
                 drop(guard);
                 let covered = result.as_ref().ok().copied();
                 self.progress.send_modify(|p| {
@@ -162,11 +163,18 @@ impl GroupCommit {
     }
 }
 
-/// Holds the group-commit leadership; gives it back when dropped.
-struct Leading<'a>(&'a AtomicBool);
+/// Holds the group-commit leadership; gives it back when dropped, and wakes the waiters
+/// so that one of them leads the next fsync (a leader dropped mid-fsync would otherwise
+/// leave them waiting for a write that may never come).
+/// The flag is set when the fsync finished: its caller then wakes the waiters itself, with
+/// the new durable end.
+struct Leading<'a>(&'a GroupCommit, bool);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.leader.store(false, Ordering::Release);
+        if !self.1 {
+            self.0.progress.send_modify(|_| {});
+        }
     }
 }

@@ -206,9 +206,14 @@ impl Producers {
         if !producers.loaded || producers.loaded_epoch != leader_epoch {
             producers.by_id.clear();
             producers.by_use.clear();
+            // Loaded only by a rebuild that read the whole tail: a failed or partial one
+            // leaves the state unloaded, so the next request rebuilds again instead of
+            // taking a retry of a stored batch for a new one.
+            producers.loaded = false;
             rebuild(&mut producers, log, self.max_per_partition).await;
-            producers.loaded_epoch = leader_epoch;
-            if !producers.loaded {
+            if producers.loaded {
+                producers.loaded_epoch = leader_epoch;
+            } else {
                 // Sequences cannot be checked without the log's tail: the client retries.
                 return Err(code::NOT_LEADER_OR_FOLLOWER);
             }
@@ -234,11 +239,16 @@ impl Producers {
         {
             return Err(code::OUT_OF_ORDER_SEQUENCE);
         }
-        let base = log
-            .append(batch)
-            .await
-            .map(|a| a.base_offset as i64)
-            .map_err(|e| storage_code(&e))?;
+        let base = match log.append(batch).await {
+            Ok(a) => a.base_offset as i64,
+            Err(e) => {
+                // The batch may be stored all the same (a replicated write whose leader
+                // moved while it waited): the next request rebuilds from the log, where a
+                // retry of it is then recognised.
+                producers.loaded = false;
+                return Err(storage_code(&e));
+            }
+        };
         p.sent.push_back(Sent {
             first_seq,
             last_seq,
@@ -263,9 +273,9 @@ async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn Partition>, m
         .max(offsets.log_start);
     while next < offsets.end {
         let Ok(batches) = log.read(next, 1 << 20).await else {
-            break;
+            return;
         };
-        let Some(last) = batches.last() else { break };
+        let Some(last) = batches.last() else { return };
         next = last.last_offset() + 1;
         for b in &batches {
             let (pid, epoch, first_seq) = b.producer();

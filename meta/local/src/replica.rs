@@ -239,10 +239,17 @@ impl Replica {
         else {
             return;
         };
-        if committed > own.start_offset
-            && let Err(e) = self.log.set_high_watermark(committed)
-        {
-            warn!(stream = self.stream, partition = self.partition, error = %e, "cannot move the high watermark");
+        if committed > own.start_offset {
+            match self.log.set_high_watermark(committed) {
+                // The marker (the epoch's first batch) is committed: serve clients, even
+                // when the append that wrote it gave up waiting.
+                Ok(()) => self
+                    .serving
+                    .store(epoch, std::sync::atomic::Ordering::Release),
+                Err(e) => {
+                    warn!(stream = self.stream, partition = self.partition, error = %e, "cannot move the high watermark")
+                }
+            }
         }
     }
 
@@ -419,7 +426,16 @@ impl Replica {
         self.log
             .set_high_watermark(reply.high_watermark.min(end))
             .map_err(store_error)?;
-        if reply.high_watermark <= end {
+        // Caught up once this log holds the leader's marker and the leader says it is
+        // committed: only then is the leader's high watermark its own (before, it may be a
+        // restarted leader's 0).
+        let marker_committed = self
+            .log
+            .replica_state()
+            .map_err(store_error)?
+            .latest_epoch
+            .is_some_and(|e| e.epoch == epoch_i32(epoch) && reply.high_watermark > e.start_offset);
+        if marker_committed && reply.high_watermark <= end {
             self.mark_joined();
         }
         Ok(())
