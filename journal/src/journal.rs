@@ -218,6 +218,11 @@ impl Journal {
         self.inner.dir.join(STREAMS_DIR).join(name)
     }
 
+    /// The directory of partition `partition` of stream `name` (classes that keep files).
+    pub fn partition_dir(&self, name: &str, partition: u32) -> PathBuf {
+        self.stream_dir(name).join(partition.to_string())
+    }
+
     #[cfg(feature = "rocksdb")]
     fn rocks(&self) -> Result<Arc<RocksStore>> {
         let mut slot = self.inner.rocks.lock();
@@ -249,7 +254,7 @@ impl Journal {
                 Arc::new(MemoryLog::new(config.clone(), p, inner.metrics.clone()))
             }
             StorageClass::Segment | StorageClass::Object => {
-                let dir = self.stream_dir(&config.name).join(p.to_string());
+                let dir = self.partition_dir(&config.name, p);
                 let remote = match (&inner.tier, config.offloads()) {
                     (Some(cache), true) => Some(Remote::open(
                         cache.clone(),

@@ -760,23 +760,20 @@ impl MetaState {
 
     /// How many partitions each node that may take new ones leads.
     fn loads(&self) -> BTreeMap<NodeId, usize> {
-        let mut loads: BTreeMap<NodeId, usize> =
-            self.candidates().into_iter().map(|id| (id, 0)).collect();
-        for p in self.placement.values().flatten() {
-            if let Some(n) = p.leader.and_then(|l| loads.get_mut(&l)) {
-                *n += 1;
-            }
-        }
-        loads
+        self.count_by(|p| p.leader.into_iter().collect())
     }
 
-    /// How many partition copies each node that may take new ones holds.
-    fn copy_loads(&self) -> BTreeMap<NodeId, usize> {
+    /// For each node that may take new partitions, how many partitions `nodes_of` names it
+    /// in.
+    fn count_by(
+        &self,
+        nodes_of: impl Fn(&PartitionPlacement) -> Vec<NodeId>,
+    ) -> BTreeMap<NodeId, usize> {
         let mut loads: BTreeMap<NodeId, usize> =
             self.candidates().into_iter().map(|id| (id, 0)).collect();
         for p in self.placement.values().flatten() {
-            for r in &p.replicas {
-                if let Some(n) = loads.get_mut(r) {
+            for node in nodes_of(p) {
+                if let Some(n) = loads.get_mut(&node) {
                     *n += 1;
                 }
             }
@@ -789,7 +786,7 @@ impl MetaState {
     /// among equals).
     fn place_new(&self, count: usize, copies: usize) -> Vec<PartitionPlacement> {
         let mut leaders = self.loads();
-        let mut held = self.copy_loads();
+        let mut held = self.count_by(|p| p.replicas.clone());
         (0..count)
             .map(|_| {
                 let leader = least_loaded(&leaders);

@@ -86,18 +86,8 @@ impl ClusterStreams {
         if up >= 3 { 3 } else { 1 }
     }
 
-    /// This node's id.
-    pub(crate) fn node_id_of(&self) -> NodeId {
-        self.node
-    }
-
     /// The meta service, shared.
     pub(crate) fn meta_arc(&self) -> &Arc<MetaNode> {
-        &self.meta
-    }
-
-    /// The meta service.
-    pub(crate) fn meta_node(&self) -> &MetaNode {
         &self.meta
     }
 
@@ -106,37 +96,34 @@ impl ClusterStreams {
         &self.replicas
     }
 
-    /// Whether node `id`'s heartbeats arrive.
-    pub(crate) fn is_up_node(&self, id: NodeId) -> bool {
-        self.is_up(id)
+    /// Makes sure the local journal holds `stream` with at least `partitions` partitions,
+    /// created or grown from the meta service's record (once caught up with it).
+    async fn ensure_local(&self, stream: &str, partitions: u32) -> StoreResult<()> {
+        let here = self
+            .journal()
+            .stream(stream)
+            .is_ok_and(|s| s.config().partitions >= partitions);
+        if !here {
+            self.caught_up().await?;
+            let m = self
+                .stream_meta(stream)
+                .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
+            self.materialize(&m).await?;
+        }
+        Ok(())
     }
 
-    /// The local journal's log of `stream`/`partition`, the stream created or grown from
-    /// the meta service's record first when needed.
+    /// The local journal's log of `stream`/`partition` and its directory, the stream
+    /// created or grown first when needed.
     pub(crate) async fn local_log(
         &self,
         stream: &str,
         partition: u32,
     ) -> StoreResult<(Arc<dyn strata_journal::PartitionLog>, PathBuf)> {
-        let m = self
-            .stream_meta(stream)
-            .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
-        let here = self
-            .journal()
-            .stream(stream)
-            .is_ok_and(|s| s.config().partitions >= m.partitions);
-        if !here {
-            self.caught_up().await?;
-            self.materialize(&m).await?;
-        }
+        self.ensure_local(stream, partition + 1).await?;
         let s = self.journal().stream(stream).map_err(store_error)?;
-        let dir = self
-            .journal()
-            .dir()
-            .join(strata_journal::STREAMS_DIR)
-            .join(stream)
-            .join(partition.to_string());
-        Ok((s.partition(partition).map_err(store_error)?.clone(), dir))
+        let log = s.partition(partition).map_err(store_error)?.clone();
+        Ok((log, self.journal().partition_dir(stream, partition)))
     }
 
     /// Waits until this node applied what the meta service committed before it started
@@ -600,7 +587,7 @@ impl ClusterStreams {
         }
     }
     /// Whether node `id`'s heartbeats arrive (a node never heard from counts as down).
-    fn is_up(&self, id: NodeId) -> bool {
+    pub(crate) fn is_up(&self, id: NodeId) -> bool {
         let beat = self.meta.read(|s| s.nodes.get(&id).map(|n| n.heartbeat_ms));
         beat.is_some_and(|b| alive(b, now_ms()))
     }
@@ -629,17 +616,7 @@ impl ClusterStreams {
                 ))),
             };
         }
-        let here = self
-            .journal()
-            .stream(stream)
-            .is_ok_and(|s| s.config().partitions >= partitions);
-        if !here {
-            self.caught_up().await?;
-            let m = self
-                .stream_meta(stream)
-                .ok_or_else(|| StoreError::UnknownStream(stream.to_string()))?;
-            self.materialize(&m).await?;
-        }
+        self.ensure_local(stream, partitions).await?;
         self.local.partition(stream, partition).await
     }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use strata_batch::{Batch, BatchBuilder, PendingBatch};
-use strata_frontend::seams::{Appended, NodeId, Offsets, Partition, StoreError, StoreResult};
+use strata_frontend::seams::{
+    Appended, Catalog, NodeId, Offsets, Partition, StoreError, StoreResult,
+};
 use strata_journal::PartitionLog;
 use strata_meta::MetaNode;
 use strata_meta::model::{Command, PartitionPlacement, ReplicaEnd, majority};
@@ -71,9 +73,7 @@ pub struct Replica {
     stream: String,
     partition: u32,
     log: Arc<dyn PartitionLog>,
-    /// How many replicas the partition has.
-    copies: usize,
-    /// The nodes holding them.
+    /// The nodes holding a copy (their count sets the majority).
     replicas: Vec<NodeId>,
     role: watch::Sender<Role>,
     /// Leader: each follower's fetch offset at the current epoch (durable below it).
@@ -106,7 +106,6 @@ impl Replica {
             stream: stream.to_string(),
             partition,
             log,
-            copies: replicas.len(),
             replicas: replicas.to_vec(),
             role: watch::Sender::new(Role::Idle),
             followers: parking_lot::Mutex::default(),
@@ -227,7 +226,7 @@ impl Replica {
         };
         let mut ends: Vec<u64> = self.followers.lock().values().copied().collect();
         ends.push(state.durable_end);
-        let need = majority(self.copies);
+        let need = majority(self.replicas.len());
         if ends.len() < need {
             return;
         }
@@ -587,7 +586,7 @@ async fn report(replica: Arc<Replica>, meta: Arc<MetaNode>, me: NodeId, epoch: u
 pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     let mut every = tokio::time::interval(DRIVE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let me = streams.node_id_of();
+    let me = streams.node_id();
     // Roles are taken from metadata at least as new as what this node knew before it
     // started (a replica must not act on an old view, such as follow a deposed leader).
     while let Err(e) = streams.caught_up().await {
@@ -596,7 +595,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     }
     loop {
         every.tick().await;
-        let mine: Vec<(String, u32, PartitionPlacement)> = streams.meta_node().read(|s| {
+        let mine: Vec<(String, u32, PartitionPlacement)> = streams.meta().read(|s| {
             s.placement
                 .iter()
                 .flat_map(|(name, parts)| {
@@ -632,7 +631,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             if replica.role() != role {
                 transition(&replica, role, streams.meta_arc(), me);
             }
-            if streams.meta_node().leader() == Some(me) {
+            if streams.meta().leader() == Some(me) {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
             }
         }
@@ -659,9 +658,9 @@ async fn elect_if_leaderless(
     partition: u32,
     p: &PartitionPlacement,
 ) {
-    let me = streams.node_id_of();
+    let me = streams.node_id();
     // This node is up (it is running this); others are judged by their heartbeats.
-    if p.election.is_some() || p.leader.is_some_and(|l| l == me || streams.is_up_node(l)) {
+    if p.election.is_some() || p.leader.is_some_and(|l| l == me || streams.is_up(l)) {
         return;
     }
     {
@@ -681,7 +680,7 @@ async fn elect_if_leaderless(
         epoch: p.epoch + 1,
         preferred: None,
     };
-    match streams.meta_node().write(command).await {
+    match streams.meta().write(command).await {
         Ok(outcome) => info!(
             stream,
             partition,
