@@ -6,15 +6,19 @@ kafka-consumer-perf-test) against one topic of 6 partitions on
   strata3   three Strata nodes on 127.0.0.1, .2 and .3 forming one cluster (leaders spread
             two per node; the tools bootstrap from all three),
   kafka3    three Apache Kafka 4.4.0 brokers on 127.0.0.1, .2 and .3 (KRaft, each broker
-            and controller, a three-voter quorum; replication factor 1),
+            and controller, a three-voter quorum),
 
 one after the other in the same run. Every broker process of a setup is pinned to core 0
 and the tool to core 1, so the setups get the same CPU; broker CPU-seconds are summed over
 the setup's processes (/proc/PID/stat) and reported per million records. Each run starts
 every setup fresh in a temporary directory. Prints Markdown tables of medians with ratios.
 
+With --replication 3 every partition has three copies (Kafka: min.insync.replicas=2, the
+offsets topic also three copies; Strata: acks=all waits for a majority, two of three).
+
 Usage: benches/kafka_cluster.py [--runs N] [--records N] [--size BYTES] [--acks 1|all]
                                 [--setups strata1,strata3,kafka3] [--strata PATH]
+                                [--replication 1|3] [--throughput REC_PER_S]
 """
 import argparse
 import base64
@@ -52,7 +56,7 @@ class Setup:
     def __init__(self, name, a):
         self.name, self.a = name, a
         self.tmp = tempfile.mkdtemp(prefix=f"kafka-bench-{name}-")
-        self.procs = []
+        self.procs, self.specs = [], []
         hosts = ["127.0.0.1"] if name == "strata1" else ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
         self.ports = [free_port_on(h) for h in hosts]
         self.bootstrap = ",".join(f"{h}:{p}" for h, p in zip(hosts, self.ports))
@@ -66,11 +70,27 @@ class Setup:
             raise
 
     def spawn(self, cmd, env, out, needle, what):
-        with open(out, "w") as f:
-            proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, env=env, stdout=f,
+        self.specs.append((cmd, env, out, needle, what))
+        self.procs.append(self.launch(cmd, env, out))
+        return self.procs[-1], out, needle, what
+
+    @staticmethod
+    def launch(cmd, env, out):
+        with open(out, "a") as f:
+            return subprocess.Popen(["taskset", "-c", "0"] + cmd, env=env, stdout=f,
                                     stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc, out, needle, what
+
+    def kill(self, i):
+        """SIGKILL of broker `i` (0-based)."""
+        self.procs[i].kill()
+        self.procs[i].wait()
+
+    def restart(self, i):
+        """Starts broker `i` again on its data and ports; waits until it listens."""
+        cmd, env, out, needle, what = self.specs[i]
+        restarted = f"{out}.{time.time_ns()}"
+        self.procs[i] = self.launch(cmd, env, restarted)
+        wait_line(self.procs[i], restarted, needle, what, deadline=180)
 
     def start_strata(self, hosts):
         cluster = [free_port_on(h) for h in hosts]
@@ -134,10 +154,11 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={os.path.join(home, "data")}
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+default.replication.factor={self.a.replication}
+min.insync.replicas={min(2, self.a.replication)}
+offsets.topic.replication.factor={self.a.replication}
+transaction.state.log.replication.factor={self.a.replication}
+transaction.state.log.min.isr={min(2, self.a.replication)}
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
@@ -169,11 +190,12 @@ group.initial.rebalance.delay.ms=0
 
 def run(a, s, label):
     tool(a, f"{label} kafka-topics", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", s.bootstrap,
-         "--create", "--topic", TOPIC, "--partitions", str(PARTITIONS), "--replication-factor", "1")
+         "--create", "--topic", TOPIC, "--partitions", str(PARTITIONS), "--replication-factor",
+         str(a.replication))
     r = {}
     cpu0 = s.cpu()
     out = tool(a, f"{label} producer-perf", "org.apache.kafka.tools.ProducerPerformance", "--topic", TOPIC,
-               "--num-records", str(a.records), "--record-size", str(a.size), "--throughput", "-1",
+               "--num-records", str(a.records), "--record-size", str(a.size), "--throughput", str(a.throughput),
                "--command-property", f"bootstrap.servers={s.bootstrap}", f"acks={a.acks}", "linger.ms=5",
                f"batch.size={a.batch_size}")
     cpu1 = s.cpu()
@@ -206,6 +228,9 @@ def main():
     ap.add_argument("--strata", default=None)
     ap.add_argument("--java", default="java")
     ap.add_argument("--batch-size", type=int, default=65536)
+    ap.add_argument("--replication", type=int, default=1, choices=[1, 3],
+                    help="copies of each partition (3: Kafka with min.insync.replicas=2)")
+    ap.add_argument("--throughput", type=int, default=-1, help="records/s the producer is paced at")
     ap.add_argument("--timeout", type=int, default=300)
     a = ap.parse_args()
     names = [n for n in a.setups.split(",") if n]
@@ -242,8 +267,8 @@ def main():
         return statistics.median(r[key] for r in rs) if rs else None
 
     print(f"Medians of {a.runs} runs: {a.records:,} records of {a.size} B, acks={a.acks}, one topic of "
-          f"{PARTITIONS} partitions (replication factor 1), linger.ms=5 batch.size={a.batch_size}; brokers on "
-          f"core 0, tools on core 1.")
+          f"{PARTITIONS} partitions (replication factor {a.replication}), linger.ms=5 batch.size={a.batch_size}, "
+          f"producer paced at {a.throughput} rec/s (-1: unpaced); brokers on core 0, tools on core 1.")
     print()
     print("| setup | produce rec/s | produce p99 ms | produce CPU-s per M | consume rec/s | consume CPU-s per M |")
     print("|---|---|---|---|---|---|")

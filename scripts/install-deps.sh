@@ -7,11 +7,12 @@
 #   fio                raw-disk baselines that journal benchmarks are compared against
 #   mosquitto-clients  mosquitto_pub / mosquitto_sub, real MQTT clients in the MQTT tests
 #   kcat               Debian's Kafka CLI client (librdkafka 2.0), a real Kafka client
+#   iptables           network partitions between nodes in the chaos harness (tests/chaos)
 # and, outside apt: s3s-fs (a real S3-compatible server, from crates.io) and the Python MQTT
 # and Kafka client libraries (from PyPI).
 set -euo pipefail
 
-packages=(libclang-dev fio mosquitto-clients kcat)
+packages=(libclang-dev fio mosquitto-clients kcat iptables)
 build_only=false
 if [ "${1:-}" = "--build" ]; then
   build_only=true

@@ -79,6 +79,30 @@ pub struct PartitionPlacement {
     /// The election of the leader of `epoch`, while it runs (replicated partitions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election: Option<Election>,
+    /// Replicated partitions: the replicas the leader of `epoch` reported in sync (its
+    /// own log and the followers that kept up with it lately), in replica order. Empty
+    /// until the leader reports; see [`PartitionPlacement::in_sync`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_sync: Vec<NodeId>,
+}
+
+impl PartitionPlacement {
+    /// The in-sync replicas as clients are told: every copy of an unreplicated partition
+    /// (when it has a leader), the leader's report for a replicated one (the leader alone
+    /// until it reports), none while there is no leader.
+    pub fn in_sync(&self) -> Vec<NodeId> {
+        match self.leader {
+            None => Vec::new(),
+            Some(_) if self.replicas.len() < 2 => self.replicas.clone(),
+            Some(leader) if self.in_sync.is_empty() => vec![leader],
+            Some(_) => self.in_sync.clone(),
+        }
+    }
+
+    /// Whether fewer replicas are in sync than hold a copy (offline partitions count too).
+    pub fn under_replicated(&self) -> bool {
+        self.in_sync().len() < self.replicas.len()
+    }
 }
 
 /// Where a replica's log ends: what it reports to an election. Logs compare as Raft's
@@ -238,6 +262,17 @@ pub enum Command {
         node: NodeId,
         /// Where its log ends.
         end: ReplicaEnd,
+    },
+    /// The leader of `epoch` reports which replicas are in sync with it.
+    SetInSync {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// The reporting leader's epoch: a report from an older one is refused.
+        epoch: u64,
+        /// The replicas in sync, the leader among them.
+        in_sync: Vec<NodeId>,
     },
     /// Names the node coordinating a consumer group.
     SetCoordinator {
@@ -555,6 +590,12 @@ impl MetaState {
                 node,
                 end,
             } => self.report_replica(stream, *partition, *epoch, *node, *end),
+            Command::SetInSync {
+                stream,
+                partition,
+                epoch,
+                in_sync,
+            } => self.set_in_sync(stream, *partition, *epoch, in_sync),
         }
     }
 
@@ -609,6 +650,7 @@ impl MetaState {
         }
         p.epoch = epoch;
         p.leader = None;
+        p.in_sync.clear();
         p.election = Some(Election {
             preferred,
             reports: BTreeMap::new(),
@@ -659,6 +701,47 @@ impl MetaState {
             .or_else(|| replicas.iter().copied().find(&up_to_date));
         p.leader = leader;
         p.election = None;
+        p.in_sync.clear();
+        (Outcome::Done, vec![Touched::Stream(stream.to_string())])
+    }
+
+    fn set_in_sync(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        epoch: u64,
+        in_sync: &[NodeId],
+    ) -> (Outcome, Vec<Touched>) {
+        let p = match self.placement_mut(stream, partition) {
+            Ok(p) => p,
+            Err(missing) => return (missing, Vec::new()),
+        };
+        let Some(leader) = p.leader.filter(|_| p.epoch == epoch) else {
+            return (
+                Outcome::Invalid(format!(
+                    "{stream}/{partition} has no leader in epoch {epoch}"
+                )),
+                Vec::new(),
+            );
+        };
+        if !in_sync.contains(&leader) || in_sync.iter().any(|n| !p.replicas.contains(n)) {
+            return (
+                Outcome::Invalid(format!(
+                    "the in-sync replicas of {stream}/{partition} are its leader and some of its replicas"
+                )),
+                Vec::new(),
+            );
+        }
+        let listed: Vec<NodeId> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| in_sync.contains(n))
+            .collect();
+        if listed == p.in_sync {
+            return (Outcome::Done, Vec::new());
+        }
+        p.in_sync = listed;
         (Outcome::Done, vec![Touched::Stream(stream.to_string())])
     }
 
@@ -697,6 +780,7 @@ impl MetaState {
                     epoch: 0,
                     replicas: vec![node],
                     election: None,
+                    in_sync: Vec::new(),
                 })
                 .collect(),
         };
@@ -740,22 +824,28 @@ impl MetaState {
     /// active node when none is.
     fn candidates(&self) -> Vec<NodeId> {
         let active = self.active();
+        let up: Vec<NodeId> = active
+            .iter()
+            .copied()
+            .filter(|id| self.is_live(*id))
+            .collect();
+        if up.is_empty() { active } else { up }
+    }
+
+    /// Whether node `id`'s last heartbeat is at most [`LIVENESS_MS`] older than the
+    /// newest any node sent. Measured against the other nodes' heartbeats, not a clock:
+    /// when the meta service itself stalls (its leader changes), every node's heartbeats
+    /// stall alike and none is taken for down.
+    pub fn is_live(&self, id: NodeId) -> bool {
         let newest = self
             .nodes
             .values()
             .map(|n| n.heartbeat_ms)
             .max()
             .unwrap_or(0);
-        let up: Vec<NodeId> = active
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.nodes
-                    .get(id)
-                    .is_some_and(|n| n.heartbeat_ms >= newest.saturating_sub(LIVENESS_MS))
-            })
-            .collect();
-        if up.is_empty() { active } else { up }
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.heartbeat_ms >= newest.saturating_sub(LIVENESS_MS))
     }
 
     /// How many partitions each node that may take new ones leads.
@@ -810,6 +900,7 @@ impl MetaState {
                     epoch: 0,
                     replicas,
                     election: None,
+                    in_sync: Vec::new(),
                 }
             })
             .collect()
@@ -980,8 +1071,8 @@ pub const MAX_OFFSET_METADATA_TOTAL: usize = 32 * 1024 * 1024;
 
 /// A node whose last heartbeat is this much older than the newest is taken for down: new
 /// partitions avoid it, and the replicated partitions it leads elect another leader. Nodes
-/// send one every 500 ms.
-pub const LIVENESS_MS: i64 = 2_500;
+/// send one every 250 ms, so this is six missed in a row.
+pub const LIVENESS_MS: i64 = 1_500;
 
 /// Most partitions one stream may have. Checked when a command applies, so every node
 /// refuses the same commands (a command that allocated without bound would take down every
@@ -1164,6 +1255,54 @@ mod tests {
         let before = s.placement["r3"].clone();
         s.apply(&Command::Rebalance);
         assert_eq!(s.placement["r3"], before);
+    }
+
+    #[test]
+    fn the_leader_of_the_current_epoch_reports_the_in_sync_replicas() {
+        let mut s = MetaState::default();
+        for id in 1..=3 {
+            s.apply(&node(id));
+        }
+        s.apply(&replicated("r", 1, 3));
+        let set = |epoch, in_sync: &[NodeId]| Command::SetInSync {
+            stream: "r".into(),
+            partition: 0,
+            epoch,
+            in_sync: in_sync.to_vec(),
+        };
+        let p = &s.placement["r"][0];
+        assert_eq!(
+            (p.leader, p.in_sync()),
+            (Some(1), vec![1]),
+            "the leader alone at first"
+        );
+        assert!(p.under_replicated());
+        assert_eq!(s.apply(&set(0, &[3, 1, 2])).0, Outcome::Done);
+        assert_eq!(
+            s.placement["r"][0].in_sync(),
+            vec![1, 2, 3],
+            "in replica order"
+        );
+        assert!(!s.placement["r"][0].under_replicated());
+        for (bad, why) in [
+            (set(1, &[1]), "no leader in epoch 1"),
+            (set(0, &[2, 3]), "without the leader"),
+            (set(0, &[1, 9]), "not a replica"),
+        ] {
+            assert!(matches!(s.apply(&bad).0, Outcome::Invalid(_)), "{why}");
+        }
+        assert_eq!(s.placement["r"][0].in_sync(), vec![1, 2, 3]);
+        // An election forgets the report: no leader, none in sync; the new leader alone.
+        s.apply(&begin(1, None));
+        assert!(s.placement["r"][0].in_sync().is_empty());
+        s.apply(&report(1, 2, 0, 10));
+        s.apply(&report(1, 3, 0, 10));
+        let p = &s.placement["r"][0];
+        assert_eq!((p.leader, p.in_sync()), (Some(2), vec![2]));
+        assert!(
+            matches!(s.apply(&set(0, &[1, 2])).0, Outcome::Invalid(_)),
+            "the old leader's report is stale"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -64,13 +64,20 @@ fn unframe<T: DeserializeOwned>(f: &Frame) -> Result<T, tonic::Status> {
 }
 
 /// The cluster secret every node-to-node request carries (`authorization: Bearer ...`),
-/// and checks on the requests it serves.
+/// and checks on the requests it serves; with it, the address this node's own
+/// connections leave from (its node-to-node listener's, so that peers and firewall rules
+/// see one address per node).
 #[derive(Clone)]
-pub(crate) struct Secret(Arc<str>);
+pub(crate) struct Secret(Arc<str>, Option<std::net::IpAddr>);
 
 impl Secret {
     pub(crate) fn new(secret: &str) -> Self {
-        Secret(Arc::from(secret))
+        Secret(Arc::from(secret), None)
+    }
+
+    /// The same secret, with connections leaving from `source` (none when unspecified).
+    pub(crate) fn leaving_from(self, source: std::net::IpAddr) -> Self {
+        Secret(self.0, (!source.is_unspecified()).then_some(source))
     }
 
     fn header(&self) -> Result<MetadataValue<Ascii>, tonic::Status> {
@@ -160,16 +167,18 @@ impl Interceptor for Check {
 pub(crate) type Client = rpc::meta_client::MetaClient<InterceptedService<Channel, Secret>>;
 
 pub(crate) fn client(addr: &str, secret: &Secret) -> Option<Client> {
-    channel(addr).ok().map(|c| {
+    channel(addr, secret).ok().map(|c| {
         rpc::meta_client::MetaClient::with_interceptor(c, secret.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     })
 }
 
-/// A lazily connected channel to `addr` (reconnects by itself).
-pub(crate) fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+/// A lazily connected channel to `addr` (reconnects by itself), leaving from the
+/// secret's source address.
+pub(crate) fn channel(addr: &str, secret: &Secret) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .local_address(secret.1)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(RPC_TIMEOUT)
         .connect_lazy())
@@ -420,6 +429,53 @@ pub(crate) enum Unforwarded {
     Unknown(String),
 }
 
+/// Whether `status` says the other node's port refused the connection: nothing listens
+/// there (its process is gone), as opposed to a connection that timed out.
+fn connection_refused(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    let mut cause: Option<&dyn Error> = status.source();
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The nodes whose node-to-node port refused this node's last connection (the meta
+/// leader reaches every voter several times a second): a node that refuses connections
+/// is down at once, without waiting for its heartbeats to lapse.
+#[derive(Clone, Default)]
+pub(crate) struct Refusing(Arc<parking_lot::Mutex<std::collections::HashMap<NodeId, Instant>>>);
+
+impl Refusing {
+    /// How long a refusal counts when no request got through since.
+    const FOR: Duration = Duration::from_secs(2);
+
+    fn saw(&self, node: NodeId, sent: &Result<tonic::Response<Frame>, tonic::Status>) {
+        match sent {
+            Err(status) if connection_refused(status) => {
+                self.0.lock().insert(node, Instant::now());
+            }
+            Ok(_) => {
+                self.0.lock().remove(&node);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Whether `node` refused a connection within the last 2 s, none getting through since.
+    pub(crate) fn refuses(&self, node: NodeId) -> bool {
+        self.0
+            .lock()
+            .get(&node)
+            .is_some_and(|at| at.elapsed() < Self::FOR)
+    }
+}
+
 /// Whether `status` says the request never reached the service: the connection could not
 /// be made, or the service turned it away before handling it.
 fn never_handled(status: &tonic::Status) -> bool {
@@ -474,7 +530,7 @@ pub(crate) async fn forward(
 }
 
 /// Makes clients for openraft.
-pub(crate) struct Network(pub(crate) Secret);
+pub(crate) struct Network(pub(crate) Secret, pub(crate) Refusing);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -485,6 +541,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: client(&node.rpc, &self.0),
             addr: node.rpc.clone(),
             secret: self.0.clone(),
+            refusing: self.1.clone(),
         }
     }
 }
@@ -495,6 +552,7 @@ pub(crate) struct Connection {
     addr: String,
     client: Option<Client>,
     secret: Secret,
+    refusing: Refusing,
 }
 
 type Rpc<T, E> = Result<T, RPCError<NodeId, NodeAddr, E>>;
@@ -543,6 +601,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             ));
         }
         let sent = self.client()?.append_entries(request).await;
+        self.refusing.saw(self.target, &sent);
         self.answer(sent)
     }
 
@@ -563,6 +622,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Rpc<VoteResponse<NodeId>, RaftError<NodeId>> {
         let request = frame(&req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         let sent = self.client()?.vote(request).await;
+        self.refusing.saw(self.target, &sent);
         self.answer(sent)
     }
 }

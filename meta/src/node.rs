@@ -34,6 +34,8 @@ pub struct MetaNode {
     host: partitions::HostSlot,
     /// Connections to other nodes' partitions.
     clients: partitions::Clients,
+    /// Nodes whose port refused the meta service's last connection.
+    refusing: network::Refusing,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -85,20 +87,23 @@ impl MetaNode {
         }
         .validate()
         .map_err(|e| MetaError::Store(e.to_string()))?;
-        let secret = network::Secret::new(&config.secret);
+        // This node's connections leave from the address it listens at.
+        let bound = listener
+            .local_addr()
+            .map_err(|e| MetaError::Listener(e.to_string()))?;
+        let secret = network::Secret::new(&config.secret).leaving_from(bound.ip());
         let refusals = network::Refusals::new(&config.registry);
+        let refusing = network::Refusing::default();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            network::Network(secret.clone()),
+            network::Network(secret.clone(), refusing.clone()),
             log,
             sm,
         )
         .await
         .map_err(|e| MetaError::Store(e.to_string()))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| MetaError::Listener(e.to_string()))?;
+        let addr = bound;
         let (stop, stopped) = oneshot::channel::<()>();
         let service = network::rpc::meta_server::MetaServer::new(network::Service {
             raft: raft.clone(),
@@ -151,6 +156,7 @@ impl MetaNode {
             closed,
             host,
             clients: partitions::Clients::default(),
+            refusing,
         };
         let initialized = node
             .raft
@@ -189,6 +195,13 @@ impl MetaNode {
     /// The leader this node knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether node `id` refused this node's last connection to it, within the last 2 s
+    /// (nothing listens on its node-to-node port: its process is gone). Known of the
+    /// voters this node replicates to while it leads the meta service.
+    pub fn refuses_connections(&self, id: NodeId) -> bool {
+        self.refusing.refuses(id)
     }
 
     /// The Raft term this node is in.

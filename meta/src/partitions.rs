@@ -192,7 +192,8 @@ impl Clients {
             match clients.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let channel = network::channel(addr).map_err(|e| format!("{addr}: {e}"))?;
+                    let channel =
+                        network::channel(addr, secret).map_err(|e| format!("{addr}: {e}"))?;
                     let c = rpc::partitions_client::PartitionsClient::with_interceptor(
                         channel,
                         secret.clone(),

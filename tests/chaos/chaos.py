@@ -7,6 +7,14 @@ consumer working throughout, and seeded faults injected one at a time:
   pause     SIGSTOP a node for a while (a paused leader wakes believing it leads), SIGCONT
   restart   SIGTERM and restart a node
   rolling   restart every node in turn
+  isolate   cut a node (a leader: the leader in the minority) off from every other node
+  bridge    cut the nodes into two sides that only one node, the bridge, talks to both of
+
+Network partitions are iptables rules in a chain of their own (STRATA_CHAOS, jumped to
+from INPUT) that drop node-to-node traffic between two nodes' addresses and cluster ports;
+each node's connections leave from its own address. Clients' traffic to the Kafka ports
+is never cut. They need root (or CAP_NET_ADMIN) and iptables: without them the partition
+kinds are left out, and the verdict line says so.
 
 Every operation goes to a history file (JSON lines); at the end every partition is read
 from its start and a checker applies the rules of Jepsen's Kafka queue checker:
@@ -28,6 +36,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +54,47 @@ SECRET = "chaos-harness-secret-0123456789"
 TOPIC = "chaos"
 PARTITIONS = 3
 DEADLINE = 120.0
-KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling"]
+KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling", "isolate",
+         "isolate-leader", "bridge"]
+PARTITIONS_KINDS = {"isolate", "isolate-leader", "bridge"}
+JAVA_LIBS = os.path.expanduser("~/.cache/strata/tools/kafka-4.4.0/libs")
+CHAIN = "STRATA_CHAOS"
+
+
+class Firewall:
+    """Cuts node-to-node traffic with iptables rules in the STRATA_CHAOS chain."""
+
+    @staticmethod
+    def usable():
+        return shutil.which("iptables") is not None and subprocess.run(
+            ["iptables", "-L", "INPUT", "-n"], capture_output=True).returncode == 0
+
+    def __init__(self):
+        self.run("-N", CHAIN, check=False)
+        self.run("-F", CHAIN)
+        if self.run("-C", "INPUT", "-j", CHAIN, check=False) != 0:
+            self.run("-I", "INPUT", "-j", CHAIN)
+
+    @staticmethod
+    def run(*args, check=True):
+        p = subprocess.run(["iptables", *args], capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"iptables {' '.join(args)}: {p.stderr.strip()}")
+        return p.returncode
+
+    def cut(self, a, b):
+        """No node-to-node traffic between nodes a and b, either way."""
+        for src, dst in ((a, b), (b, a)):
+            self.run("-A", CHAIN, "-s", src.host, "-d", dst.host, "-p", "tcp", "--dport",
+                     str(dst.rpc_port), "-j", "DROP")
+
+    def heal(self):
+        self.run("-F", CHAIN)
+
+    def close(self):
+        self.heal()
+        self.run("-D", "INPUT", "-j", CHAIN, check=False)
+        self.run("-X", CHAIN, check=False)
 
 
 class History:
@@ -77,6 +126,7 @@ class ClusterNode:
                        f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
         self.node = None
         self.paused = False
+        self.rpc_port = rpc_port
         # The Kafka listener keeps its port across restarts, as a real broker's does:
         # clients know the cluster by these addresses.
         self.kafka_port = free_port(self.host)
@@ -126,14 +176,51 @@ def wait_until(what, done, deadline=DEADLINE):
 
 class Workload:
     """A producer writing unique values and a consumer reading them back, each in its own
-    thread, recording everything in the history."""
+    thread, recording everything in the history; beside them, when Apache Kafka's tools
+    are installed (scripts/install-kafka.sh), the Java client: Kafka's VerifiableProducer,
+    idempotent with acks=all, which prints every acknowledgement with its offset."""
 
-    def __init__(self, nodes, history, rate):
-        self.nodes, self.history, self.rate = nodes, history, rate
+    def __init__(self, nodes, history, rate, home):
+        self.nodes, self.history, self.rate, self.home = nodes, history, rate, home
         self.stop = threading.Event()
         self.sent = 0
+        self.java = None
         self.threads = [threading.Thread(target=self.produce, daemon=True),
                         threading.Thread(target=self.consume, daemon=True)]
+        if os.path.isdir(JAVA_LIBS) and shutil.which("java"):
+            self.threads.append(threading.Thread(target=self.produce_java, daemon=True))
+
+    def produce_java(self):
+        config = self.home / "java-producer.properties"
+        config.write_text("enable.idempotence=true\nacks=all\nlinger.ms=5\n"
+                          "retries=2147483647\ndelivery.timeout.ms=60000\nrequest.timeout.ms=10000\n")
+        self.java = subprocess.Popen(
+            ["java", "-Xmx256m", "-cp", os.path.join(JAVA_LIBS, "*"),
+             "org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server", self.bootstrap(),
+             "--topic", TOPIC, "--throughput", str(max(1, int(self.rate / 4))),
+             "--value-prefix", "7", "--command-config", str(config)],
+            stdout=subprocess.PIPE, stderr=open(self.home / "java-producer.log", "w"), text=True)
+        for line in self.java.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("name") == "producer_send_success":
+                self.history.add(op="ack", value=event["value"], partition=event["partition"],
+                                 offset=event["offset"], client="java")
+            elif event.get("name") == "producer_send_error":
+                # Java's errors (timeouts, expired batches) may or may not have been written.
+                self.history.add(op="fail", value=event["value"], definite=False,
+                                 error=event.get("exception", ""), client="java")
+
+    def stop_java(self):
+        """Stops the Java producer; it flushes what it sent before it exits."""
+        if self.java is not None and self.java.poll() is None:
+            self.java.send_signal(signal.SIGTERM)
+            try:
+                self.java.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.java.kill()
 
     def bootstrap(self):
         return ",".join(n.bootstrap for n in self.nodes if n.alive())
@@ -197,7 +284,7 @@ def healthy(nodes):
         1 <= l <= len(nodes) for l in leaders.values())
 
 
-def inject(kind, nodes, rng, history):
+def inject(kind, nodes, rng, history, firewall=None):
     """One fault, undone before returning (the cluster is left to heal)."""
     live = [n for n in nodes if n.alive()]
     admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in live),
@@ -223,6 +310,22 @@ def inject(kind, nodes, rng, history):
     elif kind == "restart":
         target.stop()
         target.start()
+    elif kind.startswith("isolate"):
+        for other in nodes:
+            if other is not target:
+                firewall.cut(target, other)
+        time.sleep(hold)
+        firewall.heal()
+    elif kind == "bridge":
+        # The target bridges two sides: the others split in halves that do not meet.
+        others = [n for n in nodes if n is not target]
+        rng.shuffle(others)
+        half = len(others) // 2
+        for a in others[:half]:
+            for b in others[half:]:
+                firewall.cut(a, b)
+        time.sleep(hold)
+        firewall.heal()
     elif kind == "rolling":
         for n in nodes:
             n.stop()
@@ -302,6 +405,11 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False):
     voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
     nodes = [ClusterNode(home, i + 1, voters, ports[i]) for i in range(size)]
     workload = None
+    firewall = None
+    left_out = sorted(PARTITIONS_KINDS & set(kinds))
+    if left_out and Firewall.usable():
+        firewall, left_out = Firewall(), []
+    kinds = [k for k in kinds if k not in left_out]
     try:
         for n in nodes:
             n.start()
@@ -312,23 +420,27 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False):
         for f in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)]).values():
             f.result(DEADLINE)
         wait_until("the topic to have leaders", lambda: healthy(nodes))
-        workload = Workload(nodes, history, rate)
+        workload = Workload(nodes, history, rate, home)
         for t in workload.threads:
             t.start()
         time.sleep(2)
         for i in range(faults):
             kind = rng.choice(kinds)
-            inject(kind, nodes, rng, history)
+            inject(kind, nodes, rng, history, firewall)
             wait_until("the cluster to heal", lambda: healthy(nodes))
             time.sleep(rng.uniform(0.5, 2.0))
         time.sleep(2)
         workload.stop.set()
+        workload.stop_java()
         for t in workload.threads:
             t.join(DEADLINE)
         read_everything(nodes, history)
     finally:
+        if firewall:
+            firewall.close()
         if workload:
             workload.stop.set()
+            workload.stop_java()
         for n in nodes:
             n.stop()
         history.close()
@@ -337,10 +449,12 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False):
     bad = {k: len(x) for k, x in v.items() if x}
     verdict = "PASS" if not bad else "FAIL"
     print(f"chaos {verdict}: seed {seed}, {faults} faults on {size} nodes, "
-          f"{sum(1 for o in ops if o['op'] == 'send')} sent, {len(acked)} acked, "
+          f"{sum(1 for o in ops if o['op'] == 'send')} sent, {len(acked)} acked "
+          f"({sum(1 for o in ops if o['op'] == 'ack' and o.get('client') == 'java')} by the Java client), "
           f"{sum(1 for o in ops if o['op'] == 'fail')} failed, "
           + (", ".join(f"{k} {n}" for k, n in bad.items()) or "no violations")
-          + f"; history {history_path}")
+          + f"; history {history_path}"
+          + (f"; left out (no usable iptables): {', '.join(left_out)}" if left_out else ""))
     for k, x in v.items():
         for item in x[:5]:
             print(f"  {k}: {item}")

@@ -33,6 +33,17 @@ class ClusterNode:
         with urllib.request.urlopen(url, timeout=DEADLINE) as r:
             return json.loads(r.read())
 
+    def metrics(self):
+        """The node's /metrics as {"name{labels}": value}."""
+        url = f"http://{self.host}:{self.node.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=DEADLINE) as r:
+            lines = r.read().decode().splitlines()
+        return {k: float(v) for k, v in (l.rsplit(" ", 1) for l in lines if l and l[0] != "#")}
+
+    def restart(self):
+        """Starts the node again on its data directory (after it was killed)."""
+        self.node = Node(self.home, self.config, node_env(self.host), log_path=self.home / "node.log")
+
 
 def node_env(host):
     return {f"STRATA_{name}": f"{host}:0" for name in (
@@ -49,7 +60,7 @@ def start_node(tmp_path, node_id, voters, port=None):
     config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{host}:{port}"\n'
               f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
     n = ClusterNode(Node(home, config, node_env(host), log_path=home / "node.log"), host)
-    n.rpc = f"{host}:{port}"
+    n.rpc, n.home, n.config = f"{host}:{port}", home, config
     return n
 
 

@@ -2,14 +2,63 @@
 confluent-kafka producer with acks=all writes to it, the node leading the partition is
 killed with SIGKILL, the producer carries on once the two others elected a new leader, and
 a consumer then reads every acknowledged record, once, at the offset it was acknowledged
-with."""
+with. Metadata's in-sync replicas, the admin API and the metrics show the partition
+under-replicated until the killed node is back and caught up; OffsetForLeaderEpoch answers
+where each leader epoch ends and refuses fenced and unknown epochs."""
 import signal
+import socket
+import struct
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_support import DEADLINE, wait_until
 from test_cluster import start_cluster
+from test_raw import Raw, string
+
+NOT_LEADER_OR_FOLLOWER = 6
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+
+
+def offset_for_leader_epoch(node, topic, partition, current_leader_epoch, leader_epoch):
+    """OffsetForLeaderEpoch v2 of one partition: (error code, epoch, end offset)."""
+    raw = Raw.__new__(Raw)
+    raw.sock = socket.create_connection((node.host, node.node.kafka_port), timeout=DEADLINE)
+    raw.corr = 0
+    body = struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iii", partition, current_leader_epoch, leader_epoch)
+    data = raw.request(23, 2, body)
+    raw.sock.close()
+    pos = 4 + 4  # throttle time, topics
+    (n,) = struct.unpack(">h", data[pos:pos + 2])
+    pos += 2 + n + 4  # topic name, partitions
+    error, _, epoch, end = struct.unpack(">hiiq", data[pos:pos + 18])
+    return error, epoch, end
+
+
+def list_offsets_v4(node, topic, partition, current_leader_epoch):
+    """ListOffsets v4 for the latest offset of one partition: (error code, offset)."""
+    raw = Raw.__new__(Raw)
+    raw.sock = socket.create_connection((node.host, node.node.kafka_port), timeout=DEADLINE)
+    raw.corr = 0
+    body = struct.pack(">ib", -1, 0) + struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iiq", partition, current_leader_epoch, -1)
+    data = raw.request(2, 4, body)
+    raw.sock.close()
+    pos = 4 + 4
+    (n,) = struct.unpack(">h", data[pos:pos + 2])
+    pos += 2 + n + 4
+    _, error, _, offset = struct.unpack(">ihqq", data[pos:pos + 22])
+    return error, offset
+
+
+def answers(probe):
+    """`probe()` once a node that may be restarting answers it, else None."""
+    try:
+        return probe()
+    except OSError:
+        return None
 
 
 def produce(producer, topic, values, acked, failed):
@@ -69,6 +118,7 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumer.assign([TopicPartition("rep", 0, 0)])
         seen = {}
+        epochs = {}  # offset -> the leader epoch of its batch
         twice = []
 
         def read_all():
@@ -77,6 +127,7 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
                     if m.value() in seen:
                         twice.append(m.value())
                     seen[m.value()] = m.offset()
+                    epochs[m.offset()] = m.leader_epoch()
             return len(seen) >= 600
         wait_until("the consumer has read every acknowledged record", read_all)
         consumer.close()
@@ -90,6 +141,52 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
 
         new_leader = described().partitions[0]
         assert new_leader.leader != leader
+
+        # Every partition had a copy on the killed node: all three are under-replicated,
+        # in Metadata's in-sync replicas, the admin API and the leaders' gauges.
+        survivors = [n for i, n in enumerate(nodes) if i != leader - 1]
+        alive = sorted(i + 1 for i in range(3) if i != leader - 1)
+        wait_until("the in-sync replicas leave the killed node out", lambda: sorted(
+            described().partitions[0].isrs) == alive)
+        wait_until("the admin API lists three under-replicated partitions", lambda: len(
+            survivors[0].api("cluster", "leaders?under_replicated=true")) == 3)
+        gauge = "strata_replica_under_replicated_partitions"
+        wait_until("the leaders count three under-replicated partitions",
+                   lambda: sum(n.metrics()[gauge] for n in survivors) == 3)
+
+        # Leader epochs: epoch 0 ends where the next epoch starts, after every record of
+        # epoch 0 and at or before the first of a later one (its leader's marker comes
+        # first); the newest ends at the log's end.
+        led = next(n for n in nodes if n.host == f"127.0.0.{new_leader.leader}")
+        epoch = next(p["epoch"] for p in led.api("cluster", "leaders?stream=rep"))
+        assert epoch >= 1
+        error, first, end0 = offset_for_leader_epoch(led, "rep", 0, epoch, 0)
+        assert (error, first) == (0, 0)
+        assert all(o < end0 for o, e in epochs.items() if e == 0)
+        assert all(o > end0 for o, e in epochs.items() if e > 0)
+        assert max(o for o, e in epochs.items() if e == 0) >= acked[b"before-0"]
+        error, newest, end = offset_for_leader_epoch(led, "rep", 0, epoch, epoch)
+        assert (error, newest) == (0, epoch) and end >= acked[b"after-299"] + 1
+        assert offset_for_leader_epoch(led, "rep", 0, epoch - 1, 0)[0] == FENCED_LEADER_EPOCH
+        assert offset_for_leader_epoch(led, "rep", 0, epoch + 1, 0)[0] == UNKNOWN_LEADER_EPOCH
+        # ListOffsets checks the epoch too.
+        assert list_offsets_v4(led, "rep", 0, epoch - 1)[0] == FENCED_LEADER_EPOCH
+        assert list_offsets_v4(led, "rep", 0, epoch) == (0, end)
+        other = next(n for n in survivors if n is not led)
+        assert offset_for_leader_epoch(other, "rep", 0, epoch, 0)[0] == NOT_LEADER_OR_FOLLOWER
+
+        # The killed node comes back, catches up and is in sync again everywhere.
+        nodes[leader - 1].restart()
+        wait_until("the restarted node is back in sync", lambda: answers(
+            lambda: sorted(described().partitions[0].isrs)) == [1, 2, 3])
+        wait_until("no partition is under-replicated", lambda: answers(
+            lambda: survivors[0].api("cluster", "leaders?under_replicated=true")) == [])
+        mine = [r for r in led.api("cluster", "replicas") if r["stream"] == "rep"]
+        assert len(mine) == 1 and mine[0]["role"] == "leader" and mine[0]["epoch"] == epoch
+        assert mine[0]["high_watermark"] >= acked[b"after-299"] + 1
+        assert sorted(f["node"] for f in mine[0]["followers"]) == sorted(
+            i for i in (1, 2, 3) if i != new_leader.leader)
+        assert all(f["in_sync"] for f in mine[0]["followers"]), mine
     finally:
         for n in nodes:
             if n.node.proc.poll() is None:

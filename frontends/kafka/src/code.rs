@@ -23,6 +23,10 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+/// The client's leader epoch is older than the partition's: it must refresh its metadata.
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+/// The client's leader epoch is newer than this broker knows: it must retry.
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 pub const ILLEGAL_SASL_STATE: i16 = 34;
 pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;

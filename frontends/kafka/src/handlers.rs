@@ -70,6 +70,7 @@ const APIS: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 1, 3),
     (ApiKey::CreateAcls, 1, 1, 3),
     (ApiKey::DeleteAcls, 1, 1, 3),
+    (ApiKey::OffsetForLeaderEpoch, 2, 2, 4),
 ];
 
 fn accepted(key: ApiKey, version: i16) -> bool {
@@ -207,6 +208,9 @@ pub async fn handle(
             respond(corr, version, &resp)?
         }
         RequestKind::ListOffsets(r) => respond(corr, version, &list_offsets(k, session, r).await)?,
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            respond(corr, version, &offset_for_leader_epoch(k, session, r).await)?
+        }
         RequestKind::FindCoordinator(r) => {
             respond(corr, version, &find_coordinator(k, session, r, version))?
         }
@@ -383,18 +387,20 @@ fn metadata_topic(
                     let epoch = placed
                         .as_ref()
                         .map_or(0, |pl| i32::try_from(pl.epoch).unwrap_or(i32::MAX));
-                    let replicas: Vec<BrokerId> = placed
-                        .map(|pl| pl.replicas)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|r| BrokerId(i32::try_from(r).unwrap_or(i32::MAX)))
-                        .collect();
+                    let brokers = |ids: Vec<u64>| -> Vec<BrokerId> {
+                        ids.into_iter()
+                            .map(|r| BrokerId(i32::try_from(r).unwrap_or(i32::MAX)))
+                            .collect()
+                    };
+                    let (replicas, in_sync) = placed
+                        .map(|pl| (brokers(pl.replicas), brokers(pl.in_sync)))
+                        .unwrap_or_default();
                     let partition = MetadataResponsePartition::default()
                         .with_partition_index(p as i32)
                         .with_leader_id(BrokerId(leader))
                         .with_leader_epoch(epoch)
-                        .with_replica_nodes(replicas.clone())
-                        .with_isr_nodes(replicas);
+                        .with_replica_nodes(replicas)
+                        .with_isr_nodes(in_sync);
                     if leader < 0 {
                         partition.with_error_code(code::LEADER_NOT_AVAILABLE)
                     } else {
@@ -481,7 +487,7 @@ async fn produce_partition(
     partition: i32,
     records: Option<Bytes>,
 ) -> (i16, i64, i64) {
-    let log = match partition_log(k, &stream.name, partition).await {
+    let log = match partition_log(k, &stream.name, partition, -1).await {
         Ok(log) => log,
         Err(c) => return (c, -1, -1),
     };
@@ -653,8 +659,16 @@ fn init_producer_id(
 
 /// The partition log of `topic`/`partition`, or the Kafka error code: a partition this
 /// node does not lead is NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata and
-/// goes to the leader), one no node leads now LEADER_NOT_AVAILABLE.
-async fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn Partition>, i16> {
+/// goes to the leader), one no node leads now LEADER_NOT_AVAILABLE. A client naming the
+/// leader epoch it knows (`current_leader_epoch`, -1: none) is told FENCED_LEADER_EPOCH
+/// when the partition moved on since, UNKNOWN_LEADER_EPOCH when this node has not
+/// learnt of that epoch yet.
+async fn partition_log(
+    k: &Kafka,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<dyn Partition>, i16> {
     let partition = u32::try_from(partition).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
     if let Some(placed) = k.storage.catalog.placement(topic, partition) {
         match placed.leader {
@@ -663,6 +677,13 @@ async fn partition_log(k: &Kafka, topic: &str, partition: i32) -> Result<Arc<dyn
                 return Err(code::NOT_LEADER_OR_FOLLOWER);
             }
             Some(_) => {}
+        }
+        if let Ok(known) = u64::try_from(current_leader_epoch) {
+            match known.cmp(&placed.epoch) {
+                std::cmp::Ordering::Less => return Err(code::FENCED_LEADER_EPOCH),
+                std::cmp::Ordering::Greater => return Err(code::UNKNOWN_LEADER_EPOCH),
+                std::cmp::Ordering::Equal => {}
+            }
         }
     }
     k.storage
@@ -677,10 +698,10 @@ async fn fetchable(
     k: &Kafka,
     readable: Result<(), i16>,
     topic: &str,
-    partition: i32,
+    p: &kafka_protocol::messages::fetch_request::FetchPartition,
 ) -> Result<(Arc<dyn Partition>, Offsets), i16> {
     readable?;
-    let log = partition_log(k, topic, partition).await?;
+    let log = partition_log(k, topic, p.partition, p.current_leader_epoch).await?;
     let offsets = log.offsets().await.map_err(|e| storage_code(&e))?;
     Ok((log, offsets))
 }
@@ -709,7 +730,7 @@ async fn fetch(k: &Kafka, session: &Session, r: FetchRequest) -> FetchResponse {
             let readable = guard::may_read(k, session, &t.topic);
             for p in &t.partitions {
                 let mut data = PartitionData::default().with_partition_index(p.partition);
-                let (log, offsets) = match fetchable(k, readable, &t.topic, p.partition).await {
+                let (log, offsets) = match fetchable(k, readable, &t.topic, p).await {
                     Ok(found) => found,
                     Err(c) => {
                         k.metrics.error("Fetch", c);
@@ -812,7 +833,9 @@ async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> Li
                 .with_timestamp(-1)
                 .with_offset(-1);
             let log = match guard::may_describe(k, session, &t.name) {
-                Ok(()) => partition_log(k, &t.name, p.partition_index).await,
+                Ok(()) => {
+                    partition_log(k, &t.name, p.partition_index, p.current_leader_epoch).await
+                }
                 Err(c) => Err(c),
             };
             match log {
@@ -849,6 +872,58 @@ async fn list_offsets(k: &Kafka, session: &Session, r: ListOffsetsRequest) -> Li
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Where each asked-for leader epoch ends in the partition's log: the largest epoch at most
+/// the one asked for and the offset after its records (the log's end for the newest), so
+/// a consumer that read records of that epoch sees whether the log it reads was truncated
+/// below its position.
+async fn offset_for_leader_epoch(
+    k: &Kafka,
+    session: &Session,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    let mut topics = Vec::new();
+    for t in r.topics {
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let out = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let log = match guard::may_describe(k, session, &t.topic) {
+                Ok(()) => partition_log(k, &t.topic, p.partition, p.current_leader_epoch).await,
+                Err(c) => Err(c),
+            };
+            let answer = match log {
+                Ok(log) => log
+                    .end_offset_for_epoch(p.leader_epoch)
+                    .await
+                    .map_err(|e| storage_code(&e)),
+                Err(c) => Err(c),
+            };
+            partitions.push(match answer {
+                Ok(Some((epoch, end))) => out
+                    .with_leader_epoch(epoch)
+                    .with_end_offset(i64::try_from(end).unwrap_or(i64::MAX)),
+                // No epoch that old is held: Kafka's UNDEFINED answer, -1 and -1.
+                Ok(None) => out,
+                Err(c) => {
+                    k.metrics.error("OffsetForLeaderEpoch", c);
+                    out.with_error_code(c)
+                }
+            });
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions),
+        );
+    }
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
 /// The timestamp of the record at `offset` (when its batch can be decoded here).

@@ -237,6 +237,8 @@ impl Producers {
         if let Some(last) = p.sent.back()
             && first_seq != last.last_seq.wrapping_add(1)
         {
+            tracing::debug!(stream, partition, pid, epoch, first_seq, last_seq, sent = ?p.sent,
+                leader_epoch, "out of order sequence");
             return Err(code::OUT_OF_ORDER_SEQUENCE);
         }
         let base = match log.append(batch).await {

@@ -20,7 +20,7 @@ use strata_frontend::seams::{
 };
 use strata_journal::{Journal, StorageClass, StreamConfig};
 use strata_meta::MetaNode;
-use strata_meta::model::{Command, LIVENESS_MS, MetaState, NodeState, Outcome, StreamMeta};
+use strata_meta::model::{Command, MetaState, NodeState, Outcome, StreamMeta};
 use strata_meta::partitions::{
     MAX_READ_BYTES, MAX_WAIT_MS, Op, PartitionHost, PartitionReply, PartitionRequest,
 };
@@ -76,11 +76,10 @@ impl ClusterStreams {
         if class != StorageClass::Segment {
             return 1;
         }
-        let now = now_ms();
         let up = self.meta.read(|s| {
             s.nodes
                 .values()
-                .filter(|n| n.state == NodeState::Active && alive(n.heartbeat_ms, now))
+                .filter(|n| n.state == NodeState::Active && s.is_live(n.id))
                 .count()
         });
         if up >= 3 { 3 } else { 1 }
@@ -92,7 +91,7 @@ impl ClusterStreams {
     }
 
     /// The replicated partitions this node holds a copy of.
-    pub fn replicas(&self) -> &crate::replica::Replicas {
+    pub fn replicas(&self) -> &Arc<crate::replica::Replicas> {
         &self.replicas
     }
 
@@ -346,10 +345,6 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Whether a node whose last heartbeat was at `heartbeat_ms` is taken for up at `now`.
-fn alive(heartbeat_ms: i64, now: i64) -> bool {
-    now.saturating_sub(heartbeat_ms) <= LIVENESS_MS
-}
-
 /// The storage class named `s`.
 pub(crate) fn class(s: &str) -> Option<StorageClass> {
     match s {
@@ -497,6 +492,7 @@ impl Catalog for ClusterStreams {
                 leader: p.leader,
                 epoch: p.epoch,
                 replicas: p.replicas.clone(),
+                in_sync: p.in_sync(),
             })
         })
     }
@@ -506,7 +502,6 @@ impl Catalog for ClusterStreams {
     }
 
     fn members(&self) -> Vec<Member> {
-        let now = now_ms();
         self.meta.read(|s| {
             s.nodes
                 .values()
@@ -514,7 +509,7 @@ impl Catalog for ClusterStreams {
                     id: n.id,
                     listeners: n.listeners.clone(),
                     active: n.state == NodeState::Active,
-                    alive: n.id == self.node || alive(n.heartbeat_ms, now),
+                    alive: n.id == self.node || s.is_live(n.id),
                 })
                 .collect()
         })
@@ -588,8 +583,7 @@ impl ClusterStreams {
     }
     /// Whether node `id`'s heartbeats arrive (a node never heard from counts as down).
     pub(crate) fn is_up(&self, id: NodeId) -> bool {
-        let beat = self.meta.read(|s| s.nodes.get(&id).map(|n| n.heartbeat_ms));
-        beat.is_some_and(|b| alive(b, now_ms()))
+        self.meta.read(|s| s.is_live(id))
     }
 
     /// The local handle on a partition this node leads (the stream has `partitions`
@@ -779,6 +773,10 @@ impl Partition for Routed {
             .offset_for_timestamp(timestamp_ms)
             .await
     }
+
+    async fn end_offset_for_epoch(&self, epoch: i32) -> StoreResult<Option<(i32, u64)>> {
+        self.target().await?.end_offset_for_epoch(epoch).await
+    }
 }
 
 /// A partition another node leads, reached through it.
@@ -880,6 +878,16 @@ impl Partition for Remote {
         let reply = self.call(request).await?;
         Ok(reply.found.then_some(reply.first))
     }
+
+    async fn end_offset_for_epoch(&self, _epoch: i32) -> StoreResult<Option<(i32, u64)>> {
+        // Leader epochs are asked of the leader itself (Kafka clients do).
+        Err(StoreError::NotLeader {
+            stream: self.stream.clone(),
+            partition: self.partition,
+            leader: Some(self.leader),
+            epoch: self.epoch,
+        })
+    }
 }
 
 /// A partition no node serves now: none leads it, or its leader's heartbeats stopped.
@@ -932,6 +940,10 @@ impl Partition for Elsewhere {
     }
 
     async fn offset_for_timestamp(&self, _timestamp_ms: i64) -> StoreResult<Option<u64>> {
+        self.refuse()
+    }
+
+    async fn end_offset_for_epoch(&self, _epoch: i32) -> StoreResult<Option<(i32, u64)>> {
         self.refuse()
     }
 }

@@ -26,14 +26,20 @@ use crate::errors::store_error;
 
 /// How often placement is checked for changes of role.
 const DRIVE_EVERY: Duration = Duration::from_millis(50);
-/// How long a follower's fetch waits at the leader for new records.
+/// How long a follower's fetch waits at the leader for new records while it has records
+/// whose commitment it has not heard of yet (the leader's answer carries the high
+/// watermark).
 const FETCH_WAIT_MS: u64 = 500;
+/// How long it waits when it holds nothing uncommitted: only new records can change
+/// anything, and they end the wait at once. Idle partitions then cost one fetch per
+/// follower every 5 s instead of two a second.
+const IDLE_FETCH_WAIT_MS: u64 = 5_000;
 /// Most bytes one fetch answers.
 const FETCH_BYTES: u64 = 1 << 20;
 /// How long a write waits for a majority before it fails (it may still be committed).
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
-/// Longest a fetch may take, its wait at the leader included.
-const FETCH_DEADLINE: Duration = Duration::from_millis(FETCH_WAIT_MS * 4);
+/// How much longer than its wait at the leader a fetch may take.
+const FETCH_MARGIN: Duration = Duration::from_millis(1_500);
 /// Least time between two elections begun for one partition.
 const ELECTION_SPACING: Duration = Duration::from_secs(1);
 /// Pause after a failed fetch.
@@ -42,6 +48,64 @@ const RETRY: Duration = Duration::from_millis(100);
 pub const JOINED_FILE: &str = "replica-joined";
 /// A divergence answer meaning "your newest epoch is unknown to me: drop it".
 pub const DROP_LAST_EPOCH: u64 = u64::MAX;
+/// A follower is in sync while it caught up with the leader's end within this long
+/// (Kafka's `replica.lag.time.max.ms`, shorter).
+pub const IN_SYNC_LAG: Duration = Duration::from_secs(10);
+/// Least time between two failed reports of the in-sync replicas.
+const IN_SYNC_RETRY: Duration = Duration::from_secs(1);
+/// How often the replication gauges are brought up to date.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the leader knows of one follower in its epoch.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// Its last fetch offset: it holds every record below it durably.
+    offset: u64,
+    /// When it last fetched.
+    fetched_at: std::time::Instant,
+    /// The leader's end at that fetch.
+    end_at_fetch: u64,
+    /// When it last held everything the leader had (Kafka's rule: a fetch at the
+    /// leader's end, or at the end the leader had at the follower's previous fetch).
+    caught_up_at: Option<std::time::Instant>,
+}
+
+impl Follower {
+    fn in_sync(&self, now: std::time::Instant) -> bool {
+        self.caught_up_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= IN_SYNC_LAG)
+    }
+}
+
+/// One replica's state, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Stream.
+    pub stream: String,
+    /// Partition.
+    pub partition: u32,
+    /// Its role now.
+    pub role: Role,
+    /// Its high watermark (what readers see).
+    pub high_watermark: u64,
+    /// The end of what its log holds.
+    pub log_end: u64,
+    /// Leader: its followers, by node id.
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    /// The follower.
+    pub node: NodeId,
+    /// Its fetch offset (none: it did not fetch in this epoch yet).
+    pub offset: Option<u64>,
+    /// Records the leader holds past that offset.
+    pub lag: u64,
+    /// Whether it is in sync.
+    pub in_sync: bool,
+}
 
 /// What this node is for one replicated partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +140,11 @@ pub struct Replica {
     /// The nodes holding a copy (their count sets the majority).
     replicas: Vec<NodeId>,
     role: watch::Sender<Role>,
-    /// Leader: each follower's fetch offset at the current epoch (durable below it).
-    followers: parking_lot::Mutex<HashMap<NodeId, u64>>,
+    /// Leader: each follower's progress in the current epoch.
+    followers: parking_lot::Mutex<HashMap<NodeId, Follower>>,
+    /// Leader: a report of the in-sync replicas is being written, or the last one failed
+    /// at this time.
+    reporting: parking_lot::Mutex<(bool, Option<std::time::Instant>)>,
     /// Leader: wakes followers' waiting fetches when records are written.
     written: Notify,
     /// A file in the partition's directory saying this replica's log once held every
@@ -109,6 +176,7 @@ impl Replica {
             replicas: replicas.to_vec(),
             role: watch::Sender::new(Role::Idle),
             followers: parking_lot::Mutex::default(),
+            reporting: parking_lot::Mutex::default(),
             written: Notify::new(),
         }
     }
@@ -224,7 +292,7 @@ impl Replica {
         let Ok(state) = self.log.replica_state() else {
             return;
         };
-        let mut ends: Vec<u64> = self.followers.lock().values().copied().collect();
+        let mut ends: Vec<u64> = self.followers.lock().values().map(|f| f.offset).collect();
         ends.push(state.durable_end);
         let need = majority(self.replicas.len());
         if ends.len() < need {
@@ -295,9 +363,7 @@ impl Replica {
                 self.stream, self.partition, request.offset
             )));
         }
-        self.followers
-            .lock()
-            .insert(request.replica, request.offset);
+        self.followed(request.replica, request.offset, written);
         self.advance();
         let max = request.max_bytes.clamp(1, MAX_READ_BYTES) as usize;
         let notified = self.written.notified();
@@ -309,7 +375,7 @@ impl Replica {
             .await
             .map_err(store_error)?;
         if batches.is_empty() {
-            let wait = Duration::from_millis(request.wait_ms.min(FETCH_WAIT_MS * 4));
+            let wait = Duration::from_millis(request.wait_ms.min(IDLE_FETCH_WAIT_MS));
             let _ = tokio::time::timeout(wait, notified).await;
             batches = self
                 .log
@@ -332,6 +398,118 @@ impl Replica {
         Ok(reply)
     }
 
+    /// Leader: records a follower's fetch at `offset` while this log ends at `end`.
+    fn followed(&self, node: NodeId, offset: u64, end: u64) {
+        let now = std::time::Instant::now();
+        let mut followers = self.followers.lock();
+        let before = followers.get(&node).copied();
+        let caught_up_at = if offset >= end {
+            Some(now)
+        } else {
+            match before {
+                Some(b) if offset >= b.end_at_fetch => Some(b.fetched_at),
+                Some(b) => b.caught_up_at,
+                None => None,
+            }
+        };
+        followers.insert(
+            node,
+            Follower {
+                offset,
+                fetched_at: now,
+                end_at_fetch: end,
+                caught_up_at,
+            },
+        );
+    }
+
+    /// Leader: the replicas in sync with it (itself among them), in replica order.
+    fn in_sync(&self, me: NodeId) -> Vec<NodeId> {
+        let now = std::time::Instant::now();
+        let followers = self.followers.lock();
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|n| *n == me || followers.get(n).is_some_and(|f| f.in_sync(now)))
+            .collect()
+    }
+
+    /// Its state now, for the admin API (`me`: this node).
+    pub fn status(&self, me: NodeId) -> ReplicaStatus {
+        let role = self.role();
+        let (high_watermark, log_end) = self
+            .log
+            .replica_state()
+            .map_or((0, 0), |s| (s.high_watermark.unwrap_or(0), s.written_end));
+        let now = std::time::Instant::now();
+        let followers = if matches!(role, Role::Leader { .. }) {
+            let known = self.followers.lock();
+            self.replicas
+                .iter()
+                .filter(|n| **n != me)
+                .map(|n| {
+                    let f = known.get(n);
+                    FollowerStatus {
+                        node: *n,
+                        offset: f.map(|f| f.offset),
+                        lag: log_end.saturating_sub(f.map_or(0, |f| f.offset)),
+                        in_sync: f.is_some_and(|f| f.in_sync(now)),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ReplicaStatus {
+            stream: self.stream.clone(),
+            partition: self.partition,
+            role,
+            high_watermark,
+            log_end,
+            followers,
+        }
+    }
+
+    /// Leader serving `epoch`: tells the meta service which replicas are in sync when
+    /// that differs from what it records (`recorded`), one report at a time.
+    fn report_in_sync(self: &Arc<Self>, meta: &Arc<MetaNode>, me: NodeId, recorded: &[NodeId]) {
+        let Role::Leader { epoch } = self.role() else {
+            return;
+        };
+        if self.serving.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            return;
+        }
+        let in_sync = self.in_sync(me);
+        if in_sync == recorded {
+            return;
+        }
+        {
+            let mut reporting = self.reporting.lock();
+            if reporting.0 || reporting.1.is_some_and(|at| at.elapsed() < IN_SYNC_RETRY) {
+                return;
+            }
+            *reporting = (true, None);
+        }
+        let (replica, meta) = (self.clone(), meta.clone());
+        tokio::spawn(async move {
+            let command = Command::SetInSync {
+                stream: replica.stream.clone(),
+                partition: replica.partition,
+                epoch,
+                in_sync,
+            };
+            let failed = match meta.write(command).await {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(stream = replica.stream, partition = replica.partition, error = %e,
+                        "cannot report the in-sync replicas");
+                    Some(std::time::Instant::now())
+                }
+            };
+            *replica.reporting.lock() = (false, failed);
+        });
+    }
+
     /// Follower: fetches from `leader` until the role changes.
     async fn follow(self: Arc<Self>, meta: Arc<MetaNode>, me: NodeId, epoch: u64, leader: NodeId) {
         let mine = Role::Follower { epoch, leader };
@@ -339,7 +517,7 @@ impl Replica {
         while self.role() == mine {
             // Never cancelled midway: a copy cut off inside its fsync would leave the
             // log's group commit waiting. Each step is bounded (the fetch waits at most
-            // FETCH_WAIT_MS at the leader), and the role is checked between steps.
+            // IDLE_FETCH_WAIT_MS at the leader), and the role is checked between steps.
             let outcome = self.fetch_once(&meta, me, epoch, leader).await;
             if let Err(e) = outcome {
                 tracing::debug!(stream = self.stream, partition = self.partition, error = %e, "replica fetch failed");
@@ -359,6 +537,11 @@ impl Replica {
         leader: NodeId,
     ) -> StoreResult<()> {
         let state = self.log.replica_state().map_err(store_error)?;
+        let wait_ms = if state.high_watermark.unwrap_or(0) >= state.written_end {
+            IDLE_FETCH_WAIT_MS
+        } else {
+            FETCH_WAIT_MS
+        };
         let request = PartitionRequest {
             op: Op::ReplicaFetch as i32,
             stream: self.stream.clone(),
@@ -366,14 +549,15 @@ impl Replica {
             epoch,
             offset: state.written_end,
             max_bytes: FETCH_BYTES,
-            wait_ms: FETCH_WAIT_MS,
+            wait_ms,
             replica: me,
             last_epoch: state.latest_epoch.map_or(-1, |e| e.epoch),
             ..PartitionRequest::default()
         };
         // Bounded well below the RPC timeout: a leader that stopped answering (paused,
         // cut off) must not hold its followers for long after a new one is elected.
-        let reply = tokio::time::timeout(FETCH_DEADLINE, meta.partition_call(leader, request))
+        let deadline = Duration::from_millis(wait_ms) + FETCH_MARGIN;
+        let reply = tokio::time::timeout(deadline, meta.partition_call(leader, request))
             .await
             .map_err(|_| StoreError::Unavailable(format!("node {leader} did not answer a fetch")))?
             .map_err(StoreError::Unavailable)?;
@@ -452,9 +636,108 @@ pub struct Replicas {
     /// Elections this node (as meta leader) began: for each partition, the epoch and
     /// when, so each is asked for once and a partition is not elected again at once.
     begun: parking_lot::Mutex<HashMap<(String, u32), (u64, std::time::Instant)>>,
+    metrics: ReplicaMetrics,
+}
+
+/// Replication gauges: counts, with no label per partition (a cluster's partitions are
+/// many; the admin API lists them one by one).
+#[derive(Debug, Clone)]
+struct ReplicaMetrics {
+    /// Replicated partitions this node holds a copy of, by role.
+    roles: prometheus::IntGaugeVec,
+    /// Partitions this node leads with fewer replicas in sync than copies.
+    under_replicated: prometheus::IntGauge,
+    /// Replicated partitions without a leader, as this node's metadata has them.
+    offline: prometheus::IntGauge,
+    /// The most records any follower of a partition this node leads is behind.
+    max_lag: prometheus::IntGauge,
+}
+
+impl Default for ReplicaMetrics {
+    fn default() -> Self {
+        let gauge = |name: &str, help: &str| {
+            prometheus::IntGauge::new(name, help).expect("a valid metric name")
+        };
+        ReplicaMetrics {
+            roles: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "strata_replica_partitions",
+                    "Replicated partitions this node holds a copy of, by role",
+                ),
+                &["role"],
+            )
+            .expect("a valid metric name"),
+            under_replicated: gauge(
+                "strata_replica_under_replicated_partitions",
+                "Partitions this node leads with fewer replicas in sync than copies",
+            ),
+            offline: gauge(
+                "strata_replica_offline_partitions",
+                "Replicated partitions without a leader (as this node's metadata has them)",
+            ),
+            max_lag: gauge(
+                "strata_replica_max_lag_records",
+                "The most records a follower of a partition this node leads is behind",
+            ),
+        }
+    }
 }
 
 impl Replicas {
+    /// Registers the replication gauges.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        let m = &self.metrics;
+        registry.register(Box::new(m.roles.clone()))?;
+        registry.register(Box::new(m.under_replicated.clone()))?;
+        registry.register(Box::new(m.offline.clone()))?;
+        registry.register(Box::new(m.max_lag.clone()))
+    }
+
+    /// Every replica's state, by stream and partition (`me`: this node).
+    pub fn statuses(&self, me: NodeId) -> Vec<ReplicaStatus> {
+        let parts: Vec<Arc<Replica>> = self.parts.lock().values().cloned().collect();
+        let mut all: Vec<ReplicaStatus> = parts.iter().map(|r| r.status(me)).collect();
+        all.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        all
+    }
+
+    fn measure(&self, meta: &MetaNode, me: NodeId) {
+        let (under, offline) = meta.read(|s| {
+            let replicated = s
+                .placement
+                .values()
+                .flatten()
+                .filter(|p| p.replicas.len() > 1);
+            replicated.fold((0, 0), |(under, offline), p| {
+                (
+                    under + i64::from(p.leader == Some(me) && p.under_replicated()),
+                    offline + i64::from(p.leader.is_none()),
+                )
+            })
+        });
+        let m = &self.metrics;
+        m.under_replicated.set(under);
+        m.offline.set(offline);
+        let mut roles = [0i64; 4];
+        let mut max_lag = 0;
+        for status in self.statuses(me) {
+            let i = match status.role {
+                Role::Idle => 0,
+                Role::Electing { .. } => 1,
+                Role::Leader { .. } => 2,
+                Role::Follower { .. } => 3,
+            };
+            roles[i] += 1;
+            for f in &status.followers {
+                max_lag = max_lag.max(f.lag);
+            }
+        }
+        for (name, n) in ["idle", "electing", "leader", "follower"].iter().zip(roles) {
+            m.roles.with_label_values(&[name]).set(n);
+        }
+        m.max_lag.set(i64::try_from(max_lag).unwrap_or(i64::MAX));
+    }
+
     /// The replica of `stream`/`partition` on this node, if it is one.
     pub fn get(&self, stream: &str, partition: u32) -> Option<Arc<Replica>> {
         self.parts
@@ -587,6 +870,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     let mut every = tokio::time::interval(DRIVE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = streams.node_id();
+    let mut measured = std::time::Instant::now();
     // Roles are taken from metadata at least as new as what this node knew before it
     // started (a replica must not act on an old view, such as follow a deposed leader).
     while let Err(e) = streams.caught_up().await {
@@ -631,6 +915,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             if replica.role() != role {
                 transition(&replica, role, streams.meta_arc(), me);
             }
+            replica.report_in_sync(streams.meta_arc(), me, &placement.in_sync());
             if streams.meta().leader() == Some(me) {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
             }
@@ -647,6 +932,10 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         for r in gone {
             r.role.send_replace(Role::Idle);
         }
+        if measured.elapsed() >= MEASURE_EVERY {
+            measured = std::time::Instant::now();
+            streams.replicas().measure(streams.meta(), me);
+        }
     }
 }
 
@@ -659,8 +948,13 @@ async fn elect_if_leaderless(
     p: &PartitionPlacement,
 ) {
     let me = streams.node_id();
-    // This node is up (it is running this); others are judged by their heartbeats.
-    if p.election.is_some() || p.leader.is_some_and(|l| l == me || streams.is_up(l)) {
+    // This node is up (it is running this); others are judged by their heartbeats, or
+    // taken for down at once when their port refuses connections (their process died).
+    if p.election.is_some()
+        || p.leader.is_some_and(|l| {
+            l == me || (streams.is_up(l) && !streams.meta().refuses_connections(l))
+        })
+    {
         return;
     }
     {
@@ -744,5 +1038,10 @@ impl Partition for ReplicatedPartition {
             .offset_for_timestamp(timestamp_ms)
             .await
             .map_err(store_error)
+    }
+
+    async fn end_offset_for_epoch(&self, epoch: i32) -> StoreResult<Option<(i32, u64)>> {
+        self.0.serving()?;
+        self.0.log.end_offset_for_epoch(epoch).map_err(store_error)
     }
 }

@@ -94,6 +94,7 @@ impl Catalog for LocalStreams {
             leader: Some(self.node),
             epoch: 0,
             replicas: vec![self.node],
+            in_sync: vec![self.node],
         })
     }
 }

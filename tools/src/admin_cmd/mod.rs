@@ -97,7 +97,13 @@ enum ClusterCommand {
         /// Only this stream's partitions.
         #[arg(long)]
         stream: Option<String>,
+        /// Only partitions with fewer replicas in sync than copies.
+        #[arg(long)]
+        under_replicated: bool,
     },
+    /// The replicated partitions the node holds a copy of: role, high watermark and, on
+    /// their leader, each follower's lag.
+    Replicas,
     /// Places partitions that have no leader, or whose node left, on the active nodes.
     Rebalance,
 }
@@ -469,9 +475,18 @@ async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Sho
                 }),
             )
         }
-        ClusterCommand::Leaders { stream } => (
-            c.get(&["cluster", "leaders"], &[("stream", stream)])
-                .await?,
+        ClusterCommand::Leaders {
+            stream,
+            under_replicated,
+        } => (
+            c.get(
+                &["cluster", "leaders"],
+                &[
+                    ("stream", stream),
+                    ("under_replicated", under_replicated.then(|| "true".into())),
+                ],
+            )
+            .await?,
             Box::new(|v| {
                 render(
                     v.as_array().map_or(&[][..], Vec::as_slice),
@@ -481,6 +496,44 @@ async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Sho
                         ("LEADER", "/leader"),
                         ("EPOCH", "/epoch"),
                         ("REPLICAS", "/replicas"),
+                        ("IN SYNC", "/in_sync"),
+                    ],
+                )
+            }),
+        ),
+        ClusterCommand::Replicas => (
+            c.get(&["cluster", "replicas"], &[]).await?,
+            Box::new(|v| {
+                let rows: Vec<Value> = v
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        let lags: Vec<String> = r["followers"]
+                            .as_array()
+                            .map_or(&[][..], Vec::as_slice)
+                            .iter()
+                            .map(|f| {
+                                let sync = if f["in_sync"] == true { "" } else { " (out)" };
+                                format!("{}:{}{sync}", f["node"], f["lag"])
+                            })
+                            .collect();
+                        r["lags"] = Value::from(lags.join(" "));
+                        r
+                    })
+                    .collect();
+                render(
+                    &rows,
+                    &[
+                        ("STREAM", "/stream"),
+                        ("PARTITION", "/partition"),
+                        ("ROLE", "/role"),
+                        ("EPOCH", "/epoch"),
+                        ("LEADER", "/leader"),
+                        ("HIGH WATERMARK", "/high_watermark"),
+                        ("LOG END", "/log_end"),
+                        ("FOLLOWER LAG", "/lags"),
                     ],
                 )
             }),

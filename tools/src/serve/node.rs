@@ -36,7 +36,7 @@ use super::shutdown::ShutdownSignals;
 /// How long a node waits to be registered before its frontends start.
 const EARLY_REGISTRATION: Duration = Duration::from_secs(10);
 /// How often a node tells the meta service it is up (see `strata_meta::model::LIVENESS_MS`).
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// How long in-flight admin requests get to finish once the node is stopping.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the journal's maintenance tasks get to notice `close` and return.
@@ -110,7 +110,9 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         token: config.admin.token.as_deref().map(Arc::from),
         security: security.clone(),
         meta: meta.clone(),
+        replicas: streams.replicas().clone(),
     };
+    streams.replicas().register(admin.metrics.registry())?;
     let lapse = tokio::spawn(lapse_log_overrides(admin.log.clone()));
     let ctx = NodeContext {
         storage: storage(&streams, &kv),

@@ -80,6 +80,9 @@ pub struct Placement {
     pub epoch: u64,
     /// Every node holding a replica, the leader included.
     pub replicas: Vec<NodeId>,
+    /// The replicas in sync with the leader (every replica of an unreplicated partition
+    /// that has a leader; none while there is no leader).
+    pub in_sync: Vec<NodeId>,
 }
 
 /// A node of the cluster as the catalog knows it.

@@ -65,6 +65,18 @@ pub trait Partition: Send + Sync + Debug {
 
     /// The first offset whose record timestamp is at least `timestamp_ms`.
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> StoreResult<Option<u64>>;
+
+    /// Kafka's OffsetForLeaderEpoch: the largest leader epoch at most `epoch` that the
+    /// log holds records of, and the offset where it ends (where the next epoch starts,
+    /// or the log's end for the newest); `None` when `epoch` is older than any held.
+    /// This default is for partitions that are never replicated: every record is of
+    /// epoch 0.
+    async fn end_offset_for_epoch(&self, epoch: i32) -> StoreResult<Option<(i32, u64)>> {
+        if epoch < 0 {
+            return Ok(None);
+        }
+        Ok(Some((0, self.offsets().await?.end)))
+    }
 }
 
 /// Finds partitions.

@@ -28,11 +28,13 @@ pub struct NodeView {
     pub partitions_led: usize,
     /// Wall-clock milliseconds of its last heartbeat (0: none yet).
     pub last_heartbeat_ms: i64,
-    /// Whether its heartbeats arrive: a node silent for longer than 10 s is taken for
-    /// down, new partitions avoid it and Kafka clients see its partitions offline.
+    /// Whether its heartbeats arrive: a node whose last heartbeat is more than 1.5 s older
+    /// than the newest any node sent is taken for down, new partitions avoid it, the
+    /// replicated partitions it leads elect another leader and Kafka clients see its
+    /// unreplicated partitions offline.
     pub alive: bool,
     /// Whether new partitions may be placed on it: active, and its last heartbeat within
-    /// 10 s of the newest any node sent (the time the metadata itself records).
+    /// 1.5 s of the newest any node sent (the time the metadata itself records).
     pub takes_partitions: bool,
 }
 
@@ -284,6 +286,11 @@ pub struct LeaderView {
     pub epoch: u64,
     /// The nodes holding a copy.
     pub replicas: Vec<u64>,
+    /// The replicas in sync with the leader, as it last reported them (none while the
+    /// partition has no leader).
+    pub in_sync: Vec<u64>,
+    /// Whether fewer replicas are in sync than hold a copy.
+    pub under_replicated: bool,
 }
 
 /// Which partitions to list.
@@ -292,6 +299,9 @@ pub struct LeaderView {
 pub struct LeadersQuery {
     /// Only this stream's partitions.
     pub stream: Option<String>,
+    /// Only partitions with fewer replicas in sync than copies (`true`), or only the
+    /// others (`false`).
+    pub under_replicated: Option<bool>,
 }
 
 /// Every partition's leader, epoch and replicas (or one stream's), by stream and partition.
@@ -313,10 +323,90 @@ pub async fn leaders(
                     leader: p.leader,
                     epoch: p.epoch,
                     replicas: p.replicas.clone(),
+                    in_sync: p.in_sync(),
+                    under_replicated: p.under_replicated(),
                 })
             })
+            .filter(|v| q.under_replicated.is_none_or(|u| u == v.under_replicated))
             .collect()
     }))
+}
+
+/// A replicated partition's copy on this node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaView {
+    /// Stream.
+    pub stream: String,
+    /// Partition.
+    pub partition: u32,
+    /// `leader`, `follower`, `electing` or `idle`.
+    pub role: String,
+    /// The epoch of that role (0 when idle).
+    pub epoch: u64,
+    /// The leader this copy follows (followers), or this node (leaders).
+    pub leader: Option<u64>,
+    /// Its high watermark: the records below it are committed and readable.
+    pub high_watermark: u64,
+    /// The end of what its log holds (committed or not).
+    pub log_end: u64,
+    /// Leaders: each follower's progress.
+    pub followers: Vec<FollowerView>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FollowerView {
+    /// The follower.
+    pub node: u64,
+    /// Its last fetch offset (it holds every record below it); none before its first
+    /// fetch in this epoch.
+    pub offset: Option<u64>,
+    /// Records the leader holds past that offset: the replication lag.
+    pub lag: u64,
+    /// Whether it caught up with the leader within the last 10 s.
+    pub in_sync: bool,
+}
+
+/// The replicated partitions this node holds a copy of: role, high watermark and, on
+/// their leader, each follower's lag.
+#[utoipa::path(get, path = "/api/v1/cluster/replicas", tag = "cluster",
+    responses((status = 200, description = "This node's replicas", body = [ReplicaView])))]
+pub async fn replicas(State(s): State<AdminState>) -> Json<Vec<ReplicaView>> {
+    use strata_local::replica::Role;
+    let me = s.meta.id();
+    Json(
+        s.replicas
+            .statuses(me)
+            .into_iter()
+            .map(|r| {
+                let (role, epoch, leader) = match r.role {
+                    Role::Idle => ("idle", 0, None),
+                    Role::Electing { epoch } => ("electing", epoch, None),
+                    Role::Leader { epoch } => ("leader", epoch, Some(me)),
+                    Role::Follower { epoch, leader } => ("follower", epoch, Some(leader)),
+                };
+                ReplicaView {
+                    stream: r.stream,
+                    partition: r.partition,
+                    role: role.to_string(),
+                    epoch,
+                    leader,
+                    high_watermark: r.high_watermark,
+                    log_end: r.log_end,
+                    followers: r
+                        .followers
+                        .into_iter()
+                        .map(|f| FollowerView {
+                            node: f.node,
+                            offset: f.offset,
+                            lag: f.lag,
+                            in_sync: f.in_sync,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Places every partition that has no leader, or whose node left the cluster, on the least

@@ -51,6 +51,8 @@ pub struct AdminState {
     pub security: Security,
     /// This node's part of the meta service.
     pub meta: Arc<strata_meta::MetaNode>,
+    /// The replicated partitions this node holds a copy of.
+    pub replicas: Arc<strata_local::replica::Replicas>,
 }
 
 impl AdminState {
@@ -104,6 +106,7 @@ pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
         )
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
         .route("/cluster/leaders", get(cluster::leaders))
+        .route("/cluster/replicas", get(cluster::replicas))
         .route("/cluster/rebalance", post(cluster::rebalance))
         .with_state(state.clone())
         .route(

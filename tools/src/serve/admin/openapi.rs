@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         super::cluster::add_node,
         super::cluster::remove_node,
         super::cluster::leaders,
+        super::cluster::replicas,
         super::cluster::rebalance,
         super::log::state,
         super::log::set_level,

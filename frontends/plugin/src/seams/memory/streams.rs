@@ -131,6 +131,7 @@ impl Catalog for MemoryStreams {
             leader: Some(0),
             epoch: 0,
             replicas: vec![0],
+            in_sync: vec![0],
         })
     }
 }
