@@ -214,7 +214,12 @@ class Workload:
                                  error=event.get("exception", ""), client="java")
 
     def stop_java(self):
-        """Stops the Java producer; it flushes what it sent before it exits."""
+        """Stops the Java producer; it flushes what it sent before it exits. One that
+        exited on its own (a fatal error) is recorded as a client that stopped."""
+        if self.java is not None and self.java.poll() is not None and not self.stop.is_set():
+            self.history.add(op="stopped", client="java",
+                             error=f"exited with {self.java.returncode} before the end; "
+                                   f"see {self.home / 'java-producer.log'}")
         if self.java is not None and self.java.poll() is None:
             self.java.send_signal(signal.SIGTERM)
             try:
@@ -226,6 +231,13 @@ class Workload:
         return ",".join(n.bootstrap for n in self.nodes if n.alive())
 
     def produce(self):
+        try:
+            self.produce_python()
+        except Exception as e:  # noqa: BLE001 - a fatal client error fails the run
+            self.history.add(op="stopped", client="python", error=str(e))
+            raise
+
+    def produce_python(self):
         producer = Producer({"bootstrap.servers": self.bootstrap(), "acks": "all",
                              "enable.idempotence": True, "linger.ms": 5,
                              "message.timeout.ms": 60000, "log_level": 0})
@@ -371,7 +383,10 @@ def check(ops):
     where = {}     # value -> set of (partition, offset)
     final = set()  # values the final read saw
     last = {}      # (reader, partition) -> last offset, for `backwards`
-    v = {"lost": [], "duplicated": [], "conflict": [], "failed-read": [], "backwards": []}
+    v = {"lost": [], "duplicated": [], "conflict": [], "failed-read": [], "backwards": [],
+         # A producer that gave up (an idempotent producer's fatal error): clients must
+         # carry on through every fault.
+         "client-stopped": [(o["client"], o["error"]) for o in ops if o["op"] == "stopped"]}
     for o in ops:
         if o["op"] != "read":
             continue
@@ -430,8 +445,8 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False):
             wait_until("the cluster to heal", lambda: healthy(nodes))
             time.sleep(rng.uniform(0.5, 2.0))
         time.sleep(2)
-        workload.stop.set()
         workload.stop_java()
+        workload.stop.set()
         for t in workload.threads:
             t.join(DEADLINE)
         read_everything(nodes, history)

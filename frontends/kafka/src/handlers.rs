@@ -686,8 +686,10 @@ async fn partition_log(
             }
         }
     }
+    // Only while this node leads: a write forwarded to a new leader would bypass the
+    // producer sequences kept there.
     k.storage
-        .partition(topic, partition)
+        .partition_led_here(topic, partition)
         .await
         .map_err(|e| storage_code(&e))
 }

@@ -264,7 +264,11 @@ impl Producers {
 }
 
 /// Rebuilds the producers' last sequences from the batches at the end of the partition, so
-/// that a retry sent before a restart is still recognised after it.
+/// that a retry sent before a restart is still recognised after it. It reads up to the
+/// leader's written end, past the high watermark: a batch whose append gave up waiting for
+/// the replicas is still in the log and is committed if this node goes on leading, so a
+/// retry of it must be answered as a duplicate, not stored a second time (and the batches
+/// after it must not be refused as out of order).
 async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn Partition>, max: usize) {
     let Ok(offsets) = log.offsets().await else {
         return;
@@ -273,11 +277,11 @@ async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn Partition>, m
         .end
         .saturating_sub(REBUILD_OFFSETS)
         .max(offsets.log_start);
-    while next < offsets.end {
-        let Ok(batches) = log.read(next, 1 << 20).await else {
+    loop {
+        let Ok(batches) = log.read_written(next, 1 << 20).await else {
             return;
         };
-        let Some(last) = batches.last() else { return };
+        let Some(last) = batches.last() else { break };
         next = last.last_offset() + 1;
         for b in &batches {
             let (pid, epoch, first_seq) = b.producer();

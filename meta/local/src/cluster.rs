@@ -521,6 +521,27 @@ impl PartitionRouter for ClusterStreams {
     /// A handle that finds the partition's leader at each operation: it stays valid as
     /// placement changes (a node registering, a leader moving).
     async fn partition(&self, stream: &str, partition: u32) -> StoreResult<Arc<dyn Partition>> {
+        self.routed(stream, partition, false).await
+    }
+
+    async fn partition_led_here(
+        &self,
+        stream: &str,
+        partition: u32,
+    ) -> StoreResult<Arc<dyn Partition>> {
+        self.routed(stream, partition, true).await
+    }
+}
+
+impl ClusterStreams {
+    /// A handle on the partition: following its leader, or (`here_only`) only while this
+    /// node leads it.
+    async fn routed(
+        &self,
+        stream: &str,
+        partition: u32,
+        here_only: bool,
+    ) -> StoreResult<Arc<dyn Partition>> {
         if self.node_local(stream) {
             return self.local.partition(stream, partition).await;
         }
@@ -529,12 +550,11 @@ impl PartitionRouter for ClusterStreams {
             stream: stream.to_string(),
             partition,
             streams: self.clone(),
+            here_only,
             target: parking_lot::Mutex::new(None),
         }))
     }
-}
 
-impl ClusterStreams {
     /// The partition's (leader, epoch) and its stream's partition count, read without
     /// copying the stream's record.
     fn placed(&self, stream: &str, partition: u32) -> StoreResult<((Option<NodeId>, u64), u32)> {
@@ -714,6 +734,8 @@ struct Routed {
     stream: String,
     partition: u32,
     streams: ClusterStreams,
+    /// Whether it answers `NotLeader` once another node leads, instead of reaching it.
+    here_only: bool,
     /// The leader and epoch the kept handle was found for, and the handle.
     target: parking_lot::Mutex<Option<Target>>,
 }
@@ -724,6 +746,14 @@ type Target = (NodeId, u64, Arc<dyn Partition>);
 impl Routed {
     async fn target(&self) -> StoreResult<Arc<dyn Partition>> {
         let ((leader, epoch), _) = self.streams.placed(&self.stream, self.partition)?;
+        if self.here_only && leader != Some(self.streams.node) {
+            return Err(StoreError::NotLeader {
+                stream: self.stream.clone(),
+                partition: self.partition,
+                leader,
+                epoch,
+            });
+        }
         if let Some((l, e, handle)) = self.target.lock().as_ref()
             && Some(*l) == leader
             && *e == epoch
@@ -776,6 +806,10 @@ impl Partition for Routed {
 
     async fn end_offset_for_epoch(&self, epoch: i32) -> StoreResult<Option<(i32, u64)>> {
         self.target().await?.end_offset_for_epoch(epoch).await
+    }
+
+    async fn read_written(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
+        self.target().await?.read_written(from, max_bytes).await
     }
 }
 

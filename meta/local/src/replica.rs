@@ -1044,4 +1044,13 @@ impl Partition for ReplicatedPartition {
         self.0.serving()?;
         self.0.log.end_offset_for_epoch(epoch).map_err(store_error)
     }
+
+    async fn read_written(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
+        self.0.serving()?;
+        self.0
+            .log
+            .read_written(from, max_bytes)
+            .await
+            .map_err(store_error)
+    }
 }

@@ -195,6 +195,18 @@ async fn a_replicated_partition_survives_its_leaders_node() {
     for i in 0..30 {
         acked.push((append(&p, i).await, i));
     }
+    // A handle for use only while this node leads (what the Kafka frontend takes: a
+    // write forwarded to the leader would bypass the producer sequences kept there)
+    // refuses instead of forwarding, naming the leader.
+    let here = nodes[via]
+        .streams
+        .partition_led_here("rep", 0)
+        .await
+        .unwrap();
+    match here.append(batch(999)).await {
+        Err(StoreError::NotLeader { leader, .. }) => assert_eq!(leader, Some(first_leader)),
+        other => panic!("a write through a node that does not lead: {other:?}"),
+    }
     // Committed means readable at the leader, and the followers catch up to the same
     // batches, byte for byte.
     let end = p.offsets().await.unwrap().end;

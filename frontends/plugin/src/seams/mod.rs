@@ -65,4 +65,14 @@ impl Storage {
     pub async fn partition(&self, stream: &str, partition: u32) -> StoreResult<Arc<dyn Partition>> {
         self.router.partition(stream, partition).await
     }
+
+    /// A handle on one partition while this node leads it (see
+    /// [`PartitionRouter::partition_led_here`]).
+    pub async fn partition_led_here(
+        &self,
+        stream: &str,
+        partition: u32,
+    ) -> StoreResult<Arc<dyn Partition>> {
+        self.router.partition_led_here(stream, partition).await
+    }
 }

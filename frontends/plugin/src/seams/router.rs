@@ -77,6 +77,15 @@ pub trait Partition: Send + Sync + Debug {
         }
         Ok(Some((0, self.offsets().await?.end)))
     }
+
+    /// Reads like [`Partition::read`] but past the high watermark, up to what the leader
+    /// has written: what a leader's own bookkeeping of the log (a producer's last
+    /// sequences) must cover, since a write it appended and has not had acknowledged yet
+    /// is kept if it goes on leading. Never for clients' reads. This default is for
+    /// partitions that are never replicated, whose written end is their end.
+    async fn read_written(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
+        self.read(from, max_bytes).await
+    }
 }
 
 /// Finds partitions.
@@ -87,4 +96,18 @@ pub trait Partition: Send + Sync + Debug {
 pub trait PartitionRouter: Send + Sync + Debug {
     /// A handle on `stream`'s partition `partition`.
     async fn partition(&self, stream: &str, partition: u32) -> StoreResult<Arc<dyn Partition>>;
+
+    /// A handle on the partition that works only while this node leads it: once the
+    /// leadership moves it answers `NotLeader` instead of reaching the new leader. For
+    /// frontends whose clients find the leader themselves (Kafka) and that keep state
+    /// beside the leader's log (a producer's last sequences), which a write forwarded to
+    /// another node would bypass. This default is for routers whose partitions are all
+    /// here.
+    async fn partition_led_here(
+        &self,
+        stream: &str,
+        partition: u32,
+    ) -> StoreResult<Arc<dyn Partition>> {
+        self.partition(stream, partition).await
+    }
 }
