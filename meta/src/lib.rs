@@ -7,6 +7,7 @@
 // design; the helpers here return what those traits need.
 #![allow(clippy::result_large_err)]
 
+mod clock;
 pub mod config;
 pub mod model;
 mod network;

@@ -34,7 +34,9 @@ pub struct NodeInfo {
     pub listeners: BTreeMap<String, String>,
     /// `active`, or `leaving` once removal started (it gets no new partitions).
     pub state: NodeState,
-    /// Wall-clock milliseconds of its last heartbeat.
+    /// Its last heartbeat, in milliseconds on the cluster's clock (the meta leader's
+    /// monotonic clock continued across leaders, started from wall-clock time: close to
+    /// it, but only differences between stamps mean anything).
     pub heartbeat_ms: i64,
 }
 
@@ -162,7 +164,9 @@ pub enum Command {
         rpc: String,
         /// Its client listeners.
         listeners: BTreeMap<String, String>,
-        /// Wall-clock milliseconds when it registered: registering counts as a heartbeat.
+        /// When it registered (registering counts as a heartbeat), in milliseconds on the
+        /// cluster's clock: the meta leader replaces the sender's time as it writes the
+        /// command (`meta/src/clock.rs`).
         #[serde(default)]
         at_ms: i64,
     },
@@ -175,7 +179,8 @@ pub enum Command {
     Heartbeat {
         /// Its id.
         id: NodeId,
-        /// Wall-clock milliseconds.
+        /// Milliseconds on the cluster's clock, set by the meta leader as it writes the
+        /// command (`meta/src/clock.rs`).
         at_ms: i64,
     },
     /// Creates a stream and places its partitions.

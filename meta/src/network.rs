@@ -188,6 +188,7 @@ pub(crate) fn channel(addr: &str, secret: &Secret) -> Result<Channel, tonic::tra
 pub(crate) struct Service {
     pub(crate) raft: MetaRaft,
     pub(crate) refusals: Refusals,
+    pub(crate) clock: crate::clock::LeaderClock,
 }
 
 impl Service {
@@ -366,7 +367,7 @@ impl rpc::meta_server::Meta for Service {
         let command: Command = self.payload(&request)?;
         let written: Result<(Outcome, u64), String> = self
             .raft
-            .client_write(command)
+            .client_write(self.clock.stamp(command))
             .await
             .map(|r| (r.data, r.log_id.index))
             .map_err(|e| e.to_string());

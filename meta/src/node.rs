@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::clock::LeaderClock;
 use crate::model::{Command, MetaState, NodeAddr, NodeId, Outcome};
 use crate::network::{self, VoterChange};
 use crate::store::{self, Applied, LogStore, StateMachine};
@@ -25,6 +26,8 @@ pub struct MetaNode {
     advertised: String,
     raft: MetaRaft,
     view: Arc<RwLock<Applied>>,
+    /// Stamps heartbeats with the leader's time.
+    clock: LeaderClock,
     addr: SocketAddr,
     stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
     server: parking_lot::Mutex<Option<JoinHandle<()>>>,
@@ -50,8 +53,12 @@ impl std::fmt::Debug for MetaNode {
 /// How long stopping waits for the store to close.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Requests one node-to-node connection may have in flight.
-const MAX_IN_FLIGHT: usize = 256;
+/// Requests (HTTP/2 streams) one node-to-node connection may have in flight. A follower
+/// keeps one long-polling fetch open per partition it follows from that leader (5 s while
+/// caught up), all on one connection: 1,000 partitions with three copies on three nodes
+/// are about 667 per node pair. A limit below that would queue a partition's fetch behind
+/// idle polls, and its acks=all writes with it.
+const MAX_IN_FLIGHT: usize = 4_096;
 
 /// How long a write keeps looking for a leader.
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
@@ -105,9 +112,11 @@ impl MetaNode {
         .map_err(|e| MetaError::Store(e.to_string()))?;
         let addr = bound;
         let (stop, stopped) = oneshot::channel::<()>();
+        let clock = LeaderClock::new(raft.clone(), view.clone());
         let service = network::rpc::meta_server::MetaServer::new(network::Service {
             raft: raft.clone(),
             refusals: refusals.clone(),
+            clock: clock.clone(),
         })
         .max_decoding_message_size(network::MAX_MESSAGE)
         .max_encoding_message_size(network::MAX_MESSAGE);
@@ -131,6 +140,7 @@ impl MetaNode {
             // HTTP/2 keepalive and dropped.
             let served = tonic::transport::Server::builder()
                 .concurrency_limit_per_connection(MAX_IN_FLIGHT)
+                .max_concurrent_streams(Some(MAX_IN_FLIGHT as u32))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                 .tcp_keepalive(Some(Duration::from_secs(30)))
@@ -150,6 +160,7 @@ impl MetaNode {
             advertised: config.advertised.clone(),
             raft,
             view,
+            clock,
             addr,
             stop: parking_lot::Mutex::new(Some(stop)),
             server: parking_lot::Mutex::new(Some(server)),
@@ -310,8 +321,11 @@ impl MetaNode {
             let left = WRITE_DEADLINE.saturating_sub(started.elapsed());
             // A leader cut off from the others does not step down by itself: the wait for
             // its commit is bounded here.
-            let Ok(written) =
-                tokio::time::timeout(left, self.raft.client_write(command.clone())).await
+            let Ok(written) = tokio::time::timeout(
+                left,
+                self.raft.client_write(self.clock.stamp(command.clone())),
+            )
+            .await
             else {
                 last = "the leader did not commit the write in time".into();
                 break;

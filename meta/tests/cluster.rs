@@ -84,6 +84,53 @@ async fn a_single_node_is_a_cluster_of_one_and_keeps_its_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_stamped_with_the_leaders_clock_not_the_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap().to_string();
+    let node = MetaNode::start(MetaConfig::single(1, dir.path().join("meta"), addr), l)
+        .await
+        .unwrap();
+    // The first registration starts the cluster's clock (here at 0).
+    assert_eq!(node.write(add_node(1)).await.unwrap(), Outcome::Done);
+    // A node whose clock runs an hour ahead registers and beats: its times are replaced
+    // by the leader's, so it does not make the others look down.
+    let hour = 3_600_000;
+    let ahead = |c: Command| match c {
+        Command::AddNode {
+            id, rpc, listeners, ..
+        } => Command::AddNode {
+            id,
+            rpc,
+            listeners,
+            at_ms: hour,
+        },
+        c => c,
+    };
+    assert_eq!(node.write(ahead(add_node(2))).await.unwrap(), Outcome::Done);
+    let beat = |id, at_ms| Command::Heartbeat { id, at_ms };
+    assert_eq!(node.write(beat(2, hour)).await.unwrap(), Outcome::Done);
+    assert_eq!(node.write(beat(1, 0)).await.unwrap(), Outcome::Done);
+    let state = node.state();
+    assert!(
+        state.nodes[&2].heartbeat_ms < hour / 2,
+        "{:?}",
+        state.nodes[&2]
+    );
+    assert!(state.is_live(1) && state.is_live(2));
+    // Time runs on the leader's clock: node 1 beating alone, node 2 is taken for down
+    // once its last beat is LIVENESS_MS older than node 1's.
+    let started = Instant::now();
+    while node.state().is_live(2) {
+        assert!(started.elapsed() < DEADLINE, "node 2 never taken for down");
+        node.write(beat(1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node.state().is_live(1));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut listeners = BTreeMap::new();

@@ -27,6 +27,34 @@ struct Sent {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
+    last_offset: u64,
+}
+
+/// Longest a retry of a stored batch waits for that batch to be committed (as long as a
+/// replicated append waits for its replicas).
+const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Returns once the batch ending at `last_offset` is committed (readable): a batch found
+/// in the log by a rebuild may be past the high watermark, and its retry is answered only
+/// when it is committed, as its first append would have been. NOT_LEADER_OR_FOLLOWER once
+/// this node no longer leads, REQUEST_TIMED_OUT after [`DUPLICATE_WAIT`].
+async fn committed(log: &Arc<dyn Partition>, last_offset: u64) -> Result<(), i16> {
+    let until = tokio::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let end = log.offsets().await.map_err(|e| storage_code(&e))?.end;
+        if end > last_offset {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(code::REQUEST_TIMED_OUT);
+        }
+        // Short waits: the leadership is checked again between them.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            log.wait_for(last_offset),
+        )
+        .await;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -231,7 +259,9 @@ impl Producers {
             .sent
             .iter()
             .find(|s| s.first_seq == first_seq && s.last_seq == last_seq)
+            .copied()
         {
+            committed(log, dup.last_offset).await?;
             return Ok(dup.base_offset);
         }
         if let Some(last) = p.sent.back()
@@ -241,8 +271,8 @@ impl Producers {
                 leader_epoch, "out of order sequence");
             return Err(code::OUT_OF_ORDER_SEQUENCE);
         }
-        let base = match log.append(batch).await {
-            Ok(a) => a.base_offset as i64,
+        let appended = match log.append(batch).await {
+            Ok(a) => a,
             Err(e) => {
                 // The batch may be stored all the same (a replicated write whose leader
                 // moved while it waited): the next request rebuilds from the log, where a
@@ -251,10 +281,12 @@ impl Producers {
                 return Err(storage_code(&e));
             }
         };
+        let base = appended.base_offset as i64;
         p.sent.push_back(Sent {
             first_seq,
             last_seq,
             base_offset: base,
+            last_offset: appended.last_offset,
         });
         if p.sent.len() > REMEMBERED {
             p.sent.pop_front();
@@ -297,6 +329,7 @@ async fn rebuild(producers: &mut PartitionProducers, log: &Arc<dyn Partition>, m
                 first_seq,
                 last_seq: first_seq.wrapping_add(b.record_count() as i32 - 1),
                 base_offset: b.base_offset() as i64,
+                last_offset: b.last_offset(),
             });
             if p.sent.len() > REMEMBERED {
                 p.sent.pop_front();

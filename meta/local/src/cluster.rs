@@ -344,7 +344,6 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Whether a node whose last heartbeat was at `heartbeat_ms` is taken for up at `now`.
 /// The storage class named `s`.
 pub(crate) fn class(s: &str) -> Option<StorageClass> {
     match s {

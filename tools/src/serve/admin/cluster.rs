@@ -26,7 +26,8 @@ pub struct NodeView {
     pub state: String,
     /// Partitions it leads.
     pub partitions_led: usize,
-    /// Wall-clock milliseconds of its last heartbeat (0: none yet).
+    /// Its last heartbeat in milliseconds on the cluster's clock, which the meta leader
+    /// keeps (close to wall-clock time; 0: none yet).
     pub last_heartbeat_ms: i64,
     /// Whether its heartbeats arrive: a node whose last heartbeat is more than 1.5 s older
     /// than the newest any node sent is taken for down, new partitions avoid it, the
