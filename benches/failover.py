@@ -15,7 +15,8 @@ Metadata names it) is killed with SIGKILL. The failover time is the time from th
 the first acknowledgement of a record sent after the kill. The killed broker is then
 started again, and the next trial waits until every replica is back in sync (Metadata's
 ISR holds all three) and acknowledgements flow again. Both setups run with their default
-failure detection (Strata: a node is down 2.5 s after its last heartbeat; Kafka: a broker
+failure detection (Strata: a node is down 1.5 s after its last heartbeat, or at once when
+its cluster port refuses connections, its process gone; Kafka: a broker
 is fenced when its session of broker.session.timeout.ms=9000 lapses; a killed active
 controller is replaced by a quorum election first).
 

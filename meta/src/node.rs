@@ -135,7 +135,11 @@ impl MetaNode {
             network::Check(secret.clone(), refusals),
         );
         let server = tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // No Nagle: an answer written in several frames (a fetch's headers, data and
+            // trailers) would wait for the peer's delayed ACK, 40 ms on Linux, on every
+            // replication round trip.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             // Bounded: requests in flight per connection; idle and dead peers are found by
             // HTTP/2 keepalive and dropped.
             let served = tonic::transport::Server::builder()
