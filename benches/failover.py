@@ -29,14 +29,12 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from journal import default_strata  # noqa: E402
-from kafka import LOG4J, kafka_libs, tool  # noqa: E402
-from kafka_cluster import Setup  # noqa: E402
+from kafka import tool  # noqa: E402
+from kafka_cluster import Setup, prepare  # noqa: E402
 
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
@@ -139,14 +137,8 @@ def main():
     ap.add_argument("--java", default="java")
     ap.add_argument("--timeout", type=int, default=300)
     a = ap.parse_args()
-    a.strata = a.strata or default_strata()
-    a.libs = kafka_libs()
-    a.tool_errors = []
     a.replication = 3
-    logdir = tempfile.mkdtemp(prefix="failover-log4j-")
-    a.log4j = os.path.join(logdir, "log4j2.properties")
-    with open(a.log4j, "w") as f:
-        f.write(LOG4J)
+    logdir = prepare(a, "failover-log4j-")
     results = {}
     try:
         for name in a.setups.split(","):

@@ -18,25 +18,18 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from journal import default_strata  # noqa: E402
-from kafka import LOG4J, cpu_seconds, kafka_libs, tool  # noqa: E402
-from kafka_cluster import Setup  # noqa: E402
+from kafka import cpu_seconds, tool  # noqa: E402
+from kafka_cluster import Setup, prepare  # noqa: E402
+from meta_topics import rss_mib  # noqa: E402
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 TOPIC = "idle"
 
 
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def all_in_sync(bootstrap, partitions):
@@ -81,14 +74,8 @@ def main():
     ap.add_argument("--java", default="java")
     ap.add_argument("--timeout", type=int, default=600)
     a = ap.parse_args()
-    a.strata = a.strata or default_strata()
-    a.libs = kafka_libs()
-    a.tool_errors = []
     a.replication = 3
-    logdir = tempfile.mkdtemp(prefix="idle-log4j-")
-    a.log4j = os.path.join(logdir, "log4j2.properties")
-    with open(a.log4j, "w") as f:
-        f.write(LOG4J)
+    logdir = prepare(a, "idle-log4j-")
     results = {}
     try:
         for name in a.setups.split(","):

@@ -43,6 +43,19 @@ TOPIC = "bench6"
 PARTITIONS = 6
 
 
+def prepare(a, prefix):
+    """Fills in what every setup needs beside the command line (the strata binary, Kafka's
+    libraries, a log4j config in a temporary directory); returns that directory."""
+    a.strata = a.strata or default_strata()
+    a.libs = kafka_libs()
+    a.tool_errors = []
+    logdir = tempfile.mkdtemp(prefix=prefix)
+    a.log4j = os.path.join(logdir, "log4j2.properties")
+    with open(a.log4j, "w") as f:
+        f.write(LOG4J)
+    return logdir
+
+
 def free_port_on(host):
     """A free TCP port on `host` (a loopback address of 127.0.0.0/8)."""
     with socket.socket() as s:
@@ -234,13 +247,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=300)
     a = ap.parse_args()
     names = [n for n in a.setups.split(",") if n]
-    a.strata = a.strata or default_strata()
-    a.libs = kafka_libs()
-    a.tool_errors = []
-    logdir = tempfile.mkdtemp(prefix="kafka-bench-log4j-")
-    a.log4j = os.path.join(logdir, "log4j2.properties")
-    with open(a.log4j, "w") as f:
-        f.write(LOG4J)
+    logdir = prepare(a, "kafka-bench-log4j-")
     results = {}
     try:
         for n in range(a.runs):
