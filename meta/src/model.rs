@@ -65,6 +65,10 @@ pub struct StreamMeta {
     pub retention_bytes: Option<u64>,
     /// Milliseconds kept, if bounded.
     pub retention_ms: Option<u64>,
+    /// Kafka's `min.insync.replicas`: writes that wait for every in-sync replica
+    /// (acks=all) are refused while fewer replicas are in sync. `None`: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_in_sync: Option<u32>,
 }
 
 /// Where a partition lives.
@@ -1103,6 +1107,14 @@ fn check_stream(spec: &StreamMeta) -> Result<(), String> {
     if spec.replication_factor == 0 || spec.replication_factor > MAX_REPLICAS {
         return Err(format!("a stream has 1 to {MAX_REPLICAS} copies"));
     }
+    if let Some(min) = spec.min_in_sync
+        && (min == 0 || min > spec.replication_factor)
+    {
+        return Err(format!(
+            "min.insync.replicas is 1 to the stream's {} copies, not {min}",
+            spec.replication_factor
+        ));
+    }
     Ok(())
 }
 
@@ -1134,6 +1146,7 @@ mod tests {
             replication_factor: 1,
             retention_bytes: None,
             retention_ms: None,
+            min_in_sync: None,
         })
     }
 

@@ -21,6 +21,7 @@ fn stream(name: &str, partitions: u32) -> Command {
         replication_factor: 1,
         retention_bytes: None,
         retention_ms: None,
+        min_in_sync: None,
     })
 }
 

@@ -4,13 +4,15 @@ killed with SIGKILL, the producer carries on once the two others elected a new l
 a consumer then reads every acknowledged record, once, at the offset it was acknowledged
 with. Metadata's in-sync replicas, the admin API and the metrics show the partition
 under-replicated until the killed node is back and caught up; OffsetForLeaderEpoch answers
-where each leader epoch ends and refuses fenced and unknown epochs."""
+where each leader epoch ends and refuses fenced and unknown epochs. A topic whose
+min.insync.replicas is 3 refuses acks=all writes with NOT_ENOUGH_REPLICAS while a copy is
+out of sync, takes acks=1 writes, and takes acks=all again once the copy is back."""
 import signal
 import socket
 import struct
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from kafka_support import DEADLINE, wait_until
 from test_cluster import start_cluster
@@ -72,6 +74,19 @@ def produce(producer, topic, values, acked, failed):
     assert producer.flush(DEADLINE * 8) == 0
 
 
+def send_one(nodes, topic, acks):
+    """One record to `topic` with `acks`, no retries: None when acknowledged, else the
+    error code."""
+    producer = Producer({"bootstrap.servers": ",".join(n.bootstrap for n in nodes if
+                                                       n.node.proc.poll() is None),
+                         "acks": acks, "retries": 0, "enable.idempotence": False})
+    result = []
+    producer.produce(topic, value=b"one", partition=0,
+                     on_delivery=lambda err, msg: result.append(err))
+    assert producer.flush(DEADLINE) == 0
+    return None if result[0] is None else result[0].code()
+
+
 def test_acknowledged_records_survive_the_leaders_node(tmp_path):
     nodes = start_cluster(tmp_path)
     try:
@@ -91,11 +106,38 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
             return t is not None and t.partitions.get(0) is not None \
                 and t.partitions[0].leader > 0 and t
         wait_until("the topic has a leader", described)
+
+        def in_sync(topic):
+            t = admin.list_topics(timeout=DEADLINE).topics.get(topic)
+            return sorted(t.partitions[0].isrs) if t and t.partitions.get(0) else []
+        # min.insync.replicas: taken at creation up to the copies, reported by
+        # DescribeConfigs, refused beyond the copies.
+        for f in admin.create_topics([NewTopic("strict", 1, 3, config={
+                "min.insync.replicas": "3"})]).values():
+            f.result(DEADLINE)
+        bad = admin.create_topics([NewTopic("bad-min", 1, 3, config={
+            "min.insync.replicas": "4"})])["bad-min"]
+        try:
+            bad.result(DEADLINE)
+            raise AssertionError("min.insync.replicas 4 of 3 copies was accepted")
+        except Exception as e:  # noqa: BLE001 - the client raises KafkaException
+            assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
+        configs = admin.describe_configs([ConfigResource("topic", "strict")])
+        entries = list(configs.values())[0].result(DEADLINE)
+        assert entries["min.insync.replicas"].value == "3"
+        wait_until("every copy of the strict topic is in sync", lambda: in_sync("strict") == [1, 2, 3])
+        assert send_one(nodes, "strict", "all") is None
         # A topic that names no replication factor gets three copies on three nodes.
         for f in admin.create_topics([NewTopic("default-copies", 2)]).values():
             f.result(DEADLINE)
         wait_until("the default topic is placed", lambda: all(
             len(p.replicas) == 3 for p in
+            admin.list_topics(timeout=DEADLINE).topics["default-copies"].partitions.values()))
+        # Killed before its followers confirmed they hold its first commit, a partition
+        # could not elect (a replica that never held every committed record does not
+        # vote): every copy is in sync first.
+        wait_until("every copy of the default topic is in sync", lambda: all(
+            sorted(p.isrs) == [1, 2, 3] for p in
             admin.list_topics(timeout=DEADLINE).topics["default-copies"].partitions.values()))
         part = described().partitions[0]
         assert sorted(part.replicas) == [1, 2, 3]
@@ -142,17 +184,23 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
         new_leader = described().partitions[0]
         assert new_leader.leader != leader
 
-        # Every partition had a copy on the killed node: all three are under-replicated,
+        # Every partition had a copy on the killed node: all four are under-replicated,
         # in Metadata's in-sync replicas, the admin API and the leaders' gauges.
         survivors = [n for i, n in enumerate(nodes) if i != leader - 1]
         alive = sorted(i + 1 for i in range(3) if i != leader - 1)
         wait_until("the in-sync replicas leave the killed node out", lambda: sorted(
             described().partitions[0].isrs) == alive)
-        wait_until("the admin API lists three under-replicated partitions", lambda: len(
-            survivors[0].api("cluster", "leaders?under_replicated=true")) == 3)
+        # Two of three in sync: acks=all is refused on the strict topic, acks=1 is taken.
+        wait_until("the strict topic's in-sync replicas leave the killed node out",
+                   lambda: in_sync("strict") == alive)
+        assert send_one(survivors, "strict", "all") == \
+            KafkaError.NOT_ENOUGH_REPLICAS
+        assert send_one(survivors, "strict", "1") is None
+        wait_until("the admin API lists four under-replicated partitions", lambda: len(
+            survivors[0].api("cluster", "leaders?under_replicated=true")) == 4)
         gauge = "strata_replica_under_replicated_partitions"
-        wait_until("the leaders count three under-replicated partitions",
-                   lambda: sum(n.metrics()[gauge] for n in survivors) == 3)
+        wait_until("the leaders count four under-replicated partitions",
+                   lambda: sum(n.metrics()[gauge] for n in survivors) == 4)
 
         # Leader epochs: epoch 0 ends where the next epoch starts, after every record of
         # epoch 0 and at or before the first of a later one (its leader's marker comes
@@ -187,6 +235,9 @@ def test_acknowledged_records_survive_the_leaders_node(tmp_path):
         assert sorted(f["node"] for f in mine[0]["followers"]) == sorted(
             i for i in (1, 2, 3) if i != new_leader.leader)
         assert all(f["in_sync"] for f in mine[0]["followers"]), mine
+        wait_until("every copy of the strict topic is in sync again",
+                   lambda: answers(lambda: in_sync("strict")) == [1, 2, 3])
+        assert send_one(nodes, "strict", "all") is None
     finally:
         for n in nodes:
             if n.node.proc.poll() is None:

@@ -327,25 +327,28 @@ async fn topic_stream(
                 tracing::debug!(topic, why, "topic not created automatically");
                 return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
             }
-            create_topic(k, topic, partitions, None).await
+            create_topic(k, topic, partitions, None, None).await
         }
         None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
     }
 }
 
 /// Creates `topic` (or finds it created meanwhile) with `copies` copies of each
-/// partition (`None`: the cluster's default).
+/// partition (`None`: the cluster's default) and `min_in_sync` as its
+/// `min.insync.replicas` (`None`: 1).
 async fn create_topic(
     k: &Kafka,
     topic: &str,
     partitions: u32,
     copies: Option<u32>,
+    min_in_sync: Option<u32>,
 ) -> Result<StreamInfo, i16> {
     if validate_stream_name(topic).is_err() || topic.len() > 249 {
         return Err(code::INVALID_TOPIC);
     }
     let mut spec = StreamSpec::new(topic, partitions);
     spec.replication_factor = copies;
+    spec.min_in_sync = min_in_sync;
     // Created meanwhile by another request: that topic is the answer.
     match k.storage.ensure_stream(spec).await {
         Ok(s) => Ok(s),
@@ -481,16 +484,28 @@ async fn metadata(
 }
 
 /// Stores the batches of one partition; returns (error, base offset of the first).
+/// `acks` -1 (all) is refused with NOT_ENOUGH_REPLICAS while fewer replicas are in sync
+/// than the topic's `min.insync.replicas`, as Kafka does.
 async fn produce_partition(
     k: &Kafka,
     stream: &StreamInfo,
     partition: i32,
     records: Option<Bytes>,
+    acks: i16,
 ) -> (i16, i64, i64) {
     let log = match partition_log(k, &stream.name, partition, -1).await {
         Ok(log) => log,
         Err(c) => return (c, -1, -1),
     };
+    if acks == -1
+        && stream.min_in_sync > 1
+        && k.storage
+            .catalog
+            .placement(&stream.name, partition as u32)
+            .is_some_and(|p| (p.in_sync.len() as u32) < stream.min_in_sync)
+    {
+        return (code::NOT_ENOUGH_REPLICAS, -1, -1);
+    }
     let Ok(batches) = crate::record_batches::split(&records.unwrap_or_default()) else {
         return (code::CORRUPT_MESSAGE, -1, -1);
     };
@@ -573,7 +588,7 @@ async fn produce(k: &Kafka, session: &Session, r: ProduceRequest) -> ProduceResp
         let mut partitions = Vec::new();
         for p in t.partition_data {
             let (error, base, log_start) = match &stream {
-                Ok(s) => produce_partition(k, s, p.index, p.records).await,
+                Ok(s) => produce_partition(k, s, p.index, p.records, r.acks).await,
                 Err(c) => (*c, -1, -1),
             };
             k.metrics.error("Produce", error);
@@ -997,6 +1012,24 @@ fn find_coordinator(
     }
 }
 
+/// The `min.insync.replicas` a CreateTopics request sets for a topic, if it sets one;
+/// `Err` with the reason for a value that is not a positive number. Other configs are
+/// not applied (the node's stream defaults hold).
+fn min_in_sync_config(
+    configs: &[kafka_protocol::messages::create_topics_request::CreatableTopicConfig],
+) -> Result<Option<u32>, String> {
+    let Some(c) = configs.iter().find(|c| &*c.name == "min.insync.replicas") else {
+        return Ok(None);
+    };
+    let value = c.value.as_deref().unwrap_or("");
+    match value.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(format!(
+            "min.insync.replicas must be a positive number, not {value:?}"
+        )),
+    }
+}
+
 async fn create_topics(
     k: &Kafka,
     session: &Session,
@@ -1012,6 +1045,7 @@ async fn create_topics(
         };
         // -1: the cluster's default (one copy); otherwise 1 to 7 copies.
         let copies = u32::try_from(t.replication_factor).ok();
+        let min_in_sync = min_in_sync_config(&t.configs);
         let mut result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_num_partitions(partitions)
@@ -1031,13 +1065,32 @@ async fn create_topics(
             code::INVALID_REPLICATION_FACTOR
         } else if validate_stream_name(&t.name).is_err() || t.name.len() > 249 {
             code::INVALID_TOPIC
+        } else if let Err(why) = &min_in_sync {
+            message = Some(why.clone());
+            code::INVALID_CONFIG
+        } else if let Ok(Some(min)) = min_in_sync
+            && copies.is_some_and(|c| min > c)
+        {
+            message = Some(format!(
+                "min.insync.replicas {min} is more than the topic's {} copies",
+                t.replication_factor
+            ));
+            code::INVALID_CONFIG
         } else if let Err(why) = budget.take(k, partitions as u32) {
             message = Some(why);
             code::POLICY_VIOLATION
         } else if r.validate_only {
             code::NONE
         } else {
-            match create_topic(k, &t.name, partitions as u32, copies).await {
+            match create_topic(
+                k,
+                &t.name,
+                partitions as u32,
+                copies,
+                min_in_sync.unwrap_or(None),
+            )
+            .await
+            {
                 Ok(_) => code::NONE,
                 Err(c) => c,
             }
@@ -1212,6 +1265,7 @@ fn describe_configs(
                                 "max.message.bytes".into(),
                                 k.config.max_message_bytes.to_string(),
                             ),
+                            ("min.insync.replicas".into(), c.min_in_sync.to_string()),
                             ("strata.storage.class".into(), c.storage_class.clone()),
                             ("strata.fsync".into(), c.fsync.clone()),
                         ]

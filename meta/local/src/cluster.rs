@@ -173,7 +173,9 @@ impl ClusterStreams {
         c.class = class(&m.storage_class).unwrap_or(c.class);
         c.retention.max_bytes = m.retention_bytes;
         c.retention.max_age_ms = m.retention_ms;
-        crate::streams::info(&c)
+        let mut info = crate::streams::info(&c);
+        info.min_in_sync = m.min_in_sync.unwrap_or(1);
+        info
     }
 
     /// The config the local journal creates `m` with.
@@ -363,6 +365,7 @@ fn stream_meta(c: &StreamConfig) -> StreamMeta {
         replication_factor: 1,
         retention_bytes: c.retention.max_bytes,
         retention_ms: c.retention.max_age_ms,
+        min_in_sync: None,
     }
 }
 
@@ -420,6 +423,7 @@ impl Catalog for ClusterStreams {
             }
             m.replication_factor = copies;
         }
+        m.min_in_sync = spec.min_in_sync;
         match self.write(Command::CreateStream(m)).await? {
             // Created meanwhile through another node: visible here too before the answer,
             // so a caller that then asks for it (get-or-create) finds it.

@@ -42,6 +42,7 @@ pub(crate) fn info(c: &StreamConfig) -> StreamInfo {
         retention_ms: c.retention.max_age_ms,
         segment_bytes: c.segment.segment_bytes,
         segment_ms: c.segment.segment_ms,
+        min_in_sync: 1,
     }
 }
 
@@ -60,7 +61,8 @@ impl Catalog for LocalStreams {
     }
 
     async fn create_stream(&self, spec: StreamSpec) -> StoreResult<StreamInfo> {
-        if spec.replication_factor.is_some_and(|n| n > 1) {
+        if spec.replication_factor.is_some_and(|n| n > 1) || spec.min_in_sync.is_some_and(|n| n > 1)
+        {
             return Err(StoreError::Invalid(
                 "a node alone keeps one copy of each partition".into(),
             ));

@@ -277,6 +277,7 @@ mod cluster {
             replication_factor: 1,
             retention_bytes: None,
             retention_ms: None,
+            min_in_sync: None,
         };
         meta.write(Command::CreateStream(stream)).await.unwrap();
         let open = || async {

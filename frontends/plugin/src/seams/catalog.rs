@@ -22,6 +22,8 @@ pub struct StreamSpec {
     pub storage_class: Option<String>,
     /// Copies of each partition (a cluster's nodes each keep one); `None`: one.
     pub replication_factor: Option<u32>,
+    /// Kafka's `min.insync.replicas`, at most the copies; `None`: 1.
+    pub min_in_sync: Option<u32>,
 }
 
 impl StreamSpec {
@@ -33,6 +35,7 @@ impl StreamSpec {
             partitions: partitions.max(1),
             storage_class: None,
             replication_factor: None,
+            min_in_sync: None,
         }
     }
 
@@ -69,6 +72,9 @@ pub struct StreamInfo {
     pub segment_bytes: u64,
     /// Segment roll age.
     pub segment_ms: u64,
+    /// Replicas that must be in sync for a write that waits for all of them (Kafka's
+    /// acks=all) to be taken: Kafka's `min.insync.replicas`.
+    pub min_in_sync: u32,
 }
 
 /// Where a partition lives and who leads it.

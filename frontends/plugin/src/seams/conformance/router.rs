@@ -78,6 +78,7 @@ async fn streams_are_created_once(catalog: &dyn Catalog, router: &dyn PartitionR
         partitions: 0,
         storage_class: None,
         replication_factor: None,
+        min_in_sync: None,
     };
     assert!(matches!(
         catalog.create_stream(zero).await,

@@ -45,6 +45,7 @@ fn info(name: &str, partitions: u32) -> StreamInfo {
         retention_ms: None,
         segment_bytes: 1 << 30,
         segment_ms: 7 * 24 * 3600 * 1000,
+        min_in_sync: 1,
     }
 }
 
