@@ -9,7 +9,7 @@ acks=all produce a real client gets acknowledged, on
 each with one topic of one partition and three copies, one setup after the other in the
 same run (benches/kafka_cluster.py starts them; brokers on core 0).
 
-One trial: a confluent-kafka producer (idempotent, acks=all, linger.ms=0) sends a record
+One trial: a new confluent-kafka producer (idempotent, acks=all, linger.ms=0) sends a record
 every 5 ms and waits for nothing; once acknowledgements flow, the partition's leader (as
 Metadata names it) is killed with SIGKILL. The failover time is the time from the kill to
 the first acknowledgement of a record sent after the kill. The killed broker is then
@@ -25,12 +25,14 @@ Prints each trial, then the median, minimum and maximum per setup and their rati
 Usage: benches/failover.py [--trials N] [--setups strata3,kafka3] [--strata PATH]
 """
 import argparse
+import json
 import os
 import shutil
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import tool  # noqa: E402
@@ -100,30 +102,46 @@ def wait(what, cond, deadline):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def meta_leader(s):
+    """The node leading Strata's meta service, as the first node's admin API names it
+    (None for Kafka or when it does not answer)."""
+    if not getattr(s, "admin", None):
+        return None
+    try:
+        with urllib.request.urlopen(f"{s.admin[0]}/api/v1/cluster/nodes", timeout=10) as r:
+            return json.loads(r.read()).get("leader")
+    except OSError:
+        return None
+
+
 def trials(a, name):
     s = Setup(name, a)
     times = []
     try:
         tool(a, f"{name} kafka-topics", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server",
              s.bootstrap, "--create", "--topic", TOPIC, "--partitions", "1", "--replication-factor", "3")
-        acks = Acks(s.bootstrap)
-        try:
-            for n in range(a.trials):
-                wait("every replica in sync", lambda: len(leader_and_isr(s.bootstrap)[1]) == 3, 180)
+        for n in range(a.trials):
+            wait("every replica in sync", lambda: len(leader_and_isr(s.bootstrap)[1]) == 3, 180)
+            # A new producer each trial: one that saw the previous trial's broker down
+            # would still be backing off its reconnects to it (librdkafka doubles
+            # reconnect.backoff.ms up to 10 s), and that broker may lead next.
+            acks = Acks(s.bootstrap)
+            try:
                 now = time.monotonic()
                 wait("acknowledgements", lambda: acks.first_ack_of_sent_after(now) is not None, 120)
                 leader, _ = leader_and_isr(s.bootstrap)
+                also = " (it also led the meta service)" if meta_leader(s) == leader else ""
                 killed = time.monotonic()
                 s.kill(leader - 1)
                 wait("an acknowledgement after the kill",
                      lambda: acks.first_ack_of_sent_after(killed) is not None, 120)
                 took = acks.first_ack_of_sent_after(killed) - killed
                 times.append(took)
-                print(f"{name} trial {n + 1}: killed broker {leader}, acks again after {took:.3f} s",
-                      file=sys.stderr)
-                s.restart(leader - 1)
-        finally:
-            acks.close()
+                print(f"{name} trial {n + 1}: killed broker {leader}{also}, acks again after "
+                      f"{took:.3f} s", file=sys.stderr)
+            finally:
+                acks.close()
+            s.restart(leader - 1)
     finally:
         s.stop()
     return times
