@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
@@ -189,6 +190,84 @@ pub(crate) struct Service {
     pub(crate) raft: MetaRaft,
     pub(crate) refusals: Refusals,
     pub(crate) clock: crate::clock::LeaderClock,
+    /// Whether this node may vote yet (it may have lost its store).
+    pub(crate) amnesia: Arc<Amnesia>,
+}
+
+/// What a node that started with an empty store (a new node, or one whose data directory
+/// was wiped) must see before it votes for a candidate that did not start empty itself
+/// (candidates say so: [`STARTED_EMPTY`]) in a group that already has a history (the
+/// candidate's log goes past the initial membership, index 0). Among nodes that all
+/// started empty (a new group) elections are not held up.
+///
+/// - It may have voted before losing its disk, in a term still being decided, and no
+///   longer knows for whom: voting again in that term could elect a second leader.
+///   Candidates give up on a vote request after the election timeout, so it waits
+///   [`Amnesia::QUIET`] election timeouts since it started.
+/// - Its log may lack entries committed with its help before the wipe: granting a vote
+///   by comparing an empty log would let a candidate without them win, and lose them.
+///   So it first waits until it applied a write of its own committed after it started
+///   (a node's heartbeats are such writes): its log then holds everything committed
+///   before.
+#[derive(Debug)]
+pub(crate) struct Amnesia {
+    /// Whether the store was empty at start (set before the node serves or asks votes).
+    started_empty: AtomicBool,
+    until: tokio::time::Instant,
+    /// The log index of this node's first write committed after it started (0: none yet).
+    barrier: AtomicU64,
+    /// Set once both conditions held: checked no more.
+    votes: AtomicBool,
+}
+
+impl Amnesia {
+    /// Election timeouts a node that started empty sits out.
+    const QUIET: u32 = 4;
+
+    pub(crate) fn new(election_timeout: Duration) -> Arc<Amnesia> {
+        Arc::new(Amnesia {
+            started_empty: AtomicBool::new(false),
+            until: tokio::time::Instant::now() + election_timeout * Self::QUIET,
+            barrier: AtomicU64::new(0),
+            votes: AtomicBool::new(false),
+        })
+    }
+
+    /// The store was empty at start.
+    pub(crate) fn started_empty(&self) {
+        self.started_empty.store(true, Ordering::SeqCst);
+    }
+
+    /// A write of this node's was committed at `index`.
+    pub(crate) fn wrote(&self, index: u64) {
+        let _ = self
+            .barrier
+            .compare_exchange(0, index.max(1), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Whether this node started empty and has neither had a write of its own committed
+    /// nor sat out the quiet time yet.
+    fn forgetful(&self) -> bool {
+        self.started_empty.load(Ordering::SeqCst)
+            && !self.votes.load(Ordering::Relaxed)
+            && (self.barrier.load(Ordering::SeqCst) == 0
+                || tokio::time::Instant::now() < self.until)
+    }
+
+    /// Whether this node may vote, having applied the log up to `applied`.
+    fn may_vote(&self, applied: Option<u64>) -> bool {
+        if !self.started_empty.load(Ordering::SeqCst) || self.votes.load(Ordering::Relaxed) {
+            return true;
+        }
+        let barrier = self.barrier.load(Ordering::SeqCst);
+        let ok = tokio::time::Instant::now() >= self.until
+            && barrier != 0
+            && applied.is_some_and(|a| a >= barrier);
+        if ok {
+            self.votes.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
 }
 
 impl Service {
@@ -347,6 +426,17 @@ impl rpc::meta_server::Meta for Service {
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
         let req: VoteRequest<NodeId> = self.payload(&request)?;
         self.voter(req.vote.leader_id().voted_for())?;
+        if req.last_log_id.is_some_and(|l| l.index > 0)
+            && request.metadata().get(STARTED_EMPTY).is_none()
+        {
+            let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+            if !self.amnesia.may_vote(applied) {
+                return Err(tonic::Status::unavailable(
+                    "this node started with an empty meta store: it votes once it caught \
+                     up with the group and any vote it cast before has expired",
+                ));
+            }
+        }
         frame(&self.raft.vote(req).await).map(tonic::Response::new)
     }
 
@@ -531,7 +621,15 @@ pub(crate) async fn forward(
 }
 
 /// Makes clients for openraft.
-pub(crate) struct Network(pub(crate) Secret, pub(crate) Refusing);
+pub(crate) struct Network(
+    pub(crate) Secret,
+    pub(crate) Refusing,
+    pub(crate) Arc<Amnesia>,
+);
+
+/// Metadata of a vote request from a candidate that started with an empty store and has
+/// not caught up since (see [`Amnesia`]).
+const STARTED_EMPTY: &str = "strata-started-empty";
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -543,6 +641,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.rpc.clone(),
             secret: self.0.clone(),
             refusing: self.1.clone(),
+            amnesia: self.2.clone(),
         }
     }
 }
@@ -554,6 +653,7 @@ pub(crate) struct Connection {
     client: Option<Client>,
     secret: Secret,
     refusing: Refusing,
+    amnesia: Arc<Amnesia>,
 }
 
 type Rpc<T, E> = Result<T, RPCError<NodeId, NodeAddr, E>>;
@@ -621,7 +721,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Rpc<VoteResponse<NodeId>, RaftError<NodeId>> {
-        let request = frame(&req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        let mut request =
+            tonic::Request::new(frame(&req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?);
+        if self.amnesia.forgetful() {
+            request.metadata_mut().insert(
+                STARTED_EMPTY,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
         let sent = self.client()?.vote(request).await;
         self.refusing.saw(self.target, &sent);
         self.answer(sent)

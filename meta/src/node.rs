@@ -39,6 +39,8 @@ pub struct MetaNode {
     clients: partitions::Clients,
     /// Nodes whose port refused the meta service's last connection.
     refusing: network::Refusing,
+    /// When this node may vote, if its store was empty at start.
+    amnesia: Arc<network::Amnesia>,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -101,15 +103,24 @@ impl MetaNode {
         let secret = network::Secret::new(&config.secret).leaving_from(bound.ip());
         let refusals = network::Refusals::new(&config.registry);
         let refusing = network::Refusing::default();
+        let amnesia = network::Amnesia::new(config.election_timeout);
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            network::Network(secret.clone(), refusing.clone()),
+            network::Network(secret.clone(), refusing.clone(), amnesia.clone()),
             log,
             sm,
         )
         .await
         .map_err(|e| MetaError::Store(e.to_string()))?;
+        // A store with nothing in it is a new node's, or one that lost its disk.
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetaError::Stopped(e.to_string()))?
+        {
+            amnesia.started_empty();
+        }
         let addr = bound;
         let (stop, stopped) = oneshot::channel::<()>();
         let clock = LeaderClock::new(raft.clone(), view.clone());
@@ -117,6 +128,7 @@ impl MetaNode {
             raft: raft.clone(),
             refusals: refusals.clone(),
             clock: clock.clone(),
+            amnesia: amnesia.clone(),
         })
         .max_decoding_message_size(network::MAX_MESSAGE)
         .max_encoding_message_size(network::MAX_MESSAGE);
@@ -172,6 +184,7 @@ impl MetaNode {
             host,
             clients: partitions::Clients::default(),
             refusing,
+            amnesia,
         };
         let initialized = node
             .raft
@@ -335,12 +348,12 @@ impl MetaNode {
                 break;
             };
             match written {
-                Ok(r) => return Ok((r.data, r.log_id.index)),
+                Ok(r) => return Ok(self.committed((r.data, r.log_id.index))),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
                         Some(node) if f.leader_id != Some(self.id) => {
                             match network::forward(&node.rpc, &self.secret, &command).await {
-                                Ok(outcome) => return Ok(outcome),
+                                Ok(outcome) => return Ok(self.committed(outcome)),
                                 Err(network::Unforwarded::NotApplied(e)) => last = e,
                                 // Sent again, it could be applied twice (and undo what
                                 // was written in between): the caller decides.
@@ -358,6 +371,12 @@ impl MetaNode {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(MetaError::NoLeader(WRITE_DEADLINE, last))
+    }
+
+    /// Notes a write of this node's committed at the returned index.
+    fn committed(&self, written: (Outcome, u64)) -> (Outcome, u64) {
+        self.amnesia.wrote(written.1);
+        written
     }
 
     /// Serves this node's partitions to the other nodes through `host`. Until then, and

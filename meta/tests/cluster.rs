@@ -214,3 +214,91 @@ async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_that_lost_its_store_catches_up_and_votes_only_once_its_old_votes_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, listener().await);
+    }
+    let voters: BTreeMap<u64, String> = listeners
+        .iter()
+        .map(|(&id, l)| (id, l.local_addr().unwrap().to_string()))
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let node = MetaNode::start(config(id, dir.path(), &voters), l).await;
+        nodes.insert(id, node.unwrap());
+    }
+    wait_for("a leader all three agree on", || {
+        let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    let leader = nodes[&1].leader().unwrap();
+    let wiped = *nodes.keys().find(|&&id| id != leader).unwrap();
+    // Each node registers itself, as a node does at start (its heartbeats are writes too).
+    for (id, n) in &nodes {
+        n.write(add_node(*id)).await.unwrap();
+    }
+    nodes[&leader].write(stream("before", 2)).await.unwrap();
+
+    // A follower loses its disk: stopped, its store deleted, started again as it was
+    // configured (an initial voter with an empty store).
+    nodes.remove(&wiped).unwrap().shutdown().await;
+    std::fs::remove_dir_all(dir.path().join(format!("n{wiped}"))).unwrap();
+    let l = TcpListener::bind(voters[&wiped].as_str()).await.unwrap();
+    let back = MetaNode::start(config(wiped, dir.path(), &voters), l)
+        .await
+        .unwrap();
+    wait_for("the wiped node to learn the group's state again", || {
+        back.state().streams.contains_key("before") && back.leader() == Some(leader)
+    })
+    .await;
+
+    // Until it wrote something of its own (what a node's heartbeats do) and that was
+    // committed, it cannot know its log holds what was committed before it lost its disk:
+    // it refuses to vote, and with the leader gone the other voter cannot be elected.
+    nodes.remove(&leader).unwrap().shutdown().await;
+    let other = nodes.values().next().unwrap();
+    let stuck = Instant::now();
+    while stuck.elapsed() < Duration::from_secs(3) {
+        assert!(
+            other.leader().is_none_or(|l| l == leader) && back.leader().is_none_or(|l| l == leader),
+            "a leader was elected with the vote of a node that never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The old leader returns; the wiped node writes through it and catches up: from then
+    // on (and once its old votes expired) it votes, so losing the leader again costs
+    // only an election.
+    let l = TcpListener::bind(voters[&leader].as_str()).await.unwrap();
+    nodes.insert(
+        leader,
+        MetaNode::start(config(leader, dir.path(), &voters), l)
+            .await
+            .unwrap(),
+    );
+    back.write(stream("after", 1)).await.unwrap();
+    wait_for("the wiped node to apply its own write", || {
+        back.state().streams.contains_key("after")
+    })
+    .await;
+    let new_leader = back.leader().unwrap();
+    let survivor = *nodes.keys().find(|&&id| id != new_leader).unwrap();
+    if new_leader != wiped {
+        nodes.remove(&new_leader).unwrap().shutdown().await;
+        let other = &nodes[&survivor];
+        wait_for("a leader elected with the wiped node's vote", || {
+            other.leader().is_some_and(|l| l != new_leader) && back.leader() == other.leader()
+        })
+        .await;
+        other.write(stream("elected", 1)).await.unwrap();
+    }
+    back.shutdown().await;
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}

@@ -3,9 +3,11 @@
 
 mod faulty;
 mod std_fs;
+mod volatile;
 
 pub use faulty::{Faults, FaultyFs};
 pub use std_fs::StdFs;
+pub use volatile::VolatileFs;
 
 use std::fmt::Debug;
 use std::io;

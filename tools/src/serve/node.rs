@@ -15,6 +15,7 @@ use strata_frontend::security::{SPACE as SECURITY_SPACE, Security};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::work_queues::QueueLink;
 use strata_frontend::{Frontend, FrontendError, FrontendEvent, NodeContext, Shutdown};
+use strata_journal::fs::VolatileFs;
 use strata_journal::manifests::ManifestCatalog;
 use strata_journal::{FsyncPolicy, Journal, JournalOptions};
 use strata_kafka::KafkaFrontend;
@@ -176,6 +177,10 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     }
 }
 
+/// Set to `1`, the journal keeps its unsynced writes in this process's memory (for crash
+/// tests: see journal/src/fs/volatile.rs).
+const VOLATILE_WRITES: &str = "CHAOS_VOLATILE_WRITES";
+
 async fn open_journal(
     config: &NodeConfig,
     registry: Registry,
@@ -193,6 +198,12 @@ async fn open_journal(
         .await
         .context("cannot open the object storage tier ([journal.object_store], [journal.cache])")?;
     options.manifests = Some(manifests);
+    if std::env::var_os(VOLATILE_WRITES).is_some_and(|v| v == "1") {
+        // A test seam for the chaos harness: a kill of this process loses what was not
+        // fsynced, as a power loss would (journal/src/fs/volatile.rs).
+        warn!("{VOLATILE_WRITES}=1: unsynced journal writes are kept in memory only");
+        options.fs = Arc::new(VolatileFs::new(options.fs.clone()));
+    }
     // Opening recovers and verifies segment tails: synchronous file I/O, kept off the
     // async workers.
     let journal = tokio::task::spawn_blocking(move || Journal::open(options))
