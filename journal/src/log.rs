@@ -164,6 +164,16 @@ pub trait PartitionLog: Send + Sync + Debug {
         Err(unsupported("truncate_from"))
     }
 
+    /// Drops the whole log and makes it begin, empty, at `offset`, beyond its end: a
+    /// follower whose log ends below its leader's log start (retention removed what it
+    /// would copy next, or its disk was wiped) starts again where the leader's log does,
+    /// as Kafka's followers do. Crash-safe: the new log start is recorded first. Returns
+    /// the new end (`offset`).
+    async fn start_at(&self, offset: u64) -> Result<u64> {
+        let _ = offset;
+        Err(unsupported("start_at"))
+    }
+
     /// Refuses later appends in epochs older than `epoch` (a newer leader exists).
     fn fence(&self, epoch: i32) -> Result<()> {
         let _ = epoch;

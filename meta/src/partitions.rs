@@ -121,6 +121,10 @@ pub struct PartitionReply {
     /// Replica fetch: the newest epoch both logs know, when `diverged`.
     #[prost(int32, tag = "9")]
     pub diverged_epoch: i32,
+    /// Replica fetch: the follower's log ends below the leader's log start (in `first`):
+    /// it drops its log and starts over there.
+    #[prost(bool, tag = "10")]
+    pub below_start: bool,
 }
 
 impl PartitionReply {

@@ -832,6 +832,50 @@ impl PartitionLog for SegmentLog {
         Ok(cut_at)
     }
 
+    async fn start_at(&self, offset: u64) -> Result<u64> {
+        self.replica_capable()?;
+        if self.remote.is_some() {
+            return Err(JournalError::Unsupported(
+                "a tiered partition cannot start over at another offset".into(),
+            ));
+        }
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        if offset <= st.next_offset {
+            return Err(JournalError::OffsetOutOfRange {
+                offset,
+                log_start: st.next_offset + 1,
+                end: st.next_offset,
+            });
+        }
+        // The new start first: a crash from here on reopens a log that begins at `offset`
+        // (the start is clamped to the end until the new segment exists, and this runs
+        // again), never one that still serves what it dropped.
+        let path = self.dir.join(LOG_START_FILE);
+        write_file_atomic(&*self.fs, &path, offset.to_string().as_bytes())
+            .map_err(|e| self.io(&path, e))?;
+        let dropped_from = st.next_offset;
+        st.next_offset = offset;
+        if let Err(e) = self.roll(&mut st) {
+            st.next_offset = dropped_from;
+            return Err(e);
+        }
+        st.log_start = offset;
+        st.tail.clear();
+        st.high_watermark = st.high_watermark.map(|hw| hw.max(offset));
+        if st.epochs.truncate_from(0) {
+            self.save_epochs(&st)?;
+        }
+        self.commit.mark_durable(offset);
+        let n = st.segments.len() - 1;
+        self.remove_oldest(&mut st, n)?;
+        tracing::info!(parent: &self.span, offset, dropped_from, "log starts over at the leader's log start");
+        self.watch.publish(self.visible_end(&st));
+        Ok(offset)
+    }
+
     fn fence(&self, epoch: i32) -> Result<()> {
         self.replica_capable()?;
         let mut st = self.state.lock();

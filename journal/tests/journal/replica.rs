@@ -260,6 +260,52 @@ async fn truncation_and_epochs_survive_a_reopen_and_a_damaged_cache_is_rebuilt()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_below_the_leaders_log_start_starts_over_there_and_survives_a_reopen() {
+    let h = Harness::new(StorageClass::Segment);
+    {
+        let j = h.open();
+        let leader = partition(&h, &j, "leader").await;
+        let follower = partition(&h, &j, "follower").await;
+        for i in 0..40u32 {
+            leader
+                .append_in_epoch(batch(&format!("b{i}"), 10, 1000), 2)
+                .await
+                .unwrap();
+        }
+        // The follower holds the first records, the leader no longer has them.
+        let first = written(&leader, 0).await;
+        follower.append_copies(first[..3].to_vec()).await.unwrap();
+        let start = leader.delete_before(250).await.unwrap();
+        assert_eq!(start, 250);
+        // Not backwards, not to where the log already is.
+        assert!(matches!(
+            follower.start_at(30).await,
+            Err(JournalError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(follower.start_at(250).await.unwrap(), 250);
+        let state = follower.replica_state().unwrap();
+        assert_eq!((state.log_start, state.written_end), (250, 250));
+        assert!(
+            state.latest_epoch.is_none(),
+            "its epochs went with its records"
+        );
+        assert_eq!(catch_up(&leader, &follower).await, 400);
+        assert_eq!(written(&follower, 250).await, written(&leader, 250).await);
+        j.close().await.unwrap();
+    }
+    let j = h.open();
+    let follower = j.stream("follower").unwrap().partition(0).unwrap().clone();
+    let state = follower.replica_state().unwrap();
+    assert_eq!((state.log_start, state.written_end), (250, 400));
+    assert_eq!(follower.end_offset_for_epoch(2).unwrap(), Some((2, 400)));
+    assert_eq!(
+        follower.describe().segments.first().map(|s| s.base_offset),
+        Some(250),
+        "nothing below the new start is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classes_that_cannot_be_replicas_say_so() {
     for class in [StorageClass::Memory, StorageClass::Rocksdb] {
         let h = Harness::new(class);

@@ -337,6 +337,12 @@ impl Replica {
             )));
         }
         let mut reply = PartitionReply::default();
+        let log_start = self.log.replica_state().map_err(store_error)?.log_start;
+        if request.offset < log_start {
+            reply.below_start = true;
+            reply.first = log_start;
+            return Ok(reply);
+        }
         if request.last_epoch >= 0 {
             let end = self
                 .log
@@ -567,6 +573,17 @@ impl Replica {
             );
         }
         if self.role() != (Role::Follower { epoch, leader }) {
+            return Ok(());
+        }
+        if reply.below_start {
+            info!(
+                stream = self.stream,
+                partition = self.partition,
+                end = state.written_end,
+                leader_log_start = reply.first,
+                "the leader's log starts past this log's end: starting over there"
+            );
+            self.log.start_at(reply.first).await.map_err(store_error)?;
             return Ok(());
         }
         if reply.diverged {

@@ -65,29 +65,59 @@ async fn start(dir: &std::path::Path) -> Vec<Node> {
         .map(|(i, (_, a))| (i as u64 + 1, a.clone()))
         .collect();
     let mut nodes = Vec::new();
-    for (i, (l, addr)) in listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let mut c = MetaConfig::single(id, dir.join(format!("meta{id}")), addr);
-        c.voters = voters.clone();
-        c.secret = "replication-test-secret-0123".into();
-        let meta = Arc::new(MetaNode::start(c, l).await.unwrap());
-        let config = JournalConfig::default();
-        let journal = Journal::open(JournalOptions::new(
-            dir.join(format!("j{id}")),
-            config,
-            prometheus::Registry::new(),
-        ))
-        .unwrap();
-        let streams = ClusterStreams::new(journal.clone(), meta.clone(), OwnedStreams::default());
-        meta.serve_partitions(Arc::new(streams.clone()));
-        nodes.push(Node {
-            meta,
-            journal,
-            streams,
-            tasks: Vec::new(),
-        });
+    for (i, (l, _)) in listeners.into_iter().enumerate() {
+        nodes.push(open_node(dir, i as u64 + 1, l, &voters).await);
     }
     for n in &mut nodes {
+        run_node(n, dir).await;
+    }
+    nodes
+}
+
+/// Starts node `id` (its meta store and journal under `dir`), registers it and sends its
+/// heartbeats.
+async fn start_node(
+    dir: &std::path::Path,
+    id: u64,
+    l: TcpListener,
+    voters: &BTreeMap<u64, String>,
+) -> Node {
+    let mut n = open_node(dir, id, l, voters).await;
+    run_node(&mut n, dir).await;
+    n
+}
+
+/// Opens node `id`'s meta store and journal under `dir`.
+async fn open_node(
+    dir: &std::path::Path,
+    id: u64,
+    l: TcpListener,
+    voters: &BTreeMap<u64, String>,
+) -> Node {
+    let mut c = MetaConfig::single(id, dir.join(format!("meta{id}")), voters[&id].clone());
+    c.voters = voters.clone();
+    c.secret = "replication-test-secret-0123".into();
+    let meta = Arc::new(MetaNode::start(c, l).await.unwrap());
+    let config = JournalConfig::default();
+    let journal = Journal::open(JournalOptions::new(
+        dir.join(format!("j{id}")),
+        config,
+        prometheus::Registry::new(),
+    ))
+    .unwrap();
+    let streams = ClusterStreams::new(journal.clone(), meta.clone(), OwnedStreams::default());
+    meta.serve_partitions(Arc::new(streams.clone()));
+    Node {
+        meta,
+        journal,
+        streams,
+        tasks: Vec::new(),
+    }
+}
+
+/// Registers node `n`, then sends its heartbeats and reconciles its streams.
+async fn run_node(n: &mut Node, dir: &std::path::Path) {
+    {
         let command = Command::AddNode {
             id: n.meta.id(),
             rpc: n.meta.advertised().to_owned(),
@@ -113,7 +143,6 @@ async fn start(dir: &std::path::Path) -> Vec<Node> {
             .reconcile(dir.join(format!("meta{}", n.meta.id())));
         n.tasks.push(tokio::spawn(reconcile));
     }
-    nodes
 }
 
 fn batch(i: u32) -> strata_batch::PendingBatch {
@@ -259,6 +288,78 @@ async fn a_replicated_partition_survives_its_leaders_node() {
     distinct.dedup();
     assert_eq!(values.len(), distinct.len(), "no record twice");
     assert_eq!(values.len(), 120);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    let voters: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|n| (n.meta.id(), n.meta.advertised().to_owned()))
+        .collect();
+    nodes[0]
+        .streams
+        .create_stream(StreamSpec::new("wiped", 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    let p = nodes[0].streams.partition("wiped", 0).await.unwrap();
+    for i in 0..20 {
+        append(&p, i).await;
+    }
+    let leader = nodes[0]
+        .streams
+        .placement("wiped", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    let leader_log = nodes[(leader - 1) as usize].log("wiped");
+    // The leader's log no longer starts at 0 (retention, or records deleted).
+    let start = leader_log.delete_before(31).await.unwrap();
+    assert_eq!(start, 31);
+    // A follower loses its disk, journal and meta store, and starts again.
+    let follower = nodes.iter().position(|n| n.meta.id() != leader).unwrap();
+    let id = nodes[follower].meta.id();
+    nodes.remove(follower).stop().await;
+    std::fs::remove_dir_all(dir.path().join(format!("j{id}"))).unwrap();
+    std::fs::remove_dir_all(dir.path().join(format!("meta{id}"))).unwrap();
+    let l = TcpListener::bind(voters[&id].as_str()).await.unwrap();
+    let back = start_node(dir.path(), id, l, &voters).await;
+    for i in 20..25 {
+        append(&p, i).await;
+    }
+    // It copies the leader's log from the leader's log start, not from 0 (which the
+    // leader no longer has), and holds the same batches from there on.
+    wait_until("the wiped follower to catch up", async || {
+        back.journal
+            .stream("wiped")
+            .and_then(|s| s.partition(0).cloned())
+            .is_ok_and(|log| {
+                log.replica_state().unwrap().written_end
+                    == leader_log.replica_state().unwrap().written_end
+            })
+    })
+    .await;
+    let log = back.log("wiped");
+    let state = log.replica_state().unwrap();
+    assert_eq!(state.log_start, 31);
+    let mut copied = Vec::new();
+    let mut next = state.log_start;
+    while next < state.written_end {
+        let got = log.read_written(next, 1 << 20).await.unwrap();
+        next = got.last().unwrap().last_offset() + 1;
+        copied.extend(got);
+    }
+    let from_leader = leader_log
+        .read_written(copied[0].base_offset(), 1 << 24)
+        .await
+        .unwrap();
+    assert!(copied[0].base_offset() >= 31);
+    assert_eq!(copied, from_leader);
+    back.stop().await;
     for n in nodes {
         n.stop().await;
     }
