@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -679,7 +680,16 @@ impl Connection {
         let network = |e: &dyn std::error::Error| {
             RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
         };
-        let frame = sent.map_err(|s| network(&s))?;
+        // A node that refuses connections (its process is gone) or turns requests away is
+        // unreachable: openraft then backs off (500 ms) instead of retrying at once, which
+        // logged an error thousands of times a second per dead node.
+        let frame = sent.map_err(|s| {
+            if never_handled(&s) {
+                RPCError::Unreachable(Unreachable::new(&s))
+            } else {
+                network(&s)
+            }
+        })?;
         let result: Result<T, RaftError<NodeId, E>> =
             serde_json::from_slice(&frame.get_ref().payload).map_err(|e| network(&e))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -687,6 +697,13 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// After an unreachable node: 250 ms, 500 ms, then a second between attempts, until
+    /// one gets through (a node that comes back waits at most a second for the log).
+    fn backoff(&self) -> openraft::network::Backoff {
+        let waits = [250, 500].into_iter().chain(std::iter::repeat(1_000));
+        openraft::network::Backoff::new(waits.map(Duration::from_millis))
+    }
+
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
