@@ -55,6 +55,19 @@ pub const IN_SYNC_LAG: Duration = Duration::from_secs(10);
 const IN_SYNC_RETRY: Duration = Duration::from_secs(1);
 /// How often the replication gauges are brought up to date.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
+/// A leader that is not its partition's preferred replica (the first one, where
+/// placement put the leader) hands over to it once it has led this long and the
+/// preferred replica is up and in sync: after a failover, leadership returns to where
+/// placement spread it instead of piling up on the nodes that stayed up.
+const HAND_OVER_AFTER: Duration = Duration::from_secs(10);
+/// How long a handing-over leader, taking no appends, waits for the preferred replica
+/// to hold its whole log before it gives up and takes appends again.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
+/// Between two attempts of one leader to hand over.
+const HAND_OVER_RETRY: Duration = Duration::from_secs(30);
+/// A leader that handed over reports to the election this much later than the others,
+/// so the preferred replica (as up to date as itself) is among the first majority.
+const HAND_OVER_REPORT_DELAY: Duration = Duration::from_secs(1);
 
 /// What the leader knows of one follower in its epoch.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +169,20 @@ pub struct Replica {
     /// Leader: the epoch whose marker is committed: from then on the high watermark
     /// covers everything the log held when this node took over, and clients are served.
     serving: std::sync::atomic::AtomicU64,
+    /// Leader: handing over to the preferred replica.
+    handover: parking_lot::Mutex<Handover>,
+}
+
+/// A leader's handover to its partition's preferred replica.
+#[derive(Debug, Default)]
+struct Handover {
+    /// The epoch this node began leading, and when.
+    led_since: Option<(u64, std::time::Instant)>,
+    /// The epoch being handed over: appends in it are refused (clients retry at the new
+    /// leader).
+    active: Option<u64>,
+    /// The last attempt.
+    tried_at: Option<std::time::Instant>,
 }
 
 impl Replica {
@@ -178,6 +205,7 @@ impl Replica {
             followers: parking_lot::Mutex::default(),
             reporting: parking_lot::Mutex::default(),
             written: Notify::new(),
+            handover: parking_lot::Mutex::default(),
         }
     }
 
@@ -243,6 +271,9 @@ impl Replica {
     /// Appends as the leader and returns once a majority has the batch durable.
     pub async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
         let epoch = self.leading()?;
+        if self.handover.lock().active == Some(epoch) {
+            return Err(self.not_leader());
+        }
         let a = self
             .log
             .append_in_epoch(batch, epoch_i32(epoch))
@@ -513,6 +544,93 @@ impl Replica {
                 }
             };
             *replica.reporting.lock() = (false, failed);
+        });
+    }
+
+    /// Leader serving `epoch` that is not the preferred replica (`placement.replicas[0]`):
+    /// hands over to it once it has led [`HAND_OVER_AFTER`] and the preferred one is up
+    /// and in sync. It stops taking appends, waits until the preferred replica's fetches
+    /// reach its log's end, then begins an election preferring it (both logs end alike,
+    /// and this node reports late); when the preferred replica does not catch up in
+    /// time, appends resume and it tries again later.
+    fn hand_over(
+        self: &Arc<Self>,
+        streams: &crate::cluster::ClusterStreams,
+        placement: &PartitionPlacement,
+        me: NodeId,
+    ) {
+        let Role::Leader { epoch } = self.role() else {
+            return;
+        };
+        let Some(&preferred) = placement.replicas.first() else {
+            return;
+        };
+        if preferred == me
+            || self.serving.load(std::sync::atomic::Ordering::Acquire) != epoch
+            || !placement.in_sync.contains(&preferred)
+            || !streams.is_up(preferred)
+            || streams.meta().refuses_connections(preferred)
+        {
+            return;
+        }
+        {
+            let mut h = self.handover.lock();
+            let led_long = h
+                .led_since
+                .is_some_and(|(e, at)| e == epoch && at.elapsed() >= HAND_OVER_AFTER);
+            if h.active.is_some()
+                || !led_long
+                || h.tried_at.is_some_and(|at| at.elapsed() < HAND_OVER_RETRY)
+            {
+                return;
+            }
+            h.active = Some(epoch);
+            h.tried_at = Some(std::time::Instant::now());
+        }
+        let (replica, meta) = (self.clone(), streams.meta_arc().clone());
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
+            let caught_up = loop {
+                let end = replica.log.replica_state().map(|s| s.written_end);
+                let at = replica.followers.lock().get(&preferred).map(|f| f.offset);
+                if let (Ok(end), Some(at)) = (end, at)
+                    && at >= end
+                {
+                    break true;
+                }
+                if replica.role() != (Role::Leader { epoch }) || tokio::time::Instant::now() > until
+                {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            let begun = if caught_up {
+                let command = Command::BeginElection {
+                    stream: replica.stream.clone(),
+                    partition: replica.partition,
+                    epoch: epoch + 1,
+                    preferred: Some(preferred),
+                };
+                meta.write(command).await.map_err(|e| e.to_string())
+            } else {
+                Err(format!(
+                    "node {preferred} did not catch up in {HAND_OVER_WAIT:?}"
+                ))
+            };
+            match begun {
+                Ok(_) => info!(
+                    stream = replica.stream,
+                    partition = replica.partition,
+                    epoch,
+                    to = preferred,
+                    "handing the partition over to its preferred replica"
+                ),
+                Err(e) => {
+                    info!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
+                        "not handing over to the preferred replica now");
+                    replica.handover.lock().active = None;
+                }
+            }
         });
     }
 
@@ -820,11 +938,20 @@ fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: Node
     match role {
         Role::Idle => {}
         Role::Electing { epoch } => {
+            let handed_over = epoch
+                .checked_sub(1)
+                .is_some_and(|before| replica.handover.lock().active == Some(before));
             let (replica, meta) = (replica.clone(), meta.clone());
-            tokio::spawn(async move { report(replica, meta, me, epoch).await });
+            tokio::spawn(async move {
+                if handed_over {
+                    tokio::time::sleep(HAND_OVER_REPORT_DELAY).await;
+                }
+                report(replica, meta, me, epoch).await
+            });
         }
         Role::Leader { epoch } => {
             replica.mark_joined();
+            replica.handover.lock().led_since = Some((epoch, std::time::Instant::now()));
             let replica = replica.clone();
             tokio::spawn(async move {
                 let marker = BatchBuilder::leader_change_marker(me, crate::cluster::now_ms());
@@ -933,6 +1060,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 transition(&replica, role, streams.meta_arc(), me);
             }
             replica.report_in_sync(streams.meta_arc(), me, &placement.in_sync());
+            replica.hand_over(&streams, &placement, me);
             if streams.meta().leader() == Some(me) {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
             }

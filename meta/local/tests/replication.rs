@@ -364,3 +364,88 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    let voters: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|n| (n.meta.id(), n.meta.advertised().to_owned()))
+        .collect();
+    nodes[0]
+        .streams
+        .create_stream(StreamSpec::new("pref", 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    let placement = nodes[0].streams.placement("pref", 0).unwrap();
+    let preferred = placement.replicas[0];
+    assert_eq!(
+        placement.leader,
+        Some(preferred),
+        "placed on the preferred replica"
+    );
+    let mut acked = Vec::new();
+    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    for i in 0..10 {
+        acked.push((append(&p, i).await, i));
+    }
+    // The preferred replica's node stops: another replica leads.
+    let at = nodes.iter().position(|n| n.meta.id() == preferred).unwrap();
+    nodes.remove(at).stop().await;
+    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    for i in 10..20 {
+        acked.push((append(&p, i).await, i));
+    }
+    let during = nodes[0].streams.placement("pref", 0).unwrap();
+    assert_ne!(during.leader, Some(preferred));
+    // It comes back (from its disk) and, once in sync, is handed the partition back,
+    // while writes go on; none of them is lost.
+    let l = TcpListener::bind(voters[&preferred].as_str())
+        .await
+        .unwrap();
+    nodes.push(start_node(dir.path(), preferred, l, &voters).await);
+    let writer = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 20..200 {
+                acked.push((append(&p, i).await, i));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    wait_until("the preferred replica to lead again", async || {
+        nodes.iter().all(|n| {
+            n.streams
+                .placement("pref", 0)
+                .is_some_and(|p| p.leader == Some(preferred))
+        })
+    })
+    .await;
+    acked.extend(writer.await.unwrap());
+    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    acked.push((append(&p, 999).await, 999));
+    let read = p.read(0, 1 << 24).await.unwrap();
+    let mut at: BTreeMap<u64, String> = BTreeMap::new();
+    for b in read.iter().filter(|b| !b.header().control) {
+        for r in b.records().unwrap() {
+            let r = r.unwrap();
+            at.insert(
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            );
+        }
+    }
+    for (base, i) in &acked {
+        assert_eq!(
+            at.get(base),
+            Some(&format!("v{i}-0")),
+            "write {i} at {base}"
+        );
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
