@@ -61,10 +61,14 @@ const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// placement spread it instead of piling up on the nodes that stayed up.
 const HAND_OVER_AFTER: Duration = Duration::from_secs(10);
 /// How long a handing-over leader, taking no appends, waits for the preferred replica
-/// to hold its whole log before it gives up and takes appends again.
-const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
-/// Between two attempts of one leader to hand over.
+/// to hold its whole log before it gives up and takes appends again. It begins only
+/// when the preferred replica's last fetch was at its end, within the last second.
+const HAND_OVER_WAIT: Duration = Duration::from_millis(500);
+/// After a failed attempt, a leader waits this long before the next, twice as long
+/// after each further failure, up to [`HAND_OVER_RETRY_MAX`]: a preferred replica that
+/// never keeps up costs at most half a second of refused appends every 10 minutes.
 const HAND_OVER_RETRY: Duration = Duration::from_secs(30);
+const HAND_OVER_RETRY_MAX: Duration = Duration::from_secs(600);
 /// A leader that handed over reports to the election this much later than the others,
 /// so the preferred replica (as up to date as itself) is among the first majority.
 const HAND_OVER_REPORT_DELAY: Duration = Duration::from_secs(1);
@@ -181,8 +185,10 @@ struct Handover {
     /// The epoch being handed over: appends in it are refused (clients retry at the new
     /// leader).
     active: Option<u64>,
-    /// The last attempt.
-    tried_at: Option<std::time::Instant>,
+    /// When the next attempt may begin, after failed ones.
+    retry_at: Option<std::time::Instant>,
+    /// Failed attempts in a row.
+    failures: u32,
 }
 
 impl Replica {
@@ -578,14 +584,19 @@ impl Replica {
             let led_long = h
                 .led_since
                 .is_some_and(|(e, at)| e == epoch && at.elapsed() >= HAND_OVER_AFTER);
+            let now = std::time::Instant::now();
+            let keeping_up = self.followers.lock().get(&preferred).is_some_and(|f| {
+                f.caught_up_at
+                    .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+            });
             if h.active.is_some()
                 || !led_long
-                || h.tried_at.is_some_and(|at| at.elapsed() < HAND_OVER_RETRY)
+                || !keeping_up
+                || h.retry_at.is_some_and(|at| now < at)
             {
                 return;
             }
             h.active = Some(epoch);
-            h.tried_at = Some(std::time::Instant::now());
         }
         let (replica, meta) = (self.clone(), streams.meta_arc().clone());
         tokio::spawn(async move {
@@ -618,17 +629,27 @@ impl Replica {
                 ))
             };
             match begun {
-                Ok(_) => info!(
-                    stream = replica.stream,
-                    partition = replica.partition,
-                    epoch,
-                    to = preferred,
-                    "handing the partition over to its preferred replica"
-                ),
+                Ok(_) => {
+                    let mut h = replica.handover.lock();
+                    (h.failures, h.retry_at) = (0, None);
+                    info!(
+                        stream = replica.stream,
+                        partition = replica.partition,
+                        epoch,
+                        to = preferred,
+                        "handing the partition over to its preferred replica"
+                    );
+                }
                 Err(e) => {
+                    let mut h = replica.handover.lock();
+                    let wait = HAND_OVER_RETRY
+                        .saturating_mul(1 << h.failures.min(5))
+                        .min(HAND_OVER_RETRY_MAX);
+                    h.failures += 1;
+                    h.retry_at = Some(std::time::Instant::now() + wait);
+                    h.active = None;
                     info!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
-                        "not handing over to the preferred replica now");
-                    replica.handover.lock().active = None;
+                        retry_in = ?wait, "not handing over to the preferred replica now");
                 }
             }
         });
