@@ -284,9 +284,11 @@ class Workload:
         self.sent = i
 
     def consume(self):
+        # CHAOS_CONSUMER_DEBUG=fetch,... turns librdkafka's debug log on (to stderr).
+        debug = os.environ.get("CHAOS_CONSUMER_DEBUG")
         consumer = Consumer({"bootstrap.servers": self.bootstrap(), "group.id": "chaos",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "log_level": 0})
+                             **({"debug": debug, "log_level": 7} if debug else {"log_level": 0})})
         consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
         while not self.stop.is_set():
             for m in consumer.consume(200, 0.5):

@@ -8,6 +8,9 @@
 //! file then; reads see them meanwhile. The chaos harness runs nodes with it
 //! (`CHAOS_VOLATILE_WRITES=1`): every kill is then a power loss of that node.
 //!
+//! Only for `fsync = "always"`: the node refuses it otherwise (under `never`, sealed
+//! segments are never synced and their bytes would pile up in memory).
+//!
 //! Not simulated: directory entries (a created or renamed file survives the crash
 //! whether or not its directory was synced) and torn sectors within a synced write.
 //! The journal opens each file through one handle, which is what makes a per-handle
@@ -90,8 +93,9 @@ impl JournalFile for VolatileFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let mut pending = self.pending.lock();
-        self.apply(&mut pending)?;
+        // Handed to the file under the lock (a copy into the page cache), synced outside
+        // it, as a real file's writers do not wait for another's fsync.
+        self.apply(&mut self.pending.lock())?;
         self.inner.sync()
     }
 
@@ -107,6 +111,17 @@ impl JournalFile for VolatileFile {
         let mut pending = self.pending.lock();
         self.apply(&mut pending)?;
         self.inner.set_len(len)
+    }
+}
+
+impl Drop for VolatileFile {
+    /// A file closed without a sync keeps its writes, as the page cache would: only a
+    /// crash loses them.
+    fn drop(&mut self) {
+        let pending = self.pending.get_mut();
+        for (pos, data) in pending.drain(..) {
+            let _ = self.inner.write_all_at(&data, pos);
+        }
     }
 }
 

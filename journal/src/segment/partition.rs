@@ -114,6 +114,21 @@ impl SegmentLog {
             uploaded,
         )?;
         metrics.recovery_truncated_bytes.inc_by(opened.truncated);
+        let mut opened = opened;
+        // A recorded start past the log's end is a `start_at` that a crash interrupted
+        // before the segment at the new start existed: finished here (the log begins,
+        // empty, at the recorded start; what lies below goes with the older segments).
+        let end = opened.segments[opened.segments.len() - 1]
+            .meta
+            .read()
+            .end_offset;
+        if let Some(start) = opened.log_start.filter(|s| *s > end) {
+            opened
+                .segments
+                .push(Arc::new(Segment::create(&*fs, &dir, start)?));
+            fs.sync_dir(&dir).map_err(|e| JournalError::io(&dir, e))?;
+            tracing::warn!(parent: &span, start, end, "finishing a start over cut short by a crash");
+        }
         metrics.segments.add(opened.segments.len() as i64);
         let first_base = opened.segments[0].base_offset;
         let active = &opened.segments[opened.segments.len() - 1];
@@ -850,12 +865,16 @@ impl PartitionLog for SegmentLog {
                 end: st.next_offset,
             });
         }
-        // The new start first: a crash from here on reopens a log that begins at `offset`
-        // (the start is clamped to the end until the new segment exists, and this runs
-        // again), never one that still serves what it dropped.
+        // The order makes a crash at any point safe: the new start is recorded first and
+        // an open that finds it past the log's end finishes the job (a segment there);
+        // then the epochs emptied, the segment at the new start, and the older segments
+        // removed (left over by a crash, they are below the start and removed later).
         let path = self.dir.join(LOG_START_FILE);
         write_file_atomic(&*self.fs, &path, offset.to_string().as_bytes())
             .map_err(|e| self.io(&path, e))?;
+        if st.epochs.truncate_from(0) {
+            self.save_epochs(&st)?;
+        }
         let dropped_from = st.next_offset;
         st.next_offset = offset;
         if let Err(e) = self.roll(&mut st) {
@@ -865,9 +884,6 @@ impl PartitionLog for SegmentLog {
         st.log_start = offset;
         st.tail.clear();
         st.high_watermark = st.high_watermark.map(|hw| hw.max(offset));
-        if st.epochs.truncate_from(0) {
-            self.save_epochs(&st)?;
-        }
         self.commit.mark_durable(offset);
         let n = st.segments.len() - 1;
         self.remove_oldest(&mut st, n)?;

@@ -303,6 +303,20 @@ async fn a_follower_below_the_leaders_log_start_starts_over_there_and_survives_a
         Some(250),
         "nothing below the new start is kept"
     );
+    j.close().await.unwrap();
+    drop(j);
+    // A start_at cut short by a crash after it recorded the new start, before the segment
+    // there existed: the open finishes it.
+    let dir = h.dir.path().join("streams/follower/0");
+    std::fs::write(dir.join("log-start"), b"1000").unwrap();
+    let j = h.open();
+    let follower = j.stream("follower").unwrap().partition(0).unwrap().clone();
+    let state = follower.replica_state().unwrap();
+    assert_eq!((state.log_start, state.written_end), (1000, 1000));
+    assert!(
+        follower.read(999, 4096).await.is_err(),
+        "nothing below the start is read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use strata_frontend::seams::{
 };
 use strata_journal::PartitionLog;
 use strata_meta::MetaNode;
-use strata_meta::model::{Command, PartitionPlacement, ReplicaEnd, majority};
+use strata_meta::model::{Command, Outcome, PartitionPlacement, ReplicaEnd, majority};
 use strata_meta::partitions::{MAX_READ_BYTES, Op, PartitionReply, PartitionRequest};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -60,6 +60,9 @@ const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// preferred replica is up and in sync: after a failover, leadership returns to where
 /// placement spread it instead of piling up on the nodes that stayed up.
 const HAND_OVER_AFTER: Duration = Duration::from_secs(10);
+/// ... and once the preferred replica has been in sync that long without a break (a node
+/// that keeps crashing and coming back is not handed leadership each time).
+const HAND_OVER_IN_SYNC: Duration = Duration::from_secs(30);
 /// How long a handing-over leader, taking no appends, waits for the preferred replica
 /// to hold its whole log before it gives up and takes appends again. It begins only
 /// when the preferred replica's last fetch was at its end, within the last second.
@@ -185,6 +188,8 @@ struct Handover {
     /// The epoch being handed over: appends in it are refused (clients retry at the new
     /// leader).
     active: Option<u64>,
+    /// Since when the preferred replica has been in sync without a break.
+    in_sync_since: Option<std::time::Instant>,
     /// When the next attempt may begin, after failed ones.
     retry_at: Option<std::time::Instant>,
     /// Failed attempts in a row.
@@ -378,6 +383,7 @@ impl Replica {
         if request.offset < log_start {
             reply.below_start = true;
             reply.first = log_start;
+            reply.last = self.log.replica_state().map_err(store_error)?.written_end;
             return Ok(reply);
         }
         if request.last_epoch >= 0 {
@@ -585,12 +591,24 @@ impl Replica {
                 .led_since
                 .is_some_and(|(e, at)| e == epoch && at.elapsed() >= HAND_OVER_AFTER);
             let now = std::time::Instant::now();
-            let keeping_up = self.followers.lock().get(&preferred).is_some_and(|f| {
-                f.caught_up_at
-                    .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
-            });
+            let (in_sync, keeping_up) =
+                self.followers
+                    .lock()
+                    .get(&preferred)
+                    .map_or((false, false), |f| {
+                        let recent = f
+                            .caught_up_at
+                            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+                        (f.in_sync(now), recent)
+                    });
+            if !in_sync {
+                h.in_sync_since = None;
+                return;
+            }
+            let since = *h.in_sync_since.get_or_insert(now);
             if h.active.is_some()
                 || !led_long
+                || now.duration_since(since) < HAND_OVER_IN_SYNC
                 || !keeping_up
                 || h.retry_at.is_some_and(|at| now < at)
             {
@@ -622,7 +640,15 @@ impl Replica {
                     epoch: epoch + 1,
                     preferred: Some(preferred),
                 };
-                meta.write(command).await.map_err(|e| e.to_string())
+                // Appends wait meanwhile: bounded, should the meta service be slow.
+                match tokio::time::timeout(HAND_OVER_WAIT, meta.write(command)).await {
+                    Ok(Ok(Outcome::Done)) => Ok(()),
+                    Ok(Ok(refused)) => Err(format!("the election was refused: {refused:?}")),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "the meta service did not begin the election in {HAND_OVER_WAIT:?}"
+                    )),
+                }
             } else {
                 Err(format!(
                     "node {preferred} did not catch up in {HAND_OVER_WAIT:?}"
@@ -715,6 +741,13 @@ impl Replica {
             return Ok(());
         }
         if reply.below_start {
+            // Only forward, and never past the leader's end.
+            if reply.first <= state.written_end || reply.first > reply.last {
+                return Err(StoreError::Storage(format!(
+                    "the leader of {}/{} answered a log start {} (its end {}) to a follower ending at {}",
+                    self.stream, self.partition, reply.first, reply.last, state.written_end
+                )));
+            }
             info!(
                 stream = self.stream,
                 partition = self.partition,
@@ -1077,7 +1110,18 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 },
             };
             let role = wanted(&placement, me);
-            if replica.role() != role {
+            if replica.role() == Role::Idle
+                && matches!(role, Role::Leader { .. })
+                && replica.has_joined()
+            {
+                // This process starts as the leader the metadata names: the node was
+                // restarted before anyone noticed. It does not take the epoch up again:
+                // it may have lost writes a majority of its replicas hold (a power loss
+                // takes what was not fsynced), and its high watermark, kept in memory,
+                // starts from nothing. A new election picks the most up-to-date log, this
+                // one on a tie.
+                restarted_leader(&streams, &replica, &placement, me).await;
+            } else if replica.role() != role {
                 transition(&replica, role, streams.meta_arc(), me);
             }
             replica.report_in_sync(streams.meta_arc(), me, &placement.in_sync());
@@ -1102,6 +1146,44 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             measured = std::time::Instant::now();
             streams.replicas().measure(streams.meta(), me);
         }
+    }
+}
+
+/// Begins the election of the epoch after `placement`'s for a partition this node led
+/// before it restarted (at most one a second per partition).
+async fn restarted_leader(
+    streams: &crate::cluster::ClusterStreams,
+    replica: &Arc<Replica>,
+    placement: &PartitionPlacement,
+    me: NodeId,
+) {
+    {
+        let mut begun = streams.replicas().begun.lock();
+        let key = (replica.stream.clone(), replica.partition);
+        if begun
+            .get(&key)
+            .is_some_and(|(epoch, at)| *epoch >= placement.epoch && at.elapsed() < ELECTION_SPACING)
+        {
+            return;
+        }
+        begun.insert(key, (placement.epoch, std::time::Instant::now()));
+    }
+    let command = Command::BeginElection {
+        stream: replica.stream.clone(),
+        partition: replica.partition,
+        epoch: placement.epoch + 1,
+        preferred: Some(me),
+    };
+    match streams.meta().write(command).await {
+        Ok(outcome) => info!(
+            stream = replica.stream,
+            partition = replica.partition,
+            epoch = placement.epoch + 1,
+            ?outcome,
+            "restarted as the leader: election begun"
+        ),
+        Err(e) => warn!(stream = replica.stream, partition = replica.partition, error = %e,
+            "restarted as the leader: cannot begin an election yet"),
     }
 }
 

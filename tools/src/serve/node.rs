@@ -199,6 +199,10 @@ async fn open_journal(
         .context("cannot open the object storage tier ([journal.object_store], [journal.cache])")?;
     options.manifests = Some(manifests);
     if std::env::var_os(VOLATILE_WRITES).is_some_and(|v| v == "1") {
+        anyhow::ensure!(
+            config.journal.fsync == FsyncPolicy::Always,
+            "{VOLATILE_WRITES}=1 needs [journal] fsync = \"always\""
+        );
         // A test seam for the chaos harness: a kill of this process loses what was not
         // fsynced, as a power loss would (journal/src/fs/volatile.rs).
         warn!("{VOLATILE_WRITES}=1: unsynced journal writes are kept in memory only");
