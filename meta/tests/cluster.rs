@@ -53,6 +53,24 @@ fn config(id: u64, dir: &std::path::Path, voters: &BTreeMap<u64, String>) -> Met
     c
 }
 
+/// Three voters on free ports, their stores under `dir`: their addresses and nodes.
+async fn start_three(dir: &std::path::Path) -> (BTreeMap<u64, String>, BTreeMap<u64, MetaNode>) {
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, listener().await);
+    }
+    let voters: BTreeMap<u64, String> = listeners
+        .iter()
+        .map(|(&id, l)| (id, l.local_addr().unwrap().to_string()))
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let node = MetaNode::start(config(id, dir, &voters), l).await;
+        nodes.insert(id, node.unwrap());
+    }
+    (voters, nodes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_is_a_cluster_of_one_and_keeps_its_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,23 +152,7 @@ async fn heartbeats_are_stamped_with_the_leaders_clock_not_the_senders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, listener().await);
-    }
-    let voters: BTreeMap<u64, String> = listeners
-        .iter()
-        .map(|(&id, l)| (id, l.local_addr().unwrap().to_string()))
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(
-            id,
-            MetaNode::start(config(id, dir.path(), &voters), l)
-                .await
-                .unwrap(),
-        );
-    }
+    let (voters, mut nodes) = start_three(dir.path()).await;
     wait_for("a leader all three agree on", || {
         let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
         leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
@@ -218,19 +220,7 @@ async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_that_lost_its_store_catches_up_and_votes_only_once_its_old_votes_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, listener().await);
-    }
-    let voters: BTreeMap<u64, String> = listeners
-        .iter()
-        .map(|(&id, l)| (id, l.local_addr().unwrap().to_string()))
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let node = MetaNode::start(config(id, dir.path(), &voters), l).await;
-        nodes.insert(id, node.unwrap());
-    }
+    let (voters, mut nodes) = start_three(dir.path()).await;
     wait_for("a leader all three agree on", || {
         let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
         leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])

@@ -171,6 +171,33 @@ async fn append(p: &Arc<dyn Partition>, i: u32) -> u64 {
     }
 }
 
+/// Reads `p` from its start and checks every acknowledged write (base offset, index) is
+/// there at the offset it was acknowledged with; returns each record's value by offset.
+async fn acked_at_their_offsets(
+    p: &Arc<dyn Partition>,
+    acked: &[(u64, u32)],
+) -> BTreeMap<u64, String> {
+    let read = p.read(0, 1 << 24).await.unwrap();
+    let mut at: BTreeMap<u64, String> = BTreeMap::new();
+    for b in read.iter().filter(|b| !b.header().control) {
+        for r in b.records().unwrap() {
+            let r = r.unwrap();
+            at.insert(
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            );
+        }
+    }
+    for (base, i) in acked {
+        assert_eq!(
+            at.get(base),
+            Some(&format!("v{i}-0")),
+            "write {i} at {base}"
+        );
+    }
+    at
+}
+
 /// The data batches of `log` (markers left out), past the high watermark.
 async fn data_batches(log: &Arc<dyn PartitionLog>) -> Vec<Batch> {
     let end = log.replica_state().unwrap().written_end;
@@ -264,24 +291,7 @@ async fn a_replicated_partition_survives_its_leaders_node() {
     assert_ne!(placement.leader, Some(first_leader));
     assert!(placement.epoch >= 1);
     // Every acknowledged write is there, at the offset it was acknowledged with, once.
-    let read = p.read(0, 1 << 24).await.unwrap();
-    let mut at: BTreeMap<u64, String> = BTreeMap::new();
-    for b in read.iter().filter(|b| !b.header().control) {
-        for r in b.records().unwrap() {
-            let r = r.unwrap();
-            at.insert(
-                r.offset,
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-            );
-        }
-    }
-    for (base, i) in &acked {
-        assert_eq!(
-            at.get(base),
-            Some(&format!("v{i}-0")),
-            "write {i} at {base}"
-        );
-    }
+    let at = acked_at_their_offsets(&p, &acked).await;
     let values: Vec<&String> = at.values().collect();
     let mut distinct = values.clone();
     distinct.sort();
@@ -390,6 +400,15 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     for i in 0..10 {
         acked.push((append(&p, i).await, i));
     }
+    // Every copy in sync first (a partition whose leader dies before its followers ever
+    // caught up stays offline until it returns: see docs/architecture.md).
+    wait_until("every copy to be in sync", async || {
+        nodes[0]
+            .streams
+            .placement("pref", 0)
+            .is_some_and(|p| p.in_sync.len() == 3)
+    })
+    .await;
     // The preferred replica's node stops: another replica leads.
     let at = nodes.iter().position(|n| n.meta.id() == preferred).unwrap();
     nodes.remove(at).stop().await;
@@ -427,24 +446,7 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     acked.extend(writer.await.unwrap());
     let p = nodes[0].streams.partition("pref", 0).await.unwrap();
     acked.push((append(&p, 999).await, 999));
-    let read = p.read(0, 1 << 24).await.unwrap();
-    let mut at: BTreeMap<u64, String> = BTreeMap::new();
-    for b in read.iter().filter(|b| !b.header().control) {
-        for r in b.records().unwrap() {
-            let r = r.unwrap();
-            at.insert(
-                r.offset,
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-            );
-        }
-    }
-    for (base, i) in &acked {
-        assert_eq!(
-            at.get(base),
-            Some(&format!("v{i}-0")),
-            "write {i} at {base}"
-        );
-    }
+    acked_at_their_offsets(&p, &acked).await;
     for n in nodes {
         n.stop().await;
     }
