@@ -198,8 +198,9 @@ pub(crate) struct Service {
 /// What a node that started with an empty store (a new node, or one whose data directory
 /// was wiped) must see before it votes for a candidate that did not start empty itself
 /// (candidates say so: [`STARTED_EMPTY`]) in a group that already has a history (the
-/// candidate's log goes past the initial membership, index 0). Among nodes that all
-/// started empty (a new group) elections are not held up.
+/// candidate's log goes past the initial membership, index 0). Nodes that started empty
+/// and have not caught up vote only for each other (a new group, where nobody wrote yet),
+/// and the others never for them.
 ///
 /// - It may have voted before losing its disk, in a term still being decided, and no
 ///   longer knows for whom: voting again in that term could elect a second leader.
@@ -246,13 +247,11 @@ impl Amnesia {
             .compare_exchange(0, index.max(1), Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Whether this node started empty and has neither had a write of its own committed
-    /// nor sat out the quiet time yet.
-    fn forgetful(&self) -> bool {
-        self.started_empty.load(Ordering::SeqCst)
-            && !self.votes.load(Ordering::Relaxed)
-            && (self.barrier.load(Ordering::SeqCst) == 0
-                || tokio::time::Instant::now() < self.until)
+    /// Whether this node, as a candidate, says it started empty: it did, and no write of
+    /// its own was committed since. (The quiet time is about this node's own votes, not
+    /// about its log: a candidate that caught up does not claim to have forgotten.)
+    pub(crate) fn forgetful(&self) -> bool {
+        self.started_empty.load(Ordering::SeqCst) && self.barrier.load(Ordering::SeqCst) == 0
     }
 
     /// Whether this node may vote, having applied the log up to `applied`.
@@ -427,11 +426,16 @@ impl rpc::meta_server::Meta for Service {
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
         let req: VoteRequest<NodeId> = self.payload(&request)?;
         self.voter(req.vote.leader_id().voted_for())?;
-        if req.last_log_id.is_some_and(|l| l.index > 0)
-            && request.metadata().get(STARTED_EMPTY).is_none()
-        {
+        if req.last_log_id.is_some_and(|l| l.index > 0) {
+            let candidate_forgot = request.metadata().get(STARTED_EMPTY).is_some();
             let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
-            if !self.amnesia.may_vote(applied) {
+            if candidate_forgot && !self.amnesia.forgetful() {
+                // Its log may lack entries committed with its help before it lost them.
+                return Err(tonic::Status::unavailable(
+                    "the candidate started with an empty meta store and has not caught up",
+                ));
+            }
+            if !candidate_forgot && !self.amnesia.may_vote(applied) {
                 return Err(tonic::Status::unavailable(
                     "this node started with an empty meta store: it votes once it caught \
                      up with the group and any vote it cast before has expired",

@@ -161,10 +161,12 @@ async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let leader = nodes[&1].leader().unwrap();
     let follower = *nodes.keys().find(|&&id| id != leader).unwrap();
 
-    // Written through a follower: handed to the leader, applied everywhere.
-    for id in 1..=3 {
-        nodes[&follower].write(add_node(id)).await.unwrap();
+    // Each node registers itself, as a node does at start (a node's heartbeats are writes
+    // too, and a node that started empty votes only once one of its writes committed).
+    for (id, n) in &nodes {
+        n.write(add_node(*id)).await.unwrap();
     }
+    // Written through a follower: handed to the leader, applied everywhere.
     for i in 0..10 {
         nodes[&follower]
             .write(stream(&format!("t{i}"), 3))
