@@ -1120,7 +1120,13 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 // takes what was not fsynced), and its high watermark, kept in memory,
                 // starts from nothing. A new election picks the most up-to-date log, this
                 // one on a tie.
-                restarted_leader(&streams, &replica, &placement, me).await;
+                // Not awaited here: a slow meta write must not hold up the other replicas'
+                // roles (nor the gauges measured at the end of the pass).
+                let (streams, replica, placement) =
+                    (streams.clone(), replica.clone(), placement.clone());
+                tokio::spawn(async move {
+                    restarted_leader(&streams, &replica, &placement, me).await;
+                });
             } else if replica.role() != role {
                 transition(&replica, role, streams.meta_arc(), me);
             }
