@@ -53,7 +53,8 @@ fn config(id: u64, dir: &std::path::Path, voters: &BTreeMap<u64, String>) -> Met
     c
 }
 
-/// Three voters on free ports, their stores under `dir`: their addresses and nodes.
+/// Three voters on free ports, their stores under `dir`, once they agree on a leader and
+/// each node registered itself: their addresses and nodes.
 async fn start_three(dir: &std::path::Path) -> (BTreeMap<u64, String>, BTreeMap<u64, MetaNode>) {
     let mut listeners = BTreeMap::new();
     for id in 1..=3u64 {
@@ -67,6 +68,16 @@ async fn start_three(dir: &std::path::Path) -> (BTreeMap<u64, String>, BTreeMap<
     for (id, l) in listeners {
         let node = MetaNode::start(config(id, dir, &voters), l).await;
         nodes.insert(id, node.unwrap());
+    }
+    wait_for("a leader all three agree on", || {
+        let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    // Each node registers itself, as a node does at start (a node's heartbeats are writes
+    // too, and a node that started empty votes only once one of its writes committed).
+    for (id, n) in &nodes {
+        n.write(add_node(*id)).await.unwrap();
     }
     (voters, nodes)
 }
@@ -153,19 +164,8 @@ async fn heartbeats_are_stamped_with_the_leaders_clock_not_the_senders() {
 async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let (voters, mut nodes) = start_three(dir.path()).await;
-    wait_for("a leader all three agree on", || {
-        let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
-        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
-    })
-    .await;
     let leader = nodes[&1].leader().unwrap();
     let follower = *nodes.keys().find(|&&id| id != leader).unwrap();
-
-    // Each node registers itself, as a node does at start (a node's heartbeats are writes
-    // too, and a node that started empty votes only once one of its writes committed).
-    for (id, n) in &nodes {
-        n.write(add_node(*id)).await.unwrap();
-    }
     // Written through a follower: handed to the leader, applied everywhere.
     for i in 0..10 {
         nodes[&follower]
@@ -223,17 +223,8 @@ async fn three_nodes_elect_replicate_fail_over_and_catch_up() {
 async fn a_voter_that_lost_its_store_catches_up_and_votes_only_once_its_old_votes_expired() {
     let dir = tempfile::tempdir().unwrap();
     let (voters, mut nodes) = start_three(dir.path()).await;
-    wait_for("a leader all three agree on", || {
-        let leaders: Vec<_> = nodes.values().map(MetaNode::leader).collect();
-        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
-    })
-    .await;
     let leader = nodes[&1].leader().unwrap();
     let wiped = *nodes.keys().find(|&&id| id != leader).unwrap();
-    // Each node registers itself, as a node does at start (its heartbeats are writes too).
-    for (id, n) in &nodes {
-        n.write(add_node(*id)).await.unwrap();
-    }
     nodes[&leader].write(stream("before", 2)).await.unwrap();
 
     // A follower loses its disk: stopped, its store deleted, started again as it was

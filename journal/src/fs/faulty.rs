@@ -3,11 +3,10 @@
 //! acknowledged and that the journal recovers once the fault is gone.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{FileSystem, JournalFile};
+use super::{FileSystem, JournalFile, Layer};
 
 /// Switches shared by a [`FaultyFs`] and every file it opened.
 #[derive(Debug, Default)]
@@ -106,43 +105,22 @@ impl JournalFile for FaultyFile {
     }
 }
 
-impl FileSystem for FaultyFs {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn JournalFile>> {
-        let inner = self.inner.open(path, create)?;
-        Ok(Arc::new(FaultyFile {
+impl Layer for FaultyFs {
+    fn inner(&self) -> &dyn FileSystem {
+        &*self.inner
+    }
+
+    fn wrap(&self, inner: Arc<dyn JournalFile>) -> Arc<dyn JournalFile> {
+        Arc::new(FaultyFile {
             inner,
             faults: self.faults.clone(),
-        }))
+        })
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.read_dir(path)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+    fn before_sync_dir(&self) -> io::Result<()> {
         if self.faults.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected("directory fsync"));
         }
-        self.inner.sync_dir(path)
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
+        Ok(())
     }
 }

@@ -60,6 +60,54 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn exists(&self, path: &Path) -> bool;
 }
 
+/// A file system layered on another: directory operations pass through to `inner`, and
+/// every file it opens is wrapped by `wrap`. What [`FaultyFs`] and [`VolatileFs`] share.
+trait Layer: Send + Sync + Debug + 'static {
+    /// The file system underneath.
+    fn inner(&self) -> &dyn FileSystem;
+    /// Wraps a file `inner` opened.
+    fn wrap(&self, file: Arc<dyn JournalFile>) -> Arc<dyn JournalFile>;
+    /// Runs before a directory fsync is passed on (an error fails it).
+    fn before_sync_dir(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<L: Layer> FileSystem for L {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn JournalFile>> {
+        Ok(self.wrap(self.inner().open(path, create)?))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner().create_dir_all(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner().read_dir(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner().remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner().remove_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner().rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.before_sync_dir()?;
+        self.inner().sync_dir(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.inner().exists(path)
+    }
+}
+
 /// Reads a whole file through the seam.
 pub fn read_file(fs: &dyn FileSystem, path: &Path) -> io::Result<Vec<u8>> {
     let file = fs.open(path, false)?;

@@ -18,12 +18,11 @@
 //! unsynced writes.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{FileSystem, JournalFile};
+use super::{FileSystem, JournalFile, Layer};
 
 /// A [`FileSystem`] wrapper that keeps unsynced writes in memory.
 #[derive(Debug, Clone)]
@@ -125,41 +124,16 @@ impl Drop for VolatileFile {
     }
 }
 
-impl FileSystem for VolatileFs {
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn JournalFile>> {
-        let inner = self.inner.open(path, create)?;
-        Ok(Arc::new(VolatileFile {
+impl Layer for VolatileFs {
+    fn inner(&self) -> &dyn FileSystem {
+        &*self.inner
+    }
+
+    fn wrap(&self, inner: Arc<dyn JournalFile>) -> Arc<dyn JournalFile> {
+        Arc::new(VolatileFile {
             inner,
             pending: Mutex::new(Vec::new()),
-        }))
-    }
-
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.read_dir(path)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
+        })
     }
 }
 

@@ -167,6 +167,8 @@ pub struct Replica {
     reporting: parking_lot::Mutex<(bool, Option<std::time::Instant>)>,
     /// Leader: wakes followers' waiting fetches when records are written.
     written: Notify,
+    /// Leader: wakes a handover waiting for the preferred replica when a follower fetches.
+    followed: Notify,
     /// A file in the partition's directory saying this replica's log once held every
     /// committed record (it led, or caught up with a leader). A replica without it (its
     /// disk was wiped, or it never caught up) does not take part in elections: its empty
@@ -216,6 +218,7 @@ impl Replica {
             followers: parking_lot::Mutex::default(),
             reporting: parking_lot::Mutex::default(),
             written: Notify::new(),
+            followed: Notify::new(),
             handover: parking_lot::Mutex::default(),
         }
     }
@@ -470,6 +473,8 @@ impl Replica {
                 caught_up_at,
             },
         );
+        drop(followers);
+        self.followed.notify_waiters();
     }
 
     /// Leader: the replicas in sync with it (itself among them), in replica order.
@@ -620,6 +625,9 @@ impl Replica {
         tokio::spawn(async move {
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
             let caught_up = loop {
+                let fetched = replica.followed.notified();
+                tokio::pin!(fetched);
+                fetched.as_mut().enable();
                 let end = replica.log.replica_state().map(|s| s.written_end);
                 let at = replica.followers.lock().get(&preferred).map(|f| f.offset);
                 if let (Ok(end), Some(at)) = (end, at)
@@ -627,11 +635,13 @@ impl Replica {
                 {
                     break true;
                 }
-                if replica.role() != (Role::Leader { epoch }) || tokio::time::Instant::now() > until
+                if replica.role() != (Role::Leader { epoch })
+                    || tokio::time::Instant::now() >= until
                 {
                     break false;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // The next fetch, or the deadline (the role is checked again after it).
+                let _ = tokio::time::timeout_at(until, fetched).await;
             };
             let begun = if caught_up {
                 let command = Command::BeginElection {

@@ -52,21 +52,39 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Starts three new nodes on free ports, their data under `dir`.
 async fn start(dir: &std::path::Path) -> Vec<Node> {
     let mut listeners = Vec::new();
-    for _ in 0..3 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        listeners.push((l, addr));
+    for id in 1..=3 {
+        listeners.push((id, TcpListener::bind("127.0.0.1:0").await.unwrap()));
     }
     let voters: BTreeMap<u64, String> = listeners
         .iter()
-        .enumerate()
-        .map(|(i, (_, a))| (i as u64 + 1, a.clone()))
+        .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
         .collect();
+    start_nodes(dir, listeners, &voters).await
+}
+
+/// Starts nodes `ids` again on their addresses, from what their data directories hold.
+async fn restart(dir: &std::path::Path, ids: &[u64], voters: &BTreeMap<u64, String>) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    for id in ids {
+        let l = TcpListener::bind(voters[id].as_str()).await.unwrap();
+        listeners.push((*id, l));
+    }
+    start_nodes(dir, listeners, voters).await
+}
+
+/// Opens every node's meta store and journal first, then registers each and sends its
+/// heartbeats (a registration needs a majority of the meta service up).
+async fn start_nodes(
+    dir: &std::path::Path,
+    listeners: Vec<(u64, TcpListener)>,
+    voters: &BTreeMap<u64, String>,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
-    for (i, (l, _)) in listeners.into_iter().enumerate() {
-        nodes.push(open_node(dir, i as u64 + 1, l, &voters).await);
+    for (id, l) in listeners {
+        nodes.push(open_node(dir, id, l, voters).await);
     }
     for n in &mut nodes {
         run_node(n, dir).await;
@@ -74,17 +92,12 @@ async fn start(dir: &std::path::Path) -> Vec<Node> {
     nodes
 }
 
-/// Starts node `id` (its meta store and journal under `dir`), registers it and sends its
-/// heartbeats.
-async fn start_node(
-    dir: &std::path::Path,
-    id: u64,
-    l: TcpListener,
-    voters: &BTreeMap<u64, String>,
-) -> Node {
-    let mut n = open_node(dir, id, l, voters).await;
-    run_node(&mut n, dir).await;
-    n
+/// The meta service's voters: each node's id and address.
+fn voters(nodes: &[Node]) -> BTreeMap<u64, String> {
+    nodes
+        .iter()
+        .map(|n| (n.meta.id(), n.meta.advertised().to_owned()))
+        .collect()
 }
 
 /// Opens node `id`'s meta store and journal under `dir`.
@@ -198,17 +211,23 @@ async fn acked_at_their_offsets(
     at
 }
 
-/// The data batches of `log` (markers left out), past the high watermark.
-async fn data_batches(log: &Arc<dyn PartitionLog>) -> Vec<Batch> {
+/// Every batch `log` holds from `from` on, past the high watermark.
+async fn written_from(log: &Arc<dyn PartitionLog>, from: u64) -> Vec<Batch> {
     let end = log.replica_state().unwrap().written_end;
     let mut out = Vec::new();
-    let mut next = 0;
+    let mut next = from;
     while next < end {
         let got = log.read_written(next, 1 << 20).await.unwrap();
         next = got.last().unwrap().last_offset() + 1;
         out.extend(got);
     }
-    out.into_iter().filter(|b| !b.header().control).collect()
+    out
+}
+
+/// The data batches of `log` (markers left out), past the high watermark.
+async fn data_batches(log: &Arc<dyn PartitionLog>) -> Vec<Batch> {
+    let all = written_from(log, 0).await;
+    all.into_iter().filter(|b| !b.header().control).collect()
 }
 
 async fn wait_until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
@@ -307,10 +326,7 @@ async fn a_replicated_partition_survives_its_leaders_node() {
 async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
-    let voters: BTreeMap<u64, String> = nodes
-        .iter()
-        .map(|n| (n.meta.id(), n.meta.advertised().to_owned()))
-        .collect();
+    let voters = voters(&nodes);
     nodes[0]
         .streams
         .create_stream(StreamSpec::new("wiped", 1).with_replication_factor(3))
@@ -336,8 +352,7 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     nodes.remove(follower).stop().await;
     std::fs::remove_dir_all(dir.path().join(format!("j{id}"))).unwrap();
     std::fs::remove_dir_all(dir.path().join(format!("meta{id}"))).unwrap();
-    let l = TcpListener::bind(voters[&id].as_str()).await.unwrap();
-    let back = start_node(dir.path(), id, l, &voters).await;
+    let back = restart(dir.path(), &[id], &voters).await.pop().unwrap();
     for i in 20..25 {
         append(&p, i).await;
     }
@@ -356,13 +371,7 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     let log = back.log("wiped");
     let state = log.replica_state().unwrap();
     assert_eq!(state.log_start, 31);
-    let mut copied = Vec::new();
-    let mut next = state.log_start;
-    while next < state.written_end {
-        let got = log.read_written(next, 1 << 20).await.unwrap();
-        next = got.last().unwrap().last_offset() + 1;
-        copied.extend(got);
-    }
+    let copied = written_from(&log, state.log_start).await;
     let from_leader = leader_log
         .read_written(copied[0].base_offset(), 1 << 24)
         .await
@@ -379,10 +388,7 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
 async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
-    let voters: BTreeMap<u64, String> = nodes
-        .iter()
-        .map(|n| (n.meta.id(), n.meta.advertised().to_owned()))
-        .collect();
+    let voters = voters(&nodes);
     nodes[0]
         .streams
         .create_stream(StreamSpec::new("pref", 1).with_replication_factor(3))
@@ -420,10 +426,7 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     assert_ne!(during.leader, Some(preferred));
     // It comes back (from its disk) and, once in sync, is handed the partition back,
     // while writes go on; none of them is lost.
-    let l = TcpListener::bind(voters[&preferred].as_str())
-        .await
-        .unwrap();
-    nodes.push(start_node(dir.path(), preferred, l, &voters).await);
+    nodes.extend(restart(dir.path(), &[preferred], &voters).await);
     let writer = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -447,6 +450,58 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let p = nodes[0].streams.partition("pref", 0).await.unwrap();
     acked.push((append(&p, 999).await, 999));
     acked_at_their_offsets(&p, &acked).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    let voters = voters(&nodes);
+    nodes[0]
+        .streams
+        .create_stream(StreamSpec::new("again", 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    let p = nodes[0].streams.partition("again", 0).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push((append(&p, i).await, i));
+    }
+    wait_until("every copy to be in sync", async || {
+        nodes[0]
+            .streams
+            .placement("again", 0)
+            .is_some_and(|p| p.in_sync.len() == 3)
+    })
+    .await;
+    let before = nodes[0].streams.placement("again", 0).unwrap();
+    // The whole cluster stops, the leader's node last (by then the meta service has no
+    // majority: nobody elects), and starts again with the metadata naming the old leader.
+    nodes.sort_by_key(|n| before.leader == Some(n.meta.id()));
+    for n in nodes {
+        n.stop().await;
+    }
+    let nodes = restart(dir.path(), &[1, 2, 3], &voters).await;
+    // The named leader does not take its old epoch up again (its high watermark was kept
+    // in memory, and a power loss may have taken what it had not fsynced): a new election
+    // picks a leader, and writes go on with nothing acknowledged lost.
+    wait_until("a new epoch with a leader", async || {
+        nodes.iter().all(|n| {
+            n.streams
+                .placement("again", 0)
+                .is_some_and(|p| p.epoch > before.epoch && p.leader.is_some())
+        })
+    })
+    .await;
+    let p = nodes[0].streams.partition("again", 0).await.unwrap();
+    for i in 10..20 {
+        acked.push((append(&p, i).await, i));
+    }
+    let at = acked_at_their_offsets(&p, &acked).await;
+    assert_eq!(at.len(), 60);
     for n in nodes {
         n.stop().await;
     }
