@@ -50,28 +50,33 @@ def node_env(host):
         "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "KAFKA__LISTEN")}
 
 
-def start_node(tmp_path, node_id, voters, port=None):
+def start_node(tmp_path, node_id, voters, port=None, mqtt=False, extra=""):
     """Node `node_id` on 127.0.0.<node_id> (its node-to-node listener on `port`, a free one
-    by default), its data and log under tmp_path/n<node_id>."""
+    by default), its data and log under tmp_path/n<node_id>. MQTT is off unless asked for:
+    its message store is a replicated stream of the cluster, whose partitions would count
+    in the spread of leaders the Kafka tests check."""
     host = f"127.0.0.{node_id}"
     port = port or free_port(host)
     home = tmp_path / f"n{node_id}"
     home.mkdir()
     config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{host}:{port}"\n'
               f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+    if not mqtt:
+        config += "[mqtt]\nenabled = false\n"
+    config += extra
     n = ClusterNode(Node(home, config, node_env(host), log_path=home / "node.log"), host)
     n.rpc, n.home, n.config = f"{host}:{port}", home, config
     return n
 
 
-def start_cluster(tmp_path, size=3):
+def start_cluster(tmp_path, size=3, mqtt=False, extra=""):
     hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
     ports = [free_port(h) for h in hosts]
     voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
     nodes = []
     try:
         for i, port in enumerate(ports):
-            nodes.append(start_node(tmp_path, i + 1, voters, port))
+            nodes.append(start_node(tmp_path, i + 1, voters, port, mqtt, extra))
     except Exception:
         for n in nodes:
             n.node.stop()

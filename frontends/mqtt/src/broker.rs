@@ -363,10 +363,21 @@ impl Broker {
             };
             st.next_seq = st.next_seq.max(seq);
             let message = match messages.get(e.partition, e.offset) {
-                Some(m) => m,
+                Found::Message(m) => m,
                 // A PUBREL still owed needs no message.
-                None if e.phase == EntryPhase::AwaitComp => messages.placeholder(),
-                None => {
+                Found::Gone | Found::Unavailable if e.phase == EntryPhase::AwaitComp => {
+                    messages.placeholder()
+                }
+                // Its partition has no leader to read from now (in a cluster): kept in the
+                // store, not delivered until a start finds it readable.
+                Found::Unavailable => {
+                    self.metrics
+                        .errors
+                        .with_label_values(&["stored_message_unavailable"])
+                        .inc();
+                    continue;
+                }
+                Found::Gone => {
                     self.metrics.dropped.with_label_values(&["expired"]).inc();
                     gone.push(StateOp::Delete(key));
                     continue;
@@ -1278,7 +1289,22 @@ struct StoredMessages {
     now: Instant,
     found: HashMap<(u32, u64), Option<Arc<Message>>>,
     placeholder: Option<Arc<Message>>,
+    /// Until when reads of a partition without a leader (in a cluster, during an
+    /// election) are tried again: one budget for the whole recovery.
+    retry_until: Instant,
 }
+
+/// A stored delivery's message, as recovery finds it.
+enum Found {
+    Message(Arc<Message>),
+    /// Expired, or no longer in the journal.
+    Gone,
+    /// Its partition cannot be read now (no leader within the retry budget).
+    Unavailable,
+}
+
+/// How long a recovery waits in all for partitions of the message store without a leader.
+const RECOVERY_READ_RETRY: Duration = Duration::from_secs(30);
 
 impl StoredMessages {
     fn new(store: Option<Arc<StreamHandles>>, now: Instant) -> Self {
@@ -1287,19 +1313,36 @@ impl StoredMessages {
             now,
             found: HashMap::new(),
             placeholder: None,
+            retry_until: now + RECOVERY_READ_RETRY,
         }
     }
 
     /// The message at `offset` of `partition`, reading from there on a miss. Runs on
     /// a blocking thread at start-up, so it waits for the journal read in place.
-    fn get(&mut self, partition: u32, offset: u64) -> Option<Arc<Message>> {
+    fn get(&mut self, partition: u32, offset: u64) -> Found {
         if let Some(m) = self.found.get(&(partition, offset)) {
-            return m.clone();
+            return m.clone().map_or(Found::Gone, Found::Message);
         }
-        let log = self.store.as_ref()?.get(partition)?;
+        let Some(log) = self.store.as_ref().and_then(|s| s.get(partition)) else {
+            return Found::Gone;
+        };
         // Deliveries mostly refer to consecutive offsets: one read of about 1 MiB resolves
         // thousands of them.
-        let read = tokio::runtime::Handle::current().block_on(log.read(offset, 1 << 20));
+        let runtime = tokio::runtime::Handle::current();
+        let read = loop {
+            match runtime.block_on(log.read(offset, 1 << 20)) {
+                Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
+                    if Instant::now() < self.retry_until =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => {
+                    tracing::warn!(partition, offset, error = %e, "stored delivery's message cannot be read now; kept for a later start");
+                    return Found::Unavailable;
+                }
+                other => break other,
+            }
+        };
         match read {
             Ok(batches) => {
                 for b in batches {
@@ -1321,6 +1364,7 @@ impl StoredMessages {
             .entry((partition, offset))
             .or_insert(None)
             .clone()
+            .map_or(Found::Gone, Found::Message)
     }
 
     /// A stand-in for a delivery whose PUBREL is all that is left to send.

@@ -11,7 +11,7 @@ use strata_frontend::accept::{Accepted, Acceptor};
 use strata_frontend::admin::http::AdminApi;
 use strata_frontend::admission::ConnectionGate;
 use strata_frontend::owned::{OwnedStreams, Ownership};
-use strata_frontend::seams::{StreamHandles, StreamSpec};
+use strata_frontend::seams::{StoreError, StreamHandles, StreamSpec};
 use strata_frontend::tls::TlsAcceptor;
 use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -108,7 +108,10 @@ impl Frontend for MqttFrontend {
             }
         }
         ctx.ready();
-        let store = open_store(&ctx, self.config.journal_partitions).await?;
+        let Some(store) = open_store(&ctx, self.config.journal_partitions, &mut shutdown).await?
+        else {
+            return Ok(());
+        };
         let mut broker = Broker::new(
             self.config.clone(),
             MqttMetrics::new(&ctx.registry),
@@ -195,18 +198,45 @@ impl Frontend for MqttFrontend {
     }
 }
 
-/// The journal stream MQTT messages are kept in, created on first start.
+/// The journal stream MQTT messages are kept in, created on first start; `None` when the
+/// node stops first. In a cluster it is the cluster's, created once enough nodes are up to
+/// keep its copies: until then (and while the meta service has no leader) this waits,
+/// the listeners bound and connections waiting in their backlog.
 async fn open_store(
     ctx: &NodeContext,
     partitions: u32,
-) -> Result<Arc<StreamHandles>, FrontendError> {
-    StreamHandles::open(&ctx.storage, StreamSpec::new(store::STREAM, partitions))
-        .await
-        .map(Arc::new)
-        .map_err(|e| {
-            FrontendError::Failed(format!("cannot open the {} stream: {e}", store::STREAM))
-        })
+    shutdown: &mut Shutdown,
+) -> Result<Option<Arc<StreamHandles>>, FrontendError> {
+    let mut told: Option<Instant> = None;
+    loop {
+        let spec = StreamSpec::new(store::STREAM, partitions);
+        match StreamHandles::open(&ctx.storage, spec).await {
+            Ok(handles) => return Ok(Some(Arc::new(handles))),
+            Err(e @ StoreError::Unavailable(_)) => {
+                if told.is_none_or(|at| at.elapsed() >= STORE_WAIT_LOG_EVERY) {
+                    told = Some(Instant::now());
+                    tracing::warn!(stream = store::STREAM, error = %e,
+                        "waiting for the MQTT message store; connections wait meanwhile");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_RETRY) => {}
+                    () = shutdown.wait() => return Ok(None),
+                }
+            }
+            Err(e) => {
+                return Err(FrontendError::Failed(format!(
+                    "cannot open the {} stream: {e}",
+                    store::STREAM
+                )));
+            }
+        }
+    }
 }
+
+/// How often opening the message store is tried again while it is unavailable.
+const STORE_RETRY: Duration = Duration::from_millis(250);
+/// How often a store that stays unavailable is logged.
+const STORE_WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The kind of listener a socket came in on.
 #[derive(Debug, Clone, Copy)]

@@ -3,9 +3,10 @@
 //! keeps in its journal the streams it leads a partition of (created when first used) and
 //! removes those the meta service no longer has.
 //!
-//! Streams a frontend claims as its internal state ([`Ownership::Internal`]: the MQTT
-//! message store, the audit log) are each node's own: they stay in the local journal and
-//! out of the meta service.
+//! Streams kept per node ([`OwnedStreams::keep_per_node`]: the audit log) stay in the
+//! local journal and out of the meta service. A frontend's own state is the cluster's
+//! otherwise: the MQTT message store is placed and replicated like any stream, with as
+//! many copies as a stream that asks for none gets once every voter is up.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,13 +77,17 @@ impl ClusterStreams {
         if class != StorageClass::Segment {
             return 1;
         }
-        let up = self.meta.read(|s| {
+        if self.nodes_up() >= 3 { 3 } else { 1 }
+    }
+
+    /// Active nodes whose heartbeats arrive.
+    fn nodes_up(&self) -> usize {
+        self.meta.read(|s| {
             s.nodes
                 .values()
                 .filter(|n| n.state == NodeState::Active && s.is_live(n.id))
                 .count()
-        });
-        if up >= 3 { 3 } else { 1 }
+        })
     }
 
     /// The meta service, shared.
@@ -157,11 +162,27 @@ impl ClusterStreams {
         self.local.journal()
     }
 
-    /// Whether `name` is a node's own internal stream, kept out of the meta service.
+    /// Whether `name` is a node's own stream, kept out of the meta service.
     fn node_local(&self, name: &str) -> bool {
-        self.owned
-            .get(name)
-            .is_some_and(|(_, o)| o == Ownership::Internal)
+        self.owned.is_per_node(name)
+    }
+
+    /// Copies of each partition of a frontend's own stream of `class` (the MQTT message
+    /// store): what a stream that asks for none gets once every voter of the meta service
+    /// is up, so it does not depend on which nodes happened to be up at the first start.
+    /// Until that many nodes are up, creating it is `Unavailable` (the frontend waits).
+    fn frontend_copies(&self, class: StorageClass) -> StoreResult<u32> {
+        let voters = self.meta.voters().len();
+        if class != StorageClass::Segment || voters < 3 {
+            return Ok(1);
+        }
+        let up = self.nodes_up();
+        if up < 3 {
+            return Err(StoreError::Unavailable(format!(
+                "a frontend's stream is kept in 3 copies: {up} of the {voters} nodes are up"
+            )));
+        }
+        Ok(3)
     }
 
     fn info(&self, m: &StreamMeta) -> StreamInfo {
@@ -413,7 +434,12 @@ impl Catalog for ClusterStreams {
         let config = crate::streams::spec_config(self.journal(), &spec)?;
         config.validate().map_err(store_error)?;
         let mut m = stream_meta(&config);
-        m.replication_factor = self.default_copies(config.class);
+        let internal = self.owned.get(&spec.name).map(|(_, o)| o) == Some(Ownership::Internal);
+        m.replication_factor = if internal {
+            self.frontend_copies(config.class)?
+        } else {
+            self.default_copies(config.class)
+        };
         if let Some(copies) = spec.replication_factor {
             if copies > 1 && config.class != StorageClass::Segment {
                 return Err(StoreError::Invalid(format!(

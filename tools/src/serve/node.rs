@@ -484,6 +484,7 @@ async fn start_frontends(
     // The audit log is the node's own: no frontend may delete, write or read it.
     ctx.owned
         .claim(strata_frontend::audit::STREAM, "admin", Ownership::Internal);
+    ctx.owned.keep_per_node(strata_frontend::audit::STREAM);
     let mut enabled: Vec<Box<dyn Frontend>> = Vec::new();
     let mut apis = Vec::new();
     for (frontend, on) in registered_frontends(config) {
