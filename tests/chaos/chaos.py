@@ -26,6 +26,10 @@ each node's connections leave from its own address. Clients' traffic to the Kafk
 is never cut. They need root (or CAP_NET_ADMIN) and iptables: without them the partition
 kinds are left out, and the verdict line says so.
 
+Beside them a paho-mqtt client publishes QoS 1 messages through a node it picks at random
+(another one whenever its connection fails or a PUBACK is more than 10 s late, the message
+published again): MQTT's message store is a replicated stream of the cluster too.
+
 Every operation goes to a history file (JSON lines); at the end every partition is read
 from its start and a checker applies the rules of Jepsen's Kafka queue checker:
 
@@ -34,6 +38,8 @@ from its start and a checker applies the rules of Jepsen's Kafka queue checker:
   conflict      two records at one offset (between any two reads)
   failed-read   a record whose send failed definitely was read
   backwards     a consumer saw a partition's offsets go backwards
+  mqtt-lost     a message acknowledged with a PUBACK is not in MQTT's message store (read
+                through Kafka at the end; MQTT QoS 1 allows duplicates)
 
 Prints one verdict line and exits non-zero on any violation.
 
@@ -41,6 +47,7 @@ Prints one verdict line and exits non-zero on any violation.
 
 The node binary is $STRATA_BIN or the debug build (see tests/strata_node.py)."""
 import argparse
+import itertools
 import json
 import os
 import random
@@ -59,6 +66,7 @@ from strata_node import Node, free_port  # noqa: E402
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
 
 SECRET = "chaos-harness-secret-0123456789"
 TOPIC = "chaos"
@@ -69,6 +77,7 @@ KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling", "
 PARTITIONS_KINDS = {"isolate", "isolate-leader", "bridge"}
 JAVA_LIBS = os.path.expanduser("~/.cache/strata/tools/kafka-4.4.0/libs")
 CHAIN = "STRATA_CHAOS"
+MQTT_STORE = "mqtt.messages"
 
 
 class Firewall:
@@ -133,19 +142,23 @@ class ClusterNode:
         self.home = home / f"n{node_id}"
         self.home.mkdir(parents=True, exist_ok=True)
         self.config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{self.host}:{rpc_port}"\n'
-                       f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n')
+                       f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n'
+                       # The final read of MQTT's message store goes through Kafka.
+                       '[kafka]\ninternal_stream_readers = ["ANONYMOUS"]\n')
         self.fsync = fsync
         self.node = None
         self.paused = False
         self.rpc_port = rpc_port
-        # The Kafka listener keeps its port across restarts, as a real broker's does:
-        # clients know the cluster by these addresses.
+        # The Kafka and MQTT listeners keep their ports across restarts, as a real
+        # broker's do: clients know the cluster by these addresses.
         self.kafka_port = free_port(self.host)
+        self.mqtt_port = free_port(self.host)
 
     def start(self):
         env = {f"STRATA_{name}": f"{self.host}:0" for name in (
-            "ADMIN__LISTEN", "MQTT__LISTEN", "MQTT__WS_LISTEN", "AGENT__LISTEN")}
+            "ADMIN__LISTEN", "MQTT__WS_LISTEN", "AGENT__LISTEN")}
         env["STRATA_KAFKA__LISTEN"] = f"{self.host}:{self.kafka_port}"
+        env["STRATA_MQTT__LISTEN"] = f"{self.host}:{self.mqtt_port}"
         env["STRATA_JOURNAL__FSYNC"] = self.fsync
         if self.fsync == "always":
             env["CHAOS_VOLATILE_WRITES"] = "1"
@@ -204,7 +217,8 @@ class Workload:
         self.sent = 0
         self.java = None
         self.threads = [threading.Thread(target=self.produce, daemon=True),
-                        threading.Thread(target=self.consume, daemon=True)]
+                        threading.Thread(target=self.consume, daemon=True),
+                        threading.Thread(target=self.publish_mqtt, daemon=True)]
         if os.path.isdir(JAVA_LIBS) and shutil.which("java"):
             self.threads.append(threading.Thread(target=self.produce_java, daemon=True))
 
@@ -282,6 +296,57 @@ class Workload:
             time.sleep(1.0 / self.rate)
         producer.flush(DEADLINE)
         self.sent = i
+
+    def publish_mqtt(self):
+        try:
+            self.publish_mqtt_messages()
+        except Exception as e:  # noqa: BLE001 - a client that gives up fails the run
+            self.history.add(op="stopped", client="mqtt", error=repr(e))
+            raise
+
+    def mqtt_connect(self, rng):
+        """A paho client (MQTT 3.1.1) connected to a live node picked at random."""
+        while not self.stop.is_set():
+            live = [n for n in self.nodes if n.alive() and not n.paused]
+            if live:
+                n = rng.choice(live)
+                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chaos-mqtt",
+                                protocol=mqtt.MQTTv311)
+                try:
+                    c.connect(n.host, n.node.port, keepalive=10)
+                    c.loop_start()
+                    self.history.add(op="mqtt-connect", node=n.id)
+                    return c
+                except OSError as e:
+                    self.history.add(op="mqtt-connect", node=n.id, error=repr(e))
+            time.sleep(0.2)
+        return None
+
+    def publish_mqtt_messages(self):
+        rng = random.Random(1)
+        c = self.mqtt_connect(rng)
+        for i in itertools.count():
+            if self.stop.is_set():
+                break
+            value = f"m{i}"
+            while c is not None:
+                info = c.publish("chaos/mqtt", value.encode(), qos=1)
+                try:
+                    info.wait_for_publish(timeout=10)
+                    published = info.is_published()
+                except RuntimeError:
+                    published = False  # not connected
+                if published:
+                    self.history.add(op="mqtt-ack", value=value)
+                    break
+                self.history.add(op="mqtt-unacked", value=value, rc=info.rc)
+                c.loop_stop()
+                c.disconnect()
+                c = self.mqtt_connect(rng)
+            time.sleep(1.0 / 50)
+        if c is not None:
+            c.loop_stop()
+            c.disconnect()
 
     def consume(self):
         # CHAOS_CONSUMER_DEBUG=fetch,... turns librdkafka's debug log on (to stderr).
@@ -414,6 +479,35 @@ def read_everything(nodes, history):
     consumer.close()
 
 
+def read_mqtt_store(nodes, history):
+    """Reads every partition of MQTT's message store to its end (through Kafka, as a
+    listed reader of internal streams)."""
+    consumer = Consumer({"bootstrap.servers": ",".join(n.bootstrap for n in nodes),
+                         "group.id": "chaos-mqtt", "enable.auto.commit": False, "log_level": 0})
+    meta = {}
+    wait_until("the MQTT store's partitions", lambda: meta.update(
+        t=consumer.list_topics(MQTT_STORE, timeout=10).topics[MQTT_STORE]) or
+        (meta["t"].error is None and len(meta["t"].partitions) > 0))
+    partitions = sorted(meta["t"].partitions)
+    ends = {}
+    for p in partitions:
+        def end_known(p=p):
+            ends[p] = consumer.get_watermark_offsets(TopicPartition(MQTT_STORE, p),
+                                                     timeout=10)[1]
+            return True
+        wait_until("the MQTT store partition's end", end_known)
+    consumer.assign([TopicPartition(MQTT_STORE, p, 0) for p in partitions])
+
+    def caught_up():
+        for m in consumer.consume(500, 1.0):
+            if m.error() is None:
+                history.add(op="mqtt-read", value=m.value().decode())
+        positions = consumer.position([TopicPartition(MQTT_STORE, p) for p in partitions])
+        return all(tp.offset >= ends[tp.partition] for tp in positions)
+    wait_until("the MQTT store read to its end", caught_up)
+    consumer.close()
+
+
 def check(ops):
     """The verdict: counts of each violation and what was seen."""
     acked = {o["value"]: (o["partition"], o["offset"]) for o in ops if o["op"] == "ack"}
@@ -426,6 +520,8 @@ def check(ops):
          # A producer that gave up (an idempotent producer's fatal error): clients must
          # carry on through every fault.
          "client-stopped": [(o["client"], o["error"]) for o in ops if o["op"] == "stopped"]}
+    stored = {o["value"] for o in ops if o["op"] == "mqtt-read"}
+    v["mqtt-lost"] = [o["value"] for o in ops if o["op"] == "mqtt-ack" and o["value"] not in stored]
     for o in ops:
         if o["op"] != "read":
             continue
@@ -493,6 +589,7 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
         # Every replica (a wiped one too) is back in sync: every partition keeps its copies.
         wait_until("every replica to be in sync again", lambda: all_in_sync(nodes))
         read_everything(nodes, history)
+        read_mqtt_store(nodes, history)
     finally:
         if firewall:
             firewall.close()
@@ -510,6 +607,7 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
           f"{sum(1 for o in ops if o['op'] == 'send')} sent, {len(acked)} acked "
           f"({sum(1 for o in ops if o['op'] == 'ack' and o.get('client') == 'java')} by the Java client), "
           f"{sum(1 for o in ops if o['op'] == 'fail')} failed, "
+          f"{sum(1 for o in ops if o['op'] == 'mqtt-ack')} MQTT messages acked, "
           + (", ".join(f"{k} {n}" for k, n in bad.items()) or "no violations")
           + f"; history {history_path}"
           + (f"; left out: {', '.join(left_out)}" if left_out else ""))

@@ -32,6 +32,9 @@ use crate::streams::LocalStreams;
 
 /// How long a change waits to be applied on this node after the leader committed it.
 const APPLY_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a call to another node's partition watches for the partition moving (longer
+/// than any call takes).
+const MOVED_WATCH: Duration = Duration::from_secs(60);
 /// How often the journal is brought in line with the meta service.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// The file, in the meta store's directory, that says this node's journal was adopted.
@@ -857,16 +860,33 @@ impl Remote {
         request.stream.clone_from(&self.stream);
         request.partition = self.partition;
         request.epoch = self.epoch;
-        let reply = self
-            .meta
-            .partition_call(self.leader, request)
-            .await
-            .map_err(|e| {
+        // A leader that is cut off may not answer before the RPC times out; once the
+        // partition has another leader (or epoch) the caller is told at once, to try
+        // again there. What was sent may or may not have been carried out.
+        let placed = (Some(self.leader), self.epoch);
+        let moved = self.meta.applied(
+            |s| {
+                s.placement
+                    .get(&self.stream)
+                    .and_then(|v| v.get(self.partition as usize))
+                    .is_none_or(|p| (p.leader, p.epoch) != placed)
+            },
+            MOVED_WATCH,
+        );
+        let reply = tokio::select! {
+            reply = self.meta.partition_call(self.leader, request) => reply.map_err(|e| {
                 StoreError::Unavailable(format!(
                     "node {} leading {}/{}: {e}",
                     self.leader, self.stream, self.partition
                 ))
-            })?;
+            })?,
+            true = moved => {
+                return Err(StoreError::Unavailable(format!(
+                    "{}/{} moved from node {} (epoch {}) while a call to it was under way",
+                    self.stream, self.partition, self.leader, self.epoch
+                )));
+            }
+        };
         if reply.error.is_empty() {
             Ok(reply)
         } else {

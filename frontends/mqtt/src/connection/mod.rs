@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strata_frontend::Shutdown;
-use strata_frontend::seams::{StoreError, StreamHandles};
+use strata_frontend::seams::{StoreError, StoreResult, StreamHandles};
 use strata_frontend::work_queues::QueueErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
@@ -30,6 +30,10 @@ use strata_frontend::security::cache::DecisionCache;
 
 /// How long a closing connection waits for its last writes and for the client to close.
 const LINGER: Duration = Duration::from_secs(1);
+/// How long a publish's append is tried again while its partition has no leader.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(5);
+/// How long between those tries.
+const STORE_RETRY_EVERY: Duration = Duration::from_millis(100);
 /// Bytes reserved before a socket read while a connection is quiet, and the most reserved
 /// once reads keep filling the buffer. Buffers start empty and grow only as far as the
 /// traffic needs, so idle connections stay small.
@@ -1142,32 +1146,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut batch: Vec<Accepted> = std::mem::take(pending);
         let queued = Box::pin(send_queued(&self.broker.clone(), &batch)).await;
         let kept = batch.iter().any(|a| a.queue.is_none());
-        let stored = match &self.broker.store {
-            _ if !kept => Ok(()),
-            None => Ok(()),
-            Some(stream) => match (
-                store::batch(
-                    batch
-                        .iter()
-                        .filter(|a| a.queue.is_none())
-                        .map(|a| &*a.message),
-                ),
-                stream.get(self.partition),
-            ) {
-                (Ok(b), Some(partition)) => partition.append(b).await.map(|appended| {
-                    let kept = batch.iter_mut().filter(|a| a.queue.is_none());
-                    for (i, a) in kept.enumerate() {
-                        if let Some(m) = Arc::get_mut(&mut a.message) {
-                            m.stored = Some((self.partition, appended.base_offset + i as u64));
-                        }
-                    }
-                }),
-                (Err(e), _) => Err(e.into()),
-                (_, None) => Err(StoreError::UnknownPartition {
-                    stream: stream.name().to_string(),
-                    partition: self.partition,
-                }),
-            },
+        let stored = if kept {
+            self.store(&mut batch).await
+        } else {
+            Ok(())
         };
         let stored = match stored {
             Ok(()) if batch.iter().any(|a| a.bridged) => {
@@ -1230,6 +1212,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.finish_publish(a, error);
         }
         None
+    }
+
+    /// Appends the messages of `batch` that are kept (not handed to a work queue) to the
+    /// journal in one batch and records where each one is. While the partition has no
+    /// leader to take it (in a cluster, an election: about a second) the append is tried
+    /// again for up to [`STORE_RETRY_FOR`]: a message then stored twice is what QoS 1
+    /// allows, and a QoS 2 one is still routed once.
+    async fn store(&mut self, batch: &mut [Accepted]) -> StoreResult<()> {
+        let Some(stream) = &self.broker.store else {
+            return Ok(());
+        };
+        let partition = stream
+            .get(self.partition)
+            .ok_or_else(|| StoreError::UnknownPartition {
+                stream: stream.name().to_string(),
+                partition: self.partition,
+            })?;
+        let until = Instant::now() + STORE_RETRY_FOR;
+        let appended = loop {
+            let kept = batch.iter().filter(|a| a.queue.is_none());
+            let b = store::batch(kept.map(|a| &*a.message))?;
+            match partition.append(b).await {
+                Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
+                    if Instant::now() < until =>
+                {
+                    tokio::time::sleep(STORE_RETRY_EVERY).await;
+                }
+                other => break other?,
+            }
+        };
+        let kept = batch.iter_mut().filter(|a| a.queue.is_none());
+        for (i, a) in kept.enumerate() {
+            if let Some(m) = Arc::get_mut(&mut a.message) {
+                m.stored = Some((self.partition, appended.base_offset + i as u64));
+            }
+        }
+        Ok(())
     }
 
     fn fail(&mut self, reason: ReasonCode) -> End {
