@@ -63,6 +63,10 @@ const HAND_OVER_AFTER: Duration = Duration::from_secs(10);
 /// ... and once the preferred replica has been in sync that long without a break (a node
 /// that keeps crashing and coming back is not handed leadership each time).
 const HAND_OVER_IN_SYNC: Duration = Duration::from_secs(30);
+/// ... plus up to this much more, a fixed share per partition: a node that comes back is
+/// handed its partitions one after another over this window, not all within the same
+/// few seconds (each handover refuses appends for up to [`HAND_OVER_WAIT`]).
+const HAND_OVER_SPREAD: Duration = Duration::from_secs(30);
 /// How long a handing-over leader, taking no appends, waits for the preferred replica
 /// to hold its whole log before it gives up and takes appends again. It begins only
 /// when the preferred replica's last fetch was at its end, within the last second.
@@ -196,6 +200,18 @@ struct Handover {
     retry_at: Option<std::time::Instant>,
     /// Failed attempts in a row.
     failures: u32,
+    /// This partition's share of [`HAND_OVER_SPREAD`].
+    spread: Duration,
+}
+
+/// A fixed share of [`HAND_OVER_SPREAD`] for a partition, the same on every node.
+fn spread(stream: &str, partition: u32) -> Duration {
+    // FNV-1a: stable across builds and nodes (std's hasher promises neither).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.bytes().chain(partition.to_be_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    HAND_OVER_SPREAD.mul_f64((h % 1000) as f64 / 1000.0)
 }
 
 impl Replica {
@@ -219,7 +235,10 @@ impl Replica {
             reporting: parking_lot::Mutex::default(),
             written: Notify::new(),
             followed: Notify::new(),
-            handover: parking_lot::Mutex::default(),
+            handover: parking_lot::Mutex::new(Handover {
+                spread: spread(stream, partition),
+                ..Handover::default()
+            }),
         }
     }
 
@@ -613,7 +632,7 @@ impl Replica {
             let since = *h.in_sync_since.get_or_insert(now);
             if h.active.is_some()
                 || !led_long
-                || now.duration_since(since) < HAND_OVER_IN_SYNC
+                || now.duration_since(since) < HAND_OVER_IN_SYNC + h.spread
                 || !keeping_up
                 || h.retry_at.is_some_and(|at| now < at)
             {
@@ -1316,5 +1335,27 @@ impl Partition for ReplicatedPartition {
             .read_written(from, max_bytes)
             .await
             .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handovers_are_spread_over_the_window_the_same_way_on_every_node() {
+        let shares: Vec<Duration> = (0..64).map(|p| spread("mqtt.messages", p)).collect();
+        assert!(shares.iter().all(|s| *s < HAND_OVER_SPREAD));
+        // Spread out: no two-second slice of the window holds more than a quarter.
+        for start in 0..28 {
+            let from = Duration::from_secs(start);
+            let inside = shares
+                .iter()
+                .filter(|s| **s >= from && **s < from + Duration::from_secs(2))
+                .count();
+            assert!(inside <= 16, "{inside} of 64 between {from:?} and +2 s");
+        }
+        // Fixed per partition (FNV-1a of the name and number).
+        assert_eq!(spread("pref-d", 0), HAND_OVER_SPREAD.mul_f64(0.081));
     }
 }

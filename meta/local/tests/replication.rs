@@ -389,12 +389,14 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
     let voters = voters(&nodes);
+    // A stream whose partition's share of the handover spread (HAND_OVER_SPREAD) is
+    // small, about 2.4 s, so the test does not wait out most of the window.
     nodes[0]
         .streams
-        .create_stream(StreamSpec::new("pref", 1).with_replication_factor(3))
+        .create_stream(StreamSpec::new("pref-d", 1).with_replication_factor(3))
         .await
         .unwrap();
-    let placement = nodes[0].streams.placement("pref", 0).unwrap();
+    let placement = nodes[0].streams.placement("pref-d", 0).unwrap();
     let preferred = placement.replicas[0];
     assert_eq!(
         placement.leader,
@@ -402,7 +404,7 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
         "placed on the preferred replica"
     );
     let mut acked = Vec::new();
-    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    let p = nodes[0].streams.partition("pref-d", 0).await.unwrap();
     for i in 0..10 {
         acked.push((append(&p, i).await, i));
     }
@@ -411,18 +413,18 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     wait_until("every copy to be in sync", async || {
         nodes[0]
             .streams
-            .placement("pref", 0)
+            .placement("pref-d", 0)
             .is_some_and(|p| p.in_sync.len() == 3)
     })
     .await;
     // The preferred replica's node stops: another replica leads.
     let at = nodes.iter().position(|n| n.meta.id() == preferred).unwrap();
     nodes.remove(at).stop().await;
-    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    let p = nodes[0].streams.partition("pref-d", 0).await.unwrap();
     for i in 10..20 {
         acked.push((append(&p, i).await, i));
     }
-    let during = nodes[0].streams.placement("pref", 0).unwrap();
+    let during = nodes[0].streams.placement("pref-d", 0).unwrap();
     assert_ne!(during.leader, Some(preferred));
     // It comes back (from its disk) and, once in sync, is handed the partition back,
     // while writes go on; none of them is lost.
@@ -441,13 +443,13 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     wait_until("the preferred replica to lead again", async || {
         nodes.iter().all(|n| {
             n.streams
-                .placement("pref", 0)
+                .placement("pref-d", 0)
                 .is_some_and(|p| p.leader == Some(preferred))
         })
     })
     .await;
     acked.extend(writer.await.unwrap());
-    let p = nodes[0].streams.partition("pref", 0).await.unwrap();
+    let p = nodes[0].streams.partition("pref-d", 0).await.unwrap();
     acked.push((append(&p, 999).await, 999));
     acked_at_their_offsets(&p, &acked).await;
     for n in nodes {
