@@ -392,6 +392,10 @@ impl MetaNode {
         node: NodeId,
         request: partitions::PartitionRequest,
     ) -> Result<partitions::PartitionReply, String> {
+        // A node that is stopping calls no other (its replicas' fetches end with it).
+        if self.stop.lock().is_none() {
+            return Err(format!("node {} is stopping", self.id));
+        }
         let addr = self
             .read(|s| s.nodes.get(&node).map(|n| n.rpc.clone()))
             .ok_or_else(|| format!("node {node} is not a member"))?;

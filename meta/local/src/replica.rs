@@ -38,6 +38,11 @@ const IDLE_FETCH_WAIT_MS: u64 = 5_000;
 const FETCH_BYTES: u64 = 1 << 20;
 /// How long a write waits for a majority before it fails (it may still be committed).
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// A leader that has led this long and heard no fetch in this long from enough followers
+/// to make a majority with itself is cut off from them: it refuses appends, and fails
+/// those waiting, at once instead of after [`COMMIT_DEADLINE`]. Longer than an idle
+/// follower's fetch waits at the leader (`IDLE_FETCH_WAIT_MS`) with its margin.
+const CONTACT_LEASE: Duration = Duration::from_secs(8);
 /// How much longer than its wait at the leader a fetch may take.
 const FETCH_MARGIN: Duration = Duration::from_millis(1_500);
 /// Least time between two elections begun for one partition.
@@ -301,11 +306,50 @@ impl Replica {
         Ok(epoch)
     }
 
+    /// Leader of `epoch`: whether it has led for [`CONTACT_LEASE`] without hearing, in
+    /// that time, from enough followers to make a majority with itself.
+    fn cut_off(&self, epoch: u64) -> bool {
+        let now = std::time::Instant::now();
+        let led_long = self.handover.lock().led_since.is_some_and(|(e, at)| {
+            e == epoch && now.saturating_duration_since(at) >= CONTACT_LEASE
+        });
+        if !led_long {
+            return false;
+        }
+        let heard = self
+            .followers
+            .lock()
+            .values()
+            .filter(|f| now.saturating_duration_since(f.fetched_at) < CONTACT_LEASE)
+            .count();
+        heard + 1 < majority(self.replicas.len())
+    }
+
+    /// Returns once this leader of `epoch` is cut off from its followers.
+    async fn lost_contact(&self, epoch: u64) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.cut_off(epoch) {
+                return;
+            }
+        }
+    }
+
+    fn cut_off_error(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "this leader of {}/{} heard from no majority of its replicas in {CONTACT_LEASE:?}",
+            self.stream, self.partition
+        ))
+    }
+
     /// Appends as the leader and returns once a majority has the batch durable.
     pub async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
         let epoch = self.leading()?;
         if self.handover.lock().active == Some(epoch) {
             return Err(self.not_leader());
+        }
+        if self.cut_off(epoch) {
+            return Err(self.cut_off_error());
         }
         let a = self
             .log
@@ -321,6 +365,8 @@ impl Replica {
                 // It may or may not be kept: a retry finds the new leader.
                 return Err(self.not_leader());
             }
+            // It may or may not be kept (the followers may return).
+            () = self.lost_contact(epoch) => return Err(self.cut_off_error()),
             () = tokio::time::sleep(COMMIT_DEADLINE) => {
                 return Err(StoreError::Unavailable(format!(
                     "no majority of {}/{}'s replicas took the write within {COMMIT_DEADLINE:?}: it may or may not be kept",

@@ -508,3 +508,54 @@ async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_followers_fails_writes_instead_of_holding_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    nodes[0]
+        .streams
+        .create_stream(StreamSpec::new("alone", 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    let p = nodes[0].streams.partition("alone", 0).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push((append(&p, i).await, i));
+    }
+    let leader = nodes[0]
+        .streams
+        .placement("alone", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    // Both followers' nodes stop: the leader can commit nothing more (nor can anyone
+    // elect another). Its write fails once it has heard from no follower for the contact
+    // lease, not after the commit deadline, and the next one is refused at once.
+    let at = nodes.iter().position(|n| n.meta.id() == leader).unwrap();
+    let alone = nodes.remove(at);
+    for n in nodes {
+        n.stop().await;
+    }
+    let p = alone.streams.partition("alone", 0).await.unwrap();
+    for i in 100..102 {
+        match p.append(batch(i)).await {
+            Err(StoreError::Unavailable(why)) => {
+                assert!(why.contains("heard from no majority"), "write {i}: {why}")
+            }
+            other => panic!("write {i} by a leader cut off: {other:?}"),
+        }
+    }
+    // What was acknowledged before is still there.
+    let read = p.read(0, 1 << 24).await.unwrap();
+    let values: Vec<String> = read
+        .iter()
+        .filter(|b| !b.header().control)
+        .flat_map(|b| b.records().unwrap())
+        .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
+        .collect();
+    for (_, i) in &acked {
+        assert!(values.contains(&format!("v{i}-0")), "write {i}");
+    }
+    alone.stop().await;
+}
