@@ -6,7 +6,7 @@ of them have it: the same `strata bench mqtt` load against
   strata1   one node,
   strata3   three nodes on 127.0.0.1, .2 and .3 forming one cluster; every client
             connects to node 1, and the store's partitions are led where placement put
-            them (most of them elsewhere, so most appends are forwarded),
+            them (with 4 partitions, half of them elsewhere: those appends are forwarded),
 
 one after the other in each run, each started fresh in a temporary directory. Every node
 is pinned to core 0 and the load generator to core 1; broker CPU-seconds are summed over

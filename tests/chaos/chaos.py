@@ -40,6 +40,7 @@ from its start and a checker applies the rules of Jepsen's Kafka queue checker:
   backwards     a consumer saw a partition's offsets go backwards
   mqtt-lost     a message acknowledged with a PUBACK is not in MQTT's message store (read
                 through Kafka at the end; MQTT QoS 1 allows duplicates)
+  mqtt-idle     no MQTT message was acknowledged at all
 
 Prints one verdict line and exits non-zero on any violation.
 
@@ -521,7 +522,10 @@ def check(ops):
          # carry on through every fault.
          "client-stopped": [(o["client"], o["error"]) for o in ops if o["op"] == "stopped"]}
     stored = {o["value"] for o in ops if o["op"] == "mqtt-read"}
-    v["mqtt-lost"] = [o["value"] for o in ops if o["op"] == "mqtt-ack" and o["value"] not in stored]
+    mqtt_acked = [o["value"] for o in ops if o["op"] == "mqtt-ack"]
+    v["mqtt-lost"] = [value for value in mqtt_acked if value not in stored]
+    # A publisher that never got a PUBACK proves nothing.
+    v["mqtt-idle"] = [] if mqtt_acked else ["no MQTT message was acknowledged"]
     for o in ops:
         if o["op"] != "read":
             continue

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
+use strata_frontend::Shutdown;
 use strata_frontend::seams::{StoreError, StreamHandles};
 use tokio::sync::Notify;
 
@@ -270,11 +271,16 @@ impl Broker {
     /// Keeps persistent sessions and retained messages in `persist`, and loads what it
     /// holds: sessions whose expiry has not passed (disconnected, with their
     /// subscriptions) and retained messages that have not expired. Returns how many
-    /// sessions and retained messages were loaded.
-    pub fn recover(&mut self, persist: Persist) -> Result<(usize, usize), StateError> {
+    /// sessions and retained messages were loaded. A delivery's message in a partition
+    /// without a leader is waited for (an error only once `stopping` is set).
+    pub fn recover(
+        &mut self,
+        persist: Persist,
+        stopping: Shutdown,
+    ) -> Result<(usize, usize), StateError> {
         let now = Instant::now();
         let mut sessions = 0;
-        let mut messages = StoredMessages::new(self.store.clone(), now);
+        let mut messages = StoredMessages::new(self.store.clone(), now, stopping);
         for (client_id, record) in persist.sessions()? {
             if record.expired() {
                 persist.write(&[Persist::delete_session(&client_id)])?;
@@ -362,22 +368,11 @@ impl Broker {
                 continue;
             };
             st.next_seq = st.next_seq.max(seq);
-            let message = match messages.get(e.partition, e.offset) {
-                Found::Message(m) => m,
+            let message = match messages.get(e.partition, e.offset)? {
+                Some(m) => m,
                 // A PUBREL still owed needs no message.
-                Found::Gone | Found::Unavailable if e.phase == EntryPhase::AwaitComp => {
-                    messages.placeholder()
-                }
-                // Its partition has no leader to read from now (in a cluster): kept in the
-                // store, not delivered until a start finds it readable.
-                Found::Unavailable => {
-                    self.metrics
-                        .errors
-                        .with_label_values(&["stored_message_unavailable"])
-                        .inc();
-                    continue;
-                }
-                Found::Gone => {
+                None if e.phase == EntryPhase::AwaitComp => messages.placeholder(),
+                None => {
                     self.metrics.dropped.with_label_values(&["expired"]).inc();
                     gone.push(StateOp::Delete(key));
                     continue;
@@ -1256,10 +1251,11 @@ impl Broker {
             // Like a client's messages, by the same rule: the broker's own publish under
             // one topic stay in one partition, in order.
             let p = stream.partition_for_key(message.topic.as_bytes());
-            let appended = match (store::batch([&*message]), stream.get(p)) {
-                (Ok(batch), Some(partition)) => partition.append(batch).await,
-                (Err(e), _) => Err(e.into()),
-                (_, None) => Err(StoreError::UnknownPartition {
+            let appended = match stream.get(p) {
+                Some(partition) => {
+                    store::append(partition, || Ok(store::batch([&*message])?)).await
+                }
+                None => Err(StoreError::UnknownPartition {
                     stream: stream.name().to_string(),
                     partition: p,
                 }),
@@ -1289,56 +1285,57 @@ struct StoredMessages {
     now: Instant,
     found: HashMap<(u32, u64), Option<Arc<Message>>>,
     placeholder: Option<Arc<Message>>,
-    /// Until when reads of a partition without a leader (in a cluster, during an
-    /// election) are tried again: one budget for the whole recovery.
-    retry_until: Instant,
+    /// Whether the node is stopping (a wait for a partition's leader then ends).
+    stopping: Shutdown,
 }
 
-/// A stored delivery's message, as recovery finds it.
-enum Found {
-    Message(Arc<Message>),
-    /// Expired, or no longer in the journal.
-    Gone,
-    /// Its partition cannot be read now (no leader within the retry budget).
-    Unavailable,
-}
-
-/// How long a recovery waits in all for partitions of the message store without a leader.
-const RECOVERY_READ_RETRY: Duration = Duration::from_secs(30);
+/// How often recovery logs that it still waits for a partition of the message store.
+const RECOVERY_WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl StoredMessages {
-    fn new(store: Option<Arc<StreamHandles>>, now: Instant) -> Self {
+    fn new(store: Option<Arc<StreamHandles>>, now: Instant, stopping: Shutdown) -> Self {
         StoredMessages {
             store,
             now,
             found: HashMap::new(),
             placeholder: None,
-            retry_until: now + RECOVERY_READ_RETRY,
+            stopping,
         }
     }
 
-    /// The message at `offset` of `partition`, reading from there on a miss. Runs on
-    /// a blocking thread at start-up, so it waits for the journal read in place.
-    fn get(&mut self, partition: u32, offset: u64) -> Found {
+    /// The message at `offset` of `partition` (`None`: expired, or no longer in the
+    /// journal), reading from there on a miss. Runs on a blocking thread at start-up, so
+    /// it waits for the journal read in place: while the partition has no leader (in a
+    /// cluster, an election, or a majority of its copies down) it waits for one, as a
+    /// publish would, rather than take the delivery for gone; an error only when the node
+    /// stops meanwhile.
+    fn get(&mut self, partition: u32, offset: u64) -> Result<Option<Arc<Message>>, StateError> {
         if let Some(m) = self.found.get(&(partition, offset)) {
-            return m.clone().map_or(Found::Gone, Found::Message);
+            return Ok(m.clone());
         }
         let Some(log) = self.store.as_ref().and_then(|s| s.get(partition)) else {
-            return Found::Gone;
+            return Ok(None);
         };
         // Deliveries mostly refer to consecutive offsets: one read of about 1 MiB resolves
         // thousands of them.
         let runtime = tokio::runtime::Handle::current();
+        let mut told: Option<Instant> = None;
         let read = loop {
             match runtime.block_on(log.read(offset, 1 << 20)) {
-                Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
-                    if Instant::now() < self.retry_until =>
-                {
+                Err(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => {
+                    if self.stopping.is_set() {
+                        return Err(StateError(format!(
+                            "stopped while waiting for partition {partition} of the message store: {e}"
+                        )));
+                    }
+                    if told.is_none_or(|at| at.elapsed() >= RECOVERY_WAIT_LOG_EVERY) {
+                        told = Some(Instant::now());
+                        tracing::warn!(partition, offset, error = %e, "stored deliveries wait for their partition of the message store");
+                    }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => {
-                    tracing::warn!(partition, offset, error = %e, "stored delivery's message cannot be read now; kept for a later start");
-                    return Found::Unavailable;
+                Err(StoreError::Closed) => {
+                    return Err(StateError("the journal closed during recovery".into()));
                 }
                 other => break other,
             }
@@ -1360,11 +1357,11 @@ impl StoredMessages {
                 tracing::warn!(partition, offset, error = %e, "stored delivery refers to an unreadable message");
             }
         }
-        self.found
+        Ok(self
+            .found
             .entry((partition, offset))
             .or_insert(None)
-            .clone()
-            .map_or(Found::Gone, Found::Message)
+            .clone())
     }
 
     /// A stand-in for a delivery whose PUBREL is all that is left to send.

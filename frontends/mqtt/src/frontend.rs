@@ -132,16 +132,22 @@ impl Frontend for MqttFrontend {
         let space = ctx.storage.state.space(persist::SPACE).map_err(fail)?;
         let bridge_space = space.clone();
         // Reading every stored session is synchronous RocksDB work: off the async workers.
-        let broker = tokio::task::spawn_blocking(move || {
-            let loaded = broker.recover(Persist::new(space));
+        let stopping = shutdown.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            let loaded = broker.recover(Persist::new(space), stopping);
             loaded.map(|(sessions, retained)| {
                 tracing::info!(sessions, retained, "mqtt state recovered");
                 broker
             })
         })
         .await
-        .map_err(fail)?
         .map_err(fail)?;
+        let broker = match recovered {
+            Ok(broker) => broker,
+            // Stopped while recovery waited for the message store: nothing was lost.
+            Err(_) if shutdown.is_set() => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        };
         let broker = Arc::new(broker);
         self.admin.attach(broker.clone());
         let housekeeping = tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));

@@ -3,7 +3,10 @@
 //! The record key is the topic and the value the payload; headers carry QoS, retain, the
 //! publisher and the MQTT 5 properties, so other frontends can read the same records.
 
+use std::sync::Arc;
+
 use strata_batch::{BatchBuilder, PendingBatch, Result as BatchResult, now_ms};
+use strata_frontend::seams::{Appended, Partition, StoreError, StoreResult};
 
 use crate::message::Message;
 
@@ -22,6 +25,32 @@ pub mod header {
     pub const EXPIRY: &str = "mqtt.message_expiry_interval";
     /// Prefix of a user property's header name.
     pub const USER: &str = "mqtt.user:";
+}
+
+/// How long an append is tried again while its partition has no leader.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long between those tries.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Appends the batch `build` makes to `partition`. While the partition has no leader to
+/// take it (in a cluster, an election: about a second) the batch is made again and the
+/// append tried again every 100 ms for up to 5 s: a message then stored twice is what
+/// QoS 1 allows, and a QoS 2 one is still routed once.
+pub async fn append(
+    partition: &Arc<dyn Partition>,
+    build: impl Fn() -> StoreResult<PendingBatch>,
+) -> StoreResult<Appended> {
+    let until = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        match partition.append(build()?).await {
+            Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
+                if std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Builds one journal batch holding `messages`.

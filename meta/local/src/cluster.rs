@@ -5,8 +5,8 @@
 //!
 //! Streams kept per node ([`OwnedStreams::keep_per_node`]: the audit log) stay in the
 //! local journal and out of the meta service. A frontend's own state is the cluster's
-//! otherwise: the MQTT message store is placed and replicated like any stream, with as
-//! many copies as a stream that asks for none gets once every voter is up.
+//! otherwise: the MQTT message store is placed and replicated like any stream, with three
+//! copies once the meta service has three voters (see `frontend_copies`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ const APPLY_DEADLINE: Duration = Duration::from_secs(15);
 /// How long a call to another node's partition watches for the partition moving (longer
 /// than any call takes).
 const MOVED_WATCH: Duration = Duration::from_secs(60);
+/// How long a call goes before it watches for that, and how long it still waits for an
+/// answer once the partition moved.
+const MOVED_GRACE: Duration = Duration::from_millis(250);
 /// How often the journal is brought in line with the meta service.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// The file, in the meta store's directory, that says this node's journal was adopted.
@@ -171,11 +174,17 @@ impl ClusterStreams {
     }
 
     /// Copies of each partition of a frontend's own stream of `class` (the MQTT message
-    /// store): what a stream that asks for none gets once every voter of the meta service
-    /// is up, so it does not depend on which nodes happened to be up at the first start.
-    /// Until that many nodes are up, creating it is `Unavailable` (the frontend waits).
+    /// store): three when the meta service has three or more voters and the class can be
+    /// replicated (`segment`), one otherwise, whichever nodes happen to be up at the first
+    /// start. Until three nodes are up, creating it is `Unavailable` (the frontend waits).
     fn frontend_copies(&self, class: StorageClass) -> StoreResult<u32> {
         let voters = self.meta.voters().len();
+        if voters == 0 {
+            // A node being added learns the group's voters from its leader.
+            return Err(StoreError::Unavailable(
+                "this node does not know the meta service's voters yet".into(),
+            ));
+        }
         if class != StorageClass::Segment || voters < 3 {
             return Ok(1);
         }
@@ -468,6 +477,9 @@ impl Catalog for ClusterStreams {
                     .await?;
                 Ok(self.info(&stream))
             }
+            // A frontend's own stream asks for what its node saw up: fewer nodes may be up
+            // by the time the meta service places it. It is tried again.
+            Outcome::Invalid(why) if internal => Err(StoreError::Unavailable(why)),
             other => Err(outcome_error(&spec.name, other)),
         }
     }
@@ -861,32 +873,45 @@ impl Remote {
         request.partition = self.partition;
         request.epoch = self.epoch;
         // A leader that is cut off may not answer before the RPC times out; once the
-        // partition has another leader (or epoch) the caller is told at once, to try
-        // again there. What was sent may or may not have been carried out.
+        // partition has another leader (or epoch) the caller is told, to try again there,
+        // after a short grace for an answer on its way. What was sent may or may not have
+        // been carried out. Calls answered within the grace never watch the placement.
         let placed = (Some(self.leader), self.epoch);
-        let moved = self.meta.applied(
-            |s| {
-                s.placement
-                    .get(&self.stream)
-                    .and_then(|v| v.get(self.partition as usize))
-                    .is_none_or(|p| (p.leader, p.epoch) != placed)
-            },
-            MOVED_WATCH,
-        );
-        let reply = tokio::select! {
-            reply = self.meta.partition_call(self.leader, request) => reply.map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "node {} leading {}/{}: {e}",
-                    self.leader, self.stream, self.partition
-                ))
-            })?,
-            true = moved => {
-                return Err(StoreError::Unavailable(format!(
-                    "{}/{} moved from node {} (epoch {}) while a call to it was under way",
-                    self.stream, self.partition, self.leader, self.epoch
-                )));
-            }
+        let moved = async {
+            tokio::time::sleep(MOVED_GRACE).await;
+            self.meta
+                .applied(
+                    |s| {
+                        s.placement
+                            .get(&self.stream)
+                            .and_then(|v| v.get(self.partition as usize))
+                            .is_none_or(|p| (p.leader, p.epoch) != placed)
+                    },
+                    MOVED_WATCH,
+                )
+                .await
         };
+        let call = self.meta.partition_call(self.leader, request);
+        tokio::pin!(call);
+        let reply = tokio::select! {
+            biased;
+            reply = &mut call => reply,
+            true = moved => match tokio::time::timeout(MOVED_GRACE, &mut call).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{}/{} moved from node {} (epoch {}) while a call to it was under way",
+                        self.stream, self.partition, self.leader, self.epoch
+                    )));
+                }
+            },
+        }
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "node {} leading {}/{}: {e}",
+                self.leader, self.stream, self.partition
+            ))
+        })?;
         if reply.error.is_empty() {
             Ok(reply)
         } else {

@@ -130,8 +130,8 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let started = start_frontends(&config, ctx, &mut admin, stopping).await;
     let served = match started {
         Ok((mut frontends, apis)) => {
-            // After every frontend claimed its streams: those claimed internal are the
-            // node's own and stay out of the meta service.
+            // After every frontend claimed its streams: those kept per node (the audit
+            // log) stay out of the meta service.
             let reconciling =
                 tokio::spawn(streams.clone().reconcile(config.node.data_dir.join("meta")));
             let registering = tokio::spawn(register_and_beat(

@@ -30,10 +30,6 @@ use strata_frontend::security::cache::DecisionCache;
 
 /// How long a closing connection waits for its last writes and for the client to close.
 const LINGER: Duration = Duration::from_secs(1);
-/// How long a publish's append is tried again while its partition has no leader.
-const STORE_RETRY_FOR: Duration = Duration::from_secs(5);
-/// How long between those tries.
-const STORE_RETRY_EVERY: Duration = Duration::from_millis(100);
 /// Bytes reserved before a socket read while a connection is quiet, and the most reserved
 /// once reads keep filling the buffer. Buffers start empty and grow only as far as the
 /// traffic needs, so idle connections stay small.
@@ -1215,10 +1211,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Appends the messages of `batch` that are kept (not handed to a work queue) to the
-    /// journal in one batch and records where each one is. While the partition has no
-    /// leader to take it (in a cluster, an election: about a second) the append is tried
-    /// again for up to [`STORE_RETRY_FOR`]: a message then stored twice is what QoS 1
-    /// allows, and a QoS 2 one is still routed once.
+    /// journal in one batch ([`store::append`]: tried again while the partition has no
+    /// leader) and records where each one is.
     async fn store(&mut self, batch: &mut [Accepted]) -> StoreResult<()> {
         let Some(stream) = &self.broker.store else {
             return Ok(());
@@ -1229,19 +1223,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 stream: stream.name().to_string(),
                 partition: self.partition,
             })?;
-        let until = Instant::now() + STORE_RETRY_FOR;
-        let appended = loop {
+        let kept = || {
             let kept = batch.iter().filter(|a| a.queue.is_none());
-            let b = store::batch(kept.map(|a| &*a.message))?;
-            match partition.append(b).await {
-                Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
-                    if Instant::now() < until =>
-                {
-                    tokio::time::sleep(STORE_RETRY_EVERY).await;
-                }
-                other => break other?,
-            }
+            Ok(store::batch(kept.map(|a| &*a.message))?)
         };
+        let appended = store::append(partition, kept).await?;
         let kept = batch.iter_mut().filter(|a| a.queue.is_none());
         for (i, a) in kept.enumerate() {
             if let Some(m) = Arc::get_mut(&mut a.message) {
