@@ -18,8 +18,6 @@ Usage: benches/mqtt_cluster.py [--runs N] [--messages N] [--clients N] [--strata
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,13 +27,16 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from journal import default_strata  # noqa: E402
-from kafka import cpu_seconds, wait_line  # noqa: E402
+from kafka import wait_line  # noqa: E402
+import kafka_cluster  # noqa: E402
 from kafka_cluster import free_port_on  # noqa: E402
 
 
-class Setup:
-    """One node, or three forming a cluster, with MQTT on; every process on core 0."""
+class Setup(kafka_cluster.Setup):
+    """One node, or three forming a cluster, with MQTT on; every process on core 0
+    (`cpu` and `stop` as for the Kafka setups)."""
 
+    # Not super().__init__(): that one starts the Kafka setups.
     def __init__(self, strata, size):
         self.tmp = tempfile.mkdtemp(prefix=f"mqtt-cluster-{size}-")
         self.procs = []
@@ -93,20 +94,6 @@ class Setup:
                 raise RuntimeError("the MQTT store was not placed in time")
             time.sleep(0.2)
 
-    def cpu(self):
-        return sum(cpu_seconds(p.pid) for p in self.procs)
-
-    def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def run(a, size):

@@ -230,6 +230,28 @@ async fn data_batches(log: &Arc<dyn PartitionLog>) -> Vec<Batch> {
     all.into_iter().filter(|b| !b.header().control).collect()
 }
 
+/// Creates stream `name`, one partition with three copies, through the first node;
+/// returns a handle on the partition through that node.
+async fn create(nodes: &[Node], name: &str) -> Arc<dyn Partition> {
+    nodes[0]
+        .streams
+        .create_stream(StreamSpec::new(name, 1).with_replication_factor(3))
+        .await
+        .unwrap();
+    nodes[0].streams.partition(name, 0).await.unwrap()
+}
+
+/// Waits until the metadata lists three in-sync copies of `name`'s partition.
+async fn all_in_sync(nodes: &[Node], name: &str) {
+    wait_until("every copy to be in sync", async || {
+        nodes[0]
+            .streams
+            .placement(name, 0)
+            .is_some_and(|p| p.in_sync.len() == 3)
+    })
+    .await;
+}
+
 async fn wait_until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + DEADLINE;
     while !ok().await {
@@ -327,12 +349,7 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
     let voters = voters(&nodes);
-    nodes[0]
-        .streams
-        .create_stream(StreamSpec::new("wiped", 1).with_replication_factor(3))
-        .await
-        .unwrap();
-    let p = nodes[0].streams.partition("wiped", 0).await.unwrap();
+    let p = create(&nodes, "wiped").await;
     for i in 0..20 {
         append(&p, i).await;
     }
@@ -391,11 +408,7 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let voters = voters(&nodes);
     // A stream whose partition's share of the handover spread (HAND_OVER_SPREAD) is
     // small, about 2.4 s, so the test does not wait out most of the window.
-    nodes[0]
-        .streams
-        .create_stream(StreamSpec::new("pref-d", 1).with_replication_factor(3))
-        .await
-        .unwrap();
+    let p = create(&nodes, "pref-d").await;
     let placement = nodes[0].streams.placement("pref-d", 0).unwrap();
     let preferred = placement.replicas[0];
     assert_eq!(
@@ -404,19 +417,12 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
         "placed on the preferred replica"
     );
     let mut acked = Vec::new();
-    let p = nodes[0].streams.partition("pref-d", 0).await.unwrap();
     for i in 0..10 {
         acked.push((append(&p, i).await, i));
     }
     // Every copy in sync first (a partition whose leader dies before its followers ever
     // caught up stays offline until it returns: see docs/architecture.md).
-    wait_until("every copy to be in sync", async || {
-        nodes[0]
-            .streams
-            .placement("pref-d", 0)
-            .is_some_and(|p| p.in_sync.len() == 3)
-    })
-    .await;
+    all_in_sync(&nodes, "pref-d").await;
     // The preferred replica's node stops: another replica leads.
     let at = nodes.iter().position(|n| n.meta.id() == preferred).unwrap();
     nodes.remove(at).stop().await;
@@ -462,23 +468,12 @@ async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
     let voters = voters(&nodes);
-    nodes[0]
-        .streams
-        .create_stream(StreamSpec::new("again", 1).with_replication_factor(3))
-        .await
-        .unwrap();
-    let p = nodes[0].streams.partition("again", 0).await.unwrap();
+    let p = create(&nodes, "again").await;
     let mut acked = Vec::new();
     for i in 0..10 {
         acked.push((append(&p, i).await, i));
     }
-    wait_until("every copy to be in sync", async || {
-        nodes[0]
-            .streams
-            .placement("again", 0)
-            .is_some_and(|p| p.in_sync.len() == 3)
-    })
-    .await;
+    all_in_sync(&nodes, "again").await;
     let before = nodes[0].streams.placement("again", 0).unwrap();
     // The whole cluster stops, the leader's node last (by then the meta service has no
     // majority: nobody elects), and starts again with the metadata naming the old leader.
@@ -513,12 +508,7 @@ async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
 async fn a_leader_cut_off_from_its_followers_fails_writes_instead_of_holding_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
-    nodes[0]
-        .streams
-        .create_stream(StreamSpec::new("alone", 1).with_replication_factor(3))
-        .await
-        .unwrap();
-    let p = nodes[0].streams.partition("alone", 0).await.unwrap();
+    let p = create(&nodes, "alone").await;
     let mut acked = Vec::new();
     for i in 0..5 {
         acked.push((append(&p, i).await, i));
@@ -547,15 +537,6 @@ async fn a_leader_cut_off_from_its_followers_fails_writes_instead_of_holding_the
         }
     }
     // What was acknowledged before is still there.
-    let read = p.read(0, 1 << 24).await.unwrap();
-    let values: Vec<String> = read
-        .iter()
-        .filter(|b| !b.header().control)
-        .flat_map(|b| b.records().unwrap())
-        .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
-        .collect();
-    for (_, i) in &acked {
-        assert!(values.contains(&format!("v{i}-0")), "write {i}");
-    }
+    acked_at_their_offsets(&p, &acked).await;
     alone.stop().await;
 }
