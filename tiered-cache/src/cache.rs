@@ -112,6 +112,14 @@ fn cache_error(e: foyer::Error) -> ObjectError {
     ObjectError::Cache(e.to_string())
 }
 
+/// Shards of the memory tier: each gets an equal share of its bytes, and a shard whose
+/// share is smaller than a block keeps its newest block anyway (the memory tier would then
+/// hold up to one block per shard, past its budget). So each shard gets at least eight
+/// blocks' worth, up to eight shards (foyer's default, for concurrency).
+fn memory_shards(memory_bytes: u64, block_bytes: u64) -> usize {
+    (memory_bytes / block_bytes.max(1) / 8).clamp(1, 8) as usize
+}
+
 impl BlockCache {
     /// Opens the cache; its SSD file lives in `config.dir` or else `default_dir`. Blocks
     /// cached by an earlier run are found again.
@@ -131,6 +139,7 @@ impl BlockCache {
             .with_name("strata-blocks")
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .memory(config.memory_bytes as usize)
+            .with_shards(memory_shards(config.memory_bytes, config.block_bytes))
             .with_weighter(|_k: &BlockKey, v: &Bytes| v.len())
             .storage();
         let disk = config.disk_bytes > 0;
@@ -348,6 +357,33 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::ObjectStoreConfig;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_memory_tier_keeps_to_its_budget_with_blocks_larger_than_a_default_shard()
+    -> Result<(), ObjectError> {
+        let dir = tempfile::tempdir().map_err(|e| ObjectError::Config(e.to_string()))?;
+        let store = ObjectStore::open(&ObjectStoreConfig::Fs {
+            root: dir.path().join("objects"),
+        })?;
+        // 64 KiB of memory in 16 KiB blocks: with eight shards of 8 KiB each, every shard
+        // kept its newest block, up to 128 KiB in all.
+        let config = CacheConfig {
+            memory_bytes: 64 << 10,
+            disk_bytes: 0,
+            block_bytes: 16 << 10,
+            ..CacheConfig::default()
+        };
+        let registry = prometheus::Registry::new();
+        let cache =
+            BlockCache::open(store, &config, dir.path(), TierMetrics::new(&registry)).await?;
+        let body = Bytes::from(vec![7u8; 128 << 10]);
+        for i in 0..16 {
+            cache.insert_object(&format!("o/{i}"), &body);
+            let used = cache.inner.cache.memory().usage();
+            assert!(used <= 64 << 10, "{used} bytes in a 64 KiB memory tier");
+        }
+        Ok(())
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ranges_come_from_blocks_and_blocks_are_fetched_once() -> Result<(), ObjectError> {

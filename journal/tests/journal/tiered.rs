@@ -267,7 +267,7 @@ async fn s3_replay_through_a_small_cache_evicts_and_fetches_again() {
     let server = S3Server::start(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
-    // 64 KiB of memory and no disk tier: far less than the 2 MB partition. No read-ahead:
+    // 64 KiB of memory and no disk tier: half the partition's two sealed segments. No read-ahead:
     // its GETs run in the background, and those still in flight when a pass ends would be
     // counted in the next one.
     let j = open_with(
