@@ -114,8 +114,8 @@ def test_acknowledged_mqtt_messages_survive_a_nodes_death(tmp_path):
 
         go_on = threading.Event()
         on_victim = [victim]
-        publishers = [Publisher(f"pub-{i}", (lambda: [nodes[0]]), go_on) for i in range(4)]
-        publishers += [Publisher(f"far-{i}", (lambda: [n for n in on_victim]), go_on)
+        publishers = [Publisher(f"pub-{i}", lambda: [nodes[0]], go_on) for i in range(4)]
+        publishers += [Publisher(f"far-{i}", lambda: list(on_victim), go_on)
                        for i in range(2)]
         for p in publishers:
             p.start()

@@ -185,16 +185,16 @@ impl ClusterStreams {
                 "this node does not know the meta service's voters yet".into(),
             ));
         }
-        if class != StorageClass::Segment || voters < 3 {
+        if voters < 3 {
             return Ok(1);
         }
-        let up = self.nodes_up();
-        if up < 3 {
-            return Err(StoreError::Unavailable(format!(
-                "a frontend's stream is kept in 3 copies: {up} of the {voters} nodes are up"
-            )));
+        match self.default_copies(class) {
+            1 if class == StorageClass::Segment => Err(StoreError::Unavailable(format!(
+                "a frontend's stream is kept in 3 copies: {} of the {voters} nodes are up",
+                self.nodes_up()
+            ))),
+            copies => Ok(copies),
         }
-        Ok(3)
     }
 
     fn info(&self, m: &StreamMeta) -> StreamInfo {

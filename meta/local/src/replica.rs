@@ -306,11 +306,12 @@ impl Replica {
         Ok(epoch)
     }
 
-    /// Leader of `epoch`: whether it has led for [`CONTACT_LEASE`] without hearing, in
-    /// that time, from enough followers to make a majority with itself.
-    fn cut_off(&self, epoch: u64) -> bool {
+    /// Leader of `epoch`, leading since `led_since`: whether it has led for
+    /// [`CONTACT_LEASE`] without hearing, in that time, from enough followers to make a
+    /// majority with itself.
+    fn cut_off(&self, epoch: u64, led_since: Option<(u64, std::time::Instant)>) -> bool {
         let now = std::time::Instant::now();
-        let led_long = self.handover.lock().led_since.is_some_and(|(e, at)| {
+        let led_long = led_since.is_some_and(|(e, at)| {
             e == epoch && now.saturating_duration_since(at) >= CONTACT_LEASE
         });
         if !led_long {
@@ -325,12 +326,23 @@ impl Replica {
         heard + 1 < majority(self.replicas.len())
     }
 
-    /// Returns once this leader of `epoch` is cut off from its followers.
-    async fn lost_contact(&self, epoch: u64) {
+    /// Returns, with the error to answer, once an append of this leader of `epoch`
+    /// waiting for a majority gives up: as soon as the leader is cut off from its
+    /// followers (checked every second), or after [`COMMIT_DEADLINE`]. One timer at a time,
+    /// so an append committed at once costs no more than before. What was written may or
+    /// may not be kept (the followers may return).
+    async fn gives_up(&self, epoch: u64) -> StoreError {
+        let until = std::time::Instant::now() + COMMIT_DEADLINE;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.cut_off(epoch) {
-                return;
+            if self.cut_off(epoch, self.handover.lock().led_since) {
+                return self.cut_off_error();
+            }
+            if std::time::Instant::now() >= until {
+                return StoreError::Unavailable(format!(
+                    "no majority of {}/{}'s replicas took the write within {COMMIT_DEADLINE:?}: it may or may not be kept",
+                    self.stream, self.partition
+                ));
             }
         }
     }
@@ -345,10 +357,14 @@ impl Replica {
     /// Appends as the leader and returns once a majority has the batch durable.
     pub async fn append(&self, batch: PendingBatch) -> StoreResult<Appended> {
         let epoch = self.leading()?;
-        if self.handover.lock().active == Some(epoch) {
-            return Err(self.not_leader());
-        }
-        if self.cut_off(epoch) {
+        let led_since = {
+            let h = self.handover.lock();
+            if h.active == Some(epoch) {
+                return Err(self.not_leader());
+            }
+            h.led_since
+        };
+        if self.cut_off(epoch, led_since) {
             return Err(self.cut_off_error());
         }
         let a = self
@@ -365,14 +381,7 @@ impl Replica {
                 // It may or may not be kept: a retry finds the new leader.
                 return Err(self.not_leader());
             }
-            // It may or may not be kept (the followers may return).
-            () = self.lost_contact(epoch) => return Err(self.cut_off_error()),
-            () = tokio::time::sleep(COMMIT_DEADLINE) => {
-                return Err(StoreError::Unavailable(format!(
-                    "no majority of {}/{}'s replicas took the write within {COMMIT_DEADLINE:?}: it may or may not be kept",
-                    self.stream, self.partition
-                )));
-            }
+            e = self.gives_up(epoch) => return Err(e),
         }
         // Committed as written only if this node still leads the epoch and the log still
         // holds the batch in it (not truncated and refilled by a newer leader meanwhile).
