@@ -277,6 +277,15 @@ impl Journal {
                     remote,
                     span.clone(),
                 )?);
+                // A copy of a replicated partition follows until its replica says it
+                // leads: only the leader uploads and deletes objects.
+                if inner
+                    .manifests
+                    .as_ref()
+                    .is_some_and(|c| c.replicated(&config.name, p))
+                {
+                    log.set_offload_duty(crate::log::OffloadDuty::Follower);
+                }
                 if config.offloads() {
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) => {

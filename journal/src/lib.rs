@@ -32,7 +32,9 @@ pub use journal::{
     CACHE_DIR, Journal, JournalOptions, ROCKSDB_DIR, STREAM_FILE, STREAMS_DIR, read_definition,
     remote_prefix,
 };
-pub use log::{Appended, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo};
+pub use log::{
+    Appended, OffloadDuty, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo,
+};
 pub use metrics::JournalMetrics;
 pub use notify::EndWatch;
 #[cfg(feature = "rocksdb")]

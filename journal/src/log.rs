@@ -210,4 +210,41 @@ pub trait PartitionLog: Send + Sync + Debug {
         let _ = (from, max_bytes);
         Err(unsupported("read_written"))
     }
+
+    /// Who does this partition's object-storage work and decides its retention (see
+    /// [`OffloadDuty`]). Classes without either ignore it.
+    fn set_offload_duty(&self, duty: OffloadDuty) {
+        let _ = duty;
+    }
+}
+
+/// A partition's part in its object storage and retention. A replicated partition's
+/// copies share one set of objects and one manifest (the cluster's catalog), so one of
+/// them, its leader, uploads, deletes objects and applies retention; the others follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffloadDuty {
+    /// The only copy: it does it all (an unreplicated partition).
+    #[default]
+    Sole,
+    /// The leader of `epoch`: uploads committed segments (its catalog writes carry the
+    /// epoch, so a deposed leader's are refused), applies retention, cleans up orphans.
+    Leader {
+        /// The leader epoch.
+        epoch: i32,
+    },
+    /// A follower (or a copy between roles): never uploads, never deletes an object nor
+    /// trims the catalog; takes the uploaded segments from the catalog, drops its local
+    /// copies of them after the local retention, and starts its log where the leader's
+    /// does.
+    Follower,
+}
+
+impl OffloadDuty {
+    /// The epoch a catalog write is fenced by (none: not replicated).
+    pub fn epoch(self) -> Option<i32> {
+        match self {
+            OffloadDuty::Leader { epoch } => Some(epoch),
+            _ => None,
+        }
+    }
 }

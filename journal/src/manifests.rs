@@ -20,11 +20,33 @@ pub trait ManifestCatalog: Send + Sync + Debug {
     /// when the catalog does not keep this stream: then the local manifest is all there is).
     fn entries(&self, stream: &str, partition: u32) -> Vec<ObjectEntry>;
 
-    /// Records an uploaded segment. Recording an entry it already has is not an error.
-    async fn append(&self, stream: &str, partition: u32, entry: ObjectEntry) -> Result<(), String>;
+    /// Whether the partition has several copies: its leader alone then uploads and applies
+    /// retention ([`crate::OffloadDuty`]), and a copy opened before its role is known
+    /// starts as a follower.
+    fn replicated(&self, stream: &str, partition: u32) -> bool {
+        let _ = (stream, partition);
+        false
+    }
 
-    /// Forgets the entries whose last offset is below `offset`.
-    async fn trim(&self, stream: &str, partition: u32, offset: u64) -> Result<(), String>;
+    /// Records an uploaded segment. Recording an entry it already has is not an error.
+    /// With `epoch`, refused unless the partition's leader is still of that epoch.
+    async fn append(
+        &self,
+        stream: &str,
+        partition: u32,
+        entry: ObjectEntry,
+        epoch: Option<i32>,
+    ) -> Result<(), String>;
+
+    /// Forgets the entries whose last offset is below `offset`. With `epoch`, refused
+    /// unless the partition's leader is still of that epoch.
+    async fn trim(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        epoch: Option<i32>,
+    ) -> Result<(), String>;
 }
 
 /// One partition's entries in a [`ManifestCatalog`].
@@ -59,11 +81,13 @@ impl Recorded {
 
     /// Records `entry` after bringing the catalog in line with `local` (the local manifest's
     /// entries: those it lacks, uploaded before it was kept or while it could not be
-    /// written, are added; those retention dropped here are trimmed).
+    /// written, are added; those retention dropped here are trimmed), each write fenced by
+    /// `epoch` when given.
     pub(crate) async fn record(
         &self,
         local: &[ObjectEntry],
         entry: ObjectEntry,
+        epoch: Option<i32>,
     ) -> crate::Result<()> {
         let (s, p) = (self.stream.as_str(), self.partition);
         let recorded = self.entries();
@@ -71,24 +95,27 @@ impl Recorded {
             && first.base_offset < kept.base_offset
         {
             self.catalog
-                .trim(s, p, kept.base_offset)
+                .trim(s, p, kept.base_offset, epoch)
                 .await
                 .map_err(unavailable)?;
         }
         let end = recorded.last().map_or(0, |e| e.last_offset + 1);
-        for missing in local.iter().filter(|e| e.base_offset >= end) {
+        for missing in local.iter().filter(|e| e.last_offset >= end) {
             self.catalog
-                .append(s, p, missing.clone())
+                .append(s, p, missing.clone(), epoch)
                 .await
                 .map_err(unavailable)?;
         }
-        self.catalog.append(s, p, entry).await.map_err(unavailable)
+        self.catalog
+            .append(s, p, entry, epoch)
+            .await
+            .map_err(unavailable)
     }
 
-    /// Forgets the entries below `offset`.
-    pub(crate) async fn trim(&self, offset: u64) -> crate::Result<()> {
+    /// Forgets the entries below `offset`, fenced by `epoch` when given.
+    pub(crate) async fn trim(&self, offset: u64, epoch: Option<i32>) -> crate::Result<()> {
         self.catalog
-            .trim(&self.stream, self.partition, offset)
+            .trim(&self.stream, self.partition, offset, epoch)
             .await
             .map_err(unavailable)
     }

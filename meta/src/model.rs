@@ -212,7 +212,9 @@ pub enum Command {
     },
     /// Recomputes placement so partitions and leaders are spread evenly.
     Rebalance,
-    /// Records an uploaded segment.
+    /// Records an uploaded segment. It may overlap the last one, as long as it ends
+    /// past it (a new leader of a replicated partition uploads its whole segment holding
+    /// where the last upload ended).
     AppendManifest {
         /// Stream.
         stream: String,
@@ -220,6 +222,11 @@ pub enum Command {
         partition: u32,
         /// The segment.
         entry: ManifestEntry,
+        /// Written by the leader of this epoch of a replicated partition: refused once
+        /// the partition has another leader or is electing one (a deposed leader's
+        /// upload is left an orphan, for the new leader's cleanup).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Forgets the uploaded segments that end below `offset`.
     TrimManifest {
@@ -229,6 +236,10 @@ pub enum Command {
         partition: u32,
         /// Entries whose last offset is below it go.
         offset: u64,
+        /// As for [`Command::AppendManifest`]: only the leader of this epoch applies
+        /// retention.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Stores a consumer group's committed offsets, all or none.
     CommitOffsets {
@@ -525,9 +536,13 @@ impl MetaState {
                 stream,
                 partition,
                 entry,
+                epoch,
             } => {
-                if let Err(missing) = self.has_partition(stream, *partition) {
-                    return (missing, Vec::new());
+                if let Err(refused) = self
+                    .has_partition(stream, *partition)
+                    .and_then(|()| self.led_in(stream, *partition, *epoch))
+                {
+                    return (refused, Vec::new());
                 }
                 let entries = self
                     .manifests
@@ -547,10 +562,9 @@ impl MetaState {
                         vec![Touched::Manifest(stream.clone(), *partition)],
                     );
                 }
-                if entries
-                    .last()
-                    .is_some_and(|e| e.last_offset >= entry.base_offset)
-                {
+                if entries.last().is_some_and(|e| {
+                    e.base_offset >= entry.base_offset || e.last_offset >= entry.last_offset
+                }) {
                     return (
                         Outcome::Invalid(format!(
                             "segment at {} overlaps the manifest of {stream}/{partition}",
@@ -569,7 +583,11 @@ impl MetaState {
                 stream,
                 partition,
                 offset,
+                epoch,
             } => {
+                if let Err(refused) = self.led_in(stream, *partition, *epoch) {
+                    return (refused, Vec::new());
+                }
                 if let Some(entries) = self
                     .manifests
                     .get_mut(stream)
@@ -947,6 +965,22 @@ impl MetaState {
 
 impl MetaState {
     /// Whether `stream` has `partition`: the NotFound outcome when it does not.
+    /// Whether the partition is led at `epoch` (none: no check), with no election
+    /// running.
+    fn led_in(&self, stream: &str, partition: u32, epoch: Option<u64>) -> Result<(), Outcome> {
+        let Some(epoch) = epoch else { return Ok(()) };
+        let placed = self
+            .placement
+            .get(stream)
+            .and_then(|v| v.get(partition as usize));
+        match placed {
+            Some(p) if p.epoch == epoch && p.leader.is_some() && p.election.is_none() => Ok(()),
+            _ => Err(Outcome::Invalid(format!(
+                "{stream}/{partition} is no longer led at epoch {epoch}"
+            ))),
+        }
+    }
+
     fn has_partition(&self, stream: &str, partition: u32) -> Result<(), Outcome> {
         match self.streams.get(stream) {
             None => Err(Outcome::NotFound(format!("no stream `{stream}`"))),
@@ -1464,6 +1498,7 @@ mod tests {
                 max_timestamp: 0,
                 index_len: 0,
             },
+            epoch: None,
         };
         assert!(matches!(s.apply(&outside).0, Outcome::NotFound(_)));
         assert_eq!(s.streams.len(), 1);
@@ -1471,6 +1506,8 @@ mod tests {
 
     #[test]
     fn manifests_only_grow_forward_and_trim_from_the_start() {
+        // An entry may overlap the last one when it ends past it; never one that starts
+        // at or before the last one's start, nor one that ends within it.
         let mut s = MetaState::default();
         s.apply(&node(1));
         s.apply(&stream("a", 1));
@@ -1486,13 +1523,13 @@ mod tests {
             stream: "a".into(),
             partition: 0,
             entry: e,
+            epoch: None,
         };
         assert_eq!(s.apply(&append(entry(0, 9))).0, Outcome::Done);
         assert_eq!(s.apply(&append(entry(10, 19))).0, Outcome::Done);
-        assert!(matches!(
-            s.apply(&append(entry(15, 30))).0,
-            Outcome::Invalid(_)
-        ));
+        for refused in [entry(12, 19), entry(5, 30), entry(10, 15)] {
+            assert!(matches!(s.apply(&append(refused)).0, Outcome::Invalid(_)));
+        }
         // The last segment uploaded again replaces its entry (the newer object).
         let again = ManifestEntry {
             key: "a/0/10-again".into(),
@@ -1508,8 +1545,50 @@ mod tests {
             stream: "a".into(),
             partition: 0,
             offset: 10,
+            epoch: None,
         });
-        assert_eq!(s.manifests["a"][&0], vec![again]);
+        assert_eq!(s.manifests["a"][&0], vec![again.clone()]);
+        assert_eq!(s.apply(&append(entry(15, 30))).0, Outcome::Done);
+        assert_eq!(s.manifests["a"][&0], vec![again, entry(15, 30)]);
+    }
+
+    #[test]
+    fn only_the_leader_of_the_current_epoch_writes_a_manifest() {
+        let mut s = MetaState::default();
+        s.apply(&node(1));
+        s.apply(&stream("a", 1));
+        let epoch = s.placement["a"][0].epoch;
+        let entry = ManifestEntry {
+            base_offset: 0,
+            last_offset: 9,
+            key: "a/0/0".into(),
+            size: 10,
+            max_timestamp: 0,
+            index_len: 2,
+        };
+        let append = |epoch| Command::AppendManifest {
+            stream: "a".into(),
+            partition: 0,
+            entry: entry.clone(),
+            epoch: Some(epoch),
+        };
+        let trim = |epoch| Command::TrimManifest {
+            stream: "a".into(),
+            partition: 0,
+            offset: 10,
+            epoch: Some(epoch),
+        };
+        assert!(matches!(s.apply(&append(epoch + 1)).0, Outcome::Invalid(_)));
+        assert!(!s.manifests.contains_key("a"));
+        assert_eq!(s.apply(&append(epoch)).0, Outcome::Done);
+        assert!(matches!(s.apply(&trim(epoch + 1)).0, Outcome::Invalid(_)));
+        assert_eq!(s.manifests["a"][&0].len(), 1);
+        // While an election runs, nobody leads: the old leader's writes are refused.
+        s.placement.get_mut("a").expect("placed")[0].election = Some(Election::default());
+        assert!(matches!(s.apply(&trim(epoch)).0, Outcome::Invalid(_)));
+        s.placement.get_mut("a").expect("placed")[0].election = None;
+        assert_eq!(s.apply(&trim(epoch)).0, Outcome::Done);
+        assert!(s.manifests["a"][&0].is_empty());
     }
 
     fn at(offset: i64) -> CommittedOffset {

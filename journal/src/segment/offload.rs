@@ -17,9 +17,11 @@ use strata_tiered::manifest::Entry;
 
 use super::file::Segment;
 use super::partition::SegmentLog;
-use super::remote::{RemoteSegment, encode_trailer};
+use super::partition::State;
+use super::remote::encode_trailer;
 use super::tier::{Remote, manifest_error};
 use crate::error::{JournalError, Result};
+use crate::log::OffloadDuty;
 use strata_batch::now_ms;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -33,6 +35,8 @@ const UPLOAD_FROM_MEMORY: u64 = 64 * 1024 * 1024;
 /// A sealed segment picked for upload.
 struct Upload {
     segment: Arc<Segment>,
+    /// The leader epoch its catalog entry is fenced by (replicated partitions).
+    epoch: Option<i32>,
     size: u64,
     end_offset: u64,
     max_timestamp: Option<i64>,
@@ -40,14 +44,24 @@ struct Upload {
 }
 
 impl SegmentLog {
-    /// The oldest sealed segment not yet uploaded.
-    fn next_upload(&self) -> Option<Upload> {
+    /// The oldest sealed segment not wholly uploaded yet: none for a follower, and only
+    /// committed ones for a leader. A new leader's segment may hold where the previous
+    /// leader's last upload ended (the copies roll at different offsets): it is uploaded
+    /// whole, its entry overlapping the one before.
+    fn next_upload(&self, r: &Remote) -> Option<Upload> {
         let st = self.state.lock();
+        if st.duty == OffloadDuty::Follower {
+            return None;
+        }
         let n = st.segments.len();
+        let uploaded = st.uploaded_end.max(r.end());
         let segment = st.segments[..n - 1]
             .iter()
-            .find(|s| s.base_offset >= st.uploaded_end)?
+            .find(|s| s.meta.read().end_offset > uploaded)?
             .clone();
+        if segment.meta.read().end_offset > st.committed() {
+            return None;
+        }
         let (size, end_offset, max_timestamp, trailer) = {
             let m = segment.meta.read();
             (
@@ -59,6 +73,7 @@ impl SegmentLog {
         };
         Some(Upload {
             segment,
+            epoch: st.duty.epoch(),
             size,
             end_offset,
             max_timestamp,
@@ -132,7 +147,7 @@ impl SegmentLog {
             // In the catalog first: a local copy is only deleted once the local manifest
             // names its object, so the catalog never misses an object whose copy is gone.
             let local: Vec<_> = r.manifest.lock().entries().cloned().collect();
-            if let Err(e) = recorded.record(&local, entry.clone()).await {
+            if let Err(e) = recorded.record(&local, entry.clone(), up.epoch).await {
                 metrics.observe_upload(started, 0, false);
                 return Err(e);
             }
@@ -160,17 +175,39 @@ impl SegmentLog {
     }
 
     /// Deletes local copies of uploaded segments past the local retention, oldest first.
+    /// A copy's segment is uploaded when the manifest's entries hold all its offsets
+    /// (a replicated partition's copies roll at different offsets than the leader that
+    /// uploaded), and, for a replica, when it is committed.
     fn apply_local_retention(&self, r: &Remote, now: i64) -> Result<()> {
         let mut st = self.state.lock();
         let n = st.segments.len();
-        let uploaded: Vec<(u64, u64, Option<i64>)> = st.segments[..n - 1]
-            .iter()
-            .map(|s| {
-                let m = s.meta.read();
-                (m.end_offset, m.size, m.index.max_timestamp())
-            })
-            .take_while(|(end, _, _)| *end <= st.uploaded_end)
-            .collect();
+        let committed = st.committed();
+        let uploaded: Vec<(u64, u64, Option<i64>)> = {
+            let m = r.manifest.lock();
+            let held = |mut at: u64, end: u64| {
+                while at < end {
+                    match m.find(at) {
+                        Some(e) => at = e.last_offset + 1,
+                        None => return false,
+                    }
+                }
+                true
+            };
+            st.segments[..n - 1]
+                .iter()
+                .map(|s| {
+                    let meta = s.meta.read();
+                    (
+                        s.base_offset,
+                        meta.end_offset,
+                        meta.size,
+                        meta.index.max_timestamp(),
+                    )
+                })
+                .take_while(|(base, end, _, _)| *end <= committed && held(*base, *end))
+                .map(|(_, end, size, ts)| (end, size, ts))
+                .collect()
+        };
         let mut local_bytes: u64 = uploaded.iter().map(|(_, size, _)| size).sum();
         let mut drop = 0;
         for (_, size, max_ts) in &uploaded {
@@ -186,23 +223,37 @@ impl SegmentLog {
             local_bytes -= size;
             drop += 1;
         }
+        if drop == 0 {
+            return Ok(());
+        }
         for seg in st.segments.drain(..drop).collect::<Vec<_>>() {
-            let Some(entry) = r
-                .manifest
-                .lock()
-                .find(seg.base_offset)
-                .filter(|e| e.base_offset == seg.base_offset)
-                .cloned()
-            else {
-                // Not in the manifest after all: keep it (put it back in front).
-                st.segments.insert(0, seg);
-                break;
-            };
             seg.remove_files(&*self.fs)?;
             self.metrics.segments.dec();
             r.cache.metrics().local_deleted.inc();
-            st.remote.push(Arc::new(RemoteSegment::new(entry)));
         }
+        self.reload_remote(&mut st, r);
+        Ok(())
+    }
+
+    /// The segments only in object storage: the manifest's entries below the first
+    /// local segment, from the log start on.
+    fn reload_remote(&self, st: &mut State, r: &Remote) {
+        let log_start = st.log_start;
+        st.remote = r
+            .remote_below(st.segments[0].base_offset)
+            .into_iter()
+            .filter(|s| s.entry.last_offset >= log_start)
+            .collect();
+    }
+
+    /// A replicated copy's manifest follows the catalog its leaders write; what is in
+    /// object storage and committed counts as uploaded.
+    fn follow_catalog(&self, r: &Remote) -> Result<()> {
+        let end = r.follow_catalog()?;
+        let mut st = self.state.lock();
+        let uploaded = end.min(st.committed());
+        st.uploaded_end = st.uploaded_end.max(uploaded);
+        self.reload_remote(&mut st, r);
         Ok(())
     }
 
@@ -242,7 +293,7 @@ impl SegmentLog {
     /// Uploads everything sealed; on failure backs off (and, with `ack = object`,
     /// discards the staged appends so their callers learn at once).
     async fn offload_pending(&self, r: &Remote) -> Result<()> {
-        while let Some(up) = self.next_upload() {
+        while let Some(up) = self.next_upload(r) {
             if self.is_closed() {
                 break;
             }
@@ -255,20 +306,26 @@ impl SegmentLog {
     pub(crate) async fn run_offload(self: Arc<Self>) {
         let Some(r) = &self.remote else { return };
         let metrics = r.cache.metrics().clone();
-        let mut orphans_checked = false;
+        // The duty the orphans were last looked for under: the only copy once, a replicated
+        // partition's leader at each epoch (never a follower: the objects are the leader's).
+        let mut orphans_checked: Option<OffloadDuty> = None;
         let mut backoff = BACKOFF_MIN;
         let mut counted = (0i64, 0i64);
         loop {
             if self.is_closed() {
                 break;
             }
-            if !orphans_checked {
-                match r.delete_orphans().await {
-                    Ok(()) => orphans_checked = true,
-                    Err(e) => tracing::warn!(error = %e, "orphan cleanup failed; will retry"),
-                }
-            }
+            let duty = self.state.lock().duty;
             let result = async {
+                if duty != OffloadDuty::Sole {
+                    self.follow_catalog(r)?;
+                }
+                if duty != OffloadDuty::Follower && orphans_checked != Some(duty) {
+                    match r.delete_orphans().await {
+                        Ok(()) => orphans_checked = Some(duty),
+                        Err(e) => tracing::warn!(error = %e, "orphan cleanup failed; will retry"),
+                    }
+                }
                 self.seal_due_object(now_ms())?;
                 self.offload_pending(r).await
             }

@@ -20,7 +20,7 @@ use crate::error::{JournalError, Result};
 use crate::fs::{FileSystem, JournalFile, read_file, write_file_atomic};
 use crate::group_commit::{GroupCommit, SyncOnce};
 use crate::log::{
-    Appended, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo,
+    Appended, OffloadDuty, Offsets, PartitionInfo, PartitionLog, Removed, ReplicaState, SegmentInfo,
 };
 use crate::metrics::{ClassMetrics, JournalMetrics};
 use crate::notify::EndWatch;
@@ -60,9 +60,20 @@ pub(super) struct State {
     pub(super) fenced_below: i32,
     /// Readers see offsets below this only, when set (replicated partitions).
     pub(super) high_watermark: Option<u64>,
+    /// Its part in object storage and retention.
+    pub(super) duty: OffloadDuty,
 }
 
 impl State {
+    /// The offset below which a replicated copy's records are committed: what it may
+    /// take from (or leave to) object storage. Everything, for the only copy.
+    pub(super) fn committed(&self) -> u64 {
+        match self.duty {
+            OffloadDuty::Sole => u64::MAX,
+            _ => self.high_watermark.unwrap_or(0).min(self.next_offset),
+        }
+    }
+
     pub(super) fn active(&self) -> &Arc<Segment> {
         // `segments` is never empty: opening creates a segment when none exists.
         &self.segments[self.segments.len() - 1]
@@ -178,6 +189,7 @@ impl SegmentLog {
                 epochs,
                 fenced_below,
                 high_watermark: None,
+                duty: OffloadDuty::Sole,
             }),
             commit: GroupCommit::new(next_offset),
             watch: EndWatch::new(next_offset),
@@ -384,7 +396,7 @@ impl SegmentLog {
         if let Some(r) = &self.remote {
             // Forget the objects first: a crash then leaves orphans, never a manifest
             // naming deleted objects.
-            r.forget_before(first_kept)?;
+            r.forget_before(first_kept, st.duty)?;
         }
         for seg in st.remote.drain(..from_remote) {
             removed.units += 1;
@@ -671,7 +683,7 @@ impl SegmentLog {
             (from >= st.segments[0].base_offset).then(|| (st.segments.clone(), visible))
         };
         let Some((segments, visible)) = local else {
-            return self.read_remote(from, max_bytes).await;
+            return self.read_remote(from, max_bytes, written).await;
         };
         let result = tokio::task::spawn_blocking(move || {
             Self::read_segments(&segments, from, visible, max_bytes)
@@ -899,6 +911,16 @@ impl PartitionLog for SegmentLog {
         Ok(())
     }
 
+    fn set_offload_duty(&self, duty: OffloadDuty) {
+        let changed = {
+            let mut st = self.state.lock();
+            std::mem::replace(&mut st.duty, duty) != duty
+        };
+        if changed && let Some(r) = &self.remote {
+            r.wake.notify_one();
+        }
+    }
+
     fn set_high_watermark(&self, hw: u64) -> Result<()> {
         self.replica_capable()?;
         let mut st = self.state.lock();
@@ -995,6 +1017,11 @@ impl PartitionLog for SegmentLog {
             &self.config.retention,
         ) {
             self.roll(&mut st)?;
+        }
+        if st.duty == OffloadDuty::Follower {
+            // Retention is the leader's decision: a follower's log starts where the
+            // leader's does (its fetches say where).
+            return Ok(Removed::default());
         }
         self.apply_removals(&mut st, now_ms)
     }
@@ -1093,7 +1120,7 @@ impl SegmentLog {
 
     /// Reads from segments that are only in object storage, going on into the following
     /// ones (and the local segments) while the budget lasts.
-    async fn read_remote(&self, from: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+    async fn read_remote(&self, from: u64, max_bytes: usize, written: bool) -> Result<Vec<Batch>> {
         let r = self.remote_ref()?;
         let (segments, visible, first_local) = {
             let st = self.state.lock();
@@ -1107,11 +1134,12 @@ impl SegmentLog {
                         "offset {from} is neither local nor in the manifest"
                     ))
                 })?;
-            (
-                st.remote[i..].to_vec(),
-                self.visible_end(&st),
-                st.segments[0].base_offset,
-            )
+            let visible = if written {
+                st.next_offset
+            } else {
+                self.visible_end(&st)
+            };
+            (st.remote[i..].to_vec(), visible, st.segments[0].base_offset)
         };
         let (mut out, used, next) = r
             .read(
@@ -1124,7 +1152,7 @@ impl SegmentLog {
             .await?;
         self.count_read(&out);
         if used < max_bytes && next == first_local && next < visible {
-            match self.read(next, max_bytes - used).await {
+            match Box::pin(self.read_upto(next, max_bytes - used, written)).await {
                 Ok(more) => out.extend(more),
                 // What was read stands; the caller reads on from where it ends.
                 Err(e) => tracing::debug!(error = %e, "read past the remote segments failed"),

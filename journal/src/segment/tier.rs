@@ -17,6 +17,7 @@ use super::remote::RemoteSegment;
 use crate::batch::Batch;
 use crate::config::OffloadSettings;
 use crate::error::{JournalError, Result};
+use crate::log::OffloadDuty;
 use crate::manifests::Recorded;
 use crate::policy::SegmentSummary;
 
@@ -68,10 +69,12 @@ impl Remote {
         let mut manifest = Manifest::load(&path).map_err(|e| manifest_error(&path, e))?;
         if let Some(r) = &recorded {
             let end = manifest.end();
+            // An entry may overlap the one before it (a new leader of a replicated
+            // partition uploads its whole segment holding where the last upload ended).
             let behind: Vec<_> = r
                 .entries()
                 .into_iter()
-                .filter(|e| e.base_offset >= end)
+                .filter(|e| e.last_offset >= end)
                 .collect();
             if !behind.is_empty() {
                 tracing::info!(
@@ -132,22 +135,25 @@ impl Remote {
     /// Drops the manifest entries below `offset` durably and deletes their objects in
     /// the background (a failed delete leaves an orphan for the next cleanup), once the
     /// manifest catalog no longer names them (when it cannot be trimmed now, the objects
-    /// stay until the next upload trims it and the orphan cleanup finds them).
-    pub(super) fn forget_before(&self, offset: u64) -> Result<()> {
+    /// stay until the next upload trims it and the orphan cleanup finds them). A follower
+    /// of a replicated partition only drops its own entries: the objects are the leader's
+    /// to delete.
+    pub(super) fn forget_before(&self, offset: u64, duty: OffloadDuty) -> Result<()> {
         let gone = {
             let mut m = self.manifest.lock();
             let path = m.path().to_path_buf();
             m.remove_before(offset)
                 .map_err(|e| manifest_error(&path, e))?
         };
-        if gone.is_empty() {
+        if gone.is_empty() || duty == OffloadDuty::Follower {
             return Ok(());
         }
+        let epoch = duty.epoch();
         let cache = self.cache.clone();
         let recorded = self.recorded.clone();
         tokio::spawn(async move {
             if let Some(r) = recorded
-                && let Err(e) = r.trim(offset).await
+                && let Err(e) = r.trim(offset, epoch).await
             {
                 tracing::warn!(error = %e, "expired objects kept: the manifest catalog still names them");
                 return;
@@ -162,6 +168,27 @@ impl Remote {
             }
         });
         Ok(())
+    }
+
+    /// Brings the manifest in line with the catalog (a replicated partition's only
+    /// truth about its objects, written by its leaders): entries the catalog trimmed go,
+    /// entries it has past the manifest's end are added. Returns the manifest's end.
+    pub(super) fn follow_catalog(&self) -> Result<u64> {
+        let Some(r) = &self.recorded else {
+            return Ok(self.end());
+        };
+        let catalog = r.entries();
+        let mut m = self.manifest.lock();
+        let path = m.path().to_path_buf();
+        if let Some(first) = catalog.first() {
+            m.remove_before(first.base_offset)
+                .map_err(|e| manifest_error(&path, e))?;
+        }
+        let end = m.end();
+        for e in catalog.into_iter().filter(|e| e.last_offset >= end) {
+            m.add(e).map_err(|e| manifest_error(&path, e))?;
+        }
+        Ok(m.end())
     }
 
     /// Waits until the object holding `last_offset` is stored; fails when the staged

@@ -40,6 +40,11 @@ impl MetaManifests {
     }
 }
 
+/// A journal leader epoch as the meta service numbers it.
+fn epoch_u64(epoch: i32) -> u64 {
+    u64::try_from(epoch).unwrap_or(0)
+}
+
 fn object_entry(e: &ManifestEntry) -> ObjectEntry {
     ObjectEntry {
         base_offset: e.base_offset,
@@ -63,7 +68,22 @@ impl ManifestCatalog for MetaManifests {
         })
     }
 
-    async fn append(&self, stream: &str, partition: u32, entry: ObjectEntry) -> Result<(), String> {
+    fn replicated(&self, stream: &str, partition: u32) -> bool {
+        self.meta.read(|s| {
+            s.placement
+                .get(stream)
+                .and_then(|v| v.get(partition as usize))
+                .is_some_and(|p| p.replicas.len() > 1)
+        })
+    }
+
+    async fn append(
+        &self,
+        stream: &str,
+        partition: u32,
+        entry: ObjectEntry,
+        epoch: Option<i32>,
+    ) -> Result<(), String> {
         let entry = ManifestEntry {
             base_offset: entry.base_offset,
             last_offset: entry.last_offset,
@@ -76,15 +96,23 @@ impl ManifestCatalog for MetaManifests {
             stream: stream.to_string(),
             partition,
             entry,
+            epoch: epoch.map(epoch_u64),
         };
         self.write(stream, command).await
     }
 
-    async fn trim(&self, stream: &str, partition: u32, offset: u64) -> Result<(), String> {
+    async fn trim(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        epoch: Option<i32>,
+    ) -> Result<(), String> {
         let command = Command::TrimManifest {
             stream: stream.to_string(),
             partition,
             offset,
+            epoch: epoch.map(epoch_u64),
         };
         self.write(stream, command).await
     }

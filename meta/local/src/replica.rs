@@ -15,7 +15,7 @@ use strata_batch::{Batch, BatchBuilder, PendingBatch};
 use strata_frontend::seams::{
     Appended, Catalog, NodeId, Offsets, Partition, StoreError, StoreResult,
 };
-use strata_journal::PartitionLog;
+use strata_journal::{OffloadDuty, PartitionLog};
 use strata_meta::MetaNode;
 use strata_meta::model::{Command, Outcome, PartitionPlacement, ReplicaEnd, majority};
 use strata_meta::partitions::{MAX_READ_BYTES, Op, PartitionReply, PartitionRequest};
@@ -515,12 +515,11 @@ impl Replica {
             return Err(self.not_leader());
         }
         reply.batches = batches.iter().map(|b| b.as_bytes().clone()).collect();
-        reply.high_watermark = self
-            .log
-            .replica_state()
-            .map_err(store_error)?
-            .high_watermark
-            .unwrap_or(0);
+        let state = self.log.replica_state().map_err(store_error)?;
+        reply.high_watermark = state.high_watermark.unwrap_or(0);
+        // Where the leader's log starts: retention is decided once, by the leader, and
+        // followers start theirs there too.
+        reply.first = state.log_start;
         Ok(reply)
     }
 
@@ -879,9 +878,16 @@ impl Replica {
         } else {
             self.log.append_copies(batches).await.map_err(store_error)?
         };
+        let committed = reply.high_watermark.min(end);
         self.log
-            .set_high_watermark(reply.high_watermark.min(end))
+            .set_high_watermark(committed)
             .map_err(store_error)?;
+        if reply.first > state.log_start && reply.first <= committed {
+            self.log
+                .delete_before(reply.first)
+                .await
+                .map_err(store_error)?;
+        }
         // Caught up once this log holds the leader's marker and the leader says it is
         // committed: only then is the leader's high watermark its own (before, it may be a
         // restarted leader's 0).
@@ -1066,6 +1072,13 @@ fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: Node
         let _ = replica.log.set_high_watermark(0);
     }
     replica.followers.lock().clear();
+    // Only the leader uploads to object storage, deletes objects and applies retention.
+    replica.log.set_offload_duty(match role {
+        Role::Leader { epoch } => OffloadDuty::Leader {
+            epoch: epoch_i32(epoch),
+        },
+        _ => OffloadDuty::Follower,
+    });
     replica.role.send_replace(role);
     info!(
         stream = replica.stream,
@@ -1230,6 +1243,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             keys.iter().filter_map(|k| parts.remove(k)).collect()
         };
         for r in gone {
+            r.log.set_offload_duty(OffloadDuty::Follower);
             r.role.send_replace(Role::Idle);
         }
         if measured.elapsed() >= MEASURE_EVERY {

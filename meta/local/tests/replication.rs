@@ -4,17 +4,20 @@
 //! leader that has every acknowledged record and goes on taking writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_batch::{Batch, BatchBuilder};
 use strata_frontend::owned::OwnedStreams;
 use strata_frontend::seams::{Catalog, Partition, PartitionRouter, StoreError, StreamSpec};
-use strata_journal::{Journal, JournalConfig, JournalOptions, PartitionLog};
-use strata_local::ClusterStreams;
-use strata_meta::model::Command;
+use strata_journal::{
+    Journal, JournalConfig, JournalOptions, ObjectStoreConfig, OffloadSettings, PartitionLog,
+};
+use strata_local::{ClusterStreams, MetaManifests};
+use strata_meta::model::{Command, ManifestEntry};
 use strata_meta::{MetaConfig, MetaNode};
+use strata_tiered::testing::S3Server;
 use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -54,6 +57,12 @@ fn now_ms() -> i64 {
 
 /// Starts three new nodes on free ports, their data under `dir`.
 async fn start(dir: &std::path::Path) -> Vec<Node> {
+    start_with(dir, None).await
+}
+
+/// Starts three new nodes on free ports, their data under `dir`, offloading to `store`
+/// when given.
+async fn start_with(dir: &std::path::Path, store: Option<&ObjectStoreConfig>) -> Vec<Node> {
     let mut listeners = Vec::new();
     for id in 1..=3 {
         listeners.push((id, TcpListener::bind("127.0.0.1:0").await.unwrap()));
@@ -62,17 +71,27 @@ async fn start(dir: &std::path::Path) -> Vec<Node> {
         .iter()
         .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
         .collect();
-    start_nodes(dir, listeners, &voters).await
+    start_nodes(dir, listeners, &voters, store).await
 }
 
 /// Starts nodes `ids` again on their addresses, from what their data directories hold.
 async fn restart(dir: &std::path::Path, ids: &[u64], voters: &BTreeMap<u64, String>) -> Vec<Node> {
+    restart_with(dir, ids, voters, None).await
+}
+
+/// [`restart`], offloading to `store` when given.
+async fn restart_with(
+    dir: &std::path::Path,
+    ids: &[u64],
+    voters: &BTreeMap<u64, String>,
+    store: Option<&ObjectStoreConfig>,
+) -> Vec<Node> {
     let mut listeners = Vec::new();
     for id in ids {
         let l = TcpListener::bind(voters[id].as_str()).await.unwrap();
         listeners.push((*id, l));
     }
-    start_nodes(dir, listeners, voters).await
+    start_nodes(dir, listeners, voters, store).await
 }
 
 /// Opens every node's meta store and journal first, then registers each and sends its
@@ -81,10 +100,11 @@ async fn start_nodes(
     dir: &std::path::Path,
     listeners: Vec<(u64, TcpListener)>,
     voters: &BTreeMap<u64, String>,
+    store: Option<&ObjectStoreConfig>,
 ) -> Vec<Node> {
     let mut nodes = Vec::new();
     for (id, l) in listeners {
-        nodes.push(open_node(dir, id, l, voters).await);
+        nodes.push(open_node(dir, id, l, voters, store).await);
     }
     for n in &mut nodes {
         run_node(n, dir).await;
@@ -100,24 +120,39 @@ fn voters(nodes: &[Node]) -> BTreeMap<u64, String> {
         .collect()
 }
 
-/// Opens node `id`'s meta store and journal under `dir`.
+/// Opens node `id`'s meta store and journal under `dir`; with `store`, the journal
+/// offloads every sealed 16 KiB segment there at once, recording it in the meta service,
+/// as a node does.
 async fn open_node(
     dir: &std::path::Path,
     id: u64,
     l: TcpListener,
     voters: &BTreeMap<u64, String>,
+    store: Option<&ObjectStoreConfig>,
 ) -> Node {
     let mut c = MetaConfig::single(id, dir.join(format!("meta{id}")), voters[&id].clone());
     c.voters = voters.clone();
     c.secret = "replication-test-secret-0123".into();
     let meta = Arc::new(MetaNode::start(c, l).await.unwrap());
-    let config = JournalConfig::default();
-    let journal = Journal::open(JournalOptions::new(
+    let mut config = JournalConfig::default();
+    if let Some(store) = store {
+        config.object_store = Some(store.clone());
+        config.segment_bytes = 16 * 1024;
+        config.offload = Some(OffloadSettings {
+            local_retention_ms: 0,
+            local_retention_bytes: Some(0),
+        });
+    }
+    let mut options = JournalOptions::new(
         dir.join(format!("j{id}")),
         config,
         prometheus::Registry::new(),
-    ))
-    .unwrap();
+    );
+    if store.is_some() {
+        options = options.with_object_store().await.unwrap();
+        options.manifests = Some(Arc::new(MetaManifests::new(meta.clone())));
+    }
+    let journal = Journal::open(options).unwrap();
     let streams = ClusterStreams::new(journal.clone(), meta.clone(), OwnedStreams::default());
     meta.serve_partitions(Arc::new(streams.clone()));
     Node {
@@ -167,11 +202,33 @@ fn batch(i: u32) -> strata_batch::PendingBatch {
     b.build().unwrap()
 }
 
+/// Write `i` as three records of about 1 KiB each (their keys padded), their values as
+/// [`batch`]'s.
+fn large_batch(i: u32) -> strata_batch::PendingBatch {
+    let mut b = BatchBuilder::new();
+    let key = vec![b'k'; 1024];
+    for r in 0..3 {
+        let v = format!("v{i}-{r}");
+        b.push(1000, Some(&key), Some(v.as_bytes()), &[]);
+    }
+    b.build().unwrap()
+}
+
 /// Appends through `p`, retrying while the partition has no leader serving it.
 async fn append(p: &Arc<dyn Partition>, i: u32) -> u64 {
+    append_with(p, i, batch).await
+}
+
+/// Appends write `i` as `make` builds it through `p`, retrying while the partition has
+/// no leader serving it.
+async fn append_with(
+    p: &Arc<dyn Partition>,
+    i: u32,
+    make: fn(u32) -> strata_batch::PendingBatch,
+) -> u64 {
     let until = Instant::now() + DEADLINE;
     loop {
-        match p.append(batch(i)).await {
+        match p.append(make(i)).await {
             Ok(a) => return a.base_offset,
             Err(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. }))
                 if Instant::now() < until =>
@@ -363,6 +420,17 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     // The leader's log no longer starts at 0 (retention, or records deleted).
     let start = leader_log.delete_before(31).await.unwrap();
     assert_eq!(start, 31);
+    // Retention is decided once, by the leader: the followers' logs start there too (the
+    // leader's answers to their fetches say where).
+    for n in nodes.iter().filter(|n| n.meta.id() != leader) {
+        let log = n.log("wiped");
+        append(&p, 99).await;
+        wait_until(
+            "a follower's log to start where the leader's does",
+            async || log.replica_state().unwrap().log_start == 31,
+        )
+        .await;
+    }
     // A follower loses its disk, journal and meta store, and starts again.
     let follower = nodes.iter().position(|n| n.meta.id() != leader).unwrap();
     let id = nodes[follower].meta.id();
@@ -539,4 +607,184 @@ async fn a_leader_cut_off_from_its_followers_fails_writes_instead_of_holding_the
     // What was acknowledged before is still there.
     acked_at_their_offsets(&p, &acked).await;
     alone.stop().await;
+}
+
+/// The uploaded segments of `stream`'s partition 0 the meta service records.
+fn catalog(node: &Node, stream: &str) -> Vec<ManifestEntry> {
+    node.meta.read(|s| {
+        s.manifests
+            .get(stream)
+            .and_then(|m| m.get(&0))
+            .cloned()
+            .unwrap_or_default()
+    })
+}
+
+/// The names of the segment objects in the S3 server's data directory `dir`.
+fn stored_objects(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && name.ends_with(".seg")
+            {
+                found.insert(name.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Checks that the catalog's entries hold every offset from the first on, each ending
+/// past the one before, and that the bucket holds the objects they name (nothing a copy
+/// took for an orphan deleted) and nothing else but the leader's upload in flight (at
+/// most one object, past the catalog's end: no copy of a follower's); returns the end of
+/// the uploaded offsets.
+fn one_set_of_objects(node: &Node, stream: &str, bucket: &std::path::Path) -> u64 {
+    let entries = catalog(node, stream);
+    for pair in entries.windows(2) {
+        assert!(
+            pair[1].base_offset <= pair[0].last_offset + 1
+                && pair[1].base_offset > pair[0].base_offset
+                && pair[1].last_offset > pair[0].last_offset,
+            "entries {pair:?}"
+        );
+    }
+    let named: BTreeSet<String> = entries
+        .iter()
+        .map(|e| e.key.rsplit('/').next().unwrap().to_string())
+        .collect();
+    let end = entries.last().map_or(0, |e| e.last_offset + 1);
+    let stored = stored_objects(bucket);
+    assert!(
+        named.is_subset(&stored),
+        "{named:?} named, {stored:?} stored"
+    );
+    let extra: Vec<&String> = stored.difference(&named).collect();
+    let base = |key: &str| key.split('-').next().unwrap().parse::<u64>().unwrap();
+    assert!(
+        extra.len() <= 1 && extra.iter().all(|k| base(k) >= end),
+        "objects no entry names: {extra:?}, the entries end at {end}"
+    );
+    end
+}
+
+/// The offset a copy's first local segment starts at (below it, it reads object storage).
+fn first_local(log: &Arc<dyn PartitionLog>) -> u64 {
+    log.describe()
+        .segments
+        .iter()
+        .find(|s| !s.location.as_os_str().is_empty())
+        .map_or(0, |s| s.base_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_uploads_and_a_wiped_copy_starts_from_object_storage() {
+    let s3 = S3Server::start("strata");
+    let store = s3.config("strata", "cluster");
+    let bucket = s3.data_dir().join("strata");
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_with(dir.path(), Some(&store)).await;
+    let voters = voters(&nodes);
+    let p = create(&nodes, "tier").await;
+    let mut acked = Vec::new();
+    for i in 0..120 {
+        acked.push((append_with(&p, i, large_batch).await, i));
+    }
+    let written = p.offsets().await.unwrap().end;
+    // The leader uploads its sealed segments (16 KiB: about five writes each) once
+    // committed; the followers upload nothing and drop their own copies of what the
+    // leader uploaded (local retention 0).
+    wait_until("most of the partition to be uploaded", async || {
+        catalog(&nodes[0], "tier")
+            .last()
+            .is_some_and(|e| e.last_offset + 1 >= written - 30)
+    })
+    .await;
+    let uploaded = one_set_of_objects(&nodes[0], "tier", &bucket);
+    for n in &nodes {
+        let log = n.log("tier");
+        wait_until(
+            "a copy to drop its local copy of uploaded segments",
+            async || first_local(&log) + 40 >= uploaded,
+        )
+        .await;
+    }
+    // The leader's node stops. The new leader goes on uploading from where the catalog
+    // ends (its segments end elsewhere than the old leader's did).
+    let leader = nodes[0]
+        .streams
+        .placement("tier", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    let at = nodes.iter().position(|n| n.meta.id() == leader).unwrap();
+    nodes.remove(at).stop().await;
+    let p = nodes[0].streams.partition("tier", 0).await.unwrap();
+    for i in 120..240 {
+        acked.push((append_with(&p, i, large_batch).await, i));
+    }
+    let written = p.offsets().await.unwrap().end;
+    wait_until("the new leader to upload", async || {
+        catalog(&nodes[0], "tier")
+            .last()
+            .is_some_and(|e| e.last_offset + 1 >= written - 30)
+    })
+    .await;
+    let uploaded = one_set_of_objects(&nodes[0], "tier", &bucket);
+    // The old leader comes back as a follower; another follower loses its disk and
+    // starts from object storage: its log begins where the uploads end, not at 0, and
+    // reads below that from the objects.
+    nodes.extend(restart_with(dir.path(), &[leader], &voters, Some(&store)).await);
+    let leader = nodes[0]
+        .streams
+        .placement("tier", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    let wiped = nodes.iter().position(|n| n.meta.id() != leader).unwrap();
+    let id = nodes[wiped].meta.id();
+    nodes.remove(wiped).stop().await;
+    std::fs::remove_dir_all(dir.path().join(format!("j{id}"))).unwrap();
+    std::fs::remove_dir_all(dir.path().join(format!("meta{id}"))).unwrap();
+    nodes.extend(restart_with(dir.path(), &[id], &voters, Some(&store)).await);
+    for i in 240..250 {
+        acked.push((append_with(&p, i, large_batch).await, i));
+    }
+    let leader_log = nodes
+        .iter()
+        .find(|n| n.meta.id() == leader)
+        .unwrap()
+        .log("tier");
+    let back = nodes.iter().find(|n| n.meta.id() == id).unwrap();
+    wait_until("the wiped copy to catch up", async || {
+        back.journal
+            .stream("tier")
+            .and_then(|s| s.partition(0).cloned())
+            .is_ok_and(|log| {
+                log.replica_state().unwrap().written_end
+                    == leader_log.replica_state().unwrap().written_end
+            })
+    })
+    .await;
+    let log = back.log("tier");
+    assert!(
+        first_local(&log) >= uploaded - 30,
+        "the wiped copy starts at {} with {uploaded} uploaded",
+        first_local(&log)
+    );
+    assert_eq!(log.replica_state().unwrap().log_start, 0);
+    assert_eq!(
+        written_from(&log, 0).await,
+        written_from(&leader_log, 0).await
+    );
+    acked_at_their_offsets(&p, &acked).await;
+    one_set_of_objects(&nodes[0], "tier", &bucket);
+    for n in nodes {
+        n.stop().await;
+    }
 }
