@@ -80,6 +80,8 @@ pub struct ReplicaState {
     pub latest_epoch: Option<crate::epochs::EpochStart>,
     /// The newest epoch the replica was told of (appends in older ones are fenced).
     pub fenced_below: i32,
+    /// Where its local files start: below, its records are only in object storage.
+    pub local_start: u64,
 }
 
 fn unsupported(what: &str) -> crate::error::JournalError {

@@ -125,6 +125,11 @@ pub struct PartitionReply {
     /// it drops its log and starts over there.
     #[prost(bool, tag = "10")]
     pub below_start: bool,
+    /// Replica fetch: the follower's end is below where the leader's local files start,
+    /// here, and everything below is in object storage: the follower starts its log
+    /// there instead of copying through the leader what the objects hold.
+    #[prost(uint64, tag = "11")]
+    pub stored_below: u64,
 }
 
 impl PartitionReply {

@@ -19,7 +19,7 @@ use super::file::Segment;
 use super::partition::SegmentLog;
 use super::partition::State;
 use super::remote::encode_trailer;
-use super::tier::{Remote, manifest_error};
+use super::tier::{Remote, holds, manifest_error};
 use crate::error::{JournalError, Result};
 use crate::log::OffloadDuty;
 use strata_batch::now_ms;
@@ -184,15 +184,6 @@ impl SegmentLog {
         let committed = st.committed();
         let uploaded: Vec<(u64, u64, Option<i64>)> = {
             let m = r.manifest.lock();
-            let held = |mut at: u64, end: u64| {
-                while at < end {
-                    match m.find(at) {
-                        Some(e) => at = e.last_offset + 1,
-                        None => return false,
-                    }
-                }
-                true
-            };
             st.segments[..n - 1]
                 .iter()
                 .map(|s| {
@@ -204,7 +195,7 @@ impl SegmentLog {
                         meta.index.max_timestamp(),
                     )
                 })
-                .take_while(|(base, end, _, _)| *end <= committed && held(*base, *end))
+                .take_while(|(base, end, _, _)| *end <= committed && holds(&m, *base, *end))
                 .map(|(_, end, size, ts)| (end, size, ts))
                 .collect()
         };
@@ -237,7 +228,7 @@ impl SegmentLog {
 
     /// The segments only in object storage: the manifest's entries below the first
     /// local segment, from the log start on.
-    fn reload_remote(&self, st: &mut State, r: &Remote) {
+    pub(super) fn reload_remote(&self, st: &mut State, r: &Remote) {
         let log_start = st.log_start;
         st.remote = r
             .remote_below(st.segments[0].base_offset)

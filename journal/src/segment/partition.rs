@@ -704,6 +704,30 @@ impl SegmentLog {
         }
     }
 
+    /// The end of [`PartitionLog::start_at`] for a copy of a tiered partition: its `n`
+    /// older local segments go, and the objects keep what lies below the new start
+    /// readable, its log starting where the catalog's entries start when they hold every
+    /// offset up to it (at the new start otherwise). The start was recorded first as the
+    /// new one (a crash then leaves the objects below unread here, never a gap).
+    fn start_over_stored(&self, st: &mut State, r: &Remote, n: usize, offset: u64) -> Result<()> {
+        for seg in st.segments.drain(..n).collect::<Vec<_>>() {
+            seg.remove_files(&*self.fs)?;
+            self.metrics.segments.dec();
+        }
+        match r.held_below(offset) {
+            Some(start) if start < offset => {
+                let path = self.dir.join(LOG_START_FILE);
+                write_file_atomic(&*self.fs, &path, start.to_string().as_bytes())
+                    .map_err(|e| self.io(&path, e))?;
+                st.log_start = start;
+            }
+            _ => r.forget_before(offset, OffloadDuty::Follower)?,
+        }
+        st.uploaded_end = st.uploaded_end.max(r.end().min(offset));
+        self.reload_remote(st, r);
+        Ok(())
+    }
+
     /// Refuses replica operations on the staging segments of the `object` class.
     fn replica_capable(&self) -> Result<()> {
         if self.staging() {
@@ -861,10 +885,14 @@ impl PartitionLog for SegmentLog {
 
     async fn start_at(&self, offset: u64) -> Result<u64> {
         self.replica_capable()?;
-        if self.remote.is_some() {
-            return Err(JournalError::Unsupported(
-                "a tiered partition cannot start over at another offset".into(),
-            ));
+        if let Some(r) = &self.remote {
+            if self.state.lock().duty == OffloadDuty::Sole {
+                return Err(JournalError::Unsupported(
+                    "only a copy of a replicated partition starts over at another offset".into(),
+                ));
+            }
+            // What the leaders uploaded up to now, so that it stays readable here.
+            r.follow_catalog()?;
         }
         let mut st = self.state.lock();
         if st.closed {
@@ -898,7 +926,12 @@ impl PartitionLog for SegmentLog {
         st.high_watermark = st.high_watermark.map(|hw| hw.max(offset));
         self.commit.mark_durable(offset);
         let n = st.segments.len() - 1;
-        self.remove_oldest(&mut st, n)?;
+        match &self.remote {
+            None => {
+                self.remove_oldest(&mut st, n)?;
+            }
+            Some(r) => self.start_over_stored(&mut st, r, n, offset)?,
+        }
         tracing::info!(parent: &self.span, offset, dropped_from, "log starts over at the leader's log start");
         self.watch.publish(self.visible_end(&st));
         Ok(offset)
@@ -939,6 +972,7 @@ impl PartitionLog for SegmentLog {
             high_watermark: st.high_watermark,
             latest_epoch: st.epochs.latest(),
             fenced_below: st.fenced_below,
+            local_start: st.segments[0].base_offset,
         })
     }
 

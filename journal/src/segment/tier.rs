@@ -102,6 +102,14 @@ impl Remote {
         })
     }
 
+    /// Where the manifest's entries start when they hold every offset from there up to
+    /// `offset` (none when they do not).
+    pub(super) fn held_below(&self, offset: u64) -> Option<u64> {
+        let m = self.manifest.lock();
+        let first = m.entries().next()?.base_offset;
+        holds(&m, first, offset).then_some(first)
+    }
+
     /// One past the last uploaded offset (0 when nothing is).
     pub(super) fn end(&self) -> u64 {
         self.manifest.lock().end()
@@ -306,6 +314,18 @@ impl Remote {
         }
         Ok(())
     }
+}
+
+/// Whether `m`'s entries hold every offset from `at` up to `end` (entries may overlap:
+/// a copy's segments need not start where the uploaded ones do).
+pub(super) fn holds(m: &Manifest, mut at: u64, end: u64) -> bool {
+    while at < end {
+        match m.find(at) {
+            Some(e) => at = e.last_offset + 1,
+            None => return false,
+        }
+    }
+    true
 }
 
 pub(super) fn manifest_error(

@@ -456,11 +456,17 @@ impl Replica {
             )));
         }
         let mut reply = PartitionReply::default();
-        let log_start = self.log.replica_state().map_err(store_error)?.log_start;
-        if request.offset < log_start {
+        let state = self.log.replica_state().map_err(store_error)?;
+        if request.offset < state.log_start {
             reply.below_start = true;
-            reply.first = log_start;
-            reply.last = self.log.replica_state().map_err(store_error)?.written_end;
+            reply.first = state.log_start;
+            reply.last = state.written_end;
+            return Ok(reply);
+        }
+        if request.offset < state.local_start {
+            // Below this, the records are only in object storage (uploaded, so
+            // committed): the follower starts after them.
+            reply.stored_below = state.local_start;
             return Ok(reply);
         }
         if request.last_epoch >= 0 {
@@ -839,6 +845,20 @@ impl Replica {
                 "the leader's log starts past this log's end: starting over there"
             );
             self.log.start_at(reply.first).await.map_err(store_error)?;
+            return Ok(());
+        }
+        if reply.stored_below > state.written_end {
+            info!(
+                stream = self.stream,
+                partition = self.partition,
+                end = state.written_end,
+                from = reply.stored_below,
+                "the records up to the leader's local files are in object storage: starting after them"
+            );
+            self.log
+                .start_at(reply.stored_below)
+                .await
+                .map_err(store_error)?;
             return Ok(());
         }
         if reply.diverged {

@@ -683,7 +683,7 @@ fn first_local(log: &Arc<dyn PartitionLog>) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_the_leader_uploads_and_a_wiped_copy_starts_from_object_storage() {
+async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_storage() {
     let s3 = S3Server::start("strata");
     let store = s3.config("strata", "cluster");
     let bucket = s3.data_dir().join("strata");
@@ -736,16 +736,43 @@ async fn only_the_leader_uploads_and_a_wiped_copy_starts_from_object_storage() {
     })
     .await;
     let uploaded = one_set_of_objects(&nodes[0], "tier", &bucket);
-    // The old leader comes back as a follower; another follower loses its disk and
-    // starts from object storage: its log begins where the uploads end, not at 0, and
-    // reads below that from the objects.
-    nodes.extend(restart_with(dir.path(), &[leader], &voters, Some(&store)).await);
+    // The old leader comes back as a follower, its log behind where the new leader's
+    // local files start: it starts after what object storage holds instead of copying
+    // it, and reads below from the objects.
+    let old = leader;
+    nodes.extend(restart_with(dir.path(), &[old], &voters, Some(&store)).await);
     let leader = nodes[0]
         .streams
         .placement("tier", 0)
         .unwrap()
         .leader
         .unwrap();
+    let leader_log = nodes
+        .iter()
+        .find(|n| n.meta.id() == leader)
+        .unwrap()
+        .log("tier");
+    let log = nodes
+        .iter()
+        .find(|n| n.meta.id() == old)
+        .unwrap()
+        .log("tier");
+    wait_until("the old leader to catch up", async || {
+        log.replica_state().unwrap().written_end == leader_log.replica_state().unwrap().written_end
+    })
+    .await;
+    assert!(
+        first_local(&log) >= uploaded - 40,
+        "the old leader's local files start at {} with {uploaded} uploaded",
+        first_local(&log)
+    );
+    assert_eq!(log.replica_state().unwrap().log_start, 0);
+    assert_eq!(
+        written_from(&log, 0).await,
+        written_from(&leader_log, 0).await
+    );
+    // Another follower loses its disk and starts from object storage: its log begins
+    // where the uploads end, not at 0, and reads below that from the objects.
     let wiped = nodes.iter().position(|n| n.meta.id() != leader).unwrap();
     let id = nodes[wiped].meta.id();
     nodes.remove(wiped).stop().await;
@@ -755,11 +782,6 @@ async fn only_the_leader_uploads_and_a_wiped_copy_starts_from_object_storage() {
     for i in 240..250 {
         acked.push((append_with(&p, i, large_batch).await, i));
     }
-    let leader_log = nodes
-        .iter()
-        .find(|n| n.meta.id() == leader)
-        .unwrap()
-        .log("tier");
     let back = nodes.iter().find(|n| n.meta.id() == id).unwrap();
     wait_until("the wiped copy to catch up", async || {
         back.journal
