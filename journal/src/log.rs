@@ -176,6 +176,15 @@ pub trait PartitionLog: Send + Sync + Debug {
         Err(unsupported("start_at"))
     }
 
+    /// Like [`PartitionLog::start_at`], for a copy of a tiered partition whose leader's
+    /// local files start at `offset`: what lies below stays readable from the objects.
+    /// Refused (`Unavailable`, to try again) while the catalog this copy has seen does
+    /// not hold every offset below `offset`.
+    async fn start_after_stored(&self, offset: u64) -> Result<u64> {
+        let _ = offset;
+        Err(unsupported("start_after_stored"))
+    }
+
     /// Refuses later appends in epochs older than `epoch` (a newer leader exists).
     fn fence(&self, epoch: i32) -> Result<()> {
         let _ = epoch;

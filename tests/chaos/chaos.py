@@ -30,6 +30,11 @@ Beside them a paho-mqtt client publishes QoS 1 messages through a node it picks 
 (another one whenever its connection fails or a PUBACK is more than 10 s late, the message
 published again): MQTT's message store is a replicated stream of the cluster too.
 
+With `--object-store`, every node offloads to one S3-compatible server (s3s-fs on
+loopback): segments of 64 KiB, uploaded by each partition's leader once committed, every
+copy's local files dropped at once, so reads, a wiped node's restart and a lagging
+follower go through object storage.
+
 Every operation goes to a history file (JSON lines); at the end every partition is read
 from its start and a checker applies the rules of Jepsen's Kafka queue checker:
 
@@ -54,6 +59,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +84,7 @@ KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling", "
 PARTITIONS_KINDS = {"isolate", "isolate-leader", "bridge"}
 JAVA_LIBS = os.path.expanduser("~/.cache/strata/tools/kafka-4.4.0/libs")
 CHAIN = "STRATA_CHAOS"
+S3S_FS = os.path.expanduser("~/.cache/strata/tools/bin/s3s-fs")
 MQTT_STORE = "mqtt.messages"
 
 
@@ -136,8 +143,39 @@ class History:
         self.file.close()
 
 
+class ObjectStore:
+    """A real S3-compatible server (s3s-fs) on loopback, which every node offloads to."""
+
+    def __init__(self, home):
+        self.bucket = home / "s3" / "strata"
+        self.bucket.mkdir(parents=True)
+        self.port = free_port("127.0.0.1")
+        self.proc = subprocess.Popen(
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "AK",
+             "--secret-key", "SK", str(self.bucket.parent)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until("s3s-fs to listen", lambda: socket.create_connection(
+            ("127.0.0.1", self.port), timeout=1).close() is None)
+
+    def config(self):
+        # 64 KiB segments, each uploaded once committed and its local copies dropped at
+        # once: every copy reads most of its log back from object storage.
+        return ('[journal]\nsegment_bytes = 65536\n'
+                '[journal.object_store]\nbackend = "s3"\n'
+                f'endpoint = "http://127.0.0.1:{self.port}"\nbucket = "strata"\n'
+                'access_key_id = "AK"\nsecret_access_key = "SK"\n'
+                '[journal.offload]\nlocal_retention_ms = 0\n')
+
+    def objects(self):
+        return sum(1 for p in self.bucket.rglob("*.seg") if p.is_file())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 class ClusterNode:
-    def __init__(self, home, node_id, voters, rpc_port, fsync):
+    def __init__(self, home, node_id, voters, rpc_port, fsync, extra=""):
         self.id = node_id
         self.host = f"127.0.0.{node_id}"
         self.home = home / f"n{node_id}"
@@ -145,7 +183,7 @@ class ClusterNode:
         self.config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{self.host}:{rpc_port}"\n'
                        f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n'
                        # The final read of MQTT's message store goes through Kafka.
-                       '[kafka]\ninternal_stream_readers = ["ANONYMOUS"]\n')
+                       '[kafka]\ninternal_stream_readers = ["ANONYMOUS"]\n' + extra)
         self.fsync = fsync
         self.node = None
         self.paused = False
@@ -550,14 +588,17 @@ def check(ops):
     return acked, v
 
 
-def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always"):
+def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always",
+        object_store=False):
     rng = random.Random(seed)
     home = Path(tempfile.mkdtemp(prefix="strata-chaos-"))
     history = History(history_path)
     hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
     ports = [free_port(h) for h in hosts]
     voters = ", ".join(f'"{i + 1}@{h}:{p}"' for i, (h, p) in enumerate(zip(hosts, ports)))
-    nodes = [ClusterNode(home, i + 1, voters, ports[i], fsync) for i in range(size)]
+    store = ObjectStore(home) if object_store else None
+    nodes = [ClusterNode(home, i + 1, voters, ports[i], fsync, store.config() if store else "")
+             for i in range(size)]
     workload = None
     firewall = None
     left_out = sorted(PARTITIONS_KINDS & set(kinds))
@@ -603,6 +644,9 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
         for n in nodes:
             n.stop()
         history.close()
+        objects = store.objects() if store else 0
+        if store:
+            store.close()
     ops = [json.loads(line) for line in open(history_path)]
     acked, v = check(ops)
     bad = {k: len(x) for k, x in v.items() if x}
@@ -613,6 +657,7 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
           f"{sum(1 for o in ops if o['op'] == 'fail')} failed, "
           f"{sum(1 for o in ops if o['op'] == 'mqtt-ack')} MQTT messages acked, "
           + (", ".join(f"{k} {n}" for k, n in bad.items()) or "no violations")
+          + (f"; {objects} objects in object storage" if store else "")
           + f"; history {history_path}"
           + (f"; left out: {', '.join(left_out)}" if left_out else ""))
     for k, x in v.items():
@@ -637,8 +682,12 @@ def main():
     ap.add_argument("--history", default="chaos-history.jsonl")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--keep", action="store_true", help="keep the nodes' data and logs")
+    ap.add_argument("--object-store", action="store_true",
+                    help="every node offloads to one S3 server (s3s-fs), its 64 KiB segments "
+                         "uploaded at once and their local copies dropped")
     a = ap.parse_args()
-    ok = run(a.seed, a.faults, a.nodes, a.rate, a.history, a.kinds.split(","), a.keep, a.fsync)
+    ok = run(a.seed, a.faults, a.nodes, a.rate, a.history, a.kinds.split(","), a.keep, a.fsync,
+             a.object_store)
     sys.exit(0 if ok else 1)
 
 

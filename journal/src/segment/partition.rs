@@ -704,17 +704,93 @@ impl SegmentLog {
         }
     }
 
-    /// The end of [`PartitionLog::start_at`] for a copy of a tiered partition: its `n`
-    /// older local segments go, and the objects keep what lies below the new start
-    /// readable, its log starting where the catalog's entries start when they hold every
-    /// offset up to it (at the new start otherwise). The start was recorded first as the
-    /// new one (a crash then leaves the objects below unread here, never a gap).
-    fn start_over_stored(&self, st: &mut State, r: &Remote, n: usize, offset: u64) -> Result<()> {
+    /// [`PartitionLog::start_at`] (`keep_stored`: [`PartitionLog::start_after_stored`]).
+    fn start_over(&self, offset: u64, keep_stored: bool) -> Result<u64> {
+        self.replica_capable()?;
+        match &self.remote {
+            Some(r) => {
+                if self.state.lock().duty == OffloadDuty::Sole {
+                    return Err(JournalError::Unsupported(
+                        "only a copy of a replicated partition starts over at another offset"
+                            .into(),
+                    ));
+                }
+                // What the leaders uploaded up to now.
+                r.follow_catalog()?;
+                if keep_stored && r.held_below(offset).is_none() {
+                    return Err(JournalError::Unavailable(format!(
+                        "the manifest catalog seen here does not hold every offset below {offset} yet"
+                    )));
+                }
+            }
+            None if keep_stored => {
+                return Err(JournalError::Unsupported(
+                    "only a tiered partition starts after what object storage holds".into(),
+                ));
+            }
+            None => {}
+        }
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        if offset <= st.next_offset {
+            return Err(JournalError::OffsetOutOfRange {
+                offset,
+                log_start: st.next_offset + 1,
+                end: st.next_offset,
+            });
+        }
+        // The order makes a crash at any point safe: the new start is recorded first and
+        // an open that finds it past the log's end finishes the job (a segment there);
+        // then the epochs emptied, the segment at the new start, and the older segments
+        // removed (left over by a crash, they are below the start and removed later).
+        let path = self.dir.join(LOG_START_FILE);
+        write_file_atomic(&*self.fs, &path, offset.to_string().as_bytes())
+            .map_err(|e| self.io(&path, e))?;
+        if st.epochs.truncate_from(0) {
+            self.save_epochs(&st)?;
+        }
+        let dropped_from = st.next_offset;
+        st.next_offset = offset;
+        if let Err(e) = self.roll(&mut st) {
+            st.next_offset = dropped_from;
+            return Err(e);
+        }
+        st.log_start = offset;
+        st.tail.clear();
+        st.high_watermark = st.high_watermark.map(|hw| hw.max(offset));
+        self.commit.mark_durable(offset);
+        let n = st.segments.len() - 1;
+        match &self.remote {
+            None => {
+                self.remove_oldest(&mut st, n)?;
+            }
+            Some(r) => self.start_over_stored(&mut st, r, n, offset, keep_stored)?,
+        }
+        tracing::info!(parent: &self.span, offset, dropped_from, "log starts over at the leader's log start");
+        self.watch.publish(self.visible_end(&st));
+        Ok(offset)
+    }
+
+    /// The end of [`Self::start_over`] for a copy of a tiered partition: its `n` older
+    /// local segments go. With `keep_stored`, the objects keep what lies below the new
+    /// start readable, its log starting where the catalog's entries start (the start was
+    /// recorded first as the new one: a crash then leaves the objects below unread here,
+    /// never a gap); otherwise (the leader's log starts there) the entries below go too.
+    fn start_over_stored(
+        &self,
+        st: &mut State,
+        r: &Remote,
+        n: usize,
+        offset: u64,
+        keep_stored: bool,
+    ) -> Result<()> {
         for seg in st.segments.drain(..n).collect::<Vec<_>>() {
             seg.remove_files(&*self.fs)?;
             self.metrics.segments.dec();
         }
-        match r.held_below(offset) {
+        match r.held_below(offset).filter(|_| keep_stored) {
             Some(start) if start < offset => {
                 let path = self.dir.join(LOG_START_FILE);
                 write_file_atomic(&*self.fs, &path, start.to_string().as_bytes())
@@ -884,57 +960,11 @@ impl PartitionLog for SegmentLog {
     }
 
     async fn start_at(&self, offset: u64) -> Result<u64> {
-        self.replica_capable()?;
-        if let Some(r) = &self.remote {
-            if self.state.lock().duty == OffloadDuty::Sole {
-                return Err(JournalError::Unsupported(
-                    "only a copy of a replicated partition starts over at another offset".into(),
-                ));
-            }
-            // What the leaders uploaded up to now, so that it stays readable here.
-            r.follow_catalog()?;
-        }
-        let mut st = self.state.lock();
-        if st.closed {
-            return Err(JournalError::Closed);
-        }
-        if offset <= st.next_offset {
-            return Err(JournalError::OffsetOutOfRange {
-                offset,
-                log_start: st.next_offset + 1,
-                end: st.next_offset,
-            });
-        }
-        // The order makes a crash at any point safe: the new start is recorded first and
-        // an open that finds it past the log's end finishes the job (a segment there);
-        // then the epochs emptied, the segment at the new start, and the older segments
-        // removed (left over by a crash, they are below the start and removed later).
-        let path = self.dir.join(LOG_START_FILE);
-        write_file_atomic(&*self.fs, &path, offset.to_string().as_bytes())
-            .map_err(|e| self.io(&path, e))?;
-        if st.epochs.truncate_from(0) {
-            self.save_epochs(&st)?;
-        }
-        let dropped_from = st.next_offset;
-        st.next_offset = offset;
-        if let Err(e) = self.roll(&mut st) {
-            st.next_offset = dropped_from;
-            return Err(e);
-        }
-        st.log_start = offset;
-        st.tail.clear();
-        st.high_watermark = st.high_watermark.map(|hw| hw.max(offset));
-        self.commit.mark_durable(offset);
-        let n = st.segments.len() - 1;
-        match &self.remote {
-            None => {
-                self.remove_oldest(&mut st, n)?;
-            }
-            Some(r) => self.start_over_stored(&mut st, r, n, offset)?,
-        }
-        tracing::info!(parent: &self.span, offset, dropped_from, "log starts over at the leader's log start");
-        self.watch.publish(self.visible_end(&st));
-        Ok(offset)
+        self.start_over(offset, false)
+    }
+
+    async fn start_after_stored(&self, offset: u64) -> Result<u64> {
+        self.start_over(offset, true)
     }
 
     fn fence(&self, epoch: i32) -> Result<()> {

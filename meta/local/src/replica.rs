@@ -856,7 +856,7 @@ impl Replica {
                 "the records up to the leader's local files are in object storage: starting after them"
             );
             self.log
-                .start_at(reply.stored_below)
+                .start_after_stored(reply.stored_below)
                 .await
                 .map_err(store_error)?;
             return Ok(());
