@@ -120,6 +120,8 @@ class Setup:
                 if len(hosts) > 1:
                     f.write(f'[cluster]\nnode_id = {i + 1}\nlisten = "{host}:{cluster[i]}"\n'
                             f'initial_voters = [{voters}]\nsecret = "bench-cluster-secret-0123"\n')
+                # More of the node's configuration, from a bench built on this one.
+                f.write(getattr(self.a, "extra_config", ""))
             env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
             env.update({"STRATA_AGENT__ENABLED": "false", "STRATA_NODE__DATA_DIR": os.path.join(home, "data"),
                         "STRATA_ADMIN__LISTEN": f"{host}:{admin}", "STRATA_MQTT__ENABLED": "false",

@@ -212,9 +212,7 @@ pub enum Command {
     },
     /// Recomputes placement so partitions and leaders are spread evenly.
     Rebalance,
-    /// Records an uploaded segment. It may overlap the last one, as long as it ends
-    /// past it (a new leader of a replicated partition uploads its whole segment holding
-    /// where the last upload ended).
+    /// Records an uploaded segment, past the last one.
     AppendManifest {
         /// Stream.
         stream: String,
@@ -562,9 +560,10 @@ impl MetaState {
                         vec![Touched::Manifest(stream.clone(), *partition)],
                     );
                 }
-                if entries.last().is_some_and(|e| {
-                    e.base_offset >= entry.base_offset || e.last_offset >= entry.last_offset
-                }) {
+                if entries
+                    .last()
+                    .is_some_and(|e| e.last_offset >= entry.base_offset)
+                {
                     return (
                         Outcome::Invalid(format!(
                             "segment at {} overlaps the manifest of {stream}/{partition}",
@@ -965,17 +964,25 @@ impl MetaState {
 
 impl MetaState {
     /// Whether `stream` has `partition`: the NotFound outcome when it does not.
-    /// Whether the partition is led at `epoch` (none: no check), with no election
-    /// running.
+    /// Whether the partition is led at `epoch`, with no election running (none: an
+    /// unreplicated partition's only copy; a replicated one's writer must give its epoch).
     fn led_in(&self, stream: &str, partition: u32, epoch: Option<u64>) -> Result<(), Outcome> {
-        let Some(epoch) = epoch else { return Ok(()) };
         let placed = self
             .placement
             .get(stream)
             .and_then(|v| v.get(partition as usize));
-        match placed {
-            Some(p) if p.epoch == epoch && p.leader.is_some() && p.election.is_none() => Ok(()),
-            _ => Err(Outcome::Invalid(format!(
+        match (epoch, placed) {
+            (None, Some(p)) if p.replicas.len() > 1 => Err(Outcome::Invalid(format!(
+                "{stream}/{partition} is replicated: only its leader, giving its epoch, \
+                 changes its manifest"
+            ))),
+            (None, _) => Ok(()),
+            (Some(epoch), Some(p))
+                if p.epoch == epoch && p.leader.is_some() && p.election.is_none() =>
+            {
+                Ok(())
+            }
+            (Some(epoch), _) => Err(Outcome::Invalid(format!(
                 "{stream}/{partition} is no longer led at epoch {epoch}"
             ))),
         }
@@ -1506,8 +1513,6 @@ mod tests {
 
     #[test]
     fn manifests_only_grow_forward_and_trim_from_the_start() {
-        // An entry may overlap the last one when it ends past it; never one that starts
-        // at or before the last one's start, nor one that ends within it.
         let mut s = MetaState::default();
         s.apply(&node(1));
         s.apply(&stream("a", 1));
@@ -1527,7 +1532,7 @@ mod tests {
         };
         assert_eq!(s.apply(&append(entry(0, 9))).0, Outcome::Done);
         assert_eq!(s.apply(&append(entry(10, 19))).0, Outcome::Done);
-        for refused in [entry(12, 19), entry(5, 30), entry(10, 15)] {
+        for refused in [entry(12, 19), entry(5, 30), entry(15, 30)] {
             assert!(matches!(s.apply(&append(refused)).0, Outcome::Invalid(_)));
         }
         // The last segment uploaded again replaces its entry (the newer object).
@@ -1547,9 +1552,7 @@ mod tests {
             offset: 10,
             epoch: None,
         });
-        assert_eq!(s.manifests["a"][&0], vec![again.clone()]);
-        assert_eq!(s.apply(&append(entry(15, 30))).0, Outcome::Done);
-        assert_eq!(s.manifests["a"][&0], vec![again, entry(15, 30)]);
+        assert_eq!(s.manifests["a"][&0], vec![again]);
     }
 
     #[test]
@@ -1589,6 +1592,17 @@ mod tests {
         s.placement.get_mut("a").expect("placed")[0].election = None;
         assert_eq!(s.apply(&trim(epoch)).0, Outcome::Done);
         assert!(s.manifests["a"][&0].is_empty());
+        // A replicated partition's manifest is never written without an epoch (a copy
+        // that took itself for the only one).
+        s.placement.get_mut("a").expect("placed")[0].replicas = vec![1, 2, 3];
+        let unfenced = Command::AppendManifest {
+            stream: "a".into(),
+            partition: 0,
+            entry: entry.clone(),
+            epoch: None,
+        };
+        assert!(matches!(s.apply(&unfenced).0, Outcome::Invalid(_)));
+        assert_eq!(s.apply(&append(epoch)).0, Outcome::Done);
     }
 
     fn at(offset: i64) -> CommittedOffset {

@@ -16,11 +16,14 @@ use bytes::Bytes;
 use strata_tiered::manifest::Entry;
 
 use super::file::Segment;
+use super::index::SegmentIndex;
 use super::partition::SegmentLog;
 use super::partition::State;
 use super::remote::encode_trailer;
+use super::scan::scan;
 use super::tier::{Remote, holds, manifest_error};
 use crate::error::{JournalError, Result};
+use crate::fs::JournalFile;
 use crate::log::OffloadDuty;
 use strata_batch::now_ms;
 
@@ -37,6 +40,9 @@ struct Upload {
     segment: Arc<Segment>,
     /// The leader epoch its catalog entry is fenced by (replicated partitions).
     epoch: Option<i32>,
+    /// Its first offset to upload: past its base when the last upload (a former leader's,
+    /// whose copy rolled elsewhere) ended inside it.
+    from: u64,
     size: u64,
     end_offset: u64,
     max_timestamp: Option<i64>,
@@ -46,8 +52,8 @@ struct Upload {
 impl SegmentLog {
     /// The oldest sealed segment not wholly uploaded yet: none for a follower, and only
     /// committed ones for a leader. A new leader's segment may hold where the previous
-    /// leader's last upload ended (the copies roll at different offsets): it is uploaded
-    /// whole, its entry overlapping the one before.
+    /// leader's last upload ended (the copies roll at different offsets): only its records
+    /// from there are uploaded, so the catalog's entries never overlap.
     fn next_upload(&self, r: &Remote) -> Option<Upload> {
         let st = self.state.lock();
         if st.duty == OffloadDuty::Follower {
@@ -72,6 +78,7 @@ impl SegmentLog {
             )
         };
         Some(Upload {
+            from: segment.base_offset.max(uploaded),
             segment,
             epoch: st.duty.epoch(),
             size,
@@ -97,14 +104,16 @@ impl SegmentLog {
         let key = format!(
             "{}{:020}-{:x}.seg",
             r.prefix,
-            seg.base_offset,
+            up.from,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
         let started = Instant::now();
-        let index_len = up.trailer.len() as u64;
-        let stored = if up.size <= UPLOAD_FROM_MEMORY {
+        // The object's size, its index trailer's and its newest timestamp.
+        let stored: Result<(u64, u64, Option<i64>)> = if up.from > seg.base_offset {
+            self.put_slice(r, &key, &up).await
+        } else if up.size <= UPLOAD_FROM_MEMORY {
             let file = seg.file.clone();
             let (size, path) = (up.size, seg.path.clone());
             let mut body = tokio::task::spawn_blocking(move || {
@@ -117,30 +126,37 @@ impl SegmentLog {
             body.extend_from_slice(&up.trailer);
             let body = Bytes::from(body);
             let len = body.len() as u64;
-            r.cache.store().put(&key, body.clone()).await.map(|()| {
-                r.cache.insert_object(&key, &body);
-                len
-            })
+            r.cache
+                .store()
+                .put(&key, body.clone())
+                .await
+                .map(|()| {
+                    r.cache.insert_object(&key, &body);
+                    (len, up.trailer.len() as u64, up.max_timestamp)
+                })
+                .map_err(Into::into)
         } else {
             r.cache
                 .store()
-                .put_file(&key, &seg.path, up.size, up.trailer)
+                .put_file(&key, &seg.path, up.size, up.trailer.clone())
                 .await
+                .map(|len| (len, up.trailer.len() as u64, up.max_timestamp))
+                .map_err(Into::into)
         };
         let metrics = r.cache.metrics();
-        let size = match stored {
-            Ok(size) => size,
+        let (size, index_len, max_timestamp) = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 metrics.observe_upload(started, 0, false);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let entry = Entry {
-            base_offset: seg.base_offset,
+            base_offset: up.from,
             last_offset: up.end_offset - 1,
             key,
             size,
-            max_timestamp: up.max_timestamp.unwrap_or(i64::MIN),
+            max_timestamp: max_timestamp.unwrap_or(i64::MIN),
             index_len,
         };
         if let Some(recorded) = &r.recorded {
@@ -172,6 +188,38 @@ impl SegmentLog {
             self.watch.publish(visible.max(self.watch.end()));
         }
         Ok(())
+    }
+
+    /// Stores the records of `up`'s segment from `up.from` on, with an index of their
+    /// own, as object `key` (always from memory: this happens once per leader change).
+    async fn put_slice(
+        &self,
+        r: &Remote,
+        key: &str,
+        up: &Upload,
+    ) -> Result<(u64, u64, Option<i64>)> {
+        let seg = &up.segment;
+        let (file, path, base, size) =
+            (seg.file.clone(), seg.path.clone(), seg.base_offset, up.size);
+        let (from, interval) = (up.from, self.config.segment.index_interval_bytes);
+        let hint = u64::from(
+            seg.meta
+                .read()
+                .index
+                .position_for((from - base).min(u64::from(u32::MAX)) as u32),
+        );
+        let (mut body, index) = tokio::task::spawn_blocking(move || {
+            slice_from(&*file, hint, size, from, interval).map_err(|e| JournalError::io(&path, e))
+        })
+        .await
+        .map_err(|e| JournalError::io(&self.dir, std::io::Error::other(e.to_string())))??;
+        let trailer = encode_trailer(&index);
+        body.extend_from_slice(&trailer);
+        let body = Bytes::from(body);
+        let len = body.len() as u64;
+        r.cache.store().put(key, body.clone()).await?;
+        r.cache.insert_object(key, &body);
+        Ok((len, trailer.len() as u64, index.max_timestamp()))
     }
 
     /// Deletes local copies of uploaded segments past the local retention, oldest first.
@@ -240,11 +288,13 @@ impl SegmentLog {
     /// A replicated copy's manifest follows the catalog its leaders write; what is in
     /// object storage and committed counts as uploaded.
     fn follow_catalog(&self, r: &Remote) -> Result<()> {
-        let end = r.follow_catalog()?;
+        let (end, changed) = r.follow_catalog()?;
         let mut st = self.state.lock();
         let uploaded = end.min(st.committed());
         st.uploaded_end = st.uploaded_end.max(uploaded);
-        self.reload_remote(&mut st, r);
+        if changed {
+            self.reload_remote(&mut st, r);
+        }
         Ok(())
     }
 
@@ -362,4 +412,47 @@ impl SegmentLog {
         metrics.upload_backlog_segments.sub(counted.0);
         metrics.upload_backlog_bytes.sub(counted.1);
     }
+}
+
+/// The bytes of a segment file of `size` bytes from the batch starting at offset `from`
+/// on (scanning from byte `hint`, at or before that batch), with an index of those bytes
+/// alone. `from` must start a batch: committed batches are the same on every copy, and
+/// an upload ends at a batch's end.
+fn slice_from(
+    file: &dyn JournalFile,
+    hint: u64,
+    size: u64,
+    from: u64,
+    interval: u32,
+) -> std::io::Result<(Vec<u8>, SegmentIndex)> {
+    let mut batches = Vec::new();
+    scan(file, hint, size, false, |b| {
+        if b.header.base_offset >= from {
+            batches.push((b.position, b.header));
+        }
+    })?;
+    let Some(&(start, first)) = batches.first() else {
+        return Err(std::io::Error::other(format!(
+            "no batch at or after offset {from}"
+        )));
+    };
+    if first.base_offset != from {
+        return Err(std::io::Error::other(format!(
+            "offset {from} is inside a batch here (the next starts at {})",
+            first.base_offset
+        )));
+    }
+    let mut index = SegmentIndex::default();
+    for (position, h) in &batches {
+        index.on_append(
+            (h.base_offset - from).min(u64::from(u32::MAX)) as u32,
+            (position - start) as u32,
+            h.total_len as u64,
+            h.max_timestamp,
+            interval,
+        );
+    }
+    let mut body = vec![0u8; (size - start) as usize];
+    file.read_exact_at(&mut body, start)?;
+    Ok((body, index))
 }

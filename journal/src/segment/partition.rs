@@ -33,6 +33,38 @@ const CLASS: &str = "segment";
 /// The leader-epoch cache of a replicated partition (`crate::epochs`).
 pub const EPOCHS_FILE: &str = "leader-epochs";
 
+/// Where a copy's log starts once a start after what object storage holds
+/// ([`PartitionLog::start_after_stored`]) is done: written before the start past the
+/// objects is recorded, removed once the lower one is.
+const STORED_START_FILE: &str = "stored-start";
+
+/// At open, finishes a start after what object storage holds that a crash interrupted:
+/// the log starts where the objects do (never below `first_stored`, never above the
+/// start found), instead of at the start past them recorded first.
+fn finish_stored_start(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    log_start: u64,
+    first_stored: u64,
+) -> Result<u64> {
+    let marker = dir.join(STORED_START_FILE);
+    let bytes = match read_file(fs, &marker) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log_start),
+        Err(e) => return Err(JournalError::io(&marker, e)),
+    };
+    let start = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(log_start, |s| s.max(first_stored).min(log_start));
+    let path = dir.join(LOG_START_FILE);
+    write_file_atomic(fs, &path, start.to_string().as_bytes())
+        .map_err(|e| JournalError::io(&path, e))?;
+    fs.remove_file(&marker)
+        .map_err(|e| JournalError::io(&marker, e))?;
+    Ok(start)
+}
+
 #[derive(Debug)]
 pub(super) struct State {
     /// Oldest first; the last one is active. Never empty.
@@ -159,6 +191,10 @@ impl SegmentLog {
             .unwrap_or(0)
             .max(first_stored)
             .min(next_offset);
+        let log_start = match &remote {
+            Some(_) => finish_stored_start(&*fs, &dir, log_start, first_stored)?,
+            None => log_start,
+        };
         let uploaded_end = remote
             .as_ref()
             .map_or(first_base, |r| r.uploaded_end(first_base));
@@ -425,7 +461,14 @@ impl SegmentLog {
             .map(|r| r.summary())
             .chain(st.segments.iter().map(|s| s.summary()))
             .collect();
-        let n = policy::segments_to_remove(&summaries, st.log_start, &self.config.retention, now);
+        // A follower drops only what lies below its log start (the leader's): retention
+        // is the leader's decision.
+        let retention = if st.duty == OffloadDuty::Follower {
+            crate::config::Retention::default()
+        } else {
+            self.config.retention
+        };
+        let n = policy::segments_to_remove(&summaries, st.log_start, &retention, now);
         if n == 0 {
             return Ok(Removed::default());
         }
@@ -730,6 +773,11 @@ impl SegmentLog {
             }
             None => {}
         }
+        // Where the log starts after all: where the objects' records do, when they are kept.
+        let stored_start = match &self.remote {
+            Some(r) if keep_stored => r.held_below(offset).filter(|s| *s < offset),
+            _ => None,
+        };
         let mut st = self.state.lock();
         if st.closed {
             return Err(JournalError::Closed);
@@ -745,6 +793,17 @@ impl SegmentLog {
         // an open that finds it past the log's end finishes the job (a segment there);
         // then the epochs emptied, the segment at the new start, and the older segments
         // removed (left over by a crash, they are below the start and removed later).
+        // Before all that, where the log starts in the end when the objects keep what lies
+        // below (never below where it starts now): an open that finds it there starts the
+        // log there.
+        let stored_start = stored_start
+            .map(|s| s.max(st.log_start))
+            .filter(|s| *s < offset);
+        if let Some(start) = stored_start {
+            let marker = self.dir.join(STORED_START_FILE);
+            write_file_atomic(&*self.fs, &marker, start.to_string().as_bytes())
+                .map_err(|e| self.io(&marker, e))?;
+        }
         let path = self.dir.join(LOG_START_FILE);
         write_file_atomic(&*self.fs, &path, offset.to_string().as_bytes())
             .map_err(|e| self.io(&path, e))?;
@@ -766,7 +825,7 @@ impl SegmentLog {
             None => {
                 self.remove_oldest(&mut st, n)?;
             }
-            Some(r) => self.start_over_stored(&mut st, r, n, offset, keep_stored)?,
+            Some(r) => self.start_over_stored(&mut st, r, n, offset, stored_start)?,
         }
         tracing::info!(parent: &self.span, offset, dropped_from, "log starts over at the leader's log start");
         self.watch.publish(self.visible_end(&st));
@@ -774,30 +833,33 @@ impl SegmentLog {
     }
 
     /// The end of [`Self::start_over`] for a copy of a tiered partition: its `n` older
-    /// local segments go. With `keep_stored`, the objects keep what lies below the new
-    /// start readable, its log starting where the catalog's entries start (the start was
-    /// recorded first as the new one: a crash then leaves the objects below unread here,
-    /// never a gap); otherwise (the leader's log starts there) the entries below go too.
+    /// local segments go. With `stored_start`, the objects keep what lies below the new
+    /// start readable and the log starts there (recorded, then the marker written first
+    /// removed); otherwise (the leader's log starts at `offset`) the entries below go too.
     fn start_over_stored(
         &self,
         st: &mut State,
         r: &Remote,
         n: usize,
         offset: u64,
-        keep_stored: bool,
+        stored_start: Option<u64>,
     ) -> Result<()> {
         for seg in st.segments.drain(..n).collect::<Vec<_>>() {
             seg.remove_files(&*self.fs)?;
             self.metrics.segments.dec();
         }
-        match r.held_below(offset).filter(|_| keep_stored) {
-            Some(start) if start < offset => {
+        match stored_start {
+            Some(start) => {
                 let path = self.dir.join(LOG_START_FILE);
                 write_file_atomic(&*self.fs, &path, start.to_string().as_bytes())
                     .map_err(|e| self.io(&path, e))?;
+                let marker = self.dir.join(STORED_START_FILE);
+                self.fs
+                    .remove_file(&marker)
+                    .map_err(|e| self.io(&marker, e))?;
                 st.log_start = start;
             }
-            _ => r.forget_before(offset, OffloadDuty::Follower)?,
+            None => r.forget_before(offset, OffloadDuty::Follower)?,
         }
         st.uploaded_end = st.uploaded_end.max(r.end().min(offset));
         self.reload_remote(st, r);
@@ -977,6 +1039,12 @@ impl PartitionLog for SegmentLog {
     fn set_offload_duty(&self, duty: OffloadDuty) {
         let changed = {
             let mut st = self.state.lock();
+            if duty != OffloadDuty::Sole {
+                // What counts as uploaded here is what is also committed (an old leader's
+                // uncommitted tail may have to be truncated), as the catalog says again
+                // at the next pass.
+                st.uploaded_end = st.uploaded_end.min(st.committed());
+            }
             std::mem::replace(&mut st.duty, duty) != duty
         };
         if changed && let Some(r) = &self.remote {

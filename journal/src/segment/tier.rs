@@ -18,7 +18,7 @@ use crate::batch::Batch;
 use crate::config::OffloadSettings;
 use crate::error::{JournalError, Result};
 use crate::log::OffloadDuty;
-use crate::manifests::Recorded;
+use crate::manifests::{ObjectEntry, Recorded};
 use crate::policy::SegmentSummary;
 
 /// File of a partition's manifest of uploaded segments.
@@ -180,23 +180,40 @@ impl Remote {
 
     /// Brings the manifest in line with the catalog (a replicated partition's only
     /// truth about its objects, written by its leaders): entries the catalog trimmed go,
-    /// entries it has past the manifest's end are added. Returns the manifest's end.
-    pub(super) fn follow_catalog(&self) -> Result<u64> {
+    /// entries it has past the manifest's end, or in place of one the manifest has (an
+    /// upload retried after its first record's answer was lost), are added. Returns the
+    /// manifest's end and whether it changed.
+    pub(super) fn follow_catalog(&self) -> Result<(u64, bool)> {
         let Some(r) = &self.recorded else {
-            return Ok(self.end());
+            return Ok((self.end(), false));
         };
         let catalog = r.entries();
         let mut m = self.manifest.lock();
         let path = m.path().to_path_buf();
+        let mut changed = false;
         if let Some(first) = catalog.first() {
-            m.remove_before(first.base_offset)
-                .map_err(|e| manifest_error(&path, e))?;
+            changed |= !m
+                .remove_before(first.base_offset)
+                .map_err(|e| manifest_error(&path, e))?
+                .is_empty();
         }
         let end = m.end();
-        for e in catalog.into_iter().filter(|e| e.last_offset >= end) {
+        let differs = |have: Option<&ObjectEntry>, e: &ObjectEntry| {
+            have.is_none_or(|have| {
+                have.key != e.key
+                    || have.base_offset != e.base_offset
+                    || have.last_offset != e.last_offset
+            })
+        };
+        let new: Vec<ObjectEntry> = catalog
+            .into_iter()
+            .filter(|e| e.last_offset >= end || differs(m.find(e.base_offset), e))
+            .collect();
+        changed |= !new.is_empty();
+        for e in new {
             m.add(e).map_err(|e| manifest_error(&path, e))?;
         }
-        Ok(m.end())
+        Ok((m.end(), changed))
     }
 
     /// Waits until the object holding `last_offset` is stored; fails when the staged

@@ -12,7 +12,7 @@ use rand::Rng;
 use strata_journal::offline;
 use strata_journal::{
     CacheConfig, FsyncPolicy, Journal, JournalConfig, JournalError, JournalOptions, ObjectAck,
-    ObjectStoreConfig, OffloadSettings, PartitionLog, StorageClass, StreamConfig,
+    ObjectStoreConfig, OffloadDuty, OffloadSettings, PartitionLog, StorageClass, StreamConfig,
 };
 use strata_tiered::ObjectStore;
 use strata_tiered::testing::S3Server;
@@ -572,4 +572,182 @@ async fn acknowledged_appends_survive_sigkill_during_uploads() {
         );
     }
     assert!(acked.values().map(BTreeMap::len).sum::<usize>() >= CYCLES);
+}
+
+/// A manifest catalog in memory, shared by two copies of one replicated partition (the
+/// meta service's in a cluster): entries only grow forward, as the meta service keeps
+/// them.
+#[derive(Debug, Default)]
+struct SharedCatalog(parking_lot::Mutex<Vec<strata_journal::manifests::ObjectEntry>>);
+
+#[async_trait::async_trait]
+impl strata_journal::manifests::ManifestCatalog for SharedCatalog {
+    fn entries(&self, _: &str, _: u32) -> Vec<strata_journal::manifests::ObjectEntry> {
+        self.0.lock().clone()
+    }
+
+    fn replicated(&self, _: &str, _: u32) -> bool {
+        true
+    }
+
+    async fn append(
+        &self,
+        _: &str,
+        _: u32,
+        entry: strata_journal::manifests::ObjectEntry,
+        epoch: Option<i32>,
+    ) -> Result<(), String> {
+        assert!(
+            epoch.is_some(),
+            "a replicated partition's upload without an epoch"
+        );
+        let mut v = self.0.lock();
+        if v.last().is_some_and(|l| l.last_offset >= entry.base_offset) {
+            return Err(format!("segment at {} overlaps", entry.base_offset));
+        }
+        v.push(entry);
+        Ok(())
+    }
+
+    async fn trim(&self, _: &str, _: u32, offset: u64, _: Option<i32>) -> Result<(), String> {
+        self.0.lock().retain(|e| e.last_offset >= offset);
+        Ok(())
+    }
+}
+
+/// One copy of a replicated partition: a journal of its own, offloading to `store` and
+/// recording in `catalog`, with segments of `segment_bytes`.
+async fn copy_of(
+    dir: &Path,
+    store: ObjectStoreConfig,
+    catalog: Arc<SharedCatalog>,
+    segment_bytes: u64,
+) -> (Journal, Arc<dyn PartitionLog>) {
+    let mut opts = JournalOptions::new(
+        dir.to_path_buf(),
+        JournalConfig {
+            object_store: Some(store),
+            cache: small_cache(1 << 20, 0),
+            ..JournalConfig::default()
+        },
+        prometheus::Registry::new(),
+    )
+    .with_object_store()
+    .await
+    .unwrap();
+    opts.manifests = Some(catalog);
+    let j = Journal::open(opts).unwrap();
+    let mut c = offload_stream(&j, "rep");
+    c.segment.segment_bytes = segment_bytes;
+    let p = j
+        .create_stream(c)
+        .await
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .clone();
+    (j, p)
+}
+
+/// The end of the catalog's entries, checking they hold every offset from 0 once each.
+fn contiguous_end(catalog: &SharedCatalog) -> u64 {
+    let entries = catalog.0.lock().clone();
+    let mut end = 0;
+    for e in &entries {
+        assert_eq!(e.base_offset, end, "entries {entries:?}");
+        end = e.last_offset + 1;
+    }
+    end
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_uploads_from_where_the_catalog_ends_inside_its_segment() {
+    let server = S3Server::start(BUCKET);
+    let catalog = Arc::new(SharedCatalog::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The copies roll at different offsets (8 KiB and 11 KiB segments).
+    let (_ja, a) = copy_of(
+        da.path(),
+        server.config(BUCKET, "rep"),
+        catalog.clone(),
+        8 << 10,
+    )
+    .await;
+    let (_jb, b) = copy_of(
+        db.path(),
+        server.config(BUCKET, "rep"),
+        catalog.clone(),
+        11 << 10,
+    )
+    .await;
+    // A copy opens as a follower: it uploads nothing until its replica leads.
+    a.fence(1).unwrap();
+    for i in 0..40 {
+        a.append_in_epoch(batch(&format!("a{i}"), 10, 1000), 1)
+            .await
+            .unwrap();
+    }
+    let end = a.replica_state().unwrap().written_end;
+    b.append_copies(a.read_written(0, 1 << 24).await.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(catalog.0.lock().is_empty(), "a follower uploaded");
+    // Copy a leads epoch 1: it uploads its committed segments.
+    a.set_high_watermark(end).unwrap();
+    b.set_high_watermark(end).unwrap();
+    a.set_offload_duty(OffloadDuty::Leader { epoch: 1 });
+    eventually("the leader to upload its sealed segments", || {
+        contiguous_end(&catalog) + 200 >= end
+    })
+    .await;
+    let uploaded = contiguous_end(&catalog);
+    let b_bases: Vec<u64> = b
+        .describe()
+        .segments
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    assert!(
+        !b_bases.contains(&uploaded),
+        "the uploads end at {uploaded}, where a segment of b starts ({b_bases:?}): nothing to show"
+    );
+    // Copy b takes over in epoch 2, its segment holding where a's uploads ended.
+    a.set_offload_duty(OffloadDuty::Follower);
+    b.fence(2).unwrap();
+    b.set_offload_duty(OffloadDuty::Leader { epoch: 2 });
+    for i in 0..20 {
+        b.append_in_epoch(batch(&format!("b{i}"), 10, 2000), 2)
+            .await
+            .unwrap();
+    }
+    let end = b.replica_state().unwrap().written_end;
+    b.set_high_watermark(end).unwrap();
+    eventually(
+        "the new leader to upload past where the old one stopped",
+        || contiguous_end(&catalog) + 200 >= end,
+    )
+    .await;
+    // No entry overlaps another, one starts where a's uploads ended, and b reads every
+    // record back, most from objects only it or only a stored.
+    let entries = catalog.0.lock().clone();
+    assert!(
+        entries.iter().any(|e| e.base_offset == uploaded),
+        "{entries:?}"
+    );
+    contiguous_end(&catalog);
+    eventually("b to drop its local copies", || remote_only(&b) > 0).await;
+    let records = read_all(&b, 0).await;
+    assert_eq!(records.len() as u64, end);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+    }
+    let tags: BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+            v.split('-').next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(tags.len(), 60);
 }
