@@ -20,7 +20,7 @@ use super::index::SegmentIndex;
 use super::partition::SegmentLog;
 use super::partition::State;
 use super::remote::encode_trailer;
-use super::scan::scan;
+use super::scan::{ScanStop, scan};
 use super::tier::{Remote, holds, manifest_error};
 use crate::error::{JournalError, Result};
 use crate::fs::JournalFile;
@@ -426,11 +426,17 @@ fn slice_from(
     interval: u32,
 ) -> std::io::Result<(Vec<u8>, SegmentIndex)> {
     let mut batches = Vec::new();
-    scan(file, hint, size, false, |b| {
+    let stop = scan(file, hint, size, false, |b| {
         if b.header.base_offset >= from {
             batches.push((b.position, b.header));
         }
     })?;
+    if stop != ScanStop::Clean {
+        // A sealed segment ends on a batch boundary: its bytes are damaged.
+        return Err(std::io::Error::other(format!(
+            "the segment does not scan to its end: {stop:?}"
+        )));
+    }
     let Some(&(start, first)) = batches.first() else {
         return Err(std::io::Error::other(format!(
             "no batch at or after offset {from}"

@@ -33,36 +33,40 @@ const CLASS: &str = "segment";
 /// The leader-epoch cache of a replicated partition (`crate::epochs`).
 pub const EPOCHS_FILE: &str = "leader-epochs";
 
-/// Where a copy's log starts once a start after what object storage holds
-/// ([`PartitionLog::start_after_stored`]) is done: written before the start past the
-/// objects is recorded, removed once the lower one is.
+/// A start after what object storage holds ([`PartitionLog::start_after_stored`]) in
+/// progress: `<start> <offset>`, written before the new start past the objects
+/// (`offset`) is recorded, removed once the log starts at `start`.
 const STORED_START_FILE: &str = "stored-start";
 
-/// At open, finishes a start after what object storage holds that a crash interrupted:
-/// the log starts where the objects do (never below `first_stored`, never above the
-/// start found), instead of at the start past them recorded first.
-fn finish_stored_start(
+/// The marker of a start after what object storage holds that a crash interrupted:
+/// `(start, offset)` when the log-start file still records `offset` (the start over
+/// happened, or began), and the marker's file. A marker left by a start over that never
+/// recorded its new start is removed.
+fn stored_start_marker(
     fs: &dyn FileSystem,
     dir: &Path,
-    log_start: u64,
-    first_stored: u64,
-) -> Result<u64> {
+    recorded: Option<u64>,
+) -> Result<Option<(u64, u64)>> {
     let marker = dir.join(STORED_START_FILE);
     let bytes = match read_file(fs, &marker) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log_start),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JournalError::io(&marker, e)),
     };
-    let start = std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(log_start, |s| s.max(first_stored).min(log_start));
-    let path = dir.join(LOG_START_FILE);
-    write_file_atomic(fs, &path, start.to_string().as_bytes())
-        .map_err(|e| JournalError::io(&path, e))?;
-    fs.remove_file(&marker)
-        .map_err(|e| JournalError::io(&marker, e))?;
-    Ok(start)
+    let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| {
+        let (start, offset) = t.trim().split_once(' ')?;
+        Some((start.parse::<u64>().ok()?, offset.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((start, offset)) if recorded == Some(offset) && start < offset => {
+            Ok(Some((start, offset)))
+        }
+        _ => {
+            fs.remove_file(&marker)
+                .map_err(|e| JournalError::io(&marker, e))?;
+            Ok(None)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -172,6 +176,20 @@ impl SegmentLog {
             fs.sync_dir(&dir).map_err(|e| JournalError::io(&dir, e))?;
             tracing::warn!(parent: &span, start, end, "finishing a start over cut short by a crash");
         }
+        // A start after what object storage holds that a crash interrupted: its older
+        // segments go (their records are in the objects), and the log starts where the
+        // objects' records do, further down.
+        let stored_start = match &remote {
+            Some(_) => stored_start_marker(&*fs, &dir, opened.log_start)?,
+            None => None,
+        };
+        if let Some((_, offset)) = stored_start {
+            for seg in opened.segments.iter().filter(|s| s.base_offset < offset) {
+                seg.remove_files(&*fs)?;
+            }
+            opened.segments.retain(|s| s.base_offset >= offset);
+            tracing::warn!(parent: &span, offset, "finishing a start after object storage cut short by a crash");
+        }
         metrics.segments.add(opened.segments.len() as i64);
         let first_base = opened.segments[0].base_offset;
         let active = &opened.segments[opened.segments.len() - 1];
@@ -191,8 +209,17 @@ impl SegmentLog {
             .unwrap_or(0)
             .max(first_stored)
             .min(next_offset);
-        let log_start = match &remote {
-            Some(_) => finish_stored_start(&*fs, &dir, log_start, first_stored)?,
+        let log_start = match stored_start {
+            Some((start, _)) => {
+                let start = start.max(first_stored).min(log_start);
+                let path = dir.join(LOG_START_FILE);
+                write_file_atomic(&*fs, &path, start.to_string().as_bytes())
+                    .map_err(|e| JournalError::io(&path, e))?;
+                let marker = dir.join(STORED_START_FILE);
+                fs.remove_file(&marker)
+                    .map_err(|e| JournalError::io(&marker, e))?;
+                start
+            }
             None => log_start,
         };
         let uploaded_end = remote
@@ -801,7 +828,7 @@ impl SegmentLog {
             .filter(|s| *s < offset);
         if let Some(start) = stored_start {
             let marker = self.dir.join(STORED_START_FILE);
-            write_file_atomic(&*self.fs, &marker, start.to_string().as_bytes())
+            write_file_atomic(&*self.fs, &marker, format!("{start} {offset}").as_bytes())
                 .map_err(|e| self.io(&marker, e))?;
         }
         let path = self.dir.join(LOG_START_FILE);
@@ -1039,13 +1066,14 @@ impl PartitionLog for SegmentLog {
     fn set_offload_duty(&self, duty: OffloadDuty) {
         let changed = {
             let mut st = self.state.lock();
+            let changed = std::mem::replace(&mut st.duty, duty) != duty;
             if duty != OffloadDuty::Sole {
                 // What counts as uploaded here is what is also committed (an old leader's
                 // uncommitted tail may have to be truncated), as the catalog says again
                 // at the next pass.
                 st.uploaded_end = st.uploaded_end.min(st.committed());
             }
-            std::mem::replace(&mut st.duty, duty) != duty
+            changed
         };
         if changed && let Some(r) = &self.remote {
             r.wake.notify_one();

@@ -751,3 +751,96 @@ async fn a_new_leader_uploads_from_where_the_catalog_ends_inside_its_segment() {
         .collect();
     assert_eq!(tags.len(), 60);
 }
+
+/// Opens the copy `copy_of` made in `dir` again, from its files.
+async fn reopen_copy(
+    dir: &Path,
+    store: ObjectStoreConfig,
+    catalog: Arc<SharedCatalog>,
+) -> (Journal, Arc<dyn PartitionLog>) {
+    let mut opts = JournalOptions::new(
+        dir.to_path_buf(),
+        JournalConfig {
+            object_store: Some(store),
+            cache: small_cache(1 << 20, 0),
+            ..JournalConfig::default()
+        },
+        prometheus::Registry::new(),
+    )
+    .with_object_store()
+    .await
+    .unwrap();
+    opts.manifests = Some(catalog);
+    let j = Journal::open(opts).unwrap();
+    let p = j.stream("rep").unwrap().partition(0).unwrap().clone();
+    (j, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_after_object_storage_cut_short_by_a_crash_is_finished_at_open() {
+    let server = S3Server::start(BUCKET);
+    let catalog = Arc::new(SharedCatalog::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = server.config(BUCKET, "rep");
+    let (_ja, a) = copy_of(da.path(), store.clone(), catalog.clone(), 8 << 10).await;
+    let (jb, b) = copy_of(db.path(), store.clone(), catalog.clone(), 8 << 10).await;
+    a.fence(1).unwrap();
+    for i in 0..40 {
+        a.append_in_epoch(batch(&format!("a{i}"), 10, 1000), 1)
+            .await
+            .unwrap();
+    }
+    let end = a.replica_state().unwrap().written_end;
+    // Copy b has the first 100 records only (it fell behind).
+    let first: Vec<_> = a
+        .read_written(0, 1 << 24)
+        .await
+        .unwrap()
+        .into_iter()
+        .take_while(|batch| batch.base_offset() < 100)
+        .collect();
+    let lag = b.append_copies(first).await.unwrap();
+    b.set_high_watermark(lag).unwrap();
+    a.set_high_watermark(end).unwrap();
+    a.set_offload_duty(OffloadDuty::Leader { epoch: 1 });
+    eventually("the leader to upload", || {
+        contiguous_end(&catalog) + 200 >= end
+    })
+    .await;
+    let offset = contiguous_end(&catalog);
+    assert!(offset > lag);
+    // Copy b began to start after what the objects hold, at `offset`, and crashed once the
+    // marker and the new start were written: its old segments are still there.
+    let dir = b.describe().segments[0]
+        .location
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    jb.close().await.unwrap();
+    drop(b);
+    drop(jb);
+    std::fs::write(dir.join("stored-start"), format!("0 {offset}")).unwrap();
+    std::fs::write(dir.join("log-start"), offset.to_string()).unwrap();
+    let (_jb, b) = reopen_copy(db.path(), store, catalog.clone()).await;
+    // The open finished it: the old segments are gone, the log starts at 0 and reads
+    // every record, those below `offset` from the objects, without a gap.
+    assert!(!dir.join("stored-start").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("log-start")).unwrap(), "0");
+    assert!(
+        b.describe()
+            .segments
+            .iter()
+            .filter(|s| !s.location.as_os_str().is_empty())
+            .all(|s| s.base_offset >= offset),
+        "{:?}",
+        b.describe().segments
+    );
+    b.set_high_watermark(offset).unwrap();
+    let records = read_all(&b, 0).await;
+    assert_eq!(records.len() as u64, offset);
+    let want = read_all(&a, 0).await;
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.value, want[i].value, "offset {i}");
+    }
+}
