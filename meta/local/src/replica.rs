@@ -1227,16 +1227,22 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 },
             };
             let role = wanted(&placement, me);
+            // A new partition's first leader: named at creation, before any copy held a
+            // record (no election yet, no in-sync report).
+            let created = placement.epoch == 0 && placement.in_sync.is_empty();
             if replica.role() == Role::Idle
                 && matches!(role, Role::Leader { .. })
-                && replica.has_joined()
+                && (replica.has_joined() || !created)
             {
                 // This process starts as the leader the metadata names: the node was
                 // restarted before anyone noticed. It does not take the epoch up again:
                 // it may have lost writes a majority of its replicas hold (a power loss
-                // takes what was not fsynced), and its high watermark, kept in memory,
-                // starts from nothing. A new election picks the most up-to-date log, this
-                // one on a tie.
+                // takes what was not fsynced, a lost disk all of it), and its high
+                // watermark, kept in memory, starts from nothing. A new election picks
+                // the most up-to-date log, this one on a tie; a copy that lost its disk
+                // does not vote in it. (A chaos run caught a wiped leader taking its
+                // epoch up again with a log that began where the uploads ended: its
+                // followers, restarted meanwhile, truncated committed records to match.)
                 // Not awaited here: a slow meta write must not hold up the other replicas'
                 // roles (nor the gauges measured at the end of the pass).
                 let (streams, replica, placement) =
@@ -1296,7 +1302,7 @@ async fn restarted_leader(
         stream: replica.stream.clone(),
         partition: replica.partition,
         epoch: placement.epoch + 1,
-        preferred: Some(me),
+        preferred: replica.has_joined().then_some(me),
     };
     match streams.meta().write(command).await {
         Ok(outcome) => info!(

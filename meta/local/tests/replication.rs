@@ -533,6 +533,18 @@ async fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
+    restarted_before_anyone_noticed(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_lost_its_disk_and_restarted_before_anyone_noticed_does_not_lead() {
+    restarted_before_anyone_noticed(true).await;
+}
+
+/// The leader's node restarts while the metadata still names it (with its journal lost
+/// when `wiped`: it must not lead an empty log, which the followers, their high
+/// watermarks gone with their restart, would copy).
+async fn restarted_before_anyone_noticed(wiped: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start(dir.path()).await;
     let voters = voters(&nodes);
@@ -548,6 +560,10 @@ async fn a_leader_restarted_before_anyone_noticed_begins_a_new_epoch() {
     nodes.sort_by_key(|n| before.leader == Some(n.meta.id()));
     for n in nodes {
         n.stop().await;
+    }
+    if wiped {
+        let leader = before.leader.unwrap();
+        std::fs::remove_dir_all(dir.path().join(format!("j{leader}"))).unwrap();
     }
     let nodes = restart(dir.path(), &[1, 2, 3], &voters).await;
     // The named leader does not take its old epoch up again (its high watermark was kept
