@@ -623,20 +623,7 @@ async fn copy_of(
     catalog: Arc<SharedCatalog>,
     segment_bytes: u64,
 ) -> (Journal, Arc<dyn PartitionLog>) {
-    let mut opts = JournalOptions::new(
-        dir.to_path_buf(),
-        JournalConfig {
-            object_store: Some(store),
-            cache: small_cache(1 << 20, 0),
-            ..JournalConfig::default()
-        },
-        prometheus::Registry::new(),
-    )
-    .with_object_store()
-    .await
-    .unwrap();
-    opts.manifests = Some(catalog);
-    let j = Journal::open(opts).unwrap();
+    let j = open_copy(dir, store, catalog).await;
     let mut c = offload_stream(&j, "rep");
     c.segment.segment_bytes = segment_bytes;
     let p = j
@@ -752,12 +739,8 @@ async fn a_new_leader_uploads_from_where_the_catalog_ends_inside_its_segment() {
     assert_eq!(tags.len(), 60);
 }
 
-/// Opens the copy `copy_of` made in `dir` again, from its files.
-async fn reopen_copy(
-    dir: &Path,
-    store: ObjectStoreConfig,
-    catalog: Arc<SharedCatalog>,
-) -> (Journal, Arc<dyn PartitionLog>) {
+/// The journal of a copy in `dir`, offloading to `store` and recording in `catalog`.
+async fn open_copy(dir: &Path, store: ObjectStoreConfig, catalog: Arc<SharedCatalog>) -> Journal {
     let mut opts = JournalOptions::new(
         dir.to_path_buf(),
         JournalConfig {
@@ -771,7 +754,16 @@ async fn reopen_copy(
     .await
     .unwrap();
     opts.manifests = Some(catalog);
-    let j = Journal::open(opts).unwrap();
+    Journal::open(opts).unwrap()
+}
+
+/// Opens the copy `copy_of` made in `dir` again, from its files.
+async fn reopen_copy(
+    dir: &Path,
+    store: ObjectStoreConfig,
+    catalog: Arc<SharedCatalog>,
+) -> (Journal, Arc<dyn PartitionLog>) {
+    let j = open_copy(dir, store, catalog).await;
     let p = j.stream("rep").unwrap().partition(0).unwrap().clone();
     (j, p)
 }

@@ -689,6 +689,20 @@ fn one_set_of_objects(node: &Node, stream: &str, bucket: &std::path::Path) -> u6
     end
 }
 
+/// Waits until the catalog `node` sees holds all but the last 30 offsets of stream
+/// `tier`'s partition `p`; returns where the uploads end, checked by
+/// [`one_set_of_objects`].
+async fn most_uploaded(node: &Node, p: &Arc<dyn Partition>, bucket: &std::path::Path) -> u64 {
+    let written = p.offsets().await.unwrap().end;
+    wait_until("most of the partition to be uploaded", async || {
+        catalog(node, "tier")
+            .last()
+            .is_some_and(|e| e.last_offset + 1 >= written - 30)
+    })
+    .await;
+    one_set_of_objects(node, "tier", bucket)
+}
+
 /// The offset a copy's first local segment starts at (below it, it reads object storage).
 fn first_local(log: &Arc<dyn PartitionLog>) -> u64 {
     log.describe()
@@ -711,17 +725,10 @@ async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_s
     for i in 0..120 {
         acked.push((append_with(&p, i, large_batch).await, i));
     }
-    let written = p.offsets().await.unwrap().end;
     // The leader uploads its sealed segments (16 KiB: about five writes each) once
     // committed; the followers upload nothing and drop their own copies of what the
     // leader uploaded (local retention 0).
-    wait_until("most of the partition to be uploaded", async || {
-        catalog(&nodes[0], "tier")
-            .last()
-            .is_some_and(|e| e.last_offset + 1 >= written - 30)
-    })
-    .await;
-    let uploaded = one_set_of_objects(&nodes[0], "tier", &bucket);
+    let uploaded = most_uploaded(&nodes[0], &p, &bucket).await;
     for n in &nodes {
         let log = n.log("tier");
         wait_until(
@@ -744,14 +751,7 @@ async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_s
     for i in 120..240 {
         acked.push((append_with(&p, i, large_batch).await, i));
     }
-    let written = p.offsets().await.unwrap().end;
-    wait_until("the new leader to upload", async || {
-        catalog(&nodes[0], "tier")
-            .last()
-            .is_some_and(|e| e.last_offset + 1 >= written - 30)
-    })
-    .await;
-    let uploaded = one_set_of_objects(&nodes[0], "tier", &bucket);
+    let uploaded = most_uploaded(&nodes[0], &p, &bucket).await;
     // The old leader comes back as a follower, its log behind where the new leader's
     // local files start: it starts after what object storage holds instead of copying
     // it, and reads below from the objects.
