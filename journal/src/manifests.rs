@@ -100,7 +100,7 @@ impl Recorded {
                 .map_err(unavailable)?;
         }
         let end = recorded.last().map_or(0, |e| e.last_offset + 1);
-        for missing in local.iter().filter(|e| e.last_offset >= end) {
+        for missing in local.iter().filter(|e| e.base_offset >= end) {
             self.catalog
                 .append(s, p, missing.clone(), epoch)
                 .await

@@ -19,7 +19,7 @@ use super::file::Segment;
 use super::index::SegmentIndex;
 use super::partition::SegmentLog;
 use super::partition::State;
-use super::remote::encode_trailer;
+use super::remote::{RemoteSegment, encode_trailer};
 use super::scan::{ScanStop, scan};
 use super::tier::{Remote, holds, manifest_error};
 use crate::error::{JournalError, Result};
@@ -116,25 +116,16 @@ impl SegmentLog {
         } else if up.size <= UPLOAD_FROM_MEMORY {
             let file = seg.file.clone();
             let (size, path) = (up.size, seg.path.clone());
-            let mut body = tokio::task::spawn_blocking(move || {
+            let body = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; size as usize];
                 file.read_exact_at(&mut buf, 0).map(|()| buf)
             })
             .await
             .map_err(|e| JournalError::io(&path, std::io::Error::other(e.to_string())))?
             .map_err(|e| JournalError::io(&path, e))?;
-            body.extend_from_slice(&up.trailer);
-            let body = Bytes::from(body);
-            let len = body.len() as u64;
-            r.cache
-                .store()
-                .put(&key, body.clone())
+            store_in_memory(r, &key, body, &up.trailer)
                 .await
-                .map(|()| {
-                    r.cache.insert_object(&key, &body);
-                    (len, up.trailer.len() as u64, up.max_timestamp)
-                })
-                .map_err(Into::into)
+                .map(|len| (len, up.trailer.len() as u64, up.max_timestamp))
         } else {
             r.cache
                 .store()
@@ -208,17 +199,13 @@ impl SegmentLog {
                 .index
                 .position_for((from - base).min(u64::from(u32::MAX)) as u32),
         );
-        let (mut body, index) = tokio::task::spawn_blocking(move || {
+        let (body, index) = tokio::task::spawn_blocking(move || {
             slice_from(&*file, hint, size, from, interval).map_err(|e| JournalError::io(&path, e))
         })
         .await
         .map_err(|e| JournalError::io(&self.dir, std::io::Error::other(e.to_string())))??;
         let trailer = encode_trailer(&index);
-        body.extend_from_slice(&trailer);
-        let body = Bytes::from(body);
-        let len = body.len() as u64;
-        r.cache.store().put(key, body.clone()).await?;
-        r.cache.insert_object(key, &body);
+        let len = store_in_memory(r, key, body, &trailer).await?;
         Ok((len, trailer.len() as u64, index.max_timestamp()))
     }
 
@@ -276,12 +263,22 @@ impl SegmentLog {
 
     /// The segments only in object storage: the manifest's entries below the first
     /// local segment, from the log start on.
+    /// Those already known are kept as they are, with the index they fetched.
     pub(super) fn reload_remote(&self, st: &mut State, r: &Remote) {
         let log_start = st.log_start;
+        let known: std::collections::HashMap<String, Arc<RemoteSegment>> = st
+            .remote
+            .drain(..)
+            .map(|s| (s.entry.key.clone(), s))
+            .collect();
         st.remote = r
-            .remote_below(st.segments[0].base_offset)
+            .entries_below(st.segments[0].base_offset)
             .into_iter()
-            .filter(|s| s.entry.last_offset >= log_start)
+            .filter(|e| e.last_offset >= log_start)
+            .map(|e| match known.get(&e.key) {
+                Some(s) if s.entry == e => s.clone(),
+                _ => Arc::new(RemoteSegment::new(e)),
+            })
             .collect();
     }
 
@@ -412,6 +409,16 @@ impl SegmentLog {
         metrics.upload_backlog_segments.sub(counted.0);
         metrics.upload_backlog_bytes.sub(counted.1);
     }
+}
+
+/// Stores `body` with `trailer` after it as object `key`, and puts its blocks in the
+/// cache; returns the object's size.
+async fn store_in_memory(r: &Remote, key: &str, mut body: Vec<u8>, trailer: &[u8]) -> Result<u64> {
+    body.extend_from_slice(trailer);
+    let body = Bytes::from(body);
+    r.cache.store().put(key, body.clone()).await?;
+    r.cache.insert_object(key, &body);
+    Ok(body.len() as u64)
 }
 
 /// The bytes of a segment file of `size` bytes from the batch starting at offset `from`

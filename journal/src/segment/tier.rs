@@ -69,12 +69,10 @@ impl Remote {
         let mut manifest = Manifest::load(&path).map_err(|e| manifest_error(&path, e))?;
         if let Some(r) = &recorded {
             let end = manifest.end();
-            // An entry may overlap the one before it (a new leader of a replicated
-            // partition uploads its whole segment holding where the last upload ended).
             let behind: Vec<_> = r
                 .entries()
                 .into_iter()
-                .filter(|e| e.last_offset >= end)
+                .filter(|e| e.base_offset >= end)
                 .collect();
             if !behind.is_empty() {
                 tracing::info!(
@@ -117,11 +115,19 @@ impl Remote {
 
     /// Segments recorded in the manifest that lie below the first local segment.
     pub(super) fn remote_below(&self, first_local: u64) -> Vec<Arc<RemoteSegment>> {
+        self.entries_below(first_local)
+            .into_iter()
+            .map(|e| Arc::new(RemoteSegment::new(e)))
+            .collect()
+    }
+
+    /// The manifest's entries that start below the first local segment.
+    pub(super) fn entries_below(&self, first_local: u64) -> Vec<ObjectEntry> {
         self.manifest
             .lock()
             .entries()
             .filter(|e| e.base_offset < first_local)
-            .map(|e| Arc::new(RemoteSegment::new(e.clone())))
+            .cloned()
             .collect()
     }
 
@@ -198,16 +204,9 @@ impl Remote {
                 .is_empty();
         }
         let end = m.end();
-        let differs = |have: Option<&ObjectEntry>, e: &ObjectEntry| {
-            have.is_none_or(|have| {
-                have.key != e.key
-                    || have.base_offset != e.base_offset
-                    || have.last_offset != e.last_offset
-            })
-        };
         let new: Vec<ObjectEntry> = catalog
             .into_iter()
-            .filter(|e| e.last_offset >= end || differs(m.find(e.base_offset), e))
+            .filter(|e| e.base_offset >= end || m.find(e.base_offset) != Some(e))
             .collect();
         changed |= !new.is_empty();
         for e in new {

@@ -636,6 +636,18 @@ async fn copy_of(
     (j, p)
 }
 
+/// Makes `log` (written up to `end`) the leader of epoch 1 with everything committed, and
+/// waits until it uploaded all but its last 200 offsets; returns where the uploads end.
+async fn lead_and_upload(log: &Arc<dyn PartitionLog>, catalog: &SharedCatalog, end: u64) -> u64 {
+    log.set_high_watermark(end).unwrap();
+    log.set_offload_duty(OffloadDuty::Leader { epoch: 1 });
+    eventually("the leader to upload its sealed segments", || {
+        contiguous_end(catalog) + 200 >= end
+    })
+    .await;
+    contiguous_end(catalog)
+}
+
 /// The end of the catalog's entries, checking they hold every offset from 0 once each.
 fn contiguous_end(catalog: &SharedCatalog) -> u64 {
     let entries = catalog.0.lock().clone();
@@ -681,14 +693,8 @@ async fn a_new_leader_uploads_from_where_the_catalog_ends_inside_its_segment() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(catalog.0.lock().is_empty(), "a follower uploaded");
     // Copy a leads epoch 1: it uploads its committed segments.
-    a.set_high_watermark(end).unwrap();
     b.set_high_watermark(end).unwrap();
-    a.set_offload_duty(OffloadDuty::Leader { epoch: 1 });
-    eventually("the leader to upload its sealed segments", || {
-        contiguous_end(&catalog) + 200 >= end
-    })
-    .await;
-    let uploaded = contiguous_end(&catalog);
+    let uploaded = lead_and_upload(&a, &catalog, end).await;
     let b_bases: Vec<u64> = b
         .describe()
         .segments
@@ -793,13 +799,7 @@ async fn a_start_after_object_storage_cut_short_by_a_crash_is_finished_at_open()
         .collect();
     let lag = b.append_copies(first).await.unwrap();
     b.set_high_watermark(lag).unwrap();
-    a.set_high_watermark(end).unwrap();
-    a.set_offload_duty(OffloadDuty::Leader { epoch: 1 });
-    eventually("the leader to upload", || {
-        contiguous_end(&catalog) + 200 >= end
-    })
-    .await;
-    let offset = contiguous_end(&catalog);
+    let offset = lead_and_upload(&a, &catalog, end).await;
     assert!(offset > lag);
     // Copy b began to start after what the objects hold, at `offset`, and crashed once the
     // marker and the new start were written: its old segments are still there.

@@ -268,6 +268,20 @@ async fn acked_at_their_offsets(
     at
 }
 
+/// Waits until `node`'s copy of `stream`'s partition ends where `leader_log` does.
+async fn caught_up(node: &Node, stream: &str, leader_log: &Arc<dyn PartitionLog>) {
+    wait_until("a copy to catch up with its leader", async || {
+        node.journal
+            .stream(stream)
+            .and_then(|s| s.partition(0).cloned())
+            .is_ok_and(|log| {
+                log.replica_state().unwrap().written_end
+                    == leader_log.replica_state().unwrap().written_end
+            })
+    })
+    .await;
+}
+
 /// Every batch `log` holds from `from` on, past the high watermark.
 async fn written_from(log: &Arc<dyn PartitionLog>, from: u64) -> Vec<Batch> {
     let end = log.replica_state().unwrap().written_end;
@@ -443,16 +457,7 @@ async fn a_follower_that_lost_its_disk_starts_over_at_the_leaders_log_start() {
     }
     // It copies the leader's log from the leader's log start, not from 0 (which the
     // leader no longer has), and holds the same batches from there on.
-    wait_until("the wiped follower to catch up", async || {
-        back.journal
-            .stream("wiped")
-            .and_then(|s| s.partition(0).cloned())
-            .is_ok_and(|log| {
-                log.replica_state().unwrap().written_end
-                    == leader_log.replica_state().unwrap().written_end
-            })
-    })
-    .await;
+    caught_up(&back, "wiped", &leader_log).await;
     let log = back.log("wiped");
     let state = log.replica_state().unwrap();
     assert_eq!(state.log_start, 31);
@@ -768,15 +773,9 @@ async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_s
         .find(|n| n.meta.id() == leader)
         .unwrap()
         .log("tier");
-    let log = nodes
-        .iter()
-        .find(|n| n.meta.id() == old)
-        .unwrap()
-        .log("tier");
-    wait_until("the old leader to catch up", async || {
-        log.replica_state().unwrap().written_end == leader_log.replica_state().unwrap().written_end
-    })
-    .await;
+    let back = nodes.iter().find(|n| n.meta.id() == old).unwrap();
+    caught_up(back, "tier", &leader_log).await;
+    let log = back.log("tier");
     assert!(
         first_local(&log) >= uploaded - 40,
         "the old leader's local files start at {} with {uploaded} uploaded",
@@ -799,16 +798,7 @@ async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_s
         acked.push((append_with(&p, i, large_batch).await, i));
     }
     let back = nodes.iter().find(|n| n.meta.id() == id).unwrap();
-    wait_until("the wiped copy to catch up", async || {
-        back.journal
-            .stream("tier")
-            .and_then(|s| s.partition(0).cloned())
-            .is_ok_and(|log| {
-                log.replica_state().unwrap().written_end
-                    == leader_log.replica_state().unwrap().written_end
-            })
-    })
-    .await;
+    caught_up(back, "tier", &leader_log).await;
     let log = back.log("tier");
     assert!(
         first_local(&log) >= uploaded - 30,
