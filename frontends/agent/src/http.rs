@@ -844,7 +844,8 @@ async fn register(
     }
     let (token, new) = api
         .registry
-        .register(card.clone(), token, lease_ms, now_ms())?;
+        .register(card.clone(), token, lease_ms, now_ms())
+        .await?;
     // A mailbox asked for in a class is made now, in it; a registration's mailbox keeps
     // the class it was made in (asking another is 409 `storage_conflict`). Without a class
     // it is made by the first send or fetch (an idle agent costs no queue). A new
@@ -856,7 +857,7 @@ async fn register(
     };
     if let Err(e) = made {
         if new {
-            let _ = api.registry.remove(&card.name);
+            let _ = api.registry.remove(&card.name).await;
         }
         return Err(e);
     }
@@ -924,7 +925,7 @@ async fn remove_agent(
     headers: HeaderMap,
 ) -> Result<Response, AgentError> {
     api.owner(&headers, &name)?;
-    api.registry.remove(&name)?;
+    api.registry.remove(&name).await?;
     api.announce("removed", serde_json::json!({"name": name}))
         .await;
     Ok(json(StatusCode::OK, serde_json::json!({"name": name})))
@@ -936,7 +937,7 @@ async fn heartbeat(
     headers: HeaderMap,
 ) -> Result<Response, AgentError> {
     api.owner(&headers, &name)?;
-    let until = api.registry.heartbeat(&name, now_ms())?;
+    let until = api.registry.heartbeat(&name, now_ms()).await?;
     Ok(json(
         StatusCode::OK,
         serde_json::json!({"online_until_ms": until}),

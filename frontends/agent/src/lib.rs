@@ -13,9 +13,11 @@ pub mod linked;
 pub mod listener;
 pub mod mcp;
 pub mod metrics;
+pub mod owner;
 pub mod queue;
 pub mod queues;
 pub mod registry;
+pub mod space;
 pub mod storage;
 pub mod tasks;
 pub mod topics;
@@ -31,7 +33,7 @@ use strata_frontend::{Frontend, FrontendError, NodeContext, Shutdown};
 
 /// A task stopped when this is dropped: the sweeper ends with the frontend, even when the
 /// node gives up waiting for it and drops its future.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -192,6 +194,7 @@ impl AgentConfig {
 pub struct AgentFrontend {
     config: AgentConfig,
     object_storage: bool,
+    clustered: bool,
     admin: admin_api::AgentAdmin,
 }
 
@@ -201,8 +204,16 @@ impl AgentFrontend {
         AgentFrontend {
             config,
             object_storage: false,
+            clustered: false,
             admin: admin_api::AgentAdmin::default(),
         }
+    }
+
+    /// The same frontend on a node of a cluster (or not): one node serves the agent API,
+    /// its state replicated ([`owner`]).
+    pub fn in_cluster(mut self, clustered: bool) -> Self {
+        self.clustered = clustered;
+        self
     }
 
     /// The same frontend on a node that has object storage (or not).
@@ -223,6 +234,7 @@ impl AgentFrontend {
         }
         Classes {
             default,
+            clustered: self.clustered,
             object: self.object_storage,
             allowed: self.config.storage_classes.clone(),
             max_memory: self.config.max_memory_objects,
@@ -236,6 +248,15 @@ impl Frontend for AgentFrontend {
         "agent"
     }
 
+    fn claim_streams(&self, owned: &strata_frontend::owned::OwnedStreams) {
+        // The agent state: no other protocol reads or writes it.
+        owned.claim(
+            space::STATE_STREAM,
+            "agent",
+            strata_frontend::owned::Ownership::Internal,
+        );
+    }
+
     fn admin_api(&self, _ctx: &NodeContext) -> Option<strata_frontend::admin::http::AdminApi> {
         Some(admin_api::api(self.admin.clone()))
     }
@@ -246,14 +267,8 @@ impl Frontend for AgentFrontend {
         mut shutdown: Shutdown,
     ) -> Result<(), FrontendError> {
         let listener = ctx.bind("agent", self.config.listen).await?;
-        let space = ctx
-            .storage
-            .state
-            .space(SPACE)
-            .map_err(|e| FrontendError::Failed(e.to_string()))?;
         let metrics = metrics::AgentMetrics::new(&ctx.registry);
         let classes = self.classes();
-        let default_class = classes.default;
         let topics = Arc::new(Topics::new(
             ctx.storage.clone(),
             TopicLimits {
@@ -263,73 +278,50 @@ impl Frontend for AgentFrontend {
             metrics.clone(),
             classes.clone(),
         ));
-        let tasks = tasks::Tasks::new(
-            ctx.storage.clone(),
-            space.clone(),
-            self.config.max_tasks,
-            classes.default,
-        );
-        let registry = registry::Registry::open(space.clone(), self.config.max_agents)
-            .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
-        let api = Arc::new(http::Api {
-            queues: Queues::new(
-                ctx.storage.clone(),
-                space,
-                self.config.limits(),
-                metrics.clone(),
-                topics.clone(),
-                classes,
-            ),
+        let parts = Parts {
+            config: self.config.clone(),
+            storage: ctx.storage.clone(),
+            classes,
             topics,
-            registry,
-            tasks,
-            token: self.config.token.clone(),
-            allowed_origins: self.config.allowed_origins.clone(),
-            max_body_bytes: self.config.max_body_bytes,
-            body_timeout: std::time::Duration::from_millis(self.config.body_timeout_ms.max(1)),
-            blobs: blobs::Blobs::new(
-                ctx.storage.clone(),
-                default_class,
-                self.config.claim_check_bytes,
-                self.config.max_claim_bytes,
-            ),
-            claim_sends: tokio::sync::Semaphore::new(self.config.max_claim_sends),
-            loopback_only: self.config.listen.ip().is_loopback(),
-            metrics,
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
-        });
-        self.admin.attach(api.clone());
-        if ctx.queues.prefix().is_some() {
-            ctx.queues
-                .attach(Arc::new(linked::LinkedQueues::new(api.clone())));
-        }
-        // Lapsed leases end even on a queue nobody asks anything of: their messages are
-        // redelivered to waiting consumers or dead-lettered.
-        let sweeper = AbortOnDrop(tokio::spawn({
-            let api = api.clone();
-            let retention_ms = self.config.task_retention_ms.max(0);
-            async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
-                for tick in 0u64.. {
-                    every.tick().await;
-                    api.queues.sweep();
-                    api.queues.drain_dead().await;
-                    // Finished tasks past their retention, every 10 seconds.
-                    if tick % 20 == 0 {
-                        match api
-                            .tasks
-                            .expire_finished(strata_batch::now_ms(), retention_ms)
-                        {
-                            Ok(0) => {}
-                            Ok(n) => tracing::debug!(tasks = n, "finished tasks deleted"),
-                            Err(e) => {
-                                tracing::warn!(error = %e.message, "finished tasks not deleted")
-                            }
-                        }
-                    }
-                }
+        };
+        // Alone, the node serves the API over its own state store; in a cluster, the
+        // owner of the replicated state does, and the other nodes forward to it.
+        let mut background = Vec::new();
+        let app = if self.clustered {
+            let owner = Arc::new(owner::Owner::new(
+                ctx.storage.clone(),
+                Box::new(move |space| {
+                    let api = parts.api(space)?;
+                    let sweeper = sweeper(api.clone(), parts.config.task_retention_ms);
+                    Ok((http::router(api), vec![sweeper]))
+                }),
+                metrics.clone(),
+            ));
+            let (watching, stop) = (owner.clone(), shutdown.clone());
+            background.push(AbortOnDrop(tokio::spawn(async move {
+                watching.watch(stop).await;
+            })));
+            owner::router(owner)
+        } else {
+            let space = space::Space::Node(
+                ctx.storage
+                    .state
+                    .space(SPACE)
+                    .map_err(|e| FrontendError::Failed(e.to_string()))?,
+            );
+            let api = parts
+                .api(space)
+                .map_err(|e| FrontendError::Failed(format!("agent: {}", e.message)))?;
+            self.admin.attach(api.clone());
+            if ctx.queues.prefix().is_some() {
+                ctx.queues
+                    .attach(Arc::new(linked::LinkedQueues::new(api.clone())));
             }
-        }));
+            background.push(sweeper(api.clone(), self.config.task_retention_ms));
+            http::router(api)
+        };
         ctx.ready();
         // Admitted as every frontend's sockets are (with TCP_NODELAY: answers go out as
         // soon as written), closed when idle too long.
@@ -342,7 +334,7 @@ impl Frontend for AgentFrontend {
             self.config.max_connection_rate_per_ip,
             self.config.connection_burst_per_ip,
         ));
-        let errors = api.metrics.errors.clone();
+        let errors = metrics.errors.clone();
         let acceptor = Acceptor::start(
             vec![((), listener)],
             gate,
@@ -359,11 +351,88 @@ impl Frontend for AgentFrontend {
         );
         let listener =
             listener::Gated::new(acceptor, local, std::time::Duration::from_millis(idle));
-        let served = axum::serve(listener, http::router(api))
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .map_err(|e| FrontendError::Failed(format!("agent: {e}")));
-        drop(sweeper);
+        drop(background);
         served
     }
+}
+
+/// What the API is built from, whichever state it serves.
+struct Parts {
+    config: AgentConfig,
+    storage: strata_frontend::seams::Storage,
+    classes: Classes,
+    topics: Arc<Topics>,
+    metrics: metrics::AgentMetrics,
+    shutdown: Shutdown,
+}
+
+impl Parts {
+    /// The API over `space`.
+    fn api(&self, space: space::Space) -> Result<Arc<http::Api>, error::AgentError> {
+        let storage = &self.storage;
+        let tasks = tasks::Tasks::new(
+            storage.clone(),
+            space.clone(),
+            self.config.max_tasks,
+            self.classes.default,
+        );
+        let registry = registry::Registry::open(space.clone(), self.config.max_agents)?;
+        Ok(Arc::new(http::Api {
+            queues: Queues::new(
+                storage.clone(),
+                space,
+                self.config.limits(),
+                self.metrics.clone(),
+                self.topics.clone(),
+                self.classes.clone(),
+            ),
+            topics: self.topics.clone(),
+            registry,
+            tasks,
+            token: self.config.token.clone(),
+            allowed_origins: self.config.allowed_origins.clone(),
+            max_body_bytes: self.config.max_body_bytes,
+            body_timeout: std::time::Duration::from_millis(self.config.body_timeout_ms.max(1)),
+            blobs: blobs::Blobs::new(
+                storage.clone(),
+                self.classes.default,
+                self.config.claim_check_bytes,
+                self.config.max_claim_bytes,
+            ),
+            claim_sends: tokio::sync::Semaphore::new(self.config.max_claim_sends),
+            loopback_only: self.config.listen.ip().is_loopback(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        }))
+    }
+}
+
+/// Lapsed leases end even on a queue nobody asks anything of: their messages are
+/// redelivered to waiting consumers or dead-lettered. Finished tasks past their
+/// retention go every 10 seconds.
+fn sweeper(api: Arc<http::Api>, retention_ms: i64) -> AbortOnDrop {
+    let retention_ms = retention_ms.max(0);
+    AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+        for tick in 0u64.. {
+            every.tick().await;
+            api.queues.sweep().await;
+            api.queues.drain_dead().await;
+            if tick % 20 == 0 {
+                match api
+                    .tasks
+                    .expire_finished(strata_batch::now_ms(), retention_ms)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(tasks = n, "finished tasks deleted"),
+                    Err(e) => tracing::warn!(error = %e.message, "finished tasks not deleted"),
+                }
+            }
+        }
+    }))
 }

@@ -39,6 +39,8 @@ pub struct AgentMetrics {
     pub errors: IntCounterVec,
     /// MCP requests, by method (a fixed set; `other` for the rest).
     pub mcp_requests: IntCounterVec,
+    /// Requests forwarded to the node that serves the agent API (in a cluster).
+    pub forwarded: IntCounter,
 }
 
 impl AgentMetrics {
@@ -109,6 +111,11 @@ impl AgentMetrics {
                 "strata_agent_mcp_requests_total",
                 "MCP requests, by JSON-RPC method",
                 &["method"],
+            ),
+            forwarded: c(
+                "strata_agent_forwarded_total",
+                "Requests forwarded to the node serving the agent API (a cluster's owner of \
+                 the agent state)",
             ),
         }
     }

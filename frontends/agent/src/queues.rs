@@ -11,12 +11,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::{BatchBuilder, now_ms};
-use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage, StoreError};
+use strata_frontend::seams::{Partition, StateOp, Storage, StoreError};
 use tokio::sync::Notify;
 
 use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::queue::{Delivery, LEVELS, LeaseError, Mark, Queue, Slot};
+use crate::space::Space;
 use crate::storage::{Classes, StorageClass, conflict};
 use crate::topics::Topics;
 
@@ -166,6 +167,8 @@ struct Open {
     dedup: Mutex<HashMap<String, (String, i64)>>,
     /// Held by sends with an idempotency key, so two with the same key store one message.
     sending: tokio::sync::Mutex<()>,
+    /// Held while marks are written, so a later write never carries an older mark.
+    marking: tokio::sync::Mutex<()>,
     /// Woken when a message may be ready: sent, nacked, or its lease lapsed.
     wake: Notify,
 }
@@ -190,7 +193,7 @@ impl Open {
 #[derive(Debug)]
 pub struct Queues {
     storage: Storage,
-    space: StateSpace,
+    space: Space,
     limits: QueueLimits,
     open: Mutex<HashMap<String, Arc<Open>>>,
     opening: tokio::sync::Mutex<()>,
@@ -205,7 +208,7 @@ impl Queues {
     /// Queues in `storage`, their marks in `space`, their failures told on `topics`.
     pub fn new(
         storage: Storage,
-        space: StateSpace,
+        space: Space,
         limits: QueueLimits,
         metrics: AgentMetrics,
         topics: Arc<Topics>,
@@ -278,11 +281,7 @@ impl Queues {
         }
         let mut marks: [Mark; LEVELS] = Default::default();
         for (level, mark) in marks.iter_mut().enumerate() {
-            if let Some(bytes) = self
-                .space
-                .get(&mark_key(name, level))
-                .map_err(|e| AgentError::unavailable(e.0))?
-            {
+            if let Some(bytes) = self.space.get(&mark_key(name, level))? {
                 *mark = serde_json::from_slice(&bytes).map_err(|e| {
                     AgentError::unavailable(format!("the state of queue {name} is corrupt: {e}"))
                 })?;
@@ -318,11 +317,7 @@ impl Queues {
         let now = now_ms();
         let mut dedup = HashMap::new();
         let prefix = format!("i/{name}/").into_bytes();
-        for (key, value) in self
-            .space
-            .scan_prefix(&prefix)
-            .map_err(|e| AgentError::unavailable(e.0))?
-        {
+        for (key, value) in self.space.scan_prefix(&prefix)? {
             let Ok((id, at)) = serde_json::from_slice::<(String, i64)>(&value) else {
                 stale.push(StateOp::Delete(key));
                 continue;
@@ -334,8 +329,8 @@ impl Queues {
                 dedup.insert(k, (id, at));
             }
         }
-        if !stale.is_empty() {
-            let _ = self.space.write(&stale);
+        if let Err(e) = self.space.write(stale).await {
+            tracing::warn!(queue = name, error = %e.message, "cannot forget a queue's stale state");
         }
         let q = Arc::new(Open {
             name: name.to_string(),
@@ -343,6 +338,7 @@ impl Queues {
             state: Mutex::new(Queue::restore(marks, self.limits.max_deliveries)),
             dedup: Mutex::new(dedup),
             sending: tokio::sync::Mutex::new(()),
+            marking: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
         });
         self.open.lock().insert(name.to_string(), q.clone());
@@ -474,9 +470,7 @@ impl Queues {
         if let Some(k) = idempotency_key {
             let at = now_ms();
             let stored = serde_json::to_vec(&(&id, at)).unwrap_or_default();
-            self.space
-                .put(&dedup_key(name, k), &stored)
-                .map_err(|e| AgentError::unavailable(e.0))?;
+            self.space.put(dedup_key(name, k), stored).await?;
             let mut dedup = q.dedup.lock();
             dedup.retain(|_, (_, seen)| at - *seen <= self.limits.dedup_window_ms);
             dedup.insert(k.to_string(), (id.clone(), at));
@@ -542,7 +536,7 @@ impl Queues {
 
     /// Ends the lapsed leases of every open queue, waking the consumers waiting on a
     /// queue whose messages came back: run every second or so.
-    pub fn sweep(&self) {
+    pub async fn sweep(&self) {
         let open: Vec<Arc<Open>> = self.open.lock().values().cloned().collect();
         let now = now_ms();
         for q in open {
@@ -572,10 +566,8 @@ impl Queues {
                     })
                     .collect()
             };
-            if !stale.is_empty()
-                && let Err(e) = self.space.write(&stale)
-            {
-                tracing::warn!(queue = q.name, error = %e.0, "cannot forget idempotency keys");
+            if let Err(e) = self.space.write(stale).await {
+                tracing::warn!(queue = q.name, error = %e.message, "cannot forget idempotency keys");
             }
         }
     }
@@ -617,9 +609,8 @@ impl Queues {
             for slot in dying {
                 match self.dead_letter(&q, slot).await {
                     Ok(()) => {
-                        let mut state = q.state.lock();
-                        state.finish(slot);
-                        if let Err(e) = self.keep_mark(&q, &state, usize::from(slot.level)) {
+                        q.state.lock().finish(slot);
+                        if let Err(e) = self.keep_marks(&q, &[usize::from(slot.level)]).await {
                             tracing::warn!(queue = q.name, error = %e.message, "cannot keep a queue's mark");
                         }
                         self.metrics.dead_letters.inc();
@@ -799,10 +790,10 @@ impl Queues {
             }
             let Some(envelope) = envelope.filter(|_| reason.is_none()) else {
                 // Expired, gone, or not a message: done, counted.
-                let mut state = q.state.lock();
-                if state.ack(&d.lease).is_ok() {
+                let acked = q.state.lock().ack(&d.lease).is_ok();
+                if acked {
                     self.metrics.expired.inc();
-                    let _ = self.keep_mark(q, &state, level);
+                    let _ = self.keep_marks(q, &[level]).await;
                 }
                 continue;
             };
@@ -830,12 +821,21 @@ impl Queues {
         Ok(out)
     }
 
-    /// Stores what level `level` of `q` has finished.
-    fn keep_mark(&self, q: &Open, state: &Queue, level: usize) -> Result<(), AgentError> {
-        let mark = serde_json::to_vec(&state.mark(level)).unwrap_or_default();
-        self.space
-            .put(&mark_key(&q.name, level), &mark)
-            .map_err(|e| AgentError::unavailable(e.0))
+    /// Stores what levels `levels` of `q` have finished, as its state says now: one write,
+    /// after every earlier one of this queue.
+    async fn keep_marks(&self, q: &Open, levels: &[usize]) -> Result<(), AgentError> {
+        let _one = q.marking.lock().await;
+        let marks: Vec<StateOp> = {
+            let state = q.state.lock();
+            levels
+                .iter()
+                .map(|&l| {
+                    let mark = serde_json::to_vec(&state.mark(l)).unwrap_or_default();
+                    StateOp::Put(mark_key(&q.name, l), mark)
+                })
+                .collect()
+        };
+        self.space.write(marks).await
     }
 
     /// Acknowledges every lease of `leases` (of queue `name`) at once, their marks kept in
@@ -849,10 +849,10 @@ impl Queues {
         let q = self.queue(name, None).await?;
         let now = now_ms();
         let (mut done, mut refused) = (Vec::new(), Vec::new());
+        let mut levels = [false; LEVELS];
         {
             let mut state = q.state.lock();
             self.expire(&q, &mut state, now);
-            let mut levels = [false; LEVELS];
             for lease in leases {
                 match state.ack(lease) {
                     Ok(slot) => {
@@ -862,18 +862,10 @@ impl Queues {
                     Err(_) => refused.push(lease.clone()),
                 }
             }
-            let marks: Vec<StateOp> = (0..LEVELS)
-                .filter(|&l| levels[l])
-                .map(|l| {
-                    let mark = serde_json::to_vec(&state.mark(l)).unwrap_or_default();
-                    StateOp::Put(mark_key(&q.name, l), mark)
-                })
-                .collect();
-            if !marks.is_empty() {
-                self.space
-                    .write(&marks)
-                    .map_err(|e| AgentError::unavailable(e.0))?;
-            }
+        }
+        let levels: Vec<usize> = (0..LEVELS).filter(|&l| levels[l]).collect();
+        if !levels.is_empty() {
+            self.keep_marks(&q, &levels).await?;
         }
         self.metrics.acks.inc_by(done.len() as u64);
         Ok((done, refused))
@@ -896,12 +888,11 @@ impl Queues {
                 None => state.ack(lease),
                 Some(delay) => state.nack(lease, now, delay),
             };
-            let slot = settled.map_err(lease_error)?;
-            if nack.is_none() {
-                self.keep_mark(&q, &state, usize::from(slot.level))?;
-            }
-            slot
+            settled.map_err(lease_error)?
         };
+        if nack.is_none() {
+            self.keep_marks(&q, &[usize::from(slot.level)]).await?;
+        }
         match nack {
             None => self.metrics.acks.inc(),
             Some(_) => {

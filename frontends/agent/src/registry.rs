@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use strata_frontend::seams::StateSpace;
 
 use crate::error::AgentError;
+use crate::space::Space;
 
 /// The topic every registry change is published to.
 pub const REGISTRY_TOPIC: &str = "_registry";
@@ -163,19 +163,19 @@ fn key(name: &str) -> Vec<u8> {
 /// The registry of a node.
 #[derive(Debug)]
 pub struct Registry {
-    space: StateSpace,
+    space: Space,
     agents: Mutex<BTreeMap<String, Entry>>,
+    /// Held by every change, from reading the card to storing it: a change stored is never
+    /// undone by an older one stored after it.
+    changing: tokio::sync::Mutex<()>,
     max_agents: usize,
 }
 
 impl Registry {
     /// The registry kept in `space`, loaded from it; at most `max_agents` agents.
-    pub fn open(space: StateSpace, max_agents: usize) -> Result<Self, AgentError> {
+    pub fn open(space: Space, max_agents: usize) -> Result<Self, AgentError> {
         let mut agents = BTreeMap::new();
-        for (k, v) in space
-            .scan_prefix(b"a/")
-            .map_err(|e| AgentError::unavailable(e.0))?
-        {
+        for (k, v) in space.scan_prefix(b"a/")? {
             match serde_json::from_slice::<Entry>(&v) {
                 Ok(e) => {
                     agents.insert(e.card.name.clone(), e);
@@ -190,21 +190,20 @@ impl Registry {
         Ok(Registry {
             space,
             agents: Mutex::new(agents),
+            changing: tokio::sync::Mutex::new(()),
             max_agents,
         })
     }
 
-    fn keep(&self, e: &Entry) -> Result<(), AgentError> {
+    async fn keep(&self, e: &Entry) -> Result<(), AgentError> {
         let bytes = serde_json::to_vec(e).unwrap_or_default();
-        self.space
-            .put(&key(&e.card.name), &bytes)
-            .map_err(|e| AgentError::unavailable(e.0))
+        self.space.put(key(&e.card.name), bytes).await
     }
 
     /// Registers `card`, online for `lease_ms` from `now_ms`: the agent's token, new
     /// unless `token` (the agent's current one) updates an existing card. Whether it was
     /// new.
-    pub fn register(
+    pub async fn register(
         &self,
         card: Card,
         token: Option<&str>,
@@ -212,7 +211,22 @@ impl Registry {
         now_ms: i64,
     ) -> Result<(String, bool), AgentError> {
         card.check()?;
-        let mut agents = self.agents.lock();
+        let _one = self.changing.lock().await;
+        let (entry, token, new) = self.registered(card, token, lease_ms, now_ms)?;
+        self.keep(&entry).await?;
+        self.agents.lock().insert(entry.card.name.clone(), entry);
+        Ok((token, new))
+    }
+
+    /// The entry [`Registry::register`] stores, its token and whether it is new.
+    fn registered(
+        &self,
+        card: Card,
+        token: Option<&str>,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<(Entry, String, bool), AgentError> {
+        let agents = self.agents.lock();
         let (token, registered_ms, new, incarnation) = match agents.get(&card.name) {
             Some(old) => {
                 let given = token.map(digest);
@@ -261,9 +275,7 @@ impl Registry {
             lease_ms,
             incarnation,
         };
-        self.keep(&entry)?;
-        agents.insert(entry.card.name.clone(), entry);
-        Ok((token, new))
+        Ok((entry, token, new))
     }
 
     /// Whether `token` is agent `name`'s.
@@ -286,27 +298,32 @@ impl Registry {
     }
 
     /// Agent `name` is alive at `now_ms`: until when it counts as online.
-    pub fn heartbeat(&self, name: &str, now_ms: i64) -> Result<i64, AgentError> {
-        let mut agents = self.agents.lock();
-        let e = agents.get_mut(name).ok_or_else(|| unknown(name))?;
-        e.seen_ms = now_ms;
-        let until = now_ms.saturating_add(e.lease_ms);
-        // Written under the lock: a removal or an update cannot slip in between and be
-        // undone by this write.
-        let kept = e.clone();
-        self.keep(&kept)?;
+    pub async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<i64, AgentError> {
+        // Written under the change lock: a removal or an update cannot slip in between
+        // and be undone by this write.
+        let _one = self.changing.lock().await;
+        let mut kept = self
+            .agents
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown(name))?;
+        kept.seen_ms = now_ms;
+        let until = now_ms.saturating_add(kept.lease_ms);
+        self.keep(&kept).await?;
+        self.agents.lock().insert(name.to_string(), kept);
         Ok(until)
     }
 
     /// Removes agent `name`.
-    pub fn remove(&self, name: &str) -> Result<(), AgentError> {
-        let mut agents = self.agents.lock();
-        if agents.remove(name).is_none() {
+    pub async fn remove(&self, name: &str) -> Result<(), AgentError> {
+        let _one = self.changing.lock().await;
+        if !self.agents.lock().contains_key(name) {
             return Err(unknown(name));
         }
-        self.space
-            .delete(&key(name))
-            .map_err(|e| AgentError::unavailable(e.0))
+        self.space.delete(key(name)).await?;
+        self.agents.lock().remove(name);
+        Ok(())
     }
 
     /// Agent `name`.
@@ -377,18 +394,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn agents_register_are_found_and_survive_a_reopen() {
+    #[tokio::test]
+    async fn agents_register_are_found_and_survive_a_reopen() {
         let state = MemoryState::default();
-        let r = Registry::open(state.space("agent").unwrap(), 10).unwrap();
-        let (token, new) = r.register(card("a", "sum", "math"), None, 1000, 0).unwrap();
+        let r = Registry::open(Space::Node(state.space("agent").unwrap()), 10).unwrap();
+        let (token, new) = r
+            .register(card("a", "sum", "math"), None, 1000, 0)
+            .await
+            .unwrap();
         assert!(new && token.len() == 32);
-        r.register(card("b", "draw", "art"), None, 1000, 0).unwrap();
+        r.register(card("b", "draw", "art"), None, 1000, 0)
+            .await
+            .unwrap();
         // Someone else cannot take the name; the owner updates its card.
-        let taken = r.register(card("a", "x", "y"), None, 1000, 0).unwrap_err();
+        let taken = r
+            .register(card("a", "x", "y"), None, 1000, 0)
+            .await
+            .unwrap_err();
         assert_eq!(taken.code, "name_taken");
         assert_eq!(
             r.register(card("a", "sum", "calc"), Some(&token), 1000, 10)
+                .await
                 .unwrap(),
             (token.clone(), false)
         );
@@ -404,7 +430,7 @@ mod tests {
         assert_eq!(by_skill.len(), 1);
         assert_eq!(by_skill[0].card.tags, vec!["calc".to_string()]);
         // b's lease lapsed at 1000; a beat at 1500.
-        r.heartbeat("a", 1500).unwrap();
+        r.heartbeat("a", 1500).await.unwrap();
         let online = r.search(
             &Search {
                 online: true,
@@ -420,29 +446,34 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["a"]
         );
-        let again = Registry::open(state.space("agent").unwrap(), 10).unwrap();
+        let again = Registry::open(Space::Node(state.space("agent").unwrap()), 10).unwrap();
         assert_eq!(again.search(&Search::default(), 0, 10).len(), 2);
         assert!(again.owns("a", &token));
-        again.remove("b").unwrap();
+        again.remove("b").await.unwrap();
         assert_eq!(again.get("b", 0).unwrap_err().code, "unknown_agent");
     }
 
-    #[test]
-    fn cards_are_bounded() {
+    #[tokio::test]
+    async fn cards_are_bounded() {
         let state = MemoryState::default();
-        let r = Registry::open(state.space("agent").unwrap(), 1).unwrap();
+        let r = Registry::open(Space::Node(state.space("agent").unwrap()), 1).unwrap();
         let mut c = card("a", "s", "t");
         c.tags = (0..33).map(|i| format!("t{i}")).collect();
-        assert_eq!(r.register(c, None, 1, 0).unwrap_err().code, "bad_card");
+        assert_eq!(
+            r.register(c, None, 1, 0).await.unwrap_err().code,
+            "bad_card"
+        );
         assert_eq!(
             r.register(card("_sys", "s", "t"), None, 1, 0)
+                .await
                 .unwrap_err()
                 .code,
             "bad_card"
         );
-        r.register(card("a", "s", "t"), None, 1, 0).unwrap();
+        r.register(card("a", "s", "t"), None, 1, 0).await.unwrap();
         assert_eq!(
             r.register(card("b", "s", "t"), None, 1, 0)
+                .await
                 .unwrap_err()
                 .code,
             "max_agents"

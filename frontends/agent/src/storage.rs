@@ -32,10 +32,13 @@ impl StorageClass {
     /// The journal class that stores stream `stream` of this class: a `local` mailbox goes
     /// to the journal's `rocksdb` class (one shared store: an agent's mailbox costs no files
     /// of its own, so a node holds many thousands), any other `local` queue or topic to
-    /// segment files.
-    pub fn journal_class_for(self, stream: &str) -> &'static str {
+    /// segment files. In a cluster every `local` stream is of segment files, the class
+    /// whose partitions are replicated.
+    pub fn journal_class_for(self, stream: &str, clustered: bool) -> &'static str {
         match self {
-            StorageClass::Local if stream.starts_with("agent.queue._mbx-") => "rocksdb",
+            StorageClass::Local if !clustered && stream.starts_with("agent.queue._mbx-") => {
+                "rocksdb"
+            }
             other => other.journal_class(),
         }
     }
@@ -66,6 +69,8 @@ impl StorageClass {
 pub struct Classes {
     /// Given to an object created without a class.
     pub default: StorageClass,
+    /// Whether the node is in a cluster: its `local` objects are then replicated.
+    pub clustered: bool,
     /// Whether the node has object storage (`[journal.object_store]`).
     pub object: bool,
     /// The classes a client may ask for.
@@ -78,6 +83,7 @@ impl Default for Classes {
     fn default() -> Self {
         Classes {
             default: StorageClass::Local,
+            clustered: false,
             object: false,
             allowed: vec![StorageClass::Memory, StorageClass::Local],
             max_memory: 16,
@@ -141,7 +147,7 @@ impl Classes {
                 ));
             }
         }
-        ensure_stream(storage, stream, partitions, class).await
+        ensure_stream_in(storage, stream, partitions, class, self.clustered).await
     }
 }
 
@@ -153,11 +159,22 @@ pub async fn ensure_stream(
     partitions: u32,
     class: StorageClass,
 ) -> Result<bool, AgentError> {
+    ensure_stream_in(storage, stream, partitions, class, false).await
+}
+
+/// [`ensure_stream`] on a node in a cluster (`clustered`) or not.
+async fn ensure_stream_in(
+    storage: &Storage,
+    stream: &str,
+    partitions: u32,
+    class: StorageClass,
+    clustered: bool,
+) -> Result<bool, AgentError> {
     if storage.catalog.stream(stream).is_some() {
         return Ok(false);
     }
-    let spec =
-        StreamSpec::new(stream, partitions).with_storage_class(class.journal_class_for(stream));
+    let spec = StreamSpec::new(stream, partitions)
+        .with_storage_class(class.journal_class_for(stream, clustered));
     storage.ensure_stream(spec).await?;
     Ok(true)
 }
@@ -179,12 +196,26 @@ mod tests {
     #[test]
     fn local_mailboxes_share_one_store() {
         let mailbox = "agent.queue._mbx-alice-0a1b";
-        assert_eq!(StorageClass::Local.journal_class_for(mailbox), "rocksdb");
         assert_eq!(
-            StorageClass::Local.journal_class_for("agent.queue.jobs"),
+            StorageClass::Local.journal_class_for(mailbox, false),
+            "rocksdb"
+        );
+        assert_eq!(
+            StorageClass::Local.journal_class_for("agent.queue.jobs", false),
             "segment"
         );
-        assert_eq!(StorageClass::Object.journal_class_for(mailbox), "object");
-        assert_eq!(StorageClass::Memory.journal_class_for(mailbox), "memory");
+        assert_eq!(
+            StorageClass::Object.journal_class_for(mailbox, false),
+            "object"
+        );
+        assert_eq!(
+            StorageClass::Memory.journal_class_for(mailbox, false),
+            "memory"
+        );
+        // Replicated in a cluster.
+        assert_eq!(
+            StorageClass::Local.journal_class_for(mailbox, true),
+            "segment"
+        );
     }
 }

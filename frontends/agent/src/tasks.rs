@@ -14,10 +14,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_batch::BatchBuilder;
-use strata_frontend::seams::{Partition, StateOp, StateSpace, Storage};
+use strata_frontend::seams::{Partition, StateOp, Storage};
 use tokio::sync::Notify;
 
 use crate::error::AgentError;
+use crate::space::Space;
 use crate::storage::{StorageClass, ensure_stream};
 
 /// The stream every task's events are in.
@@ -120,7 +121,7 @@ fn key(id: &str) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Tasks {
     storage: Storage,
-    space: StateSpace,
+    space: Space,
     events: tokio::sync::OnceCell<Arc<dyn Partition>>,
     /// Tasks read since the start, by id (the store has them all).
     cache: Mutex<HashMap<String, Task>>,
@@ -147,7 +148,7 @@ impl Tasks {
     /// Tasks in `storage` and `space`, at most `max_tasks` of them, their events in a
     /// stream of class `class` (`local` for `memory`: a task's state outlives a restart,
     /// so its events must too).
-    pub fn new(storage: Storage, space: StateSpace, max_tasks: usize, class: StorageClass) -> Self {
+    pub fn new(storage: Storage, space: Space, max_tasks: usize, class: StorageClass) -> Self {
         let class = match class {
             StorageClass::Memory => StorageClass::Local,
             other => other,
@@ -188,10 +189,7 @@ impl Tasks {
         max: usize,
         keep: impl Fn(&Task) -> bool,
     ) -> Result<Vec<Task>, AgentError> {
-        let pairs = self
-            .space
-            .scan_prefix(b"t/")
-            .map_err(|e| AgentError::unavailable(e.0))?;
+        let pairs = self.space.scan_prefix(b"t/")?;
         Ok(pairs
             .iter()
             .filter_map(|(_, v)| serde_json::from_slice::<Task>(v).ok())
@@ -208,8 +206,7 @@ impl Tasks {
         }
         let bytes = self
             .space
-            .get(&key(id))
-            .map_err(|e| AgentError::unavailable(e.0))?
+            .get(&key(id))?
             .ok_or_else(|| AgentError::not_found("unknown_task", format!("no task {id}")))?;
         let task: Task = serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::unavailable(format!("task {id} is unreadable: {e}")))?;
@@ -217,11 +214,9 @@ impl Tasks {
         Ok(task)
     }
 
-    fn keep(&self, task: &Task) -> Result<(), AgentError> {
+    async fn keep(&self, task: &Task) -> Result<(), AgentError> {
         let bytes = serde_json::to_vec(task).unwrap_or_default();
-        self.space
-            .put(&key(&task.id), &bytes)
-            .map_err(|e| AgentError::unavailable(e.0))?;
+        self.space.put(key(&task.id), bytes).await?;
         self.cache.lock().insert(task.id.clone(), task.clone());
         if task.state.is_final()
             && let Some(finished) = self.finished.lock().as_mut()
@@ -233,35 +228,12 @@ impl Tasks {
 
     /// Deletes the tasks that finished more than `retention_ms` before `now_ms` (their
     /// state; their events stay in the stream for its retention): how many.
-    pub fn expire_finished(&self, now_ms: i64, retention_ms: i64) -> Result<usize, AgentError> {
-        let mut finished = self.finished.lock();
-        if finished.is_none() {
-            // Built once from the store, then kept up to date as tasks finish.
-            let pairs = self
-                .space
-                .scan_prefix(b"t/")
-                .map_err(|e| AgentError::unavailable(e.0))?;
-            *finished = Some(
-                pairs
-                    .iter()
-                    .filter_map(|(_, v)| serde_json::from_slice::<Task>(v).ok())
-                    .filter(|t| t.state.is_final())
-                    .map(|t| (t.updated_ms, t.id))
-                    .collect(),
-            );
-        }
-        let Some(finished) = finished.as_mut() else {
-            return Ok(0);
-        };
-        // At most this many a sweep, in one write: a backlog (a node upgraded with many
-        // old tasks) goes over several sweeps instead of holding the runtime up.
-        let mut expired = Vec::new();
-        while expired.len() < EXPIRED_PER_SWEEP
-            && let Some(first) = finished.first()
-            && first.0.saturating_add(retention_ms) <= now_ms
-        {
-            expired.extend(finished.pop_first());
-        }
+    pub async fn expire_finished(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<usize, AgentError> {
+        let expired = self.due_to_expire(now_ms, retention_ms)?;
         if expired.is_empty() {
             return Ok(0);
         }
@@ -269,10 +241,12 @@ impl Tasks {
             .iter()
             .map(|(_, id)| StateOp::Delete(key(id)))
             .collect();
-        if let Err(e) = self.space.write(&ops) {
+        if let Err(e) = self.space.write(ops).await {
             // Kept for the next sweep.
-            finished.extend(expired);
-            return Err(AgentError::unavailable(e.0));
+            if let Some(finished) = self.finished.lock().as_mut() {
+                finished.extend(expired);
+            }
+            return Err(e);
         }
         let mut cache = self.cache.lock();
         for (_, id) in &expired {
@@ -285,17 +259,48 @@ impl Tasks {
         Ok(expired.len())
     }
 
+    /// The finished tasks past their retention, at most [`EXPIRED_PER_SWEEP`], taken off
+    /// the list of finished ones.
+    fn due_to_expire(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<(i64, String)>, AgentError> {
+        let mut finished = self.finished.lock();
+        if finished.is_none() {
+            // Built once from the store, then kept up to date as tasks finish.
+            let pairs = self.space.scan_prefix(b"t/")?;
+            *finished = Some(
+                pairs
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice::<Task>(v).ok())
+                    .filter(|t| t.state.is_final())
+                    .map(|t| (t.updated_ms, t.id))
+                    .collect(),
+            );
+        }
+        let Some(finished) = finished.as_mut() else {
+            return Ok(Vec::new());
+        };
+        // At most this many a sweep, in one write: a backlog (a node upgraded with many
+        // old tasks) goes over several sweeps instead of holding the runtime up.
+        let mut expired = Vec::new();
+        while expired.len() < EXPIRED_PER_SWEEP
+            && let Some(first) = finished.first()
+            && first.0.saturating_add(retention_ms) <= now_ms
+        {
+            expired.extend(finished.pop_first());
+        }
+        Ok(expired)
+    }
+
     /// How many tasks the store holds (counted once, then kept up to date).
     fn count(&self) -> Result<usize, AgentError> {
         let mut count = self.count.lock();
         if let Some(n) = *count {
             return Ok(n);
         }
-        let n = self
-            .space
-            .scan_prefix(b"t/")
-            .map_err(|e| AgentError::unavailable(e.0))?
-            .len();
+        let n = self.space.scan_prefix(b"t/")?.len();
         *count = Some(n);
         Ok(n)
     }
@@ -347,7 +352,7 @@ impl Tasks {
             updated_ms: now_ms,
             events: vec![offset],
         };
-        self.keep(&task)?;
+        self.keep(&task).await?;
         if let Some(n) = self.count.lock().as_mut() {
             *n += 1;
         }
@@ -416,7 +421,7 @@ impl Tasks {
         task.events.push(offset);
         task.state = next;
         task.updated_ms = now_ms;
-        self.keep(&task)?;
+        self.keep(&task).await?;
         self.changed.notify_waiters();
         Ok(task)
     }
@@ -447,7 +452,7 @@ impl Tasks {
         task.events.push(offset);
         task.state = State::Failed;
         task.updated_ms = now_ms;
-        self.keep(&task)?;
+        self.keep(&task).await?;
         self.changed.notify_waiters();
         Ok(task)
     }

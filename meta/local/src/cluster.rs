@@ -855,6 +855,10 @@ impl Partition for Routed {
     async fn read_written(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
         self.target().await?.read_written(from, max_bytes).await
     }
+
+    async fn delete_before(&self, offset: u64) -> StoreResult<()> {
+        self.target().await?.delete_before(offset).await
+    }
 }
 
 /// A partition another node leads, reached through it.

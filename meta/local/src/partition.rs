@@ -68,4 +68,9 @@ impl Partition for LocalPartition {
             .await
             .map_err(store_error)
     }
+
+    async fn delete_before(&self, offset: u64) -> StoreResult<()> {
+        self.log.delete_before(offset).await.map_err(store_error)?;
+        Ok(())
+    }
 }

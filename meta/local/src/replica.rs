@@ -1186,6 +1186,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = streams.node_id();
     let mut measured = std::time::Instant::now();
+    let mut preexisting: Option<HashSet<(String, u32)>> = None;
     // Roles are taken from metadata at least as new as what this node knew before it
     // started (a replica must not act on an old view, such as follow a deposed leader).
     while let Err(e) = streams.caught_up().await {
@@ -1206,19 +1207,39 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 })
                 .collect()
         });
+        // The copies this node held when it started (with metadata caught up): those of
+        // partitions placed later are new, created with their partition.
+        let held_at_start = preexisting.get_or_insert_with(|| {
+            mine.iter()
+                .map(|(stream, partition, _)| (stream.clone(), *partition))
+                .collect()
+        });
         let mut live = HashSet::new();
         for (stream, partition, placement) in mine {
             live.insert((stream.clone(), partition));
             let replica = match streams.replicas().get(&stream, partition) {
                 Some(r) => r,
                 None => match streams.local_log(&stream, partition).await {
-                    Ok((log, dir)) => streams.replicas().insert(Arc::new(Replica::new(
-                        &stream,
-                        partition,
-                        log,
-                        &placement.replicas,
-                        dir.join(JOINED_FILE),
-                    ))),
+                    Ok((log, dir)) => {
+                        let replica = Replica::new(
+                            &stream,
+                            partition,
+                            log,
+                            &placement.replicas,
+                            dir.join(JOINED_FILE),
+                        );
+                        if !held_at_start.contains(&(stream.clone(), partition)) {
+                            // A partition placed while this process runs: its copy here
+                            // exists from the partition's start, so its log never lost
+                            // anything it held, and it may vote as it is. (Waiting to
+                            // join left a new partition whose leader died within a second
+                            // without voters, offline until that node came back.) A copy
+                            // that was here before the process started must show it holds
+                            // every committed record first: its disk may have been wiped.
+                            replica.mark_joined();
+                        }
+                        streams.replicas().insert(Arc::new(replica))
+                    }
                     Err(StoreError::Closed) => return,
                     Err(e) => {
                         warn!(stream, partition, error = %e, "cannot open a replica");
@@ -1430,6 +1451,19 @@ impl Partition for ReplicatedPartition {
             .read_written(from, max_bytes)
             .await
             .map_err(store_error)
+    }
+
+    async fn delete_before(&self, offset: u64) -> StoreResult<()> {
+        self.0.serving()?;
+        // Never past what a majority holds: the followers follow this start (the fetch
+        // reply carries it) and must keep what they may still need to serve.
+        let committed = self.0.log.offsets().end;
+        self.0
+            .log
+            .delete_before(offset.min(committed))
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }
 

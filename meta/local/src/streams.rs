@@ -124,6 +124,10 @@ impl PartitionRouter for LocalStreams {
 /// storage class the spec names (`Invalid` when it names none the journal knows).
 pub(crate) fn spec_config(journal: &Journal, spec: &StreamSpec) -> StoreResult<StreamConfig> {
     let mut config = journal.stream_config(&spec.name, spec.partitions);
+    if spec.keep_all {
+        config.retention.max_bytes = None;
+        config.retention.max_age_ms = None;
+    }
     if let Some(name) = &spec.storage_class {
         config.class = crate::cluster::class(name).ok_or_else(|| {
             StoreError::Invalid(format!(

@@ -463,7 +463,8 @@ fn registered_frontends(config: &NodeConfig) -> Vec<(Box<dyn Frontend>, bool)> {
         (
             Box::new(
                 AgentFrontend::new(config.agent.clone())
-                    .with_object_storage(config.journal.object_store.is_some()),
+                    .with_object_storage(config.journal.object_store.is_some())
+                    .in_cluster(!config.cluster.initial_voters.is_empty()),
             ),
             config.agent.enabled,
         ),

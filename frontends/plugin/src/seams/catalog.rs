@@ -24,6 +24,9 @@ pub struct StreamSpec {
     pub replication_factor: Option<u32>,
     /// Kafka's `min.insync.replicas`, at most the copies; `None`: 1.
     pub min_in_sync: Option<u32>,
+    /// Keep every record until the stream's owner deletes it (`delete_before`): no time
+    /// or size retention, whatever the node's defaults (a changelog that compacts itself).
+    pub keep_all: bool,
 }
 
 impl StreamSpec {
@@ -36,7 +39,14 @@ impl StreamSpec {
             storage_class: None,
             replication_factor: None,
             min_in_sync: None,
+            keep_all: false,
         }
+    }
+
+    /// The same spec, its records kept until deleted (no retention).
+    pub fn keeping_all(mut self) -> Self {
+        self.keep_all = true;
+        self
     }
 
     /// The same spec, with `copies` copies of each partition.

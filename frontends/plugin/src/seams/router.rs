@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use strata_batch::{Batch, PendingBatch};
 
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 
 /// Offsets given to an appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,19 @@ pub trait Partition: Send + Sync + Debug {
     /// partitions that are never replicated, whose written end is their end.
     async fn read_written(&self, from: u64, max_bytes: usize) -> StoreResult<Vec<Batch>> {
         self.read(from, max_bytes).await
+    }
+
+    /// Drops the records below `offset` (at most the end): the log then starts there. For
+    /// a stream's owner that compacts it (a changelog whose live keys were written again
+    /// above `offset`); a replicated partition's followers follow the leader's start.
+    /// Only on a handle this node leads; this default refuses.
+    async fn delete_before(&self, offset: u64) -> StoreResult<()> {
+        let _ = offset;
+        Err(StoreError::Invalid(format!(
+            "{}/{}: records cannot be deleted through this handle",
+            self.stream(),
+            self.index()
+        )))
     }
 }
 

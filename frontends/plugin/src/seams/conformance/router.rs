@@ -79,6 +79,7 @@ async fn streams_are_created_once(catalog: &dyn Catalog, router: &dyn PartitionR
         storage_class: None,
         replication_factor: None,
         min_in_sync: None,
+        keep_all: false,
     };
     assert!(matches!(
         catalog.create_stream(zero).await,

@@ -13,6 +13,8 @@ pub(super) struct MemoryPartition {
     stream: String,
     index: u32,
     batches: Mutex<Vec<Batch>>,
+    /// The first offset still held (records below it were deleted).
+    start: Mutex<u64>,
     /// The end offset, and whether the partition is closed.
     end: watch::Sender<(u64, bool)>,
 }
@@ -23,6 +25,7 @@ impl MemoryPartition {
             stream: stream.to_string(),
             index,
             batches: Mutex::new(Vec::new()),
+            start: Mutex::new(0),
             end: watch::Sender::new((0, false)),
         }
     }
@@ -68,10 +71,11 @@ impl Partition for MemoryPartition {
         }
         let batches = self.batches.lock();
         let end = self.end.borrow().0;
-        if from > end {
+        let log_start = *self.start.lock();
+        if from > end || from < log_start {
             return Err(StoreError::OffsetOutOfRange {
                 offset: from,
-                log_start: 0,
+                log_start,
                 end,
             });
         }
@@ -93,7 +97,7 @@ impl Partition for MemoryPartition {
             return Err(StoreError::Closed);
         }
         Ok(Offsets {
-            log_start: 0,
+            log_start: *self.start.lock(),
             end: self.end.borrow().0,
         })
     }
@@ -114,5 +118,20 @@ impl Partition for MemoryPartition {
     async fn offset_for_timestamp(&self, timestamp_ms: i64) -> StoreResult<Option<u64>> {
         let batches = self.batches.lock().clone();
         Ok(first_offset_at_time(&batches, timestamp_ms, 0)?)
+    }
+
+    async fn delete_before(&self, offset: u64) -> StoreResult<()> {
+        let mut batches = self.batches.lock();
+        if self.closed() {
+            return Err(StoreError::Closed);
+        }
+        let offset = offset.min(self.end.borrow().0);
+        let mut start = self.start.lock();
+        if offset > *start {
+            // Whole batches only: one holding `offset` stays, its records below unread.
+            batches.retain(|b| b.last_offset() >= offset);
+            *start = offset;
+        }
+        Ok(())
     }
 }
