@@ -1217,6 +1217,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         let mut live = HashSet::new();
         for (stream, partition, placement) in mine {
             live.insert((stream.clone(), partition));
+            let placed_since_start = !held_at_start.contains(&(stream.clone(), partition));
             let replica = match streams.replicas().get(&stream, partition) {
                 Some(r) => r,
                 None => match streams.local_log(&stream, partition).await {
@@ -1228,7 +1229,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                             &placement.replicas,
                             dir.join(JOINED_FILE),
                         );
-                        if !held_at_start.contains(&(stream.clone(), partition)) {
+                        if placed_since_start {
                             // A partition placed while this process runs: its copy here
                             // exists from the partition's start, so its log never lost
                             // anything it held, and it may vote as it is. (Waiting to
@@ -1253,6 +1254,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             let created = placement.epoch == 0 && placement.in_sync.is_empty();
             if replica.role() == Role::Idle
                 && matches!(role, Role::Leader { .. })
+                && !placed_since_start
                 && (replica.has_joined() || !created)
             {
                 // This process starts as the leader the metadata names: the node was

@@ -816,3 +816,46 @@ async fn only_the_leader_uploads_and_lagging_or_wiped_copies_start_from_object_s
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_partition_whose_leader_dies_at_once_elects_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path()).await;
+    // Every node follows the partitions placed on it (a copy of this one on each has
+    // caught up) before the new one is created: that one is placed while they run.
+    let warm = create(&nodes, "warm").await;
+    append(&warm, 0).await;
+    let leader = nodes[0]
+        .streams
+        .placement("warm", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    let leader_log = nodes[(leader - 1) as usize].log("warm");
+    for n in &nodes {
+        caught_up(n, "warm", &leader_log).await;
+    }
+    let p = create(&nodes, "young").await;
+    // One write, acknowledged (a follower holds it), then the leader's node stops at once:
+    // its followers may not have heard yet that the write is committed.
+    let acked = vec![(append(&p, 0).await, 0)];
+    let leader = nodes[0]
+        .streams
+        .placement("young", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    let stopped = nodes.remove((leader - 1) as usize);
+    stopped.stop().await;
+    // Both copies were placed while their processes ran: they vote, and one leads.
+    let p = nodes[0].streams.partition("young", 0).await.unwrap();
+    let mut acked = acked;
+    acked.push((append(&p, 1).await, 1));
+    let placement = nodes[0].streams.placement("young", 0).unwrap();
+    assert_ne!(placement.leader, Some(leader));
+    // Both writes, three records each, at the offsets they were acknowledged with.
+    assert_eq!(acked_at_their_offsets(&p, &acked).await.len(), 6);
+    for n in nodes {
+        n.stop().await;
+    }
+}
