@@ -127,6 +127,8 @@ class Setup:
                         "STRATA_ADMIN__LISTEN": f"{host}:{admin}", "STRATA_MQTT__ENABLED": "false",
                         "STRATA_KAFKA__LISTEN": f"{host}:{self.ports[i]}", "STRATA_LOG__LEVEL": "warn",
                         "STRATA_KAFKA__GROUP_INITIAL_REBALANCE_DELAY_MS": "0"})
+            # More of node i's environment, from a bench built on this one.
+            env.update(getattr(self.a, "node_env", lambda _i: {})(i))
             waits.append(self.spawn([self.a.strata, "serve", "--config", cfg], env,
                                     os.path.join(home, "out"),
                                     f"kafka listening on {host}:{self.ports[i]}", f"strata node {i + 1}"))

@@ -30,6 +30,12 @@ Beside them a paho-mqtt client publishes QoS 1 messages through a node it picks 
 (another one whenever its connection fails or a PUBACK is more than 10 s late, the message
 published again): MQTT's message store is a replicated stream of the cluster too.
 
+An agent client sends messages to a work queue through a node it picks at random, each
+with an idempotency key, and now and then fetches some on a 5 s lease and acknowledges
+each: the agent API is served by one node, the leader of the replicated `agent.state`,
+whose state (the queue's marks) fails over with that partition. At the end the queue is
+drained to empty.
+
 With `--object-store`, every node offloads to one S3-compatible server (s3s-fs on
 loopback): segments of 64 KiB, uploaded by each partition's leader once committed, every
 copy's local files dropped at once, so reads, a wiped node's restart and a lagging
@@ -46,6 +52,11 @@ from its start and a checker applies the rules of Jepsen's Kafka queue checker:
   mqtt-lost     a message acknowledged with a PUBACK is not in MQTT's message store (read
                 through Kafka at the end; MQTT QoS 1 allows duplicates)
   mqtt-idle     no MQTT message was acknowledged at all
+  agent-lost    a message whose send was acknowledged was never delivered (at least once)
+  agent-idle    no agent message was acknowledged at all
+
+Reported, not a violation (a queue delivers at least once): messages delivered again after
+their ack was answered (a deposed owner that has not noticed yet serves what it holds).
 
 Prints one verdict line and exits non-zero on any violation.
 
@@ -53,6 +64,7 @@ Prints one verdict line and exits non-zero on any violation.
 
 The node binary is $STRATA_BIN or the debug build (see tests/strata_node.py)."""
 import argparse
+import http.client
 import itertools
 import json
 import os
@@ -76,6 +88,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
 SECRET = "chaos-harness-secret-0123456789"
+AGENT_TOKEN = "chaos-agent-token-0123456789"
+QUEUE = "/v1/queues/chaos"
 TOPIC = "chaos"
 PARTITIONS = 3
 DEADLINE = 120.0
@@ -183,7 +197,8 @@ class ClusterNode:
         self.config = (f'[cluster]\nnode_id = {node_id}\nlisten = "{self.host}:{rpc_port}"\n'
                        f'initial_voters = [{voters}]\nsecret = "{SECRET}"\n'
                        # The final read of MQTT's message store goes through Kafka.
-                       '[kafka]\ninternal_stream_readers = ["ANONYMOUS"]\n' + extra)
+                       '[kafka]\ninternal_stream_readers = ["ANONYMOUS"]\n'
+                       f'[agent]\ntoken = "{AGENT_TOKEN}"\nstorage = "local"\n' + extra)
         self.fsync = fsync
         self.node = None
         self.paused = False
@@ -231,6 +246,57 @@ class ClusterNode:
             self.node.stop()
 
 
+def agent_call(nodes, rng, method, path, body=None, headers=None, timeout=10.0):
+    """One request to the agent API through a live node picked at random: (status,
+    answer); status 0 when no node answered."""
+    live = [n for n in nodes if n.alive() and not n.paused and "agent" in n.node.ports]
+    if not live:
+        return 0, None
+    n = rng.choice(live)
+    c = http.client.HTTPConnection(n.host, n.node.ports["agent"], timeout=timeout)
+    try:
+        c.request(method, path, None if body is None else json.dumps(body),
+                  {"Content-Type": "application/json", "Authorization": f"Bearer {AGENT_TOKEN}",
+                   **(headers or {})})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return 0, None
+    finally:
+        c.close()
+
+
+def agent_take(nodes, rng, history, wait_ms=0):
+    """Fetches up to 10 messages of the agent queue on a 5 s lease and acknowledges each:
+    how many came."""
+    asked = round(time.time(), 3)
+    status, answer = agent_call(nodes, rng, "POST", f"{QUEUE}/fetch",
+                                {"max": 10, "lease_ms": 5000, "wait_ms": wait_ms},
+                                timeout=10.0 + wait_ms / 1000)
+    if status != 200:
+        return 0
+    for m in answer["messages"]:
+        history.add(op="agent-got", value=m["body"], asked=asked)
+        status, _ = agent_call(nodes, rng, "POST", f"{QUEUE}/ack", {"lease": m["lease"]})
+        if status == 200:
+            history.add(op="agent-acked", value=m["body"])
+    return len(answer["messages"])
+
+
+def drain_agent_queue(nodes, history):
+    """Takes every message left in the agent queue (the leases given before the end lapse
+    within 5 s), until it holds none."""
+    rng = random.Random(3)
+
+    def empty():
+        if agent_take(nodes, rng, history, wait_ms=1000):
+            return False
+        status, q = agent_call(nodes, rng, "GET", QUEUE)
+        return status == 200 and q["depth"] == 0
+    wait_until("the agent queue to be drained", empty)
+
+
 def wait_until(what, done, deadline=DEADLINE):
     end = time.time() + deadline
     while True:
@@ -257,7 +323,8 @@ class Workload:
         self.java = None
         self.threads = [threading.Thread(target=self.produce, daemon=True),
                         threading.Thread(target=self.consume, daemon=True),
-                        threading.Thread(target=self.publish_mqtt, daemon=True)]
+                        threading.Thread(target=self.publish_mqtt, daemon=True),
+                        threading.Thread(target=self.agent_queue, daemon=True)]
         if os.path.isdir(JAVA_LIBS) and shutil.which("java"):
             self.threads.append(threading.Thread(target=self.produce_java, daemon=True))
 
@@ -386,6 +453,22 @@ class Workload:
         if c is not None:
             c.loop_stop()
             c.disconnect()
+
+    def agent_queue(self):
+        try:
+            rng = random.Random(2)
+            for i in itertools.count():
+                if self.stop.is_set():
+                    break
+                status, _ = agent_call(self.nodes, rng, "POST", f"{QUEUE}/messages",
+                                       {"body": i}, {"Idempotency-Key": f"q{i}"})
+                self.history.add(op="agent-send", value=i, ok=status in (200, 201))
+                if i % 4 == 3:
+                    agent_take(self.nodes, rng, self.history)
+                time.sleep(1.0 / 20)
+        except Exception as e:  # noqa: BLE001 - a client that gives up fails the run
+            self.history.add(op="stopped", client="agent", error=repr(e))
+            raise
 
     def consume(self):
         # CHAOS_CONSUMER_DEBUG=fetch,... turns librdkafka's debug log on (to stderr).
@@ -564,6 +647,10 @@ def check(ops):
     v["mqtt-lost"] = [value for value in mqtt_acked if value not in stored]
     # A publisher that never got a PUBACK proves nothing.
     v["mqtt-idle"] = [] if mqtt_acked else ["no MQTT message was acknowledged"]
+    agent_sent = {o["value"] for o in ops if o["op"] == "agent-send" and o["ok"]}
+    agent_got = {o["value"] for o in ops if o["op"] == "agent-got"}
+    v["agent-lost"] = sorted(agent_sent - agent_got)
+    v["agent-idle"] = [] if agent_sent else ["no agent message was acknowledged"]
     for o in ops:
         if o["op"] != "read":
             continue
@@ -586,6 +673,15 @@ def check(ops):
         if len(keys) > 1:
             v["duplicated"].append((value, sorted(keys)))
     return acked, v
+
+
+def again_after_ack(ops):
+    """Agent messages delivered by a fetch asked after their ack was answered."""
+    acked = {}
+    for o in ops:
+        if o["op"] == "agent-acked":
+            acked.setdefault(o["value"], o["t"])
+    return sum(1 for o in ops if o["op"] == "agent-got" and o["asked"] > acked.get(o["value"], 1e18))
 
 
 def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always",
@@ -635,6 +731,7 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
         wait_until("every replica to be in sync again", lambda: all_in_sync(nodes))
         read_everything(nodes, history)
         read_mqtt_store(nodes, history)
+        drain_agent_queue(nodes, history)
     finally:
         if firewall:
             firewall.close()
@@ -656,6 +753,8 @@ def run(seed, faults, size, rate, history_path, kinds, keep=False, fsync="always
           f"({sum(1 for o in ops if o['op'] == 'ack' and o.get('client') == 'java')} by the Java client), "
           f"{sum(1 for o in ops if o['op'] == 'fail')} failed, "
           f"{sum(1 for o in ops if o['op'] == 'mqtt-ack')} MQTT messages acked, "
+          f"{sum(1 for o in ops if o['op'] == 'agent-send' and o['ok'])} agent messages sent "
+          f"({again_after_ack(ops)} delivered again after their ack), "
           + (", ".join(f"{k} {n}" for k, n in bad.items()) or "no violations")
           + (f"; {objects} objects in object storage" if store else "")
           + f"; history {history_path}"

@@ -298,6 +298,9 @@ impl Frontend for AgentFrontend {
                     Ok((http::router(api), vec![sweeper]))
                 }),
                 metrics.clone(),
+                std::time::Duration::from_millis(
+                    u64::try_from(self.config.max_wait_ms).unwrap_or(0) + 15_000,
+                ),
             ));
             let (watching, stop) = (owner.clone(), shutdown.clone());
             background.push(AbortOnDrop(tokio::spawn(async move {

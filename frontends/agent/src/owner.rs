@@ -80,10 +80,18 @@ fn no_owner(why: impl Into<String>) -> AgentError {
 
 impl Owner {
     /// The agent API of this node, served over state built by `build` when it leads the
-    /// state partition.
-    pub fn new(storage: Storage, build: Build, metrics: crate::metrics::AgentMetrics) -> Self {
+    /// state partition. A forwarded request whose owner sends nothing for `silence` (more
+    /// than the longest long poll, and than the event streams' keepalives) fails: an
+    /// owner that hangs (paused, cut off) does not hold forwarding nodes' requests.
+    pub fn new(
+        storage: Storage,
+        build: Build,
+        metrics: crate::metrics::AgentMetrics,
+        silence: Duration,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .read_timeout(silence)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -146,9 +154,9 @@ impl Owner {
 
     async fn give_up(&self) {
         let mut served = self.served.lock().await;
-        if served.is_some() {
+        if let Some(old) = served.take() {
             tracing::info!("agent state: another node leads it now, given up");
-            *served = None;
+            old.log.close().await;
         }
     }
 
@@ -157,12 +165,16 @@ impl Owner {
         let mut served = self.served.lock().await;
         if let Some(s) = served.as_ref()
             && s.epoch == epoch
-            && !s.log.is_lost()
+            && s.log.still_leads().await.is_ok()
         {
             return Ok(s.router.clone());
         }
-        // Given up first: requests in flight on the old state fail from here on.
-        *served = None;
+        // Given up first: requests in flight on the old state fail from here on, and its
+        // last append is done before the state is read again (nothing written through it
+        // can follow the new marker).
+        if let Some(old) = served.take() {
+            old.log.close().await;
+        }
         let partition = self
             .storage
             .partition_led_here(STATE_STREAM, 0)

@@ -10,8 +10,9 @@
 //! are one batch, so they are applied all or none, even across a crash.
 //!
 //! The log is compacted by its owner: once it holds more than twice the live keys (and at
-//! least [`COMPACT_AFTER`] records), the live keys are written again, and the records
-//! below them deleted (`delete_before`). A crash in between leaves both: replaying the
+//! least [`COMPACT_AFTER`] records) or more than twice their bytes (and at least
+//! [`COMPACT_AFTER_BYTES`]), the live keys are written again, and the records below them
+//! deleted (`delete_before`). A crash in between leaves both: replaying the
 //! older records before the rewrite gives the same view.
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use strata_batch::{BatchBuilder, PendingBatch, now_ms};
 #[cfg(test)]
 use strata_frontend::seams::StreamSpec;
 use strata_frontend::seams::{Partition, StateOp, StatePair, StateSpace, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::AgentError;
 
@@ -31,8 +32,14 @@ use crate::error::AgentError;
 /// leading it serves the agent API.
 pub const STATE_STREAM: &str = "agent.state";
 
-/// A log holding fewer records than this is not compacted.
+/// A log holding fewer records than this is not compacted for their number.
 pub const COMPACT_AFTER: u64 = 10_000;
+
+/// A log holding fewer bytes than this is not compacted for their size.
+pub const COMPACT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest write: one batch, which every copy must be able to fetch whole.
+pub const MAX_WRITE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Writes grouped into one append, at most.
 const GROUP_WRITES: usize = 512;
@@ -104,30 +111,43 @@ struct Pending {
     done: oneshot::Sender<Result<(), AgentError>>,
 }
 
-/// Keys and values as the log's records say, with how many records the log holds.
+/// Keys and values as the log's records say, with how many records (and bytes) the log
+/// holds and how many bytes the live keys take.
 #[derive(Debug, Default)]
 struct View {
     keys: BTreeMap<Vec<u8>, Vec<u8>>,
     records: u64,
+    bytes: u64,
+    live_bytes: u64,
 }
 
 impl View {
     fn apply(&mut self, ops: &[StateOp]) {
         for op in ops {
-            match op {
+            let old = match op {
                 StateOp::Put(k, v) => {
-                    self.keys.insert(k.clone(), v.clone());
+                    self.live_bytes += op_bytes(op) as u64;
+                    self.keys.insert(k.clone(), v.clone())
                 }
-                StateOp::Delete(k) => {
-                    self.keys.remove(k);
-                }
+                StateOp::Delete(k) => self.keys.remove(k),
+            };
+            if let (Some(old), StateOp::Put(k, _) | StateOp::Delete(k)) = (old, op) {
+                self.live_bytes -= (k.len() + old.len() + 16) as u64;
             }
+            self.bytes += op_bytes(op) as u64;
         }
         self.records += ops.len() as u64;
     }
 
     fn wants_compaction(&self) -> bool {
-        self.records >= COMPACT_AFTER && self.records > 2 * self.keys.len() as u64
+        (self.records >= COMPACT_AFTER && self.records > 2 * self.keys.len() as u64)
+            || (self.bytes >= COMPACT_AFTER_BYTES && self.bytes > 2 * self.live_bytes)
+    }
+
+    /// The log holds the live keys alone (just compacted).
+    fn compacted(&mut self) {
+        self.records = self.keys.len() as u64;
+        self.bytes = self.live_bytes;
     }
 }
 
@@ -137,15 +157,20 @@ impl View {
 pub struct ChangeLog {
     view: Arc<RwLock<View>>,
     writes: mpsc::Sender<Pending>,
-    /// Set once an append failed: the partition may have another leader, so this view
-    /// may be stale and nothing more is written through it.
+    /// Set once an append failed, or the log was closed: the partition may have another
+    /// leader, so this view may be stale and nothing more is written through it.
     lost: Arc<AtomicBool>,
-    writer: tokio::task::JoinHandle<()>,
+    partition: Arc<dyn Partition>,
+    /// Tells the writer to stop after the append under way.
+    closing: watch::Sender<bool>,
+    writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for ChangeLog {
     fn drop(&mut self) {
-        self.writer.abort();
+        if let Some(writer) = self.writer.lock().take() {
+            writer.abort();
+        }
     }
 }
 
@@ -201,7 +226,9 @@ impl ChangeLog {
         while from < at {
             let batches = partition.read(from, READ_BYTES).await?;
             if batches.is_empty() {
-                break;
+                return Err(AgentError::unavailable(format!(
+                    "the agent state read stopped at {from}, below its marker at {at}"
+                )));
             }
             let (ops, next) = ops_of(&batches, from)?;
             view.apply(&ops[..]);
@@ -215,13 +242,42 @@ impl ChangeLog {
         let view = Arc::new(RwLock::new(view));
         let lost = Arc::new(AtomicBool::new(false));
         let (writes, queued) = mpsc::channel(QUEUED_WRITES);
-        let writer = tokio::spawn(write_loop(partition, view.clone(), lost.clone(), queued));
+        let (closing, closed) = watch::channel(false);
+        let writer = tokio::spawn(write_loop(
+            partition.clone(),
+            view.clone(),
+            lost.clone(),
+            queued,
+            closed,
+        ));
         Ok(ChangeLog {
             view,
             writes,
             lost,
-            writer,
+            partition,
+            closing,
+            writer: parking_lot::Mutex::new(Some(writer)),
         })
+    }
+
+    /// Stops writing: every write from here on fails, and this returns once the append
+    /// under way (if any) is done, so that nothing written through this log can follow
+    /// a later owner's marker. Called before the state is taken over again.
+    pub async fn close(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.closing.send_replace(true);
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+
+    /// Whether the partition is still served here (led, and heard from a majority
+    /// lately): checked before each request is answered from this view.
+    pub async fn still_leads(&self) -> Result<(), AgentError> {
+        self.usable()?;
+        self.partition.offsets().await?;
+        Ok(())
     }
 
     /// Whether an append failed: the partition may be led elsewhere now.
@@ -260,6 +316,12 @@ impl ChangeLog {
     /// Appends `ops` as one batch and applies them once the partition acknowledged it.
     pub async fn write(&self, ops: Vec<StateOp>) -> Result<(), AgentError> {
         self.usable()?;
+        let bytes: usize = ops.iter().map(op_bytes).sum();
+        if bytes > MAX_WRITE_BYTES {
+            return Err(AgentError::unavailable(format!(
+                "a state write of {bytes} bytes is larger than {MAX_WRITE_BYTES}"
+            )));
+        }
         let (done, answer) = oneshot::channel();
         self.writes
             .send(Pending { ops, done })
@@ -284,12 +346,21 @@ async fn write_loop(
     view: Arc<RwLock<View>>,
     lost: Arc<AtomicBool>,
     mut queued: mpsc::Receiver<Pending>,
+    mut closed: watch::Receiver<bool>,
 ) {
-    let mut failed: Option<AgentError> = None;
-    while let Some(first) = queued.recv().await {
-        if let Some(e) = &failed {
-            let _ = first.done.send(Err(e.clone()));
-            continue;
+    let mut failed = AgentError::unavailable("the agent state is served elsewhere now: try again");
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => break,
+            next = queued.recv() => match next {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        if lost.load(Ordering::Acquire) {
+            let _ = first.done.send(Err(failed.clone()));
+            break;
         }
         let mut group = vec![first];
         let mut bytes: usize = group[0].ops.iter().map(op_bytes).sum();
@@ -320,8 +391,8 @@ async fn write_loop(
                 for p in group {
                     let _ = p.done.send(Err(e.clone()));
                 }
-                failed = Some(e);
-                continue;
+                failed = e;
+                break;
             }
         }
         if view.read().wants_compaction()
@@ -329,8 +400,15 @@ async fn write_loop(
         {
             tracing::warn!(error = %e.message, "agent state: compaction failed, giving it up");
             lost.store(true, Ordering::Release);
-            failed = Some(e);
+            failed = e;
+            break;
         }
+    }
+    // Nothing more is appended through this log: what still waits fails.
+    lost.store(true, Ordering::Release);
+    queued.close();
+    while let Ok(p) = queued.try_recv() {
+        let _ = p.done.send(Err(failed.clone()));
     }
 }
 
@@ -371,12 +449,12 @@ async fn compact(partition: &dyn Partition, view: &RwLock<View>) -> Result<(), A
         // Nothing live: everything written so far may go.
         let end = partition.offsets().await?.end;
         partition.delete_before(end).await?;
-        view.write().records = 0;
+        view.write().compacted();
         return Ok(());
     };
     partition.delete_before(first).await?;
     let mut v = view.write();
-    v.records = v.keys.len() as u64;
+    v.compacted();
     tracing::info!(keys = v.keys.len(), "agent state compacted");
     Ok(())
 }
@@ -433,6 +511,24 @@ mod tests {
         assert_eq!(again.get(b"a/1").unwrap(), None);
         assert_eq!(again.get(b"b/1").unwrap(), Some(b"z".to_vec()));
         assert_eq!(again.scan_prefix(b"c/").unwrap().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_closed_log_writes_nothing_more_and_the_next_view_has_what_it_wrote() {
+        let storage = Storage::in_memory();
+        let partition = state_partition(&storage).await;
+        let old = ChangeLog::take_over(partition.clone(), 1).await.unwrap();
+        old.write(vec![put("k", "1")]).await.unwrap();
+        old.close().await;
+        assert!(old.write(vec![put("k", "2")]).await.is_err());
+        assert!(old.still_leads().await.is_err());
+        let new = ChangeLog::take_over(partition.clone(), 1).await.unwrap();
+        new.write(vec![put("j", "3")]).await.unwrap();
+        // Nothing of the old view follows the new one's marker.
+        assert!(old.write(vec![put("k", "4")]).await.is_err());
+        let again = ChangeLog::take_over(partition, 1).await.unwrap();
+        assert_eq!(again.get(b"k").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(again.get(b"j").unwrap(), Some(b"3".to_vec()));
     }
 
     #[tokio::test]

@@ -1187,6 +1187,8 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
     let me = streams.node_id();
     let mut measured = std::time::Instant::now();
     let mut preexisting: Option<HashSet<(String, u32)>> = None;
+    // The copies this process created empty for partitions placed after it started.
+    let mut fresh_here: HashSet<(String, u32)> = HashSet::new();
     // Roles are taken from metadata at least as new as what this node knew before it
     // started (a replica must not act on an old view, such as follow a deposed leader).
     while let Err(e) = streams.caught_up().await {
@@ -1222,6 +1224,10 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 Some(r) => r,
                 None => match streams.local_log(&stream, partition).await {
                     Ok((log, dir)) => {
+                        // Empty too: a stream deleted and created again under its name
+                        // between two reconciliations may find the old copy's log.
+                        let fresh = placed_since_start
+                            && log.replica_state().is_ok_and(|s| s.written_end == 0);
                         let replica = Replica::new(
                             &stream,
                             partition,
@@ -1229,10 +1235,11 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                             &placement.replicas,
                             dir.join(JOINED_FILE),
                         );
-                        if placed_since_start {
-                            // A partition placed while this process runs: its copy here
-                            // exists from the partition's start, so its log never lost
-                            // anything it held, and it may vote as it is. (Waiting to
+                        if fresh {
+                            fresh_here.insert((stream.clone(), partition));
+                            // A partition placed while this process runs, its copy here
+                            // empty: it exists from the partition's start, so its log
+                            // never lost anything it held, and it may vote as it is. (Waiting to
                             // join left a new partition whose leader died within a second
                             // without voters, offline until that node came back.) A copy
                             // that was here before the process started must show it holds
@@ -1254,7 +1261,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             let created = placement.epoch == 0 && placement.in_sync.is_empty();
             if replica.role() == Role::Idle
                 && matches!(role, Role::Leader { .. })
-                && !placed_since_start
+                && !fresh_here.contains(&(stream.clone(), partition))
                 && (replica.has_joined() || !created)
             {
                 // This process starts as the leader the metadata names: the node was
@@ -1282,6 +1289,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
             }
         }
+        fresh_here.retain(|k| live.contains(k));
         let gone: Vec<Arc<Replica>> = {
             let mut parts = streams.replicas().parts.lock();
             let keys: Vec<_> = parts
