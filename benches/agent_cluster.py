@@ -64,8 +64,10 @@ def load(port, a):
                           "-addr", f"127.0.0.1:{port}", "-messages", str(a.messages),
                           "-producers", "4", "-consumers", "8", "-size", "1024",
                           "-queue", f"bench{time.time_ns()}"],
-                         check=True, capture_output=True, text=True, timeout=1800).stdout
-    return json.loads(out.strip().splitlines()[-1])
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        sys.exit(f"agentq failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def throughput(s, port, a):

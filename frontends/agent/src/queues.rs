@@ -111,6 +111,44 @@ fn is_dead_letter_queue(name: &str) -> bool {
     name.starts_with("_dlq-")
 }
 
+/// Bytes read ahead at once when a fetch reads the messages it hands out (consecutive ones
+/// come from one read: one request, when the partition is led by another node).
+const READ_AHEAD: usize = 256 * 1024;
+
+/// Batches one fetch read, per level: the messages it hands out are mostly consecutive.
+#[derive(Default)]
+struct ReadAhead([Vec<strata_batch::Batch>; LEVELS]);
+
+impl ReadAhead {
+    /// The record of the message at `slot` of `q`, if it is still stored, reading ahead
+    /// when the batches read so far do not hold it.
+    async fn record_at(
+        &mut self,
+        q: &Open,
+        slot: Slot,
+    ) -> Result<Option<strata_batch::Record>, StoreError> {
+        let level = usize::from(slot.level);
+        let held = &mut self.0[level];
+        let holds = |b: &strata_batch::Batch| {
+            b.base_offset() <= slot.offset && slot.offset <= b.last_offset()
+        };
+        if !held.iter().any(holds) {
+            *held = match q.levels[level].read(slot.offset, READ_AHEAD).await {
+                Ok(batches) => batches,
+                Err(StoreError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(held
+            .iter()
+            .filter(|b| holds(b))
+            .filter_map(|b| b.records().ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|r| r.offset == slot.offset))
+    }
+}
+
 /// The record of the message at `slot` of `q`, if it is still stored.
 async fn record_at(q: &Open, slot: Slot) -> Result<Option<strata_batch::Record>, StoreError> {
     // The batch holding the offset (a read returns at least one whole batch): not the
@@ -124,6 +162,32 @@ async fn record_at(q: &Open, slot: Slot) -> Result<Option<strata_batch::Record>,
             .find(|r| r.offset == slot.offset)),
         Err(StoreError::OffsetOutOfRange { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// How long the ends a queue read serve: what another writer appends to its streams (a
+/// Kafka client) is seen within this, its own sends at once.
+const ENDS_FRESH: Duration = Duration::from_millis(200);
+
+/// How long opening a queue waits for its partitions to be served (a new stream's leaders
+/// take over within a second or so in a cluster).
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The offsets of `partition`, waiting up to [`OPEN_WAIT`] while it has no leader serving
+/// it yet.
+async fn serving_offsets(
+    partition: &dyn Partition,
+) -> Result<strata_frontend::seams::Offsets, StoreError> {
+    let until = tokio::time::Instant::now() + OPEN_WAIT;
+    loop {
+        match partition.offsets().await {
+            Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
+                if tokio::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -169,6 +233,8 @@ struct Open {
     sending: tokio::sync::Mutex<()>,
     /// Held while marks are written, so a later write never carries an older mark.
     marking: tokio::sync::Mutex<()>,
+    /// Each level's end as last read, and when ([`Open::ends`]).
+    known_ends: Mutex<Option<([u64; LEVELS], std::time::Instant)>>,
     /// Woken when a message may be ready: sent, nacked, or its lease lapsed.
     wake: Notify,
 }
@@ -180,12 +246,34 @@ impl std::fmt::Debug for Open {
 }
 
 impl Open {
+    /// Where each level ends: as last read, for [`ENDS_FRESH`], moved by this node's own
+    /// sends at once (in a cluster each read of another node's partition is a request).
     async fn ends(&self) -> Result<[u64; LEVELS], AgentError> {
+        if let Some((ends, at)) = *self.known_ends.lock()
+            && at.elapsed() < ENDS_FRESH
+        {
+            return Ok(ends);
+        }
         let mut ends = [0; LEVELS];
         for (end, level) in ends.iter_mut().zip(&self.levels) {
             *end = level.offsets().await?.end;
         }
+        let mut known = self.known_ends.lock();
+        if let Some((sent, _)) = *known {
+            // A send answered meanwhile may not be in what was read.
+            for (end, sent) in ends.iter_mut().zip(sent) {
+                *end = (*end).max(sent);
+            }
+        }
+        *known = Some((ends, std::time::Instant::now()));
         Ok(ends)
+    }
+
+    /// This node appended to `level` up to `end`.
+    fn appended(&self, level: usize, end: u64) {
+        if let Some((ends, _)) = self.known_ends.lock().as_mut() {
+            ends[level] = ends[level].max(end);
+        }
     }
 }
 
@@ -293,7 +381,7 @@ impl Queues {
         let mut ends = [0u64; LEVELS];
         let mut stale = Vec::new();
         for (level, mark) in marks.iter_mut().enumerate() {
-            ends[level] = levels[level].offsets().await?.end;
+            ends[level] = serving_offsets(levels[level].as_ref()).await?.end;
             let past = mark.floor > ends[level]
                 || mark
                     .done
@@ -339,6 +427,7 @@ impl Queues {
             dedup: Mutex::new(dedup),
             sending: tokio::sync::Mutex::new(()),
             marking: tokio::sync::Mutex::new(()),
+            known_ends: Mutex::new(None),
             wake: Notify::new(),
         });
         self.open.lock().insert(name.to_string(), q.clone());
@@ -466,6 +555,7 @@ impl Queues {
             .build()
             .map_err(|e| AgentError::bad_request("bad_body", e.to_string()))?;
         let appended = q.levels[level].append(batch).await?;
+        q.appended(level, appended.last_offset + 1);
         let id = format!("{level}-{}", appended.base_offset);
         if let Some(k) = idempotency_key {
             let at = now_ms();
@@ -753,9 +843,10 @@ impl Queues {
     ) -> Result<Vec<Fetched>, AgentError> {
         let mut out: Vec<Fetched> = Vec::with_capacity(given.len());
         let mut given = given.into_iter();
+        let mut ahead = ReadAhead::default();
         while let Some(d) = given.next() {
             let level = usize::from(d.slot.level);
-            let record = match record_at(q, d.slot).await {
+            let record = match ahead.record_at(q, d.slot).await {
                 Ok(record) => record,
                 Err(e) => {
                     // Nothing reaches the client: every lease of this fetch is given up.
