@@ -13,6 +13,7 @@ from test_agents import card, register  # noqa: E402
 from test_cluster import start_cluster  # noqa: E402
 from test_queues import TOKEN, Api, wait_until  # noqa: E402
 from test_tasks import report, take_task  # noqa: E402
+from test_topics import Sse, publish  # noqa: E402
 
 SERVED_BY = "x-strata-served-by"
 
@@ -71,6 +72,16 @@ def test_the_agent_api_survives_the_death_of_the_node_serving_it(tmp_path):
         acked = {m["body"]["n"] for m in taken[:20]}
         for m in taken[:20]:
             answered(second, "POST", "/v1/queues/jobs/ack", {"lease": m["lease"]})
+
+        # An event stream read through a forwarding node, live: the owner's answer is
+        # streamed back as it comes.
+        first_id = publish(second, "news", {"n": 0})
+        stream = Sse(first, "news", last_event_id=first_id)
+        publish(second, "news", {"n": 1})
+        assert stream.next()[2]["data"] == {"n": 1}
+        publish(apis[owner], "news", {"n": 2})
+        assert stream.next()[2]["data"] == {"n": 2}
+        stream.close()
 
         # An agent with a task in its mailbox, the task taken and working.
         me = {"X-Agent-Token": register(first, card("w1", "work"))[1]["token"]}

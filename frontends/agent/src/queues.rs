@@ -169,28 +169,6 @@ async fn record_at(q: &Open, slot: Slot) -> Result<Option<strata_batch::Record>,
 /// Kafka client) is seen within this, its own sends at once.
 const ENDS_FRESH: Duration = Duration::from_millis(200);
 
-/// How long opening a queue waits for its partitions to be served (a new stream's leaders
-/// take over within a second or so in a cluster).
-const OPEN_WAIT: Duration = Duration::from_secs(5);
-
-/// The offsets of `partition`, waiting up to [`OPEN_WAIT`] while it has no leader serving
-/// it yet.
-async fn serving_offsets(
-    partition: &dyn Partition,
-) -> Result<strata_frontend::seams::Offsets, StoreError> {
-    let until = tokio::time::Instant::now() + OPEN_WAIT;
-    loop {
-        match partition.offsets().await {
-            Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
-                if tokio::time::Instant::now() < until =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// The stream of queue `name`.
 pub fn stream_name(name: &str) -> String {
     format!("agent.queue.{name}")
@@ -381,7 +359,9 @@ impl Queues {
         let mut ends = [0u64; LEVELS];
         let mut stale = Vec::new();
         for (level, mark) in marks.iter_mut().enumerate() {
-            ends[level] = serving_offsets(levels[level].as_ref()).await?.end;
+            ends[level] = crate::storage::serving_offsets(levels[level].as_ref())
+                .await?
+                .end;
             let past = mark.floor > ends[level]
                 || mark
                     .done

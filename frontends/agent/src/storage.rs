@@ -2,8 +2,10 @@
 //! when it is created: `memory`, `local` (segment files) or `object` (written straight to
 //! object storage, the default).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use strata_frontend::seams::{Storage, StreamInfo, StreamSpec};
+use strata_frontend::seams::{Partition, Storage, StoreError, StreamInfo, StreamSpec};
 
 use crate::error::AgentError;
 
@@ -176,7 +178,33 @@ async fn ensure_stream_in(
     let spec = StreamSpec::new(stream, partitions)
         .with_storage_class(class.journal_class_for(stream, clustered));
     storage.ensure_stream(spec).await?;
+    // Used at once by the caller: a new stream's leaders serve it first.
+    for p in 0..partitions {
+        serving_offsets(storage.partition(stream, p).await?.as_ref()).await?;
+    }
     Ok(true)
+}
+
+/// How long a new stream's partitions are waited for, until served (in a cluster their
+/// leaders take over within a second or so).
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The offsets of `partition`, waiting up to [`OPEN_WAIT`] while it has no leader serving
+/// it yet.
+pub(crate) async fn serving_offsets(
+    partition: &dyn Partition,
+) -> Result<strata_frontend::seams::Offsets, StoreError> {
+    let until = tokio::time::Instant::now() + OPEN_WAIT;
+    loop {
+        match partition.offsets().await {
+            Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })
+                if tokio::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// 409 `storage_conflict`: the object exists, stored as `kept`.
