@@ -5,6 +5,7 @@ agents, mailboxes, tasks), and what was handed out but not acknowledged comes ag
 import os
 import sys
 import time
+import urllib.error
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -57,6 +58,14 @@ def test_the_agent_api_survives_the_death_of_the_node_serving_it(tmp_path):
         assert len(set(ids.values())) == 60
         owner = owner_of(apis)
         others = [i for i in range(3) if i != owner]
+        # The admin API shows the agent state where it is served, and says so elsewhere.
+        queues = nodes[owner].api("agent", "queues")["items"]
+        assert "jobs" in [q["name"] for q in queues], queues
+        try:
+            nodes[others[0]].api("agent", "queues")
+            raise AssertionError("a node that does not serve the agent API listed its queues")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and b"does not serve the agent API" in e.read()
         first, second = apis[others[0]], apis[others[1]]
 
         # 30 handed out through one node, 20 of them acknowledged through the other. (A

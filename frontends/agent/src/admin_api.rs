@@ -11,35 +11,48 @@ use serde::{Deserialize, Serialize};
 use strata_batch::now_ms;
 use strata_frontend::admin::extract::{ApiPath, ApiQuery};
 use strata_frontend::admin::http::{AdminApi, ApiError, ApiResult, ErrorBody};
-use strata_frontend::admin::{DEFAULT_PAGE_LIMIT, Live, MAX_PAGE_LIMIT};
+use strata_frontend::admin::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::AgentError;
 use crate::http::Api;
 use crate::registry::Search;
 
-/// A cloneable handle on the running agent frontend for the admin API.
-#[derive(Debug, Clone)]
+/// A cloneable handle on the running agent frontend for the admin API: the API this node
+/// serves (in a cluster, while it serves it).
+#[derive(Debug, Clone, Default)]
 pub struct AgentAdmin {
-    api: Live<Api>,
-}
-
-impl Default for AgentAdmin {
-    fn default() -> Self {
-        AgentAdmin {
-            api: Live::new("agent"),
-        }
-    }
+    api: Arc<parking_lot::RwLock<Option<Arc<Api>>>>,
+    clustered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentAdmin {
-    /// Connects the handle to the running frontend.
+    /// Connects the handle to the API this node serves.
     pub fn attach(&self, api: Arc<Api>) {
-        self.api.attach(api);
+        *self.api.write() = Some(api);
     }
 
-    fn api(&self) -> Result<&Arc<Api>, ApiError> {
-        self.api.get().map_err(ApiError::from)
+    /// The node is in a cluster: another node may serve the agent API.
+    pub(crate) fn clustered(&self) {
+        self.clustered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node no longer serves the API (another node of the cluster does).
+    pub(crate) fn detach(&self) {
+        *self.api.write() = None;
+    }
+
+    fn api(&self) -> Result<Arc<Api>, ApiError> {
+        self.api.read().clone().ok_or_else(|| {
+            let why = if self.clustered.load(std::sync::atomic::Ordering::Relaxed) {
+                "this node does not serve the agent API now: ask the node leading agent.state \
+                 (GET /api/v1/cluster/leaders)"
+            } else {
+                "the agent frontend is still starting"
+            };
+            ApiError::from(strata_frontend::admin::AdminError::Unavailable(why.into()))
+        })
     }
 }
 
@@ -235,7 +248,7 @@ async fn agents(
     State(s): State<AgentAdmin>,
     ApiQuery(q): ApiQuery<AgentQuery>,
 ) -> ApiResult<Page<AgentRow>> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     let limit = limit(q.limit)?;
     let search = Search {
         online: q.online == Some(true),
@@ -270,7 +283,7 @@ async fn agents(
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "The agent frontend is still starting", body = ErrorBody)))]
 async fn agent(State(s): State<AgentAdmin>, ApiPath(name): ApiPath<String>) -> ApiResult<AgentRow> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     let listed = api.registry.get(&name, now_ms()).map_err(agent_error)?;
     Ok(Json(agent_row(api, listed).await))
 }
@@ -302,7 +315,7 @@ async fn queues(
     State(s): State<AgentAdmin>,
     ApiQuery(q): ApiQuery<QueueQuery>,
 ) -> ApiResult<Page<QueueRow>> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     let limit = limit(q.limit)?;
     let mut named: Vec<(String, Option<String>)> = api
         .queues
@@ -333,7 +346,7 @@ async fn queues(
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "The agent frontend is still starting", body = ErrorBody)))]
 async fn queue(State(s): State<AgentAdmin>, ApiPath(name): ApiPath<String>) -> ApiResult<QueueRow> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     let info = api
         .queues
         .catalog_queues()
@@ -368,7 +381,7 @@ async fn tasks(
     State(s): State<AgentAdmin>,
     ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> ApiResult<Page<TaskRow>> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     let limit = limit(q.limit)?;
     let listed = api
         .tasks
@@ -394,6 +407,6 @@ async fn tasks(
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 503, description = "The agent frontend is still starting", body = ErrorBody)))]
 async fn task(State(s): State<AgentAdmin>, ApiPath(id): ApiPath<String>) -> ApiResult<TaskRow> {
-    let api = s.api()?;
+    let api = &*s.api()?;
     Ok(Json(task_row(api.tasks.get(&id).map_err(agent_error)?)))
 }

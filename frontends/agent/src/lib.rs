@@ -290,10 +290,12 @@ impl Frontend for AgentFrontend {
         // owner of the replicated state does, and the other nodes forward to it.
         let mut background = Vec::new();
         let app = if self.clustered {
+            let admin = self.admin.clone();
             let owner = Arc::new(owner::Owner::new(
                 ctx.storage.clone(),
                 Box::new(move |space| {
                     let api = parts.api(space)?;
+                    admin.attach(api.clone());
                     let sweeper = sweeper(api.clone(), parts.config.task_retention_ms);
                     Ok((http::router(api), vec![sweeper]))
                 }),
@@ -301,6 +303,7 @@ impl Frontend for AgentFrontend {
                 std::time::Duration::from_millis(
                     u64::try_from(self.config.max_wait_ms).unwrap_or(0) + 15_000,
                 ),
+                self.admin.clone(),
             ));
             let (watching, stop) = (owner.clone(), shutdown.clone());
             background.push(AbortOnDrop(tokio::spawn(async move {

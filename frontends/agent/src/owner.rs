@@ -63,6 +63,8 @@ pub struct Owner {
     served: tokio::sync::Mutex<Option<Served>>,
     client: reqwest::Client,
     metrics: crate::metrics::AgentMetrics,
+    /// The admin API's handle: the API this node serves, while it does.
+    admin: crate::admin_api::AgentAdmin,
 }
 
 impl std::fmt::Debug for Owner {
@@ -88,7 +90,9 @@ impl Owner {
         build: Build,
         metrics: crate::metrics::AgentMetrics,
         silence: Duration,
+        admin: crate::admin_api::AgentAdmin,
     ) -> Self {
+        admin.clustered();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .read_timeout(silence)
@@ -103,6 +107,7 @@ impl Owner {
             served: tokio::sync::Mutex::new(None),
             client,
             metrics,
+            admin,
         }
     }
 
@@ -156,6 +161,7 @@ impl Owner {
         let mut served = self.served.lock().await;
         if let Some(old) = served.take() {
             tracing::info!("agent state: another node leads it now, given up");
+            self.admin.detach();
             old.log.close().await;
         }
     }
@@ -173,6 +179,7 @@ impl Owner {
         // last append is done before the state is read again (nothing written through it
         // can follow the new marker).
         if let Some(old) = served.take() {
+            self.admin.detach();
             old.log.close().await;
         }
         let partition = self
