@@ -52,7 +52,10 @@ from its start and a checker applies the rules of Jepsen's Kafka queue checker:
   mqtt-lost     a message acknowledged with a PUBACK is not in MQTT's message store (read
                 through Kafka at the end; MQTT QoS 1 allows duplicates)
   mqtt-idle     no MQTT message was acknowledged at all
-  agent-lost    a message whose send was acknowledged was never delivered (at least once)
+  agent-lost    a message whose send was acknowledged was never delivered and acknowledged
+                (an ack with no answer counts, as does a move to the dead letters)
+  agent-failed  a message expired or left the journal before delivery (a delivery_failed
+                event on the queue's failure topic)
   agent-idle    no agent message was acknowledged at all
 
 Reported, not a violation (a queue delivers at least once): messages delivered again after
@@ -279,8 +282,8 @@ def agent_take(nodes, rng, history, wait_ms=0):
     for m in answer["messages"]:
         history.add(op="agent-got", value=m["body"], asked=asked)
         status, _ = agent_call(nodes, rng, "POST", f"{QUEUE}/ack", {"lease": m["lease"]})
-        if status == 200:
-            history.add(op="agent-acked", value=m["body"])
+        # 0: no answer, so the ack may or may not have been applied.
+        history.add(op="agent-ack", value=m["body"], status=status)
     return len(answer["messages"])
 
 
@@ -295,6 +298,14 @@ def drain_agent_queue(nodes, history):
         status, q = agent_call(nodes, rng, "GET", QUEUE)
         return status == 200 and q["depth"] == 0
     wait_until("the agent queue to be drained", empty)
+    # Dead-lettered (delivered too often: not lost, moved) and failed (expired or gone:
+    # lost) messages, as the queue's dead-letter queue and failure topic hold them.
+    status, dead = agent_call(nodes, rng, "GET", f"{QUEUE}/dead-letters?max=1000")
+    for d in (dead or {}).get("messages", []) if status == 200 else []:
+        history.add(op="agent-dead", value=d["message"]["body"])
+    status, failed = agent_call(nodes, rng, "GET", "/v1/topics/_failed-chaos/events?from=0")
+    for e in (failed or {}).get("events", []) if status == 200 else []:
+        history.add(op="agent-failed", event=e)
 
 
 def wait_until(what, done, deadline=DEADLINE):
@@ -648,8 +659,11 @@ def check(ops):
     # A publisher that never got a PUBACK proves nothing.
     v["mqtt-idle"] = [] if mqtt_acked else ["no MQTT message was acknowledged"]
     agent_sent = {o["value"] for o in ops if o["op"] == "agent-send" and o["ok"]}
-    agent_got = {o["value"] for o in ops if o["op"] == "agent-got"}
-    v["agent-lost"] = sorted(agent_sent - agent_got)
+    # Done: acked (answered 200), acked perhaps (no answer), or moved to the dead letters.
+    agent_done = {o["value"] for o in ops if o["op"] == "agent-ack" and o["status"] in (0, 200)}
+    agent_done |= {o["value"] for o in ops if o["op"] == "agent-dead"}
+    v["agent-lost"] = sorted(agent_sent - agent_done)
+    v["agent-failed"] = [o["event"] for o in ops if o["op"] == "agent-failed"]
     v["agent-idle"] = [] if agent_sent else ["no agent message was acknowledged"]
     for o in ops:
         if o["op"] != "read":
@@ -679,7 +693,7 @@ def again_after_ack(ops):
     """Agent messages delivered by a fetch asked after their ack was answered."""
     acked = {}
     for o in ops:
-        if o["op"] == "agent-acked":
+        if o["op"] == "agent-ack" and o["status"] == 200:
             acked.setdefault(o["value"], o["t"])
     return sum(1 for o in ops if o["op"] == "agent-got" and o["asked"] > acked.get(o["value"], 1e18))
 

@@ -158,11 +158,18 @@ impl Owner {
     }
 
     async fn give_up(&self) {
-        let mut served = self.served.lock().await;
-        if let Some(old) = served.take() {
+        // Not waited for while a take-over or another give-up runs (a forwarded request
+        // must not stall behind it): the watch loop comes back every 250 ms.
+        let Ok(mut served) = self.served.try_lock() else {
+            return;
+        };
+        if let Some(old) = served.as_ref() {
             tracing::info!("agent state: another node leads it now, given up");
             self.admin.detach();
+            // Closed before it is dropped: a give-up cancelled meanwhile leaves it to the
+            // next one.
             old.log.close().await;
+            *served = None;
         }
     }
 
@@ -178,9 +185,12 @@ impl Owner {
         // Given up first: requests in flight on the old state fail from here on, and its
         // last append is done before the state is read again (nothing written through it
         // can follow the new marker).
-        if let Some(old) = served.take() {
+        if let Some(old) = served.as_ref() {
             self.admin.detach();
+            // Kept until closed: a caller cancelled while it waits leaves the old log in
+            // place for the next one to close, never a take-over beside a live writer.
             old.log.close().await;
+            *served = None;
         }
         let partition = self
             .storage

@@ -120,13 +120,14 @@ const READ_AHEAD: usize = 256 * 1024;
 struct ReadAhead([Vec<strata_batch::Batch>; LEVELS]);
 
 impl ReadAhead {
-    /// The record of the message at `slot` of `q`, if it is still stored, reading ahead
-    /// when the batches read so far do not hold it.
+    /// What `slot` of `q` holds, reading ahead when the batches read so far do not hold
+    /// it: `None` when it is no longer stored, `Some(None)` for a marker (a replicated
+    /// partition's leader change takes an offset: never a message), the record otherwise.
     async fn record_at(
         &mut self,
         q: &Open,
         slot: Slot,
-    ) -> Result<Option<strata_batch::Record>, StoreError> {
+    ) -> Result<Option<Option<strata_batch::Record>>, StoreError> {
         let level = usize::from(slot.level);
         let held = &mut self.0[level];
         let holds = |b: &strata_batch::Batch| {
@@ -134,10 +135,22 @@ impl ReadAhead {
         };
         if !held.iter().any(holds) {
             *held = match q.levels[level].read(slot.offset, READ_AHEAD).await {
+                Ok(batches) if batches.is_empty() => {
+                    // At or past the end: the ends known were ahead of the partition (it
+                    // is not what it was). Not taken for gone: read again.
+                    *q.known_ends.lock() = None;
+                    return Err(StoreError::Unavailable(format!(
+                        "{}/{level}: offset {} is not readable yet",
+                        q.name, slot.offset
+                    )));
+                }
                 Ok(batches) => batches,
                 Err(StoreError::OffsetOutOfRange { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             };
+        }
+        if held.iter().any(|b| holds(b) && b.header().control) {
+            return Ok(Some(None));
         }
         Ok(held
             .iter()
@@ -145,7 +158,8 @@ impl ReadAhead {
             .filter_map(|b| b.records().ok())
             .flatten()
             .filter_map(Result::ok)
-            .find(|r| r.offset == slot.offset))
+            .find(|r| r.offset == slot.offset)
+            .map(Some))
     }
 }
 
@@ -359,9 +373,7 @@ impl Queues {
         let mut ends = [0u64; LEVELS];
         let mut stale = Vec::new();
         for (level, mark) in marks.iter_mut().enumerate() {
-            ends[level] = crate::storage::serving_offsets(levels[level].as_ref())
-                .await?
-                .end;
+            ends[level] = levels[level].offsets().await?.end;
             let past = mark.floor > ends[level]
                 || mark
                     .done
@@ -407,7 +419,7 @@ impl Queues {
             dedup: Mutex::new(dedup),
             sending: tokio::sync::Mutex::new(()),
             marking: tokio::sync::Mutex::new(()),
-            known_ends: Mutex::new(None),
+            known_ends: Mutex::new(Some((ends, std::time::Instant::now()))),
             wake: Notify::new(),
         });
         self.open.lock().insert(name.to_string(), q.clone());
@@ -827,7 +839,14 @@ impl Queues {
         while let Some(d) = given.next() {
             let level = usize::from(d.slot.level);
             let record = match ahead.record_at(q, d.slot).await {
-                Ok(record) => record,
+                Ok(Some(None)) => {
+                    // A leader's marker: done, as if never a slot of the queue.
+                    if q.state.lock().ack(&d.lease).is_ok() {
+                        let _ = self.keep_marks(q, &[level]).await;
+                    }
+                    continue;
+                }
+                Ok(record) => record.flatten(),
                 Err(e) => {
                     // Nothing reaches the client: every lease of this fetch is given up.
                     let mut state = q.state.lock();

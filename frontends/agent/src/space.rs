@@ -163,14 +163,14 @@ pub struct ChangeLog {
     partition: Arc<dyn Partition>,
     /// Tells the writer to stop after the append under way.
     closing: watch::Sender<bool>,
-    writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by the writer when it has stopped (whoever waits, however many).
+    stopped: watch::Receiver<bool>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ChangeLog {
     fn drop(&mut self) {
-        if let Some(writer) = self.writer.lock().take() {
-            writer.abort();
-        }
+        self.writer.abort();
     }
 }
 
@@ -243,37 +243,39 @@ impl ChangeLog {
         let lost = Arc::new(AtomicBool::new(false));
         let (writes, queued) = mpsc::channel(QUEUED_WRITES);
         let (closing, closed) = watch::channel(false);
-        let writer = tokio::spawn(write_loop(
-            partition.clone(),
-            view.clone(),
-            lost.clone(),
-            queued,
-            closed,
-        ));
+        let (stop, stopped) = watch::channel(false);
+        let writer = tokio::spawn({
+            let (partition, view, lost) = (partition.clone(), view.clone(), lost.clone());
+            async move {
+                write_loop(partition, view, lost, queued, closed).await;
+                stop.send_replace(true);
+            }
+        });
         Ok(ChangeLog {
             view,
             writes,
             lost,
             partition,
             closing,
-            writer: parking_lot::Mutex::new(Some(writer)),
+            stopped,
+            writer,
         })
     }
 
-    /// Stops writing: every write from here on fails, and this returns once the append
-    /// under way (if any) is done, so that nothing written through this log can follow
-    /// a later owner's marker. Called before the state is taken over again.
+    /// Stops writing: every write from here on fails, and this returns once the writer
+    /// has stopped, its append under way done, so that nothing written through this log
+    /// can follow a later owner's marker. Called before the state is taken over again;
+    /// a caller cancelled while it waits leaves the log to the next one to close it.
     pub async fn close(&self) {
         self.lost.store(true, Ordering::Release);
         self.closing.send_replace(true);
-        let writer = self.writer.lock().take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
-    /// Whether the partition is still served here (led, and heard from a majority
-    /// lately): checked before each request is answered from this view.
+    /// Whether the partition is still served here (led, its marker committed, and a
+    /// majority heard from within the contact lease): checked before each request is
+    /// answered from this view.
     pub async fn still_leads(&self) -> Result<(), AgentError> {
         self.usable()?;
         self.partition.offsets().await?;
@@ -396,7 +398,7 @@ async fn write_loop(
             }
         }
         if view.read().wants_compaction()
-            && let Err(e) = compact(partition.as_ref(), &view).await
+            && let Err(e) = compact(partition.as_ref(), &view, &closed).await
         {
             tracing::warn!(error = %e.message, "agent state: compaction failed, giving it up");
             lost.store(true, Ordering::Release);
@@ -420,7 +422,11 @@ fn op_bytes(op: &StateOp) -> usize {
 }
 
 /// Writes every live key again, then deletes the records below the first of them.
-async fn compact(partition: &dyn Partition, view: &RwLock<View>) -> Result<(), AgentError> {
+async fn compact(
+    partition: &dyn Partition,
+    view: &RwLock<View>,
+    closed: &watch::Receiver<bool>,
+) -> Result<(), AgentError> {
     // No write is appended meanwhile (the writer is here), so the copy stays current.
     let live: Vec<StateOp> = view
         .read()
@@ -431,6 +437,10 @@ async fn compact(partition: &dyn Partition, view: &RwLock<View>) -> Result<(), A
     let mut first = None;
     let mut rest = &live[..];
     while !rest.is_empty() {
+        if *closed.borrow() {
+            // Closed for a new take-over: no more of this view's keys may follow.
+            return Err(AgentError::unavailable("the agent state was closed"));
+        }
         let mut bytes = 0;
         let n = rest
             .iter()

@@ -178,9 +178,11 @@ async fn ensure_stream_in(
     let spec = StreamSpec::new(stream, partitions)
         .with_storage_class(class.journal_class_for(stream, clustered));
     storage.ensure_stream(spec).await?;
-    // Used at once by the caller: a new stream's leaders serve it first.
+    // Used at once by the caller: a new stream's leaders serve it first (all of them
+    // within one wait).
+    let until = tokio::time::Instant::now() + OPEN_WAIT;
     for p in 0..partitions {
-        serving_offsets(storage.partition(stream, p).await?.as_ref()).await?;
+        serving_offsets(storage.partition(stream, p).await?.as_ref(), until).await?;
     }
     Ok(true)
 }
@@ -189,12 +191,12 @@ async fn ensure_stream_in(
 /// leaders take over within a second or so).
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
-/// The offsets of `partition`, waiting up to [`OPEN_WAIT`] while it has no leader serving
-/// it yet.
-pub(crate) async fn serving_offsets(
+/// The offsets of `partition`, waiting until `until` while it has no leader serving it
+/// yet.
+async fn serving_offsets(
     partition: &dyn Partition,
+    until: tokio::time::Instant,
 ) -> Result<strata_frontend::seams::Offsets, StoreError> {
-    let until = tokio::time::Instant::now() + OPEN_WAIT;
     loop {
         match partition.offsets().await {
             Err(StoreError::Unavailable(_) | StoreError::NotLeader { .. })

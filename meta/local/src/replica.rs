@@ -306,6 +306,16 @@ impl Replica {
         Ok(epoch)
     }
 
+    /// [`Replica::serving`], and not cut off from its followers ([`Replica::cut_off`]):
+    /// what a caller that answers from its own view of the partition checks first.
+    fn serving_in_contact(&self) -> StoreResult<u64> {
+        let epoch = self.serving()?;
+        if self.cut_off(epoch, self.handover.lock().led_since) {
+            return Err(self.cut_off_error());
+        }
+        Ok(epoch)
+    }
+
     /// Leader of `epoch`, leading since `led_since`: whether it has led for
     /// [`CONTACT_LEASE`] without hearing, in that time, from enough followers to make a
     /// majority with itself.
@@ -1427,7 +1437,9 @@ impl Partition for ReplicatedPartition {
     }
 
     async fn offsets(&self) -> StoreResult<Offsets> {
-        self.0.serving()?;
+        // A leader cut off from its followers answers no offsets: a caller keeping a view
+        // of the partition (the agent state) asks before it answers from that view.
+        self.0.serving_in_contact()?;
         let o = self.0.log.offsets();
         Ok(Offsets {
             log_start: o.log_start,
