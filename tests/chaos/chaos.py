@@ -53,7 +53,8 @@ from its start and a checker applies the rules of Jepsen's Kafka queue checker:
                 through Kafka at the end; MQTT QoS 1 allows duplicates)
   mqtt-idle     no MQTT message was acknowledged at all
   agent-lost    a message whose send was acknowledged was never delivered and acknowledged
-                (an ack with no answer counts, as does a move to the dead letters)
+                (an ack with no answer or a 5xx counts: it may have been applied; so
+                does a move to the dead letters)
   agent-failed  a message expired or left the journal before delivery (a delivery_failed
                 event on the queue's failure topic)
   agent-idle    no agent message was acknowledged at all
@@ -659,8 +660,10 @@ def check(ops):
     # A publisher that never got a PUBACK proves nothing.
     v["mqtt-idle"] = [] if mqtt_acked else ["no MQTT message was acknowledged"]
     agent_sent = {o["value"] for o in ops if o["op"] == "agent-send" and o["ok"]}
-    # Done: acked (answered 200), acked perhaps (no answer), or moved to the dead letters.
-    agent_done = {o["value"] for o in ops if o["op"] == "agent-ack" and o["status"] in (0, 200)}
+    # Done: acked (answered 200), perhaps acked (no answer, or a 5xx: a replicated write
+    # that failed may still be kept), or moved to the dead letters.
+    agent_done = {o["value"] for o in ops
+                  if o["op"] == "agent-ack" and (o["status"] in (0, 200) or o["status"] >= 500)}
     agent_done |= {o["value"] for o in ops if o["op"] == "agent-dead"}
     v["agent-lost"] = sorted(agent_sent - agent_done)
     v["agent-failed"] = [o["event"] for o in ops if o["op"] == "agent-failed"]
