@@ -116,7 +116,8 @@ impl Owner {
     /// kept until compacted. Created by the first request, so a cluster whose agent API
     /// is not used has no such stream.
     async fn ensure_state(&self) -> Result<(), AgentError> {
-        if self.storage.catalog.stream(STATE_STREAM).is_some() {
+        // Asked on every request: the placement is a lookup, the stream's settings are not.
+        if self.storage.catalog.placement(STATE_STREAM, 0).is_some() {
             return Ok(());
         }
         let spec = StreamSpec::new(STATE_STREAM, 1)

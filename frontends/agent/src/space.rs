@@ -178,14 +178,12 @@ impl Drop for ChangeLog {
 /// records without a key, skipped).
 fn ops_of(batches: &[strata_batch::Batch], from: u64) -> Result<(Vec<StateOp>, u64), StoreError> {
     let mut ops = Vec::new();
-    let mut next = from;
     for batch in batches {
         for record in batch.records()? {
             let record = record?;
             if record.offset < from {
                 continue;
             }
-            next = record.offset + 1;
             match (record.key, record.value) {
                 (Some(k), _) if k.is_empty() => {}
                 (Some(k), Some(v)) => ops.push(StateOp::Put(k.to_vec(), v.to_vec())),
@@ -193,9 +191,9 @@ fn ops_of(batches: &[strata_batch::Batch], from: u64) -> Result<(Vec<StateOp>, u
                 (None, _) => {}
             }
         }
-        next = next.max(batch.last_offset() + 1);
     }
-    Ok((ops, next))
+    let next = batches.last().map_or(from, |b| b.last_offset() + 1);
+    Ok((ops, next.max(from)))
 }
 
 /// The batch holding `ops`, one record each.
