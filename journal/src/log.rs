@@ -166,6 +166,13 @@ pub trait PartitionLog: Send + Sync + Debug {
         Err(unsupported("truncate_from"))
     }
 
+    /// Removes every record a copy that is no longer a replica holds (its partition moved
+    /// to other nodes): the log keeps its start (and what object storage holds) and ends
+    /// there, and forgets its high watermark. Returns the new end.
+    async fn clear_copy(&self) -> Result<u64> {
+        Err(unsupported("clear_copy"))
+    }
+
     /// Drops the whole log and makes it begin, empty, at `offset`, beyond its end: a
     /// follower whose log ends below its leader's log start (retention removed what it
     /// would copy next, or its disk was wiped) starts again where the leader's log does,

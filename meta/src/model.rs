@@ -90,9 +90,26 @@ pub struct PartitionPlacement {
     /// until the leader reports; see [`PartitionPlacement::in_sync`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub in_sync: Vec<NodeId>,
+    /// Replicated partitions: the replicas it is moving to, while a move runs (empty
+    /// otherwise). The nodes in it that are not replicas yet are *learners*: they copy
+    /// the leader's log without counting toward commitment or elections. Once each of
+    /// them holds the leader's whole log, the leader stops taking appends and begins the
+    /// next epoch's election with this set as its replicas
+    /// ([`Command::BeginElection`]'s `replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<NodeId>,
 }
 
 impl PartitionPlacement {
+    /// The nodes copying the partition that are not replicas yet (a move under way).
+    pub fn learners(&self) -> Vec<NodeId> {
+        self.target
+            .iter()
+            .copied()
+            .filter(|n| !self.replicas.contains(n))
+            .collect()
+    }
+
     /// The in-sync replicas as clients are told: every copy of an unreplicated partition
     /// (when it has a leader), the leader's report for a replicated one (the leader alone
     /// until it reports), none while there is no leader.
@@ -266,6 +283,25 @@ pub enum Command {
         epoch: u64,
         /// A replica to prefer when its log is as up to date as the best.
         preferred: Option<NodeId>,
+        /// Ends a move: the partition's replicas from this epoch on, equal to its
+        /// `target`. Written only by the leader that stopped taking appends, fenced its
+        /// log at the new epoch and saw every one of them hold its whole log, so any
+        /// majority of the new replicas holds every committed record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<NodeId>>,
+    },
+    /// Moves a replicated partition to `replicas` (2 to [`MAX_REPLICAS`] distinct active
+    /// nodes, the first its preferred leader): the new ones copy the leader's log as
+    /// learners, then the leader ends the move with an election. The partition's
+    /// current replicas cancel a move; the same nodes in another order only change the
+    /// preferred leader.
+    MoveReplicas {
+        /// Stream.
+        stream: String,
+        /// Partition.
+        partition: u32,
+        /// The replicas wanted.
+        replicas: Vec<NodeId>,
     },
     /// A replica's answer to the election of `epoch`: it fenced its log at that epoch and
     /// its log ends at `end`.
@@ -322,6 +358,10 @@ pub enum Outcome {
     Leaving {
         /// How many partitions it leads.
         partitions: u64,
+        /// How many replicated partitions still hold a copy on it (each moving off it
+        /// when another active node can take its copy).
+        #[serde(default)]
+        copies: u64,
     },
     /// The command cannot apply as asked.
     Invalid(String),
@@ -428,19 +468,25 @@ impl MetaState {
                     );
                 }
                 let led = self.led_by(*id);
-                if led == 0 {
+                if led == 0 && self.held_by(*id) == 0 {
                     self.nodes.remove(id);
                     return (Outcome::Removed, vec![Touched::Node(*id)]);
                 }
-                // With one copy per partition, a partition moves only with its data, which
-                // replication brings: until then the node stays, leading what it has, and
-                // takes nothing new.
+                // A partition with one copy moves only with its data: the node stays,
+                // leading it, and takes nothing new. The copies of replicated partitions
+                // move to other nodes (each ends with an election); the node is removed
+                // when asked again once it holds none.
                 if let Some(n) = self.nodes.get_mut(id) {
                     n.state = NodeState::Leaving;
                 }
+                let mut touched = vec![Touched::Node(*id)];
+                touched.extend(self.move_off(*id));
                 (
-                    Outcome::Leaving { partitions: led },
-                    vec![Touched::Node(*id)],
+                    Outcome::Leaving {
+                        partitions: led,
+                        copies: self.held_by(*id),
+                    },
+                    touched,
                 )
             }
             Command::Heartbeat { id, at_ms } => match self.nodes.get_mut(id) {
@@ -608,7 +654,13 @@ impl MetaState {
                 partition,
                 epoch,
                 preferred,
-            } => self.begin_election(stream, *partition, *epoch, *preferred),
+                replicas,
+            } => self.begin_election(stream, *partition, *epoch, *preferred, replicas.as_deref()),
+            Command::MoveReplicas {
+                stream,
+                partition,
+                replicas,
+            } => self.move_replicas(stream, *partition, replicas),
             Command::ReportReplica {
                 stream,
                 partition,
@@ -644,6 +696,7 @@ impl MetaState {
         partition: u32,
         epoch: u64,
         preferred: Option<NodeId>,
+        replicas: Option<&[NodeId]>,
     ) -> (Outcome, Vec<Touched>) {
         let p = match self.placement_mut(stream, partition) {
             Ok(p) => p,
@@ -666,13 +719,26 @@ impl MetaState {
                 Vec::new(),
             );
         }
-        if preferred.is_some_and(|n| !p.replicas.contains(&n)) {
+        if replicas.is_some_and(|r| p.target.is_empty() || r != p.target.as_slice()) {
+            return (
+                Outcome::Invalid(format!(
+                    "{stream}/{partition} is not moving to those replicas"
+                )),
+                Vec::new(),
+            );
+        }
+        let members = replicas.unwrap_or(&p.replicas);
+        if preferred.is_some_and(|n| !members.contains(&n)) {
             return (
                 Outcome::Invalid(format!(
                     "the preferred node is not a replica of {stream}/{partition}"
                 )),
                 Vec::new(),
             );
+        }
+        if let Some(r) = replicas {
+            p.replicas = r.to_vec();
+            p.target.clear();
         }
         p.epoch = epoch;
         p.leader = None;
@@ -729,6 +795,99 @@ impl MetaState {
         p.election = None;
         p.in_sync.clear();
         (Outcome::Done, vec![Touched::Stream(stream.to_string())])
+    }
+
+    fn move_replicas(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        wanted: &[NodeId],
+    ) -> (Outcome, Vec<Touched>) {
+        let active = self.active();
+        let p = match self.placement_mut(stream, partition) {
+            Ok(p) => p,
+            Err(missing) => return (missing, Vec::new()),
+        };
+        let invalid = |why: String| (Outcome::Invalid(why), Vec::new());
+        if p.replicas.len() < 2 {
+            return invalid(format!(
+                "{stream}/{partition} has one copy: only replicated partitions move"
+            ));
+        }
+        let mut distinct = wanted.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != wanted.len() || !(2..=MAX_REPLICAS as usize).contains(&wanted.len()) {
+            return invalid(format!(
+                "a replicated partition has 2 to {MAX_REPLICAS} distinct replicas"
+            ));
+        }
+        let mut now = p.replicas.clone();
+        now.sort_unstable();
+        if now == distinct {
+            // The same nodes: a move is cancelled, or the preferred leader changes.
+            p.replicas = wanted.to_vec();
+            p.target.clear();
+            p.in_sync.retain(|n| wanted.contains(n));
+            let order = p.replicas.clone();
+            p.in_sync.sort_by_key(|n| order.iter().position(|r| r == n));
+            return (Outcome::Done, vec![Touched::Stream(stream.to_string())]);
+        }
+        if let Some(n) = wanted
+            .iter()
+            .find(|n| !p.replicas.contains(n) && !active.contains(n))
+        {
+            return invalid(format!(
+                "node {n} is not an active member: replicas move to active nodes"
+            ));
+        }
+        p.target = wanted.to_vec();
+        (Outcome::Done, vec![Touched::Stream(stream.to_string())])
+    }
+
+    /// Starts moving every replicated partition's copy off node `id` (a node being
+    /// removed), to the active node holding fewest copies among those not holding one
+    /// already. Partitions already moving, and those for which no node is left, stay.
+    fn move_off(&mut self, id: NodeId) -> Vec<Touched> {
+        let mut held = self.count_by(|p| {
+            let mut all = p.replicas.clone();
+            all.extend(p.learners());
+            all
+        });
+        held.remove(&id);
+        let mut touched = std::collections::BTreeSet::new();
+        for (name, parts) in &mut self.placement {
+            for p in parts.iter_mut() {
+                if p.replicas.len() < 2 || !p.replicas.contains(&id) || !p.target.is_empty() {
+                    continue;
+                }
+                let to = held
+                    .iter()
+                    .filter(|(n, _)| !p.replicas.contains(n))
+                    .min_by_key(|(n, count)| (**count, **n))
+                    .map(|(n, _)| *n);
+                let Some(to) = to else { continue };
+                *held.entry(to).or_default() += 1;
+                p.target = p
+                    .replicas
+                    .iter()
+                    .map(|n| if *n == id { to } else { *n })
+                    .collect();
+                touched.insert(Touched::Stream(name.clone()));
+            }
+        }
+        touched.into_iter().collect()
+    }
+
+    /// How many replicated partitions hold a copy on node `id`, or are moving one there.
+    pub fn held_by(&self, id: NodeId) -> u64 {
+        self.placement
+            .values()
+            .flatten()
+            .filter(|p| {
+                p.replicas.len() > 1 && (p.replicas.contains(&id) || p.target.contains(&id))
+            })
+            .count() as u64
     }
 
     fn set_in_sync(
@@ -807,6 +966,7 @@ impl MetaState {
                     replicas: vec![node],
                     election: None,
                     in_sync: Vec::new(),
+                    target: Vec::new(),
                 })
                 .collect(),
         };
@@ -927,6 +1087,7 @@ impl MetaState {
                     replicas,
                     election: None,
                     in_sync: Vec::new(),
+                    target: Vec::new(),
                 }
             })
             .collect()
@@ -1219,7 +1380,13 @@ mod tests {
         // A node that leads partitions is only marked leaving: it keeps them, gets none
         // new, and stays leaving when it registers again.
         let (outcome, _) = s.apply(&Command::RemoveNode { id: 2 });
-        assert_eq!(outcome, Outcome::Leaving { partitions: 11 });
+        assert_eq!(
+            outcome,
+            Outcome::Leaving {
+                partitions: 11,
+                copies: 0
+            }
+        );
         s.apply(&node(2));
         assert_eq!(s.nodes[&2].state, NodeState::Leaving);
         s.apply(&stream("late", 4));
@@ -1276,6 +1443,7 @@ mod tests {
             partition: 0,
             epoch,
             preferred,
+            replicas: None,
         }
     }
 
@@ -1420,11 +1588,161 @@ mod tests {
                 stream: "one".into(),
                 partition: 0,
                 epoch: 1,
-                preferred: None
+                preferred: None,
+                replicas: None,
             })
             .0,
             Outcome::Invalid(_)
         ));
+    }
+
+    fn move_to(replicas: &[NodeId]) -> Command {
+        Command::MoveReplicas {
+            stream: "r".into(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_move_adds_learners_and_ends_with_the_election_of_its_replicas() {
+        let mut s = MetaState::default();
+        for id in 1..=5 {
+            s.apply(&node(id));
+        }
+        s.apply(&replicated("r", 1, 3));
+        let before = s.placement["r"][0].clone();
+        assert_eq!(before.replicas, vec![1, 2, 3]);
+        // Refused: a duplicate, one copy, too many, an unknown node.
+        for bad in [
+            &[1, 1, 2][..],
+            &[4][..],
+            &[1, 2, 3, 4, 5, 6, 7, 8][..],
+            &[1, 2, 9][..],
+        ] {
+            assert!(
+                matches!(s.apply(&move_to(bad)).0, Outcome::Invalid(_)),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(s.placement["r"][0], before);
+        // Nodes 4 and 5 copy the log as learners; the replicas (and majority) stay.
+        assert_eq!(s.apply(&move_to(&[4, 2, 5])).0, Outcome::Done);
+        let p = &s.placement["r"][0];
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+        assert_eq!(p.learners(), vec![4, 5]);
+        assert_eq!(s.held_by(4), 1);
+        // A learner does not vote.
+        assert!(matches!(
+            s.apply(&report(1, 4, 0, 10)).0,
+            Outcome::Invalid(_)
+        ));
+        // Only the target ends the move; an ordinary election keeps the replicas and the
+        // move.
+        let ending = |replicas: Vec<NodeId>| Command::BeginElection {
+            stream: "r".into(),
+            partition: 0,
+            epoch: 1,
+            preferred: Some(4),
+            replicas: Some(replicas),
+        };
+        assert!(matches!(
+            s.apply(&ending(vec![4, 5, 2])).0,
+            Outcome::Invalid(_)
+        ));
+        assert_eq!(s.apply(&ending(vec![4, 2, 5])).0, Outcome::Done);
+        let p = &s.placement["r"][0];
+        assert_eq!((p.replicas.clone(), p.epoch), (vec![4, 2, 5], 1));
+        assert!(p.target.is_empty() && p.leader.is_none());
+        // The old replicas 1 and 3 no longer vote; two of the new three elect.
+        assert!(matches!(
+            s.apply(&report(1, 1, 0, 10)).0,
+            Outcome::Invalid(_)
+        ));
+        s.apply(&report(1, 2, 0, 10));
+        s.apply(&report(1, 4, 0, 10));
+        assert_eq!(s.placement["r"][0].leader, Some(4));
+        // The same nodes in another order change the preferred leader only; the current
+        // replicas cancel a move.
+        assert_eq!(s.apply(&move_to(&[2, 4, 5])).0, Outcome::Done);
+        assert_eq!(s.placement["r"][0].replicas, vec![2, 4, 5]);
+        assert_eq!(s.placement["r"][0].leader, Some(4));
+        s.apply(&move_to(&[2, 4, 1]));
+        assert_eq!(s.placement["r"][0].learners(), vec![1]);
+        s.apply(&move_to(&[2, 4, 5]));
+        assert!(s.placement["r"][0].target.is_empty());
+        // A partition with one copy does not move.
+        s.apply(&stream("single", 1));
+        let single = Command::MoveReplicas {
+            stream: "single".into(),
+            partition: 0,
+            replicas: vec![1, 2],
+        };
+        assert!(matches!(s.apply(&single).0, Outcome::Invalid(_)));
+    }
+
+    #[test]
+    fn removing_a_node_moves_its_copies_to_the_others() {
+        let mut s = MetaState::default();
+        for id in 1..=4 {
+            s.apply(&node(id));
+        }
+        s.apply(&replicated("r", 4, 3));
+        let on_3 = s.held_by(3);
+        assert!(on_3 > 0);
+        let led = s.led_by(3);
+        let (outcome, _) = s.apply(&Command::RemoveNode { id: 3 });
+        assert_eq!(
+            outcome,
+            Outcome::Leaving {
+                partitions: led,
+                copies: on_3
+            }
+        );
+        for p in &s.placement["r"] {
+            if p.replicas.contains(&3) {
+                // Node 3's place goes to the only other node without a copy.
+                let spare = (1..=4)
+                    .find(|n| !p.replicas.contains(n))
+                    .expect("four nodes, three copies");
+                let want: Vec<NodeId> = p
+                    .replicas
+                    .iter()
+                    .map(|n| if *n == 3 { spare } else { *n })
+                    .collect();
+                assert_eq!(p.target, want);
+            } else {
+                assert!(p.target.is_empty());
+            }
+        }
+        // Each move ends with its election; then the node holds nothing and goes.
+        for i in 0..4 {
+            let p = s.placement["r"][i].clone();
+            if p.target.is_empty() {
+                continue;
+            }
+            let end = Command::BeginElection {
+                stream: "r".into(),
+                partition: i as u32,
+                epoch: p.epoch + 1,
+                preferred: None,
+                replicas: Some(p.target.clone()),
+            };
+            assert_eq!(s.apply(&end).0, Outcome::Done);
+        }
+        assert_eq!(s.held_by(3), 0);
+        assert_eq!(s.apply(&Command::RemoveNode { id: 3 }).0, Outcome::Removed);
+        // With no node left to take them, copies stay and the node stays leaving.
+        let mut three = MetaState::default();
+        for id in 1..=3 {
+            three.apply(&node(id));
+        }
+        three.apply(&replicated("r", 1, 3));
+        assert!(matches!(
+            three.apply(&Command::RemoveNode { id: 2 }).0,
+            Outcome::Leaving { copies: 1, .. }
+        ));
+        assert!(three.placement["r"][0].target.is_empty());
     }
 
     #[test]

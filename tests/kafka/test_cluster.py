@@ -236,7 +236,7 @@ def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_no
 
         # Node 4 leads a partition: removal only marks it leaving; new topics avoid it.
         removal = admin_call(nodes[2], "DELETE", "cluster", "nodes", "4")
-        assert removal == {"state": "leaving", "partitions_led": 1}
+        assert removal == {"state": "leaving", "partitions_led": 1, "copies": 0}
         for f in admin.create_topics([NewTopic("after-leave", 6, 1)]).values():
             f.result(DEADLINE)
         leaders = placed(nodes[1], "after-leave", 6)
@@ -253,7 +253,7 @@ def test_a_node_added_through_any_node_takes_new_partitions_and_a_removed_one_no
                    lambda: next(m for m in nodes[0].api("cluster", "nodes")["nodes"]
                                 if m["id"] == 4)["partitions_led"] == 0)
         removal = admin_call(nodes[0], "DELETE", "cluster", "nodes", "4")
-        assert removal == {"state": "removed", "partitions_led": 0}
+        assert removal == {"state": "removed", "partitions_led": 0, "copies": 0}
         assert [m["id"] for m in nodes[0].api("cluster", "nodes")["nodes"]] == [1, 2, 3]
         wait_until("every node to see node 4 gone",
                    lambda: all([m["id"] for m in n.api("cluster", "nodes")["nodes"]] == [1, 2, 3]

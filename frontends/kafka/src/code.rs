@@ -19,6 +19,8 @@ pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
 /// The replication factor asked for is not one the cluster can keep.
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 pub const INVALID_REQUEST: i16 = 42;
 pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;

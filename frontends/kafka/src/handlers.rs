@@ -71,6 +71,9 @@ const APIS: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 1, 3),
     (ApiKey::DeleteAcls, 1, 1, 3),
     (ApiKey::OffsetForLeaderEpoch, 2, 2, 4),
+    (ApiKey::AlterPartitionReassignments, 0, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 1, 4),
 ];
 
 fn accepted(key: ApiKey, version: i16) -> bool {
@@ -232,6 +235,15 @@ pub async fn handle(
         RequestKind::DescribeAcls(r) => respond(corr, version, &acls::describe(k, session, r))?,
         RequestKind::CreateAcls(r) => respond(corr, version, &acls::create(k, session, r).await)?,
         RequestKind::DeleteAcls(r) => respond(corr, version, &acls::delete(k, session, r).await)?,
+        RequestKind::AlterPartitionReassignments(r) => {
+            respond(corr, version, &crate::reassign::alter(k, session, r).await)?
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            respond(corr, version, &crate::reassign::log_dirs(k, session, r))?
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            respond(corr, version, &crate::reassign::list(k, session, r))?
+        }
         RequestKind::DescribeConfigs(r) => {
             respond(corr, version, &describe_configs(k, session, r))?
         }

@@ -16,6 +16,7 @@ mod handlers;
 mod metrics;
 mod producers;
 mod quota;
+mod reassign;
 pub mod record_batches;
 mod sasl;
 mod session;

@@ -775,6 +775,73 @@ impl SegmentLog {
     }
 
     /// [`PartitionLog::start_at`] (`keep_stored`: [`PartitionLog::start_after_stored`]).
+    /// Cuts the log from `offset` (a divergent tail: never below the high watermark), or,
+    /// given none, every record it can: a copy that is no longer a replica forgets its
+    /// high watermark and keeps only its start (and what object storage holds).
+    fn cut_tail(&self, offset: Option<u64>) -> Result<u64> {
+        self.replica_capable()?;
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        let floor = st
+            .log_start
+            .max(st.segments[0].base_offset)
+            .max(if self.remote.is_some() {
+                st.uploaded_end
+            } else {
+                0
+            });
+        let offset = match offset {
+            Some(offset) => {
+                if offset >= st.next_offset {
+                    return Ok(st.next_offset);
+                }
+                // Committed records are never taken back: below the high watermark, refuse.
+                let floor = floor.max(st.high_watermark.unwrap_or(0));
+                if offset < floor {
+                    return Err(JournalError::OffsetOutOfRange {
+                        offset,
+                        log_start: floor,
+                        end: st.next_offset,
+                    });
+                }
+                offset
+            }
+            None => {
+                st.high_watermark = None;
+                if floor >= st.next_offset {
+                    return Ok(st.next_offset);
+                }
+                floor
+            }
+        };
+        let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let seg = st.segments[i].clone();
+        let (pos, cut_at) = self.batch_holding(&seg, offset)?;
+        // From the first change to the files on, a failure leaves the partition's state
+        // unknown: it is closed, and reopening recovers it from the files.
+        let cut = self.cut_files(&mut st, i, &seg, pos);
+        if let Err(e) = cut {
+            tracing::error!(parent: &self.span, error = %e, "truncation failed; closing the partition");
+            st.closed = true;
+            self.watch.close();
+            return Err(e);
+        }
+        st.next_offset = cut_at;
+        st.tail.truncate(cut_at);
+        if st.epochs.truncate_from(cut_at) {
+            self.save_epochs(&st)?;
+        }
+        // Everything below the cut is durable: earlier segments were synced when they
+        // rolled (or are synced by the interval task), this one just now.
+        self.commit.truncate(cut_at);
+        self.metrics.replica_truncations.inc();
+        tracing::info!(parent: &self.span, offset = cut_at, "truncated a divergent tail");
+        self.watch.publish(self.visible_end(&st));
+        Ok(cut_at)
+    }
+
     fn start_over(&self, offset: u64, keep_stored: bool) -> Result<u64> {
         self.replica_capable()?;
         match &self.remote {
@@ -997,55 +1064,11 @@ impl PartitionLog for SegmentLog {
     }
 
     async fn truncate_from(&self, offset: u64) -> Result<u64> {
-        self.replica_capable()?;
-        let mut st = self.state.lock();
-        if st.closed {
-            return Err(JournalError::Closed);
-        }
-        if offset >= st.next_offset {
-            return Ok(st.next_offset);
-        }
-        let floor = st
-            .log_start
-            .max(st.segments[0].base_offset)
-            .max(if self.remote.is_some() {
-                st.uploaded_end
-            } else {
-                0
-            });
-        // Committed records are never taken back: below the high watermark, refuse.
-        let floor = floor.max(st.high_watermark.unwrap_or(0));
-        if offset < floor {
-            return Err(JournalError::OffsetOutOfRange {
-                offset,
-                log_start: floor,
-                end: st.next_offset,
-            });
-        }
-        let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
-        let seg = st.segments[i].clone();
-        let (pos, cut_at) = self.batch_holding(&seg, offset)?;
-        // From the first change to the files on, a failure leaves the partition's state
-        // unknown: it is closed, and reopening recovers it from the files.
-        let cut = self.cut_files(&mut st, i, &seg, pos);
-        if let Err(e) = cut {
-            tracing::error!(parent: &self.span, error = %e, "truncation failed; closing the partition");
-            st.closed = true;
-            self.watch.close();
-            return Err(e);
-        }
-        st.next_offset = cut_at;
-        st.tail.truncate(cut_at);
-        if st.epochs.truncate_from(cut_at) {
-            self.save_epochs(&st)?;
-        }
-        // Everything below the cut is durable: earlier segments were synced when they
-        // rolled (or are synced by the interval task), this one just now.
-        self.commit.truncate(cut_at);
-        self.metrics.replica_truncations.inc();
-        tracing::info!(parent: &self.span, offset = cut_at, "truncated a divergent tail");
-        self.watch.publish(self.visible_end(&st));
-        Ok(cut_at)
+        self.cut_tail(Some(offset))
+    }
+
+    async fn clear_copy(&self) -> Result<u64> {
+        self.cut_tail(None)
     }
 
     async fn start_at(&self, offset: u64) -> Result<u64> {

@@ -340,3 +340,31 @@ async fn classes_that_cannot_be_replicas_say_so() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_moved_away_drops_its_committed_records_too() {
+    let h = Harness::new(StorageClass::Segment);
+    let j = h.open();
+    let log = partition(&h, &j, "gone").await;
+    for i in 0..40u32 {
+        log.append_in_epoch(batch(&format!("g{i}"), 10, 1000), 2)
+            .await
+            .unwrap();
+    }
+    let segments_before = log.describe().segments.len();
+    assert!(segments_before > 2);
+    log.set_high_watermark(300).unwrap();
+    // A divergent tail stops at the high watermark; a copy no longer a replica does not.
+    assert!(log.truncate_from(100).await.is_err());
+    assert_eq!(log.clear_copy().await.unwrap(), 0);
+    let state = log.replica_state().unwrap();
+    assert_eq!((state.written_end, state.high_watermark), (0, None));
+    assert_eq!(log.describe().segments.len(), 1, "its segments are gone");
+    assert!(log.leader_epochs().unwrap().is_empty());
+    assert_eq!(log.clear_copy().await.unwrap(), 0, "twice is a no-op");
+    // Reopened, it is still empty: a copy placed here again starts as a new one does.
+    j.close().await.unwrap();
+    let j = h.open();
+    let log = j.stream("gone").unwrap().partition(0).unwrap().clone();
+    assert_eq!(log.replica_state().unwrap().written_end, 0);
+}

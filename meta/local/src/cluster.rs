@@ -537,8 +537,58 @@ impl Catalog for ClusterStreams {
                 epoch: p.epoch,
                 replicas: p.replicas.clone(),
                 in_sync: p.in_sync(),
+                target: p.target.clone(),
             })
         })
+    }
+
+    fn copies_dir(&self) -> String {
+        self.journal().dir().display().to_string()
+    }
+
+    fn copy_bytes(&self, stream: &str, partition: u32) -> Option<u64> {
+        let here = self.node_local(stream)
+            || self.meta.read(|s| {
+                s.placement
+                    .get(stream)
+                    .and_then(|ps| ps.get(partition as usize))
+                    .is_some_and(|p| {
+                        p.replicas.contains(&self.node) || p.target.contains(&self.node)
+                    })
+            });
+        if !here {
+            return None;
+        }
+        let s = self.journal().stream(stream).ok()?;
+        Some(s.partition(partition).ok()?.describe().size)
+    }
+
+    async fn move_replicas(
+        &self,
+        stream: &str,
+        partition: u32,
+        replicas: Vec<NodeId>,
+    ) -> StoreResult<()> {
+        if self.node_local(stream) {
+            return self.local.move_replicas(stream, partition, replicas).await;
+        }
+        let command = Command::MoveReplicas {
+            stream: stream.to_string(),
+            partition,
+            replicas: replicas.clone(),
+        };
+        match self.write(command).await? {
+            Outcome::Done => {}
+            other => return Err(outcome_error(stream, other)),
+        }
+        // Visible to this node's readers on return.
+        self.applied(|s| {
+            s.placement
+                .get(stream)
+                .and_then(|ps| ps.get(partition as usize))
+                .is_some_and(|p| p.target == replicas || p.replicas == replicas)
+        })
+        .await
     }
 
     fn is_member(&self, id: NodeId) -> bool {

@@ -81,6 +81,9 @@ const HAND_OVER_WAIT: Duration = Duration::from_millis(500);
 /// never keeps up costs at most half a second of refused appends every 10 minutes.
 const HAND_OVER_RETRY: Duration = Duration::from_secs(30);
 const HAND_OVER_RETRY_MAX: Duration = Duration::from_secs(600);
+/// A leader whose move's new copies did not all keep up waits this long before it tries
+/// again (twice as long after each further failure, up to [`HAND_OVER_RETRY_MAX`]).
+const MOVE_RETRY: Duration = Duration::from_secs(5);
 /// A leader that handed over reports to the election this much later than the others,
 /// so the preferred replica (as up to date as itself) is among the first majority.
 const HAND_OVER_REPORT_DELAY: Duration = Duration::from_secs(1);
@@ -103,6 +106,16 @@ impl Follower {
     fn in_sync(&self, now: std::time::Instant) -> bool {
         self.caught_up_at
             .is_some_and(|at| now.saturating_duration_since(at) <= IN_SYNC_LAG)
+    }
+
+    /// Whether it held everything the leader had within the last second, or holds all
+    /// of the leader's log now (`end`) and is waiting at the leader for more (an idle
+    /// partition's followers fetch every few seconds).
+    fn keeping_up(&self, now: std::time::Instant, end: u64) -> bool {
+        let waiting = Duration::from_millis(IDLE_FETCH_WAIT_MS) + FETCH_MARGIN;
+        self.caught_up_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+            || (self.offset >= end && now.saturating_duration_since(self.fetched_at) < waiting)
     }
 }
 
@@ -134,6 +147,9 @@ pub struct FollowerStatus {
     pub lag: u64,
     /// Whether it is in sync.
     pub in_sync: bool,
+    /// Whether it is a learner: a node the partition is moving to, copying the log
+    /// without counting toward commitment.
+    pub learner: bool,
 }
 
 /// What this node is for one replicated partition.
@@ -166,8 +182,8 @@ pub struct Replica {
     stream: String,
     partition: u32,
     log: Arc<dyn PartitionLog>,
-    /// The nodes holding a copy (their count sets the majority).
-    replicas: Vec<NodeId>,
+    /// The nodes holding a copy and those copying it to become one.
+    members: parking_lot::RwLock<Members>,
     role: watch::Sender<Role>,
     /// Leader: each follower's progress in the current epoch.
     followers: parking_lot::Mutex<HashMap<NodeId, Follower>>,
@@ -189,6 +205,26 @@ pub struct Replica {
     serving: std::sync::atomic::AtomicU64,
     /// Leader: handing over to the preferred replica.
     handover: parking_lot::Mutex<Handover>,
+}
+
+/// A replicated partition's members as placement has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Members {
+    /// The replicas: their count sets the majority, and only they count toward it (and
+    /// toward a leader's contact with its followers).
+    replicas: Vec<NodeId>,
+    /// Nodes a move adds: they fetch like followers, and count for nothing until the
+    /// move's election makes them replicas.
+    learners: Vec<NodeId>,
+}
+
+impl Members {
+    fn of(p: &PartitionPlacement) -> Self {
+        Members {
+            replicas: p.replicas.clone(),
+            learners: p.learners(),
+        }
+    }
 }
 
 /// A leader's handover to its partition's preferred replica.
@@ -224,7 +260,7 @@ impl Replica {
         stream: &str,
         partition: u32,
         log: Arc<dyn PartitionLog>,
-        replicas: &[NodeId],
+        placement: &PartitionPlacement,
         joined: std::path::PathBuf,
     ) -> Self {
         Replica {
@@ -234,7 +270,7 @@ impl Replica {
             stream: stream.to_string(),
             partition,
             log,
-            replicas: replicas.to_vec(),
+            members: parking_lot::RwLock::new(Members::of(placement)),
             role: watch::Sender::new(Role::Idle),
             followers: parking_lot::Mutex::default(),
             reporting: parking_lot::Mutex::default(),
@@ -244,6 +280,37 @@ impl Replica {
                 spread: spread(stream, partition),
                 ..Handover::default()
             }),
+        }
+    }
+
+    /// Takes the members `placement` names (a move's learners come and go; the replicas
+    /// change only with an election).
+    fn set_members(&self, placement: &PartitionPlacement) {
+        let members = Members::of(placement);
+        if *self.members.read() != members {
+            *self.members.write() = members;
+        }
+    }
+
+    /// This node's copy is no longer a member: it never votes again (it would hold a log
+    /// the replicas went on without), and its records go.
+    async fn forget(&self) {
+        if let Err(e) = std::fs::remove_file(&self.joined)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(stream = self.stream, partition = self.partition, error = %e,
+                "cannot remove the replica's joined marker");
+        }
+        self.joined_known
+            .store(false, std::sync::atomic::Ordering::Release);
+        match self.log.clear_copy().await {
+            Ok(_) => info!(
+                stream = self.stream,
+                partition = self.partition,
+                "this node's copy was moved away: its records are deleted"
+            ),
+            Err(e) => warn!(stream = self.stream, partition = self.partition, error = %e,
+                "this node's copy was moved away but its records stay"),
         }
     }
 
@@ -327,13 +394,17 @@ impl Replica {
         if !led_long {
             return false;
         }
+        let members = self.members.read();
         let heard = self
             .followers
             .lock()
-            .values()
-            .filter(|f| now.saturating_duration_since(f.fetched_at) < CONTACT_LEASE)
+            .iter()
+            .filter(|(n, f)| {
+                members.replicas.contains(n)
+                    && now.saturating_duration_since(f.fetched_at) < CONTACT_LEASE
+            })
             .count();
-        heard + 1 < majority(self.replicas.len())
+        heard + 1 < majority(members.replicas.len())
     }
 
     /// Returns, with the error to answer, once an append of this leader of `epoch`
@@ -421,9 +492,18 @@ impl Replica {
         let Ok(state) = self.log.replica_state() else {
             return;
         };
-        let mut ends: Vec<u64> = self.followers.lock().values().map(|f| f.offset).collect();
+        let (mut ends, need) = {
+            let members = self.members.read();
+            let ends: Vec<u64> = self
+                .followers
+                .lock()
+                .iter()
+                .filter(|(n, _)| members.replicas.contains(n))
+                .map(|(_, f)| f.offset)
+                .collect();
+            (ends, majority(members.replicas.len()))
+        };
         ends.push(state.durable_end);
-        let need = majority(self.replicas.len());
         if ends.len() < need {
             return;
         }
@@ -459,7 +539,11 @@ impl Replica {
         if request.epoch != epoch {
             return Err(self.not_leader());
         }
-        if request.replica == me || !self.replicas.contains(&request.replica) {
+        let member = {
+            let m = self.members.read();
+            m.replicas.contains(&request.replica) || m.learners.contains(&request.replica)
+        };
+        if request.replica == me || !member {
             return Err(StoreError::Invalid(format!(
                 "node {} is not a follower of {}/{}",
                 request.replica, self.stream, self.partition
@@ -569,8 +653,10 @@ impl Replica {
     /// Leader: the replicas in sync with it (itself among them), in replica order.
     fn in_sync(&self, me: NodeId) -> Vec<NodeId> {
         let now = std::time::Instant::now();
+        let members = self.members.read();
         let followers = self.followers.lock();
-        self.replicas
+        members
+            .replicas
             .iter()
             .copied()
             .filter(|n| *n == me || followers.get(n).is_some_and(|f| f.in_sync(now)))
@@ -586,17 +672,23 @@ impl Replica {
             .map_or((0, 0), |s| (s.high_watermark.unwrap_or(0), s.written_end));
         let now = std::time::Instant::now();
         let followers = if matches!(role, Role::Leader { .. }) {
+            let members = self.members.read();
             let known = self.followers.lock();
-            self.replicas
+            let learners = members.learners.iter().map(|n| (n, true));
+            members
+                .replicas
                 .iter()
-                .filter(|n| **n != me)
-                .map(|n| {
+                .map(|n| (n, false))
+                .chain(learners)
+                .filter(|(n, _)| **n != me)
+                .map(|(n, learner)| {
                     let f = known.get(n);
                     FollowerStatus {
                         node: *n,
                         offset: f.map(|f| f.offset),
                         lag: log_end.saturating_sub(f.map_or(0, |f| f.offset)),
-                        in_sync: f.is_some_and(|f| f.in_sync(now)),
+                        in_sync: !learner && f.is_some_and(|f| f.in_sync(now)),
+                        learner,
                     }
                 })
                 .collect()
@@ -658,7 +750,8 @@ impl Replica {
     /// and in sync. It stops taking appends, waits until the preferred replica's fetches
     /// reach its log's end, then begins an election preferring it (both logs end alike,
     /// and this node reports late); when the preferred replica does not catch up in
-    /// time, appends resume and it tries again later.
+    /// time, appends resume and it tries again later. A partition being moved ends its
+    /// move instead ([`Replica::move_to_target`]).
     fn hand_over(
         self: &Arc<Self>,
         streams: &crate::cluster::ClusterStreams,
@@ -672,6 +765,7 @@ impl Replica {
             return;
         };
         if preferred == me
+            || !placement.target.is_empty()
             || self.serving.load(std::sync::atomic::Ordering::Acquire) != epoch
             || !placement.in_sync.contains(&preferred)
             || !streams.is_up(preferred)
@@ -685,16 +779,12 @@ impl Replica {
                 .led_since
                 .is_some_and(|(e, at)| e == epoch && at.elapsed() >= HAND_OVER_AFTER);
             let now = std::time::Instant::now();
-            let (in_sync, keeping_up) =
-                self.followers
-                    .lock()
-                    .get(&preferred)
-                    .map_or((false, false), |f| {
-                        let recent = f
-                            .caught_up_at
-                            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
-                        (f.in_sync(now), recent)
-                    });
+            let end = self.log.replica_state().map_or(u64::MAX, |s| s.written_end);
+            let (in_sync, keeping_up) = self
+                .followers
+                .lock()
+                .get(&preferred)
+                .map_or((false, false), |f| (f.in_sync(now), f.keeping_up(now, end)));
             if !in_sync {
                 h.in_sync_since = None;
                 return;
@@ -713,48 +803,22 @@ impl Replica {
         let (replica, meta) = (self.clone(), streams.meta_arc().clone());
         tokio::spawn(async move {
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
-            let caught_up = loop {
-                let fetched = replica.followed.notified();
-                tokio::pin!(fetched);
-                fetched.as_mut().enable();
-                let end = replica.log.replica_state().map(|s| s.written_end);
-                let at = replica.followers.lock().get(&preferred).map(|f| f.offset);
-                if let (Ok(end), Some(at)) = (end, at)
-                    && at >= end
-                {
-                    break true;
-                }
-                if replica.role() != (Role::Leader { epoch })
-                    || tokio::time::Instant::now() >= until
-                {
-                    break false;
-                }
-                // The next fetch, or the deadline (the role is checked again after it).
-                let _ = tokio::time::timeout_at(until, fetched).await;
-            };
-            let begun = if caught_up {
+            let begun = if replica.copies_reach_end(&[preferred], epoch, until).await {
                 let command = Command::BeginElection {
                     stream: replica.stream.clone(),
                     partition: replica.partition,
                     epoch: epoch + 1,
                     preferred: Some(preferred),
+                    replicas: None,
                 };
-                // Appends wait meanwhile: bounded, should the meta service be slow.
-                match tokio::time::timeout(HAND_OVER_WAIT, meta.write(command)).await {
-                    Ok(Ok(Outcome::Done)) => Ok(()),
-                    Ok(Ok(refused)) => Err(format!("the election was refused: {refused:?}")),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!(
-                        "the meta service did not begin the election in {HAND_OVER_WAIT:?}"
-                    )),
-                }
+                begin_within(&meta, command).await
             } else {
                 Err(format!(
                     "node {preferred} did not catch up in {HAND_OVER_WAIT:?}"
                 ))
             };
             match begun {
-                Ok(_) => {
+                Ok(()) => {
                     let mut h = replica.handover.lock();
                     (h.failures, h.retry_at) = (0, None);
                     info!(
@@ -765,19 +829,178 @@ impl Replica {
                         "handing the partition over to its preferred replica"
                     );
                 }
-                Err(e) => {
+                Err(e) => replica.handover_failed(epoch, &e, HAND_OVER_RETRY),
+            }
+        });
+    }
+
+    /// Leader serving `epoch` of a partition moving to `placement.target`: once every
+    /// node of the target keeps up with it (each fetched at its end within the last
+    /// second), it ends the move. It stops taking appends, waits until each has its whole
+    /// log, fences its own log at the next epoch (an append already past the check lands
+    /// before that, and the wait after the fence covers it), waits again, and begins the
+    /// next epoch's election with the target as its replicas, preferring the target's
+    /// first. Every new replica then holds every record this leader had, so any majority
+    /// of them holds every committed one. When they do not catch up in time, appends
+    /// resume and it tries again later; once fenced, it can only step down: if the
+    /// move's election is refused it begins an ordinary one.
+    fn move_to_target(
+        self: &Arc<Self>,
+        streams: &crate::cluster::ClusterStreams,
+        placement: &PartitionPlacement,
+        me: NodeId,
+    ) {
+        let Role::Leader { epoch } = self.role() else {
+            return;
+        };
+        if placement.target.is_empty()
+            || self.serving.load(std::sync::atomic::Ordering::Acquire) != epoch
+        {
+            return;
+        }
+        let others: Vec<NodeId> = placement
+            .target
+            .iter()
+            .copied()
+            .filter(|n| *n != me)
+            .collect();
+        if others
+            .iter()
+            .any(|n| !streams.is_up(*n) || streams.meta().refuses_connections(*n))
+        {
+            return;
+        }
+        {
+            let mut h = self.handover.lock();
+            let now = std::time::Instant::now();
+            if h.active.is_some() || h.retry_at.is_some_and(|at| now < at) {
+                return;
+            }
+            let end = self.log.replica_state().map_or(u64::MAX, |s| s.written_end);
+            let followers = self.followers.lock();
+            if !others
+                .iter()
+                .all(|n| followers.get(n).is_some_and(|f| f.keeping_up(now, end)))
+            {
+                return;
+            }
+            h.active = Some(epoch);
+        }
+        let (replica, meta) = (self.clone(), streams.meta_arc().clone());
+        let target = placement.target.clone();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
+            if !replica.copies_reach_end(&others, epoch, until).await {
+                let why = format!("the new copies did not catch up in {HAND_OVER_WAIT:?}");
+                replica.handover_failed(epoch, &why, MOVE_RETRY);
+                return;
+            }
+            if let Err(e) = replica.log.fence(epoch_i32(epoch + 1)) {
+                replica.handover_failed(epoch, &e.to_string(), MOVE_RETRY);
+                return;
+            }
+            let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
+            let begun = if replica.copies_reach_end(&others, epoch, until).await {
+                let command = Command::BeginElection {
+                    stream: replica.stream.clone(),
+                    partition: replica.partition,
+                    epoch: epoch + 1,
+                    preferred: target.first().copied(),
+                    replicas: Some(target.clone()),
+                };
+                begin_within(&meta, command).await
+            } else {
+                Err("the new copies did not catch up once the log was fenced".to_string())
+            };
+            match begun {
+                Ok(()) => {
                     let mut h = replica.handover.lock();
-                    let wait = HAND_OVER_RETRY
-                        .saturating_mul(1 << h.failures.min(5))
-                        .min(HAND_OVER_RETRY_MAX);
-                    h.failures += 1;
-                    h.retry_at = Some(std::time::Instant::now() + wait);
-                    h.active = None;
-                    info!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
-                        retry_in = ?wait, "not handing over to the preferred replica now");
+                    (h.failures, h.retry_at) = (0, None);
+                    if target.first() == Some(&me) {
+                        // Preferred again: it reports at once, not late as a leader
+                        // handing over does (its fenced log takes no appends meanwhile).
+                        h.active = None;
+                    }
+                    info!(
+                        stream = replica.stream,
+                        partition = replica.partition,
+                        epoch,
+                        ?target,
+                        "move done: the new replicas elect the next leader"
+                    );
+                }
+                Err(e) => {
+                    warn!(stream = replica.stream, partition = replica.partition, epoch, error = %e,
+                        "the move did not end: this fenced leader steps down");
+                    replica.step_down(&meta, epoch, me).await;
                 }
             }
         });
+    }
+
+    /// Leader: waits until every node of `nodes` fetched at this log's end, while it
+    /// leads `epoch`, until `until`.
+    async fn copies_reach_end(
+        &self,
+        nodes: &[NodeId],
+        epoch: u64,
+        until: tokio::time::Instant,
+    ) -> bool {
+        loop {
+            let fetched = self.followed.notified();
+            tokio::pin!(fetched);
+            fetched.as_mut().enable();
+            if let Ok(end) = self.log.replica_state().map(|s| s.written_end) {
+                let followers = self.followers.lock();
+                if nodes
+                    .iter()
+                    .all(|n| followers.get(n).is_some_and(|f| f.offset >= end))
+                {
+                    return true;
+                }
+            }
+            if self.role() != (Role::Leader { epoch }) || tokio::time::Instant::now() >= until {
+                return false;
+            }
+            // The next fetch, or the deadline (the role is checked again after it).
+            let _ = tokio::time::timeout_at(until, fetched).await;
+        }
+    }
+
+    /// A handover or a move that did not happen: appends resume, and the next attempt
+    /// waits `first`, twice as long after each further failure.
+    fn handover_failed(&self, epoch: u64, error: &str, first: Duration) {
+        let mut h = self.handover.lock();
+        let wait = first
+            .saturating_mul(1 << h.failures.min(7))
+            .min(HAND_OVER_RETRY_MAX);
+        h.failures += 1;
+        h.retry_at = Some(std::time::Instant::now() + wait);
+        h.active = None;
+        info!(stream = self.stream, partition = self.partition, epoch, error,
+            retry_in = ?wait, "not handing over now");
+    }
+
+    /// A leader of `epoch` whose log is fenced at the next: begins an ordinary election
+    /// (preferring itself), until the partition is in another epoch.
+    async fn step_down(&self, meta: &MetaNode, epoch: u64, me: NodeId) {
+        while self.role() == (Role::Leader { epoch }) {
+            let command = Command::BeginElection {
+                stream: self.stream.clone(),
+                partition: self.partition,
+                epoch: epoch + 1,
+                preferred: Some(me),
+                replicas: None,
+            };
+            match begin_within(meta, command).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(stream = self.stream, partition = self.partition, epoch, error = %e,
+                        "cannot begin the election yet");
+                    tokio::time::sleep(RETRY * 5).await;
+                }
+            }
+        }
     }
 
     /// Follower: fetches from `leader` until the role changes.
@@ -934,6 +1157,19 @@ impl Replica {
     }
 }
 
+/// Writes an election's beginning, waiting at most [`HAND_OVER_WAIT`] (appends wait
+/// meanwhile: bounded, should the meta service be slow).
+async fn begin_within(meta: &MetaNode, command: Command) -> Result<(), String> {
+    match tokio::time::timeout(HAND_OVER_WAIT, meta.write(command)).await {
+        Ok(Ok(Outcome::Done)) => Ok(()),
+        Ok(Ok(refused)) => Err(format!("the election was refused: {refused:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the meta service did not begin the election in {HAND_OVER_WAIT:?}"
+        )),
+    }
+}
+
 fn epoch_i32(epoch: u64) -> i32 {
     i32::try_from(epoch).unwrap_or(i32::MAX)
 }
@@ -1064,9 +1300,12 @@ impl Replicas {
     }
 }
 
-/// What `placement` asks of node `me`.
+/// What `placement` asks of node `me` (a replica, or a learner of a move).
 fn wanted(p: &PartitionPlacement, me: NodeId) -> Role {
+    let learner = !p.replicas.contains(&me);
     match (p.leader, &p.election) {
+        // A learner takes no part in elections: it follows the leader they elect.
+        (_, Some(_)) if learner => Role::Idle,
         (_, Some(_)) => Role::Electing { epoch: p.epoch },
         (Some(l), None) if l == me => Role::Leader { epoch: p.epoch },
         (Some(leader), None) => Role::Follower {
@@ -1132,7 +1371,12 @@ fn transition(replica: &Arc<Replica>, role: Role, meta: &Arc<MetaNode>, me: Node
         }
         Role::Leader { epoch } => {
             replica.mark_joined();
-            replica.handover.lock().led_since = Some((epoch, std::time::Instant::now()));
+            {
+                let mut h = replica.handover.lock();
+                h.led_since = Some((epoch, std::time::Instant::now()));
+                // A handover or move of an earlier epoch is over.
+                h.active = None;
+            }
             let replica = replica.clone();
             tokio::spawn(async move {
                 let marker = BatchBuilder::leader_change_marker(me, crate::cluster::now_ms());
@@ -1214,7 +1458,10 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                     parts
                         .iter()
                         .enumerate()
-                        .filter(move |(_, p)| p.replicas.len() > 1 && p.replicas.contains(&me))
+                        .filter(move |(_, p)| {
+                            p.replicas.len() > 1
+                                && (p.replicas.contains(&me) || p.target.contains(&me))
+                        })
                         .map(move |(i, p)| (name.clone(), i as u32, p.clone()))
                 })
                 .collect()
@@ -1236,13 +1483,16 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                     Ok((log, dir)) => {
                         // Empty too: a stream deleted and created again under its name
                         // between two reconciliations may find the old copy's log.
+                        // A learner's copy is new to an existing partition: it joins
+                        // once it caught up.
                         let fresh = placed_since_start
+                            && placement.replicas.contains(&me)
                             && log.replica_state().is_ok_and(|s| s.written_end == 0);
                         let replica = Replica::new(
                             &stream,
                             partition,
                             log,
-                            &placement.replicas,
+                            &placement,
                             dir.join(JOINED_FILE),
                         );
                         if fresh {
@@ -1265,6 +1515,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                     }
                 },
             };
+            replica.set_members(&placement);
             let role = wanted(&placement, me);
             // A new partition's first leader: named at creation, before any copy held a
             // record (no election yet, no in-sync report).
@@ -1295,6 +1546,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             }
             replica.report_in_sync(streams.meta_arc(), me, &placement.in_sync());
             replica.hand_over(&streams, &placement, me);
+            replica.move_to_target(&streams, &placement, me);
             if streams.meta().leader() == Some(me) {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
             }
@@ -1312,6 +1564,12 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         for r in gone {
             r.log.set_offload_duty(OffloadDuty::Follower);
             r.role.send_replace(Role::Idle);
+            // Moved away (the stream is still placed): the copy goes. A deleted
+            // stream's go with it, by the reconciliation.
+            let moved = streams.meta().read(|s| s.placement.contains_key(&r.stream));
+            if moved {
+                tokio::spawn(async move { r.forget().await });
+            }
         }
         if measured.elapsed() >= MEASURE_EVERY {
             measured = std::time::Instant::now();
@@ -1344,6 +1602,7 @@ async fn restarted_leader(
         partition: replica.partition,
         epoch: placement.epoch + 1,
         preferred: replica.has_joined().then_some(me),
+        replicas: None,
     };
     match streams.meta().write(command).await {
         Ok(outcome) => info!(
@@ -1392,6 +1651,7 @@ async fn elect_if_leaderless(
         partition,
         epoch: p.epoch + 1,
         preferred: None,
+        replicas: None,
     };
     match streams.meta().write(command).await {
         Ok(outcome) => info!(

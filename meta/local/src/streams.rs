@@ -97,6 +97,7 @@ impl Catalog for LocalStreams {
             epoch: 0,
             replicas: vec![self.node],
             in_sync: vec![self.node],
+            target: Vec::new(),
         })
     }
 }

@@ -15,7 +15,7 @@ use strata_journal::{
     Journal, JournalConfig, JournalOptions, ObjectStoreConfig, OffloadSettings, PartitionLog,
 };
 use strata_local::{ClusterStreams, MetaManifests};
-use strata_meta::model::{Command, ManifestEntry};
+use strata_meta::model::{Command, ManifestEntry, Outcome};
 use strata_meta::{MetaConfig, MetaNode};
 use strata_tiered::testing::S3Server;
 use tokio::net::TcpListener;
@@ -63,8 +63,17 @@ async fn start(dir: &std::path::Path) -> Vec<Node> {
 /// Starts three new nodes on free ports, their data under `dir`, offloading to `store`
 /// when given.
 async fn start_with(dir: &std::path::Path, store: Option<&ObjectStoreConfig>) -> Vec<Node> {
+    start_count(dir, 3, store).await
+}
+
+/// Starts `count` new nodes (ids 1 to `count`) on free ports, their data under `dir`.
+async fn start_count(
+    dir: &std::path::Path,
+    count: u64,
+    store: Option<&ObjectStoreConfig>,
+) -> Vec<Node> {
     let mut listeners = Vec::new();
-    for id in 1..=3 {
+    for id in 1..=count {
         listeners.push((id, TcpListener::bind("127.0.0.1:0").await.unwrap()));
     }
     let voters: BTreeMap<u64, String> = listeners
@@ -855,6 +864,141 @@ async fn a_new_partition_whose_leader_dies_at_once_elects_another() {
     assert_ne!(placement.leader, Some(leader));
     // Both writes, three records each, at the offsets they were acknowledged with.
     assert_eq!(acked_at_their_offsets(&p, &acked).await.len(), 6);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_count(dir.path(), 4, None).await;
+    let node = |id: u64| &nodes[(id - 1) as usize];
+    // Every node up before placing, so the three copies go to three of the four.
+    wait_until("every node to register", async || {
+        nodes[0].meta.read(|s| s.nodes.len() == 4)
+    })
+    .await;
+    let p = create(&nodes, "mv").await;
+    all_in_sync(&nodes, "mv").await;
+    let before = nodes[0].streams.placement("mv", 0).unwrap();
+    let old_leader = before.leader.unwrap();
+    let spare = (1..=4).find(|n| !before.replicas.contains(n)).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        acked.push((append(&p, i).await, i));
+    }
+    // Writes go on through the move.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (p, writing) = (p.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 1000;
+            while writing.load(std::sync::atomic::Ordering::Acquire) {
+                acked.push((append(&p, i).await, i));
+                i += 1;
+            }
+            acked
+        })
+    };
+    // The leader's copy moves to the spare node, which becomes the preferred leader.
+    let mut target = vec![spare];
+    target.extend(before.replicas.iter().filter(|n| **n != old_leader));
+    let outcome = nodes[0]
+        .meta
+        .write(Command::MoveReplicas {
+            stream: "mv".into(),
+            partition: 0,
+            replicas: target.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    wait_until(
+        "the move to end with a leader among the new replicas",
+        async || {
+            nodes[0].meta.read(|s| {
+                let now = &s.placement["mv"][0];
+                now.replicas == target
+                    && now.target.is_empty()
+                    && now.leader.is_some_and(|l| target.contains(&l))
+            })
+        },
+    )
+    .await;
+    writing.store(false, std::sync::atomic::Ordering::Release);
+    acked.extend(writer.await.unwrap());
+    assert!(acked.len() > 30, "writes were acknowledged during the move");
+    let after = nodes[0].streams.placement("mv", 0).unwrap();
+    assert!(after.epoch > before.epoch);
+    // The moved-away copy is deleted; the new replicas hold the same batches.
+    wait_until("the old copy to be emptied", async || {
+        node(old_leader)
+            .log("mv")
+            .replica_state()
+            .unwrap()
+            .written_end
+            == 0
+    })
+    .await;
+    all_in_sync(&nodes, "mv").await;
+    let leader_log = node(after.leader.unwrap()).log("mv");
+    let want = data_batches(&leader_log).await;
+    for id in &target {
+        caught_up(node(*id), "mv", &leader_log).await;
+        assert_eq!(data_batches(&node(*id).log("mv")).await, want, "node {id}");
+    }
+    // Back to where it was, with no writes meanwhile (the followers of an idle partition
+    // fetch every few seconds): the emptied copy copies the log again as a learner.
+    let outcome = nodes[0]
+        .meta
+        .write(Command::MoveReplicas {
+            stream: "mv".into(),
+            partition: 0,
+            replicas: before.replicas.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Done);
+    wait_until("the move back to end", async || {
+        nodes[0].meta.read(|s| {
+            let now = &s.placement["mv"][0];
+            now.replicas == before.replicas && now.target.is_empty() && now.leader.is_some()
+        })
+    })
+    .await;
+    let back = nodes[0].streams.placement("mv", 0).unwrap();
+    let leader_log = node(back.leader.unwrap()).log("mv");
+    caught_up(node(old_leader), "mv", &leader_log).await;
+    assert_eq!(
+        data_batches(&node(old_leader).log("mv")).await,
+        data_batches(&leader_log).await
+    );
+    wait_until("the spare's copy to be emptied", async || {
+        node(spare).log("mv").replica_state().unwrap().written_end == 0
+    })
+    .await;
+    // The leader's node stops: the two replicas left elect one of themselves, with every
+    // acknowledged write (the spare's copy, emptied, has no vote).
+    let after = back;
+    let mut nodes = nodes;
+    let new_leader = after.leader.unwrap();
+    let at = nodes
+        .iter()
+        .position(|n| n.meta.id() == new_leader)
+        .unwrap();
+    nodes.remove(at).stop().await;
+    let p = nodes[0].streams.partition("mv", 0).await.unwrap();
+    for i in 5000..5010 {
+        acked.push((append(&p, i).await, i));
+    }
+    let at = acked_at_their_offsets(&p, &acked).await;
+    let mut values: Vec<&String> = at.values().collect();
+    let all = values.len();
+    values.sort();
+    values.dedup();
+    assert_eq!(all, values.len(), "no record twice");
     for n in nodes {
         n.stop().await;
     }

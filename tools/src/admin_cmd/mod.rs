@@ -90,8 +90,19 @@ enum ClusterCommand {
         /// Its node-to-node address, `host:port`.
         rpc: String,
     },
-    /// Removes a node (or marks it leaving while it still leads partitions).
+    /// Removes a node (or marks it leaving while it still leads partitions or holds
+    /// copies: its copies of replicated partitions move to other nodes).
     RemoveNode { id: u64 },
+    /// Moves a replicated partition to other nodes (its current replicas cancel a move).
+    MoveReplicas {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas wanted, comma-separated node ids, the preferred leader first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+    },
     /// Every partition's leader and epoch.
     Leaders {
         /// Only this stream's partitions.
@@ -468,9 +479,32 @@ async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Sho
                 c.call(Method::DELETE, url, None).await?,
                 Box::new(move |v| {
                     format!(
-                        "node {id}: {} (leads {} partitions)\n",
+                        "node {id}: {} (leads {} partitions, holds {} replicated copies)\n",
                         v["state"].as_str().unwrap_or("?"),
-                        v["partitions_led"]
+                        v["partitions_led"],
+                        v["copies"]
+                    )
+                }),
+            )
+        }
+        ClusterCommand::MoveReplicas {
+            stream,
+            partition,
+            replicas,
+        } => {
+            let part = partition.to_string();
+            let url = c.url(&["cluster", "partitions", &stream, &part, "replicas"], &[]);
+            let body = json!({ "replicas": replicas });
+            (
+                c.call(Method::POST, url, Some(body)).await?,
+                Box::new(|v| {
+                    format!(
+                        "{}/{}: replicas {} moving to {} (learners {})\n",
+                        v["stream"].as_str().unwrap_or("?"),
+                        v["partition"],
+                        v["replicas"],
+                        v["moving_to"],
+                        v["learners"]
                     )
                 }),
             )
@@ -497,6 +531,7 @@ async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Sho
                         ("EPOCH", "/epoch"),
                         ("REPLICAS", "/replicas"),
                         ("IN SYNC", "/in_sync"),
+                        ("MOVING TO", "/moving_to"),
                     ],
                 )
             }),
@@ -515,7 +550,13 @@ async fn cluster(c: &AdminClient, command: ClusterCommand) -> anyhow::Result<Sho
                             .map_or(&[][..], Vec::as_slice)
                             .iter()
                             .map(|f| {
-                                let sync = if f["in_sync"] == true { "" } else { " (out)" };
+                                let sync = if f["learner"] == true {
+                                    " (learner)"
+                                } else if f["in_sync"] == true {
+                                    ""
+                                } else {
+                                    " (out)"
+                                };
                                 format!("{}:{}{sync}", f["node"], f["lag"])
                             })
                             .collect();

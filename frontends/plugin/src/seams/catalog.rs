@@ -99,6 +99,9 @@ pub struct Placement {
     /// The replicas in sync with the leader (every replica of an unreplicated partition
     /// that has a leader; none while there is no leader).
     pub in_sync: Vec<NodeId>,
+    /// The replicas it is moving to while a move runs (Kafka's reassignment); empty
+    /// otherwise.
+    pub target: Vec<NodeId>,
 }
 
 /// A node of the cluster as the catalog knows it.
@@ -145,6 +148,36 @@ pub trait Catalog: Send + Sync + Debug {
 
     /// Where a partition lives; `None` for an unknown stream or partition.
     fn placement(&self, stream: &str, partition: u32) -> Option<Placement>;
+
+    /// Moves a replicated partition to `replicas` (the first the preferred leader): the
+    /// new nodes copy it, then the leader ends the move with an election among them. The
+    /// partition's current replicas cancel a move. Returns once the move is recorded, not
+    /// done. `Invalid` when it cannot move so (one copy, unknown or leaving nodes, a bad
+    /// count); a node on its own has nowhere to move to.
+    async fn move_replicas(
+        &self,
+        stream: &str,
+        partition: u32,
+        replicas: Vec<NodeId>,
+    ) -> StoreResult<()> {
+        let _ = (partition, replicas);
+        Err(StoreError::Invalid(format!(
+            "`{stream}` has one copy on this node: there is nowhere to move it"
+        )))
+    }
+
+    /// Where this node keeps its copies of partitions (a directory), for Kafka's
+    /// DescribeLogDirs.
+    fn copies_dir(&self) -> String {
+        "memory".to_string()
+    }
+
+    /// The bytes this node's copy of a partition holds, if it holds one (a replica, or a
+    /// learner of a move).
+    fn copy_bytes(&self, stream: &str, partition: u32) -> Option<u64> {
+        let _ = (stream, partition);
+        None
+    }
 
     /// The cluster's nodes, by id. Empty for a node on its own that knows no other.
     fn members(&self) -> Vec<Member> {

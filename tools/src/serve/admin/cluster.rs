@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_frontend::admin::extract::{ApiJson, ApiPath, ApiQuery};
-use strata_meta::model::{Command, NodeState, Outcome};
+use strata_meta::model::{Command, NodeState, Outcome, PartitionPlacement};
 use strata_meta::{MetaError, VoterChange};
 use utoipa::{IntoParams, ToSchema};
 
@@ -192,15 +192,22 @@ pub async fn add_node(
 /// What removing a node did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Removal {
-    /// `removed`, or `leaving`: the node still leads partitions, which stay on it until
-    /// they can move with their data (replication); it takes no new ones.
+    /// `removed`, or `leaving`: the node still leads partitions or holds copies of
+    /// replicated ones; it takes no new ones. The copies move to other active nodes
+    /// (each move ends with an election); a partition with one copy stays where its
+    /// records are. Remove it again once it holds none.
     pub state: String,
     /// Partitions it still leads.
     pub partitions_led: u64,
+    /// Replicated partitions that still hold a copy on it (moving off it when another
+    /// active node can take the copy; none left to take it: move or shrink them with
+    /// `POST /api/v1/cluster/partitions/{stream}/{partition}/replicas`).
+    pub copies: u64,
 }
 
-/// Removes a node: at once when it leads no partition (it also stops being a meta voter);
-/// otherwise it is marked leaving, takes no new partitions, and keeps serving those it has.
+/// Removes a node: at once when it leads no partition and holds no copy (it also stops
+/// being a meta voter); otherwise it is marked leaving, takes no new partitions, keeps
+/// serving those it has, and its copies of replicated partitions move to other nodes.
 #[utoipa::path(delete, path = "/api/v1/cluster/nodes/{id}", tag = "cluster",
     params(("id" = u64, Path, description = "Node id")),
     responses(
@@ -222,17 +229,20 @@ pub async fn remove_node(
         Outcome::Removed => Removal {
             state: "removed".into(),
             partitions_led: 0,
+            copies: 0,
         },
         // Never registered (it never started) but a voter: only the vote goes.
         Outcome::NotFound(_) if voter => Removal {
             state: "removed".into(),
             partitions_led: 0,
+            copies: 0,
         },
         Outcome::NotFound(m) => return Err(ApiError::not_found(m)),
         Outcome::Invalid(m) => return Err(ApiError::new(StatusCode::CONFLICT, "refused", m)),
-        Outcome::Leaving { partitions } => Removal {
+        Outcome::Leaving { partitions, copies } => Removal {
             state: "leaving".into(),
             partitions_led: partitions,
+            copies,
         },
         other => {
             return Err(ApiError::new(
@@ -292,6 +302,26 @@ pub struct LeaderView {
     pub in_sync: Vec<u64>,
     /// Whether fewer replicas are in sync than hold a copy.
     pub under_replicated: bool,
+    /// The replicas it is moving to, while a move runs (empty otherwise).
+    pub moving_to: Vec<u64>,
+    /// The nodes copying it to become replicas (the move's new nodes).
+    pub learners: Vec<u64>,
+}
+
+impl LeaderView {
+    fn of(stream: &str, partition: u32, p: &PartitionPlacement) -> Self {
+        LeaderView {
+            stream: stream.to_string(),
+            partition,
+            leader: p.leader,
+            epoch: p.epoch,
+            replicas: p.replicas.clone(),
+            in_sync: p.in_sync(),
+            under_replicated: p.under_replicated(),
+            moving_to: p.target.clone(),
+            learners: p.learners(),
+        }
+    }
 }
 
 /// Which partitions to list.
@@ -318,15 +348,10 @@ pub async fn leaders(
             .iter()
             .filter(|(name, _)| q.stream.as_ref().is_none_or(|w| w == *name))
             .flat_map(|(name, parts)| {
-                parts.iter().enumerate().map(move |(i, p)| LeaderView {
-                    stream: name.clone(),
-                    partition: i as u32,
-                    leader: p.leader,
-                    epoch: p.epoch,
-                    replicas: p.replicas.clone(),
-                    in_sync: p.in_sync(),
-                    under_replicated: p.under_replicated(),
-                })
+                parts
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| LeaderView::of(name, i as u32, p))
             })
             .filter(|v| q.under_replicated.is_none_or(|u| u == v.under_replicated))
             .collect()
@@ -364,8 +389,11 @@ pub struct FollowerView {
     pub offset: Option<u64>,
     /// Records the leader holds past that offset: the replication lag.
     pub lag: u64,
-    /// Whether it caught up with the leader within the last 10 s.
+    /// Whether it caught up with the leader within the last 10 s (never for a learner).
     pub in_sync: bool,
+    /// Whether it is a learner: a node the partition is moving to, copying the log
+    /// without counting toward commitment.
+    pub learner: bool,
 }
 
 /// The replicated partitions this node holds a copy of: role, high watermark and, on
@@ -402,6 +430,7 @@ pub async fn replicas(State(s): State<AdminState>) -> Json<Vec<ReplicaView>> {
                             offset: f.offset,
                             lag: f.lag,
                             in_sync: f.in_sync,
+                            learner: f.learner,
                         })
                         .collect(),
                 }
@@ -420,4 +449,72 @@ pub async fn rebalance(State(s): State<AdminState>) -> ApiResult<ClusterView> {
     s.meta.write(Command::Rebalance).await.map_err(meta_error)?;
     s.audit("cluster.rebalance", "").await;
     Ok(Json(view(&s)))
+}
+
+/// The replicas a partition is to have.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReplicas {
+    /// 2 to 7 distinct node ids, the first the preferred leader. The partition's current
+    /// replicas cancel a move under way; the same nodes in another order only change the
+    /// preferred leader.
+    pub replicas: Vec<u64>,
+}
+
+/// Moves a replicated partition to other nodes: the nodes new to it copy its log as
+/// learners; once every one keeps up, its leader stops taking appends for at most a
+/// second, and the next leader is elected among the new replicas, the first preferred.
+/// Answers at once with the move under way (follow it in `GET /api/v1/cluster/leaders`).
+#[utoipa::path(post, path = "/api/v1/cluster/partitions/{stream}/{partition}/replicas",
+    tag = "cluster", request_body = NewReplicas,
+    params(("stream" = String, Path, description = "Stream"),
+        ("partition" = u32, Path, description = "Partition")),
+    responses(
+        (status = 200, description = "The partition's placement, the move under way", body = LeaderView),
+        (status = 404, description = "No such stream or partition", body = ErrorBody),
+        (status = 409, description = "Refused (one copy, unknown or leaving nodes, a bad count)", body = ErrorBody),
+        (status = 503, description = "No meta leader answered", body = ErrorBody)))]
+pub async fn move_replicas(
+    State(s): State<AdminState>,
+    ApiPath((stream, partition)): ApiPath<(String, u32)>,
+    ApiJson(new): ApiJson<NewReplicas>,
+) -> ApiResult<LeaderView> {
+    let command = Command::MoveReplicas {
+        stream: stream.clone(),
+        partition,
+        replicas: new.replicas.clone(),
+    };
+    match s.meta.write(command).await.map_err(meta_error)? {
+        Outcome::Done => {}
+        Outcome::NotFound(m) => return Err(ApiError::not_found(m)),
+        other => {
+            let m = match other {
+                Outcome::Invalid(m) => m,
+                o => format!("{o:?}"),
+            };
+            return Err(ApiError::new(StatusCode::CONFLICT, "refused", m));
+        }
+    }
+    // Read-your-writes on this node.
+    let wanted = new.replicas.clone();
+    let shown = |st: &strata_meta::model::MetaState| {
+        st.placement
+            .get(&stream)
+            .and_then(|ps| ps.get(partition as usize))
+            .is_some_and(|p| p.target == wanted || (p.target.is_empty() && p.replicas == wanted))
+    };
+    s.meta
+        .applied(shown, std::time::Duration::from_secs(10))
+        .await;
+    let view = s.meta.read(|st| {
+        st.placement
+            .get(&stream)
+            .and_then(|ps| ps.get(partition as usize))
+            .map(|p| LeaderView::of(&stream, partition, p))
+    });
+    let replicas = format!("{stream}/{partition} -> {:?}", new.replicas);
+    tracing::info!(stream, partition, replicas = ?new.replicas, "partition move requested");
+    s.audit("cluster.partition.move", &replicas).await;
+    view.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no partition {partition} in `{stream}`")))
 }

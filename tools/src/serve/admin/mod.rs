@@ -108,6 +108,10 @@ pub fn router(state: AdminState, frontends: Vec<FrontendApi>) -> Router {
         .route("/cluster/leaders", get(cluster::leaders))
         .route("/cluster/replicas", get(cluster::replicas))
         .route("/cluster/rebalance", post(cluster::rebalance))
+        .route(
+            "/cluster/partitions/{stream}/{partition}/replicas",
+            post(cluster::move_replicas),
+        )
         .with_state(state.clone())
         .route(
             "/openapi.json",

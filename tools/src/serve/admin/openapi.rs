@@ -43,6 +43,7 @@ use utoipa::OpenApi;
         super::cluster::leaders,
         super::cluster::replicas,
         super::cluster::rebalance,
+        super::cluster::move_replicas,
         super::log::state,
         super::log::set_level,
         super::log::add_override,

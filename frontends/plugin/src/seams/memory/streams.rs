@@ -133,6 +133,7 @@ impl Catalog for MemoryStreams {
             epoch: 0,
             replicas: vec![0],
             in_sync: vec![0],
+            target: Vec::new(),
         })
     }
 }
