@@ -11,6 +11,9 @@ consumer working throughout, and seeded faults injected one at a time:
   rolling   restart every node in turn
   isolate   cut a node (a leader: the leader in the minority) off from every other node
   bridge    cut the nodes into two sides that only one node, the bridge, talks to both of
+  move      move a partition's replicas through the admin API: on five nodes to three
+            drawn at random, on three to two of its copies and back to three (the copy
+            left is emptied, then copied again as a learner), under the writes
 
 With `--fsync always` (the default), every node runs with `fsync = "always"` and with
 CHAOS_VOLATILE_WRITES=1 (journal/src/fs/volatile.rs): its journal keeps unsynced writes in
@@ -81,6 +84,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -98,7 +102,7 @@ TOPIC = "chaos"
 PARTITIONS = 3
 DEADLINE = 120.0
 KINDS = ["kill", "pause", "restart", "kill-leader", "pause-leader", "rolling", "isolate",
-         "isolate-leader", "bridge", "wipe", "power-loss"]
+         "isolate-leader", "bridge", "wipe", "power-loss", "move"]
 PARTITIONS_KINDS = {"isolate", "isolate-leader", "bridge"}
 JAVA_LIBS = os.path.expanduser("~/.cache/strata/tools/kafka-4.4.0/libs")
 CHAIN = "STRATA_CHAOS"
@@ -581,7 +585,43 @@ def inject(kind, nodes, rng, history, firewall=None):
             n.stop()
             n.start()
             wait_until("the cluster to heal during a rolling restart", lambda: healthy(nodes))
+    elif kind == "move":
+        move_a_partition(nodes, rng, history)
     history.add(op="healed", kind=kind, node=target.id)
+
+
+def admin_api(node, method, path, body=None):
+    url = f"http://{node.host}:{node.node.admin_port}/api/v1/{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def move_a_partition(nodes, rng, history):
+    """Moves a partition of the topic and waits until each move ended (an election among
+    the new replicas)."""
+    p = rng.randrange(PARTITIONS)
+    ids = list(range(1, len(nodes) + 1))
+
+    def view():
+        return next(v for v in admin_api(nodes[0], "GET", f"cluster/leaders?stream={TOPIC}")
+                    if v["partition"] == p)
+    current = view()["replicas"]
+    if len(nodes) > 3:
+        plans = [rng.sample(ids, 3)]
+    else:
+        kept = rng.sample(current, 2)
+        grown = kept + [n for n in ids if n not in kept]
+        rng.shuffle(grown)
+        plans = [kept, grown]
+    for plan in plans:
+        history.add(op="move", partition=p, replicas=plan)
+        admin_api(nodes[0], "POST", f"cluster/partitions/{TOPIC}/{p}/replicas",
+                  {"replicas": plan})
+        wait_until(f"partition {p} to move to {plan}", lambda plan=plan: (
+            lambda v: v["replicas"] == plan and not v["moving_to"] and v["leader"])(view()))
 
 
 def read_everything(nodes, history):

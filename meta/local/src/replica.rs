@@ -1196,6 +1196,8 @@ struct ReplicaMetrics {
     offline: prometheus::IntGauge,
     /// The most records any follower of a partition this node leads is behind.
     max_lag: prometheus::IntGauge,
+    /// Partitions this node leads that are moving to other replicas.
+    moving: prometheus::IntGauge,
 }
 
 impl Default for ReplicaMetrics {
@@ -1224,6 +1226,10 @@ impl Default for ReplicaMetrics {
                 "strata_replica_max_lag_records",
                 "The most records a follower of a partition this node leads is behind",
             ),
+            moving: gauge(
+                "strata_replica_moving_partitions",
+                "Partitions this node leads that are moving to other replicas",
+            ),
         }
     }
 }
@@ -1235,6 +1241,7 @@ impl Replicas {
         registry.register(Box::new(m.roles.clone()))?;
         registry.register(Box::new(m.under_replicated.clone()))?;
         registry.register(Box::new(m.offline.clone()))?;
+        registry.register(Box::new(m.moving.clone()))?;
         registry.register(Box::new(m.max_lag.clone()))
     }
 
@@ -1247,22 +1254,25 @@ impl Replicas {
     }
 
     fn measure(&self, meta: &MetaNode, me: NodeId) {
-        let (under, offline) = meta.read(|s| {
+        let (under, offline, moving) = meta.read(|s| {
             let replicated = s
                 .placement
                 .values()
                 .flatten()
                 .filter(|p| p.replicas.len() > 1);
-            replicated.fold((0, 0), |(under, offline), p| {
+            replicated.fold((0, 0, 0), |(under, offline, moving), p| {
+                let led = p.leader == Some(me);
                 (
-                    under + i64::from(p.leader == Some(me) && p.under_replicated()),
+                    under + i64::from(led && p.under_replicated()),
                     offline + i64::from(p.leader.is_none()),
+                    moving + i64::from(led && !p.target.is_empty()),
                 )
             })
         });
         let m = &self.metrics;
         m.under_replicated.set(under);
         m.offline.set(offline);
+        m.moving.set(moving);
         let mut roles = [0i64; 4];
         let mut max_lag = 0;
         for status in self.statuses(me) {
