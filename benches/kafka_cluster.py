@@ -70,7 +70,9 @@ class Setup:
         self.name, self.a = name, a
         self.tmp = tempfile.mkdtemp(prefix=f"kafka-bench-{name}-")
         self.procs, self.specs = [], []
-        hosts = ["127.0.0.1"] if name == "strata1" else ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        # Three nodes unless a bench built on this one asks for more (`a.nodes`).
+        count = 1 if name == "strata1" else getattr(a, "nodes", 3)
+        hosts = [f"127.0.0.{i}" for i in range(1, count + 1)]
         self.ports = [free_port_on(h) for h in hosts]
         self.bootstrap = ",".join(f"{h}:{p}" for h, p in zip(hosts, self.ports))
         try:

@@ -98,6 +98,11 @@ pub struct PartitionPlacement {
     /// ([`Command::BeginElection`]'s `replicas`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target: Vec<NodeId>,
+    /// Set once a move began: copies made since did not exist from the partition's
+    /// start, so none is taken as holding every record it ever held for being empty and
+    /// new (a learner joins once it caught up).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
 impl PartitionPlacement {
@@ -842,6 +847,7 @@ impl MetaState {
             ));
         }
         p.target = wanted.to_vec();
+        p.moved = true;
         (Outcome::Done, vec![Touched::Stream(stream.to_string())])
     }
 
@@ -858,21 +864,34 @@ impl MetaState {
         let mut touched = std::collections::BTreeSet::new();
         for (name, parts) in &mut self.placement {
             for p in parts.iter_mut() {
-                if p.replicas.len() < 2 || !p.replicas.contains(&id) || !p.target.is_empty() {
+                // A move under way that keeps (or brings) the node: its target changes.
+                let from = if p.target.is_empty() {
+                    &p.replicas
+                } else {
+                    &p.target
+                };
+                if p.replicas.len() < 2 || !from.contains(&id) {
                     continue;
                 }
                 let to = held
                     .iter()
-                    .filter(|(n, _)| !p.replicas.contains(n))
+                    .filter(|(n, _)| !p.replicas.contains(n) && !p.target.contains(n))
                     .min_by_key(|(n, count)| (**count, **n))
                     .map(|(n, _)| *n);
-                let Some(to) = to else { continue };
+                let Some(to) = to else {
+                    if !p.replicas.contains(&id) {
+                        // A move to the node, with nowhere else to go: cancelled.
+                        p.target.clear();
+                        touched.insert(Touched::Stream(name.clone()));
+                    }
+                    continue;
+                };
                 *held.entry(to).or_default() += 1;
-                p.target = p
-                    .replicas
+                p.target = from
                     .iter()
                     .map(|n| if *n == id { to } else { *n })
                     .collect();
+                p.moved = true;
                 touched.insert(Touched::Stream(name.clone()));
             }
         }
@@ -967,6 +986,7 @@ impl MetaState {
                     election: None,
                     in_sync: Vec::new(),
                     target: Vec::new(),
+                    moved: false,
                 })
                 .collect(),
         };
@@ -1088,6 +1108,7 @@ impl MetaState {
                     election: None,
                     in_sync: Vec::new(),
                     target: Vec::new(),
+                    moved: false,
                 }
             })
             .collect()
@@ -1732,6 +1753,27 @@ mod tests {
         }
         assert_eq!(s.held_by(3), 0);
         assert_eq!(s.apply(&Command::RemoveNode { id: 3 }).0, Outcome::Removed);
+        // A node in a move's target is replaced in it.
+        s.apply(&node(5));
+        let p = s.placement["r"][0].clone();
+        let outsider = (1..=5)
+            .find(|n| *n != 3 && !p.replicas.contains(n))
+            .expect("a node without a copy");
+        let mut target = p.replicas.clone();
+        target[1] = outsider;
+        s.apply(&Command::MoveReplicas {
+            stream: "r".into(),
+            partition: 0,
+            replicas: target.clone(),
+        });
+        assert!(matches!(
+            s.apply(&Command::RemoveNode { id: outsider }).0,
+            Outcome::Leaving { .. }
+        ));
+        // No node is left without a copy: the move to the leaving node is cancelled.
+        let now = &s.placement["r"][0];
+        assert!(now.target.is_empty(), "{now:?}");
+        assert_eq!(s.held_by(outsider), 0);
         // With no node left to take them, copies stay and the node stays leaving.
         let mut three = MetaState::default();
         for id in 1..=3 {

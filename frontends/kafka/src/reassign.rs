@@ -30,6 +30,11 @@ use crate::state::Kafka;
 /// Most partitions one request moves (each is one write to the meta service); those past
 /// it are answered POLICY_VIOLATION.
 pub const MAX_MOVES_PER_REQUEST: usize = 4096;
+/// Most replicas a partition is moved to (the meta service's `MAX_REPLICAS`).
+const MAX_REPLICAS: usize = 7;
+/// Most partitions one DescribeLogDirs or ListPartitionReassignments request names; those
+/// past it are left out of the answer.
+pub const MAX_LISTED_PER_REQUEST: usize = 65_536;
 
 /// AlterPartitionReassignments: starts (or, with null replicas, cancels) each move.
 pub async fn alter(
@@ -121,6 +126,20 @@ async fn move_one(
             ));
         }
         None => placed.replicas.clone(),
+        // Checked before anything is written: a list the meta service would refuse is
+        // never sent to it (nor its length paid for in the metadata log).
+        Some(ids) if ids.len() > MAX_REPLICAS || ids.len() < 2 => {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!("a moved partition has 2 to {MAX_REPLICAS} replicas"),
+            ));
+        }
+        Some(ids) if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) => {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                "a broker is named twice".to_string(),
+            ));
+        }
         Some(ids) => {
             let mut wanted = Vec::with_capacity(ids.len());
             for id in ids {
@@ -176,28 +195,20 @@ pub fn list(
         return ListPartitionReassignmentsResponse::default().with_error_code(denied);
     }
     let catalog = &k.storage.catalog;
-    let asked: Vec<(String, Option<Vec<i32>>)> = match r.topics {
-        Some(topics) => topics
-            .into_iter()
-            .map(|t| (t.name.to_string(), Some(t.partition_indexes)))
-            .collect(),
-        None => catalog
-            .streams()
-            .into_iter()
-            .filter(|s| k.owned.get(&s.name).is_none())
-            .map(|s| (s.name, None))
-            .collect(),
-    };
+    let asked = asked_topics(
+        k,
+        r.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes))
+        }),
+    );
     let mut topics = Vec::new();
     for (name, indexes) in asked {
         let Some(stream) = catalog.stream(&name) else {
             continue;
         };
         let indexes: Vec<u32> = match indexes {
-            Some(list) => list
-                .into_iter()
-                .filter_map(|i| u32::try_from(i).ok())
-                .collect(),
+            Some(list) => list.into_iter().collect(),
             None => (0..stream.partitions).collect(),
         };
         let partitions: Vec<OngoingPartitionReassignment> = indexes
@@ -253,29 +264,18 @@ pub fn log_dirs(
         return DescribeLogDirsResponse::default().with_error_code(denied);
     }
     let catalog = &k.storage.catalog;
-    let asked: Vec<(String, Option<Vec<i32>>)> = match r.topics {
-        Some(topics) => topics
-            .into_iter()
-            .map(|t| (t.topic.to_string(), Some(t.partitions)))
-            .collect(),
-        None => catalog
-            .streams()
-            .into_iter()
-            .filter(|s| k.owned.get(&s.name).is_none())
-            .map(|s| (s.name, None))
-            .collect(),
-    };
+    let asked = asked_topics(
+        k,
+        r.topics
+            .map(|ts| ts.into_iter().map(|t| (t.topic.to_string(), t.partitions))),
+    );
     let mut topics = Vec::new();
     for (name, indexes) in asked {
         let Some(stream) = catalog.stream(&name) else {
             continue;
         };
         let indexes: Vec<u32> = match indexes {
-            Some(list) => list
-                .into_iter()
-                .filter_map(|i| u32::try_from(i).ok())
-                .filter(|i| *i < stream.partitions)
-                .collect(),
+            Some(list) => list.into_iter().collect(),
             None => (0..stream.partitions).collect(),
         };
         let partitions: Vec<DescribeLogDirsPartition> = indexes
@@ -303,4 +303,47 @@ pub fn log_dirs(
         .with_total_bytes(-1)
         .with_usable_bytes(-1);
     DescribeLogDirsResponse::default().with_results(vec![dir])
+}
+
+/// The topics a listing asks for (all the Kafka frontend's when none are named), each
+/// named once with its partitions named once, topics of other frontends left out, at most
+/// [`MAX_LISTED_PER_REQUEST`] partitions in all.
+fn asked_topics(
+    k: &Kafka,
+    named: Option<impl Iterator<Item = (String, Vec<i32>)>>,
+) -> Vec<(String, Option<std::collections::BTreeSet<u32>>)> {
+    let mut asked: std::collections::BTreeMap<String, Option<std::collections::BTreeSet<u32>>> =
+        std::collections::BTreeMap::new();
+    let mut budget = MAX_LISTED_PER_REQUEST;
+    match named {
+        Some(topics) => {
+            for (name, indexes) in topics {
+                if k.owned.get(&name).is_some() {
+                    continue;
+                }
+                let set = asked
+                    .entry(name)
+                    .or_insert_with(|| Some(Default::default()));
+                for i in indexes {
+                    if budget == 0 {
+                        break;
+                    }
+                    if let (Some(set), Ok(i)) = (set.as_mut(), u32::try_from(i))
+                        && set.insert(i)
+                    {
+                        budget -= 1;
+                    }
+                }
+            }
+        }
+        None => {
+            for s in k.storage.catalog.streams() {
+                if k.owned.get(&s.name).is_none() && budget > 0 {
+                    budget = budget.saturating_sub(s.partitions as usize);
+                    asked.insert(s.name, None);
+                }
+            }
+        }
+    }
+    asked.into_iter().collect()
 }

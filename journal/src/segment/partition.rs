@@ -813,7 +813,16 @@ impl SegmentLog {
                 if floor >= st.next_offset {
                     return Ok(st.next_offset);
                 }
-                floor
+                // From a batch's start at or past the floor: a batch that holds the log
+                // start past its first record stays (the end never goes below the start).
+                let i = st.segments.partition_point(|s| s.base_offset <= floor) - 1;
+                let seg = st.segments[i].clone();
+                let (_, base, next) = self.batch_around(&seg, floor)?;
+                let from = if base < floor { next } else { base };
+                if from >= st.next_offset {
+                    return Ok(st.next_offset);
+                }
+                from
             }
         };
         let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
@@ -998,6 +1007,13 @@ impl SegmentLog {
 
     /// The byte position and base offset of the batch holding `offset` in `seg`.
     fn batch_holding(&self, seg: &Segment, offset: u64) -> Result<(u64, u64)> {
+        self.batch_around(seg, offset)
+            .map(|(position, base, _)| (position, base))
+    }
+
+    /// The batch of `seg` holding `offset`: its position, base offset and the offset
+    /// after it.
+    fn batch_around(&self, seg: &Segment, offset: u64) -> Result<(u64, u64, u64)> {
         let (start, size) = {
             let m = seg.meta.read();
             let rel = (offset - seg.base_offset).min(u64::from(u32::MAX)) as u32;
@@ -1006,7 +1022,7 @@ impl SegmentLog {
         let mut found = None;
         scan(&*seg.file, start, size, false, |b| {
             if found.is_none() && b.header.next_offset() > offset {
-                found = Some((b.position, b.header.base_offset));
+                found = Some((b.position, b.header.base_offset, b.header.next_offset()));
             }
         })
         .map_err(|e| self.io(&seg.path, e))?;

@@ -362,6 +362,19 @@ async fn a_copy_moved_away_drops_its_committed_records_too() {
     assert_eq!(log.describe().segments.len(), 1, "its segments are gone");
     assert!(log.leader_epochs().unwrap().is_empty());
     assert_eq!(log.clear_copy().await.unwrap(), 0, "twice is a no-op");
+    // A log start inside a batch: that batch stays, so the end never goes below the start.
+    let log2 = partition(&h, &j, "gone2").await;
+    for i in 0..6u32 {
+        log2.append_in_epoch(batch(&format!("h{i}"), 10, 1000), 2)
+            .await
+            .unwrap();
+    }
+    log2.set_high_watermark(60).unwrap();
+    log2.delete_before(15).await.unwrap();
+    assert_eq!(log2.replica_state().unwrap().log_start, 15);
+    assert_eq!(log2.clear_copy().await.unwrap(), 20);
+    let state = log2.replica_state().unwrap();
+    assert!(state.written_end >= state.log_start);
     // Reopened, it is still empty: a copy placed here again starts as a new one does.
     j.close().await.unwrap();
     let j = h.open();

@@ -288,6 +288,12 @@ impl Replica {
     fn set_members(&self, placement: &PartitionPlacement) {
         let members = Members::of(placement);
         if *self.members.read() != members {
+            // What the leader knew of a node that is no longer a member is dropped: a
+            // learner removed and placed again must show its progress anew (its copy was
+            // emptied meanwhile).
+            self.followers
+                .lock()
+                .retain(|n, _| members.replicas.contains(n) || members.learners.contains(n));
             *self.members.write() = members;
         }
     }
@@ -802,8 +808,12 @@ impl Replica {
         }
         let (replica, meta) = (self.clone(), streams.meta_arc().clone());
         tokio::spawn(async move {
+            let since = replica.ask_for_fetches();
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
-            let begun = if replica.copies_reach_end(&[preferred], epoch, until).await {
+            let begun = if replica
+                .copies_reach_end(&[preferred], epoch, until, since)
+                .await
+            {
                 let command = Command::BeginElection {
                     stream: replica.stream.clone(),
                     partition: replica.partition,
@@ -889,8 +899,9 @@ impl Replica {
         let (replica, meta) = (self.clone(), streams.meta_arc().clone());
         let target = placement.target.clone();
         tokio::spawn(async move {
+            let since = replica.ask_for_fetches();
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
-            if !replica.copies_reach_end(&others, epoch, until).await {
+            if !replica.copies_reach_end(&others, epoch, until, since).await {
                 let why = format!("the new copies did not catch up in {HAND_OVER_WAIT:?}");
                 replica.handover_failed(epoch, &why, MOVE_RETRY);
                 return;
@@ -900,7 +911,7 @@ impl Replica {
                 return;
             }
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
-            let begun = if replica.copies_reach_end(&others, epoch, until).await {
+            let begun = if replica.copies_reach_end(&others, epoch, until, since).await {
                 let command = Command::BeginElection {
                     stream: replica.stream.clone(),
                     partition: replica.partition,
@@ -938,13 +949,23 @@ impl Replica {
         });
     }
 
-    /// Leader: waits until every node of `nodes` fetched at this log's end, while it
-    /// leads `epoch`, until `until`.
+    /// Leader taking no appends: ends the fetches waiting here for records, so each
+    /// follower fetches again at once and shows where its log ends now. Returns when.
+    fn ask_for_fetches(&self) -> std::time::Instant {
+        let since = std::time::Instant::now();
+        self.written.notify_waiters();
+        since
+    }
+
+    /// Leader: waits until every node of `nodes` fetched at this log's end, in a fetch
+    /// that began at `since` or later (what the leader knew before may be stale: a
+    /// copy emptied or wiped since), while it leads `epoch`, until `until`.
     async fn copies_reach_end(
         &self,
         nodes: &[NodeId],
         epoch: u64,
         until: tokio::time::Instant,
+        since: std::time::Instant,
     ) -> bool {
         loop {
             let fetched = self.followed.notified();
@@ -952,10 +973,11 @@ impl Replica {
             fetched.as_mut().enable();
             if let Ok(end) = self.log.replica_state().map(|s| s.written_end) {
                 let followers = self.followers.lock();
-                if nodes
-                    .iter()
-                    .all(|n| followers.get(n).is_some_and(|f| f.offset >= end))
-                {
+                if nodes.iter().all(|n| {
+                    followers
+                        .get(n)
+                        .is_some_and(|f| f.offset >= end && f.fetched_at >= since)
+                }) {
                     return true;
                 }
             }
@@ -1181,6 +1203,8 @@ pub struct Replicas {
     /// Elections this node (as meta leader) began: for each partition, the epoch and
     /// when, so each is asked for once and a partition is not elected again at once.
     begun: parking_lot::Mutex<HashMap<(String, u32), (u64, std::time::Instant)>>,
+    /// Copies moved away whose logs are being emptied: not opened again until done.
+    forgetting: parking_lot::Mutex<HashSet<(String, u32)>>,
     metrics: ReplicaMetrics,
 }
 
@@ -1487,6 +1511,15 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         for (stream, partition, placement) in mine {
             live.insert((stream.clone(), partition));
             let placed_since_start = !held_at_start.contains(&(stream.clone(), partition));
+            if streams
+                .replicas()
+                .forgetting
+                .lock()
+                .contains(&(stream.clone(), partition))
+            {
+                // Its copy here is still being emptied: it comes back at a later pass.
+                continue;
+            }
             let replica = match streams.replicas().get(&stream, partition) {
                 Some(r) => r,
                 None => match streams.local_log(&stream, partition).await {
@@ -1496,6 +1529,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                         // A learner's copy is new to an existing partition: it joins
                         // once it caught up.
                         let fresh = placed_since_start
+                            && !placement.moved
                             && placement.replicas.contains(&me)
                             && log.replica_state().is_ok_and(|s| s.written_end == 0);
                         let replica = Replica::new(
@@ -1574,11 +1608,22 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         for r in gone {
             r.log.set_offload_duty(OffloadDuty::Follower);
             r.role.send_replace(Role::Idle);
-            // Moved away (the stream is still placed): the copy goes. A deleted
-            // stream's go with it, by the reconciliation.
-            let moved = streams.meta().read(|s| s.placement.contains_key(&r.stream));
+            // Moved away (the partition is still placed, and not here): the copy goes. A
+            // deleted stream's go with it, by the reconciliation.
+            let moved = streams.meta().read(|s| {
+                s.placement
+                    .get(&r.stream)
+                    .and_then(|ps| ps.get(r.partition as usize))
+                    .is_some_and(|p| !p.replicas.contains(&me) && !p.target.contains(&me))
+            });
             if moved {
-                tokio::spawn(async move { r.forget().await });
+                let key = (r.stream.clone(), r.partition);
+                let replicas = streams.replicas().clone();
+                replicas.forgetting.lock().insert(key.clone());
+                tokio::spawn(async move {
+                    r.forget().await;
+                    replicas.forgetting.lock().remove(&key);
+                });
             }
         }
         if measured.elapsed() >= MEASURE_EVERY {

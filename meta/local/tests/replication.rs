@@ -1003,3 +1003,84 @@ async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_los
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_cancelled_and_asked_again_at_once_waits_for_the_emptied_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_count(dir.path(), 4, None).await;
+    let node = |id: u64| &nodes[(id - 1) as usize];
+    wait_until("every node to register", async || {
+        nodes[0].meta.read(|s| s.nodes.len() == 4)
+    })
+    .await;
+    let p = create(&nodes, "again").await;
+    all_in_sync(&nodes, "again").await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        acked.push((append(&p, i).await, i));
+    }
+    let before = nodes[0].streams.placement("again", 0).unwrap();
+    let spare = (1..=4).find(|n| !before.replicas.contains(n)).unwrap();
+    let mut target = before.replicas.clone();
+    let gone = target[2];
+    target[2] = spare;
+    let move_to = |replicas: Vec<u64>| Command::MoveReplicas {
+        stream: "again".into(),
+        partition: 0,
+        replicas,
+    };
+    // Started, cancelled once the learner caught up, and asked again at once, the
+    // partition idle: the move ends only with the learner's copy refilled.
+    assert_eq!(
+        nodes[0].meta.write(move_to(target.clone())).await.unwrap(),
+        Outcome::Done
+    );
+    let leader_log = node(before.leader.unwrap()).log("again");
+    wait_until("the learner to catch up", async || {
+        node(spare)
+            .journal
+            .stream("again")
+            .and_then(|s| s.partition(0).cloned())
+            .is_ok_and(|log| {
+                log.replica_state().unwrap().written_end
+                    == leader_log.replica_state().unwrap().written_end
+            })
+    })
+    .await;
+    nodes[0]
+        .meta
+        .write(move_to(before.replicas.clone()))
+        .await
+        .unwrap();
+    nodes[0].meta.write(move_to(target.clone())).await.unwrap();
+    wait_until("the move to end", async || {
+        nodes[0].meta.read(|s| {
+            let now = &s.placement["again"][0];
+            now.replicas == target && now.target.is_empty() && now.leader.is_some()
+        })
+    })
+    .await;
+    for i in 20..30 {
+        acked.push((append(&p, i).await, i));
+    }
+    let after = nodes[0].streams.placement("again", 0).unwrap();
+    let leader_log = node(after.leader.unwrap()).log("again");
+    let want = data_batches(&leader_log).await;
+    assert_eq!(want.len(), 30);
+    for id in &target {
+        caught_up(node(*id), "again", &leader_log).await;
+        assert_eq!(
+            data_batches(&node(*id).log("again")).await,
+            want,
+            "node {id}"
+        );
+    }
+    acked_at_their_offsets(&p, &acked).await;
+    wait_until("the copy moved away to be emptied", async || {
+        node(gone).log("again").replica_state().unwrap().written_end == 0
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+}

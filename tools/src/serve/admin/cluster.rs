@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use strata_frontend::admin::extract::{ApiJson, ApiPath, ApiQuery};
-use strata_meta::model::{Command, NodeState, Outcome, PartitionPlacement};
+use strata_meta::model::{Command, MAX_REPLICAS, NodeState, Outcome, PartitionPlacement};
 use strata_meta::{MetaError, VoterChange};
 use utoipa::{IntoParams, ToSchema};
 
@@ -479,6 +479,19 @@ pub async fn move_replicas(
     ApiPath((stream, partition)): ApiPath<(String, u32)>,
     ApiJson(new): ApiJson<NewReplicas>,
 ) -> ApiResult<LeaderView> {
+    // Refused before anything is written: the meta service would refuse it too.
+    let mut distinct = new.replicas.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != new.replicas.len()
+        || !(2..=MAX_REPLICAS as usize).contains(&new.replicas.len())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            format!("a replicated partition has 2 to {MAX_REPLICAS} distinct replicas"),
+        ));
+    }
     let command = Command::MoveReplicas {
         stream: stream.clone(),
         partition,
