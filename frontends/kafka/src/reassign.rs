@@ -204,13 +204,6 @@ pub fn list(
     );
     let mut topics = Vec::new();
     for (name, indexes) in asked {
-        let Some(stream) = catalog.stream(&name) else {
-            continue;
-        };
-        let indexes: Vec<u32> = match indexes {
-            Some(list) => list.into_iter().collect(),
-            None => (0..stream.partitions).collect(),
-        };
         let partitions: Vec<OngoingPartitionReassignment> = indexes
             .into_iter()
             .filter_map(|i| Some((i, catalog.placement(&name, i)?)))
@@ -271,13 +264,6 @@ pub fn log_dirs(
     );
     let mut topics = Vec::new();
     for (name, indexes) in asked {
-        let Some(stream) = catalog.stream(&name) else {
-            continue;
-        };
-        let indexes: Vec<u32> = match indexes {
-            Some(list) => list.into_iter().collect(),
-            None => (0..stream.partitions).collect(),
-        };
         let partitions: Vec<DescribeLogDirsPartition> = indexes
             .into_iter()
             .filter_map(|i| {
@@ -306,12 +292,13 @@ pub fn log_dirs(
 }
 
 /// The topics a listing asks for (all the Kafka frontend's when none are named), each
-/// named once with its partitions named once, topics of other frontends left out, at most
+/// named once with its partitions named once (all of them when the topic is not named),
+/// unknown topics and those of other frontends left out, at most
 /// [`MAX_LISTED_PER_REQUEST`] partitions in all.
 fn asked_topics(
     k: &Kafka,
     named: Option<impl Iterator<Item = (String, Vec<i32>)>>,
-) -> Vec<(String, Option<std::collections::BTreeSet<u32>>)> {
+) -> Vec<(String, Vec<u32>)> {
     let mut asked: std::collections::BTreeMap<String, Option<std::collections::BTreeSet<u32>>> =
         std::collections::BTreeMap::new();
     let mut budget = MAX_LISTED_PER_REQUEST;
@@ -345,5 +332,15 @@ fn asked_topics(
             }
         }
     }
-    asked.into_iter().collect()
+    asked
+        .into_iter()
+        .filter_map(|(name, indexes)| {
+            let stream = k.storage.catalog.stream(&name)?;
+            let indexes = match indexes {
+                Some(set) => set.into_iter().collect(),
+                None => (0..stream.partitions).collect(),
+            };
+            Some((name, indexes))
+        })
+        .collect()
 }

@@ -869,18 +869,46 @@ async fn a_new_partition_whose_leader_dies_at_once_elects_another() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = start_count(dir.path(), 4, None).await;
-    let node = |id: u64| &nodes[(id - 1) as usize];
+/// Four new nodes, and stream `name` of one partition with three copies (on three of
+/// them), every copy in sync.
+async fn four_nodes_with(dir: &std::path::Path, name: &str) -> (Vec<Node>, Arc<dyn Partition>) {
+    let nodes = start_count(dir, 4, None).await;
     // Every node up before placing, so the three copies go to three of the four.
     wait_until("every node to register", async || {
         nodes[0].meta.read(|s| s.nodes.len() == 4)
     })
     .await;
-    let p = create(&nodes, "mv").await;
-    all_in_sync(&nodes, "mv").await;
+    let p = create(&nodes, name).await;
+    all_in_sync(&nodes, name).await;
+    (nodes, p)
+}
+
+/// Asks for `stream`'s partition to move to `replicas`, through the first node.
+async fn move_to(nodes: &[Node], stream: &str, replicas: &[u64]) {
+    let command = Command::MoveReplicas {
+        stream: stream.into(),
+        partition: 0,
+        replicas: replicas.to_vec(),
+    };
+    assert_eq!(nodes[0].meta.write(command).await.unwrap(), Outcome::Done);
+}
+
+/// Waits until `stream`'s partition has `replicas`, no move under way, and a leader.
+async fn moved(nodes: &[Node], stream: &str, replicas: &[u64]) {
+    wait_until("the move to end with a leader", async || {
+        nodes[0].meta.read(|s| {
+            let now = &s.placement[stream][0];
+            now.replicas == replicas && now.target.is_empty() && now.leader.is_some()
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, p) = four_nodes_with(dir.path(), "mv").await;
+    let node = |id: u64| &nodes[(id - 1) as usize];
     let before = nodes[0].streams.placement("mv", 0).unwrap();
     let old_leader = before.leader.unwrap();
     let spare = (1..=4).find(|n| !before.replicas.contains(n)).unwrap();
@@ -905,28 +933,8 @@ async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_los
     // The leader's copy moves to the spare node, which becomes the preferred leader.
     let mut target = vec![spare];
     target.extend(before.replicas.iter().filter(|n| **n != old_leader));
-    let outcome = nodes[0]
-        .meta
-        .write(Command::MoveReplicas {
-            stream: "mv".into(),
-            partition: 0,
-            replicas: target.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(outcome, Outcome::Done);
-    wait_until(
-        "the move to end with a leader among the new replicas",
-        async || {
-            nodes[0].meta.read(|s| {
-                let now = &s.placement["mv"][0];
-                now.replicas == target
-                    && now.target.is_empty()
-                    && now.leader.is_some_and(|l| target.contains(&l))
-            })
-        },
-    )
-    .await;
+    move_to(&nodes, "mv", &target).await;
+    moved(&nodes, "mv", &target).await;
     writing.store(false, std::sync::atomic::Ordering::Release);
     acked.extend(writer.await.unwrap());
     assert!(acked.len() > 30, "writes were acknowledged during the move");
@@ -951,23 +959,8 @@ async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_los
     }
     // Back to where it was, with no writes meanwhile (the followers of an idle partition
     // fetch every few seconds): the emptied copy copies the log again as a learner.
-    let outcome = nodes[0]
-        .meta
-        .write(Command::MoveReplicas {
-            stream: "mv".into(),
-            partition: 0,
-            replicas: before.replicas.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(outcome, Outcome::Done);
-    wait_until("the move back to end", async || {
-        nodes[0].meta.read(|s| {
-            let now = &s.placement["mv"][0];
-            now.replicas == before.replicas && now.target.is_empty() && now.leader.is_some()
-        })
-    })
-    .await;
+    move_to(&nodes, "mv", &before.replicas).await;
+    moved(&nodes, "mv", &before.replicas).await;
     let back = nodes[0].streams.placement("mv", 0).unwrap();
     let leader_log = node(back.leader.unwrap()).log("mv");
     caught_up(node(old_leader), "mv", &leader_log).await;
@@ -1007,14 +1000,8 @@ async fn a_partition_moves_its_leaders_copy_to_another_node_under_writes_and_los
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_move_cancelled_and_asked_again_at_once_waits_for_the_emptied_copies() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_count(dir.path(), 4, None).await;
+    let (nodes, p) = four_nodes_with(dir.path(), "again").await;
     let node = |id: u64| &nodes[(id - 1) as usize];
-    wait_until("every node to register", async || {
-        nodes[0].meta.read(|s| s.nodes.len() == 4)
-    })
-    .await;
-    let p = create(&nodes, "again").await;
-    all_in_sync(&nodes, "again").await;
     let mut acked = Vec::new();
     for i in 0..20 {
         acked.push((append(&p, i).await, i));
@@ -1024,17 +1011,9 @@ async fn a_move_cancelled_and_asked_again_at_once_waits_for_the_emptied_copies()
     let mut target = before.replicas.clone();
     let gone = target[2];
     target[2] = spare;
-    let move_to = |replicas: Vec<u64>| Command::MoveReplicas {
-        stream: "again".into(),
-        partition: 0,
-        replicas,
-    };
     // Started, cancelled once the learner caught up, and asked again at once, the
     // partition idle: the move ends only with the learner's copy refilled.
-    assert_eq!(
-        nodes[0].meta.write(move_to(target.clone())).await.unwrap(),
-        Outcome::Done
-    );
+    move_to(&nodes, "again", &target).await;
     let leader_log = node(before.leader.unwrap()).log("again");
     wait_until("the learner to catch up", async || {
         node(spare)
@@ -1047,19 +1026,9 @@ async fn a_move_cancelled_and_asked_again_at_once_waits_for_the_emptied_copies()
             })
     })
     .await;
-    nodes[0]
-        .meta
-        .write(move_to(before.replicas.clone()))
-        .await
-        .unwrap();
-    nodes[0].meta.write(move_to(target.clone())).await.unwrap();
-    wait_until("the move to end", async || {
-        nodes[0].meta.read(|s| {
-            let now = &s.placement["again"][0];
-            now.replicas == target && now.target.is_empty() && now.leader.is_some()
-        })
-    })
-    .await;
+    move_to(&nodes, "again", &before.replicas).await;
+    move_to(&nodes, "again", &target).await;
+    moved(&nodes, "again", &target).await;
     for i in 20..30 {
         acked.push((append(&p, i).await, i));
     }
