@@ -103,6 +103,15 @@ pub struct PartitionPlacement {
     /// new (a learner joins once it caught up).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub moved: bool,
+    /// Raised each time `target` changes (a move asked for, changed or cancelled): a
+    /// move's end names the move it ends, and a leader's knowledge of learners belongs
+    /// to one move.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub move_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PartitionPlacement {
@@ -294,6 +303,11 @@ pub enum Command {
         /// majority of the new replicas holds every committed record.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<NodeId>>,
+        /// With `replicas`: the move it ends (`PartitionPlacement::move_id`); refused
+        /// once the target changed since, even back to the same nodes (their copies may
+        /// have been emptied meanwhile).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        move_id: u64,
     },
     /// Moves a replicated partition to `replicas` (2 to [`MAX_REPLICAS`] distinct active
     /// nodes, the first its preferred leader): the new ones copy the leader's log as
@@ -660,7 +674,11 @@ impl MetaState {
                 epoch,
                 preferred,
                 replicas,
-            } => self.begin_election(stream, *partition, *epoch, *preferred, replicas.as_deref()),
+                move_id,
+            } => {
+                let ending = replicas.as_deref().map(|r| (r, *move_id));
+                self.begin_election(stream, *partition, *epoch, *preferred, ending)
+            }
             Command::MoveReplicas {
                 stream,
                 partition,
@@ -701,7 +719,7 @@ impl MetaState {
         partition: u32,
         epoch: u64,
         preferred: Option<NodeId>,
-        replicas: Option<&[NodeId]>,
+        ending: Option<(&[NodeId], u64)>,
     ) -> (Outcome, Vec<Touched>) {
         let p = match self.placement_mut(stream, partition) {
             Ok(p) => p,
@@ -724,7 +742,10 @@ impl MetaState {
                 Vec::new(),
             );
         }
-        if replicas.is_some_and(|r| p.target.is_empty() || r != p.target.as_slice()) {
+        let replicas = ending.map(|(r, _)| r);
+        if ending.is_some_and(|(r, id)| {
+            p.target.is_empty() || r != p.target.as_slice() || id != p.move_id
+        }) {
             return (
                 Outcome::Invalid(format!(
                     "{stream}/{partition} is not moving to those replicas"
@@ -832,7 +853,10 @@ impl MetaState {
         if now == distinct {
             // The same nodes: a move is cancelled, or the preferred leader changes.
             p.replicas = wanted.to_vec();
-            p.target.clear();
+            if !p.target.is_empty() {
+                p.target.clear();
+                p.move_id += 1;
+            }
             p.in_sync.retain(|n| wanted.contains(n));
             let order = p.replicas.clone();
             p.in_sync.sort_by_key(|n| order.iter().position(|r| r == n));
@@ -846,7 +870,10 @@ impl MetaState {
                 "node {n} is not an active member: replicas move to active nodes"
             ));
         }
-        p.target = wanted.to_vec();
+        if p.target != wanted {
+            p.target = wanted.to_vec();
+            p.move_id += 1;
+        }
         p.moved = true;
         (Outcome::Done, vec![Touched::Stream(stream.to_string())])
     }
@@ -882,6 +909,7 @@ impl MetaState {
                     if !p.replicas.contains(&id) {
                         // A move to the node, with nowhere else to go: cancelled.
                         p.target.clear();
+                        p.move_id += 1;
                         touched.insert(Touched::Stream(name.clone()));
                     }
                     continue;
@@ -892,6 +920,7 @@ impl MetaState {
                     .map(|n| if *n == id { to } else { *n })
                     .collect();
                 p.moved = true;
+                p.move_id += 1;
                 touched.insert(Touched::Stream(name.clone()));
             }
         }
@@ -987,6 +1016,7 @@ impl MetaState {
                     in_sync: Vec::new(),
                     target: Vec::new(),
                     moved: false,
+                    move_id: 0,
                 })
                 .collect(),
         };
@@ -1109,6 +1139,7 @@ impl MetaState {
                     in_sync: Vec::new(),
                     target: Vec::new(),
                     moved: false,
+                    move_id: 0,
                 }
             })
             .collect()
@@ -1465,6 +1496,7 @@ mod tests {
             epoch,
             preferred,
             replicas: None,
+            move_id: 0,
         }
     }
 
@@ -1611,6 +1643,7 @@ mod tests {
                 epoch: 1,
                 preferred: None,
                 replicas: None,
+                move_id: 0,
             })
             .0,
             Outcome::Invalid(_)
@@ -1660,18 +1693,30 @@ mod tests {
         ));
         // Only the target ends the move; an ordinary election keeps the replicas and the
         // move.
-        let ending = |replicas: Vec<NodeId>| Command::BeginElection {
+        let ending = |replicas: Vec<NodeId>, move_id: u64| Command::BeginElection {
             stream: "r".into(),
             partition: 0,
             epoch: 1,
             preferred: Some(4),
             replicas: Some(replicas),
+            move_id,
         };
+        let first = s.placement["r"][0].move_id;
         assert!(matches!(
-            s.apply(&ending(vec![4, 5, 2])).0,
+            s.apply(&ending(vec![4, 5, 2], first)).0,
             Outcome::Invalid(_)
         ));
-        assert_eq!(s.apply(&ending(vec![4, 2, 5])).0, Outcome::Done);
+        // Cancelled and asked for again: the same target, another move; the end of the
+        // first is refused (its learners' copies may have been emptied meanwhile).
+        s.apply(&move_to(&[1, 2, 3]));
+        s.apply(&move_to(&[4, 2, 5]));
+        let again = s.placement["r"][0].move_id;
+        assert_eq!(again, first + 2);
+        assert!(matches!(
+            s.apply(&ending(vec![4, 2, 5], first)).0,
+            Outcome::Invalid(_)
+        ));
+        assert_eq!(s.apply(&ending(vec![4, 2, 5], again)).0, Outcome::Done);
         let p = &s.placement["r"][0];
         assert_eq!((p.replicas.clone(), p.epoch), (vec![4, 2, 5], 1));
         assert!(p.target.is_empty() && p.leader.is_none());
@@ -1748,6 +1793,7 @@ mod tests {
                 epoch: p.epoch + 1,
                 preferred: None,
                 replicas: Some(p.target.clone()),
+                move_id: p.move_id,
             };
             assert_eq!(s.apply(&end).0, Outcome::Done);
         }

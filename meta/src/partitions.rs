@@ -87,6 +87,11 @@ pub struct PartitionRequest {
     /// Replica fetch: the epoch of the follower's last record (`-1`: it holds none).
     #[prost(int32, tag = "11")]
     pub last_epoch: i32,
+    /// Replica fetch: the move the follower knows of (`PartitionPlacement::move_id`); a
+    /// learner's fetch from an earlier move is refused (its copy may have been emptied
+    /// since it asked).
+    #[prost(uint64, tag = "12")]
+    pub move_id: u64,
 }
 
 /// The answer: the fields of the operation asked for, or `error`.

@@ -982,14 +982,16 @@ impl SegmentLog {
     /// Cuts segment `i` at byte `pos` and removes the later segments, durably, then
     /// reloads segment `i`.
     fn cut_files(&self, st: &mut State, i: usize, seg: &Segment, pos: u64) -> Result<()> {
+        // Newest first, then the cut: a crash midway leaves a shorter log without a gap
+        // (segments after a cut one would otherwise follow a hole in the offsets).
+        for later in st.segments.drain(i + 1..).rev().collect::<Vec<_>>() {
+            later.remove_files(&*self.fs)?;
+            self.metrics.segments.dec();
+        }
         seg.file
             .set_len(pos)
             .and_then(|()| seg.file.sync())
             .map_err(|e| self.io(&seg.path, e))?;
-        for later in st.segments.drain(i + 1..).collect::<Vec<_>>() {
-            later.remove_files(&*self.fs)?;
-            self.metrics.segments.dec();
-        }
         let (kept, _) = Segment::recover(
             &*self.fs,
             &self.dir,

@@ -205,6 +205,9 @@ pub struct Replica {
     serving: std::sync::atomic::AtomicU64,
     /// Leader: handing over to the preferred replica.
     handover: parking_lot::Mutex<Handover>,
+    /// Follower: held through each fetch and its writes, so a copy moved away is
+    /// emptied only once no fetch of it is under way.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 /// A replicated partition's members as placement has them.
@@ -216,6 +219,8 @@ struct Members {
     /// Nodes a move adds: they fetch like followers, and count for nothing until the
     /// move's election makes them replicas.
     learners: Vec<NodeId>,
+    /// The move they belong to.
+    move_id: u64,
 }
 
 impl Members {
@@ -223,6 +228,7 @@ impl Members {
         Members {
             replicas: p.replicas.clone(),
             learners: p.learners(),
+            move_id: p.move_id,
         }
     }
 }
@@ -280,6 +286,7 @@ impl Replica {
                 spread: spread(stream, partition),
                 ..Handover::default()
             }),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -287,20 +294,25 @@ impl Replica {
     /// change only with an election).
     fn set_members(&self, placement: &PartitionPlacement) {
         let members = Members::of(placement);
-        if *self.members.read() != members {
-            // What the leader knew of a node that is no longer a member is dropped: a
-            // learner removed and placed again must show its progress anew (its copy was
+        let mut now = self.members.write();
+        if *now != members {
+            // What the leader knew of a node that is no longer a member is dropped, and
+            // of every learner once the move changed (cancelled and asked for again
+            // between two passes, a learner must show its progress anew: its copy was
             // emptied meanwhile).
-            self.followers
-                .lock()
-                .retain(|n, _| members.replicas.contains(n) || members.learners.contains(n));
-            *self.members.write() = members;
+            let same_move = now.move_id == members.move_id;
+            self.followers.lock().retain(|n, _| {
+                members.replicas.contains(n) || (same_move && members.learners.contains(n))
+            });
+            *now = members;
         }
     }
 
     /// This node's copy is no longer a member: it never votes again (it would hold a log
     /// the replicas went on without), and its records go.
     async fn forget(&self) {
+        // Its last fetch is over (the role is idle: no other begins).
+        let _fetching = self.fetching.lock().await;
         if let Err(e) = std::fs::remove_file(&self.joined)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -547,7 +559,8 @@ impl Replica {
         }
         let member = {
             let m = self.members.read();
-            m.replicas.contains(&request.replica) || m.learners.contains(&request.replica)
+            m.replicas.contains(&request.replica)
+                || (m.learners.contains(&request.replica) && request.move_id == m.move_id)
         };
         if request.replica == me || !member {
             return Err(StoreError::Invalid(format!(
@@ -595,12 +608,14 @@ impl Replica {
                 self.stream, self.partition, request.offset
             )));
         }
-        self.followed(request.replica, request.offset, written);
-        self.advance();
-        let max = request.max_bytes.clamp(1, MAX_READ_BYTES) as usize;
+        // Waiting for records from before the fetch is recorded: a handover's wake-up
+        // (`ask_for_fetches`) right after it must reach this fetch.
         let notified = self.written.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        self.followed(request.replica, request.offset, written);
+        self.advance();
+        let max = request.max_bytes.clamp(1, MAX_READ_BYTES) as usize;
         let mut batches = self
             .log
             .read_written(request.offset, max)
@@ -820,6 +835,7 @@ impl Replica {
                     epoch: epoch + 1,
                     preferred: Some(preferred),
                     replicas: None,
+                    move_id: 0,
                 };
                 begin_within(&meta, command).await
             } else {
@@ -897,7 +913,7 @@ impl Replica {
             h.active = Some(epoch);
         }
         let (replica, meta) = (self.clone(), streams.meta_arc().clone());
-        let target = placement.target.clone();
+        let (target, move_id) = (placement.target.clone(), placement.move_id);
         tokio::spawn(async move {
             let since = replica.ask_for_fetches();
             let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
@@ -918,6 +934,7 @@ impl Replica {
                     epoch: epoch + 1,
                     preferred: target.first().copied(),
                     replicas: Some(target.clone()),
+                    move_id,
                 };
                 begin_within(&meta, command).await
             } else {
@@ -1013,6 +1030,7 @@ impl Replica {
                 epoch: epoch + 1,
                 preferred: Some(me),
                 replicas: None,
+                move_id: 0,
             };
             match begin_within(meta, command).await {
                 Ok(()) => return,
@@ -1051,6 +1069,10 @@ impl Replica {
         epoch: u64,
         leader: NodeId,
     ) -> StoreResult<()> {
+        let _fetching = self.fetching.lock().await;
+        if self.role() != (Role::Follower { epoch, leader }) {
+            return Ok(());
+        }
         let state = self.log.replica_state().map_err(store_error)?;
         let wait_ms = if state.high_watermark.unwrap_or(0) >= state.written_end {
             IDLE_FETCH_WAIT_MS
@@ -1067,6 +1089,7 @@ impl Replica {
             wait_ms,
             replica: me,
             last_epoch: state.latest_epoch.map_or(-1, |e| e.epoch),
+            move_id: self.members.read().move_id,
             ..PartitionRequest::default()
         };
         // Bounded well below the RPC timeout: a leader that stopped answering (paused,
@@ -1508,6 +1531,7 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 .collect()
         });
         let mut live = HashSet::new();
+        let meta_leader = streams.meta().leader() == Some(me);
         for (stream, partition, placement) in mine {
             live.insert((stream.clone(), partition));
             let placed_since_start = !held_at_start.contains(&(stream.clone(), partition));
@@ -1518,6 +1542,9 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 .contains(&(stream.clone(), partition))
             {
                 // Its copy here is still being emptied: it comes back at a later pass.
+                if meta_leader {
+                    elect_if_leaderless(&streams, &stream, partition, &placement).await;
+                }
                 continue;
             }
             let replica = match streams.replicas().get(&stream, partition) {
@@ -1591,8 +1618,39 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             replica.report_in_sync(streams.meta_arc(), me, &placement.in_sync());
             replica.hand_over(&streams, &placement, me);
             replica.move_to_target(&streams, &placement, me);
-            if streams.meta().leader() == Some(me) {
+            if meta_leader {
                 elect_if_leaderless(&streams, &stream, partition, &placement).await;
+            }
+        }
+        if meta_leader {
+            // The partitions with no copy here fail over too (four nodes or more, or a
+            // copy moved away): the meta leader begins every election.
+            let elsewhere: Vec<(String, u32, Option<NodeId>)> = streams.meta().read(|s| {
+                s.placement
+                    .iter()
+                    .flat_map(|(name, parts)| {
+                        parts
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.replicas.len() > 1 && p.election.is_none())
+                            .map(move |(i, p)| (name, i as u32, p.leader))
+                    })
+                    .filter(|(name, i, _)| !live.contains(&((*name).clone(), *i)))
+                    .map(|(name, i, leader)| (name.clone(), i, leader))
+                    .collect()
+            });
+            for (stream, partition, leader) in elsewhere {
+                let down = leader
+                    .is_none_or(|l| !streams.is_up(l) || streams.meta().refuses_connections(l));
+                let placement = streams.meta().read(|s| {
+                    s.placement
+                        .get(&stream)
+                        .and_then(|ps| ps.get(partition as usize))
+                        .cloned()
+                });
+                if let (true, Some(placement)) = (down, placement) {
+                    elect_if_leaderless(&streams, &stream, partition, &placement).await;
+                }
             }
         }
         fresh_here.retain(|k| live.contains(k));
@@ -1621,8 +1679,9 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
                 let replicas = streams.replicas().clone();
                 replicas.forgetting.lock().insert(key.clone());
                 tokio::spawn(async move {
+                    // Out of the set however the task ends.
+                    let _done = Forgotten(replicas, key);
                     r.forget().await;
-                    replicas.forgetting.lock().remove(&key);
                 });
             }
         }
@@ -1630,6 +1689,15 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
             measured = std::time::Instant::now();
             streams.replicas().measure(streams.meta(), me);
         }
+    }
+}
+
+/// Takes a partition out of [`Replicas::forgetting`] when dropped.
+struct Forgotten(Arc<Replicas>, (String, u32));
+
+impl Drop for Forgotten {
+    fn drop(&mut self) {
+        self.0.forgetting.lock().remove(&self.1);
     }
 }
 
@@ -1658,6 +1726,7 @@ async fn restarted_leader(
         epoch: placement.epoch + 1,
         preferred: replica.has_joined().then_some(me),
         replicas: None,
+        move_id: 0,
     };
     match streams.meta().write(command).await {
         Ok(outcome) => info!(
@@ -1707,6 +1776,7 @@ async fn elect_if_leaderless(
         epoch: p.epoch + 1,
         preferred: None,
         replicas: None,
+        move_id: 0,
     };
     match streams.meta().write(command).await {
         Ok(outcome) => info!(

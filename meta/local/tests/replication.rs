@@ -1053,3 +1053,47 @@ async fn a_move_cancelled_and_asked_again_at_once_waits_for_the_emptied_copies()
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_without_a_copy_on_the_meta_leader_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, p) = four_nodes_with(dir.path(), "away").await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push((append(&p, i).await, i));
+    }
+    // The partition's copies go to the three nodes the meta leader is not.
+    let meta_leader = nodes[0].meta.leader().unwrap();
+    let elsewhere: Vec<u64> = (1..=4).filter(|n| *n != meta_leader).collect();
+    let before = nodes[0].streams.placement("away", 0).unwrap();
+    if before.replicas != elsewhere {
+        move_to(&nodes, "away", &elsewhere).await;
+        moved(&nodes, "away", &elsewhere).await;
+    }
+    // Its leader's node stops (the meta service keeps three of four voters): the meta
+    // leader, holding no copy, begins the election.
+    let leader = nodes[0]
+        .streams
+        .placement("away", 0)
+        .unwrap()
+        .leader
+        .unwrap();
+    assert_ne!(leader, meta_leader);
+    let mut nodes = nodes;
+    let at = nodes.iter().position(|n| n.meta.id() == leader).unwrap();
+    nodes.remove(at).stop().await;
+    let via = nodes
+        .iter()
+        .position(|n| n.meta.id() == meta_leader)
+        .unwrap();
+    let p = nodes[via].streams.partition("away", 0).await.unwrap();
+    for i in 10..20 {
+        acked.push((append(&p, i).await, i));
+    }
+    let now = nodes[via].streams.placement("away", 0).unwrap();
+    assert!(now.leader.is_some_and(|l| l != leader && l != meta_leader));
+    acked_at_their_offsets(&p, &acked).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
