@@ -294,8 +294,10 @@ impl Replica {
     /// change only with an election).
     fn set_members(&self, placement: &PartitionPlacement) {
         let members = Members::of(placement);
-        let mut now = self.members.write();
+        // Read-locked in the common case (no change): appends and fetches read it too.
+        let now = self.members.upgradable_read();
         if *now != members {
+            let mut now = parking_lot::RwLockUpgradableReadGuard::upgrade(now);
             // What the leader knew of a node that is no longer a member is dropped, and
             // of every learner once the move changed (cancelled and asked for again
             // between two passes, a learner must show its progress anew: its copy was
@@ -800,23 +802,22 @@ impl Replica {
                 .led_since
                 .is_some_and(|(e, at)| e == epoch && at.elapsed() >= HAND_OVER_AFTER);
             let now = std::time::Instant::now();
-            let end = self.log.replica_state().map_or(u64::MAX, |s| s.written_end);
-            let (in_sync, keeping_up) = self
-                .followers
-                .lock()
-                .get(&preferred)
-                .map_or((false, false), |f| (f.in_sync(now), f.keeping_up(now, end)));
-            if !in_sync {
+            let follower = self.followers.lock().get(&preferred).copied();
+            let Some(follower) = follower.filter(|f| f.in_sync(now)) else {
                 h.in_sync_since = None;
                 return;
-            }
+            };
             let since = *h.in_sync_since.get_or_insert(now);
             if h.active.is_some()
                 || !led_long
                 || now.duration_since(since) < HAND_OVER_IN_SYNC + h.spread
-                || !keeping_up
                 || h.retry_at.is_some_and(|at| now < at)
             {
+                return;
+            }
+            // Read only once every cheaper condition holds (this runs every pass).
+            let end = self.log.replica_state().map_or(u64::MAX, |s| s.written_end);
+            if !follower.keeping_up(now, end) {
                 return;
             }
             h.active = Some(epoch);
@@ -1625,30 +1626,28 @@ pub(crate) async fn drive(streams: crate::cluster::ClusterStreams) {
         if meta_leader {
             // The partitions with no copy here fail over too (four nodes or more, or a
             // copy moved away): the meta leader begins every election.
-            let elsewhere: Vec<(String, u32, Option<NodeId>)> = streams.meta().read(|s| {
+            // One read; only the partitions whose leader is gone are copied out (rare).
+            let meta = streams.meta();
+            let down: Vec<(String, u32, PartitionPlacement)> = meta.read(|s| {
                 s.placement
                     .iter()
                     .flat_map(|(name, parts)| {
                         parts
                             .iter()
                             .enumerate()
-                            .filter(|(_, p)| p.replicas.len() > 1 && p.election.is_none())
-                            .map(move |(i, p)| (name, i as u32, p.leader))
+                            .filter(|(_, p)| {
+                                p.replicas.len() > 1
+                                    && p.election.is_none()
+                                    && p.leader.is_none_or(|l| {
+                                        !s.is_live(l) || meta.refuses_connections(l)
+                                    })
+                            })
+                            .map(move |(i, p)| (name.clone(), i as u32, p.clone()))
                     })
-                    .filter(|(name, i, _)| !live.contains(&((*name).clone(), *i)))
-                    .map(|(name, i, leader)| (name.clone(), i, leader))
                     .collect()
             });
-            for (stream, partition, leader) in elsewhere {
-                let down = leader
-                    .is_none_or(|l| !streams.is_up(l) || streams.meta().refuses_connections(l));
-                let placement = streams.meta().read(|s| {
-                    s.placement
-                        .get(&stream)
-                        .and_then(|ps| ps.get(partition as usize))
-                        .cloned()
-                });
-                if let (true, Some(placement)) = (down, placement) {
+            for (stream, partition, placement) in down {
+                if !live.contains(&(stream.clone(), partition)) {
                     elect_if_leaderless(&streams, &stream, partition, &placement).await;
                 }
             }
